@@ -1,0 +1,40 @@
+/*
+ * util.h: the few helpers every host program shares.
+ *
+ * Allocation that cannot fail silently (out of memory is a runtime failure, exit 2, as
+ * DESIGN.md §8 says), reading a whole file into memory, and an error buffer convention:
+ * library functions return 0 on success and non-zero on failure, after writing a one-line
+ * message that names the file, the offset or line, and the reason into `err`.
+ */
+#ifndef PERSONA_UTIL_H
+#define PERSONA_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define ERR_LEN 512
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t count, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+
+// Formats a message into err (if err is not NULL) and returns -1, so that a failing
+// function can end with `return set_error(err, "%s: offset %zu: bad tag", path, off);`.
+int set_error(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// Reads a whole file (or standard input when path is "-") into a NUL-terminated buffer.
+// On failure returns NULL with the reason in err.
+char *read_file(const char *path, size_t *len, char *err);
+
+// A growable byte buffer: decoded text, file output, masks.
+typedef struct {
+    char *data;
+    size_t len, cap;
+} ByteBuf;
+
+void bytebuf_append(ByteBuf *b, const void *src, size_t n);
+void bytebuf_push(ByteBuf *b, char c);
+void bytebuf_free(ByteBuf *b);
+
+#endif
