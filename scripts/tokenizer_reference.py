@@ -10,6 +10,11 @@ this project wrote, so test/reference_tokenizers.sh can compare the two byte for
           one {"ids": [...], "mask": [...]} line per conversation
   data-dir
           the directory of the tokenizer files that mistral-common ships
+  tekken-v7 OUT
+          writes a v7 Tekken file: tekken_240718.json with config.version "v7" and an
+          explicit special_tokens list (mistral-common ships no v7 Tekken file). It loads
+          in mistral-common as InstructTokenizerV7, so V7-Tekken chat can be compared.
+          OUT must be named *tekken*.json, as mistral-common requires.
 
 Input bytes: `--lib sentencepiece` passes the raw bytes to SentencePiece (so malformed
 UTF-8 is handled by its C++ normaliser); `--lib mistral-common` decodes them the way a
@@ -135,6 +140,23 @@ def cmd_chat(args):
         print(json.dumps({"ids": ids, "mask": mask}))
 
 
+def data_dir():
+    return os.path.join(os.path.dirname(mistral_common.__file__), "data")
+
+
+def cmd_tekken_v7(out):
+    from mistral_common.tokens.tokenizers.tekken import Tekkenizer
+    with open(os.path.join(data_dir(), "tekken_240718.json"), encoding="utf-8") as f:
+        model = json.load(f)
+    model["config"]["version"] = "v7"
+    model["special_tokens"] = [dict(rank=t.rank if hasattr(t, "rank") else t["rank"],
+                                    token_str=t.token_str if hasattr(t, "token_str") else t["token_str"],
+                                    is_control=True)
+                               for t in Tekkenizer.DEPRECATED_SPECIAL_TOKENS]
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(model, f, ensure_ascii=False)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -147,13 +169,17 @@ def main():
     c.add_argument("--tokenizer", required=True)
     c.add_argument("--chat", required=True)
     sub.add_parser("data-dir")
+    v = sub.add_parser("tekken-v7")
+    v.add_argument("out")
     args = ap.parse_args()
     if args.cmd == "encode":
         cmd_encode(args)
     elif args.cmd == "chat":
         cmd_chat(args)
+    elif args.cmd == "tekken-v7":
+        cmd_tekken_v7(args.out)
     else:
-        print(os.path.join(os.path.dirname(mistral_common.__file__), "data"))
+        print(data_dir())
 
 
 if __name__ == "__main__":
