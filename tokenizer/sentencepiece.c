@@ -62,7 +62,7 @@ typedef struct {
 } MergeCandidate;
 
 struct SentencePiece {
-    int n_pieces;
+    int n_pieces, cap_pieces;
     char **piece;       // NUL-terminated piece strings
     uint32_t *piece_len;
     float *score;
@@ -211,9 +211,12 @@ typedef struct {
 
 static int parse_piece(SentencePiece *m, Pb *msg, char *err) {
     int i = m->n_pieces;
-    m->piece = xrealloc(m->piece, (size_t)(i + 1) * sizeof(char *));
-    m->score = xrealloc(m->score, (size_t)(i + 1) * sizeof(float));
-    m->type = xrealloc(m->type, (size_t)(i + 1));
+    if (i == m->cap_pieces) {
+        m->cap_pieces = m->cap_pieces ? m->cap_pieces * 2 : 1024;
+        m->piece = xrealloc(m->piece, (size_t)m->cap_pieces * sizeof(char *));
+        m->score = xrealloc(m->score, (size_t)m->cap_pieces * sizeof(float));
+        m->type = xrealloc(m->type, (size_t)m->cap_pieces);
+    }
     m->piece[i] = NULL;
     m->score[i] = 0.0f;
     m->type[i] = SPM_NORMAL;
