@@ -57,7 +57,7 @@ device_info: kernels/bench/device_info.cu kernels/common.cuh
 # ---------------------------------------------------------------------------------------
 # Tests. Every test program is built twice: optimised with -Werror (build/test/) and with
 # the sanitizers (build/san/); the sanitizer builds are the ones that run. The reference
-# comparisons (test/*.sh) run the sanitized ./tokenize against sentencepiece and
+# comparisons (test/test_*.sh) run the sanitized ./tokenize against sentencepiece and
 # mistral-common from the virtual environment.
 
 build/test/%: test/%.c $(TOKENIZER_SRC) $(TOKENIZER_HDR) test/test.h
@@ -82,7 +82,7 @@ venv: $(VENV)/.installed
 test-build: all $(addprefix build/test/,$(TESTS)) $(addprefix build/san/,$(TESTS)) build/san/tokenize
 
 test: test-build venv
-	@bash test/run.sh $(addprefix build/san/,$(TESTS)) test/*.sh
+	@bash test/run.sh $(addprefix build/san/,$(TESTS)) test/test_*.sh
 
 clean:
 	rm -rf build $(CPU_PROGRAMS) $(CUDA_PROGRAMS)

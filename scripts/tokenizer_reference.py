@@ -2,7 +2,7 @@
 """Reference token ids from Mistral's own Python libraries, for the tokenizer tests.
 
 Prints exactly what `./tokenize` prints for the same request, computed by code nobody in
-this project wrote, so test/reference_tokenizers.sh can compare the two byte for byte:
+this project wrote, so test/test_reference_tokenizers.sh can compare the two byte for byte:
 
   encode  --tokenizer F [--file IN] [--lines] --lib mistral-common|sentencepiece
           one line of space-separated ids per encoded string (no BOS/EOS)

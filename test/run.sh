@@ -12,8 +12,9 @@ cd "$(dirname "$0")/.."
 export PYTHON="${PYTHON:-$PWD/.venv/bin/python}"
 export TOKENIZE="${TOKENIZE:-$PWD/build/san/tokenize}"
 export TOKENIZER_DATA="${TOKENIZER_DATA:-$("$PYTHON" scripts/tokenizer_reference.py data-dir)}"
-export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}"
-export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+# Sanitizer findings exit with their own statuses, never with the 1 that means "bad input".
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:exitcode=86}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:exitcode=87}"
 
 passed=0
 failed=0

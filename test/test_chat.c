@@ -125,7 +125,7 @@ TEST(errors) {
     CHECK_CONTAINS(err, "needs the special token [INST]");
     // mistral-common refuses an empty assistant message
     CHECK_INT(chat_encode(&t, CHAT_V1, m, 2, &ids, &mask, err), -1);
-    CHECK_CONTAINS(err, "is empty");
+    CHECK_CONTAINS(err, "messages[1]: empty assistant message");
     CHECK_INT(ids.len, 0);  // nothing half-written
     CHECK_INT(mask.len, 0);
     ChatFormat f;

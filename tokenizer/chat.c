@@ -29,6 +29,7 @@ typedef struct {
     ChatRole role;
     ByteBuf text;
     double weight;
+    size_t first;  // index of the first input message it was joined from, for messages
 } Turn;
 
 static int trained(double weight) { return weight < 0 || weight == 1.0; }
@@ -59,17 +60,17 @@ static size_t normalize(ChatFormat f, const ChatMessage *msgs, size_t n, Turn *t
         if (msgs[i].role == ROLE_SYSTEM) {
             if (f != CHAT_V7) continue;  // folded into the system prompt below
             for (size_t k = i; k < j; k++) {  // V7 keeps every system message in place
-                turns[count] = (Turn){ROLE_SYSTEM, {0}, -1};
+                turns[count] = (Turn){ROLE_SYSTEM, {0}, -1, k};
                 join_contents(msgs, k, k + 1, ROLE_SYSTEM, &turns[count++].text);
             }
             continue;
         }
-        turns[count] = (Turn){msgs[i].role, {0}, msgs[i].role == ROLE_ASSISTANT ? msgs[i].weight : -1};
+        turns[count] = (Turn){msgs[i].role, {0}, msgs[i].role == ROLE_ASSISTANT ? msgs[i].weight : -1, i};
         join_contents(msgs, i, j, msgs[i].role, &turns[count++].text);
     }
     if (count == 0 || (f != CHAT_V7 && turns[0].role != ROLE_USER)) {
         memmove(turns + 1, turns, count * sizeof(Turn));
-        turns[0] = (Turn){ROLE_USER, {0}, -1};
+        turns[0] = (Turn){ROLE_USER, {0}, -1, 0};
         bytebuf_append(&turns[0].text, "", 0);
         count++;
     }
@@ -127,7 +128,7 @@ static int encode_turns(Tokenizer *t, ChatFormat f, const Turn *turns, size_t co
             mask_to_end(mask, ids, 0);
         } else if (m->role == ROLE_ASSISTANT) {
             if (m->text.len == 0) {
-                rc = set_error(err, "assistant message %zu (after merging) is empty", k);
+                rc = set_error(err, "messages[%zu]: empty assistant message", m->first);
                 break;
             }
             size_t len = m->text.len;

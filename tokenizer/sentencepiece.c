@@ -122,7 +122,7 @@ static int pb_varint(Pb *r, uint64_t *v, char *err) {
 // Reads one field header; *sub receives the extent of a length-delimited value.
 static int pb_field(Pb *r, uint32_t *field, int *wire, Pb *sub, char *err) {
     size_t at = r->pos;
-    uint64_t tag;
+    uint64_t tag = 0;
     if (pb_varint(r, &tag, err)) return -1;
     *field = (uint32_t)(tag >> 3);
     *wire = (int)(tag & 7);
@@ -130,7 +130,7 @@ static int pb_field(Pb *r, uint32_t *field, int *wire, Pb *sub, char *err) {
     *sub = *r;
     switch (*wire) {
     case 0: {
-        uint64_t v;
+        uint64_t v = 0;
         size_t p = r->pos;
         if (pb_varint(r, &v, err)) return -1;
         sub->pos = p;
@@ -149,7 +149,7 @@ static int pb_field(Pb *r, uint32_t *field, int *wire, Pb *sub, char *err) {
         return 0;
     }
     case 2: {
-        uint64_t n;
+        uint64_t n = 0;
         if (pb_varint(r, &n, err)) return -1;
         if (n > r->end - r->pos)
             return set_error(err, "%s: offset %zu: field %u claims %llu bytes, %zu remain",
@@ -173,7 +173,7 @@ static int pb_expect(Pb *sub, int wire, int want, const char *what, char *err) {
 
 static int pb_int(Pb *sub, int wire, const char *what, int64_t *v, char *err) {
     if (pb_expect(sub, wire, 0, what, err)) return -1;
-    uint64_t u;
+    uint64_t u = 0;
     if (pb_varint(sub, &u, err)) return -1;
     *v = (int64_t)u;  // int32 fields store negatives as 10-byte two's complement varints
     return 0;

@@ -614,6 +614,10 @@ static void merge_large(const Tekken *t, const char *p, size_t n, TokenVec *out)
 // Appends the ids of one regex piece: a whole-token lookup, then the cache, then a merge
 // whose result is cached.
 static void encode_piece(Tekken *t, const char *p, size_t n, TokenVec *out) {
+    if (n == 1) {  // ranks 0..255 are the single bytes (checked at load)
+        tokvec_push(out, (int32_t)(unsigned char)p[0] + t->num_special);
+        return;
+    }
     int32_t r = strmap_get(&t->ranks, p, n);
     if (r >= 0) {
         tokvec_push(out, r + t->num_special);

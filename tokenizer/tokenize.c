@@ -123,7 +123,7 @@ static int decode_line(void *ctx, const char *s, size_t n, size_t line_no) {
         fprintf(stderr, "error: %s:%zu: %s\n", c->o->file, line_no, err);
         return -1;
     }
-    fwrite(c->out.data, 1, c->out.len, stdout);
+    if (c->out.len) fwrite(c->out.data, 1, c->out.len, stdout);
     if (c->o->lines) putchar('\n');
     return 0;
 }
@@ -134,6 +134,7 @@ static int chat_line(Tokenizer *t, ChatFormat f, const char *path, size_t line_n
     char err[ERR_LEN];
     cJSON *root = cJSON_ParseWithLength(s, n);
     const char *why = NULL;
+    char reason[128];
     cJSON *messages = root ? cJSON_GetObjectItemCaseSensitive(root, "messages") : NULL;
     if (!root) why = "invalid JSON";
     else if (!cJSON_IsArray(messages)) why = "no \"messages\" array";
@@ -144,17 +145,19 @@ static int chat_line(Tokenizer *t, ChatFormat f, const char *path, size_t line_n
         cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
         cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
         cJSON *weight = cJSON_GetObjectItemCaseSensitive(m, "weight");
-        if (!cJSON_IsString(role)) why = "a message has no string \"role\"";
-        else if (!cJSON_IsString(content)) why = "a message has no string \"content\"";
+        const char *r = cJSON_IsString(role) ? role->valuestring : "";
+        if (!cJSON_IsString(role)) why = "no string \"role\"";
+        else if (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant"))
+            why = "unknown role (expected system, user or assistant)";
+        else if (!cJSON_IsString(content)) why = "no string \"content\"";
         else if (weight && !cJSON_IsNumber(weight)) why = "\"weight\" is not a number";
         else if (weight && weight->valuedouble < 0) why = "\"weight\" is negative";
-        if (why) break;
-        const char *r = role->valuestring;
-        msgs[k].role = !strcmp(r, "system") ? ROLE_SYSTEM : !strcmp(r, "user") ? ROLE_USER : ROLE_ASSISTANT;
-        if (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant")) {
-            why = "unknown role (expected system, user or assistant)";
+        if (why) {
+            snprintf(reason, sizeof(reason), "messages[%zu]: %s", k, why);
+            why = reason;
             break;
         }
+        msgs[k].role = !strcmp(r, "system") ? ROLE_SYSTEM : !strcmp(r, "user") ? ROLE_USER : ROLE_ASSISTANT;
         msgs[k].content = content->valuestring;
         msgs[k].len = strlen(content->valuestring);
         msgs[k].weight = weight ? weight->valuedouble : -1.0;

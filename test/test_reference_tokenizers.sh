@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test/reference_tokenizers.sh: ./tokenize against Mistral's own libraries, token for token.
+# test/test_reference_tokenizers.sh: ./tokenize against Mistral's own libraries, token for token.
 #
 # For every tokenizer file mistral-common ships (SentencePiece v1, v2, v3, v7; Tekken
 # 240718 and 240911) plus a v7 Tekken file derived from 240718, on the novel in
