@@ -4,7 +4,7 @@
 CC      ?= cc
 CFLAGS  ?= -O3
 CFLAGS  += -std=c11 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L
-LDLIBS  += -lpcre2-8 -lcjson -lm
+LDLIBS  += -lpcre2-8 -lcjson -lz -lm
 # The sanitizer build that `make test` runs the tests with (AddressSanitizer + UBSan,
 # any finding is fatal).
 SANFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
@@ -19,11 +19,16 @@ HAVE_NVCC := $(shell command -v $(NVCC) 2>/dev/null)
 PYTHON  ?= python3
 VENV     = .venv
 
-TOKENIZER_SRC = common/util.c tokenizer/utf8.c tokenizer/strmap.c tokenizer/sentencepiece.c \
-                tokenizer/tekken.c tokenizer/tokenizer.c tokenizer/chat.c
-TOKENIZER_HDR = $(wildcard common/*.h tokenizer/*.h)
+# Every CPU program is one file with main(); everything else under common/, tokenizer/ and
+# data/ is library code that all programs and tests link. A new program is one more
+# PROGRAM_MAINS line.
+PROGRAM_MAINS  = tokenizer/tokenize.c
+CPU_PROGRAMS   = $(basename $(notdir $(PROGRAM_MAINS)))
+LIB_SRC  = $(filter-out $(PROGRAM_MAINS),$(wildcard common/*.c tokenizer/*.c data/*.c))
+HEADERS  = $(wildcard common/*.h tokenizer/*.h data/*.h test/*.h)
+OBJ      = $(patsubst %.c,build/obj/%.o,$(LIB_SRC))
+SAN_OBJ  = $(patsubst %.c,build/san/obj/%.o,$(LIB_SRC))
 
-CPU_PROGRAMS  = tokenize
 CUDA_PROGRAMS = device_info
 TESTS = $(patsubst test/%.c,%,$(wildcard test/test_*.c))
 
@@ -40,14 +45,29 @@ endif
 help:
 	@echo "persona.c targets:"
 	@echo "  make              build every CPU program, and the CUDA programs when nvcc is on PATH"
-	@echo "  make tokenize     the tokenizer CLI (./tokenize --help)"
+	@echo "  make NAME         one program: $(CPU_PROGRAMS) (each has --help)"
 	@echo "  make cuda         the CUDA programs ($(CUDA_PROGRAMS)) for GENCODE=\"$(GENCODE)\""
 	@echo "  make test         build with -Werror and with ASan+UBSan, run every test, print 'N passed, N failed'"
 	@echo "  make venv         the Python virtual environment for the reference helpers (requirements.txt)"
 	@echo "  make clean        remove build outputs"
 
-tokenize: tokenizer/tokenize.c $(TOKENIZER_SRC) $(TOKENIZER_HDR)
-	$(CC) $(CFLAGS) -o $@ tokenizer/tokenize.c $(TOKENIZER_SRC) $(LDLIBS)
+# Objects: optimised (-Werror) and sanitized builds of every source, headers as a coarse
+# dependency so a changed header rebuilds everything that could include it.
+build/obj/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+build/san/obj/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -O3,$(CFLAGS)) $(SANFLAGS) -c -o $@ $<
+
+define program_rules
+$(1): build/obj/$(2:.c=.o) $$(OBJ)
+	$$(CC) $$(CFLAGS) -o $$@ $$^ $$(LDLIBS)
+build/san/$(1): build/san/obj/$(2:.c=.o) $$(SAN_OBJ)
+	$$(CC) $$(SANFLAGS) -o $$@ $$^ $$(LDLIBS)
+endef
+$(foreach m,$(PROGRAM_MAINS),$(eval $(call program_rules,$(basename $(notdir $(m))),$(m))))
 
 cuda: $(CUDA_PROGRAMS)
 
@@ -56,21 +76,16 @@ device_info: kernels/bench/device_info.cu kernels/common.cuh
 
 # ---------------------------------------------------------------------------------------
 # Tests. Every test program is built twice: optimised with -Werror (build/test/) and with
-# the sanitizers (build/san/); the sanitizer builds are the ones that run. The reference
-# comparisons (test/test_*.sh) run the sanitized ./tokenize against sentencepiece and
-# mistral-common from the virtual environment.
+# the sanitizers (build/san/); the sanitizer builds are the ones that run, and so are the
+# program binaries the test scripts drive (build/san/tokenize, ...).
 
-build/test/%: test/%.c $(TOKENIZER_SRC) $(TOKENIZER_HDR) test/test.h
+build/test/%: build/obj/test/%.o $(OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(TOKENIZER_SRC) $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-build/san/%: test/%.c $(TOKENIZER_SRC) $(TOKENIZER_HDR) test/test.h
+build/san/%: build/san/obj/test/%.o $(SAN_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(filter-out -O3,$(CFLAGS)) $(SANFLAGS) -o $@ $< $(TOKENIZER_SRC) $(LDLIBS)
-
-build/san/tokenize: tokenizer/tokenize.c $(TOKENIZER_SRC) $(TOKENIZER_HDR)
-	@mkdir -p $(dir $@)
-	$(CC) $(filter-out -O3,$(CFLAGS)) $(SANFLAGS) -o $@ tokenizer/tokenize.c $(TOKENIZER_SRC) $(LDLIBS)
+	$(CC) $(SANFLAGS) -o $@ $^ $(LDLIBS)
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -79,7 +94,7 @@ $(VENV)/.installed: requirements.txt
 
 venv: $(VENV)/.installed
 
-test-build: all $(addprefix build/test/,$(TESTS)) $(addprefix build/san/,$(TESTS)) build/san/tokenize
+test-build: all $(addprefix build/test/,$(TESTS)) $(addprefix build/san/,$(TESTS) $(CPU_PROGRAMS))
 
 test: test-build venv
 	@bash test/run.sh $(addprefix build/san/,$(TESTS)) test/test_*.sh

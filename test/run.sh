@@ -10,7 +10,9 @@
 set -u
 cd "$(dirname "$0")/.."
 export PYTHON="${PYTHON:-$PWD/.venv/bin/python}"
-export TOKENIZE="${TOKENIZE:-$PWD/build/san/tokenize}"
+# the sanitizer builds of the programs, which the test scripts drive
+export SAN_BIN="${SAN_BIN:-$PWD/build/san}"
+export TOKENIZE="${TOKENIZE:-$SAN_BIN/tokenize}"
 export TOKENIZER_DATA="${TOKENIZER_DATA:-$("$PYTHON" scripts/tokenizer_reference.py data-dir)}"
 # Sanitizer findings exit with their own statuses, never with the 1 that means "bad input".
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:exitcode=86}"
