@@ -33,6 +33,8 @@ CUDA_PROGRAMS = device_info
 TESTS = $(patsubst test/%.c,%,$(wildcard test/test_*.c))
 
 .PHONY: all cuda help test test-build clean venv
+# keep the object files of chained rules (make would delete them as intermediates)
+.SECONDARY:
 .DEFAULT_GOAL := all
 
 ifneq ($(HAVE_NVCC),)
