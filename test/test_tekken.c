@@ -202,6 +202,7 @@ static void base64_append(ByteBuf *b, const unsigned char *s, size_t n) {
 // The extra tokens of the small vocabulary, ranks 256.. after the 256 single bytes.
 static const char *const EXTRA[] = {"ab", "abc", " a", "cd"};
 #define NUM_EXTRA 4
+#define EXTRA_AB ((const unsigned char *)"ab")  // rank 256, repeated by DUP_BYTES
 
 // What to break in a small file.
 enum { OK, NO_CONFIG, NO_PATTERN, NO_VOCAB, BAD_BASE64, BAD_RANK, DUP_BYTES, NOT_BYTE };
@@ -235,7 +236,7 @@ static void small_json(ByteBuf *b, int breakage, const char *pattern, int vocab_
             unsigned char byte = (unsigned char)r;
             if (breakage == NOT_BYTE && r == 65) byte = 66;
             if (breakage == BAD_BASE64 && r == 258) bytebuf_append(b, "ab$=", 4);
-            else if (breakage == DUP_BYTES && r == 259) base64_append(b, (const unsigned char *)"ab", 2);
+            else if (breakage == DUP_BYTES && r == 259) base64_append(b, EXTRA_AB, 2);
             else if (r < 256) base64_append(b, &byte, 1);
             else base64_append(b, (const unsigned char *)EXTRA[r - 256], strlen(EXTRA[r - 256]));
             bytebuf_append(b, "\", \"token_str\": null}", 21);
@@ -329,7 +330,8 @@ TEST(tekken_bad_files) {
                    "\"<s>\" (rank 1) is defined twice");
     EXPECT_FAILURE(OK, TEKKEN_PATTERN, SMALL_SIZE, 3, "v11",
                    "[{\"rank\": 7, \"token_str\": \"<s>\"}]", "special_tokens[0] has rank 7");
-    EXPECT_FAILURE(OK, TEKKEN_PATTERN, SMALL_SIZE, 3, "v11", "{}", "\"special_tokens\" is not a list");
+    EXPECT_FAILURE(OK, TEKKEN_PATTERN, SMALL_SIZE, 3, "v11", "{}",
+                   "\"special_tokens\" is not a list");
     expect_failure("{\"config\": {\"default_vocab_size\": 5}}", "config has no \"version\"",
                    __LINE__);
     expect_failure("{\"config\": {\"version\": \"v3\", \"default_vocab_size\": \"x\"}}",

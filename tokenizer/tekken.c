@@ -6,8 +6,10 @@
  *   {"config": {"pattern": "<regex>", "default_vocab_size": 131072,
  *               "default_num_special_tokens": 1000, "version": "v3", ...},
  *    "vocab": [{"rank": 0, "token_bytes": "AA==", "token_str": "\u0000"}, ...],
- *    "special_tokens": [{"rank": 0, "token_str": "<unk>", "is_control": true}, ...],  (optional)
- *    "image": {...}, "audio": {...}}                                                   (ignored here)
+ *    "special_tokens": [{"rank": 0, "token_str": "<unk>", "is_control": true}, ...],
+ *    "image": {...}, "audio": {...}}
+ * `special_tokens` is optional; `image` and `audio` configure other modalities and are not
+ * needed to tokenize text.
  *
  * Loading follows Tekkenizer.from_file and _reload_mergeable_ranks:
  * - vocab_size = default_vocab_size, num_special = default_num_special_tokens; only the
@@ -32,13 +34,16 @@
  *
  * The regex engine: tiktoken runs the pattern with Rust's fancy_regex, where `\s` is the
  * Unicode White_Space property and \p{..} are general categories. PCRE2 in UTF+UCP mode
- * agrees on \p{..} (up to the Unicode version of each library's tables) but its `\s` also
- * matches U+180E, which is not White_Space, so `\s`/`\S` are rewritten into explicit
- * White_Space classes before compiling (translate_pattern below).
+ * agrees on \p{..}, but its `\s` also matches U+180E, which is not White_Space, so
+ * `\s`/`\S` are rewritten into explicit White_Space classes before compiling
+ * (translate_pattern below). One difference remains: each library carries its own Unicode
+ * tables, and characters assigned in a Unicode version newer than PCRE2's (Debian's PCRE2
+ * 10.42 has Unicode 14; tiktoken 0.14 has 16: e.g. CJK Extensions H and I, Kawi, Garay)
+ * are unassigned to PCRE2, which can move the piece boundaries next to them.
  *
- * Speed: whole-piece lookups and a cache of merged pieces make the merge loop rare; the
- * merge itself is tiktoken's simple O(n^2) scan for short pieces and a heap with the same
- * choice order for long ones (a megabyte of spaces is one piece).
+ * Speed: whole-piece lookups and a bounded cache of merged pieces make the merge loop
+ * rare; the merge itself is tiktoken's simple O(n^2) scan for short pieces and a heap
+ * with the same choice order for long ones (a megabyte of spaces is one piece).
  */
 #include "tekken.h"
 
@@ -61,12 +66,23 @@
 #define CACHE_MAX_BYTES (1 << 22)
 #define MAX_SPECIAL (1 << 20)
 
+// One part of a piece during the short-piece merge.
+typedef struct {
+    size_t start;   // offset of its first byte in the piece
+    uint32_t token; // its rank
+    uint32_t join;  // rank of it joined with the next part, NO_RANK if that is no token
+} Part;
+
 struct Tekken {
     int version, vocab_size, num_special, inner;  // inner = vocab_size - num_special ranks
     // Ordinary tokens: rank r is tok_bytes[tok_off[r] .. tok_off[r + 1]).
     char *tok_bytes;
     size_t *tok_off;
     StrMap ranks;  // token bytes -> rank
+    // The rank of every two-byte token at [first byte << 8 | second byte], NO_RANK where
+    // there is none: the first step of every merge looks up all adjacent byte pairs, and
+    // this 256 KiB table answers those without hashing.
+    uint32_t *pair_rank;
     // Special tokens: rank r is the NUL-terminated string at spec_str + spec_off[r].
     char *spec_str;
     size_t *spec_off;
@@ -82,9 +98,8 @@ struct Tekken {
     StrMap cache;
     int32_t *cache_ids;
     size_t cache_len, cache_cap;
-    // Scratch for the short-piece merge: part starts and the rank of each adjacent pair.
-    size_t part_start[MERGE_SMALL_MAX + 1];
-    uint32_t part_rank[MERGE_SMALL_MAX + 1];
+    Part parts[MERGE_SMALL_MAX + 1];  // scratch for merge_small
+
 };
 
 // mistral-common's Tekkenizer.DEPRECATED_SPECIAL_TOKENS, ranks 0..19: the special tokens
@@ -95,7 +110,8 @@ static const char *const DEPRECATED_SPECIAL_TOKENS[] = {
     "[IMG_END]", "[PREFIX]", "[MIDDLE]", "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]",
     "[TOOL_CONTENT]",
 };
-#define NUM_DEPRECATED_SPECIAL (sizeof(DEPRECATED_SPECIAL_TOKENS) / sizeof(DEPRECATED_SPECIAL_TOKENS[0]))
+#define NUM_DEPRECATED_SPECIAL \
+    (sizeof(DEPRECATED_SPECIAL_TOKENS) / sizeof(DEPRECATED_SPECIAL_TOKENS[0]))
 
 // ---------------------------------------------------------------------------------------
 // Loading
@@ -269,6 +285,13 @@ static int compile_pattern(Tekken *t, const char *pat, const char *path, char *e
     t->md = pcre2_match_data_create_from_pattern(t->re, NULL);
     t->mctx = pcre2_match_context_create(NULL);
     if (!t->md || !t->mctx) return set_error(err, "%s: out of memory for the regex", path);
+    // PCRE2's default limit of 10 million backtracking steps is reached by ordinary long
+    // runs (20 MB of capital letters: `[\p{Lu}..]*` takes the run, then gives it back one
+    // character at a time before the next alternative matches), and failing there would
+    // cost a failed search per character. With the Tekken patterns the work per match is
+    // linear in the run, so no limit is needed short of the 32-bit counters.
+    pcre2_set_match_limit(t->mctx, UINT32_MAX);
+    pcre2_set_depth_limit(t->mctx, UINT32_MAX);
     if (t->jit) {
         // The default 32 KiB JIT stack is enough for these patterns; a larger one keeps a
         // user pattern with nested groups from failing on long pieces.
@@ -306,7 +329,8 @@ static int load_specials(Tekken *t, const cJSON *list, const char *path, char *e
         }
         // Shipped files list ranks 0..k-1 in order; mistral-common assumes that and fills
         // ranks k.. itself. Taking each entry's own rank is the same for those files and
-        // keeps "id = rank" true for any file we accept.
+        // keeps "id = rank" true for any file we accept. is_control is not needed: decode
+        // drops every special token, control or not (mistral-common's IGNORE policy).
         for (const cJSON *e = list->child; e; e = e->next, i++) {
             char where[64];
             snprintf(where, sizeof(where), "special_tokens[%d]", i);
@@ -359,6 +383,8 @@ static int load_vocab(Tekken *t, const cJSON *vocab, const char *path, char *err
     ByteBuf bytes = {0};
     t->tok_off = xmalloc(((size_t)t->inner + 1) * sizeof(size_t));
     strmap_init(&t->ranks, (size_t)t->inner);
+    t->pair_rank = xmalloc(65536 * sizeof(uint32_t));
+    for (size_t k = 0; k < 65536; k++) t->pair_rank[k] = NO_RANK;
     unsigned char *tmp = NULL;
     size_t tmp_cap = 0;
     int i = 0, rc = -1;
@@ -400,6 +426,7 @@ static int load_vocab(Tekken *t, const cJSON *vocab, const char *path, char *err
                       strmap_get(&t->ranks, tmp, (size_t)len));
             goto done;
         }
+        if (len == 2) t->pair_rank[tmp[0] << 8 | tmp[1]] = (uint32_t)i;
     }
     t->tok_off[t->inner] = bytes.len;
     rc = 0;
@@ -417,7 +444,9 @@ static int load(Tekken *t, const char *path, const cJSON *root, char *err) {
     const char *version = get_str(config, "version", path, "config", err);
     if (!version) return -1;
     char *end = NULL;
-    long v = version[0] == 'v' && version[1] >= '1' && version[1] <= '9' ? strtol(version + 1, &end, 10) : 0;
+    long v = 0;
+    if (version[0] == 'v' && version[1] >= '1' && version[1] <= '9')
+        v = strtol(version + 1, &end, 10);
     if (!end || *end || v > 1000)
         return set_error(err, "%s: config.version \"%s\" is not of the form vN", path, version);
     t->version = (int)v;
@@ -484,6 +513,7 @@ void tekken_free(Tekken *t) {
     if (!t) return;
     free(t->tok_bytes);
     free(t->tok_off);
+    free(t->pair_rank);
     free(t->spec_str);
     free(t->spec_off);
     if (t->ranks.slots) strmap_free(&t->ranks);
@@ -505,36 +535,40 @@ static inline uint32_t rank_of(const Tekken *t, const char *p, size_t n) {
     return r < 0 ? NO_RANK : (uint32_t)r;
 }
 
-// tiktoken's _byte_pair_merge for a piece of 2..MERGE_SMALL_MAX bytes. Parts are kept as an
-// array of start offsets (entry m-1 = n closes the last part) with the rank of each part
-// joined to the next; each step scans for the lowest rank (first one wins ties), joins that
-// pair by deleting the right part's entry, and re-ranks the joined part and its left
-// neighbour. O(n) per merge, but n is small and everything stays in cache.
+static inline uint32_t pair_rank_of(const Tekken *t, const char *p) {
+    return t->pair_rank[(unsigned char)p[0] << 8 | (unsigned char)p[1]];
+}
+
+// tiktoken's _byte_pair_merge for a piece of 2..MERGE_SMALL_MAX bytes. The parts are an
+// array (entry m-1, at offset n, closes the last part); each step scans for the lowest
+// join rank (the first one wins ties), joins that pair by deleting the right part's entry
+// (the joined part's token is the join's rank), and re-ranks the joins of the joined part
+// and its left neighbour. O(n) per merge, but n is small and everything stays in cache.
 static void merge_small(Tekken *t, const char *p, size_t n, TokenVec *out) {
-    size_t *start = t->part_start;
-    uint32_t *rank = t->part_rank;
-    for (size_t i = 0; i < n; i++) {
-        start[i] = i;
-        rank[i] = i + 1 < n ? rank_of(t, p + i, 2) : NO_RANK;
-    }
-    start[n] = n;
-    rank[n] = NO_RANK;
+    Part *part = t->parts;
+    for (size_t i = 0; i < n; i++)  // ranks 0..255 are the bytes
+        part[i] = (Part){i, (unsigned char)p[i], i + 1 < n ? pair_rank_of(t, p + i) : NO_RANK};
+    part[n] = (Part){n, NO_RANK, NO_RANK};
     size_t m = n + 1;
     for (;;) {
         size_t best = 0;
         uint32_t best_rank = NO_RANK;
         for (size_t k = 0; k + 1 < m; k++)
-            if (rank[k] < best_rank) best_rank = rank[k], best = k;
+            if (part[k].join < best_rank) best_rank = part[k].join, best = k;
         if (best_rank == NO_RANK) break;
-        memmove(start + best + 1, start + best + 2, (m - best - 2) * sizeof(*start));
-        memmove(rank + best + 1, rank + best + 2, (m - best - 2) * sizeof(*rank));
+        memmove(part + best + 1, part + best + 2, (m - best - 2) * sizeof(Part));
         m--;
-        // Part k joined with part k+1 spans start[k] .. start[k+2].
-        rank[best] = best + 2 < m ? rank_of(t, p + start[best], start[best + 2] - start[best]) : NO_RANK;
-        if (best > 0) rank[best - 1] = rank_of(t, p + start[best - 1], start[best + 1] - start[best - 1]);
+        part[best].token = best_rank;
+        // Part k joined with part k+1 spans part[k].start .. part[k+2].start.
+        if (best + 2 < m)
+            part[best].join = rank_of(t, p + part[best].start, part[best + 2].start - part[best].start);
+        else
+            part[best].join = NO_RANK;
+        if (best > 0)
+            part[best - 1].join = rank_of(t, p + part[best - 1].start,
+                                          part[best + 1].start - part[best - 1].start);
     }
-    for (size_t k = 0; k + 1 < m; k++)
-        tokvec_push(out, (int32_t)rank_of(t, p + start[k], start[k + 1] - start[k]) + t->num_special);
+    for (size_t k = 0; k + 1 < m; k++) tokvec_push(out, (int32_t)part[k].token + t->num_special);
 }
 
 // A candidate join: the part starting at byte pos with its right neighbour, of this rank.
@@ -570,20 +604,21 @@ static Pair heap_pop(Pair *h, size_t *len) {
 }
 
 // The same merge for long pieces in O(n log n): parts form a linked list over byte
-// offsets (next[i] = start of the part after the one starting at i) and candidate joins sit
-// in a heap. pair[i] is the current join rank of the part at i; a heap entry whose rank no
-// longer equals it is stale (a join only ever grows a part, so a part's join rank never
-// returns to an old value) and is skipped. Popping the lowest (rank, pos) each time makes
-// exactly the choices of the scan in merge_small.
+// offsets (next[i] = start of the part after the one starting at i, token[i] its token)
+// and candidate joins sit in a heap. pair[i] is the current join rank of the part at i; a
+// heap entry whose rank no longer equals it is stale (a join only ever grows a part, so a
+// part's join rank never returns to an old value) and is skipped. Popping the lowest
+// (rank, pos) each time makes exactly the choices of the scan in merge_small.
 static void merge_large(const Tekken *t, const char *p, size_t n, TokenVec *out) {
     size_t *next = xmalloc((n + 1) * sizeof(size_t)), *prev = xmalloc(n * sizeof(size_t));
-    uint32_t *pair = xmalloc(n * sizeof(uint32_t));
+    uint32_t *pair = xmalloc(n * sizeof(uint32_t)), *token = xmalloc(n * sizeof(uint32_t));
     Pair *heap = xmalloc(3 * n * sizeof(Pair));  // n - 1 initial entries + 2 per join
     size_t heap_len = 0;
     for (size_t i = 0; i < n; i++) {
         next[i] = i + 1;
         prev[i] = i - 1;  // unused for i = 0
-        pair[i] = i + 1 < n ? rank_of(t, p + i, 2) : NO_RANK;
+        token[i] = (unsigned char)p[i];
+        pair[i] = i + 1 < n ? pair_rank_of(t, p + i) : NO_RANK;
         if (pair[i] != NO_RANK) heap_push(heap, &heap_len, (Pair){pair[i], i});
     }
     next[n] = n;
@@ -595,6 +630,7 @@ static void merge_large(const Tekken *t, const char *p, size_t n, TokenVec *out)
         next[i] = next[r];
         if (next[i] < n) prev[next[i]] = i;
         pair[r] = NO_RANK;
+        token[i] = top.rank;
         pair[i] = next[i] < n ? rank_of(t, p + i, next[next[i]] - i) : NO_RANK;
         if (pair[i] != NO_RANK) heap_push(heap, &heap_len, (Pair){pair[i], i});
         if (i > 0) {
@@ -603,11 +639,11 @@ static void merge_large(const Tekken *t, const char *p, size_t n, TokenVec *out)
             if (pair[l] != NO_RANK) heap_push(heap, &heap_len, (Pair){pair[l], l});
         }
     }
-    for (size_t i = 0; i < n; i = next[i])
-        tokvec_push(out, (int32_t)rank_of(t, p + i, next[i] - i) + t->num_special);
+    for (size_t i = 0; i < n; i = next[i]) tokvec_push(out, (int32_t)token[i] + t->num_special);
     free(next);
     free(prev);
     free(pair);
+    free(token);
     free(heap);
 }
 
@@ -667,8 +703,9 @@ static int next_match(Tekken *t, const char *s, size_t n, size_t pos, size_t *ms
                          t->mctx);
     if (rc == PCRE2_ERROR_NOMATCH) return 0;
     if (rc < 0) {
-        // A resource limit even the interpreter hits (tiktoken's engine would fail too):
-        // take the next character as a piece of its own rather than lose text.
+        // A resource limit even the interpreter hits (out of memory, or the step counters
+        // above overflowing on gigabytes of one run): take the next character as a piece
+        // of its own rather than lose text.
         *ms = pos;
         *me = pos + utf8_char_len((const unsigned char *)s + pos, n - pos, NULL);
         return 1;
@@ -690,7 +727,8 @@ void tekken_encode(Tekken *t, const char *text, size_t len, TokenVec *out) {
     // Text between matches (none with the shipped patterns) is skipped, as tiktoken does.
     while (pos < len && next_match(t, text, len, pos, &ms, &me)) {
         if (me == ms) {  // an empty match carries no bytes: step over one character
-            pos = ms < len ? ms + utf8_char_len((const unsigned char *)text + ms, len - ms, NULL) : len;
+            if (ms >= len) break;
+            pos = ms + utf8_char_len((const unsigned char *)text + ms, len - ms, NULL);
             continue;
         }
         encode_piece(t, text + ms, me - ms, out);
