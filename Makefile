@@ -24,8 +24,8 @@ VENV     = .venv
 # PROGRAM_MAINS line.
 PROGRAM_MAINS  = tokenizer/tokenize.c
 CPU_PROGRAMS   = $(basename $(notdir $(PROGRAM_MAINS)))
-LIB_SRC  = $(filter-out $(PROGRAM_MAINS),$(wildcard common/*.c tokenizer/*.c data/*.c))
-HEADERS  = $(wildcard common/*.h tokenizer/*.h data/*.h test/*.h)
+LIB_SRC  = $(filter-out $(PROGRAM_MAINS),$(wildcard common/*.c tokenizer/*.c data/*.c train/*.c))
+HEADERS  = $(wildcard common/*.h tokenizer/*.h data/*.h train/*.h test/*.h)
 OBJ      = $(patsubst %.c,build/obj/%.o,$(LIB_SRC))
 SAN_OBJ  = $(patsubst %.c,build/san/obj/%.o,$(LIB_SRC))
 

@@ -47,7 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "strmap.h"
+#include "../common/strmap.h"
 #include "utf8.h"
 
 #define SPACE_SYMBOL "\xE2\x96\x81"  // U+2581 "▁"

@@ -55,7 +55,7 @@
 #include <cjson/cJSON.h>
 #include <pcre2.h>
 
-#include "strmap.h"
+#include "../common/strmap.h"
 #include "utf8.h"
 
 #define NO_RANK UINT32_MAX     // "these bytes are not a token"

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../common/util.h"
+#include "util.h"
 
 // FNV-1a over the key: short keys dominate, and it mixes well enough for token strings.
 static uint32_t strmap_hash(const unsigned char *p, size_t n) {
