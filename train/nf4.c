@@ -1,0 +1,141 @@
+/*
+ * nf4.c: NF4 quantization and double quantization, bit-exact with bitsandbytes.
+ *
+ * First stage (bitsandbytes `quantize_4bit`, its CPU reference backend):
+ *   for each block of `blocksize` consecutive values (row-major, last block may be short):
+ *     absmax = max |x|                         (stored; for the short last block it is
+ *                                               clamped to >= 1e-38 before being stored)
+ *     s = clamp(x * (1 / max(absmax, 1e-38)), -1, 1)   (the short last block divides: x / am)
+ *     code = the number of NF4 midpoints strictly below s   (torch.bucketize, right=False:
+ *                                               a value exactly on a midpoint takes the lower code)
+ *   codes are packed two per byte, element 2j in the high nibble; an odd count is padded
+ *   with the code of 0.0 (7).
+ * All of it in float32, including the midpoints (a + b) / 2. An all-zero block gets
+ * absmax 0 and code 7 everywhere (bitsandbytes' CUDA kernel computes 0 * inf = NaN there and
+ * stores code 0; both dequantize to 0).
+ *
+ * Second stage, double quantization (`compress_statistics=True`): offset = mean(absmax);
+ * v = absmax - offset is quantized in blocks of 256 with the 8-bit dynamic map (bitsandbytes'
+ * native CPU `quantize_block`): per block a = max |v|, then each v / a (a division) goes to
+ * the nearest code value, a tie going to the lower index; the search treats code[0] as -1.0
+ * (bitsandbytes' note: the map's range [-0.993, 1] would otherwise trip its binary search).
+ *
+ * Dequantization: absmax = code[q] * absmax2[b / 256] + offset, then w = nf4[q] * absmax,
+ * all in float32.
+ */
+#include "nf4.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+// bitsandbytes' NF4 table (functional.py get_4bit_type("nf4"), csrc nf4_dequantization_lut).
+const float nf4_code[16] = {
+    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
+    0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
+    0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f,
+};
+
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+void nf4_dynamic_map(float code[256]) {
+    // For exponent i = 0..6: the 2^i midpoints of linspace(0.1, 1, 2^i + 1) (float32, as
+    // torch.linspace computes it: start + step * k with one rounding (a fused multiply-add)
+    // for the first half, end - step * (steps - 1 - k) for the second), scaled by 10^(i-6)
+    // in float32, with both signs; then 0 and 1; sorted.
+    int n = 0;
+    for (int i = 0; i < 7; i++) {
+        int steps = (1 << i) + 1;
+        float step = (1.0f - 0.1f) / (float)(steps - 1);
+        float bound[65];
+        for (int k = 0; k < steps; k++)
+            bound[k] = k < steps / 2 ? fmaf(step, (float)k, 0.1f) : fmaf(-step, (float)(steps - 1 - k), 1.0f);
+        float scale = (float)pow(10.0, i - 6);  // torch casts the Python scalar to float32
+        for (int k = 0; k + 1 < steps; k++) {
+            float mean = (bound[k] + bound[k + 1]) / 2.0f;
+            code[n++] = scale * mean;
+            code[n++] = -scale * mean;
+        }
+    }
+    code[n++] = 0.0f;
+    code[n++] = 1.0f;
+    qsort(code, (size_t)n, sizeof(float), cmp_float);
+}
+
+// Index of the NF4 code for a scaled value: the number of midpoints strictly below s.
+static uint8_t nf4_bucket(float s) {
+    uint8_t q = 0;
+    for (int k = 0; k < 15; k++)
+        if ((nf4_code[k] + nf4_code[k + 1]) / 2.0f < s) q = (uint8_t)(k + 1);
+    return q;
+}
+
+void nf4_quantize(const float *w, size_t n, int blocksize, uint8_t *packed, float *absmax) {
+    size_t bs = (size_t)blocksize, nb = (n + bs - 1) / bs;
+    for (size_t b = 0; b < nb; b++) {
+        size_t start = b * bs, end = start + bs < n ? start + bs : n;
+        float a = 0.0f;
+        for (size_t i = start; i < end; i++) a = fmaxf(a, fabsf(w[i]));
+        float clamped = fmaxf(a, 1e-38f);
+        int tail = end - start < bs;
+        absmax[b] = tail ? clamped : a;
+        float inv = 1.0f / clamped;
+        for (size_t i = start; i < end; i++) {
+            float s = tail ? w[i] / clamped : w[i] * inv;
+            s = fminf(fmaxf(s, -1.0f), 1.0f);
+            uint8_t q = nf4_bucket(s);
+            if (i % 2 == 0) packed[i / 2] = (uint8_t)(q << 4);
+            else packed[i / 2] |= q;
+        }
+    }
+    if (n % 2) packed[n / 2] |= nf4_bucket(0.0f);
+}
+
+void nf4_dequantize(const uint8_t *packed, const float *absmax, size_t n, int blocksize, float *w) {
+    for (size_t i = 0; i < n; i++) {
+        uint8_t byte = packed[i / 2];
+        uint8_t q = i % 2 == 0 ? byte >> 4 : byte & 0xF;
+        w[i] = nf4_code[q] * absmax[i / (size_t)blocksize];
+    }
+}
+
+float nf4_absmax_mean(const float *absmax, size_t nb) {
+    double sum = 0.0;
+    for (size_t b = 0; b < nb; b++) sum += absmax[b];
+    return nb ? (float)(sum / (double)nb) : 0.0f;
+}
+
+// The nearest code value to x (ties to the lower index), searching with code[0] as -1.0.
+static uint8_t nearest_code(float x, const float code[256]) {
+    int lo = 0, hi = 255;  // largest index whose value is <= x (0 if none)
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        float c = mid == 0 ? -1.0f : code[mid];
+        if (c <= x) lo = mid;
+        else hi = mid - 1;
+    }
+    if (lo < 255) {
+        float left = fabsf(x - (lo == 0 ? -1.0f : code[lo])), right = fabsf(x - code[lo + 1]);
+        if (right < left) lo++;
+    }
+    return (uint8_t)lo;
+}
+
+void nf4_quantize_absmax(const float *absmax, size_t nb, float offset, const float code[256],
+                         uint8_t *qabsmax, float *absmax2) {
+    for (size_t b = 0; b < nb; b += NF4_DQ_BLOCKSIZE) {
+        size_t end = b + NF4_DQ_BLOCKSIZE < nb ? b + NF4_DQ_BLOCKSIZE : nb;
+        float a = 0.0f;
+        for (size_t i = b; i < end; i++) a = fmaxf(a, fabsf(absmax[i] - offset));
+        absmax2[b / NF4_DQ_BLOCKSIZE] = a;
+        for (size_t i = b; i < end; i++) qabsmax[i] = nearest_code((absmax[i] - offset) / a, code);
+    }
+}
+
+void nf4_dequantize_absmax(const uint8_t *qabsmax, const float *absmax2, size_t nb, float offset,
+                           const float code[256], float *absmax) {
+    for (size_t b = 0; b < nb; b++) absmax[b] = code[qabsmax[b]] * absmax2[b / NF4_DQ_BLOCKSIZE] + offset;
+}
