@@ -89,6 +89,16 @@ static int test_passed, test_failed;
         }                                                                                   \
     } while (0)
 
+// The directory of the tokenizer files mistral-common ships, which test/run.sh passes to
+// every test program as argv[1]; a program that needs it stops here without it.
+static inline const char *test_tokenizer_dir(int argc, char **argv) {
+    if (argc < 2) {
+        printf("FAIL tokenizer_data_dir_missing (usage: %s MISTRAL_COMMON_DATA_DIR)\n", argv[0]);
+        exit(1);
+    }
+    return argv[1];
+}
+
 static inline int test_summary(void) {
     printf("# %d passed, %d failed in this program\n", test_passed, test_failed);
     return test_failed ? 1 : 0;

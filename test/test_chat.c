@@ -141,11 +141,7 @@ TEST(errors) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        printf("FAIL tokenizer_data_dir_missing (usage: %s MISTRAL_COMMON_DATA_DIR)\n", argv[0]);
-        return 1;
-    }
-    data_dir = argv[1];
+    data_dir = test_tokenizer_dir(argc, argv);
     RUN(golden_v1_no_tools);
     RUN(golden_v2_no_tools);
     RUN(golden_v3_no_tools);

@@ -31,7 +31,7 @@ echo "1 2 abc" >"$tmp/ids"
 expect_fail decode_not_a_number "$tmp/ids:1: 'abc' is not a token id" "$TOKENIZE" --tokenizer "$V3" --decode --file "$tmp/ids"
 printf '5\n99999\n' >"$tmp/ids"
 expect_fail decode_out_of_range "$tmp/ids:2: token 0: id 99999 outside the vocabulary" "$TOKENIZE" --tokenizer "$V3" --decode --lines --file "$tmp/ids"
-expect_fail decode_out_of_range_tekken "id 99999999" sh -c "echo 99999999 | '$TOKENIZE' --tokenizer '$TEKKEN' --decode"
+expect_fail decode_out_of_range_tekken "token 0: id 99999999 outside the vocabulary (0..131071)" sh -c "echo 99999999 | '$TOKENIZE' --tokenizer '$TEKKEN' --decode"
 
 # --chat
 chat_case() {  # name expected-text jsonl-line

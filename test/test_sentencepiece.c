@@ -223,11 +223,7 @@ TEST(clear_errors_for_bad_files) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        printf("FAIL tokenizer_data_dir_missing (usage: %s MISTRAL_COMMON_DATA_DIR)\n", argv[0]);
-        return 1;
-    }
-    data_dir = argv[1];
+    data_dir = test_tokenizer_dir(argc, argv);
     RUN(v1_layout_and_golden_encode);
     RUN(v3_v7_layout_and_user_defined_pieces);
     RUN(malformed_utf8_follows_sentencepiece);

@@ -382,11 +382,7 @@ TEST(tekken_small_file_with_special_tokens) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        printf("FAIL tekken_data_dir_missing\n");
-        return 1;
-    }
-    data_dir = argv[1];
+    data_dir = test_tokenizer_dir(argc, argv);
     char path[4096], err[ERR_LEN] = "";
     snprintf(path, sizeof(path), "%s/tekken_240718.json", data_dir);
     size_t len;

@@ -744,8 +744,8 @@ int tekken_decode(const Tekken *t, const int32_t *ids, size_t n, ByteBuf *out, c
     for (size_t i = 0; i < n; i++) {
         int32_t id = ids[i];
         if (id < 0 || id >= t->vocab_size)
-            return set_error(err, "token id %d at position %zu is outside the vocabulary "
-                             "(0..%d)", (int)id, i, t->vocab_size - 1);
+            return set_error(err, "token %zu: id %d outside the vocabulary (0..%d)", i, (int)id,
+                             t->vocab_size - 1);
         if (id < t->num_special) continue;  // SpecialTokenPolicy.IGNORE
         size_t r = (size_t)(id - t->num_special);
         bytebuf_append(out, t->tok_bytes + t->tok_off[r], t->tok_off[r + 1] - t->tok_off[r]);

@@ -13,7 +13,6 @@
  * --chat reads mistral-finetune JSONL (`{"messages": [{"role", "content", "weight"}]}`) and
  * prints one JSON object per conversation: {"ids": [...], "mask": [...]}.
  */
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +20,7 @@
 #include <time.h>
 
 #include "../common/util.h"
+#include "../data/conversation.h"
 #include "chat.h"
 #include "tokenizer.h"
 
@@ -130,58 +130,27 @@ static int decode_line(void *ctx, const char *s, size_t n, size_t line_no) {
 
 // One conversation line of --chat. Returns -1 after printing file:line: reason.
 static int chat_line(Tokenizer *t, ChatFormat f, const char *path, size_t line_no, const char *s,
-                     size_t n, TokenVec *ids, ByteBuf *mask) {
+                     size_t n, Conversation *conv, TokenVec *ids, ByteBuf *mask) {
     char err[ERR_LEN];
-    cJSON *root = cJSON_ParseWithLength(s, n);
-    const char *why = NULL;
-    char reason[128];
-    cJSON *messages = root ? cJSON_GetObjectItemCaseSensitive(root, "messages") : NULL;
-    if (!root) why = "invalid JSON";
-    else if (!cJSON_IsArray(messages)) why = "no \"messages\" array";
-    size_t count = messages ? (size_t)cJSON_GetArraySize(messages) : 0;
-    ChatMessage *msgs = xcalloc(count + 1, sizeof(ChatMessage));
-    size_t k = 0;
-    for (cJSON *m = messages ? messages->child : NULL; m && !why; m = m->next, k++) {
-        cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
-        cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
-        cJSON *weight = cJSON_GetObjectItemCaseSensitive(m, "weight");
-        const char *r = cJSON_IsString(role) ? role->valuestring : "";
-        if (!cJSON_IsString(role)) why = "no string \"role\"";
-        else if (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant"))
-            why = "unknown role (expected system, user or assistant)";
-        else if (!cJSON_IsString(content)) why = "no string \"content\"";
-        else if (weight && !cJSON_IsNumber(weight)) why = "\"weight\" is not a number";
-        else if (weight && weight->valuedouble < 0) why = "\"weight\" is negative";
-        if (why) {
-            snprintf(reason, sizeof(reason), "messages[%zu]: %s", k, why);
-            why = reason;
-            break;
-        }
-        msgs[k].role = !strcmp(r, "system") ? ROLE_SYSTEM : !strcmp(r, "user") ? ROLE_USER : ROLE_ASSISTANT;
-        msgs[k].content = content->valuestring;
-        msgs[k].len = strlen(content->valuestring);
-        msgs[k].weight = weight ? weight->valuedouble : -1.0;
+    if (conversation_parse(conv, s, n, err)) {
+        fprintf(stderr, "error: %s:%zu: %s\n", path, line_no, err);
+        return -1;
     }
-    int rc = 0;
-    if (why) {
-        fprintf(stderr, "error: %s:%zu: %s\n", path, line_no, why);
-        rc = -1;
-    } else {
-        ids->len = mask->len = 0;
-        if (chat_encode(t, f, msgs, count, ids, mask, err)) {
-            fprintf(stderr, "error: %s:%zu: %s\n", path, line_no, err);
-            rc = -1;
-        } else {
-            printf("{\"ids\": [");
-            for (size_t i = 0; i < ids->len; i++) printf(i ? ", %d" : "%d", ids->ids[i]);
-            printf("], \"mask\": [");
-            for (size_t i = 0; i < mask->len; i++) printf(i ? ", %d" : "%d", mask->data[i]);
-            printf("]}\n");
-        }
+    if (conv->kind != CONV_CHAT) {
+        fprintf(stderr, "error: %s:%zu: no \"messages\" array (a \"text\" line is not a conversation)\n", path, line_no);
+        return -1;
     }
-    free(msgs);
-    cJSON_Delete(root);
-    return rc;
+    ids->len = mask->len = 0;
+    if (chat_encode(t, f, conv->msgs, conv->n, ids, mask, err)) {
+        fprintf(stderr, "error: %s:%zu: %s\n", path, line_no, err);
+        return -1;
+    }
+    printf("{\"ids\": [");
+    for (size_t i = 0; i < ids->len; i++) printf(i ? ", %d" : "%d", ids->ids[i]);
+    printf("], \"mask\": [");
+    for (size_t i = 0; i < mask->len; i++) printf(i ? ", %d" : "%d", mask->data[i]);
+    printf("]}\n");
+    return 0;
 }
 
 static int run_chat(Tokenizer *t, const Options *o) {
@@ -197,6 +166,7 @@ static int run_chat(Tokenizer *t, const Options *o) {
         fprintf(stderr, "error: %s\n", err);
         return 1;
     }
+    Conversation conv = {0};
     TokenVec ids = {0};
     ByteBuf mask = {0};
     int rc = 0;
@@ -206,9 +176,10 @@ static int run_chat(Tokenizer *t, const Options *o) {
         size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
         size_t blank = 0;
         while (blank < n && strchr(" \t\r", p[blank])) blank++;
-        if (blank < n) rc = chat_line(t, f, o->chat, line_no, p, n, &ids, &mask);
+        if (blank < n) rc = chat_line(t, f, o->chat, line_no, p, n, &conv, &ids, &mask);
         p += n + 1;
     }
+    conversation_free(&conv);
     tokvec_free(&ids);
     bytebuf_free(&mask);
     free(text);
