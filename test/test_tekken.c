@@ -177,8 +177,7 @@ TEST(tekken_decode_out_of_range) {
     ByteBuf out = {0};
     int32_t ids[] = {1097, 131072};
     CHECK_INT(tekken_decode(nemo, ids, 2, &out, err), -1);
-    CHECK_CONTAINS(err, "131072");
-    CHECK_CONTAINS(err, "position 1");
+    CHECK_CONTAINS(err, "token 1: id 131072 outside the vocabulary (0..131071)");
     int32_t neg[] = {-5};
     CHECK_INT(tekken_decode(nemo, neg, 1, &out, err), -1);
     CHECK_CONTAINS(err, "-5");
