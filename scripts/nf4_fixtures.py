@@ -11,6 +11,13 @@ Each file holds one weight matrix `w` (as given to bitsandbytes: bf16, f16 or f3
   dq.code                          their mean `offset`, with the dynamic map `code`
   dequant                          dequantize_4bit of the double-quantized state (float32)
 
+It also writes a tiny bitsandbytes-4bit checkpoint, bnb_checkpoint/model.safetensors, laid out
+exactly as `Linear4bit` serializes itself inside a transformers checkpoint (P.weight,
+P.weight.absmax, P.weight.quant_map, [P.weight.nested_absmax, P.weight.nested_quant_map,]
+P.weight.quant_state.bitsandbytes__nf4), with one double-quantized and one plain linear, and
+bnb_expected.safetensors with each linear's source weights (`P.source`, bf16) and
+bitsandbytes' dequantization of it (`P.dequant`, float32).
+
 Run with torch and bitsandbytes installed (not needed by CI, which only reads the files):
   pip install torch==2.15.0 bitsandbytes==0.50.2 safetensors==0.8.0
   python scripts/nf4_fixtures.py test/fixtures/nf4
@@ -51,6 +58,25 @@ def case(name, w, blocksize, out_dir):
     save_file(tensors, os.path.join(out_dir, name + ".safetensors"), metadata=meta)
 
 
+def bnb_checkpoint(out_dir, g):
+    ckpt, expected = {}, {}
+    for prefix, (rows, cols), dq in [("model.layers.0.self_attn.q_proj", (96, 40), True),
+                                     ("model.layers.0.mlp.down_proj", (40, 72), False)]:
+        w = (torch.randn(rows, cols, generator=g) * 0.02).to(torch.bfloat16)
+        lin = bitsandbytes.nn.Linear4bit(cols, rows, bias=False, compute_dtype=torch.bfloat16,
+                                         quant_type="nf4", compress_statistics=dq)
+        lin.weight = bitsandbytes.nn.Params4bit(w, requires_grad=False, quant_type="nf4",
+                                                compress_statistics=dq)
+        lin = lin.to("cpu")  # quantizes
+        for key, value in lin.state_dict().items():
+            ckpt[prefix + "." + key] = value.contiguous()
+        expected[prefix + ".source"] = w
+        expected[prefix + ".dequant"] = F.dequantize_4bit(lin.weight.data, lin.weight.quant_state).float()
+    os.makedirs(os.path.join(out_dir, "bnb_checkpoint"), exist_ok=True)
+    save_file(ckpt, os.path.join(out_dir, "bnb_checkpoint", "model.safetensors"), metadata={"format": "pt"})
+    save_file(expected, os.path.join(out_dir, "bnb_expected.safetensors"))
+
+
 def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else "test/fixtures/nf4"
     os.makedirs(out_dir, exist_ok=True)
@@ -70,6 +96,7 @@ def main():
     case("f32_midpoints", w, 64, out_dir)
     # f16 input, n not a multiple of the blocksize (the tail block), blocksize 128
     case("f16_odd_tail", torch.randn(7, 45, generator=g).to(torch.float16), 128, out_dir)
+    bnb_checkpoint(out_dir, g)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "../common/util.h"
 
 // bitsandbytes' NF4 table (functional.py get_4bit_type("nf4"), csrc nf4_dequantization_lut).
 const float nf4_code[16] = {
@@ -138,4 +141,43 @@ void nf4_quantize_absmax(const float *absmax, size_t nb, float offset, const flo
 void nf4_dequantize_absmax(const uint8_t *qabsmax, const float *absmax2, size_t nb, float offset,
                            const float code[256], float *absmax) {
     for (size_t b = 0; b < nb; b++) absmax[b] = code[qabsmax[b]] * absmax2[b / NF4_DQ_BLOCKSIZE] + offset;
+}
+
+void nf4_weight_quantize(Nf4Weight *q, const float *w, int64_t rows, int64_t cols, int blocksize, int double_quant) {
+    size_t n = (size_t)(rows * cols), nb = (n + (size_t)blocksize - 1) / (size_t)blocksize;
+    memset(q, 0, sizeof(*q));
+    q->rows = rows;
+    q->cols = cols;
+    q->blocksize = blocksize;
+    q->double_quant = double_quant;
+    q->packed = xmalloc(n / 2 + 1);
+    q->absmax = xmalloc(nb * sizeof(float));
+    nf4_quantize(w, n, blocksize, q->packed, q->absmax);
+    if (!double_quant) return;
+    q->qabsmax = xmalloc(nb);
+    q->absmax2 = xmalloc((nb / NF4_DQ_BLOCKSIZE + 1) * sizeof(float));
+    nf4_dynamic_map(q->code);
+    q->offset = nf4_absmax_mean(q->absmax, nb);
+    nf4_quantize_absmax(q->absmax, nb, q->offset, q->code, q->qabsmax, q->absmax2);
+    free(q->absmax);  // from here on only the double-quantized statistics exist, as in bnb
+    q->absmax = NULL;
+}
+
+void nf4_weight_dequantize(const Nf4Weight *q, float *w) {
+    size_t n = (size_t)(q->rows * q->cols), nb = (n + (size_t)q->blocksize - 1) / (size_t)q->blocksize;
+    float *absmax = q->absmax;
+    if (q->double_quant) {
+        absmax = xmalloc(nb * sizeof(float));
+        nf4_dequantize_absmax(q->qabsmax, q->absmax2, nb, q->offset, q->code, absmax);
+    }
+    nf4_dequantize(q->packed, absmax, n, q->blocksize, w);
+    if (q->double_quant) free(absmax);
+}
+
+void nf4_weight_free(Nf4Weight *q) {
+    free(q->packed);
+    free(q->absmax);
+    free(q->qabsmax);
+    free(q->absmax2);
+    memset(q, 0, sizeof(*q));
 }

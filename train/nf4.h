@@ -42,4 +42,25 @@ void nf4_dequantize_absmax(const uint8_t *qabsmax, const float *absmax2, size_t 
 // computed in double and rounded once.
 float nf4_absmax_mean(const float *absmax, size_t nb);
 
+// A frozen linear weight [rows, cols] in NF4, always with double-quantized statistics or
+// always without, as its source had it.
+typedef struct {
+    int64_t rows, cols;
+    int blocksize;
+    int double_quant;
+    uint8_t *packed;   // rows * cols / 2 (rounded up)
+    float *absmax;     // without double quantization: one per block
+    uint8_t *qabsmax;  // with it: one code per block,
+    float *absmax2;    //   one float per 256 blocks,
+    float offset;      //   the mean they are centred on,
+    float code[256];   //   and the 8-bit map
+} Nf4Weight;
+
+// Quantizes a float32 matrix as bitsandbytes' Linear4bit does (blocksize 64 and double
+// quantization are its defaults).
+void nf4_weight_quantize(Nf4Weight *q, const float *w, int64_t rows, int64_t cols, int blocksize, int double_quant);
+// The float32 matrix it stands for.
+void nf4_weight_dequantize(const Nf4Weight *q, float *w);
+void nf4_weight_free(Nf4Weight *q);
+
 #endif
