@@ -92,3 +92,20 @@ void bytebuf_free(ByteBuf *b) {
     b->data = NULL;
     b->len = b->cap = 0;
 }
+
+uint64_t rng_next(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+uint64_t rng_below(uint64_t *state, uint64_t n) {
+    // Reject the top (2^64 mod n) values so that every residue is equally likely.
+    uint64_t limit = UINT64_MAX - UINT64_MAX % n, x;
+    do x = rng_next(state);
+    while (x >= limit);
+    return x % n;
+}
+
+double rng_uniform(uint64_t *state) { return (double)(rng_next(state) >> 11) * 0x1.0p-53; }

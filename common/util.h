@@ -37,4 +37,13 @@ void bytebuf_append(ByteBuf *b, const void *src, size_t n);
 void bytebuf_push(ByteBuf *b, char c);
 void bytebuf_free(ByteBuf *b);
 
+// A seeded pseudo-random generator: SplitMix64 (Steele, Lea, Flood, "Fast splittable
+// pseudorandom number generators", 2014). The whole state is one uint64_t, so saving and
+// restoring it (a resumable data order) is copying a number; any seed, 0 included, is good.
+uint64_t rng_next(uint64_t *state);
+// Uniform in [0, n) for n > 0, by rejection, so no value is favoured.
+uint64_t rng_below(uint64_t *state, uint64_t n);
+// Uniform in [0, 1), from the top 53 bits.
+double rng_uniform(uint64_t *state);
+
 #endif
