@@ -12,6 +12,7 @@
 #include "../common/util.h"
 #include "../train/attention.h"
 #include "../train/cross_entropy.h"
+#include "../train/rmsnorm.h"
 #include "../train/rope.h"
 #include "../train/swiglu.h"
 #include "test.h"
@@ -68,6 +69,26 @@ TEST(rope_gradient_and_properties) {
     CHECK(fabs(dot(y, y, sizeof(y) / 4) - dot(rx, rx, sizeof(y) / 4)) < 1e-4);  // a rotation
     // pairing (j, j + D/2): at position 1, dims 0 and 4 rotate by exactly 1 radian
     CHECK(fabsf(y[RH * RD + 0] - (rx[RH * RD + 0] * cosf(1) - rx[RH * RD + 4] * sinf(1))) < 1e-6f);
+}
+
+// ---- RMSNorm
+enum { NR = 3, NC = 10 };
+static float nx[NR * NC], nw[NC], nr_[NR * NC];
+static double rmsnorm_loss(void) {
+    float y[NR * NC], rstd[NR];
+    rmsnorm_forward(nx, nw, y, rstd, NR, NC, 1e-5f);
+    return dot(y, nr_, NR * NC);
+}
+TEST(rmsnorm_gradient_and_value) {
+    fill(nx, NR * NC);
+    fill(nw, NC);
+    fill(nr_, NR * NC);
+    float y[NR * NC], rstd[NR], dx[NR * NC];
+    rmsnorm_forward(nx, nw, y, rstd, NR, NC, 1e-5f);
+    rmsnorm_backward(nx, nw, rstd, nr_, dx, NR, NC);
+    CHECK_INT(fd_check("rmsnorm dx", nx, dx, NR * NC, rmsnorm_loss), 0);
+    double ms = dot(nx, nx, NC) / NC;  // the definition, row 0
+    CHECK(fabs(y[2] - nw[2] * nx[2] / sqrt(ms + 1e-5)) < 1e-6);
 }
 
 // ---- SwiGLU
@@ -167,6 +188,7 @@ TEST(cross_entropy_gradient_and_value) {
 
 int main(void) {
     RUN(rope_gradient_and_properties);
+    RUN(rmsnorm_gradient_and_value);
     RUN(swiglu_gradient);
     RUN(attention_gradients_full_causal);
     RUN(attention_gradients_window_3);
