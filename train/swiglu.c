@@ -10,9 +10,9 @@ void swiglu_forward(const float *g, const float *u, float *h, size_t n) {
 }
 
 void swiglu_backward(const float *g, const float *u, const float *dh, float *dg, float *du, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        float s = sigmoid(g[i]);
-        du[i] = dh[i] * g[i] * s;
-        dg[i] = dh[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+    for (size_t i = 0; i < n; i++) {  // read everything first: du or dg may alias dh
+        float s = sigmoid(g[i]), d = dh[i], gi = g[i], ui = u[i];
+        du[i] = d * gi * s;
+        dg[i] = d * ui * s * (1.0f + gi * (1.0f - s));
     }
 }

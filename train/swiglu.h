@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 void swiglu_forward(const float *g, const float *u, float *h, size_t n);
+// dg or du may be the same buffer as dh.
 void swiglu_backward(const float *g, const float *u, const float *dh, float *dg, float *du, size_t n);
 
 #endif

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Writes tiny random Mistral/Llama models and what transformers + PEFT compute with them,
+the reference that train/model.c must match (fp32 vs fp32).
+
+For each configuration NAME it writes test/fixtures/tiny/NAME/:
+  config.json, model.safetensors    MistralForCausalLM / LlamaForCausalLM, random fp32
+                                    weights (save_pretrained)
+  adapter/                          PEFT LoRA on all seven projections (r 4, alpha 8), with
+                                    lora_B set to small random values so every gradient is
+                                    non-zero (PEFT's own init has B = 0)
+  expected.safetensors              input_ids [B, S] and labels [B, S] (-100 = no loss),
+                                    logits [B, S, V] (float32), loss (mean over labelled
+                                    tokens, transformers' ForCausalLMLoss), and the gradient
+                                    of that loss for every LoRA A and B, keyed like the
+                                    adapter file ("<module>.lora_A.weight")
+
+Configurations: "mistral_window" (sliding window 5 < sequence length 12, 4 query heads on
+2 KV heads, head_dim 12), "mistral_gqa" (no window, 6 heads on 2 KV heads, explicit head_dim
+8 != hidden / heads), "llama" (Llama architecture, no window, no GQA).
+
+  pip install torch==2.15.0 transformers==5.24.0 peft==0.21.2 safetensors==0.8.0
+  python scripts/model_fixtures.py test/fixtures/tiny
+"""
+import os
+import sys
+
+import peft
+import torch
+import transformers
+from peft import LoraConfig, get_peft_model
+from safetensors.torch import save_file
+from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def build(name, out_root, seed):
+    torch.manual_seed(seed)
+    common = dict(vocab_size=64, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                  max_position_embeddings=64, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                  attn_implementation="eager")
+    if name == "mistral_window":
+        cfg = MistralConfig(num_attention_heads=4, num_key_value_heads=2, sliding_window=5,
+                            rope_theta=10000.0, **common)
+        model = MistralForCausalLM(cfg)
+    elif name == "mistral_gqa":
+        cfg = MistralConfig(num_attention_heads=6, num_key_value_heads=2, head_dim=8,
+                            sliding_window=None, rope_theta=1e6, **common)
+        model = MistralForCausalLM(cfg)
+    else:
+        cfg = LlamaConfig(num_attention_heads=4, num_key_value_heads=4, rope_theta=10000.0, **common)
+        model = LlamaForCausalLM(cfg)
+    model = model.float().eval()
+    with torch.no_grad():  # larger weights than the init's 0.02 std, so attention is not uniform
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.2)
+    out = os.path.join(out_root, name)
+    os.makedirs(out, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+
+    lcfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM")
+    pm = get_peft_model(model, lcfg)
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0.0, 0.1)
+    pm.save_pretrained(os.path.join(out, "adapter"))
+
+    B, S = 2, 12
+    ids = torch.randint(0, cfg.vocab_size, (B, S))
+    labels = ids.clone()
+    labels[0, :4] = -100  # a "user turn" with no loss
+    labels[1, 7:9] = -100
+    pm.zero_grad()
+    res = pm(input_ids=ids, labels=labels)
+    res.loss.backward()
+    t = {"input_ids": ids.to(torch.int32), "labels": labels.to(torch.int32),
+         "logits": res.logits.detach().float().contiguous(), "loss": res.loss.detach().reshape(1).float()}
+    for n, p in pm.named_parameters():
+        if p.grad is not None:
+            key = n.replace(".default", "") + ".grad"
+            t[key] = p.grad.detach().float().contiguous()
+    save_file(t, os.path.join(out, "expected.safetensors"),
+              metadata={"torch": torch.__version__, "transformers": transformers.__version__,
+                        "peft": peft.__version__})
+
+
+def main():
+    out_root = sys.argv[1] if len(sys.argv) > 1 else "test/fixtures/tiny"
+    for i, name in enumerate(["mistral_window", "mistral_gqa", "llama"]):
+        build(name, out_root, 100 + i)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+// test_model.c: the CPU model against transformers + PEFT, fp32 vs fp32.
+//
+// test/fixtures/tiny/NAME/ (scripts/model_fixtures.py: torch 2.15.0, transformers 5.24.0,
+// peft 0.21.2) holds a tiny random model, a PEFT LoRA adapter on all seven projections, and
+// transformers' logits, loss and LoRA gradients for a batch of two sequences with some
+// labels masked. We load the same model and adapter and must reproduce all of it to 1e-4
+// relative (the worst element's difference over the largest magnitude of its tensor);
+// fp32 vs fp32 with different summation orders lands near 1e-6.
+#include <math.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "../train/model.h"
+#include "../train/peft_adapter.h"
+#include "../train/safetensors.h"
+#include "test.h"
+
+static double max_rel(const float *got, const float *want, size_t n) {
+    double diff = 0, mag = 1e-30;
+    for (size_t i = 0; i < n; i++) {
+        diff = fmax(diff, fabs((double)got[i] - want[i]));
+        mag = fmax(mag, fabs((double)want[i]));
+    }
+    return diff / mag;
+}
+
+static void check_fixture(const char *name) {
+    char dir[256], path[320], err[ERR_LEN];
+    snprintf(dir, sizeof(dir), "test/fixtures/tiny/%s", name);
+    Model m;
+    SafeTensors ex;
+    snprintf(path, sizeof(path), "%s/adapter", dir);
+    if (model_load(&m, dir, 0, err) || peft_adapter_load(&m, path, err)) {
+        printf("  %s\n", err);
+        CHECK(0);
+        return;
+    }
+    snprintf(path, sizeof(path), "%s/expected.safetensors", dir);
+    if (st_open(&ex, path, err)) {
+        printf("  %s\n", err);
+        CHECK(0);
+        model_free(&m);
+        return;
+    }
+    const StTensor *ids = st_find(&ex, "input_ids"), *labels = st_find(&ex, "labels"), *want_logits = st_find(&ex, "logits"),
+                   *want_loss = st_find(&ex, "loss");
+    int B = (int)ids->shape[0], S = (int)ids->shape[1], T = B * S, V = m.c.vocab_size;
+    int *tokens = malloc(T * sizeof(int)), *pos = malloc(T * sizeof(int)), *seg = malloc(T * sizeof(int)),
+        *targets = malloc(T * sizeof(int));
+    float *weights = malloc(T * sizeof(float)), *logits = malloc((size_t)T * V * sizeof(float)), n = 0;
+    const int32_t *id = ids->data, *lab = labels->data;
+    for (int t = 0; t < T; t++) {  // transformers: position s predicts labels[s + 1]
+        int s = t % S, next = s + 1 < S ? lab[t + 1] : -100;
+        tokens[t] = id[t], pos[t] = s, seg[t] = t / S;
+        targets[t] = next >= 0 ? next : 0;
+        weights[t] = next >= 0 ? 1.0f : 0.0f;
+        n += weights[t];
+    }
+    Batch b = {T, tokens, pos, seg, targets, weights};
+    double loss = model_step(&m, &b, 1.0f / n, 1, logits) / n;
+    double rl = max_rel(logits, want_logits->data, (size_t)T * V);
+    float wl;
+    memcpy(&wl, want_loss->data, 4);
+    printf("  %s: logits %.2g, loss %.7g vs %.7g", name, rl, loss, wl);
+    CHECK(rl < 1e-4);
+    CHECK(fabs(loss - wl) < 1e-4 * fabs(wl));
+    double worst = 0;
+    int compared = 0;
+    for (int i = 0; i < m.c.num_hidden_layers; i++)
+        for (int p = 0; p < N_PROJ; p++) {
+            const Linear *l = &m.layers[i].proj[p];
+            for (int k = 0; k < 2; k++) {
+                char key[200];
+                snprintf(key, sizeof(key), "base_model.model.model.layers.%d.%s.lora_%c.weight.grad", i, proj_names[p], k ? 'B' : 'A');
+                const StTensor *g = st_find(&ex, key);
+                size_t count = k ? (size_t)l->out * m.lora_r : (size_t)m.lora_r * l->in;
+                if (!g || (size_t)g->numel != count) {
+                    printf("\n  missing or misshaped %s", key);
+                    CHECK(0);
+                    continue;
+                }
+                double r = max_rel(k ? l->dB : l->dA, g->data, count);
+                if (r >= 1e-4) printf("\n  %s: %.3g", key, r);
+                CHECK(r < 1e-4);
+                worst = fmax(worst, r);
+                compared++;
+            }
+        }
+    printf(", %d LoRA gradients, worst %.2g\n", compared, worst);
+    CHECK_INT(compared, m.c.num_hidden_layers * N_PROJ * 2);
+    free(tokens), free(pos), free(seg), free(targets), free(weights), free(logits);
+    st_close(&ex);
+    model_free(&m);
+}
+
+TEST(mistral_sliding_window_matches_transformers) { check_fixture("mistral_window"); }
+TEST(mistral_gqa_head_dim_matches_transformers) { check_fixture("mistral_gqa"); }
+TEST(llama_matches_transformers) { check_fixture("llama"); }
+
+// An adapter we save loads back bit for bit (PEFT's own loading of it is checked by
+// scripts/model_fixtures.py when it regenerates the fixtures).
+TEST(adapter_save_load_round_trip) {
+    Model a, b;
+    char err[ERR_LEN], dir[] = "/tmp/adapter_XXXXXX";
+    if (model_load(&a, "test/fixtures/tiny/mistral_gqa", 0, err) || model_load(&b, "test/fixtures/tiny/mistral_gqa", 0, err) ||
+        !mkdtemp(dir)) {
+        printf("  %s\n", err);
+        CHECK(0);
+        return;
+    }
+    model_lora_init(&a, (1u << PROJ_Q) | (1u << PROJ_V) | (1u << PROJ_DOWN), 3, 6.0f, 1, 5);
+    for (int i = 0; i < a.c.num_hidden_layers; i++)
+        for (int p = 0; p < N_PROJ; p++)
+            if (a.layers[i].proj[p].B)
+                for (int j = 0; j < a.layers[i].proj[p].out * 3; j++) a.layers[i].proj[p].B[j] = 0.01f * (float)(j % 7);
+    CHECK_INT(peft_adapter_save(&a, dir, "tiny", 0.05f, err), 0);
+    CHECK_INT(peft_adapter_load(&b, dir, err), 0);
+    CHECK(b.lora_r == 3 && b.lora_alpha == 6.0f && b.lora_rslora == 1);
+    for (int i = 0; i < a.c.num_hidden_layers; i++)
+        for (int p = 0; p < N_PROJ; p++) {
+            const Linear *x = &a.layers[i].proj[p], *y = &b.layers[i].proj[p];
+            CHECK((x->A == NULL) == (y->A == NULL));
+            if (x->A && y->A) {
+                CHECK(memcmp(x->A, y->A, (size_t)3 * x->in * 4) == 0);
+                CHECK(memcmp(x->B, y->B, (size_t)3 * x->out * 4) == 0);
+            }
+        }
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    CHECK_INT(system(cmd), 0);
+    model_free(&a);
+    model_free(&b);
+}
+
+int main(void) {
+    RUN(mistral_sliding_window_matches_transformers);
+    RUN(mistral_gqa_head_dim_matches_transformers);
+    RUN(llama_matches_transformers);
+    RUN(adapter_save_load_round_trip);
+    return test_summary();
+}

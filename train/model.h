@@ -1,0 +1,72 @@
+/*
+ * model.h: the Mistral / Llama decoder with LoRA, forward and backward, CPU reference (fp32).
+ *
+ * transformers' MistralForCausalLM (reference/mistral.md §4), pre-norm:
+ *   x = embed[tokens]
+ *   per layer:  h = rmsnorm(x, ln1);  q, k, v = h Wq^T, h Wk^T, h Wv^T;  RoPE on q and k
+ *               x = x + attention(q, k, v) Wo^T          (GQA, causal, window, conversations)
+ *               h = rmsnorm(x, ln2);  x = x + (silu(h Wg^T) * (h Wu^T)) Wd^T
+ *   logits = rmsnorm(x, norm) Wlm^T;  loss over trained tokens (cross_entropy.h)
+ * Every projection P may carry a LoRA adapter: P(x) = x W^T + s (x A^T) B^T (lora.h). Only
+ * A and B get gradients; embeddings, norms, frozen weights and the head do not. Frozen
+ * projection weights are kept as float32 or, for QLoRA, in NF4 (nf4.h), dequantized when
+ * used. A batch is a packed sequence of T tokens with, per token, its position (restarting
+ * at 0 in each conversation), its conversation id, the target id (the next token) and the
+ * target's loss weight (0 = not trained).
+ */
+#ifndef PERSONA_MODEL_H
+#define PERSONA_MODEL_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "nf4.h"
+
+enum { PROJ_Q, PROJ_K, PROJ_V, PROJ_O, PROJ_GATE, PROJ_UP, PROJ_DOWN, N_PROJ };
+extern const char *const proj_names[N_PROJ];  // "self_attn.q_proj", ..., "mlp.down_proj"
+extern const char *const proj_short[N_PROJ];  // "q_proj", ..., "down_proj"
+
+typedef struct {
+    int in, out;
+    float *w;         // frozen weight [out, in] in float32, or NULL when held in NF4
+    Nf4Weight q;
+    float *A, *B;     // LoRA [r, in] and [out, r]; NULL when this projection has none
+    float *dA, *dB;   // their gradients, accumulated by model_step
+} Linear;
+
+typedef struct {
+    float *ln1, *ln2;
+    Linear proj[N_PROJ];
+} Layer;
+
+typedef struct {
+    ModelConfig c;
+    float *embed, *norm, *head;  // [V, H], [H], [V, H]
+    Layer *layers;
+    int lora_r;
+    float lora_alpha, lora_scale;
+    int lora_rslora;
+} Model;
+
+typedef struct {
+    int T;
+    const int *tokens, *positions, *seg, *targets;
+    const float *weights;
+} Batch;
+
+// Loads config.json and the weights of a model directory (float32, bf16 or fp16, or a
+// bitsandbytes-4bit checkpoint). With nf4 set, float projection weights are quantized to
+// NF4 (blocksize 64, double quantization) as QLoRA does.
+int model_load(Model *m, const char *dir, int nf4, char *err);
+void model_free(Model *m);
+
+// Adds LoRA to the projections in targets (bit i = projection i) with PEFT's init.
+void model_lora_init(Model *m, unsigned targets, int r, float alpha, int rslora, uint64_t seed);
+
+// Forward pass over a batch; returns sum over tokens of weight * cross-entropy. With
+// backward set, accumulates grad_scale * d(that sum)/d(A, B) into every dA, dB. When
+// logits is not NULL it receives the [T, V] logits (tests; the training path never
+// materialises them).
+double model_step(Model *m, const Batch *b, float grad_scale, int backward, float *logits);
+
+#endif

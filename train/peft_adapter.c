@@ -1,0 +1,162 @@
+// peft_adapter.c: reading and writing PEFT LoRA adapters (see peft_adapter.h).
+#include "peft_adapter.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lora.h"
+#include "safetensors.h"
+
+static void key_of(char *out, size_t n, int layer, int p, char ab) {
+    snprintf(out, n, "base_model.model.model.layers.%d.%s.lora_%c.weight", layer, proj_names[p], ab);
+}
+
+// Which projections target_modules names (a list of module names, as PEFT writes it).
+static int read_targets(const cJSON *list, unsigned *targets) {
+    *targets = 0;
+    if (!cJSON_IsArray(list)) return -1;
+    for (const cJSON *e = list->child; e; e = e->next) {
+        int found = 0;
+        for (int p = 0; p < N_PROJ && cJSON_IsString(e); p++)
+            if (strcmp(e->valuestring, proj_short[p]) == 0) *targets |= 1u << p, found = 1;
+        if (!found) return -1;
+    }
+    return 0;
+}
+
+static int read_config(const char *path, int *r, float *alpha, int *rslora, unsigned *targets, char *err) {
+    size_t len;
+    char *text = read_file(path, &len, err);
+    if (!text) return -1;
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "peft_type");
+    const cJSON *jr = cJSON_GetObjectItemCaseSensitive(root, "r");
+    const cJSON *ja = cJSON_GetObjectItemCaseSensitive(root, "lora_alpha");
+    int rc = 0;
+    if (!root) rc = set_error(err, "%s: not valid JSON", path);
+    else if (!cJSON_IsString(type) || strcmp(type->valuestring, "LORA") != 0)
+        rc = set_error(err, "%s: peft_type is not \"LORA\"", path);
+    else if (!cJSON_IsNumber(jr) || jr->valueint < 1 || jr->valueint > 4096)
+        rc = set_error(err, "%s: r is not a rank in 1..4096", path);
+    else if (!cJSON_IsNumber(ja) || !(ja->valuedouble > 0))
+        rc = set_error(err, "%s: lora_alpha is not a positive number", path);
+    else if (read_targets(cJSON_GetObjectItemCaseSensitive(root, "target_modules"), targets))
+        rc = set_error(err, "%s: target_modules must list projections among q_proj, k_proj, v_proj, o_proj, "
+                            "gate_proj, up_proj, down_proj", path);
+    else if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "use_dora")))
+        rc = set_error(err, "%s: DoRA adapters are not supported", path);
+    if (rc == 0) {
+        *r = jr->valueint;
+        *alpha = (float)ja->valuedouble;
+        *rslora = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "use_rslora"));
+    }
+    cJSON_Delete(root);
+    return rc;
+}
+
+int peft_adapter_load(Model *m, const char *dir, char *err) {
+    char path[4096], name[160];
+    int r, rslora;
+    float alpha;
+    unsigned targets;
+    snprintf(path, sizeof(path), "%s/adapter_config.json", dir);
+    if (read_config(path, &r, &alpha, &rslora, &targets, err)) return -1;
+    snprintf(path, sizeof(path), "%s/adapter_model.safetensors", dir);
+    SafeTensors st;
+    if (st_open(&st, path, err)) return -1;
+    model_lora_init(m, targets, r, alpha, rslora, 0);
+    int rc = 0, used = 0;
+    for (int i = 0; i < m->c.num_hidden_layers && rc == 0; i++)
+        for (int p = 0; p < N_PROJ && rc == 0; p++) {
+            Linear *l = &m->layers[i].proj[p];
+            if (!l->A) continue;
+            for (int k = 0; k < 2 && rc == 0; k++) {
+                key_of(name, sizeof(name), i, p, k ? 'B' : 'A');
+                const StTensor *t = st_find(&st, name);
+                int64_t rows = k ? l->out : r, cols = k ? r : l->in;
+                if (!t) rc = set_error(err, "%s: tensor '%s' is missing", path, name);
+                else if (t->dtype != ST_F32 || t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
+                    rc = set_error(err, "%s: tensor '%s' is not F32 [%lld, %lld]", path, name, (long long)rows,
+                                   (long long)cols);
+                else
+                    memcpy(k ? l->B : l->A, t->data, t->nbytes), used++;
+            }
+        }
+    if (rc == 0 && used != st.n_tensors)
+        rc = set_error(err, "%s: %d tensors are not LoRA weights of this model's targets", path, st.n_tensors - used);
+    st_close(&st);
+    return rc;
+}
+
+// Writes text to path through a temporary file and rename.
+static int write_text_atomically(const char *path, const char *text, char *err) {
+    size_t n = strlen(path) + 16;
+    char *tmp = xmalloc(n);
+    snprintf(tmp, n, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp), rc = 0;
+    size_t len = strlen(text);
+    if (fd < 0 || fchmod(fd, 0644) || write(fd, text, len) != (ssize_t)len || fsync(fd))
+        rc = set_error(err, "%s: cannot write: %s", path, strerror(errno));
+    if (fd >= 0) close(fd);
+    if (rc == 0 && rename(tmp, path)) rc = set_error(err, "%s: cannot rename into place: %s", path, strerror(errno));
+    if (rc) unlink(tmp);
+    free(tmp);
+    return rc;
+}
+
+int peft_adapter_save(const Model *m, const char *dir, const char *base_model, float dropout, char *err) {
+    if (mkdir(dir, 0755) && errno != EEXIST) return set_error(err, "%s: cannot create: %s", dir, strerror(errno));
+    int L = m->c.num_hidden_layers, n = 0;
+    StWrite *w = xcalloc((size_t)L * N_PROJ * 2 + 1, sizeof(StWrite));
+    char (*names)[160] = xcalloc((size_t)L * N_PROJ * 2 + 1, sizeof(*names));
+    unsigned targets = 0;
+    for (int i = 0; i < L; i++)
+        for (int p = 0; p < N_PROJ; p++) {
+            const Linear *l = &m->layers[i].proj[p];
+            if (!l->A) continue;
+            targets |= 1u << p;
+            for (int k = 0; k < 2; k++) {
+                key_of(names[n], sizeof(names[n]), i, p, k ? 'B' : 'A');
+                w[n] = (StWrite){names[n], ST_F32, 2, {k ? l->out : m->lora_r, k ? m->lora_r : l->in}, k ? l->B : l->A};
+                n++;
+            }
+        }
+    char path[4096];
+    const char *keys[] = {"format"}, *values[] = {"pt"};
+    snprintf(path, sizeof(path), "%s/adapter_model.safetensors", dir);
+    int rc = st_write(path, w, n, keys, values, 1, err);
+    free(w);
+    free(names);
+    if (rc) return rc;
+    cJSON *c = cJSON_CreateObject(), *list = cJSON_CreateArray();
+    for (int p = 0; p < N_PROJ; p++)
+        if (targets & (1u << p)) cJSON_AddItemToArray(list, cJSON_CreateString(proj_short[p]));
+    if (base_model) cJSON_AddStringToObject(c, "base_model_name_or_path", base_model);
+    else cJSON_AddNullToObject(c, "base_model_name_or_path");
+    cJSON_AddStringToObject(c, "bias", "none");
+    cJSON_AddFalseToObject(c, "fan_in_fan_out");
+    cJSON_AddTrueToObject(c, "inference_mode");
+    cJSON_AddTrueToObject(c, "init_lora_weights");
+    cJSON_AddNumberToObject(c, "lora_alpha", m->lora_alpha);
+    cJSON_AddNumberToObject(c, "lora_dropout", dropout);
+    cJSON_AddNullToObject(c, "modules_to_save");
+    cJSON_AddStringToObject(c, "peft_type", "LORA");
+    cJSON_AddNumberToObject(c, "r", m->lora_r);
+    cJSON_AddNullToObject(c, "revision");
+    cJSON_AddItemToObject(c, "target_modules", list);
+    cJSON_AddStringToObject(c, "task_type", "CAUSAL_LM");
+    cJSON_AddFalseToObject(c, "use_dora");
+    cJSON_AddBoolToObject(c, "use_rslora", m->lora_rslora);
+    char *text = cJSON_Print(c);
+    snprintf(path, sizeof(path), "%s/adapter_config.json", dir);
+    rc = write_text_atomically(path, text, err);
+    free(text);
+    cJSON_Delete(c);
+    return rc;
+}

@@ -1,0 +1,22 @@
+/*
+ * peft_adapter.h: LoRA adapters in Hugging Face PEFT's format (reference/qlora.md §B.2-B.3).
+ *
+ *   DIR/adapter_model.safetensors   base_model.model.model.layers.{i}.{self_attn|mlp}.{P}.lora_A.weight [r, in]
+ *                                   ... .lora_B.weight [out, r]          (float32)
+ *   DIR/adapter_config.json         {"peft_type": "LORA", "r", "lora_alpha", "use_rslora",
+ *                                    "target_modules": [...], "task_type": "CAUSAL_LM", ...}
+ * Saving writes what PeftModel.from_pretrained needs to load with no missing or unexpected
+ * keys; loading accepts what PEFT writes (extra config keys are ignored).
+ */
+#ifndef PERSONA_PEFT_ADAPTER_H
+#define PERSONA_PEFT_ADAPTER_H
+
+#include "model.h"
+
+// Reads DIR into the model's LoRA weights (allocating them). Returns 0 or -1 with err.
+int peft_adapter_load(Model *m, const char *dir, char *err);
+// Writes the model's LoRA weights and config to DIR (created if needed), each file via a
+// temporary name and rename. base_model may be NULL.
+int peft_adapter_save(const Model *m, const char *dir, const char *base_model, float dropout, char *err);
+
+#endif
