@@ -56,7 +56,7 @@ static void check_fixture(const char *name) {
         weights[t] = next >= 0 ? 1.0f : 0.0f;
         n += weights[t];
     }
-    Batch b = {T, tokens, pos, seg, targets, weights};
+    ModelInput b = {T, tokens, pos, seg, targets, weights};
     double loss = model_step(&m, &b, 1.0f / n, 1, logits) / n;
     double rl = max_rel(logits, want_logits->data, (size_t)T * V);
     float wl;

@@ -200,7 +200,7 @@ static void acts_free(LayerActs *a) {
     for (int p = 0; p < N_PROJ; p++) free(a->u[p]);
 }
 
-double model_step(Model *m, const Batch *b, float grad_scale, int backward, float *logits) {
+double model_step(Model *m, const ModelInput *b, float grad_scale, int backward, float *logits) {
     const ModelConfig *c = &m->c;
     int T = b->T, H = c->hidden_size, L = c->num_hidden_layers, D = c->head_dim, Hq = c->num_attention_heads,
         Hkv = c->num_key_value_heads, I = c->intermediate_size, V = c->vocab_size;

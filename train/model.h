@@ -52,7 +52,7 @@ typedef struct {
     int T;
     const int *tokens, *positions, *seg, *targets;
     const float *weights;
-} Batch;
+} ModelInput;
 
 // Loads config.json and the weights of a model directory (float32, bf16 or fp16, or a
 // bitsandbytes-4bit checkpoint). With nf4 set, float projection weights are quantized to
@@ -67,6 +67,6 @@ void model_lora_init(Model *m, unsigned targets, int r, float alpha, int rslora,
 // backward set, accumulates grad_scale * d(that sum)/d(A, B) into every dA, dB. When
 // logits is not NULL it receives the [T, V] logits (tests; the training path never
 // materialises them).
-double model_step(Model *m, const Batch *b, float grad_scale, int backward, float *logits);
+double model_step(Model *m, const ModelInput *b, float grad_scale, int backward, float *logits);
 
 #endif
