@@ -45,8 +45,8 @@ static void check_fixture(const char *name) {
     const StTensor *ids = st_find(&ex, "input_ids"), *labels = st_find(&ex, "labels"), *want_logits = st_find(&ex, "logits"),
                    *want_loss = st_find(&ex, "loss");
     int B = (int)ids->shape[0], S = (int)ids->shape[1], T = B * S, V = m.c.vocab_size;
-    int *tokens = malloc(T * sizeof(int)), *pos = malloc(T * sizeof(int)), *seg = malloc(T * sizeof(int)),
-        *targets = malloc(T * sizeof(int));
+    int32_t *tokens = malloc(T * sizeof(int32_t)), *pos = malloc(T * sizeof(int32_t)), *seg = malloc(T * sizeof(int32_t)),
+        *targets = malloc(T * sizeof(int32_t));
     float *weights = malloc(T * sizeof(float)), *logits = malloc((size_t)T * V * sizeof(float)), n = 0;
     const int32_t *id = ids->data, *lab = labels->data;
     for (int t = 0; t < T; t++) {  // transformers: position s predicts labels[s + 1]

@@ -49,7 +49,7 @@ static int fd_check(const char *what, float *x, const float *grad, size_t n, Los
 // ---- RoPE
 enum { RT = 4, RH = 3, RD = 8 };
 static float rx[RT * RH * RD], rr[RT * RH * RD];
-static const int rpos[RT] = {0, 1, 7, 0};
+static const int32_t rpos[RT] = {0, 1, 7, 0};
 static double rope_loss(void) {
     float y[RT * RH * RD];
     memcpy(y, rx, sizeof(y));
@@ -113,7 +113,7 @@ TEST(swiglu_gradient) {
 // ---- attention: 9 tokens in two conversations (5 + 4), 4 query heads on 2 KV heads
 enum { AT = 9, AHQ = 4, AHKV = 2, AD = 6 };
 static float aq[AT * AHQ * AD], ak[AT * AHKV * AD], av[AT * AHKV * AD], ar[AT * AHQ * AD];
-static const int aseg[AT] = {0, 0, 0, 0, 0, 1, 1, 1, 1};
+static const int32_t aseg[AT] = {0, 0, 0, 0, 0, 1, 1, 1, 1};
 static int awindow;
 static double attention_loss(void) {
     float o[AT * AHQ * AD], lse[AT * AHQ];
@@ -163,7 +163,7 @@ TEST(attention_mask_semantics) {
 // ---- cross-entropy over the LM head
 enum { CT = 5, CH = 7, CV = 11 };
 static float ch_[CT * CH], cw[CV * CH];
-static const int ctarget[CT] = {3, 0, 10, 5, 5};
+static const int32_t ctarget[CT] = {3, 0, 10, 5, 5};
 static const float cweight[CT] = {1, 0, 1, 1, 0.5f};
 static double ce_loss(void) { return cross_entropy(ch_, cw, ctarget, cweight, CT, CH, CV, 1.0f, NULL); }
 TEST(cross_entropy_gradient_and_value) {

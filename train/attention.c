@@ -8,13 +8,13 @@
 #include "../common/util.h"
 
 // The first key query i may see: the start of its conversation, or of its window.
-static int first_key(const int *seg, int i, int window) {
+static int first_key(const int32_t *seg, int i, int window) {
     int j = i;
     while (j > 0 && seg[j - 1] == seg[i] && (window <= 0 || i - (j - 1) <= window - 1)) j--;
     return j;
 }
 
-void attention_forward(const float *q, const float *k, const float *v, const int *seg, int T, int Hq, int Hkv,
+void attention_forward(const float *q, const float *k, const float *v, const int32_t *seg, int T, int Hq, int Hkv,
                        int D, int window, float *out, float *lse) {
     float scale = 1.0f / sqrtf((float)D);
     float *p = xmalloc((size_t)T * sizeof(float));
@@ -47,7 +47,7 @@ void attention_forward(const float *q, const float *k, const float *v, const int
 }
 
 void attention_backward(const float *q, const float *k, const float *v, const float *out, const float *dout,
-                        const float *lse, const int *seg, int T, int Hq, int Hkv, int D, int window, float *dq,
+                        const float *lse, const int32_t *seg, int T, int Hq, int Hkv, int D, int window, float *dq,
                         float *dk, float *dv) {
     float scale = 1.0f / sqrtf((float)D);
     memset(dq, 0, (size_t)T * Hq * D * sizeof(float));

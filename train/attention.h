@@ -14,11 +14,13 @@
 #ifndef PERSONA_ATTENTION_H
 #define PERSONA_ATTENTION_H
 
-void attention_forward(const float *q, const float *k, const float *v, const int *seg, int T, int Hq, int Hkv,
+#include <stdint.h>
+
+void attention_forward(const float *q, const float *k, const float *v, const int32_t *seg, int T, int Hq, int Hkv,
                        int D, int window, float *out, float *lse);
 // dq, dk, dv are overwritten.
 void attention_backward(const float *q, const float *k, const float *v, const float *out, const float *dout,
-                        const float *lse, const int *seg, int T, int Hq, int Hkv, int D, int window, float *dq,
+                        const float *lse, const int32_t *seg, int T, int Hq, int Hkv, int D, int window, float *dq,
                         float *dk, float *dv);
 
 #endif

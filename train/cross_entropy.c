@@ -7,7 +7,7 @@
 
 #include "../common/util.h"
 
-double cross_entropy(const float *h, const float *W, const int *targets, const float *weights, int T, int H, int V,
+double cross_entropy(const float *h, const float *W, const int32_t *targets, const float *weights, int T, int H, int V,
                      float grad_scale, float *dh) {
     float *logits = xmalloc((size_t)V * sizeof(float));
     double total = 0.0;

@@ -11,7 +11,9 @@
 #ifndef PERSONA_CROSS_ENTROPY_H
 #define PERSONA_CROSS_ENTROPY_H
 
-double cross_entropy(const float *h, const float *W, const int *targets, const float *weights, int T, int H, int V,
+#include <stdint.h>
+
+double cross_entropy(const float *h, const float *W, const int32_t *targets, const float *weights, int T, int H, int V,
                      float grad_scale, float *dh);
 
 #endif

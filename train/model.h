@@ -50,7 +50,7 @@ typedef struct {
 
 typedef struct {
     int T;
-    const int *tokens, *positions, *seg, *targets;
+    const int32_t *tokens, *positions, *seg, *targets;
     const float *weights;
 } ModelInput;
 

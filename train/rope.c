@@ -7,7 +7,7 @@
 
 #include "../common/util.h"
 
-void rope_apply(float *x, const int *positions, int T, int heads, int D, double theta, int dir) {
+void rope_apply(float *x, const int32_t *positions, int T, int heads, int D, double theta, int dir) {
     int half = D / 2;
     float *inv_freq = xmalloc((size_t)half * sizeof(float));
     for (int j = 0; j < half; j++) inv_freq[j] = 1.0f / powf((float)theta, (float)(2 * j) / (float)D);

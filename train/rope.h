@@ -12,7 +12,9 @@
 #ifndef PERSONA_ROPE_H
 #define PERSONA_ROPE_H
 
+#include <stdint.h>
+
 // In place on x [T, heads, D]; dir = +1 forward, -1 backward (rotating gradients back).
-void rope_apply(float *x, const int *positions, int T, int heads, int D, double theta, int dir);
+void rope_apply(float *x, const int32_t *positions, int T, int heads, int D, double theta, int dir);
 
 #endif
