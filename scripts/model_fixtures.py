@@ -12,7 +12,10 @@ For each configuration NAME it writes test/fixtures/tiny/NAME/:
                                     logits [B, S, V] (float32), loss (mean over labelled
                                     tokens, transformers' ForCausalLMLoss), and the gradient
                                     of that loss for every LoRA A and B, keyed like the
-                                    adapter file ("<module>.lora_A.weight")
+                                    adapter file ("<module>.lora_A.weight"), and
+                                    adamw_losses [10]: the loss before each of 10
+                                    torch.optim.AdamW steps on the LoRA weights (lr 1e-2,
+                                    weight decay 0.01, the same batch every step)
 
 Configurations: "mistral_window" (sliding window 5 < sequence length 12, 4 query heads on
 2 KV heads, head_dim 12), "mistral_gqa" (no window, 6 heads on 2 KV heads, explicit head_dim
@@ -81,6 +84,16 @@ def build(name, out_root, seed):
         if p.grad is not None:
             key = n.replace(".default", "") + ".grad"
             t[key] = p.grad.detach().float().contiguous()
+    opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=1e-2,
+                            betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+    losses = []
+    for _ in range(10):
+        opt.zero_grad()
+        loss = pm(input_ids=ids, labels=labels).loss
+        loss.backward()
+        losses.append(loss.item())
+        opt.step()
+    t["adamw_losses"] = torch.tensor(losses, dtype=torch.float32)
     save_file(t, os.path.join(out, "expected.safetensors"),
               metadata={"torch": torch.__version__, "transformers": transformers.__version__,
                         "peft": peft.__version__})

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "../train/adamw.h"
 #include "../train/model.h"
 #include "../train/peft_adapter.h"
 #include "../train/safetensors.h"
@@ -88,6 +89,38 @@ static void check_fixture(const char *name) {
         }
     printf(", %d LoRA gradients, worst %.2g\n", compared, worst);
     CHECK_INT(compared, m.c.num_hidden_layers * N_PROJ * 2);
+
+    // 10 AdamW steps on every A and B (lr 1e-2, weight decay 0.01), the same batch each
+    // time: the loss before each step must follow torch's
+    const StTensor *want_steps = st_find(&ex, "adamw_losses");
+    CHECK(want_steps && want_steps->numel == 10);
+    AdamWConfig opt = {0.9f, 0.999f, 1e-8f, 0.01f};
+    float *state[N_PROJ * 64][4] = {{0}};  // m, v of A and B per projection (tiny models: <= 64 layers)
+    double worst_step = 0;
+    for (int step = 1; want_steps && step <= 10; step++) {
+        for (int i = 0; i < m.c.num_hidden_layers; i++)
+            for (int p = 0; p < N_PROJ; p++) {
+                Linear *l = &m.layers[i].proj[p];
+                memset(l->dA, 0, (size_t)m.lora_r * l->in * 4);
+                memset(l->dB, 0, (size_t)l->out * m.lora_r * 4);
+            }
+        double l = model_step(&m, &b, 1.0f / n, 1, NULL) / n;
+        float w = ((const float *)want_steps->data)[step - 1];
+        worst_step = fmax(worst_step, fabs(l - w) / fabs(w));
+        for (int i = 0; i < m.c.num_hidden_layers; i++)
+            for (int p = 0; p < N_PROJ; p++) {
+                Linear *ln = &m.layers[i].proj[p];
+                float **st = state[i * N_PROJ + p];
+                size_t na = (size_t)m.lora_r * ln->in, nb = (size_t)ln->out * m.lora_r;
+                if (!st[0]) st[0] = calloc(na, 4), st[1] = calloc(na, 4), st[2] = calloc(nb, 4), st[3] = calloc(nb, 4);
+                adamw_step(ln->A, ln->dA, st[0], st[1], na, step, 1e-2f, &opt);
+                adamw_step(ln->B, ln->dB, st[2], st[3], nb, step, 1e-2f, &opt);
+            }
+    }
+    printf("  10 AdamW steps: worst loss difference %.2g relative\n", worst_step);
+    CHECK(worst_step < 1e-4);
+    for (int i = 0; i < N_PROJ * 64; i++)
+        for (int k = 0; k < 4; k++) free(state[i][k]);
     free(tokens), free(pos), free(seg), free(targets), free(weights), free(logits);
     st_close(&ex);
     model_free(&m);
