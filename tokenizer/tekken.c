@@ -558,15 +558,14 @@ static void merge_small(Tekken *t, const char *p, size_t n, TokenVec *out) {
         if (best_rank == NO_RANK) break;
         memmove(part + best + 1, part + best + 2, (m - best - 2) * sizeof(Part));
         m--;
-        part[best].token = best_rank;
         // Part k joined with part k+1 spans part[k].start .. part[k+2].start.
-        if (best + 2 < m)
-            part[best].join = rank_of(t, p + part[best].start, part[best + 2].start - part[best].start);
-        else
-            part[best].join = NO_RANK;
-        if (best > 0)
-            part[best - 1].join = rank_of(t, p + part[best - 1].start,
-                                          part[best + 1].start - part[best - 1].start);
+        size_t at = part[best].start;
+        part[best].token = best_rank;
+        part[best].join = best + 2 < m ? rank_of(t, p + at, part[best + 2].start - at) : NO_RANK;
+        if (best > 0) {
+            size_t left = part[best - 1].start;
+            part[best - 1].join = rank_of(t, p + left, part[best + 1].start - left);
+        }
     }
     for (size_t k = 0; k + 1 < m; k++) tokvec_push(out, (int32_t)part[k].token + t->num_special);
 }
