@@ -17,16 +17,24 @@ For each configuration NAME it writes test/fixtures/tiny/NAME/:
                                     torch.optim.AdamW steps on the LoRA weights (lr 1e-2,
                                     weight decay 0.01, the same batch every step)
 
+For "mistral_window" it also writes mistral_window_bnb4bit/: the same model loaded by
+transformers with BitsAndBytesConfig(load_in_4bit, nf4, double quantization) and saved, in
+bitsandbytes' own checkpoint layout. (No logits are computed from it here: bitsandbytes'
+CPU backend cannot run matmuls of these tiny shapes, and its CPU dequantize_4bit does not
+read a [48, 48] weight in the layout it saved; test_bnb4bit.c checks bitsandbytes'
+dequantization on shapes where it does.)
+
 Configurations: "mistral_window" (sliding window 5 < sequence length 12, 4 query heads on
 2 KV heads, head_dim 12), "mistral_gqa" (no window, 6 heads on 2 KV heads, explicit head_dim
 8 != hidden / heads), "llama" (Llama architecture, no window, no GQA).
 
-  pip install torch==2.15.0 transformers==5.24.0 peft==0.21.2 safetensors==0.8.0
+  pip install torch==2.15.0 transformers==5.24.0 peft==0.21.2 bitsandbytes==0.50.2 safetensors==0.8.0
   python scripts/model_fixtures.py test/fixtures/tiny
 """
 import os
 import sys
 
+import bitsandbytes  # noqa: F401  (the 4-bit copy needs it)
 import peft
 import torch
 import transformers
@@ -99,10 +107,22 @@ def build(name, out_root, seed):
                         "peft": peft.__version__})
 
 
+def bnb_copy(out_root, name):
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    src = os.path.join(out_root, name)
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                           bnb_4bit_compute_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(src, quantization_config=q, device_map="cpu",
+                                                 dtype=torch.float32, attn_implementation="eager")
+    out = src + "_bnb4bit"
+    model.save_pretrained(out)
+
+
 def main():
     out_root = sys.argv[1] if len(sys.argv) > 1 else "test/fixtures/tiny"
     for i, name in enumerate(["mistral_window", "mistral_gqa", "llama"]):
         build(name, out_root, 100 + i)
+    bnb_copy(out_root, "mistral_window")
 
 
 if __name__ == "__main__":

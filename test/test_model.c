@@ -165,10 +165,57 @@ TEST(adapter_save_load_round_trip) {
     model_free(&b);
 }
 
+// QLoRA's frozen weights: the bitsandbytes-4bit checkpoint that transformers saved of
+// mistral_window loads as stored and gives the same logits as our own NF4 quantization of
+// the fp32 checkpoint: every packed code is the same byte, and the logits agree to 1e-5
+// (the double-quantization offset, a float32 mean, may differ from torch's by one ulp).
+static void logits_of(Model *m, const StTensor *ids, float *logits) {
+    int B = (int)ids->shape[0], S = (int)ids->shape[1], T = B * S;
+    int32_t *pos = malloc(T * sizeof(int32_t)), *seg = malloc(T * sizeof(int32_t)), *tgt = calloc(T, sizeof(int32_t));
+    float *w = calloc(T, sizeof(float));
+    for (int t = 0; t < T; t++) pos[t] = t % S, seg[t] = t / S;
+    ModelInput in = {T, ids->data, pos, seg, tgt, w};
+    model_step(m, &in, 1.0f, 0, logits);
+    free(pos), free(seg), free(tgt), free(w);
+}
+
+TEST(bitsandbytes_checkpoint_and_our_nf4_agree) {
+    Model bnb, ours;
+    SafeTensors ex;
+    char err[ERR_LEN];
+    if (model_load(&bnb, "test/fixtures/tiny/mistral_window_bnb4bit", 0, err) ||
+        model_load(&ours, "test/fixtures/tiny/mistral_window", 1, err) ||
+        st_open(&ex, "test/fixtures/tiny/mistral_window/expected.safetensors", err)) {
+        printf("  %s\n", err);
+        CHECK(0);
+        return;
+    }
+    CHECK(bnb.c.bnb_4bit && bnb.layers[0].proj[PROJ_Q].w == NULL && bnb.layers[0].proj[PROJ_Q].q.double_quant);
+    const StTensor *ids = st_find(&ex, "input_ids");
+    size_t n = (size_t)ids->numel * bnb.c.vocab_size;
+    float *a = malloc(n * 4), *b = malloc(n * 4);
+    logits_of(&bnb, ids, a);
+    logits_of(&ours, ids, b);
+    double r = max_rel(b, a, n);
+    printf("  our NF4 vs the bitsandbytes checkpoint: logits %.2g\n", r);
+    CHECK(r < 1e-5);
+    // and the packed codes of every projection are the same bytes
+    for (int i = 0; i < ours.c.num_hidden_layers; i++)
+        for (int p = 0; p < N_PROJ; p++) {
+            const Nf4Weight *x = &ours.layers[i].proj[p].q, *y = &bnb.layers[i].proj[p].q;
+            CHECK(memcmp(x->packed, y->packed, (size_t)(x->rows * x->cols + 1) / 2) == 0);
+        }
+    free(a), free(b);
+    st_close(&ex);
+    model_free(&bnb);
+    model_free(&ours);
+}
+
 int main(void) {
     RUN(mistral_sliding_window_matches_transformers);
     RUN(mistral_gqa_head_dim_matches_transformers);
     RUN(llama_matches_transformers);
     RUN(adapter_save_load_round_trip);
+    RUN(bitsandbytes_checkpoint_and_our_nf4_agree);
     return test_summary();
 }

@@ -15,10 +15,15 @@
  * stores code 0; both dequantize to 0).
  *
  * Second stage, double quantization (`compress_statistics=True`): offset = mean(absmax);
- * v = absmax - offset is quantized in blocks of 256 with the 8-bit dynamic map (bitsandbytes'
- * native CPU `quantize_block`): per block a = max |v|, then each v / a (a division) goes to
- * the nearest code value, a tie going to the lower index; the search treats code[0] as -1.0
- * (bitsandbytes' note: the map's range [-0.993, 1] would otherwise trip its binary search).
+ * v = absmax - offset is quantized in blocks of 256 with the 8-bit dynamic map, as
+ * bitsandbytes' native CPU code does it: per block a = max |v|; x = clamp(v / a, -1, 1) is
+ * rounded to the nearest of 65536 evenly spaced grid points, g = trunc((x + 1) / 2 * 65535
+ * + 0.5), and g's entry in a table of "the nearest code value to grid point g" (ties to the
+ * lower index) is the code. This is not always the nearest code to x itself (x = 0.17032
+ * sits just above the midpoint of codes 195 and 196 and gets 195); reproducing it is what
+ * makes our statistics bit-identical to bitsandbytes'. (Its CUDA kernel uses a binary
+ * search with its own rounding; checkpoints made on a GPU are loaded as stored, so they
+ * need no re-derivation.)
  *
  * Dequantization: absmax = code[q] * absmax2[b / 256] + offset, then w = nf4[q] * absmax,
  * all in float32.
@@ -111,31 +116,33 @@ float nf4_absmax_mean(const float *absmax, size_t nb) {
     return nb ? (float)(sum / (double)nb) : 0.0f;
 }
 
-// The nearest code value to x (ties to the lower index), searching with code[0] as -1.0.
+// The index of the code value nearest to x (ties to the lower index; sorted code).
 static uint8_t nearest_code(float x, const float code[256]) {
-    int lo = 0, hi = 255;  // largest index whose value is <= x (0 if none)
-    while (lo < hi) {
-        int mid = (lo + hi + 1) / 2;
-        float c = mid == 0 ? -1.0f : code[mid];
-        if (c <= x) lo = mid;
-        else hi = mid - 1;
-    }
-    if (lo < 255) {
-        float left = fabsf(x - (lo == 0 ? -1.0f : code[lo])), right = fabsf(x - code[lo + 1]);
-        if (right < left) lo++;
-    }
-    return (uint8_t)lo;
+    int right = 0;  // the first value >= x (std::lower_bound)
+    while (right < 256 && code[right] < x) right++;
+    if (right == 0) return 0;
+    if (right == 256) return 255;
+    float dist_left = fabsf(x - code[right - 1]), dist_right = fabsf(code[right] - x);
+    return (uint8_t)(dist_right < dist_left ? right : right - 1);
 }
 
 void nf4_quantize_absmax(const float *absmax, size_t nb, float offset, const float code[256],
                          uint8_t *qabsmax, float *absmax2) {
+    // bitsandbytes' lookup table: the nearest code for each of 65536 points spread evenly
+    // over [-1, 1]; a value is rounded to its grid point, then looked up.
+    uint8_t *lut = xmalloc(65536);
+    for (int g = 0; g < 65536; g++) lut[g] = nearest_code((float)g / 65535.0f * 2.0f - 1.0f, code);
     for (size_t b = 0; b < nb; b += NF4_DQ_BLOCKSIZE) {
         size_t end = b + NF4_DQ_BLOCKSIZE < nb ? b + NF4_DQ_BLOCKSIZE : nb;
         float a = 0.0f;
         for (size_t i = b; i < end; i++) a = fmaxf(a, fabsf(absmax[i] - offset));
         absmax2[b / NF4_DQ_BLOCKSIZE] = a;
-        for (size_t i = b; i < end; i++) qabsmax[i] = nearest_code((absmax[i] - offset) / a, code);
+        for (size_t i = b; i < end; i++) {
+            float x = fminf(fmaxf((absmax[i] - offset) / a, -1.0f), 1.0f);
+            qabsmax[i] = lut[(uint32_t)((x + 1.0f) * 0.5f * 65535.0f + 0.5f)];
+        }
     }
+    free(lut);
 }
 
 void nf4_dequantize_absmax(const uint8_t *qabsmax, const float *absmax2, size_t nb, float offset,
