@@ -62,9 +62,9 @@ static int read_config(const char *path, int *r, float *alpha, int *rslora, unsi
 
 int peft_adapter_load(Model *m, const char *dir, char *err) {
     char path[4096], name[160];
-    int r, rslora;
-    float alpha;
-    unsigned targets;
+    int r = 0, rslora = 0;
+    float alpha = 0.0f;
+    unsigned targets = 0;
     snprintf(path, sizeof(path), "%s/adapter_config.json", dir);
     if (read_config(path, &r, &alpha, &rslora, &targets, err)) return -1;
     snprintf(path, sizeof(path), "%s/adapter_model.safetensors", dir);
