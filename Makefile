@@ -23,6 +23,7 @@ VENV     = .venv
 # data/ is library code that all programs and tests link. A new program is one more
 # PROGRAM_MAINS line.
 PROGRAM_MAINS  = tokenizer/tokenize.c
+PROGRAM_MAINS += train/merge.c
 CPU_PROGRAMS   = $(basename $(notdir $(PROGRAM_MAINS)))
 LIB_SRC  = $(filter-out $(PROGRAM_MAINS),$(wildcard common/*.c tokenizer/*.c data/*.c train/*.c))
 HEADERS  = $(wildcard common/*.h tokenizer/*.h data/*.h train/*.h test/*.h)

@@ -1,5 +1,9 @@
 // util.c: see util.h.
+#define _XOPEN_SOURCE 700  // nftw
 #include "util.h"
+
+#include <ftw.h>
+#include <unistd.h>
 
 #include <errno.h>
 #include <stdarg.h>
@@ -72,6 +76,13 @@ char *read_file(const char *path, size_t *len, char *err) {
     *len = n;
     return buf;
 }
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb, (void)ftw;
+    return flag == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+int remove_tree(const char *path) { return nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 void bytebuf_append(ByteBuf *b, const void *src, size_t n) {
     if (b->len + n + 1 > b->cap) {

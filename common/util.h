@@ -27,6 +27,9 @@ int set_error(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 
 // On failure returns NULL with the reason in err.
 char *read_file(const char *path, size_t *len, char *err);
 
+// Removes a file or a directory tree (like rm -rf, without a shell). Returns 0 or -1.
+int remove_tree(const char *path);
+
 // A growable byte buffer: decoded text, file output, masks.
 typedef struct {
     char *data;

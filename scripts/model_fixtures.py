@@ -16,6 +16,8 @@ For each configuration NAME it writes test/fixtures/tiny/NAME/:
                                     adamw_losses [10]: the loss before each of 10
                                     torch.optim.AdamW steps on the LoRA weights (lr 1e-2,
                                     weight decay 0.01, the same batch every step)
+  merged_projections.safetensors    (mistral_window only) PEFT's merge_and_unload of the
+                                    saved adapter: every projection weight, float32
 
 For "mistral_window" it also writes mistral_window_bnb4bit/: the same model loaded by
 transformers with BitsAndBytesConfig(load_in_4bit, nf4, double quantization) and saved, in
@@ -102,6 +104,12 @@ def build(name, out_root, seed):
         losses.append(loss.item())
         opt.step()
     t["adamw_losses"] = torch.tensor(losses, dtype=torch.float32)
+    if name == "mistral_window":  # PEFT's merge of the saved adapter, for test_merge.sh
+        from peft import PeftModel
+        base = MistralForCausalLM.from_pretrained(out, dtype=torch.float32)
+        merged = PeftModel.from_pretrained(base, os.path.join(out, "adapter")).merge_and_unload()
+        save_file({k: v.contiguous() for k, v in merged.state_dict().items() if "_proj" in k},
+                  os.path.join(out, "merged_projections.safetensors"))
     save_file(t, os.path.join(out, "expected.safetensors"),
               metadata={"torch": torch.__version__, "transformers": transformers.__version__,
                         "peft": peft.__version__})
