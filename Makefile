@@ -24,6 +24,7 @@ VENV     = .venv
 # PROGRAM_MAINS line.
 PROGRAM_MAINS  = tokenizer/tokenize.c
 PROGRAM_MAINS += train/merge.c
+PROGRAM_MAINS += train/init_model.c
 CPU_PROGRAMS   = $(basename $(notdir $(PROGRAM_MAINS)))
 LIB_SRC  = $(filter-out $(PROGRAM_MAINS),$(wildcard common/*.c tokenizer/*.c data/*.c train/*.c))
 HEADERS  = $(wildcard common/*.h tokenizer/*.h data/*.h train/*.h test/*.h)

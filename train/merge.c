@@ -22,7 +22,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../common/half.h"
 #include "model.h"
 #include "peft_adapter.h"
 #include "safetensors.h"
@@ -45,36 +44,10 @@ static void usage(FILE *f) {
             "  --force         replace OUT_DIR if it exists\n");
 }
 
-// The tensors of the merged model, in the Hugging Face names, converted to the output dtype.
-typedef struct {
-    StWrite *w;
-    char (*names)[128];
-    void **bufs;
-    int n, cap;
-    StDtype dtype;
-} Tensors;
-
-static void add(Tensors *t, const char *name, const float *x, int64_t rows, int64_t cols) {
-    if (t->n == t->cap) {
-        t->cap = t->cap ? 2 * t->cap : 64;
-        t->w = xrealloc(t->w, (size_t)t->cap * sizeof(StWrite));
-        t->names = xrealloc(t->names, (size_t)t->cap * sizeof(*t->names));
-        t->bufs = xrealloc(t->bufs, (size_t)t->cap * sizeof(void *));
-    }
-    size_t n = (size_t)(rows * (cols ? cols : 1));
-    void *buf;
-    if (t->dtype == ST_BF16) {
-        uint16_t *h = xmalloc(n * 2);
-        for (size_t i = 0; i < n; i++) h[i] = f32_to_bf16(x[i]);
-        buf = h;
-    } else {
-        buf = xmalloc(n * 4);
-        memcpy(buf, x, n * 4);
-    }
-    snprintf(t->names[t->n], sizeof(t->names[t->n]), "%s", name);
-    t->bufs[t->n] = buf;
-    t->w[t->n] = (StWrite){t->names[t->n], t->dtype, cols ? 2 : 1, {rows, cols}, buf};
-    t->n++;
+// Adds a [rows, cols] matrix (cols 0: a vector of rows) in the output dtype.
+static void add(StList *t, const char *name, const float *x, int64_t rows, int64_t cols, StDtype dtype) {
+    int64_t shape[2] = {rows, cols};
+    st_list_add(t, name, x, cols ? 2 : 1, shape, dtype);
 }
 
 // W + s B A for one projection, as float32.
@@ -94,22 +67,22 @@ static float *merged_weight(const Model *m, const Linear *l) {
     return w;
 }
 
-static void collect(const Model *m, Tensors *t) {
+static void collect(const Model *m, StList *t, StDtype dt) {
     const ModelConfig *c = &m->c;
     char name[128];
-    add(t, "model.embed_tokens.weight", m->embed, c->vocab_size, c->hidden_size);
-    add(t, "model.norm.weight", m->norm, c->hidden_size, 0);
-    if (!c->tie_word_embeddings) add(t, "lm_head.weight", m->head, c->vocab_size, c->hidden_size);
+    add(t, "model.embed_tokens.weight", m->embed, c->vocab_size, c->hidden_size, dt);
+    add(t, "model.norm.weight", m->norm, c->hidden_size, 0, dt);
+    if (!c->tie_word_embeddings) add(t, "lm_head.weight", m->head, c->vocab_size, c->hidden_size, dt);
     for (int i = 0; i < c->num_hidden_layers; i++) {
         const Layer *L = &m->layers[i];
         snprintf(name, sizeof(name), "model.layers.%d.input_layernorm.weight", i);
-        add(t, name, L->ln1, c->hidden_size, 0);
+        add(t, name, L->ln1, c->hidden_size, 0, dt);
         snprintf(name, sizeof(name), "model.layers.%d.post_attention_layernorm.weight", i);
-        add(t, name, L->ln2, c->hidden_size, 0);
+        add(t, name, L->ln2, c->hidden_size, 0, dt);
         for (int p = 0; p < N_PROJ; p++) {
             float *w = merged_weight(m, &L->proj[p]);
             snprintf(name, sizeof(name), "model.layers.%d.%s.weight", i, proj_names[p]);
-            add(t, name, w, L->proj[p].out, L->proj[p].in);
+            add(t, name, w, L->proj[p].out, L->proj[p].in, dt);
             free(w);
         }
     }
@@ -203,17 +176,16 @@ int main(int argc, char **argv) {
     config_describe(&m.c, desc, sizeof(desc));
     printf("merge: %s\n  base %s\n  adapter %s (r %d, alpha %g, scale %g)\n  out %s (%s)\n", desc, o.model, o.adapter,
            m.lora_r, (double)m.lora_alpha, (double)m.lora_scale, o.out, o.dtype);
-    Tensors t = {.dtype = strcmp(o.dtype, "bf16") == 0 ? ST_BF16 : ST_F32};
-    collect(&m, &t);
+    StList t = {0};
+    collect(&m, &t, strcmp(o.dtype, "bf16") == 0 ? ST_BF16 : ST_F32);
     model_free(&m);
 
     size_t n = strlen(o.out) + 16;
     char *tmp = xmalloc(n), path[4096];
     snprintf(tmp, n, "%s.tmp.XXXXXX", o.out);
     int rc = mkdtemp(tmp) ? 0 : set_error(err, "%s: cannot create a temporary directory: %s", tmp, strerror(errno));
-    const char *keys[] = {"format"}, *values[] = {"pt"};
     snprintf(path, sizeof(path), "%s/model.safetensors", tmp);
-    if (rc == 0) rc = st_write(path, t.w, t.n, keys, values, 1, err);
+    if (rc == 0) rc = st_list_write(&t, path, err);
     if (rc == 0) rc = write_config(o.model, tmp, o.dtype, err);
     if (rc == 0) rc = copy_side_files(o.model, tmp, err);
     if (rc == 0 && chmod(tmp, 0755)) rc = set_error(err, "%s: %s", tmp, strerror(errno));
@@ -233,7 +205,7 @@ int main(int argc, char **argv) {
     } else {
         printf("merge: wrote %d tensors to %s\n", t.n, o.out);
     }
-    for (int i = 0; i < t.n; i++) free(t.bufs[i]);
-    free(t.w), free(t.names), free(t.bufs), free(tmp);
+    st_list_free(&t);
+    free(tmp);
     return rc ? 2 : 0;
 }

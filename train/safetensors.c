@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../common/half.h"
 #include "../common/strmap.h"
 
 #define ST_MAX_HEADER 100000000ull  // the reference reader's MAX_HEADER_SIZE
@@ -325,4 +326,40 @@ int st_write(const char *path, const StWrite *tensors, int n, const char *const 
     free(sizes);
     bytebuf_free(&h);
     return rc;
+}
+
+// ---------------------------------------------------------------------------------------
+// lists of float tensors to write
+
+void st_list_add(StList *l, const char *name, const float *x, int ndim, const int64_t *shape, StDtype dtype) {
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 64;
+        l->w = xrealloc(l->w, (size_t)l->cap * sizeof(StWrite));
+        l->names = xrealloc(l->names, (size_t)l->cap * sizeof(char *));
+        l->bufs = xrealloc(l->bufs, (size_t)l->cap * sizeof(void *));
+    }
+    size_t n = 1;
+    for (int d = 0; d < ndim; d++) n *= (size_t)shape[d];
+    void *buf = xmalloc(n * st_dtype_size(dtype));
+    if (dtype == ST_BF16)
+        for (size_t i = 0; i < n; i++) ((uint16_t *)buf)[i] = f32_to_bf16(x[i]);
+    else
+        memcpy(buf, x, n * sizeof(float));
+    StWrite *w = &l->w[l->n];
+    l->names[l->n] = xstrdup(name);
+    l->bufs[l->n] = buf;
+    *w = (StWrite){l->names[l->n], dtype, ndim, {0}, buf};
+    memcpy(w->shape, shape, (size_t)ndim * sizeof(int64_t));
+    l->n++;
+}
+
+int st_list_write(const StList *l, const char *path, char *err) {
+    const char *keys[] = {"format"}, *values[] = {"pt"};
+    return st_write(path, l->w, l->n, keys, values, 1, err);
+}
+
+void st_list_free(StList *l) {
+    for (int i = 0; i < l->n; i++) free(l->names[i]), free(l->bufs[i]);
+    free(l->w), free(l->names), free(l->bufs);
+    memset(l, 0, sizeof(*l));
 }

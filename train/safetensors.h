@@ -76,4 +76,19 @@ typedef struct {
 int st_write(const char *path, const StWrite *tensors, int n, const char *const *meta_keys,
              const char *const *meta_values, int n_meta, char *err);
 
+// A list of float32 tensors to write in a chosen dtype (F32, or BF16 rounded to nearest
+// even): the programs that produce model files (merge, init_model) build one of these.
+typedef struct {
+    StWrite *w;
+    char **names;
+    void **bufs;
+    int n, cap;
+} StList;
+
+// Copies x (numel of the shape) into the list, converted to dtype (ST_F32 or ST_BF16).
+void st_list_add(StList *l, const char *name, const float *x, int ndim, const int64_t *shape, StDtype dtype);
+// st_write with PyTorch's {"format": "pt"} metadata.
+int st_list_write(const StList *l, const char *path, char *err);
+void st_list_free(StList *l);
+
 #endif
