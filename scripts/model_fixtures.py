@@ -32,6 +32,10 @@ Configurations: "mistral_window" (sliding window 5 < sequence length 12, 4 query
 
   pip install torch==2.15.0 transformers==5.24.0 peft==0.21.2 bitsandbytes==0.50.2 safetensors==0.8.0
   python scripts/model_fixtures.py test/fixtures/tiny
+
+and, to check that PEFT loads an adapter we write (the result is committed):
+  make build/test/test_model && build/test/test_model --export-adapter /tmp/ours
+  python scripts/model_fixtures.py check-adapter /tmp/ours test/fixtures/tiny/peft_loads_our_adapter.json
 """
 import os
 import sys
@@ -126,7 +130,40 @@ def bnb_copy(out_root, name):
     model.save_pretrained(out)
 
 
+def check_adapter(adapter_dir, result_path):
+    """Loads an adapter written by persona.c (test_model --export-adapter DIR) into PEFT on
+    the mistral_window base model and records whether every key loaded and whether PEFT's
+    logits equal ours (DIR/our_logits.safetensors)."""
+    import json
+    import logging
+    import warnings
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    base_dir = "test/fixtures/tiny/mistral_window"
+    base = MistralForCausalLM.from_pretrained(base_dir, dtype=torch.float32, attn_implementation="eager").eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = PeftModel.from_pretrained(base, adapter_dir)
+    messages = [str(w.message) for w in caught if "adapter keys" in str(w.message) or "missing" in str(w.message).lower()]
+    ids = load_file(os.path.join(base_dir, "expected.safetensors"))["input_ids"].long()
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits.float()
+    ours = load_file(os.path.join(adapter_dir, "our_logits.safetensors"))["logits"]
+    rel = ((logits - ours).abs().max() / logits.abs().max()).item()
+    lora_params = sum(1 for n, _ in model.named_parameters() if "lora_" in n)
+    result = {"peft": peft.__version__, "transformers": transformers.__version__, "torch": torch.__version__,
+              "missing_or_unexpected_key_warnings": messages, "lora_tensors_loaded": lora_params,
+              "max_relative_logits_difference": rel, "ok": not messages and rel < 1e-4 and lora_params == 28}
+    with open(result_path, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    print(json.dumps(result))
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "check-adapter":
+        check_adapter(sys.argv[2], sys.argv[3])
+        return
     out_root = sys.argv[1] if len(sys.argv) > 1 else "test/fixtures/tiny"
     for i, name in enumerate(["mistral_window", "mistral_gqa", "llama"]):
         build(name, out_root, 100 + i)

@@ -211,7 +211,57 @@ TEST(bitsandbytes_checkpoint_and_our_nf4_agree) {
     model_free(&ours);
 }
 
-int main(void) {
+// --export-adapter DIR: the mistral_window fixture's adapter after 3 AdamW steps on its
+// batch, saved by us to DIR with our logits (DIR/our_logits.safetensors), for
+// scripts/model_fixtures.py check-adapter to load into PEFT (reference/qlora.md §B.2).
+static int export_adapter(const char *dir) {
+    Model m;
+    SafeTensors ex;
+    char err[ERR_LEN];
+    if (model_load(&m, "test/fixtures/tiny/mistral_window", 0, err) ||
+        peft_adapter_load(&m, "test/fixtures/tiny/mistral_window/adapter", err) ||
+        st_open(&ex, "test/fixtures/tiny/mistral_window/expected.safetensors", err)) {
+        fprintf(stderr, "error: %s\n", err);
+        return 1;
+    }
+    const StTensor *ids = st_find(&ex, "input_ids");
+    int S = (int)ids->shape[1], T = (int)ids->numel, V = m.c.vocab_size;
+    int32_t *pos = malloc(T * sizeof(int32_t)), *seg = malloc(T * sizeof(int32_t)), *tgt = malloc(T * sizeof(int32_t));
+    float *w = malloc(T * sizeof(float)), *logits = malloc((size_t)T * V * sizeof(float));
+    const int32_t *id = ids->data;
+    for (int t = 0; t < T; t++) pos[t] = t % S, seg[t] = t / S, tgt[t] = t % S + 1 < S ? id[t + 1] : 0, w[t] = t % S + 1 < S;
+    ModelInput in = {T, id, pos, seg, tgt, w};
+    AdamWConfig opt = {0.9f, 0.999f, 1e-8f, 0.0f};
+    for (int step = 1; step <= 3; step++) {
+        model_step(&m, &in, 1.0f / (float)(T - 2), 1, NULL);
+        for (int i = 0; i < m.c.num_hidden_layers; i++)
+            for (int p = 0; p < N_PROJ; p++) {
+                Linear *l = &m.layers[i].proj[p];
+                size_t na = (size_t)m.lora_r * l->in, nb = (size_t)l->out * m.lora_r;
+                float *z = calloc(2 * (na + nb), 4);
+                // a fresh optimizer state each step keeps this short: the point is new weights
+                adamw_step(l->A, l->dA, z, z + na, na, 1, 1e-2f, &opt);
+                adamw_step(l->B, l->dB, z + 2 * na, z + 2 * na + nb, nb, 1, 1e-2f, &opt);
+                memset(l->dA, 0, na * 4);
+                memset(l->dB, 0, nb * 4);
+                free(z);
+            }
+    }
+    model_step(&m, &in, 1.0f, 0, logits);
+    char path[4096];
+    int rc = peft_adapter_save(&m, dir, NULL, 0.0f, err);
+    StWrite lw = {"logits", ST_F32, 3, {ids->shape[0], S, V}, logits};
+    snprintf(path, sizeof(path), "%s/our_logits.safetensors", dir);
+    if (rc == 0) rc = st_write(path, &lw, 1, NULL, NULL, 0, err);
+    if (rc) fprintf(stderr, "error: %s\n", err);
+    free(pos), free(seg), free(tgt), free(w), free(logits);
+    st_close(&ex);
+    model_free(&m);
+    return rc ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "--export-adapter") == 0) return export_adapter(argv[2]);
     RUN(mistral_sliding_window_matches_transformers);
     RUN(mistral_gqa_head_dim_matches_transformers);
     RUN(llama_matches_transformers);
