@@ -168,7 +168,7 @@ TEST(adapter_save_load_round_trip) {
 // Central finite differences of the whole model's loss for LoRA weights of every target
 // module (a few elements of each A and B in every layer), against model_step's gradients:
 // an independent check of the backward pass through attention, RoPE, norms and SwiGLU.
-TEST(lora_gradients_match_finite_differences) {
+static void finite_differences(float dropout) {
     Model m;
     char err[ERR_LEN];
     if (model_load(&m, "test/fixtures/tiny/mistral_gqa", 0, err) ||
@@ -182,6 +182,10 @@ TEST(lora_gradients_match_finite_differences) {
     float w[T];
     for (int t = 0; t < T; t++) pos[t] = t < 6 ? t : t - 6, seg[t] = t < 6 ? 0 : 1, tgt[t] = (tok[t] * 7 + 3) % 64, w[t] = t % 3 != 0;
     ModelInput in = {T, tok, pos, seg, tgt, w};
+    // With dropout, every evaluation restarts the mask generator, so the differences see
+    // the same masks as the gradient (the masks are drawn when backward is set).
+    m.lora_dropout = dropout;
+    m.dropout_rng = 77;
     model_step(&m, &in, 1.0f, 1, NULL);  // gradients of the summed loss
     int checked = 0, bad = 0;
     for (int i = 0; i < m.c.num_hidden_layers; i++)
@@ -192,10 +196,14 @@ TEST(lora_gradients_match_finite_differences) {
                 size_t n = k ? (size_t)l->out * m.lora_r : (size_t)m.lora_r * l->in;
                 for (size_t e = 0; e < n; e += n / 3 + 1) {  // three elements spread over the tensor
                     float keep = x[e], h = 1e-2f;
+                    // (with dropout the masks are drawn only when backward is set; a gradient
+                    // scale of 0 leaves the gradients being checked untouched)
                     x[e] = keep + h;
-                    double up = model_step(&m, &in, 1.0f, 0, NULL);
+                    m.dropout_rng = 77;
+                    double up = model_step(&m, &in, 0.0f, dropout > 0, NULL);
                     x[e] = keep - h;
-                    double down = model_step(&m, &in, 1.0f, 0, NULL);
+                    m.dropout_rng = 77;
+                    double down = model_step(&m, &in, 0.0f, dropout > 0, NULL);
                     x[e] = keep;
                     double fd = (up - down) / (2.0 * h);
                     checked++;
@@ -206,11 +214,14 @@ TEST(lora_gradients_match_finite_differences) {
                 }
             }
         }
-    printf("  %d LoRA weights in every target module checked\n", checked);
+    printf("  %d LoRA weights in every target module checked (dropout %g)\n", checked, (double)dropout);
     CHECK_INT(bad, 0);
     CHECK(checked >= 2 * N_PROJ * 2 * 3);
     model_free(&m);
 }
+
+TEST(lora_gradients_match_finite_differences) { finite_differences(0.0f); }
+TEST(lora_gradients_with_dropout_match_finite_differences) { finite_differences(0.3f); }
 
 // QLoRA's frozen weights: the bitsandbytes-4bit checkpoint that transformers saved of
 // mistral_window loads as stored and gives the same logits as our own NF4 quantization of
@@ -315,5 +326,6 @@ int main(int argc, char **argv) {
     RUN(adapter_save_load_round_trip);
     RUN(bitsandbytes_checkpoint_and_our_nf4_agree);
     RUN(lora_gradients_match_finite_differences);
+    RUN(lora_gradients_with_dropout_match_finite_differences);
     return test_summary();
 }

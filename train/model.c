@@ -130,6 +130,13 @@ void model_lora_init(Model *m, unsigned targets, int r, float alpha, int rslora,
         }
 }
 
+// What one layer's backward pass needs from its forward pass.
+typedef struct {
+    float *x_in, *h1, *rstd1, *q, *k, *v, *att, *lse, *x_mid, *h2, *rstd2, *g, *up, *act;
+    float *u[N_PROJ];  // LoRA's x A^T per projection
+    float *mask[N_PROJ], *xd[N_PROJ];  // LoRA dropout: the mask and the dropped input (or NULL)
+} LayerActs;
+
 // ---------------------------------------------------------------------------------------
 // projections: y = x W^T (+ LoRA), and their backward
 
@@ -140,7 +147,11 @@ static const float *frozen_weight(const Linear *l, float *scratch) {
     return scratch;
 }
 
-static void linear_forward(const Model *m, const Linear *l, const float *x, int T, float *y, float *u, float *scratch) {
+// Projection p of a layer: y = x W^T (+ s (d(x) A^T) B^T), keeping in a what the
+// backward pass needs (u = d(x) A^T, and with dropout d(x) itself).
+static void linear_forward(const Model *m, const Layer *ly, const LayerActs *a, int p, const float *x, int T, float *y,
+                           float *scratch) {
+    const Linear *l = &ly->proj[p];
     const float *W = frozen_weight(l, scratch);
     for (int t = 0; t < T; t++) {
         const float *xt = x + (size_t)t * l->in;
@@ -151,12 +162,13 @@ static void linear_forward(const Model *m, const Linear *l, const float *x, int 
             y[(size_t)t * l->out + o] = acc;
         }
     }
-    if (l->A) lora_forward(x, NULL, l->A, l->B, y, u, NULL, T, l->in, m->lora_r, l->out, m->lora_scale);
+    if (l->A) lora_forward(x, a->mask[p], l->A, l->B, y, a->u[p], a->xd[p], T, l->in, m->lora_r, l->out, m->lora_scale);
 }
 
 // dx = dy W (+ the LoRA branch's part), and dA, dB accumulated.
-static void linear_backward(const Model *m, Linear *l, const float *x, const float *u, const float *dy, int T, float *dx,
-                            float *scratch) {
+static void linear_backward(const Model *m, Layer *ly, const LayerActs *a, int p, const float *x, const float *dy, int T,
+                            float *dx, float *scratch) {
+    Linear *l = &ly->proj[p];
     const float *W = frozen_weight(l, scratch);
     memset(dx, 0, (size_t)T * l->in * sizeof(float));
     for (int t = 0; t < T; t++) {
@@ -168,21 +180,19 @@ static void linear_backward(const Model *m, Linear *l, const float *x, const flo
             for (int i = 0; i < l->in; i++) dxt[i] += d * w[i];
         }
     }
-    if (l->A) lora_backward(dy, x, u, NULL, l->A, l->B, l->dA, l->dB, dx, T, l->in, m->lora_r, l->out, m->lora_scale);
+    if (l->A)
+        lora_backward(dy, a->mask[p] ? a->xd[p] : x, a->u[p], a->mask[p], l->A, l->B, l->dA, l->dB, dx, T, l->in,
+                      m->lora_r, l->out, m->lora_scale);
 }
 
 // ---------------------------------------------------------------------------------------
 // the step
 
-// What one layer's backward pass needs from its forward pass.
-typedef struct {
-    float *x_in, *h1, *rstd1, *q, *k, *v, *att, *lse, *x_mid, *h2, *rstd2, *g, *up, *act;
-    float *u[N_PROJ];  // LoRA's x A^T per projection
-} LayerActs;
 
 static float *zalloc(size_t n) { return xcalloc(n ? n : 1, sizeof(float)); }
 
-static void acts_alloc(LayerActs *a, const Model *m, int T) {
+// The activations of one layer; with dropout, each adapted projection gets a fresh mask.
+static void acts_alloc(LayerActs *a, Model *m, const Layer *ly, int T, int dropout) {
     const ModelConfig *c = &m->c;
     size_t H = (size_t)c->hidden_size, Q = (size_t)c->num_attention_heads * c->head_dim,
            KV = (size_t)c->num_key_value_heads * c->head_dim, I = (size_t)c->intermediate_size;
@@ -190,14 +200,22 @@ static void acts_alloc(LayerActs *a, const Model *m, int T) {
     a->k = zalloc(T * KV), a->v = zalloc(T * KV), a->att = zalloc(T * Q), a->lse = zalloc(T * (size_t)c->num_attention_heads);
     a->x_mid = zalloc(T * H), a->h2 = zalloc(T * H), a->rstd2 = zalloc(T), a->g = zalloc(T * I), a->up = zalloc(T * I);
     a->act = zalloc(T * I);
-    for (int p = 0; p < N_PROJ; p++) a->u[p] = zalloc((size_t)T * (m->lora_r ? m->lora_r : 1));
+    for (int p = 0; p < N_PROJ; p++) {
+        a->u[p] = zalloc((size_t)T * (m->lora_r ? m->lora_r : 1));
+        a->mask[p] = a->xd[p] = NULL;
+        if (!dropout || !ly->proj[p].A) continue;
+        size_t n = (size_t)T * ly->proj[p].in;
+        a->mask[p] = zalloc(n);
+        a->xd[p] = zalloc(n);
+        lora_dropout_mask(a->mask[p], n, m->lora_dropout, &m->dropout_rng);
+    }
 }
 
 static void acts_free(LayerActs *a) {
     float **all[] = {&a->x_in, &a->h1, &a->rstd1, &a->q, &a->k, &a->v, &a->att, &a->lse, &a->x_mid,
                      &a->h2, &a->rstd2, &a->g, &a->up, &a->act};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) free(*all[i]);
-    for (int p = 0; p < N_PROJ; p++) free(a->u[p]);
+    for (int p = 0; p < N_PROJ; p++) free(a->u[p]), free(a->mask[p]), free(a->xd[p]);
 }
 
 double model_step(Model *m, const ModelInput *b, float grad_scale, int backward, float *logits) {
@@ -212,23 +230,23 @@ double model_step(Model *m, const ModelInput *b, float grad_scale, int backward,
     for (int i = 0; i < L; i++) {
         Layer *ly = &m->layers[i];
         LayerActs *a = &acts[i];
-        acts_alloc(a, m, T);
+        acts_alloc(a, m, ly, T, backward && m->lora_dropout > 0.0f);
         memcpy(a->x_in, x, (size_t)T * H * sizeof(float));
         rmsnorm_forward(x, ly->ln1, a->h1, a->rstd1, T, H, c->rms_norm_eps);
-        linear_forward(m, &ly->proj[PROJ_Q], a->h1, T, a->q, a->u[PROJ_Q], scratch);
-        linear_forward(m, &ly->proj[PROJ_K], a->h1, T, a->k, a->u[PROJ_K], scratch);
-        linear_forward(m, &ly->proj[PROJ_V], a->h1, T, a->v, a->u[PROJ_V], scratch);
+        linear_forward(m, ly, a, PROJ_Q, a->h1, T, a->q, scratch);
+        linear_forward(m, ly, a, PROJ_K, a->h1, T, a->k, scratch);
+        linear_forward(m, ly, a, PROJ_V, a->h1, T, a->v, scratch);
         rope_apply(a->q, b->positions, T, Hq, D, c->rope_theta, 1);
         rope_apply(a->k, b->positions, T, Hkv, D, c->rope_theta, 1);
         attention_forward(a->q, a->k, a->v, b->seg, T, Hq, Hkv, D, c->sliding_window, a->att, a->lse);
-        linear_forward(m, &ly->proj[PROJ_O], a->att, T, tmp, a->u[PROJ_O], scratch);
+        linear_forward(m, ly, a, PROJ_O, a->att, T, tmp, scratch);
         for (size_t j = 0; j < (size_t)T * H; j++) x[j] += tmp[j];
         memcpy(a->x_mid, x, (size_t)T * H * sizeof(float));
         rmsnorm_forward(x, ly->ln2, a->h2, a->rstd2, T, H, c->rms_norm_eps);
-        linear_forward(m, &ly->proj[PROJ_GATE], a->h2, T, a->g, a->u[PROJ_GATE], scratch);
-        linear_forward(m, &ly->proj[PROJ_UP], a->h2, T, a->up, a->u[PROJ_UP], scratch);
+        linear_forward(m, ly, a, PROJ_GATE, a->h2, T, a->g, scratch);
+        linear_forward(m, ly, a, PROJ_UP, a->h2, T, a->up, scratch);
         swiglu_forward(a->g, a->up, a->act, (size_t)T * I);
-        linear_forward(m, &ly->proj[PROJ_DOWN], a->act, T, tmp, a->u[PROJ_DOWN], scratch);
+        linear_forward(m, ly, a, PROJ_DOWN, a->act, T, tmp, scratch);
         for (size_t j = 0; j < (size_t)T * H; j++) x[j] += tmp[j];
     }
 
@@ -253,24 +271,24 @@ double model_step(Model *m, const ModelInput *b, float grad_scale, int backward,
             Layer *ly = &m->layers[i];
             LayerActs *a = &acts[i];
             // MLP: x_out = x_mid + down(silu(gate(h2)) * up(h2))
-            linear_backward(m, &ly->proj[PROJ_DOWN], a->act, a->u[PROJ_DOWN], dx, T, d1, scratch);
+            linear_backward(m, ly, a, PROJ_DOWN, a->act, dx, T, d1, scratch);
             swiglu_backward(a->g, a->up, d1, d2, d1, (size_t)T * I);  // d2 = d gate, d1 = d up
             float *dh2 = tmp;
-            linear_backward(m, &ly->proj[PROJ_UP], a->h2, a->u[PROJ_UP], d1, T, dh2, scratch);
-            linear_backward(m, &ly->proj[PROJ_GATE], a->h2, a->u[PROJ_GATE], d2, T, d1, scratch);
+            linear_backward(m, ly, a, PROJ_UP, a->h2, d1, T, dh2, scratch);
+            linear_backward(m, ly, a, PROJ_GATE, a->h2, d2, T, d1, scratch);
             for (size_t j = 0; j < (size_t)T * H; j++) dh2[j] += d1[j];
             rmsnorm_backward(a->x_mid, ly->ln2, a->rstd2, dh2, d1, T, H);
             for (size_t j = 0; j < (size_t)T * H; j++) dx[j] += d1[j];
             // attention: x_mid = x_in + o(attention(rope(q(h1)), rope(k(h1)), v(h1)))
-            linear_backward(m, &ly->proj[PROJ_O], a->att, a->u[PROJ_O], dx, T, d2, scratch);
+            linear_backward(m, ly, a, PROJ_O, a->att, dx, T, d2, scratch);
             attention_backward(a->q, a->k, a->v, a->att, d2, a->lse, b->seg, T, Hq, Hkv, D, c->sliding_window, dq, dk, dv);
             rope_apply(dq, b->positions, T, Hq, D, c->rope_theta, -1);
             rope_apply(dk, b->positions, T, Hkv, D, c->rope_theta, -1);
             float *dh1 = tmp;
-            linear_backward(m, &ly->proj[PROJ_Q], a->h1, a->u[PROJ_Q], dq, T, dh1, scratch);
-            linear_backward(m, &ly->proj[PROJ_K], a->h1, a->u[PROJ_K], dk, T, d1, scratch);
+            linear_backward(m, ly, a, PROJ_Q, a->h1, dq, T, dh1, scratch);
+            linear_backward(m, ly, a, PROJ_K, a->h1, dk, T, d1, scratch);
             for (size_t j = 0; j < (size_t)T * H; j++) dh1[j] += d1[j];
-            linear_backward(m, &ly->proj[PROJ_V], a->h1, a->u[PROJ_V], dv, T, d1, scratch);
+            linear_backward(m, ly, a, PROJ_V, a->h1, dv, T, d1, scratch);
             for (size_t j = 0; j < (size_t)T * H; j++) dh1[j] += d1[j];
             rmsnorm_backward(a->x_in, ly->ln1, a->rstd1, dh1, d1, T, H);
             for (size_t j = 0; j < (size_t)T * H; j++) dx[j] += d1[j];

@@ -46,6 +46,8 @@ typedef struct {
     int lora_r;
     float lora_alpha, lora_scale;
     int lora_rslora;
+    float lora_dropout;    // probability of dropping a LoRA input element while training
+    uint64_t dropout_rng;  // the generator of the dropout masks (part of a run's state)
 } Model;
 
 typedef struct {
@@ -64,7 +66,9 @@ void model_free(Model *m);
 void model_lora_init(Model *m, unsigned targets, int r, float alpha, int rslora, uint64_t seed);
 
 // Forward pass over a batch; returns sum over tokens of weight * cross-entropy. With
-// backward set, accumulates grad_scale * d(that sum)/d(A, B) into every dA, dB. When
+// backward set, accumulates grad_scale * d(that sum)/d(A, B) into every dA, dB, and LoRA
+// dropout (lora_dropout > 0) is applied, each projection drawing its own mask from
+// dropout_rng as PEFT gives every adapted module its own Dropout. When
 // logits is not NULL it receives the [T, V] logits (tests; the training path never
 // materialises them).
 double model_step(Model *m, const ModelInput *b, float grad_scale, int backward, float *logits);
