@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# test/test_train_cpu.sh: train_cpu end to end on a tiny random model and Mistral's real v3
+# tokenizer: the loss falls; a run stopped by SIGINT and resumed writes exactly the log and
+# adapter of an uninterrupted run; damaged or mismatched checkpoints and shards of another
+# vocabulary are refused with one clear line.
+set -u
+cd "$(dirname "$0")/.."
+. test/lib.sh
+: "${SAN_BIN:?}" "${TOKENIZER_DATA:?}"
+TOK="$TOKENIZER_DATA/mistral_instruct_tokenizer_240323.model.v3"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+"$SAN_BIN/init_model" --out "$tmp/model" --vocab 32768 --hidden 32 --intermediate 64 --layers 2 --heads 4 --kv-heads 2 \
+    --window 16 >/dev/null || { echo "FAIL init_model"; exit 1; }
+"$SAN_BIN/prep" --tokenizer "$TOK" --out "$tmp/shards" --val-fraction 0.2 test/fixtures/conversations.jsonl \
+    >/dev/null 2>&1 || { echo "FAIL prep_for_training"; exit 1; }
+ARGS=(--model "$tmp/model" --train "$tmp/shards/train-conversations.bin" --val "$tmp/shards/val-conversations.bin"
+      --tokenizer "$TOK" --seq-len 48 --batch 2 --grad-accum 2 --steps 16 --lr 1e-2 --warmup 2 --lora-r 4 --lora-dropout 0.1
+      --checkpoint-every 3 --eval-every 8)
+strip_timing() { sed 's/, "tokens_per_s": [0-9.e+-]*//' "$1"; }
+
+"$SAN_BIN/train_cpu" "${ARGS[@]}" --out "$tmp/a" >"$tmp/a.out" 2>&1
+if [ $? -eq 0 ] && [ -f "$tmp/a/adapter/adapter_model.safetensors" ] && [ -f "$tmp/a/adapter/adapter_config.json" ]; then
+    echo "PASS train_cpu_runs_and_exports_adapter"
+else
+    echo "FAIL train_cpu_runs_and_exports_adapter"; tail -5 "$tmp/a.out" | sed 's/^/  /'
+fi
+first=$(grep -m1 '"loss"' "$tmp/a/log.jsonl" | sed 's/.*"loss": \([0-9.]*\).*/\1/')
+last=$(grep '"loss"' "$tmp/a/log.jsonl" | tail -1 | sed 's/.*"loss": \([0-9.]*\).*/\1/')
+if awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a - 0.05) }'; then echo "PASS loss_falls ($first -> $last)"
+else echo "FAIL loss_falls ($first -> $last)"; fi
+grep -q '"val_loss"' "$tmp/a/log.jsonl" && echo "PASS evaluation_logged" || echo "FAIL evaluation_logged"
+
+# stop a second run with SIGINT once a few steps are logged, then resume it
+"$SAN_BIN/train_cpu" "${ARGS[@]}" --out "$tmp/b" >"$tmp/b1.out" 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do
+    [ "$(grep -c '"loss"' "$tmp/b/log.jsonl" 2>/dev/null)" -ge 4 ] 2>/dev/null && break
+    sleep 0.05
+done
+kill -INT "$pid" 2>/dev/null
+wait "$pid"
+"$SAN_BIN/train_cpu" "${ARGS[@]}" --out "$tmp/b" >"$tmp/b2.out" 2>&1
+if grep -q "resuming" "$tmp/b2.out" && grep -q "stopped by signal" "$tmp/b1.out"; then echo "PASS run_was_stopped_and_resumed"
+else echo "FAIL run_was_stopped_and_resumed"; tail -3 "$tmp/b1.out" "$tmp/b2.out" | sed 's/^/  /'; fi
+same_output resumed_log_equals_uninterrupted <(strip_timing "$tmp/a/log.jsonl") <(strip_timing "$tmp/b/log.jsonl")
+same_output resumed_adapter_equals_uninterrupted "$tmp/a/adapter/adapter_model.safetensors" "$tmp/b/adapter/adapter_model.safetensors"
+
+# damaged checkpoints
+cp -r "$tmp/a" "$tmp/c"
+python3 - "$tmp/c/checkpoint.safetensors" <<'PY'
+import sys
+p = sys.argv[1]
+data = bytearray(open(p, "rb").read())
+data[-100] ^= 0x40  # a byte of the last tensor's data
+open(p, "wb").write(data)
+PY
+expect_fail damaged_checkpoint_refused "CRC32 mismatch" "$SAN_BIN/train_cpu" "${ARGS[@]}" --steps 20 --out "$tmp/c"
+cp -r "$tmp/a" "$tmp/d"
+head -c 3000 "$tmp/a/checkpoint.safetensors" >"$tmp/d/checkpoint.safetensors"
+expect_fail truncated_checkpoint_refused "checkpoint.safetensors" "$SAN_BIN/train_cpu" "${ARGS[@]}" --steps 20 --out "$tmp/d"
+expect_fail other_settings_refused "made with other settings" "$SAN_BIN/train_cpu" "${ARGS[@]}" --lora-r 8 --out "$tmp/a"
+
+# shards of a larger vocabulary than the model's embeddings
+"$SAN_BIN/init_model" --out "$tmp/small" --vocab 100 --hidden 16 --intermediate 32 --layers 1 --heads 2 --kv-heads 1 >/dev/null
+expect_fail vocabulary_mismatch_refused "32768-token vocabulary" "$SAN_BIN/train_cpu" --model "$tmp/small" \
+    --train "$tmp/shards/train-conversations.bin" --out "$tmp/e"
+expect_fail missing_train_refused "at least one --train shard" "$SAN_BIN/train_cpu" --model "$tmp/model" --out "$tmp/f"
