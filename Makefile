@@ -33,7 +33,7 @@ HEADERS  = $(wildcard common/*.h tokenizer/*.h data/*.h train/*.h test/*.h)
 OBJ      = $(patsubst %.c,build/obj/%.o,$(LIB_SRC))
 SAN_OBJ  = $(patsubst %.c,build/san/obj/%.o,$(LIB_SRC))
 
-CUDA_PROGRAMS = device_info
+CUDA_PROGRAMS = device_info rmsnorm
 TESTS = $(patsubst test/%.c,%,$(wildcard test/test_*.c))
 
 .PHONY: all cuda help test test-build clean venv
@@ -80,6 +80,60 @@ cuda: $(CUDA_PROGRAMS)
 device_info: kernels/bench/device_info.cu kernels/common.cuh
 	$(NVCC) $(NVFLAGS) -o $@ kernels/bench/device_info.cu
 
+rmsnorm: kernels/bench/rmsnorm.cu kernels/rmsnorm.cuh kernels/common.cuh build/obj/train/rmsnorm.o
+	$(NVCC) $(NVFLAGS) -o $@ kernels/bench/rmsnorm.cu build/obj/train/rmsnorm.o
+
+# ---------------------------------------------------------------------------------------
+# CUDA-on-CPU harness (test/cuda_host/): kernel tests compiled by the host C++ compiler,
+# whose <cuda_runtime.h> is the harness's, each CUDA thread a fiber. A test program is one
+# test/test_cuda_NAME.cpp holding all its kernel code, the harness objects and the library
+# objects, built like the C tests: optimised with -Werror (build/test/) and with the
+# sanitizers (build/san/, the one `make test` runs).
+# -fno-weak, for the kernel translation unit only: __shared__ variables live in one named
+# section, and gcc refuses to mix the COMDAT statics of inline functions with ordinary ones
+# in a section; without weak symbols nothing is COMDAT (so kernel code must not be split over
+# two translation units of one program). -fsanitize-sections lets AddressSanitizer guard
+# the __shared__ arrays in that section.
+CUDA_HOST_TESTS   = test_cuda_harness test_cuda_ptx test_cuda_types test_cuda_rmsnorm
+CUDA_HOST_SRC     = $(wildcard test/cuda_host/*.cpp)
+CUDA_HOST_DEPS    = $(wildcard test/cuda_host/*.h kernels/*.cuh test/test_cuda_*.cu) $(HEADERS)
+CUDA_HOST_OBJ     = $(patsubst %.cpp,build/obj/%.o,$(CUDA_HOST_SRC))
+CUDA_HOST_SAN_OBJ = $(patsubst %.cpp,build/san/obj/%.o,$(CUDA_HOST_SRC))
+CUDA_HOST_FLAGS   = -std=c++17 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L
+CUDA_HOST_SANFLAGS = $(SANFLAGS) -fsanitize-sections=cuda_host_shared
+# The toolkit's own headers, for test_cuda_types' bit-for-bit comparison with NVIDIA's
+# conversions (test/test_cuda_types_nvidia.cpp is compiled against them, not the harness).
+CUDA_INCLUDE ?= $(if $(HAVE_NVCC),$(dir $(HAVE_NVCC))../include)
+
+build/obj/test/cuda_host/%.o: test/cuda_host/%.cpp $(CUDA_HOST_DEPS)
+	@mkdir -p $(dir $@)
+	$(CXX) -O2 $(CUDA_HOST_FLAGS) -c -o $@ $<
+build/san/obj/test/cuda_host/%.o: test/cuda_host/%.cpp $(CUDA_HOST_DEPS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) -c -o $@ $<
+build/obj/test/test_cuda_%.o: test/test_cuda_%.cpp $(CUDA_HOST_DEPS)
+	@mkdir -p $(dir $@)
+	$(CXX) -O2 $(CUDA_HOST_FLAGS) -fno-weak -Itest/cuda_host -c -o $@ $<
+build/san/obj/test/test_cuda_%.o: test/test_cuda_%.cpp $(CUDA_HOST_DEPS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) -fno-weak -Itest/cuda_host -c -o $@ $<
+build/obj/test/test_cuda_types_nvidia.o: test/test_cuda_types_nvidia.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) -O2 $(CUDA_HOST_FLAGS) -fno-weak $(if $(CUDA_INCLUDE),-I$(CUDA_INCLUDE),-DNO_CUDA_TOOLKIT) -c -o $@ $<
+build/san/obj/test/test_cuda_types_nvidia.o: test/test_cuda_types_nvidia.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(SANFLAGS) $(CUDA_HOST_FLAGS) -fno-weak $(if $(CUDA_INCLUDE),-I$(CUDA_INCLUDE),-DNO_CUDA_TOOLKIT) -c -o $@ $<
+
+build/test/test_cuda_types: build/obj/test/test_cuda_types_nvidia.o
+build/san/test_cuda_types: build/san/obj/test/test_cuda_types_nvidia.o
+$(addprefix build/test/,$(CUDA_HOST_TESTS)): build/test/%: build/obj/test/%.o $(CUDA_HOST_OBJ) $(OBJ)
+	@mkdir -p $(dir $@)
+	$(CXX) -o $@ $^ $(LDLIBS)
+$(addprefix build/san/,$(CUDA_HOST_TESTS)): build/san/%: build/san/obj/test/%.o $(CUDA_HOST_SAN_OBJ) $(SAN_OBJ)
+	@mkdir -p $(dir $@)
+	$(CXX) $(SANFLAGS) -o $@ $^ $(LDLIBS)
+# (end of the CUDA-on-CPU harness block)
+
 # ---------------------------------------------------------------------------------------
 # Tests. Every test program is built twice: optimised with -Werror (build/test/) and with
 # the sanitizers (build/san/); the sanitizer builds are the ones that run, and so are the
@@ -100,10 +154,10 @@ $(VENV)/.installed: requirements.txt
 
 venv: $(VENV)/.installed
 
-test-build: all $(addprefix build/test/,$(TESTS)) $(addprefix build/san/,$(TESTS) $(CPU_PROGRAMS))
+test-build: all $(addprefix build/test/,$(TESTS) $(CUDA_HOST_TESTS)) $(addprefix build/san/,$(TESTS) $(CUDA_HOST_TESTS) $(CPU_PROGRAMS))
 
 test: test-build venv
-	@bash test/run.sh $(addprefix build/san/,$(TESTS)) test/test_*.sh
+	@bash test/run.sh $(addprefix build/san/,$(TESTS) $(CUDA_HOST_TESTS)) test/test_*.sh
 
 clean:
 	rm -rf build $(CPU_PROGRAMS) $(CUDA_PROGRAMS)

@@ -3,13 +3,20 @@
  *
  * - cuda_check(call): every CUDA runtime call is checked; a failure names the call, the
  *   file and the line, and exits with status 2 (a runtime failure, DESIGN.md §8).
- * - LAUNCH(kernel, grid, block, smem, stream, args...): the one way kernels are launched,
- *   so that the CUDA-on-CPU test harness can run the same source by redefining it.
- * - CEIL_DIV for grid sizes.
+ * - LAUNCH(kernel, grid, block, smem, stream, args...): the one way kernels are launched.
+ * - DYNAMIC_SHARED(T, name): declares `T *name`, the block's dynamic shared memory (the
+ *   launch's smem bytes), 16-byte aligned; the one way kernels get dynamic shared memory.
+ * - CEIL_DIV for grid sizes; warp_sum and block_sum, the reductions kernels share.
+ *
+ * The same source compiles under nvcc and under the CUDA-on-CPU test harness
+ * (test/cuda_host/), whose <cuda_runtime.h> defines CUDA_HOST_HARNESS. LAUNCH and
+ * DYNAMIC_SHARED are the two places that differ: under the harness a launch runs the grid
+ * on CPU fibers, and dynamic shared memory is a buffer the harness allocates per launch.
  */
 #ifndef PERSONA_COMMON_CUH
 #define PERSONA_COMMON_CUH
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,10 +31,42 @@ static inline void cuda_check_at(cudaError_t e, const char *call, const char *fi
 
 #define CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
 
+#ifdef CUDA_HOST_HARNESS
+#define LAUNCH(kernel, grid, block, smem, stream, ...)                                             \
+    do {                                                                                           \
+        cuda_host::launch(#kernel, kernel, dim3(grid), dim3(block), (smem), (stream), __VA_ARGS__); \
+        cuda_check_at(cudaGetLastError(), "launch of " #kernel, __FILE__, __LINE__);               \
+    } while (0)
+#define DYNAMIC_SHARED(T, name) T *name = (T *)cuda_host::dynamic_shared()
+#else
 #define LAUNCH(kernel, grid, block, smem, stream, ...)                         \
     do {                                                                       \
         kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__);            \
         cuda_check_at(cudaGetLastError(), "launch of " #kernel, __FILE__, __LINE__); \
     } while (0)
+#define DYNAMIC_SHARED(T, name)                                          \
+    extern __shared__ __align__(16) unsigned char name##_dynamic_shared_[]; \
+    T *name = (T *)name##_dynamic_shared_
+#endif
+
+// The sum of v over the 32 lanes of a warp, in every lane (all 32 lanes must call it).
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+// The sum of v over a one-dimensional block whose size is a multiple of 32, in every
+// thread; every thread must call it. The order of the additions depends only on the block
+// size, so the result is the same on every run.
+__device__ inline float block_sum(float v) {
+    __shared__ float partial[32];
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    v = warp_sum(v);
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    v = warp_sum(lane < warps ? partial[lane] : 0.0f);  // every warp adds up the partials itself
+    __syncthreads();  // before a next call overwrites partial
+    return v;
+}
 
 #endif

@@ -1,28 +1,67 @@
 #!/usr/bin/env bash
-# test/test_cuda_build.sh: the CUDA programs compile with nvcc for sm_80 and sm_90, warnings
-# as errors, and ptxas reports no register spills. Compiling is not running: this checks
-# the build only (see README, "What is verified where").
+# test/test_cuda_build.sh: the CUDA code compiles with nvcc for sm_80 and sm_90, warnings as
+# errors, and ptxas reports no register spills: every program in kernels/bench/ (through
+# the Makefile) and every kernel-only test file test/test_cuda_*_kernels.cu (the kernels the
+# CUDA-on-CPU harness also runs, so what the harness checks is what ptxas accepts). The PTX
+# must also contain the instructions the code exists for, so that a change that silently
+# falls off them fails here: each wrapper of kernels/ptx.cuh, and the 16-byte packed loads
+# and stores of the RMSNorm kernels. Compiling is not running: this checks the build only
+# (see README, "What is verified where").
 set -u
 cd "$(dirname "$0")/.."
 . test/lib.sh
-if ! command -v "${NVCC:-nvcc}" >/dev/null 2>&1; then
+NVCC="${NVCC:-nvcc}"
+if ! command -v "$NVCC" >/dev/null 2>&1; then
     echo "FAIL nvcc_on_path: nvcc is required to build the CUDA programs"
     exit 1
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+
+# no_spills NAME SRC: ptxas reports on SRC for sm_80 and sm_90, with no spills.
+no_spills() {
+    for arch in 80 90; do
+        "$NVCC" -std=c++17 -O3 -cubin -arch=sm_$arch -Xptxas -v -Werror all-warnings \
+            -o "$tmp/$1.cubin" "$2" >"$tmp/ptxas" 2>&1
+        if grep -q "for 'sm_$arch'" "$tmp/ptxas" && ! grep -E "[1-9][0-9]* bytes spill (stores|loads)" "$tmp/ptxas" >/dev/null; then
+            echo "PASS ptxas_${1}_sm${arch}_no_spills"
+        else
+            echo "FAIL ptxas_${1}_sm${arch}_no_spills"
+            sed 's/^/  /' "$tmp/ptxas" | head -20
+        fi
+    done
+}
+
+# ptx_contains NAME SRC INSTRUCTION...: the sm_90 PTX of SRC has each instruction.
+ptx_contains() {
+    local name=$1 src=$2
+    shift 2
+    if ! "$NVCC" -std=c++17 -O3 -ptx -arch=sm_90 -o "$tmp/$name.ptx" "$src" >"$tmp/log" 2>&1; then
+        echo "FAIL ptx_${name}"
+        sed 's/^/  /' "$tmp/log" | head -20
+        return
+    fi
+    local missing=()
+    for insn in "$@"; do grep -qF -- "$insn" "$tmp/$name.ptx" || missing+=("$insn"); done
+    if [ ${#missing[@]} -eq 0 ]; then echo "PASS ptx_${name}"; else
+        echo "FAIL ptx_${name}"; printf '  missing from the PTX: %s\n' "${missing[@]}"; fi
+}
+
 for src in kernels/bench/*.cu; do
     name=$(basename "$src" .cu)
     if make -s -B "$name" >"$tmp/log" 2>&1; then echo "PASS nvcc_build_${name}_sm80_sm90"; else
         echo "FAIL nvcc_build_${name}_sm80_sm90"; sed 's/^/  /' "$tmp/log" | head -20; continue; fi
-    for arch in 80 90; do
-        "${NVCC:-nvcc}" -std=c++17 -O3 -cubin -arch=sm_$arch -Xptxas -v -Werror all-warnings \
-            -o "$tmp/$name.cubin" "$src" >"$tmp/ptxas" 2>&1
-        if grep -q "for 'sm_$arch'" "$tmp/ptxas" && ! grep -E "[1-9][0-9]* bytes spill (stores|loads)" "$tmp/ptxas" >/dev/null; then
-            echo "PASS ptxas_${name}_sm${arch}_no_spills"
-        else
-            echo "FAIL ptxas_${name}_sm${arch}_no_spills"
-            sed 's/^/  /' "$tmp/ptxas" | head -20
-        fi
-    done
+    no_spills "$name" "$src"
 done
+for src in test/test_cuda_*_kernels.cu; do
+    no_spills "$(basename "$src" .cu)" "$src"
+done
+
+ptx_contains ptx_cuh_wrappers test/test_cuda_ptx_kernels.cu \
+    "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" \
+    "ldmatrix.sync.aligned.m8n8.x1.shared.b16" "ldmatrix.sync.aligned.m8n8.x2.shared.b16" \
+    "ldmatrix.sync.aligned.m8n8.x4.shared.b16" "ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16" \
+    "ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16" "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16" \
+    "cp.async.ca.shared.global" "cp.async.cg.shared.global" "cp.async.commit_group" \
+    "cp.async.wait_group 0" "cp.async.wait_group 1"
+ptx_contains rmsnorm_packed_loads kernels/bench/rmsnorm.cu "ld.global.v4.u32" "st.global.v4.u32"

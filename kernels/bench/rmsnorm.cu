@@ -1,0 +1,197 @@
+/*
+ * rmsnorm.cu: RMSNorm with the fused residual add (kernels/rmsnorm.cuh), checked against
+ * the CPU reference (r + x, then train/rmsnorm.c) and timed, in the manner of llm.c's
+ * dev/cuda.
+ *
+ *   make rmsnorm
+ *   ./rmsnorm                          the default shapes (below)
+ *   ./rmsnorm [--repeat R] N C [N C ...]   rows and columns of each shape
+ *
+ * For each shape: random bf16 inputs; the forward (r + x, then the norm) and the backward
+ * (with a residual gradient dh_in) on the GPU; every output element checked against the fp32
+ * reference within the bf16 error bounds derived in kernels/rmsnorm.cuh (the same bounds
+ * the harness test uses); then each pass timed over R runs, each after writing an L2-sized
+ * buffer so that the inputs come from DRAM (cold L2), and reported as time, GB/s and % of
+ * the DRAM peak (2 · memory clock · bus width, as device_info computes it).
+ *
+ * Bytes counted are the compulsory DRAM traffic, 8 bytes per element each way: forward
+ * reads r and x and writes h and y (bf16: 2 + 2 + 2 + 2); backward reads dy, h and dh_in
+ * and writes dh; plus the weight (2·C) and rstd (4·N) once. The kernels' second pass over a
+ * row (re-reading what the first pass touched) is meant to hit L1/L2 and is not counted.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "../rmsnorm.cuh"
+extern "C" {
+#include "../../train/rmsnorm.h"
+}
+
+static const float kEps = 1e-5f;
+
+static int attribute(cudaDeviceAttr a) {
+    int dev = 0, v = 0;
+    cuda_check(cudaGetDevice(&dev));
+    cuda_check(cudaDeviceGetAttribute(&v, a, dev));
+    return v;
+}
+
+static float *random_bf16(__nv_bfloat16 **dev, size_t n, float lo, float hi, unsigned *seed) {
+    float *host = (float *)malloc(n * sizeof(float));
+    __nv_bfloat16 *bits = (__nv_bfloat16 *)malloc(n * sizeof(__nv_bfloat16));
+    if (!host || !bits) {
+        fprintf(stderr, "error: out of host memory for %zu elements\n", n);
+        exit(2);
+    }
+    for (size_t i = 0; i < n; i++) {
+        *seed = *seed * 1664525u + 1013904223u;  // a simple LCG is plenty for test data
+        bits[i] = __float2bfloat16(lo + (hi - lo) * (float)(*seed >> 8) / 16777216.0f);
+        host[i] = __bfloat162float(bits[i]);
+    }
+    cuda_check(cudaMalloc(dev, n * sizeof(__nv_bfloat16)));
+    cuda_check(cudaMemcpy(*dev, bits, n * sizeof(__nv_bfloat16), cudaMemcpyHostToDevice));
+    free(bits);
+    return host;
+}
+
+static float *to_host(const __nv_bfloat16 *dev, size_t n) {
+    __nv_bfloat16 *bits = (__nv_bfloat16 *)malloc(n * sizeof(__nv_bfloat16));
+    float *host = (float *)malloc(n * sizeof(float));
+    cuda_check(cudaMemcpy(bits, dev, n * sizeof(__nv_bfloat16), cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; i++) host[i] = __bfloat162float(bits[i]);
+    free(bits);
+    return host;
+}
+
+// Times `run` over `repeat` calls, each after a write of `flush` (cold L2); milliseconds.
+template <typename F>
+static float time_cold(F run, int repeat, void *flush, size_t flush_bytes) {
+    cudaEvent_t start, stop;
+    cuda_check(cudaEventCreate(&start));
+    cuda_check(cudaEventCreate(&stop));
+    float total = 0;
+    for (int i = 0; i < repeat; i++) {
+        cuda_check(cudaMemset(flush, i & 0xff, flush_bytes));
+        cuda_check(cudaEventRecord(start));
+        run();
+        cuda_check(cudaEventRecord(stop));
+        cuda_check(cudaEventSynchronize(stop));
+        float ms = 0;
+        cuda_check(cudaEventElapsedTime(&ms, start, stop));
+        total += ms;
+    }
+    cuda_check(cudaEventDestroy(start));
+    cuda_check(cudaEventDestroy(stop));
+    return total / repeat;
+}
+
+// Counts the elements outside their tolerance and prints the first few; returns the count.
+static size_t report(const char *what, const float *got, const float *ref, const float *tol, size_t n,
+                     double *worst) {
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - ref[i]);
+        if (tol[i] > 0 && e / tol[i] > *worst) *worst = e / tol[i];
+        if (!(e <= tol[i]) && bad++ < 5)
+            printf("  MISMATCH %s[%zu]: gpu %.7g, cpu %.7g, tolerance %.3g\n", what, i, got[i], ref[i], tol[i]);
+    }
+    return bad;
+}
+
+static int run_shape(int N, int C, int repeat, double dram_peak, void *flush, size_t flush_bytes) {
+    size_t n = (size_t)N * C;
+    unsigned seed = 1234u + (unsigned)N * 31u + (unsigned)C;
+    __nv_bfloat16 *r, *x, *w, *dy, *din, *h, *y, *dh;
+    float *rstd;
+    float *hr = random_bf16(&r, n, -2, 2, &seed), *hx = random_bf16(&x, n, -2, 2, &seed);
+    float *hw = random_bf16(&w, (size_t)C, -1.5f, 1.5f, &seed);
+    float *hdy = random_bf16(&dy, n, -1, 1, &seed), *hdin = random_bf16(&din, n, -1, 1, &seed);
+    cuda_check(cudaMalloc(&h, n * sizeof(__nv_bfloat16)));
+    cuda_check(cudaMalloc(&y, n * sizeof(__nv_bfloat16)));
+    cuda_check(cudaMalloc(&dh, n * sizeof(__nv_bfloat16)));
+    cuda_check(cudaMalloc(&rstd, (size_t)N * sizeof(float)));
+
+    // correctness first
+    rmsnorm_forward(h, y, rstd, r, x, w, N, C, kEps, 0);
+    rmsnorm_backward(dh, dy, din, h, w, rstd, N, C, 0);
+    cuda_check(cudaDeviceSynchronize());
+    float *ref_h = (float *)malloc(n * sizeof(float)), *ref_y = (float *)malloc(n * sizeof(float));
+    float *ref_rstd = (float *)malloc((size_t)N * sizeof(float)), *ref_dh = (float *)malloc(n * sizeof(float));
+    float *tol = (float *)malloc(n * sizeof(float)), *got_rstd = (float *)malloc((size_t)N * sizeof(float));
+    for (size_t i = 0; i < n; i++) ref_h[i] = hr[i] + hx[i];
+    rmsnorm_forward(ref_h, hw, ref_y, ref_rstd, N, C, kEps);
+    float *got_y = to_host(y, n), *got_h = to_host(h, n), *got_dh = to_host(dh, n);
+    cuda_check(cudaMemcpy(got_rstd, rstd, (size_t)N * sizeof(float), cudaMemcpyDeviceToHost));
+    double worst_y = 0, worst_rstd = 0, worst_h = 0, worst_dh = 0;
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) tol[i] = rmsnorm_forward_tolerance(ref_y[i], C);
+    bad += report("y", got_y, ref_y, tol, n, &worst_y);
+    for (size_t i = 0; i < n; i++) tol[i] = rmsnorm_h_tolerance(ref_h[i]);
+    bad += report("h", got_h, ref_h, tol, n, &worst_h);
+    for (int i = 0; i < N; i++) tol[i] = rmsnorm_rstd_tolerance(ref_rstd[i], C);
+    bad += report("rstd", got_rstd, ref_rstd, tol, (size_t)N, &worst_rstd);
+    // The backward takes the GPU's h and rstd as its inputs, so both sides see the same.
+    rmsnorm_backward(got_h, hw, got_rstd, hdy, ref_dh, N, C);
+    for (size_t i = 0; i < n; i++) ref_dh[i] += hdin[i];
+    for (int row = 0; row < N; row++) {
+        double abs_dot = 0;
+        for (int c = 0; c < C; c++) abs_dot += fabs((double)hdy[(size_t)row * C + c] * hw[c] * got_h[(size_t)row * C + c]);
+        for (int c = 0; c < C; c++) {
+            size_t i = (size_t)row * C + c;
+            tol[i] = rmsnorm_backward_tolerance(ref_dh[i], hdy[i], hdin[i], got_h[i], hw[c], got_rstd[row],
+                                                (float)abs_dot, C);
+        }
+    }
+    bad += report("dh", got_dh, ref_dh, tol, n, &worst_dh);
+    printf("N %d C %d: worst error / tolerance: y %.3f, h %.3f, rstd %.3f, dh %.3f -> %s\n", N, C, worst_y, worst_h,
+           worst_rstd, worst_dh, bad ? "MISMATCH" : "all results match");
+
+    // then speed
+    double fwd_bytes = 8.0 * n + 2.0 * C + 4.0 * N, bwd_bytes = 8.0 * n + 2.0 * C + 4.0 * N;
+    float fwd_ms = time_cold([&] { rmsnorm_forward(h, y, rstd, r, x, w, N, C, kEps, 0); }, repeat, flush, flush_bytes);
+    float bwd_ms = time_cold([&] { rmsnorm_backward(dh, dy, din, h, w, rstd, N, C, 0); }, repeat, flush, flush_bytes);
+    printf("  forward  %8.4f ms  %7.1f GB/s  %5.1f%% of DRAM peak\n", fwd_ms, fwd_bytes / fwd_ms / 1e6,
+           100.0 * fwd_bytes / (fwd_ms / 1e3) / dram_peak);
+    printf("  backward %8.4f ms  %7.1f GB/s  %5.1f%% of DRAM peak\n", bwd_ms, bwd_bytes / bwd_ms / 1e6,
+           100.0 * bwd_bytes / (bwd_ms / 1e3) / dram_peak);
+
+    free(hr), free(hx), free(hw), free(hdy), free(hdin), free(ref_h), free(ref_y), free(ref_rstd), free(ref_dh);
+    free(tol), free(got_rstd), free(got_y), free(got_h), free(got_dh);
+    cuda_check(cudaFree(r)), cuda_check(cudaFree(x)), cuda_check(cudaFree(w)), cuda_check(cudaFree(dy));
+    cuda_check(cudaFree(din)), cuda_check(cudaFree(h)), cuda_check(cudaFree(y)), cuda_check(cudaFree(dh));
+    cuda_check(cudaFree(rstd));
+    return bad ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+    int repeat = 50, shapes[64], nshapes = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--repeat") && i + 1 < argc) {
+            repeat = atoi(argv[++i]);
+        } else if (nshapes < 64 && atoi(argv[i]) > 0) {
+            shapes[nshapes++] = atoi(argv[i]);
+        } else {
+            fprintf(stderr, "usage: rmsnorm [--repeat R] [N C ...]\n");
+            return 1;
+        }
+    }
+    if (nshapes % 2 || repeat < 1) {
+        fprintf(stderr, "usage: rmsnorm [--repeat R] [N C ...]   (shapes come in pairs: rows, columns)\n");
+        return 1;
+    }
+    if (nshapes == 0) {  // Mistral-7B's hidden size at 4k and 16k tokens, Nemo's at 8k, one row
+        const int defaults[] = {4096, 4096, 16384, 4096, 8192, 5120, 1, 5120};
+        memcpy(shapes, defaults, sizeof(defaults));
+        nshapes = 8;
+    }
+    double dram_peak = 2.0 * attribute(cudaDevAttrMemoryClockRate) * 1e3 * attribute(cudaDevAttrGlobalMemoryBusWidth) / 8;
+    size_t flush_bytes = (size_t)attribute(cudaDevAttrL2CacheSize) * 2;
+    void *flush;
+    cuda_check(cudaMalloc(&flush, flush_bytes));
+    printf("DRAM peak %.0f GB/s; L2 flushed with %zu MiB before every timed run; %d runs each\n", dram_peak / 1e9,
+           flush_bytes >> 20, repeat);
+    int failed = 0;
+    for (int i = 0; i < nshapes; i += 2) failed |= run_shape(shapes[i], shapes[i + 1], repeat, dram_peak, flush, flush_bytes);
+    cuda_check(cudaFree(flush));
+    return failed ? 2 : 0;
+}

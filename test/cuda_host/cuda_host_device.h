@@ -1,0 +1,159 @@
+/*
+ * cuda_host_device.h: what a kernel body sees in the CUDA-on-CPU harness, apart from the
+ * synchronisation (cuda_host_sync.h): the function and memory-space qualifiers, the vector
+ * and dimension types, the built-in variables, the math intrinsics and the atomics.
+ *
+ * - __global__/__device__/__host__ vanish: a kernel is an ordinary C++ function that every
+ *   fiber (CUDA thread) calls.
+ * - __shared__ is `static` storage in the section "cuda_host_shared". Blocks run one after
+ *   another, so one copy serves every block; the launcher fills the whole section with the
+ *   poison pattern before each block (shared memory starts as garbage on a GPU too). The
+ *   sanitizer build passes -fsanitize-sections=cuda_host_shared, so AddressSanitizer puts
+ *   redzones around each __shared__ variable (gcc leaves variables in named sections
+ *   unprotected without it) and reports an index past the end. gcc refuses a section that
+ *   holds both ordinary statics and the COMDAT statics of inline functions, so kernel code
+ *   is compiled with -fno-weak (Makefile), which makes none of them COMDAT.
+ * - threadIdx, blockIdx, blockDim, gridDim read the running fiber's values.
+ * - Math intrinsics compute the exact (libm) function; the GPU's fast versions (rsqrtf,
+ *   __expf, __fdividef: a few ulp) differ in the last bits, which kernel tests cover with
+ *   their tolerances. nvcc also contracts a*b+c into one FMA; the host compiler does not.
+ * - Atomics are plain read-modify-writes: fibers switch only at synchronisation points, so
+ *   nothing can interleave inside one. Blocks run one after another, so atomics between
+ *   blocks never race (a GPU's would).
+ */
+#ifndef CUDA_HOST_DEVICE_H
+#define CUDA_HOST_DEVICE_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline __attribute__((always_inline))
+#define __noinline__ __attribute__((noinline))
+#define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+#define __shared__ static __attribute__((section("cuda_host_shared")))
+// `extern __shared__` (dynamic shared memory) does not compile here on purpose: kernels
+// declare it with DYNAMIC_SHARED from kernels/common.cuh.
+
+struct uint3 {
+    unsigned int x, y, z;
+};
+struct dim3 {
+    unsigned int x, y, z;
+    constexpr dim3(unsigned int vx = 1, unsigned int vy = 1, unsigned int vz = 1) : x(vx), y(vy), z(vz) {}
+    constexpr dim3(uint3 v) : x(v.x), y(v.y), z(v.z) {}
+    constexpr operator uint3() const { return uint3{x, y, z}; }
+};
+struct alignas(8) float2 { float x, y; };
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(16) int4 { int x, y, z, w; };
+struct alignas(16) uint4 { unsigned int x, y, z, w; };
+struct alignas(8) uint2 { unsigned int x, y; };
+static inline float2 make_float2(float x, float y) { return float2{x, y}; }
+static inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+
+namespace cuda_host {
+// The built-in variables of the CUDA thread running now (set by the scheduler before it
+// resumes a fiber; null on the host).
+struct Builtins {
+    uint3 thread_idx, block_idx;
+    dim3 block_dim, grid_dim;
+};
+extern const Builtins *builtins;
+}  // namespace cuda_host
+
+#define threadIdx (cuda_host::builtins->thread_idx)
+#define blockIdx (cuda_host::builtins->block_idx)
+#define blockDim (cuda_host::builtins->block_dim)
+#define gridDim (cuda_host::builtins->grid_dim)
+static const int warpSize = 32;
+
+// ---- math intrinsics ----------------------------------------------------------------
+static inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+static inline double rsqrt(double x) { return 1.0 / sqrt(x); }
+// glibc declares functions of these names itself, hence macros into our namespace.
+namespace cuda_host {
+static inline float fast_expf(float x) { return expf(x); }
+static inline float fast_logf(float x) { return logf(x); }
+static inline float fast_sinf(float x) { return sinf(x); }
+static inline float fast_cosf(float x) { return cosf(x); }
+static inline float fast_powf(float x, float y) { return powf(x, y); }
+}  // namespace cuda_host
+#define __expf(x) cuda_host::fast_expf(x)
+#define __logf(x) cuda_host::fast_logf(x)
+#define __sinf(x) cuda_host::fast_sinf(x)
+#define __cosf(x) cuda_host::fast_cosf(x)
+#define __powf(x, y) cuda_host::fast_powf(x, y)
+static inline float __fdividef(float x, float y) { return x / y; }
+static inline float __frcp_rn(float x) { return 1.0f / x; }
+static inline float __fsqrt_rn(float x) { return sqrtf(x); }
+static inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
+static inline float __saturatef(float x) { return x >= 1.0f ? 1.0f : x > 0.0f ? x : 0.0f; }  // NaN -> 0
+static inline int __float_as_int(float x) { int i; memcpy(&i, &x, 4); return i; }
+static inline unsigned int __float_as_uint(float x) { unsigned int u; memcpy(&u, &x, 4); return u; }
+static inline float __int_as_float(int i) { float x; memcpy(&x, &i, 4); return x; }
+static inline float __uint_as_float(unsigned int u) { float x; memcpy(&x, &u, 4); return x; }
+static inline int __popc(unsigned int x) { return __builtin_popcount(x); }
+static inline int __clz(int x) { return x ? __builtin_clz((unsigned)x) : 32; }
+static inline int __ffs(int x) { return __builtin_ffs(x); }
+static inline unsigned int __brev(unsigned int x) {
+    unsigned int r = 0;
+    for (int i = 0; i < 32; i++) r |= ((x >> i) & 1u) << (31 - i);
+    return r;
+}
+// CUDA's device code has overloaded min/max for integers and floats.
+static inline int min(int a, int b) { return a < b ? a : b; }
+static inline int max(int a, int b) { return a > b ? a : b; }
+static inline unsigned int min(unsigned int a, unsigned int b) { return a < b ? a : b; }
+static inline unsigned int max(unsigned int a, unsigned int b) { return a > b ? a : b; }
+static inline long min(long a, long b) { return a < b ? a : b; }
+static inline long max(long a, long b) { return a > b ? a : b; }
+static inline unsigned long min(unsigned long a, unsigned long b) { return a < b ? a : b; }
+static inline unsigned long max(unsigned long a, unsigned long b) { return a > b ? a : b; }
+static inline long long min(long long a, long long b) { return a < b ? a : b; }
+static inline long long max(long long a, long long b) { return a > b ? a : b; }
+static inline unsigned long long min(unsigned long long a, unsigned long long b) { return a < b ? a : b; }
+static inline unsigned long long max(unsigned long long a, unsigned long long b) { return a > b ? a : b; }
+static inline float min(float a, float b) { return fminf(a, b); }
+static inline float max(float a, float b) { return fmaxf(a, b); }
+
+// Memory fences order a thread's own accesses; with one host thread running everything
+// in program order, a compiler barrier is all they need to be.
+static inline void __threadfence() { __asm__ __volatile__("" ::: "memory"); }
+static inline void __threadfence_block() { __asm__ __volatile__("" ::: "memory"); }
+
+// ---- atomics (return the old value, as CUDA's do) -------------------------------------
+namespace cuda_host {
+template <typename T> struct Same { typedef T type; };  // v converts to *p's type, as with CUDA's overloads
+}
+template <typename T> static inline T atomicAdd(T *p, typename cuda_host::Same<T>::type v) { T old = *p; *p = old + v; return old; }
+template <typename T> static inline T atomicSub(T *p, typename cuda_host::Same<T>::type v) { T old = *p; *p = old - v; return old; }
+template <typename T> static inline T atomicExch(T *p, typename cuda_host::Same<T>::type v) { T old = *p; *p = v; return old; }
+template <typename T> static inline T atomicMin(T *p, typename cuda_host::Same<T>::type v) { T old = *p; *p = v < old ? v : old; return old; }
+template <typename T> static inline T atomicMax(T *p, typename cuda_host::Same<T>::type v) { T old = *p; *p = v > old ? v : old; return old; }
+template <typename T> static inline T atomicAnd(T *p, typename cuda_host::Same<T>::type v) { T old = *p; *p = old & v; return old; }
+template <typename T> static inline T atomicOr(T *p, typename cuda_host::Same<T>::type v) { T old = *p; *p = old | v; return old; }
+template <typename T> static inline T atomicXor(T *p, typename cuda_host::Same<T>::type v) { T old = *p; *p = old ^ v; return old; }
+template <typename T>
+static inline T atomicCAS(T *p, typename cuda_host::Same<T>::type compare, typename cuda_host::Same<T>::type v) {
+    T old = *p;
+    if (old == compare) *p = v;
+    return old;
+}
+// ((old >= limit) ? 0 : old + 1) and ((old == 0 || old > limit) ? limit : old - 1), as CUDA.
+static inline unsigned int atomicInc(unsigned int *p, unsigned int limit) {
+    unsigned int old = *p;
+    *p = old >= limit ? 0 : old + 1;
+    return old;
+}
+static inline unsigned int atomicDec(unsigned int *p, unsigned int limit) {
+    unsigned int old = *p;
+    *p = (old == 0 || old > limit) ? limit : old - 1;
+    return old;
+}
+
+#endif
