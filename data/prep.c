@@ -277,7 +277,7 @@ static void progress_show(Progress *p, uint64_t done, int final) {
     double eta = frac > 0 ? secs / frac - secs : 0;
     fprintf(stderr, "%sprep: %s %.1f/%.1f MB (%.0f%%), %.0f lines/s, %s %.0fs%s", p->tty ? "\r" : "", p->phase,
             (double)done / 1e6, (double)p->total / 1e6, 100 * frac, secs > 0 ? (double)p->lines / secs : 0.0,
-            final ? "took" : "ETA", final ? secs : eta, p->tty && !final ? "\033[K" : "\n");
+            final ? "took" : "ETA", final ? secs : eta, !p->tty ? "\n" : final ? "\033[K\n" : "\033[K");
 }
 
 // ---- blocks of lines and the workers that process them ---------------------------------
@@ -550,13 +550,12 @@ static int run_pass(const Options *o, Source *s, Worker *w, int n_workers, Consu
         while (k < n_workers && (more = read_block(&r, &w[k].block, err)) == 1) k++;
         if (more < 0) rc = -1;
         // workers 1.. in threads (or here, if no thread can be had), worker 0 here
-        int *threaded = xcalloc((size_t)(k ? k : 1), sizeof(int));
+        int threaded[MAX_THREADS] = {0};
         for (int i = 1; i < k; i++) threaded[i] = pthread_create(&w[i].thread, NULL, process_block, &w[i]) == 0;
         for (int i = 0; i < k; i++)
             if (!threaded[i]) process_block(&w[i]);
         for (int i = 1; i < k; i++)
             if (threaded[i]) pthread_join(w[i].thread, NULL);
-        free(threaded);
         for (int i = 0; i < k && rc == 0; i++) {
             const Block *b = &w[i].block;
             if (b->failed && b->failed_line) rc = set_error(err, "%s:%llu: %s", s->path, (unsigned long long)b->failed_line, b->error);
