@@ -23,6 +23,7 @@ VENV     = .venv
 # data/ is library code that all programs and tests link. A new program is one more
 # PROGRAM_MAINS line.
 PROGRAM_MAINS  = tokenizer/tokenize.c
+PROGRAM_MAINS += data/persona.c
 PROGRAM_MAINS += train/merge.c
 PROGRAM_MAINS += train/init_model.c
 PROGRAM_MAINS += train/train_cpu.c

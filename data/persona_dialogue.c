@@ -1,0 +1,638 @@
+// persona_dialogue.c: turns and their speakers (see persona_dialogue.h).
+#include "persona_dialogue.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/util.h"
+
+#define CONF_SCRIPT 0.99f
+#define CONF_TAG 0.95f
+#define CONF_COLON_TAG 0.90f
+#define CONF_BEAT 0.85f
+#define CONF_ANCHOR 0.75f  // a turn this sure is evidence for its neighbours
+#define CONF_WEAK 0.50f
+#define CONF_ADDRESSED 0.30f
+#define WINDOW_PARAGRAPHS 6
+
+const char *attr_method_name(AttrMethod m) {
+    static const char *const names[ATTR_COUNT] = {"none", "tag", "beat", "pronoun", "alternation", "script"};
+    return m < ATTR_COUNT ? names[m] : "?";
+}
+
+static Turn *new_turn(Dialogue *d, size_t para) {
+    if (d->n == d->cap) {
+        d->cap = d->cap ? d->cap * 2 : 256;
+        d->turns = xrealloc(d->turns, d->cap * sizeof(Turn));
+    }
+    Turn *t = &d->turns[d->n++];
+    memset(t, 0, sizeof *t);
+    t->first_para = t->last_para = t->tag_para = para;
+    t->line = d->book->paras[para].line;
+    t->speaker = -1;
+    return t;
+}
+
+// Appends a fragment of speech to a turn: trimmed; after a comma that a tag interrupted,
+// a capital starts a new sentence, so the comma becomes a full stop.
+static void append_fragment(ByteBuf *b, const char *s, size_t n, const char *sep) {
+    while (n && (s[0] == ' ' || s[0] == '\n')) s++, n--;
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\n')) n--;
+    if (n == 0) return;
+    if (b->len) {
+        if (b->data[b->len - 1] == ',' && isupper((unsigned char)s[0]) && !strcmp(sep, " "))
+            b->data[b->len - 1] = '.';
+        bytebuf_append(b, sep, strlen(sep));
+    }
+    bytebuf_append(b, s, n);
+}
+
+static void add_text(Turn *t, const char *s, size_t n, const char *sep) {
+    ByteBuf b = {t->text, t->len, t->text ? t->len + 1 : 0};
+    append_fragment(&b, s, n, sep);
+    t->text = b.data;
+    t->len = b.len;
+}
+
+static int same_subject(const Subject *a, const Subject *b) {
+    if (a->kind != b->kind) return 0;
+    if (a->kind == SUBJ_ENTITY) return a->entity == b->entity;
+    if (a->kind == SUBJ_PRONOUN) return a->gender == b->gender;
+    return 1;
+}
+
+static int known(const Turn *t) { return t->speaker >= 0 && t->confidence >= CONF_ANCHOR; }
+
+static int compatible(const Dialogue *d, int entity, Gender g) {
+    Gender e = d->cast.entities[entity].gender;
+    return e == GENDER_UNKNOWN || g == GENDER_UNKNOWN || e == g;
+}
+
+static int is_narrative_paragraph(const Dialogue *d, size_t p) {
+    return d->prose[p] && d->scans[p].n == 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// Prose: quotations and tags into turns
+
+typedef struct {
+    Subject after, before;
+} QuoteTags;
+
+static int quote_ends_sentence(const char *s, const Span *q) {
+    size_t e = q->end;
+    while (e > q->start && (s[e - 1] == ' ' || s[e - 1] == '"')) e--;
+    return e > q->start && strchr(".!?", s[e - 1]) != NULL;
+}
+
+static void add_addressed(Dialogue *d, Turn *t, size_t p, const Span *q) {
+    Mentions v = {0};
+    vocatives_scan(&d->cast, d->prose[p], q->start, q->end, &v);
+    for (size_t i = 0; i < v.n && t->n_addressed < 4; i++) {
+        int seen = 0;
+        for (int k = 0; k < t->n_addressed; k++) seen |= t->addressed[k] == v.m[i].entity;
+        if (!seen) t->addressed[t->n_addressed++] = v.m[i].entity;
+    }
+    free(v.m);
+}
+
+static int is_addressed(const Turn *t, int entity) {
+    for (int k = 0; k < t->n_addressed; k++)
+        if (t->addressed[k] == entity) return 1;
+    return 0;
+}
+
+// Whether paragraph p is part of a story told inside someone's speech, with dialogue of its
+// own: in a book quoted with double marks, single quotation marks in its narrative, or a
+// quotation that ends with a single mark ("Ten to two.'"), as when a client tells what was
+// said to him.
+static int nested_paragraph(Dialogue *d, size_t p) {
+    if (d->family != QUOTES_DOUBLE) return 0;
+    const char *s = d->prose[p];
+    const QuoteScan *q = &d->scans[p];
+    QuoteScan inner = {0};
+    int nested = 0;
+    size_t from = 0;
+    for (size_t j = 0; j <= q->n && !nested; j++) {
+        size_t to = j < q->n ? q->quotes[j].start : d->prose_len[p];
+        if (to > from) {
+            quotes_scan(QUOTES_SINGLE, s + from, to - from, &inner);
+            for (size_t i = 0; i < inner.n; i++)
+                if (memchr(s + from + inner.quotes[i].start, ' ', inner.quotes[i].end - inner.quotes[i].start))
+                    nested = 1;
+        }
+        if (j < q->n) {
+            // a damaged closing mark followed by a tag: `'Tell me,"said I`
+            for (size_t i = q->quotes[j].start; i + 1 < q->quotes[j].end && !nested; i++)
+                if (s[i] == '"' && i > 0 && strchr(",.!?", s[i - 1]) &&
+                    tag_after(&d->cast, s, i + 1, q->quotes[j].end, 0).speech)
+                    nested = 1;
+            size_t e = q->quotes[j].end;
+            while (e > q->quotes[j].start && s[e - 1] == ' ') e--;
+            size_t mark = e >= 1 && s[e - 1] == '\''                        ? 1
+                          : e >= 3 && !memcmp(s + e - 3, "\xE2\x80\x99", 3) ? 3
+                                                                            : 0;
+            if (mark && e - mark > q->quotes[j].start && strchr(".,!?", s[e - mark - 1])) nested = 1;
+            from = q->quotes[j].end;
+        }
+    }
+    quotes_free(&inner);
+    return nested;
+}
+
+// The turns of paragraph p. tags[j] are its quotations' tags; colon is the tag that the
+// narrative paragraph before it ended with (kind SUBJ_THING when it announced a text).
+static void paragraph_turns(Dialogue *d, size_t p, const QuoteTags *tags, Subject colon) {
+    const char *s = d->prose[p];
+    const QuoteScan *q = &d->scans[p];
+    size_t n = q->n;
+    Subject *subj = xcalloc(n, sizeof(Subject));
+    int distinct = 0, from_colon = 0, nested = nested_paragraph(d, p);
+    Subject first = {0};
+    for (size_t j = 0; j < n; j++) {
+        const Subject *a = &tags[j].after, *b = &tags[j].before;
+        subj[j] = a->speech ? *a : b->speech ? *b : (Subject){0};
+        if (subj[j].kind == SUBJ_NONE) continue;
+        // "...," said Mr. Merryweather. "...!" he remarked: the pronoun is the name.
+        if (subj[j].kind == SUBJ_PRONOUN && first.kind == SUBJ_ENTITY &&
+            compatible(d, first.entity, subj[j].gender))
+            subj[j] = first;
+        if (distinct == 0) first = subj[j], distinct = 1;
+        else if (!same_subject(&first, &subj[j])) distinct = 2;
+    }
+    if (distinct < 2) {
+        // One speaker: the tag, else the first beat, else the colon before the paragraph.
+        Subject one = first;
+        for (size_t j = 0; j < n && one.kind == SUBJ_NONE; j++) {
+            if (tags[j].before.kind == SUBJ_ENTITY || tags[j].before.kind == SUBJ_PRONOUN) one = tags[j].before;
+            else if (tags[j].after.kind == SUBJ_ENTITY || tags[j].after.kind == SUBJ_PRONOUN)
+                one = tags[j].after;
+        }
+        if (one.kind == SUBJ_NONE && colon.kind != SUBJ_NONE) one = colon, from_colon = 1;
+        for (size_t j = 0; j < n; j++) subj[j] = one;
+    } else {
+        for (size_t j = 1; j < n; j++)
+            if (subj[j].kind == SUBJ_NONE) subj[j] = subj[j - 1];
+        for (size_t j = n; j-- > 1;)
+            if (subj[j - 1].kind == SUBJ_NONE) subj[j - 1] = subj[j];
+    }
+
+    // A speech continued from the paragraph before joins that turn.
+    Turn *t = NULL;
+    int continued = p > 0 && !d->book->paras[p].scene && d->scans[p - 1].open_at_end && q->starts_open &&
+                    d->n && d->turns[d->n - 1].last_para == p - 1;
+    if (continued) {
+        Turn *last = &d->turns[d->n - 1];
+        if (subj[0].kind == SUBJ_NONE || last->tag.kind == SUBJ_NONE || same_subject(&subj[0], &last->tag)) {
+            t = last;
+            t->last_para = p;
+            if (t->tag.kind == SUBJ_NONE && subj[0].kind != SUBJ_NONE) t->tag = subj[0], t->tag_para = p;
+        }
+    }
+    for (size_t j = 0; j < n; j++) {
+        if (subj[j].kind == SUBJ_THING) {  // "it said": a text being read
+            d->documents++;
+            t = NULL;
+            continue;
+        }
+        const char *sep = " ";
+        if (t && t->last_para == p && t->first_para != p && j == 0) sep = "\n\n";
+        if (!t || (j > 0 && !same_subject(&subj[j], &subj[j - 1]))) {
+            t = new_turn(d, p);
+            t->tag = subj[j];
+            t->tag_para = from_colon ? p - 1 : p;
+            t->group = subj[j].kind == SUBJ_GROUP;
+        }
+        add_text(t, s + q->quotes[j].start, q->quotes[j].end - q->quotes[j].start, sep);
+        t->nested |= nested;
+        add_addressed(d, t, p, &q->quotes[j]);
+    }
+    // a turn whose quotations were all empty is no turn
+    while (d->n && d->turns[d->n - 1].len == 0) {
+        free(d->turns[d->n - 1].text);
+        d->n--;
+    }
+    free(subj);
+}
+
+// Calls fn on every stretch of narrative (the text between quotations) of the book.
+typedef void (*NarrativeFn)(Dialogue *d, size_t p, size_t from, size_t to);
+
+static void each_narrative(Dialogue *d, NarrativeFn fn) {
+    for (size_t p = 0; p < d->book->n; p++) {
+        if (!d->prose[p]) continue;
+        const QuoteScan *q = &d->scans[p];
+        size_t from = 0;
+        for (size_t j = 0; j <= q->n; j++) {
+            size_t to = j < q->n ? q->quotes[j].start : d->prose_len[p];
+            if (to > from) fn(d, p, from, to);
+            if (j < q->n) from = q->quotes[j].end;
+        }
+    }
+}
+
+static void learn_appositions(Dialogue *d, size_t p, size_t from, size_t to) {
+    cast_learn_appositions(&d->cast, d->prose[p], from, to);
+}
+
+static void scan_mentions(Dialogue *d, size_t p, size_t from, size_t to) {
+    mentions_scan(&d->cast, d->prose[p], from, to, &d->mentions[p]);
+}
+
+static void prose_turns(Dialogue *d) {
+    const Book *b = d->book;
+    // Phrases that are the character's names, then the tags of every quotation: they name
+    // the cast that beats and mentions look for.
+    each_narrative(d, learn_appositions);
+    size_t total = 0;
+    for (size_t p = 0; p < b->n; p++) total += d->prose[p] ? d->scans[p].n : 0;
+    d->quotations = total;
+    QuoteTags *tags = xcalloc(total ? total : 1, sizeof(QuoteTags));
+    size_t at = 0;
+    for (size_t p = 0; p < b->n; p++) {
+        if (!d->prose[p]) continue;
+        const char *s = d->prose[p];
+        const QuoteScan *q = &d->scans[p];
+        for (size_t j = 0; j < q->n; j++, at++) {
+            size_t prev_end = j ? q->quotes[j - 1].end : 0;
+            size_t next = j + 1 < q->n ? q->quotes[j + 1].start : d->prose_len[p];
+            tags[at].after =
+                tag_after(&d->cast, s, q->quotes[j].end, next, quote_ends_sentence(s, &q->quotes[j]));
+            tags[at].before = tag_before(&d->cast, s, prev_end, q->quotes[j].start);
+        }
+    }
+    // People named in the narrative, and from them the cast's genders.
+    each_narrative(d, scan_mentions);
+    cast_decide_genders(&d->cast);
+    // Turns, paragraph by paragraph.
+    at = 0;
+    for (size_t p = 0; p < b->n; p++) {
+        if (!d->prose[p] || d->scans[p].n == 0) continue;
+        Subject colon = {0};
+        if (p > 0 && !b->paras[p].scene && is_narrative_paragraph(d, p - 1) &&
+            d->prose[p - 1][d->prose_len[p - 1] - 1] == ':') {
+            colon = tag_before(&d->cast, d->prose[p - 1], 0, d->prose_len[p - 1]);
+            if (!colon.speech) colon = (Subject){.kind = SUBJ_THING, .speech = 1};
+        }
+        size_t first_turn = d->n;
+        paragraph_turns(d, p, tags + at, colon);
+        for (size_t k = first_turn; k < d->n; k++) {
+            Turn *t = &d->turns[k];
+            if (t->tag.kind != SUBJ_ENTITY || t->speaker >= 0 || t->nested) continue;
+            t->speaker = t->tag.entity;
+            t->method = t->tag.speech ? ATTR_TAG : ATTR_BEAT;
+            t->confidence = !t->tag.speech ? CONF_BEAT : t->tag_para < p ? CONF_COLON_TAG : CONF_TAG;
+            // A quotation that calls its speaker by name was misread.
+            if (is_addressed(t, t->speaker)) t->confidence = CONF_ADDRESSED;
+        }
+        at += d->scans[p].n;
+    }
+    free(tags);
+    // A story goes on in the turns right after it, unless one names its speaker: its
+    // "I" is the teller, its "he" someone in the story.
+    for (size_t k = 1; k < d->n; k++) {
+        Turn *t = &d->turns[k];
+        int named = t->tag.kind == SUBJ_ENTITY && t->tag.speech && t->tag.entity != cast_narrator(&d->cast);
+        if (d->turns[k - 1].nested && dialogue_adjacent(d, k) && !named && !t->nested) {
+            t->nested = 1;
+            t->speaker = -1;
+            t->method = ATTR_NONE;
+            t->confidence = 0;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Scripts
+
+static int is_stage_direction(const char *s, size_t n) {
+    static const char *const starts[] = {"Enter ", "Exit", "Exeunt", "Re-enter", "Manet", NULL};
+    if (n && (s[0] == '[' || s[0] == '(' || s[0] == '_')) return 1;
+    for (int i = 0; starts[i]; i++)
+        if (n >= strlen(starts[i]) && !strncmp(s, starts[i], strlen(starts[i]))) return 1;
+    return 0;
+}
+
+// Speech text without bracketed stage directions ("[Aside.]", "(rising)").
+static void add_speech_line(Turn *t, const char *s, size_t n) {
+    ByteBuf clean = {0};
+    int depth = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '[' || s[i] == '(') depth++;
+        else if ((s[i] == ']' || s[i] == ')') && depth) depth--;
+        else if (!depth) bytebuf_push(&clean, s[i]);
+    }
+    if (clean.len) add_text(t, clean.data, clean.len, "\n");
+    bytebuf_free(&clean);
+}
+
+static void script_turns(Dialogue *d) {
+    const Book *b = d->book;
+    for (size_t p = 0; p < b->n; p++) {
+        const Paragraph *para = &b->paras[p];
+        if (para->heading) continue;
+        Turn *t = NULL;
+        for (const char *s = para->text, *end = para->text + para->len; s < end;) {
+            const char *nl = memchr(s, '\n', (size_t)(end - s));
+            size_t n = nl ? (size_t)(nl - s) : (size_t)(end - s), rest = 0;
+            size_t name = book_script_speaker(s, n, &rest);
+            if (name) {
+                t = new_turn(d, p);
+                t->speaker = cast_person(&d->cast, s, name);
+                t->method = ATTR_SCRIPT;
+                t->confidence = CONF_SCRIPT;
+                add_speech_line(t, s + rest, n - rest);
+            } else if (is_stage_direction(s, n)) {
+                t = NULL;
+            } else if (t) {
+                add_speech_line(t, s, n);
+            }
+            s += n + 1;
+        }
+    }
+    // A speaker line with nothing after it is no turn.
+    size_t keep = 0;
+    for (size_t k = 0; k < d->n; k++) {
+        if (d->turns[k].len) d->turns[keep++] = d->turns[k];
+        else free(d->turns[k].text);
+    }
+    d->n = keep;
+}
+
+// ---------------------------------------------------------------------------------------
+// Resolution: pronouns, then alternation
+
+#define ACTION_WORDS 15  // narrative between two turns that still lets the second answer the first
+
+int dialogue_adjacent(const Dialogue *d, size_t k) {
+    if (k == 0) return 0;
+    size_t p = d->turns[k].first_para, prev = d->turns[k - 1].last_para;
+    return p == prev || (p == prev + 1 && !d->book->paras[p].scene && d->trailing[prev] <= ACTION_WORDS &&
+                         d->leading[p] <= ACTION_WORDS);
+}
+
+
+// Who turn k's "he"/"she" can be, whatever the rule: not the narrator, not someone it
+// addresses, not the speaker of the turn just before in the exchange, and the right gender.
+static int can_be(const Dialogue *d, size_t k, int entity, Gender g) {
+    const Turn *t = &d->turns[k];
+    if (entity == cast_narrator(&d->cast)) return 0;
+    if (is_addressed(t, entity) || !compatible(d, entity, g)) return 0;
+    if (dialogue_adjacent(d, k) && known(&d->turns[k - 1]) && d->turns[k - 1].speaker == entity) return 0;
+    // "...," he cried, grasping Sherlock Holmes by the shoulder: not Holmes.
+    if (t->tag.kind == SUBJ_PRONOUN && d->prose[t->tag_para]) {
+        const Mentions *m = &d->mentions[t->tag_para];
+        size_t end = sentence_end(d->prose[t->tag_para], t->tag.at, d->prose_len[t->tag_para]);
+        for (size_t i = 0; i < m->n; i++)
+            if (m->m[i].entity == entity && m->m[i].at > t->tag.at && m->m[i].at < end) return 0;
+    }
+    return 1;
+}
+
+static void resolve_pronoun(Dialogue *d, size_t k) {
+    Turn *t = &d->turns[k];
+    Gender g = t->tag.gender;
+    size_t p = t->tag_para;
+    const Mentions *m = &d->mentions[p];
+    // a. the last subject earlier in the paragraph; c. the only person named in it
+    int subject = -1, only = -1, several = 0;
+    for (size_t i = 0; i < m->n && m->m[i].at < t->tag.at; i++) {
+        if (!can_be(d, k, m->m[i].entity, g)) continue;
+        if (m->m[i].initial) subject = m->m[i].entity;
+        if (only >= 0 && only != m->m[i].entity) several = 1;
+        only = m->m[i].entity;
+    }
+    if (subject >= 0) {
+        t->speaker = subject, t->confidence = 0.90f;
+        return;
+    }
+    // b. the last person named in the narrative paragraph just before (someone new counts
+    // when a sentence is about them: "A man entered ...", not "as on a man whose ...")
+    if (t->first_para > 0 && !d->book->paras[t->first_para].scene &&
+        is_narrative_paragraph(d, t->first_para - 1)) {
+        const Mentions *prev = &d->mentions[t->first_para - 1];
+        int last = -1, others = 0;
+        for (size_t i = prev->n; i-- > 0;) {
+            if (!can_be(d, k, prev->m[i].entity, g) || (prev->m[i].someone && !prev->m[i].initial)) continue;
+            if (last < 0) last = prev->m[i].entity;
+            else others |= prev->m[i].entity != last;
+        }
+        if (last >= 0 && !others) {
+            t->speaker = last, t->confidence = 0.85f;
+            return;
+        }
+    }
+    if (only >= 0 && !several) {
+        t->speaker = only, t->confidence = 0.85f;
+        return;
+    }
+    // d. the speaker two turns back in an exchange
+    if (k >= 2 && dialogue_adjacent(d, k) && dialogue_adjacent(d, k - 1) && known(&d->turns[k - 2]) &&
+        known(&d->turns[k - 1]) && d->turns[k - 2].speaker != d->turns[k - 1].speaker &&
+        can_be(d, k, d->turns[k - 2].speaker, g)) {
+        t->speaker = d->turns[k - 2].speaker, t->confidence = 0.85f;
+        return;
+    }
+    // e. the people of the last paragraphs: named in the narrative, or speaking
+    size_t from = t->first_para > WINDOW_PARAGRAPHS ? t->first_para - WINDOW_PARAGRAPHS : 0;
+    for (size_t q = t->first_para + 1; q > from; q--)
+        if (d->book->paras[q - 1].scene) {  // the scene starts there
+            from = q - 1;
+            break;
+        }
+    int latest = -1, candidates = 0, seen[8];
+    for (size_t q = from; q <= p; q++) {
+        for (size_t i = 0; i < d->mentions[q].n; i++) {
+            const Mention *mm = &d->mentions[q].m[i];
+            if (q == p && mm->at >= t->tag.at) break;
+            if (!can_be(d, k, mm->entity, g)) continue;
+            latest = mm->entity;
+            int dup = 0;
+            for (int c = 0; c < candidates && c < 8; c++) dup |= seen[c] == mm->entity;
+            if (!dup && candidates < 8) seen[candidates++] = mm->entity;
+        }
+    }
+    for (size_t j = k; j-- > 0 && d->turns[j].last_para >= from;) {
+        int e = d->turns[j].speaker;
+        if (e < 0 || !known(&d->turns[j]) || !can_be(d, k, e, g)) continue;
+        if (latest < 0) latest = e;
+        int dup = 0;
+        for (int c = 0; c < candidates && c < 8; c++) dup |= seen[c] == e;
+        if (!dup && candidates < 8) seen[candidates++] = e;
+    }
+    if (latest >= 0) {
+        t->speaker = candidates == 1 ? seen[0] : latest;
+        t->confidence = candidates == 1 ? 0.80f : CONF_WEAK;
+    }
+}
+
+// What the nearest anchors on one side of turn k say: the speaker (pos) of the nearest
+// anchor an even number of turns away, and who the turn is not (neg) from the nearest
+// anchor an odd number away. When those two anchors are the same person, the exchange did
+// not alternate between them, and only the nearer one is believed.
+typedef struct {
+    int pos, neg;  // entities, -1 for none
+    size_t dist;   // turns from k to the pos anchor
+} SideView;
+
+static SideView side_view(const int *anchor, size_t k, size_t lo, size_t hi, int dir) {
+    SideView v = {-1, -1, 0};
+    size_t even = 0, odd = 0;
+    for (size_t step = 1;; step++) {
+        if (dir < 0 ? step > k - lo : k + step > hi) break;
+        size_t j = dir < 0 ? k - step : k + step;
+        if (anchor[j] < 0) continue;
+        if (step % 2 == 0 && v.pos < 0) v.pos = anchor[j], even = step;
+        if (step % 2 == 1 && v.neg < 0) v.neg = anchor[j], odd = step;
+        if (v.pos >= 0 && v.neg >= 0) break;
+    }
+    if (v.pos >= 0 && v.pos == v.neg) {
+        if (even < odd) v.neg = -1;
+        else v.pos = -1;
+    }
+    v.dist = even;
+    return v;
+}
+
+// The one person besides x who speaks (confidently) within 10 turns of turn k in its scene,
+// or -1 when that is not exactly one person: an exchange between two people.
+static int the_other_one(const Dialogue *d, const int *anchor, const int *scene, size_t k, int x) {
+    int people[2] = {-1, -1}, n = 0, has_x = 0;
+    size_t from = k > 10 ? k - 10 : 0, to = k + 10 < d->n ? k + 10 : d->n - 1;
+    for (size_t j = from; j <= to; j++) {
+        if (anchor[j] < 0 || scene[d->turns[j].first_para] != scene[d->turns[k].first_para]) continue;
+        if (anchor[j] == x) {
+            has_x = 1;
+            continue;
+        }
+        if (n == 1 && people[0] == anchor[j]) continue;
+        if (n == 1) return -1;
+        people[n++] = anchor[j];
+    }
+    return has_x && n == 1 ? people[0] : -1;
+}
+
+// Turn k continues the exchange of turn k-1 for counting turns: it answers it, and k-1 is
+// not a story of three paragraphs or more, after which nobody can count on the order.
+static int in_exchange(const Dialogue *d, size_t k) {
+    return dialogue_adjacent(d, k) && d->turns[k - 1].last_para < d->turns[k - 1].first_para + 2;
+}
+
+static void alternation(Dialogue *d) {
+    int *anchor = xmalloc((d->n ? d->n : 1) * sizeof(int));
+    for (size_t k = 0; k < d->n; k++) anchor[k] = known(&d->turns[k]) ? d->turns[k].speaker : -1;
+    int *scene = xmalloc((d->book->n ? d->book->n : 1) * sizeof(int));
+    for (size_t p = 0, scenes = 0; p < d->book->n; p++) scene[p] = (int)(scenes += d->book->paras[p].scene);
+    size_t lo = 0;
+    for (size_t k = 0; k < d->n; k++) {
+        if (!in_exchange(d, k)) lo = k;
+        Turn *t = &d->turns[k];
+        if (anchor[k] >= 0 || t->group || t->nested) continue;
+        size_t hi = k;
+        while (hi + 1 < d->n && in_exchange(d, hi + 1)) hi++;
+        SideView left = side_view(anchor, k, lo, hi, -1), right = side_view(anchor, k, lo, hi, +1);
+        int who;
+        float conf;
+        if (left.pos >= 0 || right.pos >= 0) {
+            who = left.pos >= 0 ? left.pos : right.pos;
+            if ((right.pos >= 0 && right.pos != who) || left.neg == who || right.neg == who)
+                continue;  // the two sides disagree: a third person, or a broken exchange
+            size_t dist = left.pos >= 0 && (right.pos < 0 || left.dist <= right.dist) ? left.dist : right.dist;
+            const SideView *other = dist == left.dist && left.pos >= 0 ? &right : &left;
+            // Confirmed from the other side, the count of turns between two anchors has the
+            // right parity: one missed speaker change would break it, so distance matters little.
+            if (other->pos == who || (other->neg >= 0 && other->neg != who)) {
+                conf = 0.92f - 0.005f * (float)(dist - 2);
+                if (conf < 0.80f) conf = 0.80f;
+            } else if (other == &right) {  // counted forward, from an exchange under way
+                conf = 0.90f - 0.03f * (float)(dist - 2);
+            } else {  // counted backward: the anchor may be someone who has just joined in
+                conf = 0.85f - 0.04f * (float)(dist - 2);
+            }
+            if (conf < CONF_WEAK) conf = CONF_WEAK;
+        } else {
+            // Only "not x" is known (the turn next to it, or the person it addresses): in an
+            // exchange between x and one other person, that is the other.
+            int x = left.neg >= 0    ? left.neg
+                    : right.neg >= 0 ? right.neg
+                    : t->n_addressed ? t->addressed[0]
+                                     : -1;
+            if (x < 0 || (left.neg >= 0 && right.neg >= 0 && left.neg != right.neg)) continue;
+            who = the_other_one(d, anchor, scene, k, x);
+            if (who < 0 || who == left.neg || who == right.neg) continue;
+            conf = 0.80f;
+        }
+        if (is_addressed(t, who)) continue;
+        if (t->tag.kind == SUBJ_PRONOUN &&
+            (!compatible(d, who, t->tag.gender) || who == cast_narrator(&d->cast)))
+            continue;
+        if (conf <= t->confidence) continue;
+        t->speaker = who;
+        t->confidence = conf;
+        t->method = t->tag.kind == SUBJ_PRONOUN ? ATTR_PRONOUN : ATTR_ALTERNATION;
+    }
+    free(scene);
+    free(anchor);
+}
+
+static void resolve(Dialogue *d) {
+    for (size_t k = 0; k < d->n; k++)
+        if (d->turns[k].tag.kind == SUBJ_PRONOUN && d->turns[k].speaker < 0 && !d->turns[k].nested) {
+            resolve_pronoun(d, k);
+            if (d->turns[k].speaker >= 0) d->turns[k].method = ATTR_PRONOUN;
+        }
+    alternation(d);
+}
+
+void dialogue_build(Dialogue *d, const Book *b, const DialogueOptions *o) {
+    memset(d, 0, sizeof *d);
+    d->book = b;
+    cast_init(&d->cast, o->character, o->aliases, o->n_aliases, o->narrator);
+    d->prose = xcalloc(b->n, sizeof(char *));
+    d->prose_len = xcalloc(b->n, sizeof(size_t));
+    d->scans = xcalloc(b->n, sizeof(QuoteScan));
+    d->mentions = xcalloc(b->n, sizeof(Mentions));
+    d->leading = xcalloc(b->n, sizeof(int));
+    d->trailing = xcalloc(b->n, sizeof(int));
+    for (size_t p = 0; p < b->n; p++)
+        if (!b->paras[p].heading)
+            d->prose[p] = book_unwrap(b->paras[p].text, b->paras[p].len, &d->prose_len[p]);
+    if (b->format == BOOK_SCRIPT) {
+        script_turns(d);
+        return;
+    }
+    d->family = o->quotes ? o->quotes : quotes_detect(d->prose, d->prose_len, b->n);
+    for (size_t p = 0; p < b->n; p++) {
+        if (!d->prose[p]) continue;
+        quotes_scan(d->family, d->prose[p], d->prose_len[p], &d->scans[p]);
+        const QuoteScan *q = &d->scans[p];
+        for (size_t i = q->n ? q->quotes[q->n - 1].end : d->prose_len[p]; i < d->prose_len[p]; i++)
+            d->trailing[p] += d->prose[p][i] == ' ';
+        for (size_t i = 0; q->n && i < q->quotes[0].start; i++) d->leading[p] += d->prose[p][i] == ' ';
+    }
+    prose_turns(d);
+    // A speech that ends where its tag began ends with the tag's comma: it was a full stop.
+    for (size_t k = 0; k < d->n; k++)
+        if (d->turns[k].len && d->turns[k].text[d->turns[k].len - 1] == ',')
+            d->turns[k].text[d->turns[k].len - 1] = '.';
+    resolve(d);
+}
+
+void dialogue_free(Dialogue *d) {
+    for (size_t k = 0; k < d->n; k++) free(d->turns[k].text);
+    free(d->turns);
+    for (size_t p = 0; d->book && p < d->book->n; p++) {
+        free(d->prose[p]);
+        quotes_free(&d->scans[p]);
+        free(d->mentions[p].m);
+    }
+    free(d->prose);
+    free(d->prose_len);
+    free(d->scans);
+    free(d->mentions);
+    free(d->leading);
+    free(d->trailing);
+    cast_free(&d->cast);
+    memset(d, 0, sizeof *d);
+}

@@ -1,0 +1,144 @@
+/*
+ * persona_dialogue.h: who says what in a book.
+ *
+ * A book becomes a list of turns: one speaker's words, in order. Each turn records the
+ * person it is attributed to, how, and a confidence; nothing is attributed silently.
+ *
+ * Prose. Quotations are found as persona_quotes.h says. A paragraph's quotations are one
+ * turn (a new speaker starts a new paragraph, the convention of printed dialogue), unless its
+ * tags name two different speakers ("Yes," said Holmes. "No," said I.), when each quotation
+ * goes with its own tag and untagged ones with the tag before them. A paragraph that starts
+ * with an opening mark right after one left open continues the same turn. The fragments of
+ * a turn are joined as they read: "Wedlock suits you," he remarked. "I think..." gives
+ * "Wedlock suits you. I think..." (the comma that the tag needed becomes a full stop before
+ * a capital, and at the end of the speech); paragraphs are joined with a blank line.
+ *
+ * Attribution, in this order:
+ *   script      a play's speaker name                                       0.99
+ *   tag         a speech tag that names the speaker (persona_speakers.h):
+ *               after or before the quotation, or inside it ("...," said
+ *               Holmes, "...")                                              0.95
+ *               or ending the narrative paragraph before it with a colon
+ *               ("and he said:")                                            0.90
+ *   beat        no speech tag, but the paragraph's narrative has a person
+ *               as the subject of a sentence ("Holmes laughed. "...")      0.85
+ *   pronoun     "he"/"she" in a tag, resolved from the scene, first rule that applies:
+ *               a. the last person who is the subject of a sentence earlier in the
+ *                  same paragraph ("The Count shrugged. "...," said he.")   0.90
+ *               b. the only person named in the narrative paragraph just
+ *                  before (someone new counts as a sentence's subject: "A
+ *                  man entered")                                            0.85
+ *               c. the only person named earlier in the paragraph           0.85
+ *               d. in an exchange, the speaker two turns back (the one
+ *                  before is someone else)                                  0.85
+ *               e. the only person named or speaking in the last 6
+ *                  paragraphs                                               0.80
+ *                  several: the latest, with                                0.50
+ *               Never the narrator, the previous speaker of the exchange, a person the
+ *               quotation addresses by name, a person the tag's own sentence names after
+ *               the pronoun ("he cried, grasping Holmes"), or a person of the other gender.
+ *               Several quotations of one paragraph, one tagged with a name and another with
+ *               a pronoun, are that person's ("...," said Jones. "...!" he added.).
+ *   alternation untagged turns of an exchange (turns in consecutive paragraphs) take the
+ *               speaker of the nearest confidently attributed turn (an anchor, 0.75 or
+ *               more) an even number of turns away, on either side; a turn an odd number
+ *               away is someone else, and two sides that disagree leave the turn
+ *               unattributed. Counting from an anchor before the turn: 0.90 at 2 turns,
+ *               0.03 less per turn further; from an anchor after it (the anchor may be
+ *               someone who has just joined in): 0.85, 0.04 less per turn. When the other
+ *               side agrees (its anchor is the same person an even number away, or someone
+ *               else an odd number away), a missed change of speaker would have broken the
+ *               count, so distance matters little: 0.92, 0.005 less per turn, at least
+ *               0.80. With no anchor an even number away, a turn that is "not x" (next to
+ *               x, or addressing x) in a scene where only x and one other person speak
+ *               within 10 turns is that other person: 0.80. An exchange ends at a story (a
+ *               speech of three paragraphs or more) and where a paragraph has more than 15
+ *               words of narrative after its last quotation or before its first. A weak
+ *               pronoun (0.50) is replaced by the alternation's speaker when that is better.
+ * A turn whose quotation addresses its attributed speaker by name ("..., Mr. Holmes?")
+ * drops to 0.30. A quotation after a narrative paragraph ending with a colon but no speech
+ * verb ("I took the paper and read as follows:"), or tagged "it said", is a text being read,
+ * not a turn; "we"/"they" tags make a turn with no single speaker.
+ *
+ * Stories. When someone tells a story inside a speech, its own dialogue is quoted inside the
+ * speech, and a reader of the page cannot count turns through it: "I" is the teller, "he"
+ * someone in the story. In a book quoted with double marks, a paragraph is part of such a
+ * story when its narrative holds single quotation marks, a quotation ends with a single mark
+ * ("Ten to two.'"), or a damaged mark is followed by a tag (`,"said he`). Its turn, and the
+ * turns right after it until one is tagged with a name, are left unattributed.
+ *
+ * Scripts. A line that starts with a speaker ("HAMLET.", "HAMLET:") starts a turn; the lines
+ * after it, to the end of the paragraph or the next speaker, are the speech (line breaks
+ * kept: verse). Bracketed stage directions are removed from speech; lines that are stage
+ * directions ("[Exit.]", "Enter Ghost.") are narrative.
+ */
+#ifndef PERSONA_DIALOGUE_H
+#define PERSONA_DIALOGUE_H
+
+#include <stddef.h>
+
+#include "persona_book.h"
+#include "persona_quotes.h"
+#include "persona_speakers.h"
+
+typedef enum {
+    ATTR_NONE = 0,  // no speaker found (ambiguous)
+    ATTR_TAG,
+    ATTR_BEAT,
+    ATTR_PRONOUN,
+    ATTR_ALTERNATION,
+    ATTR_SCRIPT,
+    ATTR_COUNT
+} AttrMethod;
+
+typedef struct {
+    size_t first_para, last_para;  // the paragraphs it spans (a speech can run over several)
+    int line;                      // book line of its first paragraph
+    char *text;                    // the spoken words
+    size_t len;
+    int speaker;                   // entity, or -1 when unknown
+    AttrMethod method;
+    float confidence;
+    int group;                     // a "we" or "they" tag: nobody in particular
+    int nested;                    // a story's dialogue inside someone's speech: not attributed
+    // what the text said about the speaker, for the resolution steps
+    Subject tag;
+    size_t tag_para;
+    int addressed[4];  // entities the quotation addresses by name
+    int n_addressed;
+} Turn;
+
+typedef struct {
+    const char *character;
+    const char *const *aliases;
+    size_t n_aliases;
+    int narrator;        // the character is the book's "I"
+    QuoteFamily quotes;  // QUOTES_AUTO to detect
+} DialogueOptions;
+
+typedef struct {
+    const Book *book;
+    Cast cast;
+    QuoteFamily family;
+    char **prose;        // per paragraph: the one-line text (NULL for headings)
+    size_t *prose_len;
+    QuoteScan *scans;    // per paragraph: its quotations (prose)
+    Mentions *mentions;  // per paragraph: people named in its narrative
+    int *leading;        // per paragraph: words of narrative before its first quotation
+    int *trailing;       // per paragraph: words of narrative after its last quotation
+    Turn *turns;
+    size_t n, cap;
+    size_t quotations;   // quotations found
+    size_t documents;    // quotations that are texts being read
+} Dialogue;
+
+void dialogue_build(Dialogue *d, const Book *b, const DialogueOptions *o);
+void dialogue_free(Dialogue *d);
+const char *attr_method_name(AttrMethod m);
+// 1 when turn k answers turn k-1: in the same paragraph, or in the next one, in the same
+// scene, with no more than a short tag or action after turn k-1's last quotation and
+// before turn k's first (after a long passage of narrative, the speaker may well speak
+// again).
+int dialogue_adjacent(const Dialogue *d, size_t k);
+
+#endif
