@@ -34,10 +34,13 @@ HEADERS  = $(wildcard common/*.h tokenizer/*.h data/*.h train/*.h test/*.h)
 OBJ      = $(patsubst %.c,build/obj/%.o,$(LIB_SRC))
 SAN_OBJ  = $(patsubst %.c,build/san/obj/%.o,$(LIB_SRC))
 
-CUDA_PROGRAMS = device_info rmsnorm
+# Every kernels/bench/NAME.cu is a CUDA program NAME (a kernel's validation + benchmark, in
+# llm.c's dev/cuda manner); each links the CPU library for its reference.
+CUDA_PROGRAMS = $(basename $(notdir $(wildcard kernels/bench/*.cu)))
+CUDA_LDLIBS   = -lcublasLt -lcublas
 TESTS = $(patsubst test/%.c,%,$(wildcard test/test_*.c))
 
-.PHONY: all cuda help test test-build clean venv
+.PHONY: all cuda help test test-build test-gpu bench clean venv
 # keep the object files of chained rules (make would delete them as intermediates)
 .SECONDARY:
 .DEFAULT_GOAL := all
@@ -55,6 +58,8 @@ help:
 	@echo "  make NAME         one program: $(CPU_PROGRAMS) (each has --help)"
 	@echo "  make cuda         the CUDA programs ($(CUDA_PROGRAMS)) for GENCODE=\"$(GENCODE)\""
 	@echo "  make test         build with -Werror and with ASan+UBSan, run every test, print 'N passed, N failed'"
+	@echo "  make test-gpu     on a machine with a GPU: every CUDA program validates its kernels (--check), no timing"
+	@echo "  make bench        on a machine with a GPU: every CUDA program validates, then times its kernels"
 	@echo "  make venv         the Python virtual environment for the reference helpers (requirements.txt)"
 	@echo "  make clean        remove build outputs"
 
@@ -78,11 +83,14 @@ $(foreach m,$(PROGRAM_MAINS),$(eval $(call program_rules,$(basename $(notdir $(m
 
 cuda: $(CUDA_PROGRAMS)
 
-device_info: kernels/bench/device_info.cu kernels/common.cuh
-	$(NVCC) $(NVFLAGS) -o $@ kernels/bench/device_info.cu
+$(CUDA_PROGRAMS): %: kernels/bench/%.cu $(wildcard kernels/*.cuh) $(OBJ)
+	$(NVCC) $(NVFLAGS) -o $@ $< $(OBJ) $(LDLIBS) $(CUDA_LDLIBS)
 
-rmsnorm: kernels/bench/rmsnorm.cu kernels/rmsnorm.cuh kernels/common.cuh build/obj/train/rmsnorm.o
-	$(NVCC) $(NVFLAGS) -o $@ kernels/bench/rmsnorm.cu build/obj/train/rmsnorm.o
+# The GPU runs: each program exits non-zero when a kernel disagrees with its CPU reference.
+test-gpu: $(CUDA_PROGRAMS)
+	@set -e; for p in $(CUDA_PROGRAMS); do echo "== ./$$p --check"; ./$$p --check; done
+bench: $(CUDA_PROGRAMS)
+	@set -e; for p in $(CUDA_PROGRAMS); do echo "== ./$$p"; ./$$p; done
 
 # ---------------------------------------------------------------------------------------
 # CUDA-on-CPU harness (test/cuda_host/): kernel tests compiled by the host C++ compiler,
@@ -95,7 +103,9 @@ rmsnorm: kernels/bench/rmsnorm.cu kernels/rmsnorm.cuh kernels/common.cuh build/o
 # in a section; without weak symbols nothing is COMDAT (so kernel code must not be split over
 # two translation units of one program). -fsanitize-sections lets AddressSanitizer guard
 # the __shared__ arrays in that section.
-CUDA_HOST_TESTS   = test_cuda_harness test_cuda_ptx test_cuda_types test_cuda_rmsnorm
+# Every test/test_cuda_NAME.cpp is one harness test program (test_cuda_types_nvidia.cpp is
+# the part of test_cuda_types compiled against the toolkit's headers).
+CUDA_HOST_TESTS   = $(filter-out test_cuda_types_nvidia,$(patsubst test/%.cpp,%,$(wildcard test/test_cuda_*.cpp)))
 CUDA_HOST_SRC     = $(wildcard test/cuda_host/*.cpp)
 CUDA_HOST_DEPS    = $(wildcard test/cuda_host/*.h kernels/*.cuh test/test_cuda_*.cu) $(HEADERS)
 CUDA_HOST_OBJ     = $(patsubst %.cpp,build/obj/%.o,$(CUDA_HOST_SRC))
