@@ -25,7 +25,9 @@
  * of its lines to validation, chosen by selection sampling (Knuth, TAOCP vol. 2, 3.4.2,
  * Algorithm S) with an RNG seeded by --seed and the source's position: every subset of
  * that size is equally likely, as with a seeded shuffle, without holding the lines. Whole
- * lines go one way or the other, so a conversation never straddles the split.
+ * lines go one way or the other, so a conversation never straddles the split. With --val
+ * FILE those files are the validation set and every good line of the sources is trained
+ * on (the two options exclude each other).
  *
  * Length policy (--max-len N, --long): a conversation of more than N tokens is
  *   split     cut between exchanges (an exchange ends with the assistant messages before
@@ -81,9 +83,11 @@ static void usage(FILE *f) {
             "  --out DIR            output directory (created if missing; other files in it are kept)\n"
             "  --check              validate and count everything, write nothing (like\n"
             "                       mistral-finetune's validate_data); exit 1 if a line is bad\n"
-            "  --val FILE           validation conversations from FILE (repeatable); without it\n"
-            "                       --val-fraction of each source is held out\n"
-            "  --val-fraction F     share of each source's lines held out for validation (default 0.1)\n"
+            "  --val FILE           validation conversations from FILE (repeatable); with it every\n"
+            "                       line of the SOURCEs is trained on, without it --val-fraction\n"
+            "                       of each source is held out\n"
+            "  --val-fraction F     share of each source's lines held out for validation (default 0.1;\n"
+            "                       not with --val)\n"
             "  --seed N             seed of the validation split (default 0)\n"
             "  --chat-format V      v1, v2, v3 or v7 (default: the tokenizer's own)\n"
             "  --system TEXT        default system prompt for conversations that have none\n"
@@ -658,9 +662,9 @@ static int consume_tokenized(const Options *o, Source *s, const Block *b, uint64
 // ---- the report ------------------------------------------------------------------------
 
 // Which shards a source gets: train unless it is a --val file; val if it is one, or if a
-// fraction of each source is held out.
+// fraction of each source is held out (never with --val files: parse_args zeroes it).
 static int has_split(const Options *o, const Source *s, int split) {
-    return split ? s->is_val || (!o->val_files && o->val_fraction > 0) : !s->is_val;
+    return split ? s->is_val || o->val_fraction > 0 : !s->is_val;
 }
 
 static void print_split(const char *label, const SplitStats *st) {
@@ -1113,6 +1117,7 @@ static int parse_args(int argc, char **argv, Options *o, char ***pos, int *n_pos
     if (rc == 0 && !o->info && !o->dump) {
         char err[ERR_LEN];
         o->val_files = n_vals > 0;
+        if (o->val_files) o->val_fraction = 0;  // the --val files are the whole validation set
         o->n_src = *n_pos + n_vals;
         o->src = xcalloc((size_t)o->n_src, sizeof(Source));
         for (int k = 0; k < o->n_src && rc == 0; k++)

@@ -102,6 +102,15 @@ run_ok val_file "$PREP" --tokenizer "$V3" --out "$tmp/valfile" --val "$MIXED" "$
 $REF --tokenizer "$V3" --jsonl "$MIXED" >"$tmp/ref"
 same_output val_file_vs_mistral_common "$tmp/ours" "$tmp/ref"
 check val_file_no_fraction "$(ls "$tmp/valfile")" "$(printf 'train-conversations.bin\nval-mixed.bin')"
+# With --val nothing is held out of the training sources: the train shard holds all 10
+# conversations, the same ids and masks as with --val-fraction 0 (that shard's header
+# differs: weight 2), and --check counts them all.
+check val_file_trains_on_every_line "$(info_field "$tmp/valfile/train-conversations.bin" conversations)" 10
+"$PREP" --dump "$tmp/valfile/train-conversations.bin" >"$tmp/ours"
+"$PREP" --dump "$tmp/rt-$(basename "$V3")/train-conversations.bin" >"$tmp/ref"
+same_output val_file_train_shard_is_the_whole_source "$tmp/ours" "$tmp/ref"
+"$PREP" --tokenizer "$V3" --check --val "$MIXED" "$CONV" >"$tmp/report-val"
+check val_file_check_counts_every_line "$(grep -c '^  train 10 conversations' "$tmp/report-val")" 2  # the source and the total
 
 mkdir -p "$tmp/gz"
 gzip -c "$MIXED" >"$tmp/gz/mixed.jsonl.gz"
