@@ -102,6 +102,9 @@ TEST(bad_configs_are_refused) {
     refused("{\"model_type\": \"llama\", " BASE ", \"num_attention_heads\": 4, \"attention_bias\": true}", "bias");
     refused("{\"model_type\": \"gpt2\", " BASE ", \"num_attention_heads\": 4}", "model_type");
     refused("{\"model_type\": \"mistral\", " BASE ", \"num_attention_heads\": -4}", "num_attention_heads: not a positive integer");
+    // each size fits an int, their product would not
+    refused("{\"model_type\": \"mistral\", " BASE ", \"num_attention_heads\": 4, \"head_dim\": 1000000000}",
+            "num_attention_heads x head_dim = 4000000000 is beyond any model");
     refused("{\"model_type\": \"mistral\", " BASE ", \"num_attention_heads\": 4, \"quantization_config\": "
             "{\"quant_method\": \"gptq\"}}", "quantization_config");
     refused("{\"model_type\": ", "not valid JSON");

@@ -78,6 +78,10 @@ static int read_config(ModelConfig *c, const cJSON *root, const char *path, char
         return set_error(err, "%s: num_key_value_heads %d does not divide num_attention_heads %d", path,
                          c->num_key_value_heads, c->num_attention_heads);
     if (c->head_dim % 2) return set_error(err, "%s: head_dim %d is odd (RoPE rotates pairs)", path, c->head_dim);
+    // the projections' widths are ints like the sizes themselves (at most 1e9 each)
+    if ((int64_t)c->num_attention_heads * c->head_dim > 1000000000)
+        return set_error(err, "%s: num_attention_heads x head_dim = %lld is beyond any model", path,
+                         (long long)c->num_attention_heads * c->head_dim);
 
     c->sliding_window = 0;
     const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");

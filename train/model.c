@@ -72,6 +72,17 @@ int model_load(Model *m, const char *dir, int nf4, char *err) {
     if (model_files_open(&f, dir, err)) return -1;
     const ModelConfig *c = &m->c;
     int H = c->hidden_size, V = c->vocab_size, rc = 0;
+    // every layer the config counts must be in the files before the layers are allocated
+    // (an absurd num_hidden_layers is refused, not attempted)
+    for (int i = 0; i < c->num_hidden_layers && rc == 0; i++) {
+        char name[128];
+        snprintf(name, sizeof(name), "model.layers.%d.input_layernorm.weight", i);
+        if (!model_files_find(&f, name)) rc = set_error(err, "%s: tensor '%s' is missing", model_files_path(&f, name), name);
+    }
+    if (rc) {
+        model_files_close(&f);
+        return -1;
+    }
     m->layers = xcalloc((size_t)c->num_hidden_layers, sizeof(Layer));
     m->embed = load_float(&f, "model.embed_tokens.weight", V, H, err);
     m->norm = m->embed ? load_float(&f, "model.norm.weight", H, 0, err) : NULL;

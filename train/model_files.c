@@ -69,13 +69,17 @@ static int index_tensors(ModelFiles *m, char *err) {
     int total = 0;
     for (int s = 0; s < m->n_shards; s++) total += m->shards[s].n_tensors;
     m->all = xcalloc((size_t)total + 1, sizeof(StTensor *));
+    m->shard_of = xcalloc((size_t)total + 1, sizeof(int));
     strmap_init(&m->where, (size_t)total);
     for (int s = 0; s < m->n_shards; s++)
         for (int i = 0; i < m->shards[s].n_tensors; i++) {
             const StTensor *t = &m->shards[s].tensors[i];
-            if (strmap_put(&m->where, t->name, strlen(t->name), m->n_tensors))
-                return set_error(err, "%s: tensor '%s' is in two shards (the second: %s)", m->dir, t->name,
-                                 m->shards[s].path);
+            if (strmap_put(&m->where, t->name, strlen(t->name), m->n_tensors)) {
+                int first = m->shard_of[strmap_get(&m->where, t->name, strlen(t->name))];
+                return set_error(err, "%s: tensor '%s' is in two shards, %s and %s", m->source, t->name,
+                                 m->shards[first].path, m->shards[s].path);
+            }
+            m->shard_of[m->n_tensors] = s;
             m->all[m->n_tensors++] = t;
         }
     return 0;
@@ -86,9 +90,15 @@ int model_files_open(ModelFiles *m, const char *dir, char *err) {
     m->dir = xstrdup(dir);
     char *index = join(dir, "model.safetensors.index.json"), *single = join(dir, "model.safetensors");
     int rc;
-    if (access(index, F_OK) == 0) rc = open_indexed(m, index, err);
-    else if (access(single, F_OK) == 0) rc = open_shard(m, "model.safetensors", err);
-    else rc = set_error(err, "%s: neither model.safetensors nor model.safetensors.index.json is there", dir);
+    if (access(index, F_OK) == 0) {
+        m->source = index, index = NULL;
+        rc = open_indexed(m, m->source, err);
+    } else if (access(single, F_OK) == 0) {
+        m->source = single, single = NULL;
+        rc = open_shard(m, "model.safetensors", err);
+    } else {
+        rc = set_error(err, "%s: neither model.safetensors nor model.safetensors.index.json is there", dir);
+    }
     if (rc == 0) rc = index_tensors(m, err);
     free(index);
     free(single);
@@ -100,8 +110,10 @@ void model_files_close(ModelFiles *m) {
     for (int s = 0; s < m->n_shards; s++) st_close(&m->shards[s]);
     free(m->shards);
     free(m->all);
+    free(m->shard_of);
     if (m->where.slots) strmap_free(&m->where);
     free(m->dir);
+    free(m->source);
     memset(m, 0, sizeof(*m));
 }
 
@@ -110,16 +122,21 @@ const StTensor *model_files_find(const ModelFiles *m, const char *name) {
     return i < 0 ? NULL : m->all[i];
 }
 
+const char *model_files_path(const ModelFiles *m, const char *name) {
+    int32_t i = strmap_get(&m->where, name, strlen(name));
+    return i < 0 ? m->source : m->shards[m->shard_of[i]].path;
+}
+
 const StTensor *model_files_expect(const ModelFiles *m, const char *name, int dtype, int ndim,
                                    const int64_t *shape, char *err) {
     const StTensor *t = model_files_find(m, name);
     if (!t) {
-        set_error(err, "%s: tensor '%s' is missing", m->dir, name);
+        set_error(err, "%s: tensor '%s' is missing", m->source, name);
         return NULL;
     }
     int is_float = t->dtype == ST_F32 || t->dtype == ST_BF16 || t->dtype == ST_F16;
     if (dtype < 0 ? !is_float : t->dtype != (StDtype)dtype) {
-        set_error(err, "%s: tensor '%s' has dtype %s, expected %s", m->dir, name, st_dtype_name(t->dtype),
+        set_error(err, "%s: tensor '%s' has dtype %s, expected %s", model_files_path(m, name), name, st_dtype_name(t->dtype),
                   dtype < 0 ? "F32, BF16 or F16" : st_dtype_name((StDtype)dtype));
         return NULL;
     }
@@ -131,7 +148,8 @@ const StTensor *model_files_expect(const ModelFiles *m, const char *name, int dt
             snprintf(got + strlen(got), sizeof(got) - strlen(got), d ? ", %lld" : "%lld", (long long)t->shape[d]);
         for (int d = 0; d < ndim; d++)
             snprintf(want + strlen(want), sizeof(want) - strlen(want), d ? ", %lld" : "%lld", (long long)shape[d]);
-        set_error(err, "%s: tensor '%s' has shape [%s], the config implies [%s]", m->dir, name, got, want);
+        set_error(err, "%s: tensor '%s' has shape [%s], the config implies [%s]", model_files_path(m, name), name, got,
+                  want);
         return NULL;
     }
     return t;

@@ -18,10 +18,12 @@
 
 typedef struct {
     char *dir;
+    char *source;  // DIR/model.safetensors or DIR/model.safetensors.index.json
     SafeTensors *shards;
     int n_shards;
     StrMap where;  // tensor name -> index into all
     const StTensor **all;
+    int *shard_of;  // all[i] lives in shards[shard_of[i]]
     int n_tensors;
 } ModelFiles;
 
@@ -31,8 +33,12 @@ void model_files_close(ModelFiles *m);
 // The tensor with this name, or NULL.
 const StTensor *model_files_find(const ModelFiles *m, const char *name);
 
+// The file to name in a message about this tensor: the shard that holds it, or, when no
+// shard does, m->source (the file that should have listed it).
+const char *model_files_path(const ModelFiles *m, const char *name);
+
 // The tensor with this name, checked to have this dtype (any float type when dtype is -1)
-// and shape. Returns NULL with "DIR: tensor 'NAME': reason" in err.
+// and shape. Returns NULL with "FILE: tensor 'NAME' reason" in err (model_files_path).
 const StTensor *model_files_expect(const ModelFiles *m, const char *name, int dtype, int ndim,
                                    const int64_t *shape, char *err);
 
