@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,3 +121,13 @@ uint64_t rng_below(uint64_t *state, uint64_t n) {
 }
 
 double rng_uniform(uint64_t *state) { return (double)(rng_next(state) >> 11) * 0x1.0p-53; }
+
+double max_rel_error(const float *got, const float *ref, size_t n) {
+    double diff = 0, mag = 1e-30;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - ref[i]);
+        diff = d > diff || d != d ? d : diff;  // a NaN stays
+        mag = fmax(mag, fabs((double)ref[i]));
+    }
+    return diff / mag;
+}

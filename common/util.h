@@ -27,6 +27,12 @@ int set_error(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 
 // On failure returns NULL with the reason in err.
 char *read_file(const char *path, size_t *len, char *err);
 
+// max |got - ref| / max |ref| over n elements: how far a result is from a reference tensor,
+// relative to the reference's scale (so that near-zero elements do not dominate); the
+// measure of check_fixture and of the tests that compare with reference outputs. NaN in
+// got gives NaN.
+double max_rel_error(const float *got, const float *ref, size_t n);
+
 // Removes a file or a directory tree (like rm -rf, without a shell). Returns 0 or -1.
 int remove_tree(const char *path);
 

@@ -123,6 +123,24 @@ void model_free(Model *m) {
     memset(m, 0, sizeof(*m));
 }
 
+int model_parse_targets(const char *list, unsigned *mask) {
+    static const char *names[N_PROJ] = {"q", "k", "v", "o", "gate", "up", "down"};
+    *mask = 0;
+    if (strcmp(list, "all") == 0) {
+        *mask = (1u << N_PROJ) - 1;
+        return 0;
+    }
+    char buf[256];
+    snprintf(buf, sizeof(buf), "%s", list);
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        int found = 0;
+        for (int p = 0; p < N_PROJ; p++)
+            if (strcmp(tok, names[p]) == 0 || strcmp(tok, proj_short[p]) == 0) *mask |= 1u << p, found = 1;
+        if (!found) return -1;
+    }
+    return *mask ? 0 : -1;
+}
+
 void model_lora_init(Model *m, unsigned targets, int r, float alpha, int rslora, uint64_t seed) {
     m->lora_r = r;
     m->lora_alpha = alpha;

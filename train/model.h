@@ -62,6 +62,11 @@ typedef struct {
 int model_load(Model *m, const char *dir, int nf4, char *err);
 void model_free(Model *m);
 
+// "all" or a comma-separated list of projections ("q" or "q_proj", ..., "down" or
+// "down_proj") into a mask (bit i = projection i). Returns 0, or -1 when a name is unknown
+// or the list is empty.
+int model_parse_targets(const char *list, unsigned *mask);
+
 // Adds LoRA to the projections in targets (bit i = projection i) with PEFT's init.
 void model_lora_init(Model *m, unsigned targets, int r, float alpha, int rslora, uint64_t seed);
 

@@ -12,8 +12,8 @@
 #include "lora.h"
 #include "safetensors.h"
 
-static void key_of(char *out, size_t n, int layer, int p, char ab) {
-    snprintf(out, n, "base_model.model.model.layers.%d.%s.lora_%c.weight", layer, proj_names[p], ab);
+void peft_lora_key(char *out, size_t n, int layer, int p, int is_b) {
+    snprintf(out, n, "base_model.model.model.layers.%d.%s.lora_%c.weight", layer, proj_names[p], is_b ? 'B' : 'A');
 }
 
 // Which projections target_modules names (a list of module names, as PEFT writes it).
@@ -60,8 +60,28 @@ static int read_config(const char *path, int *r, float *alpha, int *rslora, unsi
     return rc;
 }
 
+int peft_lora_read(Model *m, const SafeTensors *st, char *err) {
+    char name[160];
+    for (int i = 0; i < m->c.num_hidden_layers; i++)
+        for (int p = 0; p < N_PROJ; p++) {
+            Linear *l = &m->layers[i].proj[p];
+            if (!l->A) continue;
+            for (int k = 0; k < 2; k++) {
+                peft_lora_key(name, sizeof(name), i, p, k);
+                const StTensor *t = st_find(st, name);
+                int64_t rows = k ? l->out : m->lora_r, cols = k ? m->lora_r : l->in;
+                if (!t) return set_error(err, "%s: tensor '%s' is missing", st->path, name);
+                if (t->dtype != ST_F32 || t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
+                    return set_error(err, "%s: tensor '%s' is not F32 [%lld, %lld]", st->path, name, (long long)rows,
+                                     (long long)cols);
+                memcpy(k ? l->B : l->A, t->data, t->nbytes);
+            }
+        }
+    return 0;
+}
+
 int peft_adapter_load(Model *m, const char *dir, char *err) {
-    char path[4096], name[160];
+    char path[4096];
     int r = 0, rslora = 0;
     float alpha = 0.0f;
     unsigned targets = 0;
@@ -71,23 +91,9 @@ int peft_adapter_load(Model *m, const char *dir, char *err) {
     SafeTensors st;
     if (st_open(&st, path, err)) return -1;
     model_lora_init(m, targets, r, alpha, rslora, 0);
-    int rc = 0, used = 0;
-    for (int i = 0; i < m->c.num_hidden_layers && rc == 0; i++)
-        for (int p = 0; p < N_PROJ && rc == 0; p++) {
-            Linear *l = &m->layers[i].proj[p];
-            if (!l->A) continue;
-            for (int k = 0; k < 2 && rc == 0; k++) {
-                key_of(name, sizeof(name), i, p, k ? 'B' : 'A');
-                const StTensor *t = st_find(&st, name);
-                int64_t rows = k ? l->out : r, cols = k ? r : l->in;
-                if (!t) rc = set_error(err, "%s: tensor '%s' is missing", path, name);
-                else if (t->dtype != ST_F32 || t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
-                    rc = set_error(err, "%s: tensor '%s' is not F32 [%lld, %lld]", path, name, (long long)rows,
-                                   (long long)cols);
-                else
-                    memcpy(k ? l->B : l->A, t->data, t->nbytes), used++;
-            }
-        }
+    int rc = peft_lora_read(m, &st, err), used = 0;
+    for (int i = 0; i < m->c.num_hidden_layers; i++)
+        for (int p = 0; p < N_PROJ; p++) used += m->layers[i].proj[p].A ? 2 : 0;
     if (rc == 0 && used != st.n_tensors)
         rc = set_error(err, "%s: %d tensors are not LoRA weights of this model's targets", path, st.n_tensors - used);
     st_close(&st);
@@ -122,7 +128,7 @@ int peft_adapter_save(const Model *m, const char *dir, const char *base_model, f
             if (!l->A) continue;
             targets |= 1u << p;
             for (int k = 0; k < 2; k++) {
-                key_of(names[n], sizeof(names[n]), i, p, k ? 'B' : 'A');
+                peft_lora_key(names[n], sizeof(names[n]), i, p, k);
                 w[n] = (StWrite){names[n], ST_F32, 2, {k ? l->out : m->lora_r, k ? m->lora_r : l->in}, k ? l->B : l->A};
                 n++;
             }

@@ -12,9 +12,16 @@
 #define PERSONA_PEFT_ADAPTER_H
 
 #include "model.h"
+#include "safetensors.h"
 
 // Reads DIR into the model's LoRA weights (allocating them). Returns 0 or -1 with err.
 int peft_adapter_load(Model *m, const char *dir, char *err);
+// The adapter file's key of a LoRA weight: base_model.model.model.layers.{layer}.{P}.lora_{A|B}.weight.
+void peft_lora_key(char *out, size_t n, int layer, int p, int is_b);
+// Fills the model's LoRA weights (model_lora_init made them) from st, where each is stored
+// under its adapter key as F32 [r, in] or [out, r]; other tensors in st are ignored.
+// Returns 0 or -1 with "FILE: tensor 'KEY' reason" in err.
+int peft_lora_read(Model *m, const SafeTensors *st, char *err);
 // Writes the model's LoRA weights and config to DIR (created if needed), each file via a
 // temporary name and rename. base_model may be NULL.
 int peft_adapter_save(const Model *m, const char *dir, const char *base_model, float dropout, char *err);

@@ -100,24 +100,6 @@ static void usage(FILE *f) {
 // ---------------------------------------------------------------------------------------
 // arguments
 
-static int parse_targets(const char *list, unsigned *mask) {
-    static const char *names[N_PROJ] = {"q", "k", "v", "o", "gate", "up", "down"};
-    *mask = 0;
-    if (strcmp(list, "all") == 0) {
-        *mask = (1u << N_PROJ) - 1;
-        return 0;
-    }
-    char buf[256];
-    snprintf(buf, sizeof(buf), "%s", list);
-    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-        int found = 0;
-        for (int p = 0; p < N_PROJ; p++)
-            if (strcmp(tok, names[p]) == 0 || strcmp(tok, proj_short[p]) == 0) *mask |= 1u << p, found = 1;
-        if (!found) return -1;
-    }
-    return *mask ? 0 : -1;
-}
-
 static int parse_args(int argc, char **argv, Options *o) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -525,7 +507,7 @@ int main(int argc, char **argv) {
     if (parse_args(argc, argv, &o)) return 1;
     unsigned targets;
     ScheduleKind sched;
-    if (parse_targets(o.targets, &targets) || schedule_parse(o.schedule, &sched)) {
+    if (model_parse_targets(o.targets, &targets) || schedule_parse(o.schedule, &sched)) {
         fprintf(stderr, "error: --lora-targets '%s' or --schedule '%s' not understood (see --help)\n", o.targets,
                 o.schedule);
         return 1;
