@@ -49,8 +49,8 @@ Any other configuration, into one directory (model, adapter/, expected.safetenso
       --head-dim 4 --sliding-window 3 --lora-r 2 --rslora --targets q_proj,v_proj,down_proj
 
 and, to check that PEFT loads an adapter we write (the result is committed):
-  make build/test/test_model && build/test/test_model --export-adapter /tmp/ours
-  python scripts/model_fixtures.py check-adapter /tmp/ours test/fixtures/tiny/peft_loads_our_adapter.json
+  make build/test/test_model && build/test/test_model --export-adapter runs/our-adapter
+  python scripts/model_fixtures.py check-adapter runs/our-adapter test/fixtures/tiny/peft_loads_our_adapter.json
 """
 import os
 import sys
