@@ -18,12 +18,17 @@ fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# no_spills NAME SRC: ptxas reports on SRC for sm_80 and sm_90, with no spills.
+# no_spills NAME SRC: ptxas reports on SRC for sm_80 and sm_90, with no spills. A program
+# with no kernels of its own (a bench of a library call) compiles and has nothing to report.
 no_spills() {
     for arch in 80 90; do
+        local ok=1
         "$NVCC" -std=c++17 -O3 -cubin -arch=sm_$arch -Xptxas -v -Werror all-warnings \
-            -o "$tmp/$1.cubin" "$2" >"$tmp/ptxas" 2>&1
-        if grep -q "for 'sm_$arch'" "$tmp/ptxas" && ! grep -E "[1-9][0-9]* bytes spill (stores|loads)" "$tmp/ptxas" >/dev/null; then
+            -o "$tmp/$1.cubin" "$2" >"$tmp/ptxas" 2>&1 || ok=0
+        if [ $ok = 1 ] && ! grep -q "Compiling entry function" "$tmp/ptxas"; then
+            continue
+        fi
+        if [ $ok = 1 ] && grep -q "for 'sm_$arch'" "$tmp/ptxas" && ! grep -E "[1-9][0-9]* bytes spill (stores|loads)" "$tmp/ptxas" >/dev/null; then
             echo "PASS ptxas_${1}_sm${arch}_no_spills"
         else
             echo "FAIL ptxas_${1}_sm${arch}_no_spills"
