@@ -12,7 +12,8 @@
 //    shows as errors of the size of the values themselves.
 // 2. The stand-in refuses what the wrapper does not do (another compute type, an epilogue
 //    attribute, fp16 data, C != D, a host pointer, a pointer less aligned than the query was
-//    told, an algorithm from another query), with an error status and a message.
+//    told, an algorithm from another query, a destroyed stream), with an error status and a
+//    message.
 // 3. A failing call inside the wrapper stops the program with exit status 2 and a message
 //    that names the cuBLASLt call, the file and the line.
 #include "../kernels/matmul.cuh"
@@ -61,6 +62,7 @@ struct Case {
 static const Case kCases[] = {{1, 1, 1}, {7, 1, 129}, {1, 7, 7}, {129, 7, 1}, {7, 129, 129}, {33, 17, 257}, {40, 16, 1000}};
 
 static Matmul mm;
+static cudaStream_t stream;  // a created stream, for half the products (the rest use stream 0)
 static double worst[2];  // the worst error / tolerance, bf16 and fp32 outputs
 
 // One product: out = alpha·op(A)·op(B) + beta·out, checked element by element.
@@ -90,7 +92,9 @@ static int check_case(const Case &c, int trans_a, int trans_b, MatmulType type, 
     } else {
         cuda_check(cudaMemcpy(before, out, out_n * esize, cudaMemcpyDeviceToHost));
     }
-    matmul_strided(&mm, out, type, ldo, A.dev, trans_a, lda, B.dev, trans_b, ldb, M, N, K, alpha, beta, 0);
+    matmul_strided(&mm, out, type, ldo, A.dev, trans_a, lda, B.dev, trans_b, ldb, M, N, K, alpha, beta,
+                   padded ? stream : 0);
+    cuda_check(cudaStreamSynchronize(stream));
     cuda_check(cudaMemcpy(after, out, out_n * esize, cudaMemcpyDeviceToHost));
 
     int bad = 0;
@@ -213,10 +217,10 @@ static void problem_create(Problem *p) {
     cuda_check(cudaMemset(p->B, 0, 16 * sizeof(__nv_bfloat16)));
 }
 
-static cublasStatus_t problem_run(Problem *p, const void *A, void *C, void *D) {
+static cublasStatus_t problem_run(Problem *p, const void *A, void *C, void *D, cudaStream_t on = 0) {
     float alpha = 1, beta = 0;
     return QUIETLY(cublasLtMatmul(mm.handle, p->desc, &alpha, A, p->a, p->B, p->b, &beta, C, p->d, D, p->d,
-                                  &p->result.algo, mm.workspace, mm.workspace_bytes, 0));
+                                  &p->result.algo, mm.workspace, mm.workspace_bytes, on));
 }
 
 static void problem_destroy(Problem *p) {
@@ -280,6 +284,10 @@ TEST(stand_in_refuses_what_the_wrapper_does_not_do) {
     CHECK_INT(expect_refusal(problem_run(&p, host_a, p.D, p.D), CUBLAS_STATUS_INVALID_VALUE, "A ("), 0);
     // the query was told 256-byte alignment (the default); A one element off is not
     CHECK_INT(expect_refusal(problem_run(&p, p.A + 1, p.D, p.D), CUBLAS_STATUS_INVALID_VALUE, "256-byte aligned"), 0);
+    cudaStream_t gone;
+    cuda_check(cudaStreamCreate(&gone));
+    cuda_check(cudaStreamDestroy(gone));
+    CHECK_INT(expect_refusal(problem_run(&p, p.A, p.D, p.D, gone), CUBLAS_STATUS_INVALID_VALUE, "unknown stream"), 0);
     Problem q;  // an algorithm from another query
     problem_create(&q);
     q.result = p.result;
@@ -315,11 +323,13 @@ int main(void) {
     void *workspace;
     cuda_check(cudaMalloc(&workspace, MATMUL_WORKSPACE_BYTES));
     matmul_create(&mm, workspace, MATMUL_WORKSPACE_BYTES);
+    cuda_check(cudaStreamCreate(&stream));
     RUN(matmul_matches_double_gemm);
     RUN(a_transposition_mistake_is_caught);
     RUN(stand_in_refuses_what_the_wrapper_does_not_do);
     RUN(wrapper_failure_names_the_call);
     matmul_destroy(&mm);
+    cuda_check(cudaStreamDestroy(stream));
     cuda_check(cudaFree(workspace));
     return test_summary();
 }
