@@ -236,16 +236,19 @@ static inline int cross_entropy_forward_backward(const Matmul *mm, double *loss,
 // ---------------------------------------------------------------------------------------
 // How far the result may be from the fp32 reference (train/cross_entropy.c given the same
 // bf16 X and W as floats); the test and the bench check against these. Both compute the
-// logits as fp32 sums of exact products: each side within (H + 2)·2^-24·Σ_i|x_i·w_ci| of the
-// exact value, the GPU's bound doubled for tensor cores that truncate (matmul.cuh), so
-//   E = max_c 3(H + 2)·2^-24·Σ_i|x_i·w_ci|   bounds |z_gpu − z_ref| for every logit of the row.
+// logits as fp32 sums of exact products: the reference within (H + 2)·2^-24·Σ_i|x_i·w_ci| of
+// the exact value, the GPU within matmul_sum_error(H) of the same sum (tensor cores, see
+// matmul.cuh), so
+//   E = max_c (matmul_sum_error(H) + (H + 2)·2^-24)·Σ_i|x_i·w_ci|   bounds |z_gpu − z_ref|
+// for every logit of the row.
 // lse moves by at most E with the logits, plus the GPU's fp32 Σexp (V terms, each within
 // 2 ulp: (V + 4)·2^-24 relative, the same absolute after the log) and the rounding of m + log
 // (2^-23·(|lse| + 1)): dl = E + (V + 4)·2^-24 + 2^-23·(|lse| + 1).
 //   loss_t:  weights[t]·(E + dl) (target logit and lse), plus 2^-23·|loss_t| (the subtraction
 //            and the product by the weight, each rounded to fp32);
 //   dz_c:    p_c·(e^(E + dl) − 1 + 2^-22) from the exponent, then the bf16 rounding, 2^-8·|dz_c|;
-//   dX_i:    Σ_c |Δdz_c|·|W_ci| plus both sides' fp32 sums over V, 3(V + 2)·2^-24·Σ_c|dz_c·W_ci|,
+//   dX_i:    Σ_c |Δdz_c|·|W_ci| plus both sides' fp32 sums over V, (matmul_sum_error(V) +
+//            (V + 2)·2^-24)·Σ_c|dz_c·W_ci|,
 //            plus the final bf16 rounding, 2^-8·|dX_i|.
 
 static inline double cross_entropy_lse_error(double E, int V, double lse) {
@@ -261,7 +264,8 @@ static inline double cross_entropy_dz_error(double p, double dz, double E, int V
 }
 // dX_i given Σ_c |Δdz_c|·|W_ci| (dz_errors) and Σ_c |dz_c·W_ci| (abs_products).
 static inline double cross_entropy_dx_tolerance(double ref, double dz_errors, double abs_products, int V) {
-    return 0x1p-8 * fabs(ref) + (1 + 0x1p-8) * (dz_errors + 3.0 * (V + 2) * 0x1p-24 * abs_products);
+    double sums = (matmul_sum_error(V) + (V + 2) * 0x1p-24) * abs_products;
+    return 0x1p-8 * fabs(ref) + (1 + 0x1p-8) * (dz_errors + sums);
 }
 
 // cross_entropy_tolerances evaluates these for a whole input, with z, p and dz from a
@@ -287,7 +291,7 @@ static inline double cross_entropy_tolerances(const float *X, const float *W, co
             double acc = 0, abs_acc = 0;
             for (int i = 0; i < H; i++) acc += (double)x[i] * W[(size_t)c * H + i], abs_acc += fabs((double)x[i] * W[(size_t)c * H + i]);
             z[c] = acc;
-            E = fmax(E, 3.0 * (H + 2) * 0x1p-24 * abs_acc);
+            E = fmax(E, (matmul_sum_error(H) + (H + 2) * 0x1p-24) * abs_acc);
             top = fmax(top, acc);
         }
         for (int c = 0; c < V; c++) sum += exp(z[c] - top);

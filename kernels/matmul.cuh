@@ -42,9 +42,12 @@
  *
  * Error bound (matmul_tolerance, used by the tests and the bench): bf16 × bf16 products are
  * exact in fp32 (8 + 8 significant bits), so the only errors are the K-term fp32 sum, at most
- * (K - 1)·2^-24·Σ|a·b| in any order (Higham §4.2) and doubled here because tensor cores may
- * truncate rather than round when they align addends, then alpha, the beta·out term and the
- * final rounding to the output type (2^-8 for bf16, 2^-24 for fp32, of the result).
+ * (K - 1)·2^-24·Σ|a·b| in any order with IEEE rounding (Higham §4.2), then alpha, the
+ * beta·out term and the final rounding to the output type (2^-8 for bf16, 2^-24 for fp32, of
+ * the result). Tensor cores are reported to align the addends of a block to the largest and
+ * truncate instead of rounding (Fasi, Higham, Mikaitis, Pranesh, "Numerical behavior of
+ * NVIDIA tensor cores", PeerJ CS 2021), which costs up to a full ulp per term instead of
+ * half of one; matmul_sum_error allows twice that again: 4(K + 2)·2^-24 of Σ|terms|.
  */
 #ifndef PERSONA_MATMUL_CUH
 #define PERSONA_MATMUL_CUH
@@ -155,10 +158,13 @@ static inline void matmul(const Matmul *mm, void *out, MatmulType out_type, cons
 // How far an output element may be from the exact result ref (computed in double from the
 // same bf16 inputs): abs_products = Σ_k |op(A)[m,k]·op(B)[k,n]|, out_before = the element's
 // value before the call (what beta multiplies). See the header comment.
+// The GPU's fp32 sum of K exact products and two more terms, relative to Σ|terms|.
+static inline double matmul_sum_error(int K) { return 4.0 * (K + 2) * 0x1p-24; }
+
 static inline double matmul_tolerance(double ref, double abs_products, double out_before, int K, float alpha,
                                       float beta, MatmulType out_type) {
     double round_out = out_type == MATMUL_BF16 ? 0x1p-8 : 0x1p-24;
-    double sums = (2.0 * (K + 2) * 0x1p-24) * (fabs((double)alpha) * abs_products + fabs((double)beta * out_before));
+    double sums = matmul_sum_error(K) * (fabs((double)alpha) * abs_products + fabs((double)beta * out_before));
     return round_out * fabs(ref) + (1 + round_out) * sums;
 }
 

@@ -6,10 +6,11 @@
 //    (over an output that is NaN, so reading it would show) and beta 1 (accumulating),
 //    bf16 and fp32 outputs, packed and with padded leading dimensions (the padding must stay
 //    untouched), pointers 2 bytes off alignment. Tolerance: matmul_tolerance of matmul.cuh,
-//    2^-8·|ref| (bf16 out) or 2^-24·|ref| (fp32 out) plus 2(K + 2)·2^-24 of the sum of the
+//    2^-8·|ref| (bf16 out) or 2^-24·|ref| (fp32 out) plus 4(K + 2)·2^-24 of the sum of the
 //    magnitudes |alpha|·Σ|a·b| + |beta·out| (bf16 products are exact in fp32; the fp32 sum
-//    of K terms, the scaling and the add). A transposition mix-up or a wrong operand order
-//    shows as errors of the size of the values themselves.
+//    of K terms, the scaling and the add, with room for tensor cores' truncation). A
+//    transposition mix-up or a wrong operand order shows as errors of the size of the values
+//    themselves.
 // 2. The stand-in refuses what the wrapper does not do (another compute type, an epilogue
 //    attribute, fp16 data, C != D, a host pointer, a pointer less aligned than the query was
 //    told, an algorithm from another query, a destroyed stream), with an error status and a
