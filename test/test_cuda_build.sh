@@ -65,3 +65,4 @@ ptx_contains ptx_cuh_wrappers test/test_cuda_ptx_kernels.cu \
     "cp.async.ca.shared.global" "cp.async.cg.shared.global" "cp.async.commit_group" \
     "cp.async.wait_group 0" "cp.async.wait_group 1"
 ptx_contains rmsnorm_packed_loads kernels/bench/rmsnorm.cu "ld.global.v4.u32" "st.global.v4.u32"
+ptx_contains adamw_packed_loads kernels/bench/adamw.cu "ld.global.v4.f32" "st.global.v4.f32"
