@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "../adamw.cuh"
+#include "bench.cuh"
 extern "C" {
 #include "../../train/adamw.h"
 }
@@ -40,13 +41,6 @@ static const size_t kLayerSizes[14] = {
     kRank * 4096, 4096 * kRank, kRank * 4096, 1024 * kRank, kRank * 4096,  1024 * kRank,  kRank * 4096,
     4096 * kRank, kRank * 4096, 14336 * kRank, kRank * 4096, 14336 * kRank, kRank * 14336, 4096 * kRank,
 };
-
-static int attribute(cudaDeviceAttr a) {
-    int dev = 0, v = 0;
-    cuda_check(cudaGetDevice(&dev));
-    cuda_check(cudaDeviceGetAttribute(&v, a, dev));
-    return v;
-}
 
 static void *host_alloc(size_t bytes) {
     void *p = malloc(bytes ? bytes : 1);
@@ -64,29 +58,7 @@ static void random_fill(float *x, size_t n, unsigned *seed, float scale) {
     }
 }
 
-// Times `run` over `repeat` calls, each after a write of `flush` (cold L2); milliseconds.
-template <typename F>
-static float time_cold(F run, int repeat, void *flush, size_t flush_bytes) {
-    cudaEvent_t start, stop;
-    cuda_check(cudaEventCreate(&start));
-    cuda_check(cudaEventCreate(&stop));
-    float total = 0;
-    for (int i = 0; i < repeat; i++) {
-        cuda_check(cudaMemset(flush, i & 0xff, flush_bytes));
-        cuda_check(cudaEventRecord(start));
-        run();
-        cuda_check(cudaEventRecord(stop));
-        cuda_check(cudaEventSynchronize(stop));
-        float ms = 0;
-        cuda_check(cudaEventElapsedTime(&ms, start, stop));
-        total += ms;
-    }
-    cuda_check(cudaEventDestroy(start));
-    cuda_check(cudaEventDestroy(stop));
-    return total / repeat;
-}
-
-static int run_size(size_t n, int repeat, double dram_peak, void *flush, size_t flush_bytes) {
+static int run_size(size_t n, int repeat, const Bench *bench) {
     // the tensor list: the per-layer sizes, repeated, the last tensor cut at n
     int count = 0;
     for (size_t off = 0; off < n; count++) off += kLayerSizes[count % 14];
@@ -178,15 +150,14 @@ static int run_size(size_t n, int repeat, double dram_peak, void *flush, size_t 
 
     if (repeat > 0) {  // then speed (not with --check)
         double adamw_bytes = 28.0 * n, norm_bytes = 4.0 * n + 16.0 * count + 8.0 * GRAD_NORM_BLOCKS;
-        float adamw_ms = time_cold([&] {
-            adamw_update(dp, dg, dm, dv, n, 10, 1e-4f, kConfig.beta1, kConfig.beta2, kConfig.eps, kConfig.weight_decay, 0.5f, 0);
-        }, repeat, flush, flush_bytes);
-        float norm_ms = time_cold([&] { grad_norm_squared(norm_sq, partial, dtable, doffsets, count, 0); }, repeat, flush,
-                                  flush_bytes);
-        printf("  adamw     %8.4f ms  %7.1f GB/s  %5.1f%% of DRAM peak\n", adamw_ms, adamw_bytes / adamw_ms / 1e6,
-               100.0 * adamw_bytes / (adamw_ms / 1e3) / dram_peak);
-        printf("  grad norm %8.4f ms  %7.1f GB/s  %5.1f%% of DRAM peak\n", norm_ms, norm_bytes / norm_ms / 1e6,
-               100.0 * norm_bytes / (norm_ms / 1e3) / dram_peak);
+        float adamw_ms = bench_time_cold([&] {
+            adamw_update(dp, dg, dm, dv, n, 10, 1e-4f, kConfig.beta1, kConfig.beta2, kConfig.eps, kConfig.weight_decay,
+                         0.5f, 0);
+        }, repeat, bench);
+        float norm_ms = bench_time_cold([&] { grad_norm_squared(norm_sq, partial, dtable, doffsets, count, 0); },
+                                        repeat, bench);
+        bench_print_bandwidth("adamw", adamw_bytes, adamw_ms, bench);
+        bench_print_bandwidth("grad norm", norm_bytes, norm_ms, bench);
     }
 
     free(p), free(g), free(m), free(v), free(got), free(gv), free(parts), free(dparts), free(sizes), free(offsets);
@@ -227,14 +198,9 @@ int main(int argc, char **argv) {
         nsizes = 1;
     }
     if (check) repeat = 0;
-    double dram_peak = 2.0 * attribute(cudaDevAttrMemoryClockRate) * 1e3 * attribute(cudaDevAttrGlobalMemoryBusWidth) / 8;
-    size_t flush_bytes = (size_t)attribute(cudaDevAttrL2CacheSize) * 2;
-    void *flush;
-    cuda_check(cudaMalloc(&flush, flush_bytes));
-    printf("DRAM peak %.0f GB/s; L2 flushed with %zu MiB before every timed run; %d runs each\n", dram_peak / 1e9,
-           flush_bytes >> 20, repeat);
+    Bench bench = bench_open(repeat);
     int failed = 0;
-    for (int i = 0; i < nsizes; i++) failed |= run_size(sizes[i], repeat, dram_peak, flush, flush_bytes);
-    cuda_check(cudaFree(flush));
+    for (int i = 0; i < nsizes; i++) failed |= run_size(sizes[i], repeat, &bench);
+    bench_close(&bench);
     return failed ? 2 : 0;
 }
