@@ -31,7 +31,7 @@ extern "C" {
 static Comm comm;
 
 // Rank r's value at index i of buffer `salt`: a spread of signs and magnitudes in [-4, 4]
-// that differs by rank, so every sum rounds.
+// that differs by rank, so most sums must round.
 static float value(int rank, size_t i, unsigned salt) {
     uint32_t h = (uint32_t)i * 2654435761u ^ (uint32_t)(rank + 1) * 40503u ^ salt * 97u;
     h ^= h >> 15, h *= 2246822519u, h ^= h >> 13;
