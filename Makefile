@@ -84,7 +84,7 @@ $(foreach m,$(PROGRAM_MAINS),$(eval $(call program_rules,$(basename $(notdir $(m
 
 cuda: $(CUDA_PROGRAMS)
 
-$(CUDA_PROGRAMS): %: kernels/bench/%.cu $(wildcard kernels/*.cuh) $(OBJ)
+$(CUDA_PROGRAMS): %: kernels/bench/%.cu $(wildcard kernels/*.cuh kernels/bench/*.cuh) $(OBJ)
 	$(NVCC) $(NVFLAGS) -o $@ $< $(OBJ) $(LDLIBS) $(CUDA_LDLIBS)
 
 # The GPU runs: each program exits non-zero when a kernel disagrees with its CPU reference.
@@ -105,9 +105,10 @@ bench: $(CUDA_PROGRAMS)
 # two translation units of one program). -fsanitize-sections lets AddressSanitizer guard
 # the __shared__ arrays in that section.
 # Every test/test_cuda_NAME.cpp is one harness test program (test_cuda_types_nvidia.cpp is
-# the part of test_cuda_types compiled against the toolkit's headers).
-CUDA_HOST_TESTS   = $(filter-out test_cuda_types_nvidia,$(patsubst test/%.cpp,%,$(wildcard test/test_cuda_*.cpp)))
-CUDA_HOST_SRC     = $(wildcard test/cuda_host/*.cpp)
+# the part of test_cuda_types compiled against the toolkit's headers; test_cuda_allreduce
+# and the NCCL stand-in need MPI and are built by the MPI block below).
+CUDA_HOST_TESTS   = $(filter-out test_cuda_types_nvidia test_cuda_allreduce,$(patsubst test/%.cpp,%,$(wildcard test/test_cuda_*.cpp)))
+CUDA_HOST_SRC     = $(filter-out test/cuda_host/nccl_mpi.cpp,$(wildcard test/cuda_host/*.cpp))
 CUDA_HOST_DEPS    = $(wildcard test/cuda_host/*.h kernels/*.cuh test/test_cuda_*.cu) $(HEADERS)
 CUDA_HOST_OBJ     = $(patsubst %.cpp,build/obj/%.o,$(CUDA_HOST_SRC))
 CUDA_HOST_SAN_OBJ = $(patsubst %.cpp,build/san/obj/%.o,$(CUDA_HOST_SRC))
@@ -145,6 +146,46 @@ $(addprefix build/san/,$(CUDA_HOST_TESTS)): build/san/%: build/san/obj/test/%.o 
 	@mkdir -p $(dir $@)
 	$(CXX) $(SANFLAGS) -o $@ $^ $(LDLIBS)
 # (end of the CUDA-on-CPU harness block)
+
+# ---------------------------------------------------------------------------------------
+# MPI: the multi-GPU path on CPUs. test/test_cuda_allreduce.cpp runs kernels/comm.cuh on 2
+# MPI ranks in the harness, with NCCL stood in by MPI (test/cuda_host/nccl.h and
+# nccl_mpi.cpp); test/test_nccl_mpi.sh runs it under mpirun. Built only where Open MPI's
+# mpicxx is found (apt-get install openmpi-bin libopenmpi-dev): elsewhere that script
+# reports one FAIL line and everything else builds as usual. build/gpu/test_cuda_allreduce
+# is the same source built by nvcc against the real NCCL (the toolkit's -lnccl), for a
+# machine with 2 GPUs: `mpirun -np 2 build/gpu/test_cuda_allreduce`.
+MPICXX        ?= mpicxx
+HAVE_MPI      := $(shell command -v $(MPICXX) 2>/dev/null)
+# (the C API only: Open MPI's C++ bindings do not compile warning-free)
+MPI_CFLAGS     = -DOMPI_SKIP_MPICXX $(shell $(MPICXX) --showme:compile)
+MPI_LIBS       = $(shell $(MPICXX) --showme:link)
+MPI_TEST       = test_cuda_allreduce
+NCCL_STAND_IN  = test/cuda_host/nccl_mpi.cpp
+
+build/obj/test/cuda_host/nccl_mpi.o: $(NCCL_STAND_IN) $(CUDA_HOST_DEPS)
+	@mkdir -p $(dir $@)
+	$(CXX) -O2 $(CUDA_HOST_FLAGS) $(MPI_CFLAGS) -c -o $@ $<
+build/san/obj/test/cuda_host/nccl_mpi.o: $(NCCL_STAND_IN) $(CUDA_HOST_DEPS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) $(MPI_CFLAGS) -c -o $@ $<
+build/obj/test/$(MPI_TEST).o: test/$(MPI_TEST).cpp $(CUDA_HOST_DEPS)
+	@mkdir -p $(dir $@)
+	$(CXX) -O2 $(CUDA_HOST_FLAGS) -fno-weak -Itest/cuda_host $(MPI_CFLAGS) -c -o $@ $<
+build/san/obj/test/$(MPI_TEST).o: test/$(MPI_TEST).cpp $(CUDA_HOST_DEPS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) -fno-weak -Itest/cuda_host $(MPI_CFLAGS) -c -o $@ $<
+build/test/$(MPI_TEST): build/obj/test/$(MPI_TEST).o build/obj/test/cuda_host/nccl_mpi.o $(CUDA_HOST_OBJ) $(OBJ)
+	$(CXX) -o $@ $^ $(LDLIBS) $(MPI_LIBS)
+build/san/$(MPI_TEST): build/san/obj/test/$(MPI_TEST).o build/san/obj/test/cuda_host/nccl_mpi.o $(CUDA_HOST_SAN_OBJ) $(SAN_OBJ)
+	$(CXX) $(SANFLAGS) -o $@ $^ $(LDLIBS) $(MPI_LIBS)
+build/gpu/$(MPI_TEST): test/$(MPI_TEST).cpp kernels/comm.cuh kernels/common.cuh test/test.h
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) $(MPI_CFLAGS) -x cu -o $@ $< -lnccl $(MPI_LIBS)
+ifneq ($(HAVE_MPI),)
+test-build: build/test/$(MPI_TEST) build/san/$(MPI_TEST)
+endif
+# (end of the MPI block)
 
 # ---------------------------------------------------------------------------------------
 # Tests. Every test program is built twice: optimised with -Werror (build/test/) and with

@@ -2,11 +2,12 @@
 # test/test_cuda_build.sh: the CUDA code compiles with nvcc for sm_80 and sm_90, warnings as
 # errors, and ptxas reports no register spills: every program in kernels/bench/ (through
 # the Makefile) and every kernel-only test file test/test_cuda_*_kernels.cu (the kernels the
-# CUDA-on-CPU harness also runs, so what the harness checks is what ptxas accepts). The PTX
-# must also contain the instructions the code exists for, so that a change that silently
-# falls off them fails here: each wrapper of kernels/ptx.cuh, and the 16-byte packed loads
-# and stores of the RMSNorm kernels and of the cross-entropy row copies. Compiling is not
-# running: this checks the build only (see README, "What is verified where").
+# CUDA-on-CPU harness also runs, so what the harness checks is what ptxas accepts); and the
+# 2-rank collective test builds against the real NCCL and Open MPI. The PTX must also
+# contain the instructions the code exists for, so that a change that silently falls off
+# them fails here: each wrapper of kernels/ptx.cuh, and the 16-byte packed loads and stores
+# of the memory-bound kernels. Compiling is not running: this checks the build only (see
+# README, "What is verified where").
 set -u
 cd "$(dirname "$0")/.."
 . test/lib.sh
@@ -58,6 +59,12 @@ for src in kernels/bench/*.cu; do
         echo "FAIL nvcc_build_${name}_sm80_sm90"; sed 's/^/  /' "$tmp/log" | head -20; continue; fi
     no_spills "$name" "$src"
 done
+# kernels/comm.cuh against the real NCCL (shipped with the toolkit) and Open MPI: the 2-rank
+# collective test built by nvcc (the harness runs the same source with NCCL stood in by MPI)
+if ! command -v mpicxx >/dev/null 2>&1; then
+    echo "FAIL nvcc_build_test_cuda_allreduce: needs Open MPI's mpicxx (apt-get install openmpi-bin libopenmpi-dev)"
+elif make -s -B build/gpu/test_cuda_allreduce >"$tmp/log" 2>&1; then echo "PASS nvcc_build_test_cuda_allreduce"; else
+    echo "FAIL nvcc_build_test_cuda_allreduce"; sed 's/^/  /' "$tmp/log" | head -20; fi
 for src in test/test_cuda_*_kernels.cu; do
     no_spills "$(basename "$src" .cu)" "$src"
 done
@@ -71,3 +78,4 @@ ptx_contains ptx_cuh_wrappers test/test_cuda_ptx_kernels.cu \
     "cp.async.wait_group 0" "cp.async.wait_group 1"
 ptx_contains rmsnorm_packed_loads kernels/bench/rmsnorm.cu "ld.global.v4.u32" "st.global.v4.u32"
 ptx_contains cross_entropy_packed_copies kernels/bench/cross_entropy.cu "ld.global.v4.u32" "st.global.v4.u32"
+ptx_contains adamw_packed_loads kernels/bench/adamw.cu "ld.global.v4.f32" "st.global.v4.f32"

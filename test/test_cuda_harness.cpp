@@ -13,6 +13,7 @@
 
 #include <limits.h>
 #include <math.h>
+#include <time.h>
 
 // Copies n values of type T back from the device.
 template <typename T>
@@ -725,6 +726,83 @@ TEST(math_intrinsics) {
     CHECK(min(2.5f, 1.5f) == 1.5f);
 }
 
+// ---------------------------------------------------------------------------------------
+// Events, stream waits and the device's properties
+
+TEST(events_time_the_work_between_records) {
+    cudaEvent_t start, stop, untimed;
+    cudaStream_t stream;
+    cuda_check(cudaEventCreate(&start));
+    cuda_check(cudaEventCreate(&stop));
+    cuda_check(cudaEventCreateWithFlags(&untimed, cudaEventDisableTiming));
+    cuda_check(cudaStreamCreate(&stream));
+    float ms = -1;
+    // never recorded: the toolkit's documented error
+    CHECK_INT(expect_fault(QUIETLY(cudaEventElapsedTime(&ms, start, stop)), cudaErrorInvalidResourceHandle,
+                           "never recorded"), 0);
+    cuda_check(cudaEventRecord(start));
+    struct timespec pause = {0, 20 * 1000 * 1000};  // 20 ms of "work" between the records
+    nanosleep(&pause, NULL);
+    cuda_check(cudaEventRecord(stop, stream));
+    cuda_check(cudaEventSynchronize(stop));
+    cuda_check(cudaEventElapsedTime(&ms, start, stop));
+    CHECK(ms >= 20.0f && ms < 2000.0f);
+    // an event made without timing cannot be timed, but can be waited on
+    cuda_check(cudaEventRecord(untimed, stream));
+    CHECK_INT(expect_fault(QUIETLY(cudaEventElapsedTime(&ms, start, untimed)), cudaErrorInvalidResourceHandle,
+                           "cudaEventDisableTiming"), 0);
+    CHECK_INT(cudaStreamWaitEvent(stream, untimed, 0), cudaSuccess);
+    CHECK_INT(cudaStreamWaitEvent(0, stop), cudaSuccess);
+    cuda_check(cudaEventDestroy(untimed));
+    // handles that are gone or were never made
+    CHECK_INT(expect_fault(QUIETLY(cudaStreamWaitEvent(stream, untimed, 0)), cudaErrorInvalidResourceHandle,
+                           "unknown event"), 0);
+    CHECK_INT(expect_fault(QUIETLY(cudaEventDestroy(untimed)), cudaErrorInvalidResourceHandle, "unknown event"), 0);
+    CHECK_INT(expect_fault(QUIETLY(cudaEventRecord(start, (cudaStream_t)&ms)), cudaErrorInvalidResourceHandle,
+                           "unknown stream"), 0);
+    CHECK_INT(expect_fault(QUIETLY(cudaEventCreateWithFlags(&untimed, 0x80)), cudaErrorInvalidValue, "not emulated"),
+              0);
+    cuda_check(cudaEventDestroy(start));
+    cuda_check(cudaEventDestroy(stop));
+    cuda_check(cudaStreamDestroy(stream));
+}
+
+// What NVIDIA publishes for the H100 SXM5 80GB and CUDA's sm_90 limits, written out here.
+TEST(device_properties_describe_an_h100) {
+    cudaDeviceProp p;
+    cuda_check(cudaGetDeviceProperties(&p, 0));
+    CHECK_STR(p.name, "NVIDIA H100 80GB HBM3");
+    CHECK_INT(p.major, 9);
+    CHECK_INT(p.minor, 0);
+    CHECK_INT(p.multiProcessorCount, 132);
+    CHECK_INT(p.warpSize, 32);
+    CHECK_INT(p.maxThreadsPerBlock, 1024);
+    CHECK_INT(p.maxThreadsPerMultiProcessor, 2048);
+    CHECK_INT(p.maxThreadsDim[2], 64);
+    CHECK_INT(p.maxGridSize[0], 2147483647);
+    CHECK_INT(p.sharedMemPerBlock, 48 * 1024);
+    CHECK_INT(p.sharedMemPerBlockOptin, 227 * 1024);
+    CHECK_INT(p.sharedMemPerMultiprocessor, 228 * 1024);
+    CHECK_INT(p.regsPerMultiprocessor, 65536);
+    CHECK_INT(p.l2CacheSize, 50 * 1024 * 1024);
+    CHECK(p.totalGlobalMem > 79ull << 30 && p.totalGlobalMem <= 80ull << 30);
+    // the attributes say the same, and the DRAM peak the benches compute from them is the
+    // datasheet's 3.35 TB/s
+    int v = 0, mem_khz = 0, bus = 0;
+    cuda_check(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, 0));
+    CHECK_INT(v, 132);
+    cuda_check(cudaDeviceGetAttribute(&v, cudaDevAttrL2CacheSize, 0));
+    CHECK_INT(v, 50 * 1024 * 1024);
+    cuda_check(cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, 0));
+    cuda_check(cudaDeviceGetAttribute(&bus, cudaDevAttrGlobalMemoryBusWidth, 0));
+    CHECK_INT(bus, 5120);
+    double dram_peak = 2.0 * mem_khz * 1e3 * bus / 8;
+    CHECK(fabs(dram_peak - 3.35e12) < 0.01 * 3.35e12);
+    cuda_check(cudaDeviceGetAttribute(&v, cudaDevAttrClockRate, 0));
+    CHECK_INT(v, 1980000);
+    CHECK_INT(expect_fault(QUIETLY(cudaGetDeviceProperties(&p, 1)), cudaErrorInvalidDevice, "device 1"), 0);
+}
+
 int main(void) {
     RUN(barriers_order_shared_memory);
     RUN(builtins_cover_a_3d_grid);
@@ -746,5 +824,7 @@ int main(void) {
     RUN(shared_and_device_memory_start_poisoned);
     RUN(out_of_bounds_accesses_are_reported);
     RUN(math_intrinsics);
+    RUN(events_time_the_work_between_records);
+    RUN(device_properties_describe_an_h100);
     return test_summary();
 }

@@ -24,18 +24,12 @@
 #include <string.h>
 
 #include "../rmsnorm.cuh"
+#include "bench.cuh"
 extern "C" {
 #include "../../train/rmsnorm.h"
 }
 
 static const float kEps = 1e-5f;
-
-static int attribute(cudaDeviceAttr a) {
-    int dev = 0, v = 0;
-    cuda_check(cudaGetDevice(&dev));
-    cuda_check(cudaDeviceGetAttribute(&v, a, dev));
-    return v;
-}
 
 static float *random_bf16(__nv_bfloat16 **dev, size_t n, float lo, float hi, unsigned *seed) {
     float *host = (float *)malloc(n * sizeof(float));
@@ -64,28 +58,6 @@ static float *to_host(const __nv_bfloat16 *dev, size_t n) {
     return host;
 }
 
-// Times `run` over `repeat` calls, each after a write of `flush` (cold L2); milliseconds.
-template <typename F>
-static float time_cold(F run, int repeat, void *flush, size_t flush_bytes) {
-    cudaEvent_t start, stop;
-    cuda_check(cudaEventCreate(&start));
-    cuda_check(cudaEventCreate(&stop));
-    float total = 0;
-    for (int i = 0; i < repeat; i++) {
-        cuda_check(cudaMemset(flush, i & 0xff, flush_bytes));
-        cuda_check(cudaEventRecord(start));
-        run();
-        cuda_check(cudaEventRecord(stop));
-        cuda_check(cudaEventSynchronize(stop));
-        float ms = 0;
-        cuda_check(cudaEventElapsedTime(&ms, start, stop));
-        total += ms;
-    }
-    cuda_check(cudaEventDestroy(start));
-    cuda_check(cudaEventDestroy(stop));
-    return total / repeat;
-}
-
 // Counts the elements outside their tolerance and prints the first few; returns the count.
 static size_t report(const char *what, const float *got, const float *ref, const float *tol, size_t n,
                      double *worst) {
@@ -99,7 +71,7 @@ static size_t report(const char *what, const float *got, const float *ref, const
     return bad;
 }
 
-static int run_shape(int N, int C, int repeat, double dram_peak, void *flush, size_t flush_bytes) {
+static int run_shape(int N, int C, int repeat, const Bench *bench) {
     size_t n = (size_t)N * C;
     unsigned seed = 1234u + (unsigned)N * 31u + (unsigned)C;
     __nv_bfloat16 *r, *x, *w, *dy, *din, *h, *y, *dh;
@@ -149,12 +121,10 @@ static int run_shape(int N, int C, int repeat, double dram_peak, void *flush, si
 
     if (repeat > 0) {  // then speed (not with --check)
         double fwd_bytes = 8.0 * n + 2.0 * C + 4.0 * N, bwd_bytes = 8.0 * n + 2.0 * C + 4.0 * N;
-        float fwd_ms = time_cold([&] { rmsnorm_forward(h, y, rstd, r, x, w, N, C, kEps, 0); }, repeat, flush, flush_bytes);
-        float bwd_ms = time_cold([&] { rmsnorm_backward(dh, dy, din, h, w, rstd, N, C, 0); }, repeat, flush, flush_bytes);
-        printf("  forward  %8.4f ms  %7.1f GB/s  %5.1f%% of DRAM peak\n", fwd_ms, fwd_bytes / fwd_ms / 1e6,
-               100.0 * fwd_bytes / (fwd_ms / 1e3) / dram_peak);
-        printf("  backward %8.4f ms  %7.1f GB/s  %5.1f%% of DRAM peak\n", bwd_ms, bwd_bytes / bwd_ms / 1e6,
-               100.0 * bwd_bytes / (bwd_ms / 1e3) / dram_peak);
+        float fwd_ms = bench_time_cold([&] { rmsnorm_forward(h, y, rstd, r, x, w, N, C, kEps, 0); }, repeat, bench);
+        float bwd_ms = bench_time_cold([&] { rmsnorm_backward(dh, dy, din, h, w, rstd, N, C, 0); }, repeat, bench);
+        bench_print_bandwidth("forward", fwd_bytes, fwd_ms, bench);
+        bench_print_bandwidth("backward", bwd_bytes, bwd_ms, bench);
     }
 
     free(hr), free(hx), free(hw), free(hdy), free(hdin), free(ref_h), free(ref_y), free(ref_rstd), free(ref_dh);
@@ -193,14 +163,9 @@ int main(int argc, char **argv) {
         nshapes = 8;
     }
     if (check) repeat = 0;
-    double dram_peak = 2.0 * attribute(cudaDevAttrMemoryClockRate) * 1e3 * attribute(cudaDevAttrGlobalMemoryBusWidth) / 8;
-    size_t flush_bytes = (size_t)attribute(cudaDevAttrL2CacheSize) * 2;
-    void *flush;
-    cuda_check(cudaMalloc(&flush, flush_bytes));
-    printf("DRAM peak %.0f GB/s; L2 flushed with %zu MiB before every timed run; %d runs each\n", dram_peak / 1e9,
-           flush_bytes >> 20, repeat);
+    Bench bench = bench_open(repeat);
     int failed = 0;
-    for (int i = 0; i < nshapes; i += 2) failed |= run_shape(shapes[i], shapes[i + 1], repeat, dram_peak, flush, flush_bytes);
-    cuda_check(cudaFree(flush));
+    for (int i = 0; i < nshapes; i += 2) failed |= run_shape(shapes[i], shapes[i + 1], repeat, &bench);
+    bench_close(&bench);
     return failed ? 2 : 0;
 }

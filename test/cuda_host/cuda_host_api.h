@@ -11,8 +11,13 @@
  *
  * Everything runs synchronously on the calling thread: a launch runs the whole grid before
  * it returns, and streams only order work, which is already in order. (So a missing
- * cudaStreamSynchronize is invisible here.) The device it describes is an sm_90 GPU with
- * 132 SMs, 1024 threads per block and 227 KiB of opt-in shared memory per block.
+ * cudaStreamSynchronize is invisible here.) Events are synchronous too: cudaEventRecord
+ * takes the host's monotonic clock at the call, so an elapsed time is the wall time the
+ * CPU spent on the work between two records; cudaEventSynchronize and cudaStreamWaitEvent
+ * have nothing to wait for and only check their handles. The device it describes, in
+ * cudaGetDeviceProperties and cudaDeviceGetAttribute, is an H100 SXM5 80GB (sm_90, 132
+ * SMs, 1024 threads per block, 227 KiB of opt-in shared memory per block, 50 MiB of L2,
+ * a 5120-bit HBM3 bus at 2619 MHz: 3.35 TB/s).
  *
  * Errors: a refused call returns its error and remembers it for cudaGetLastError, which
  * returns and clears it. A fault inside a kernel (scheduler.h) is sticky, as a GPU's is:
@@ -34,6 +39,7 @@ enum cudaError_t {
     cudaErrorInvalidMemcpyDirection = 21,
     cudaErrorInvalidDevice = 101,
     cudaErrorInvalidResourceHandle = 400,
+    cudaErrorNotReady = 600,
     cudaErrorLaunchFailure = 719,
 };
 enum cudaMemcpyKind {
@@ -46,12 +52,31 @@ enum cudaMemcpyKind {
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 enum cudaDeviceAttr {
     cudaDevAttrMaxThreadsPerBlock = 1,
+    cudaDevAttrClockRate = 13,
     cudaDevAttrMultiProcessorCount = 16,
+    cudaDevAttrMemoryClockRate = 36,
+    cudaDevAttrGlobalMemoryBusWidth = 37,
+    cudaDevAttrL2CacheSize = 38,
     cudaDevAttrComputeCapabilityMajor = 75,
     cudaDevAttrComputeCapabilityMinor = 76,
     cudaDevAttrMaxSharedMemoryPerBlockOptin = 97,
 };
 typedef struct CUstream_st *cudaStream_t;
+typedef struct CUevent_st *cudaEvent_t;
+#define cudaEventDefault 0x00
+#define cudaEventDisableTiming 0x02
+
+// The fields of the toolkit's cudaDeviceProp (same names and types) that our code reads.
+struct cudaDeviceProp {
+    char name[256];
+    size_t totalGlobalMem, sharedMemPerBlock;
+    int regsPerBlock, warpSize, maxThreadsPerBlock, maxThreadsDim[3], maxGridSize[3];
+    size_t totalConstMem;
+    int major, minor, multiProcessorCount, memoryBusWidth, l2CacheSize, maxThreadsPerMultiProcessor;
+    size_t sharedMemPerMultiprocessor;
+    int regsPerMultiprocessor;
+    size_t sharedMemPerBlockOptin;
+};
 
 const char *cudaGetErrorString(cudaError_t e);
 const char *cudaGetErrorName(cudaError_t e);
@@ -71,11 +96,20 @@ cudaError_t cudaStreamCreate(cudaStream_t *stream);
 cudaError_t cudaStreamDestroy(cudaStream_t stream);
 cudaError_t cudaStreamSynchronize(cudaStream_t stream);
 cudaError_t cudaDeviceSynchronize(void);
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags = 0);
+
+cudaError_t cudaEventCreate(cudaEvent_t *event);
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned int flags);
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = 0);
+cudaError_t cudaEventSynchronize(cudaEvent_t event);
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end);
+cudaError_t cudaEventDestroy(cudaEvent_t event);
 
 cudaError_t cudaGetDeviceCount(int *count);
 cudaError_t cudaGetDevice(int *device);
 cudaError_t cudaSetDevice(int device);
 cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int device);
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device);
 
 namespace cuda_host {
 cudaError_t set_func_attribute(const void *kernel, cudaFuncAttribute attr, int value);

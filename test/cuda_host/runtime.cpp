@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <map>
 #include <set>
@@ -82,6 +83,7 @@ const char *cudaGetErrorName(cudaError_t e) {
         case cudaErrorInvalidMemcpyDirection: return "cudaErrorInvalidMemcpyDirection";
         case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
         case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+        case cudaErrorNotReady: return "cudaErrorNotReady";
         case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
     }
     return "cudaErrorUnknown";
@@ -97,6 +99,7 @@ const char *cudaGetErrorString(cudaError_t e) {
         case cudaErrorInvalidMemcpyDirection: return "invalid copy direction for memcpy";
         case cudaErrorInvalidDevice: return "invalid device ordinal";
         case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+        case cudaErrorNotReady: return "device not ready";
         case cudaErrorLaunchFailure: return "unspecified launch failure";
     }
     return "unknown error";
@@ -212,16 +215,119 @@ cudaError_t cudaSetDevice(int device) {
     return sticky_error();
 }
 
+// The device: an H100 SXM5 80GB. SMs, L2, bus width and the 3.35 TB/s it gives with the
+// memory clock are NVIDIA's datasheet figures; the block and SM limits are sm_90's (CUDA
+// programming guide, compute capability 9.0); the memory size is the 81559 MiB
+// nvidia-smi shows for the 80 GB part and the clocks are its boost clocks (1980 MHz SM,
+// 2619 MHz memory), as recalled, not read from a GPU here.
+static const int kClockRateKHz = 1980000, kMemoryClockRateKHz = 2619000;
+
+static cudaDeviceProp h100_properties() {
+    cudaDeviceProp p;
+    memset(&p, 0, sizeof(p));
+    snprintf(p.name, sizeof(p.name), "NVIDIA H100 80GB HBM3");
+    p.totalGlobalMem = (size_t)81559 << 20;
+    p.sharedMemPerBlock = kDefaultDynamicShared;
+    p.regsPerBlock = 65536, p.warpSize = 32, p.maxThreadsPerBlock = 1024;
+    p.maxThreadsDim[0] = 1024, p.maxThreadsDim[1] = 1024, p.maxThreadsDim[2] = 64;
+    p.maxGridSize[0] = 2147483647, p.maxGridSize[1] = 65535, p.maxGridSize[2] = 65535;
+    p.totalConstMem = 65536;
+    p.major = 9, p.minor = 0, p.multiProcessorCount = 132;
+    p.memoryBusWidth = 5120, p.l2CacheSize = 50 << 20, p.maxThreadsPerMultiProcessor = 2048;
+    p.sharedMemPerMultiprocessor = 228 * 1024, p.regsPerMultiprocessor = 65536;
+    p.sharedMemPerBlockOptin = kOptinDynamicShared;
+    return p;
+}
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device) {
+    if (!prop) return refuse(cudaErrorInvalidValue, "cudaGetDeviceProperties: null result pointer");
+    if (device != 0) return refuse(cudaErrorInvalidDevice, "cudaGetDeviceProperties: device %d", device);
+    *prop = h100_properties();
+    return sticky_error();
+}
+
 cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int device) {
     if (device != 0) return refuse(cudaErrorInvalidDevice, "cudaDeviceGetAttribute: device %d", device);
+    const cudaDeviceProp p = h100_properties();
     switch (attr) {
-        case cudaDevAttrMaxThreadsPerBlock: *value = 1024; break;
-        case cudaDevAttrMultiProcessorCount: *value = 132; break;
-        case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
-        case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
-        case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = (int)kOptinDynamicShared; break;
+        case cudaDevAttrMaxThreadsPerBlock: *value = p.maxThreadsPerBlock; break;
+        case cudaDevAttrClockRate: *value = kClockRateKHz; break;
+        case cudaDevAttrMultiProcessorCount: *value = p.multiProcessorCount; break;
+        case cudaDevAttrMemoryClockRate: *value = kMemoryClockRateKHz; break;
+        case cudaDevAttrGlobalMemoryBusWidth: *value = p.memoryBusWidth; break;
+        case cudaDevAttrL2CacheSize: *value = p.l2CacheSize; break;
+        case cudaDevAttrComputeCapabilityMajor: *value = p.major; break;
+        case cudaDevAttrComputeCapabilityMinor: *value = p.minor; break;
+        case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = (int)p.sharedMemPerBlockOptin; break;
         default: return refuse(cudaErrorInvalidValue, "cudaDeviceGetAttribute: attribute %d is not emulated", (int)attr);
     }
+    return sticky_error();
+}
+
+// ---- events: recorded at the call (everything before it has already run) --------------
+
+struct CUevent_st {
+    unsigned int flags;
+    bool recorded;
+    double ms;  // the host's monotonic clock at the last record
+};
+static std::set<cudaEvent_t> events;
+
+static bool valid_event(cudaEvent_t e) { return e && events.count(e); }
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned int flags) {
+    if (sticky) return cudaErrorLaunchFailure;
+    if (!event) return refuse(cudaErrorInvalidValue, "cudaEventCreate: null result pointer");
+    if (flags & ~(unsigned)(cudaEventDefault | cudaEventDisableTiming))
+        return refuse(cudaErrorInvalidValue, "cudaEventCreateWithFlags: flags 0x%x are not emulated", flags);
+    *event = new CUevent_st{flags, false, 0.0};
+    events.insert(*event);
+    return cudaSuccess;
+}
+cudaError_t cudaEventCreate(cudaEvent_t *event) { return cudaEventCreateWithFlags(event, cudaEventDefault); }
+
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
+    if (sticky) return cudaErrorLaunchFailure;
+    if (!valid_event(event)) return refuse(cudaErrorInvalidResourceHandle, "cudaEventRecord: unknown event");
+    if (!valid_stream(stream)) return refuse(cudaErrorInvalidResourceHandle, "cudaEventRecord: unknown stream");
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    event->recorded = true;
+    event->ms = (double)now.tv_sec * 1e3 + (double)now.tv_nsec / 1e6;
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t event) {
+    if (!valid_event(event)) return refuse(cudaErrorInvalidResourceHandle, "cudaEventSynchronize: unknown event");
+    return sticky_error();
+}
+
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {
+    if (sticky) return cudaErrorLaunchFailure;
+    if (!ms) return refuse(cudaErrorInvalidValue, "cudaEventElapsedTime: null result pointer");
+    if (!valid_event(start) || !valid_event(end))
+        return refuse(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: unknown event");
+    if (!start->recorded || !end->recorded)
+        return refuse(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: an event was never recorded");
+    if ((start->flags | end->flags) & cudaEventDisableTiming)
+        return refuse(cudaErrorInvalidResourceHandle,
+                      "cudaEventElapsedTime: an event was created with cudaEventDisableTiming");
+    *ms = (float)(end->ms - start->ms);
+    return cudaSuccess;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+    if (sticky) return cudaErrorLaunchFailure;
+    if (!valid_event(event)) return refuse(cudaErrorInvalidResourceHandle, "cudaEventDestroy: unknown event");
+    events.erase(event);
+    delete event;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags) {
+    if (!valid_stream(stream)) return refuse(cudaErrorInvalidResourceHandle, "cudaStreamWaitEvent: unknown stream");
+    if (!valid_event(event)) return refuse(cudaErrorInvalidResourceHandle, "cudaStreamWaitEvent: unknown event");
+    if (flags != 0) return refuse(cudaErrorInvalidValue, "cudaStreamWaitEvent: flags 0x%x are not emulated", flags);
     return sticky_error();
 }
 
