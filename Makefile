@@ -83,7 +83,7 @@ $(foreach m,$(PROGRAM_MAINS),$(eval $(call program_rules,$(basename $(notdir $(m
 
 cuda: $(CUDA_PROGRAMS)
 
-$(CUDA_PROGRAMS): %: kernels/bench/%.cu $(wildcard kernels/*.cuh) $(OBJ)
+$(CUDA_PROGRAMS): %: kernels/bench/%.cu $(wildcard kernels/*.cuh kernels/bench/*.cuh) $(OBJ)
 	$(NVCC) $(NVFLAGS) -o $@ $< $(OBJ) $(LDLIBS) $(CUDA_LDLIBS)
 
 # The GPU runs: each program exits non-zero when a kernel disagrees with its CPU reference.

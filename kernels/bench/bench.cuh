@@ -1,0 +1,153 @@
+/*
+ * bench.cuh: what the kernel benches in kernels/bench/ share (each bench is one program that
+ * checks a kernel against its CPU reference and times it, in llm.c's dev/cuda manner).
+ *
+ * - device_attribute(a): an attribute of the current device.
+ * - dram_peak(): the DRAM bandwidth peak in bytes/s, 2 · memory clock · bus width (double
+ *   data rate), as device_info computes it: the denominator of every "% of DRAM peak".
+ * - random_bf16(&dev, n, lo, hi, &seed): n bf16 uniform in [lo, hi) on the device; returns
+ *   the same values as floats on the host (free them).
+ * - to_host(dev, n): n bf16 from the device as floats on the host (free them).
+ * - ColdL2: a buffer twice the L2 size; time_cold(run, repeat, cold) times `run` in
+ *   milliseconds, averaged over `repeat` calls, each after writing that buffer so that the
+ *   kernel's inputs come from DRAM.
+ * - report(what, got, ref, tol, n, &worst): counts the elements with |got - ref| > tol,
+ *   prints the first few, and raises worst to the largest |got - ref| / tol.
+ * - print_bandwidth(what, ms, bytes): one line of time, GB/s and % of the DRAM peak.
+ * - bench_args(argc, argv, per_shape, usage): the command line every bench takes,
+ *   [--repeat R | --check] [shape ...] with each shape `per_shape` positive integers;
+ *   anything else prints `usage` and exits with status 1.
+ */
+#ifndef PERSONA_BENCH_CUH
+#define PERSONA_BENCH_CUH
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common.cuh"
+
+static int device_attribute(cudaDeviceAttr a) {
+    int dev = 0, v = 0;
+    cuda_check(cudaGetDevice(&dev));
+    cuda_check(cudaDeviceGetAttribute(&v, a, dev));
+    return v;
+}
+
+static double dram_peak(void) {
+    return 2.0 * device_attribute(cudaDevAttrMemoryClockRate) * 1e3 *
+           device_attribute(cudaDevAttrGlobalMemoryBusWidth) / 8;
+}
+
+static void *bench_malloc(size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) {
+        fprintf(stderr, "error: out of host memory for %zu bytes\n", bytes);
+        exit(2);
+    }
+    return p;
+}
+
+static float *random_bf16(__nv_bfloat16 **dev, size_t n, float lo, float hi, unsigned *seed) {
+    float *host = (float *)bench_malloc(n * sizeof(float));
+    __nv_bfloat16 *bits = (__nv_bfloat16 *)bench_malloc(n * sizeof(__nv_bfloat16));
+    for (size_t i = 0; i < n; i++) {
+        *seed = *seed * 1664525u + 1013904223u;  // a simple LCG is plenty for test data
+        bits[i] = __float2bfloat16(lo + (hi - lo) * (float)(*seed >> 8) / 16777216.0f);
+        host[i] = __bfloat162float(bits[i]);
+    }
+    cuda_check(cudaMalloc(dev, n * sizeof(__nv_bfloat16)));
+    cuda_check(cudaMemcpy(*dev, bits, n * sizeof(__nv_bfloat16), cudaMemcpyHostToDevice));
+    free(bits);
+    return host;
+}
+
+static float *to_host(const __nv_bfloat16 *dev, size_t n) {
+    __nv_bfloat16 *bits = (__nv_bfloat16 *)bench_malloc(n * sizeof(__nv_bfloat16));
+    float *host = (float *)bench_malloc(n * sizeof(float));
+    cuda_check(cudaMemcpy(bits, dev, n * sizeof(__nv_bfloat16), cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; i++) host[i] = __bfloat162float(bits[i]);
+    free(bits);
+    return host;
+}
+
+struct ColdL2 {
+    void *flush;
+    size_t bytes;
+};
+
+static ColdL2 cold_l2_create(void) {
+    ColdL2 c;
+    c.bytes = (size_t)device_attribute(cudaDevAttrL2CacheSize) * 2;
+    cuda_check(cudaMalloc(&c.flush, c.bytes));
+    return c;
+}
+
+template <typename F>
+static float time_cold(F run, int repeat, ColdL2 cold) {
+    cudaEvent_t start, stop;
+    cuda_check(cudaEventCreate(&start));
+    cuda_check(cudaEventCreate(&stop));
+    float total = 0;
+    for (int i = 0; i < repeat; i++) {
+        cuda_check(cudaMemset(cold.flush, i & 0xff, cold.bytes));
+        cuda_check(cudaEventRecord(start));
+        run();
+        cuda_check(cudaEventRecord(stop));
+        cuda_check(cudaEventSynchronize(stop));
+        float ms = 0;
+        cuda_check(cudaEventElapsedTime(&ms, start, stop));
+        total += ms;
+    }
+    cuda_check(cudaEventDestroy(start));
+    cuda_check(cudaEventDestroy(stop));
+    return total / repeat;
+}
+
+static size_t report(const char *what, const float *got, const float *ref, const float *tol, size_t n,
+                     double *worst) {
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - ref[i]);
+        if (tol[i] > 0 && e / tol[i] > *worst) *worst = e / tol[i];
+        if (!(e <= tol[i]) && bad++ < 5)
+            printf("  MISMATCH %s[%zu]: gpu %.7g, cpu %.7g, tolerance %.3g\n", what, i, got[i], ref[i], tol[i]);
+    }
+    return bad;
+}
+
+static void print_bandwidth(const char *what, float ms, double bytes) {
+    printf("  %-9s %8.4f ms  %7.1f GB/s  %5.1f%% of DRAM peak\n", what, ms, bytes / ms / 1e6,
+           100.0 * bytes / (ms / 1e3) / dram_peak());
+}
+
+struct BenchArgs {
+    int repeat, check, n;  // n numbers in shape[]
+    int shape[64];
+};
+
+static BenchArgs bench_args(int argc, char **argv, int per_shape, const char *usage) {
+    BenchArgs a;
+    a.repeat = 50, a.check = 0, a.n = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--repeat") && i + 1 < argc && atoi(argv[i + 1]) > 0) {
+            a.repeat = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--check")) {
+            a.check = 1;
+        } else if (a.n < 64 && atoi(argv[i]) > 0) {
+            a.shape[a.n++] = atoi(argv[i]);
+        } else {
+            fprintf(stderr, "usage: %s\n", usage);
+            exit(1);
+        }
+    }
+    if (a.n % per_shape) {
+        fprintf(stderr, "usage: %s   (each shape is %d numbers)\n", usage, per_shape);
+        exit(1);
+    }
+    if (a.check) a.repeat = 0;
+    return a;
+}
+
+#endif
