@@ -5,8 +5,8 @@
 # CUDA-on-CPU harness also runs, so what the harness checks is what ptxas accepts). The PTX
 # must also contain the instructions the code exists for, so that a change that silently
 # falls off them fails here: each wrapper of kernels/ptx.cuh, and the 16-byte packed loads
-# and stores of the RMSNorm kernels. Compiling is not running: this checks the build only
-# (see README, "What is verified where").
+# and stores of the memory-bound kernels. Compiling is not running: this checks the build
+# only (see README, "What is verified where").
 set -u
 cd "$(dirname "$0")/.."
 . test/lib.sh
@@ -65,3 +65,4 @@ ptx_contains ptx_cuh_wrappers test/test_cuda_ptx_kernels.cu \
     "cp.async.ca.shared.global" "cp.async.cg.shared.global" "cp.async.commit_group" \
     "cp.async.wait_group 0" "cp.async.wait_group 1"
 ptx_contains rmsnorm_packed_loads kernels/bench/rmsnorm.cu "ld.global.v4.u32" "st.global.v4.u32"
+ptx_contains embedding_packed_loads kernels/bench/embedding.cu "ld.global.v4.u32" "st.global.v4.u32"

@@ -8,9 +8,9 @@
  * - random_bf16(&dev, n, lo, hi, &seed): n bf16 uniform in [lo, hi) on the device; returns
  *   the same values as floats on the host (free them).
  * - to_host(dev, n): n bf16 from the device as floats on the host (free them).
- * - ColdL2: a buffer twice the L2 size; time_cold(run, repeat, cold) times `run` in
- *   milliseconds, averaged over `repeat` calls, each after writing that buffer so that the
- *   kernel's inputs come from DRAM.
+ * - ColdL2: a buffer twice the L2 size (cold_l2_create, which prints the DRAM peak and the
+ *   timing plan); time_cold(run, repeat, cold) times `run` in milliseconds, averaged over
+ *   `repeat` calls, each after writing that buffer so that the kernel's inputs come from DRAM.
  * - report(what, got, ref, tol, n, &worst): counts the elements with |got - ref| > tol,
  *   prints the first few, and raises worst to the largest |got - ref| / tol.
  * - print_bandwidth(what, ms, bytes): one line of time, GB/s and % of the DRAM peak.
@@ -28,19 +28,19 @@
 
 #include "../common.cuh"
 
-static int device_attribute(cudaDeviceAttr a) {
+static inline int device_attribute(cudaDeviceAttr a) {
     int dev = 0, v = 0;
     cuda_check(cudaGetDevice(&dev));
     cuda_check(cudaDeviceGetAttribute(&v, a, dev));
     return v;
 }
 
-static double dram_peak(void) {
+static inline double dram_peak(void) {
     return 2.0 * device_attribute(cudaDevAttrMemoryClockRate) * 1e3 *
            device_attribute(cudaDevAttrGlobalMemoryBusWidth) / 8;
 }
 
-static void *bench_malloc(size_t bytes) {
+static inline void *bench_malloc(size_t bytes) {
     void *p = malloc(bytes ? bytes : 1);
     if (!p) {
         fprintf(stderr, "error: out of host memory for %zu bytes\n", bytes);
@@ -49,7 +49,7 @@ static void *bench_malloc(size_t bytes) {
     return p;
 }
 
-static float *random_bf16(__nv_bfloat16 **dev, size_t n, float lo, float hi, unsigned *seed) {
+static inline float *random_bf16(__nv_bfloat16 **dev, size_t n, float lo, float hi, unsigned *seed) {
     float *host = (float *)bench_malloc(n * sizeof(float));
     __nv_bfloat16 *bits = (__nv_bfloat16 *)bench_malloc(n * sizeof(__nv_bfloat16));
     for (size_t i = 0; i < n; i++) {
@@ -63,7 +63,7 @@ static float *random_bf16(__nv_bfloat16 **dev, size_t n, float lo, float hi, uns
     return host;
 }
 
-static float *to_host(const __nv_bfloat16 *dev, size_t n) {
+static inline float *to_host(const __nv_bfloat16 *dev, size_t n) {
     __nv_bfloat16 *bits = (__nv_bfloat16 *)bench_malloc(n * sizeof(__nv_bfloat16));
     float *host = (float *)bench_malloc(n * sizeof(float));
     cuda_check(cudaMemcpy(bits, dev, n * sizeof(__nv_bfloat16), cudaMemcpyDeviceToHost));
@@ -77,15 +77,17 @@ struct ColdL2 {
     size_t bytes;
 };
 
-static ColdL2 cold_l2_create(void) {
+static inline ColdL2 cold_l2_create(int repeat) {
     ColdL2 c;
     c.bytes = (size_t)device_attribute(cudaDevAttrL2CacheSize) * 2;
     cuda_check(cudaMalloc(&c.flush, c.bytes));
+    printf("DRAM peak %.0f GB/s; L2 flushed with %zu MiB before every timed run; %d runs each\n", dram_peak() / 1e9,
+           c.bytes >> 20, repeat);
     return c;
 }
 
 template <typename F>
-static float time_cold(F run, int repeat, ColdL2 cold) {
+static inline float time_cold(F run, int repeat, ColdL2 cold) {
     cudaEvent_t start, stop;
     cuda_check(cudaEventCreate(&start));
     cuda_check(cudaEventCreate(&stop));
@@ -105,7 +107,7 @@ static float time_cold(F run, int repeat, ColdL2 cold) {
     return total / repeat;
 }
 
-static size_t report(const char *what, const float *got, const float *ref, const float *tol, size_t n,
+static inline size_t report(const char *what, const float *got, const float *ref, const float *tol, size_t n,
                      double *worst) {
     size_t bad = 0;
     for (size_t i = 0; i < n; i++) {
@@ -117,7 +119,7 @@ static size_t report(const char *what, const float *got, const float *ref, const
     return bad;
 }
 
-static void print_bandwidth(const char *what, float ms, double bytes) {
+static inline void print_bandwidth(const char *what, float ms, double bytes) {
     printf("  %-9s %8.4f ms  %7.1f GB/s  %5.1f%% of DRAM peak\n", what, ms, bytes / ms / 1e6,
            100.0 * bytes / (ms / 1e3) / dram_peak());
 }
@@ -127,7 +129,7 @@ struct BenchArgs {
     int shape[64];
 };
 
-static BenchArgs bench_args(int argc, char **argv, int per_shape, const char *usage) {
+static inline BenchArgs bench_args(int argc, char **argv, int per_shape, const char *usage) {
     BenchArgs a;
     a.repeat = 50, a.check = 0, a.n = 0;
     for (int i = 1; i < argc; i++) {

@@ -103,9 +103,7 @@ int main(int argc, char **argv) {
         memcpy(a.shape, defaults, sizeof(defaults));
         a.n = 8;
     }
-    ColdL2 cold = cold_l2_create();
-    printf("DRAM peak %.0f GB/s; L2 flushed with %zu MiB before every timed run; %d runs each\n", dram_peak() / 1e9,
-           cold.bytes >> 20, a.repeat);
+    ColdL2 cold = cold_l2_create(a.repeat);
     int failed = 0;
     for (int i = 0; i < a.n; i += 2) failed |= run_shape(a.shape[i], a.shape[i + 1], a.repeat, cold);
     cuda_check(cudaFree(cold.flush));

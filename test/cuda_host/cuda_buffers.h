@@ -28,7 +28,7 @@ struct Buf {
     size_t n;
 };
 
-static Buf buf_random(uint64_t *rng, size_t n, int offset, float lo, float hi) {
+static inline Buf buf_random(uint64_t *rng, size_t n, int offset, float lo, float hi) {
     Buf b;
     b.n = n;
     cuda_check(cudaMalloc(&b.base, (n + (size_t)offset) * sizeof(uint16_t)));
@@ -44,7 +44,7 @@ static Buf buf_random(uint64_t *rng, size_t n, int offset, float lo, float hi) {
     return b;
 }
 
-static Buf buf_output(size_t n, int offset) {
+static inline Buf buf_output(size_t n, int offset) {
     Buf b;
     b.n = n;
     cuda_check(cudaMalloc(&b.base, (n + (size_t)offset) * sizeof(uint16_t)));
@@ -53,14 +53,14 @@ static Buf buf_output(size_t n, int offset) {
     return b;
 }
 
-static void buf_read(float *out, const __nv_bfloat16 *dev, size_t n) {
+static inline void buf_read(float *out, const __nv_bfloat16 *dev, size_t n) {
     uint16_t *bits = (uint16_t *)xmalloc(n * sizeof(uint16_t) + 1);
     cuda_check(cudaMemcpy(bits, dev, n * sizeof(uint16_t), cudaMemcpyDeviceToHost));
     for (size_t i = 0; i < n; i++) out[i] = bf16_to_f32(bits[i]);
     free(bits);
 }
 
-static void buf_free(Buf *b) {
+static inline void buf_free(Buf *b) {
     cuda_check(cudaFree(b->base));
     free(b->host);
 }
