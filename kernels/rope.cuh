@@ -22,9 +22,10 @@
  * Memory: one block per token. Its first D/2 threads compute c and s into shared memory
  * (the trigonometry is shared by all n_heads + n_kv_heads heads of the token); then each
  * thread rotates 8 pairs of one head: a 16-byte pack from each half of the head (32 bytes
- * in flight per thread, about 60 KB per SM at full occupancy), when D/2 is a multiple of 8
- * and Q and K are 16-byte aligned; otherwise one pair. DRAM traffic: every element of Q and
- * K read and written once (4 bytes per element), plus the 4-byte position per token.
+ * in flight per thread, some 50 KB per SM with Mistral's 320-thread blocks), when D/2 is a
+ * multiple of 8 and Q and K are 16-byte aligned; otherwise one pair. DRAM traffic: every
+ * element of Q and K read and written once (4 bytes per element), plus the 4-byte position
+ * per token.
  */
 #ifndef PERSONA_ROPE_CUH
 #define PERSONA_ROPE_CUH

@@ -21,8 +21,10 @@
  * takes one 16-byte pack of 8 elements from every input (32 or 48 bytes in flight per
  * thread) and the last thread also the fewer-than-8 tail; otherwise one element per thread.
  * DRAM traffic per element: forward reads g, u and writes h (6 bytes); backward reads dh,
- * g, u and writes dg, du (10 bytes). The fp32 math (one exp and one or two divisions per
- * element) stays well under the SM's throughput at those rates.
+ * g, u and writes dg, du (10 bytes). The fp32 math is not free: the backward's exp,
+ * division and reciprocal come to about 35 PTX instructions per element plus the
+ * division's and reciprocal's expansions, by our count roughly half of an H100's
+ * instruction issue at its DRAM rate (an estimate; the bench measures).
  */
 #ifndef PERSONA_SWIGLU_CUH
 #define PERSONA_SWIGLU_CUH

@@ -66,7 +66,8 @@ TEST(reference_matches_double_and_finite_differences) {
             int j = i % RD, other = j < RD / 2 ? i + RD / 2 : i - RD / 2;
             // fp32 inv_freq and angles: within ~5e-6 rad of double's at position 37
             double tol = 2e-5 * (fabs(x[i]) + fabs(x[other])) + 1e-7;
-            if (fabs(xf[i] - y[i]) > tol && bad++ < 3) printf("  theta %g y[%d]: %.9g, double %.9g\n", theta, i, xf[i], y[i]);
+            if (fabs(xf[i] - y[i]) > tol && bad++ < 3)
+                printf("  theta %g y[%d]: %.9g, double %.9g\n", theta, i, xf[i], y[i]);
             double keep = x[i], step = 1e-3;  // L is linear in x: the difference is exact up to rounding
             x[i] = keep + step;
             double up = loss_double(x, R, theta);
@@ -74,7 +75,8 @@ TEST(reference_matches_double_and_finite_differences) {
             double fd = (up - loss_double(x, R, theta)) / (2 * step);
             x[i] = keep;
             tol = 2e-5 * (fabs(R[i]) + fabs(R[other])) + 1e-7;
-            if (fabs(Rf[i] - fd) > tol && bad++ < 3) printf("  theta %g dx[%d]: %.9g, finite difference %.9g\n", theta, i, Rf[i], fd);
+            if (fabs(Rf[i] - fd) > tol && bad++ < 3)
+                printf("  theta %g dx[%d]: %.9g, finite difference %.9g\n", theta, i, Rf[i], fd);
         }
         CHECK_INT(bad, 0);
     }
@@ -86,11 +88,17 @@ TEST(reference_backward_is_the_transpose_of_forward) {
     const int32_t positions[T] = {32767, 0, 32766, 131071};
     static float x[N], y[N], fx[N], by[N];
     uint64_t rng = 7;
-    for (int i = 0; i < N; i++) x[i] = fx[i] = (float)(2 * rng_uniform(&rng) - 1), y[i] = by[i] = (float)(2 * rng_uniform(&rng) - 1);
+    for (int i = 0; i < N; i++) {
+        x[i] = fx[i] = (float)(2 * rng_uniform(&rng) - 1);
+        y[i] = by[i] = (float)(2 * rng_uniform(&rng) - 1);
+    }
     rope_apply(fx, positions, T, H, D, 1e6, 1);
     rope_apply(by, positions, T, H, D, 1e6, -1);
     double lhs = 0, rhs = 0, mag = 0;
-    for (int i = 0; i < N; i++) lhs += (double)y[i] * fx[i], rhs += (double)by[i] * x[i], mag += fabs((double)x[i] * y[i]);
+    for (int i = 0; i < N; i++) {
+        lhs += (double)y[i] * fx[i], rhs += (double)by[i] * x[i];
+        mag += fabs((double)x[i] * y[i]);
+    }
     // each side's fp32 rotation is within a few 2^-24 of the values it rotates
     CHECK(fabs(lhs - rhs) <= 1e-6 * mag);
     // and B(F(x)) = x: the rotation by −a undoes the one by a

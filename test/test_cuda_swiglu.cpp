@@ -70,7 +70,8 @@ TEST(reference_matches_double_and_finite_differences) {
         // fp32 gradient against a double difference: 1e-5 relative, 1e-6 absolute for
         // gradients that cancel to near zero (dg crosses 0 near g = -1.28)
         if (fabs(dg[i] - fd_g) > 1e-5 * fabs(fd_g) + 1e-6 || fabs(du[i] - fd_u) > 1e-5 * fabs(fd_u) + 1e-6) {
-            if (bad++ < 3) printf("  [%d] g %.4g: dg %.9g (fd %.9g), du %.9g (fd %.9g)\n", i, g[i], dg[i], fd_g, du[i], fd_u);
+            if (bad++ < 3)
+                printf("  [%d] g %.4g: dg %.9g (fd %.9g), du %.9g (fd %.9g)\n", i, g[i], dg[i], fd_g, du[i], fd_u);
         }
     }
     CHECK_INT(bad, 0);
@@ -110,7 +111,8 @@ static int count_bad(const char *what, const Shape &s, const float *got, const f
         double e = fabs(got[i] - ref[i]);
         if (tol[i] > 0 && e / tol[i] > *worst) *worst = e / tol[i];
         if (!(e <= tol[i]) && bad++ < 3)
-            printf("  n=%zu %s[%zu]: kernel %.7g, reference %.7g, tolerance %.3g\n", s.n, what, i, got[i], ref[i], tol[i]);
+            printf("  n=%zu %s[%zu]: kernel %.7g, reference %.7g, tolerance %.3g\n", s.n, what, i, got[i], ref[i],
+                   tol[i]);
     }
     return bad;
 }

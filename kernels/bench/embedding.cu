@@ -52,7 +52,8 @@ static int run_shape(int N, int vocab, int C, int repeat, ColdL2 cold) {
     printf("N %d V %d C %d: %s\n", N, vocab, C, bad ? "MISMATCH" : "every element is the table's (NaN for the bad id)");
 
     if (repeat > 0)  // then speed (not with --check)
-        print_bandwidth("forward", time_cold([&] { embedding_forward(out, table, dids, N, vocab, C, 0); }, repeat, cold),
+        print_bandwidth("forward",
+                        time_cold([&] { embedding_forward(out, table, dids, N, vocab, C, 0); }, repeat, cold),
                         4.0 * no + 4.0 * N);
 
     free(htable), free(ids), free(got);
@@ -61,7 +62,8 @@ static int run_shape(int N, int vocab, int C, int repeat, ColdL2 cold) {
 }
 
 int main(int argc, char **argv) {
-    BenchArgs a = bench_args(argc, argv, 3, "embedding [--repeat R | --check] [N V C ...]   (tokens, vocabulary, width)");
+    BenchArgs a =
+        bench_args(argc, argv, 3, "embedding [--repeat R | --check] [N V C ...]   (tokens, vocabulary, width)");
     if (a.n == 0 && a.check) {  // awkward shapes: one token, odd widths (element path), packs
         const int defaults[] = {1, 1, 1, 3, 5, 7, 17, 100, 4096, 64, 1000, 131, 9, 32768, 4104};
         memcpy(a.shape, defaults, sizeof(defaults));

@@ -87,7 +87,8 @@ static int run_shape(int N, int H, int KV, int D, int repeat, ColdL2 cold) {
 }
 
 int main(int argc, char **argv) {
-    BenchArgs a = bench_args(argc, argv, 4, "rope [--repeat R | --check] [N H KV D ...]   (tokens, heads, kv heads, head_dim)");
+    BenchArgs a =
+        bench_args(argc, argv, 4, "rope [--repeat R | --check] [N H KV D ...]   (tokens, heads, kv heads, head_dim)");
     if (a.n == 0 && a.check) {  // awkward shapes: one token, element path (D/2 not a multiple of 8), 96, 256, MHA
         const int defaults[] = {1, 1, 1, 64, 3, 2, 1, 6, 17, 4, 2, 96, 5, 3, 5, 256, 2051, 32, 8, 128, 7, 40, 24, 256};
         memcpy(a.shape, defaults, sizeof(defaults));
