@@ -95,8 +95,7 @@ inline void rmsnorm_forward(__nv_bfloat16 *h, __nv_bfloat16 *y, float *rstd, con
                             const __nv_bfloat16 *x, const __nv_bfloat16 *w, int N, int C, float eps,
                             cudaStream_t stream) {
     if (N == 0) return;
-    bool packed = C % 8 == 0 && aligned16(h) && aligned16(y) && aligned16(r) &&
-                  aligned16(x) && aligned16(w);
+    bool packed = C % 8 == 0 && aligned16(h) && aligned16(y) && aligned16(r) && aligned16(x) && aligned16(w);
     if (packed)
         LAUNCH(rmsnorm_forward_kernel<8>, N, RMSNORM_THREADS, 0, stream, h, y, rstd, r, x, w, C, eps);
     else
@@ -108,8 +107,7 @@ inline void rmsnorm_backward(__nv_bfloat16 *dh, const __nv_bfloat16 *dy, const _
                              const __nv_bfloat16 *h, const __nv_bfloat16 *w, const float *rstd, int N, int C,
                              cudaStream_t stream) {
     if (N == 0) return;
-    bool packed = C % 8 == 0 && aligned16(dh) && aligned16(dy) && aligned16(dh_in) &&
-                  aligned16(h) && aligned16(w);
+    bool packed = C % 8 == 0 && aligned16(dh) && aligned16(dy) && aligned16(dh_in) && aligned16(h) && aligned16(w);
     if (packed)
         LAUNCH(rmsnorm_backward_kernel<8>, N, RMSNORM_THREADS, 0, stream, dh, dy, dh_in, h, w, rstd, C);
     else
