@@ -7,6 +7,9 @@
  * - DYNAMIC_SHARED(T, name): declares `T *name`, the block's dynamic shared memory (the
  *   launch's smem bytes), 16-byte aligned; the one way kernels get dynamic shared memory.
  * - CEIL_DIV for grid sizes; warp_sum and block_sum, the reductions kernels share.
+ * - Bf16Pack<V>: V consecutive bf16 moved as one aligned load or store (V = 8: 16 bytes, the
+ *   widest a thread can move at once, which memory-bound kernels need to reach the DRAM
+ *   peak); aligned16(p) says whether p may be accessed in such packs.
  *
  * The same source compiles under nvcc and under the CUDA-on-CPU test harness
  * (test/cuda_host/), whose <cuda_runtime.h> defines CUDA_HOST_HARNESS. LAUNCH and
@@ -18,6 +21,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -48,6 +52,13 @@ static inline void cuda_check_at(cudaError_t e, const char *call, const char *fi
     extern __shared__ __align__(16) unsigned char name##_dynamic_shared_[]; \
     T *name = (T *)name##_dynamic_shared_
 #endif
+
+template <int V>
+struct alignas(2 * V) Bf16Pack {
+    __nv_bfloat16 v[V];
+};
+
+static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 // The sum of v over the 32 lanes of a warp, in every lane (all 32 lanes must call it).
 __device__ __forceinline__ float warp_sum(float v) {

@@ -25,17 +25,10 @@
 #define PERSONA_RMSNORM_CUH
 
 #include <math.h>
-#include <stdint.h>
 
 #include "common.cuh"
 
 #define RMSNORM_THREADS 256
-
-// V consecutive bf16, moved as one aligned load or store (16 bytes for V = 8).
-template <int V>
-struct alignas(2 * V) Bf16Pack {
-    __nv_bfloat16 v[V];
-};
 
 template <int V>
 __global__ void __launch_bounds__(RMSNORM_THREADS)
@@ -97,15 +90,12 @@ __global__ void __launch_bounds__(RMSNORM_THREADS)
     }
 }
 
-static inline bool rmsnorm_aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
-
 // h: (N, C) or NULL with x NULL; y: (N, C); rstd: (N); r, x: (N, C); w: (C).
 inline void rmsnorm_forward(__nv_bfloat16 *h, __nv_bfloat16 *y, float *rstd, const __nv_bfloat16 *r,
                             const __nv_bfloat16 *x, const __nv_bfloat16 *w, int N, int C, float eps,
                             cudaStream_t stream) {
     if (N == 0) return;
-    bool packed = C % 8 == 0 && rmsnorm_aligned16(h) && rmsnorm_aligned16(y) && rmsnorm_aligned16(r) &&
-                  rmsnorm_aligned16(x) && rmsnorm_aligned16(w);
+    bool packed = C % 8 == 0 && aligned16(h) && aligned16(y) && aligned16(r) && aligned16(x) && aligned16(w);
     if (packed)
         LAUNCH(rmsnorm_forward_kernel<8>, N, RMSNORM_THREADS, 0, stream, h, y, rstd, r, x, w, C, eps);
     else
@@ -117,8 +107,7 @@ inline void rmsnorm_backward(__nv_bfloat16 *dh, const __nv_bfloat16 *dy, const _
                              const __nv_bfloat16 *h, const __nv_bfloat16 *w, const float *rstd, int N, int C,
                              cudaStream_t stream) {
     if (N == 0) return;
-    bool packed = C % 8 == 0 && rmsnorm_aligned16(dh) && rmsnorm_aligned16(dy) && rmsnorm_aligned16(dh_in) &&
-                  rmsnorm_aligned16(h) && rmsnorm_aligned16(w);
+    bool packed = C % 8 == 0 && aligned16(dh) && aligned16(dy) && aligned16(dh_in) && aligned16(h) && aligned16(w);
     if (packed)
         LAUNCH(rmsnorm_backward_kernel<8>, N, RMSNORM_THREADS, 0, stream, dh, dy, dh_in, h, w, rstd, C);
     else

@@ -79,3 +79,6 @@ ptx_contains ptx_cuh_wrappers test/test_cuda_ptx_kernels.cu \
 ptx_contains rmsnorm_packed_loads kernels/bench/rmsnorm.cu "ld.global.v4.u32" "st.global.v4.u32"
 ptx_contains cross_entropy_packed_copies kernels/bench/cross_entropy.cu "ld.global.v4.u32" "st.global.v4.u32"
 ptx_contains adamw_packed_loads kernels/bench/adamw.cu "ld.global.v4.f32" "st.global.v4.f32"
+ptx_contains embedding_packed_loads kernels/bench/embedding.cu "ld.global.v4.u32" "st.global.v4.u32"
+ptx_contains swiglu_packed_loads kernels/bench/swiglu.cu "ld.global.v4.u32" "st.global.v4.u32"
+ptx_contains rope_packed_loads kernels/bench/rope.cu "ld.global.v4.u32" "st.global.v4.u32"

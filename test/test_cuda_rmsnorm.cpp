@@ -14,12 +14,11 @@
 // 3. The kernel's rounding order against a model of transformers' bf16 cast order, where it
 //    must agree bit for bit except where fp32 and double statistics round differently.
 #include "../kernels/rmsnorm.cuh"
+#include "cuda_host/cuda_buffers.h"
 #include "cuda_host/cuda_host_testing.h"
 #include "test.h"
 
 extern "C" {
-#include "../common/half.h"
-#include "../common/util.h"
 #include "../train/rmsnorm.h"
 }
 
@@ -121,54 +120,6 @@ TEST(reference_matches_double_and_finite_differences) {
 
 // ---------------------------------------------------------------------------------------
 // 2. The kernel against the reference
-
-// A bf16 buffer on the device at `offset` elements past a cudaMalloc'd base (offset 1
-// makes it misaligned for 16-byte packs). The host copy holds the same values as floats.
-struct Buf {
-    uint16_t *base;
-    __nv_bfloat16 *dev;
-    float *host;
-    size_t n;
-};
-
-static Buf buf_random(uint64_t *rng, size_t n, int offset, float lo, float hi) {
-    Buf b;
-    b.n = n;
-    cuda_check(cudaMalloc(&b.base, (n + (size_t)offset) * sizeof(uint16_t)));
-    b.dev = (__nv_bfloat16 *)(b.base + offset);
-    b.host = (float *)xmalloc(n * sizeof(float));
-    uint16_t *bits = (uint16_t *)xmalloc(n * sizeof(uint16_t));
-    for (size_t i = 0; i < n; i++) {
-        bits[i] = f32_to_bf16((float)(lo + (hi - lo) * rng_uniform(rng)));
-        b.host[i] = bf16_to_f32(bits[i]);
-    }
-    cuda_check(cudaMemcpy(b.dev, bits, n * sizeof(uint16_t), cudaMemcpyHostToDevice));
-    free(bits);
-    return b;
-}
-
-// An output buffer: left as cudaMalloc leaves it (0xff bytes, NaN), so an element the
-// kernel fails to write shows.
-static Buf buf_output(size_t n, int offset) {
-    Buf b;
-    b.n = n;
-    cuda_check(cudaMalloc(&b.base, (n + (size_t)offset) * sizeof(uint16_t)));
-    b.dev = (__nv_bfloat16 *)(b.base + offset);
-    b.host = NULL;
-    return b;
-}
-
-static void buf_read(float *out, const __nv_bfloat16 *dev, size_t n) {
-    uint16_t *bits = (uint16_t *)xmalloc(n * sizeof(uint16_t));
-    cuda_check(cudaMemcpy(bits, dev, n * sizeof(uint16_t), cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < n; i++) out[i] = bf16_to_f32(bits[i]);
-    free(bits);
-}
-
-static void buf_free(Buf *b) {
-    cuda_check(cudaFree(b->base));
-    free(b->host);
-}
 
 struct Shape {
     int N, C, with_x, in_place, offset;

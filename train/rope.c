@@ -7,10 +7,14 @@
 
 #include "../common/util.h"
 
+void rope_inv_freq(float *inv_freq, int D, double theta) {
+    for (int j = 0; j < D / 2; j++) inv_freq[j] = 1.0f / powf((float)theta, (float)(2 * j) / (float)D);
+}
+
 void rope_apply(float *x, const int32_t *positions, int T, int heads, int D, double theta, int dir) {
     int half = D / 2;
     float *inv_freq = xmalloc((size_t)half * sizeof(float));
-    for (int j = 0; j < half; j++) inv_freq[j] = 1.0f / powf((float)theta, (float)(2 * j) / (float)D);
+    rope_inv_freq(inv_freq, D, theta);
     for (int t = 0; t < T; t++)
         for (int j = 0; j < half; j++) {
             float a = (float)positions[t] * inv_freq[j];

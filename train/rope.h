@@ -14,6 +14,10 @@
 
 #include <stdint.h>
 
+// inv_freq[j] = 1 / theta^(2j/D) for j < D/2, in float32 as transformers computes it
+// (`1.0 / theta ** (arange(0, D, 2).float() / D)`); the GPU kernels take these same values.
+void rope_inv_freq(float *inv_freq, int D, double theta);
+
 // In place on x [T, heads, D]; dir = +1 forward, -1 backward (rotating gradients back).
 void rope_apply(float *x, const int32_t *positions, int T, int heads, int D, double theta, int dir);
 

@@ -58,7 +58,7 @@ static void random_fill(float *x, size_t n, unsigned *seed, float scale) {
     }
 }
 
-static int run_size(size_t n, int repeat, const Bench *bench) {
+static int run_size(size_t n, int repeat, ColdL2 cold) {
     // the tensor list: the per-layer sizes, repeated, the last tensor cut at n
     int count = 0;
     for (size_t off = 0; off < n; count++) off += kLayerSizes[count % 14];
@@ -150,14 +150,14 @@ static int run_size(size_t n, int repeat, const Bench *bench) {
 
     if (repeat > 0) {  // then speed (not with --check)
         double adamw_bytes = 28.0 * n, norm_bytes = 4.0 * n + 16.0 * count + 8.0 * GRAD_NORM_BLOCKS;
-        float adamw_ms = bench_time_cold([&] {
+        float adamw_ms = time_cold([&] {
             adamw_update(dp, dg, dm, dv, n, 10, 1e-4f, kConfig.beta1, kConfig.beta2, kConfig.eps, kConfig.weight_decay,
                          0.5f, 0);
-        }, repeat, bench);
-        float norm_ms = bench_time_cold([&] { grad_norm_squared(norm_sq, partial, dtable, doffsets, count, 0); },
-                                        repeat, bench);
-        bench_print_bandwidth("adamw", adamw_bytes, adamw_ms, bench);
-        bench_print_bandwidth("grad norm", norm_bytes, norm_ms, bench);
+        }, repeat, cold);
+        float norm_ms = time_cold([&] { grad_norm_squared(norm_sq, partial, dtable, doffsets, count, 0); },
+                                        repeat, cold);
+        print_bandwidth("adamw", adamw_ms, adamw_bytes);
+        print_bandwidth("grad norm", norm_ms, norm_bytes);
     }
 
     free(p), free(g), free(m), free(v), free(got), free(gv), free(parts), free(dparts), free(sizes), free(offsets);
@@ -198,9 +198,9 @@ int main(int argc, char **argv) {
         nsizes = 1;
     }
     if (check) repeat = 0;
-    Bench bench = bench_open(repeat);
+    ColdL2 cold = cold_l2_create(repeat);
     int failed = 0;
-    for (int i = 0; i < nsizes; i++) failed |= run_size(sizes[i], repeat, &bench);
-    bench_close(&bench);
+    for (int i = 0; i < nsizes; i++) failed |= run_size(sizes[i], repeat, cold);
+    cuda_check(cudaFree(cold.flush));
     return failed ? 2 : 0;
 }

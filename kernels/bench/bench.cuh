@@ -1,54 +1,99 @@
 /*
- * bench.cuh: what the kernel benches (every kernels/bench program) share for timing.
+ * bench.cuh: what the kernel benches in kernels/bench/ share (each bench is one program that
+ * checks a kernel against its CPU reference and times it, in llm.c's dev/cuda manner).
  *
- * - bench_open(repeat): the device's DRAM peak, 2 (double data rate) · memory clock · bus
- *   width, as device_info computes it, and a buffer of twice the L2 size; prints both.
- * - bench_time_cold(run, repeat, b): the mean time of `run` in milliseconds over `repeat`
- *   calls, each after writing that buffer, so the inputs come from DRAM (cold L2), timed
- *   with CUDA events.
- * - bench_print_bandwidth(what, bytes, ms, b): one line, time, GB/s and % of the DRAM peak.
+ * - device_attribute(a): an attribute of the current device.
+ * - dram_peak(): the DRAM bandwidth peak in bytes/s, 2 · memory clock · bus width (double
+ *   data rate), as device_info computes it: the denominator of every "% of DRAM peak".
+ * - random_bf16(&dev, n, lo, hi, &seed): n bf16 uniform in [lo, hi) on the device; returns
+ *   the same values as floats on the host (free them).
+ * - to_host(dev, n): n bf16 from the device as floats on the host (free them).
+ * - ColdL2: a buffer twice the L2 size (cold_l2_create, which prints the DRAM peak and the
+ *   timing plan); time_cold(run, repeat, cold) times `run` in milliseconds, averaged over
+ *   `repeat` calls, each after writing that buffer so that the kernel's inputs come from DRAM.
+ * - report(what, got, ref, tol, n, &worst): counts the elements with |got - ref| > tol,
+ *   prints the first few, and raises worst to the largest |got - ref| / tol.
+ * - print_bandwidth(what, ms, bytes): one line of time, GB/s and % of the DRAM peak.
+ * - bench_args(argc, argv, per_shape, usage): the command line every bench takes,
+ *   [--repeat R | --check] [shape ...] with each shape `per_shape` positive integers;
+ *   anything else prints `usage` and exits with status 1.
  */
 #ifndef PERSONA_BENCH_CUH
 #define PERSONA_BENCH_CUH
 
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "../common.cuh"
 
-typedef struct {
-    double dram_peak;  // bytes per second
-    void *flush;
-    size_t flush_bytes;
-} Bench;
-
-static int bench_attribute(cudaDeviceAttr a) {
+static inline int device_attribute(cudaDeviceAttr a) {
     int dev = 0, v = 0;
     cuda_check(cudaGetDevice(&dev));
     cuda_check(cudaDeviceGetAttribute(&v, a, dev));
     return v;
 }
 
-static Bench bench_open(int repeat) {
-    Bench b;
-    b.dram_peak = 2.0 * bench_attribute(cudaDevAttrMemoryClockRate) * 1e3 *
-                  bench_attribute(cudaDevAttrGlobalMemoryBusWidth) / 8;
-    b.flush_bytes = (size_t)bench_attribute(cudaDevAttrL2CacheSize) * 2;
-    cuda_check(cudaMalloc(&b.flush, b.flush_bytes));
-    printf("DRAM peak %.0f GB/s; L2 flushed with %zu MiB before every timed run; %d runs each\n", b.dram_peak / 1e9,
-           b.flush_bytes >> 20, repeat);
-    return b;
+static inline double dram_peak(void) {
+    return 2.0 * device_attribute(cudaDevAttrMemoryClockRate) * 1e3 *
+           device_attribute(cudaDevAttrGlobalMemoryBusWidth) / 8;
 }
 
-static void bench_close(Bench *b) { cuda_check(cudaFree(b->flush)); }
+static inline void *bench_malloc(size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) {
+        fprintf(stderr, "error: out of host memory for %zu bytes\n", bytes);
+        exit(2);
+    }
+    return p;
+}
+
+static inline float *random_bf16(__nv_bfloat16 **dev, size_t n, float lo, float hi, unsigned *seed) {
+    float *host = (float *)bench_malloc(n * sizeof(float));
+    __nv_bfloat16 *bits = (__nv_bfloat16 *)bench_malloc(n * sizeof(__nv_bfloat16));
+    for (size_t i = 0; i < n; i++) {
+        *seed = *seed * 1664525u + 1013904223u;  // a simple LCG is plenty for test data
+        bits[i] = __float2bfloat16(lo + (hi - lo) * (float)(*seed >> 8) / 16777216.0f);
+        host[i] = __bfloat162float(bits[i]);
+    }
+    cuda_check(cudaMalloc(dev, n * sizeof(__nv_bfloat16)));
+    cuda_check(cudaMemcpy(*dev, bits, n * sizeof(__nv_bfloat16), cudaMemcpyHostToDevice));
+    free(bits);
+    return host;
+}
+
+static inline float *to_host(const __nv_bfloat16 *dev, size_t n) {
+    __nv_bfloat16 *bits = (__nv_bfloat16 *)bench_malloc(n * sizeof(__nv_bfloat16));
+    float *host = (float *)bench_malloc(n * sizeof(float));
+    cuda_check(cudaMemcpy(bits, dev, n * sizeof(__nv_bfloat16), cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; i++) host[i] = __bfloat162float(bits[i]);
+    free(bits);
+    return host;
+}
+
+struct ColdL2 {
+    void *flush;
+    size_t bytes;
+};
+
+static inline ColdL2 cold_l2_create(int repeat) {
+    ColdL2 c;
+    c.bytes = (size_t)device_attribute(cudaDevAttrL2CacheSize) * 2;
+    cuda_check(cudaMalloc(&c.flush, c.bytes));
+    printf("DRAM peak %.0f GB/s; L2 flushed with %zu MiB before every timed run; %d runs each\n", dram_peak() / 1e9,
+           c.bytes >> 20, repeat);
+    return c;
+}
 
 template <typename F>
-static float bench_time_cold(F run, int repeat, const Bench *b) {
+static inline float time_cold(F run, int repeat, ColdL2 cold) {
     cudaEvent_t start, stop;
     cuda_check(cudaEventCreate(&start));
     cuda_check(cudaEventCreate(&stop));
     float total = 0;
     for (int i = 0; i < repeat; i++) {
-        cuda_check(cudaMemset(b->flush, i & 0xff, b->flush_bytes));
+        cuda_check(cudaMemset(cold.flush, i & 0xff, cold.bytes));
         cuda_check(cudaEventRecord(start));
         run();
         cuda_check(cudaEventRecord(stop));
@@ -62,9 +107,49 @@ static float bench_time_cold(F run, int repeat, const Bench *b) {
     return total / repeat;
 }
 
-static void bench_print_bandwidth(const char *what, double bytes, float ms, const Bench *b) {
+static inline size_t report(const char *what, const float *got, const float *ref, const float *tol, size_t n,
+                     double *worst) {
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - ref[i]);
+        if (tol[i] > 0 && e / tol[i] > *worst) *worst = e / tol[i];
+        if (!(e <= tol[i]) && bad++ < 5)
+            printf("  MISMATCH %s[%zu]: gpu %.7g, cpu %.7g, tolerance %.3g\n", what, i, got[i], ref[i], tol[i]);
+    }
+    return bad;
+}
+
+static inline void print_bandwidth(const char *what, float ms, double bytes) {
     printf("  %-9s %8.4f ms  %7.1f GB/s  %5.1f%% of DRAM peak\n", what, ms, bytes / ms / 1e6,
-           100.0 * bytes / (ms / 1e3) / b->dram_peak);
+           100.0 * bytes / (ms / 1e3) / dram_peak());
+}
+
+struct BenchArgs {
+    int repeat, check, n;  // n numbers in shape[]
+    int shape[64];
+};
+
+static inline BenchArgs bench_args(int argc, char **argv, int per_shape, const char *usage) {
+    BenchArgs a;
+    a.repeat = 50, a.check = 0, a.n = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--repeat") && i + 1 < argc && atoi(argv[i + 1]) > 0) {
+            a.repeat = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--check")) {
+            a.check = 1;
+        } else if (a.n < 64 && atoi(argv[i]) > 0) {
+            a.shape[a.n++] = atoi(argv[i]);
+        } else {
+            fprintf(stderr, "usage: %s\n", usage);
+            exit(1);
+        }
+    }
+    if (a.n % per_shape) {
+        fprintf(stderr, "usage: %s   (each shape is %d numbers)\n", usage, per_shape);
+        exit(1);
+    }
+    if (a.check) a.repeat = 0;
+    return a;
 }
 
 #endif

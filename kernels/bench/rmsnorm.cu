@@ -20,9 +20,6 @@
  * and writes dh; plus the weight (2·C) and rstd (4·N) once. The kernels' second pass over a
  * row (re-reading what the first pass touched) is meant to hit L1/L2 and is not counted.
  */
-#include <math.h>
-#include <string.h>
-
 #include "../rmsnorm.cuh"
 #include "bench.cuh"
 extern "C" {
@@ -31,47 +28,7 @@ extern "C" {
 
 static const float kEps = 1e-5f;
 
-static float *random_bf16(__nv_bfloat16 **dev, size_t n, float lo, float hi, unsigned *seed) {
-    float *host = (float *)malloc(n * sizeof(float));
-    __nv_bfloat16 *bits = (__nv_bfloat16 *)malloc(n * sizeof(__nv_bfloat16));
-    if (!host || !bits) {
-        fprintf(stderr, "error: out of host memory for %zu elements\n", n);
-        exit(2);
-    }
-    for (size_t i = 0; i < n; i++) {
-        *seed = *seed * 1664525u + 1013904223u;  // a simple LCG is plenty for test data
-        bits[i] = __float2bfloat16(lo + (hi - lo) * (float)(*seed >> 8) / 16777216.0f);
-        host[i] = __bfloat162float(bits[i]);
-    }
-    cuda_check(cudaMalloc(dev, n * sizeof(__nv_bfloat16)));
-    cuda_check(cudaMemcpy(*dev, bits, n * sizeof(__nv_bfloat16), cudaMemcpyHostToDevice));
-    free(bits);
-    return host;
-}
-
-static float *to_host(const __nv_bfloat16 *dev, size_t n) {
-    __nv_bfloat16 *bits = (__nv_bfloat16 *)malloc(n * sizeof(__nv_bfloat16));
-    float *host = (float *)malloc(n * sizeof(float));
-    cuda_check(cudaMemcpy(bits, dev, n * sizeof(__nv_bfloat16), cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < n; i++) host[i] = __bfloat162float(bits[i]);
-    free(bits);
-    return host;
-}
-
-// Counts the elements outside their tolerance and prints the first few; returns the count.
-static size_t report(const char *what, const float *got, const float *ref, const float *tol, size_t n,
-                     double *worst) {
-    size_t bad = 0;
-    for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)got[i] - ref[i]);
-        if (tol[i] > 0 && e / tol[i] > *worst) *worst = e / tol[i];
-        if (!(e <= tol[i]) && bad++ < 5)
-            printf("  MISMATCH %s[%zu]: gpu %.7g, cpu %.7g, tolerance %.3g\n", what, i, got[i], ref[i], tol[i]);
-    }
-    return bad;
-}
-
-static int run_shape(int N, int C, int repeat, const Bench *bench) {
+static int run_shape(int N, int C, int repeat, ColdL2 cold) {
     size_t n = (size_t)N * C;
     unsigned seed = 1234u + (unsigned)N * 31u + (unsigned)C;
     __nv_bfloat16 *r, *x, *w, *dy, *din, *h, *y, *dh;
@@ -120,11 +77,11 @@ static int run_shape(int N, int C, int repeat, const Bench *bench) {
            worst_rstd, worst_dh, bad ? "MISMATCH" : "all results match");
 
     if (repeat > 0) {  // then speed (not with --check)
-        double fwd_bytes = 8.0 * n + 2.0 * C + 4.0 * N, bwd_bytes = 8.0 * n + 2.0 * C + 4.0 * N;
-        float fwd_ms = bench_time_cold([&] { rmsnorm_forward(h, y, rstd, r, x, w, N, C, kEps, 0); }, repeat, bench);
-        float bwd_ms = bench_time_cold([&] { rmsnorm_backward(dh, dy, din, h, w, rstd, N, C, 0); }, repeat, bench);
-        bench_print_bandwidth("forward", fwd_bytes, fwd_ms, bench);
-        bench_print_bandwidth("backward", bwd_bytes, bwd_ms, bench);
+        double bytes = 8.0 * n + 2.0 * C + 4.0 * N;  // the same for both passes
+        print_bandwidth("forward", time_cold([&] { rmsnorm_forward(h, y, rstd, r, x, w, N, C, kEps, 0); }, repeat, cold),
+                        bytes);
+        print_bandwidth("backward", time_cold([&] { rmsnorm_backward(dh, dy, din, h, w, rstd, N, C, 0); }, repeat, cold),
+                        bytes);
     }
 
     free(hr), free(hx), free(hw), free(hdy), free(hdin), free(ref_h), free(ref_y), free(ref_rstd), free(ref_dh);
@@ -136,36 +93,19 @@ static int run_shape(int N, int C, int repeat, const Bench *bench) {
 }
 
 int main(int argc, char **argv) {
-    int repeat = 50, check = 0, shapes[64], nshapes = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--repeat") && i + 1 < argc) {
-            repeat = atoi(argv[++i]);
-        } else if (!strcmp(argv[i], "--check")) {
-            check = 1;
-        } else if (nshapes < 64 && atoi(argv[i]) > 0) {
-            shapes[nshapes++] = atoi(argv[i]);
-        } else {
-            fprintf(stderr, "usage: rmsnorm [--repeat R | --check] [N C ...]\n");
-            return 1;
-        }
-    }
-    if (nshapes % 2 || repeat < 1) {
-        fprintf(stderr, "usage: rmsnorm [--repeat R] [N C ...]   (shapes come in pairs: rows, columns)\n");
-        return 1;
-    }
-    if (nshapes == 0 && check) {  // awkward shapes: one row, odd widths, misaligned packs
+    BenchArgs a = bench_args(argc, argv, 2, "rmsnorm [--repeat R | --check] [N C ...]   (rows, columns)");
+    if (a.n == 0 && a.check) {  // awkward shapes: one row, odd widths, misaligned packs
         const int defaults[] = {1, 1, 3, 7, 5, 4100, 17, 4096, 1, 5120, 64, 131};
-        memcpy(shapes, defaults, sizeof(defaults));
-        nshapes = 12;
-    } else if (nshapes == 0) {  // Mistral-7B's hidden size at 4k and 16k tokens, Nemo's at 8k, one row
+        memcpy(a.shape, defaults, sizeof(defaults));
+        a.n = 12;
+    } else if (a.n == 0) {  // Mistral-7B's hidden size at 4k and 16k tokens, Nemo's at 8k, one row
         const int defaults[] = {4096, 4096, 16384, 4096, 8192, 5120, 1, 5120};
-        memcpy(shapes, defaults, sizeof(defaults));
-        nshapes = 8;
+        memcpy(a.shape, defaults, sizeof(defaults));
+        a.n = 8;
     }
-    if (check) repeat = 0;
-    Bench bench = bench_open(repeat);
+    ColdL2 cold = cold_l2_create(a.repeat);
     int failed = 0;
-    for (int i = 0; i < nshapes; i += 2) failed |= run_shape(shapes[i], shapes[i + 1], repeat, &bench);
-    bench_close(&bench);
+    for (int i = 0; i < a.n; i += 2) failed |= run_shape(a.shape[i], a.shape[i + 1], a.repeat, cold);
+    cuda_check(cudaFree(cold.flush));
     return failed ? 2 : 0;
 }
