@@ -5,7 +5,7 @@
 # CUDA-on-CPU harness also runs, so what the harness checks is what ptxas accepts). The PTX
 # must also contain the instructions the code exists for, so that a change that silently
 # falls off them fails here: each wrapper of kernels/ptx.cuh, and the 16-byte packed loads
-# and stores of the RMSNorm kernels. Compiling is not running: this checks the build only
+# and stores of the RMSNorm and NF4 kernels. Compiling is not running: this checks the build only
 # (see README, "What is verified where").
 set -u
 cd "$(dirname "$0")/.."
@@ -65,3 +65,5 @@ ptx_contains ptx_cuh_wrappers test/test_cuda_ptx_kernels.cu \
     "cp.async.ca.shared.global" "cp.async.cg.shared.global" "cp.async.commit_group" \
     "cp.async.wait_group 0" "cp.async.wait_group 1"
 ptx_contains rmsnorm_packed_loads kernels/bench/rmsnorm.cu "ld.global.v4.u32" "st.global.v4.u32"
+# NF4: 16-byte loads of 32 codes (dequantize, GEMV) and 16-byte stores of 8 bf16 (dequantize)
+ptx_contains nf4_packed_loads kernels/bench/nf4.cu "ld.global.v4.u32" "st.global.v4.u32"

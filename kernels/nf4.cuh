@@ -1,0 +1,311 @@
+/*
+ * nf4.cuh: NF4 weights with double-quantized statistics on the GPU: quantization and
+ * dequantization to bf16. Both are bit-exact with the CPU reference train/nf4.c, which is bit-exact
+ * with bitsandbytes 0.50.2 (reference/qlora.md §A; the format is in train/nf4.h).
+ *
+ * Quantization (nf4_quantize = three launches; the weight is float32 or bf16, the same
+ * numbers train/nf4.c's nf4_quantize takes as float):
+ *   1. blocks of 64 values (one warp each, two values per lane, so each lane writes one
+ *      byte: element 2j in the high nibble). absmax = max|x| (exact in any order), clamped
+ *      to >= 1e-38 for the short last block; s = clamp(x·(1/absmax), -1, 1), or x / absmax
+ *      in the short last block; the code is the number of NF4 midpoints (a+b)/2 strictly
+ *      below s, so a value on a midpoint takes the lower code and NaN takes code 0. An odd
+ *      count pads the last byte with the code of 0.0 (7).
+ *   2. offset = the mean of the absmax: train/nf4.c adds them up in double, in index
+ *      order, and rounds sum / nb to float once. Sequential double additions round, and
+ *      only their own order reproduces that rounding; but when no addition rounds, every
+ *      order gives the same exact sum. One block adds them in parallel and also finds 2^q,
+ *      the lowest set bit among all absmax: every absmax, and so every partial sum in any
+ *      order, is a multiple of 2^q, and a multiple of 2^q below 2^(53+q) is a double. If
+ *      the parallel sum came out below 2^(53+q), no partial sum reached 2^(53+q) (they
+ *      only grow: all terms are >= 0, and rounding is monotone), so none rounded, in the
+ *      parallel order or in index order: the sum is exact and equal to the reference's.
+ *      Otherwise (absmax spanning ~30 binades: denormals next to large values) one thread
+ *      adds them in index order, as the reference does. Weights stored in bf16 have 8-bit
+ *      absmax and always take the parallel path.
+ *   3. blocks of 256 absmax (one thread each): v = absmax - offset, a = max|v| (absmax2),
+ *      x = clamp(v / a, -1, 1) goes to grid point g = trunc((x + 1)·0.5·65535 + 0.5), and
+ *      the code is the nearest dynamic-map value to g/65535·2 - 1 (ties to the lower
+ *      index): bitsandbytes' 65536-entry lookup table, evaluated per value by a binary
+ *      search instead of being stored.
+ * Dequantization, one launch: absmax_b = code[qabsmax_b]·absmax2[b/256] + offset and
+ * w = NF4[nibble]·absmax_b, both in float32 with the products and sums rounded separately
+ * (__fmul_rn/__fadd_rn: nvcc would otherwise fuse them into one FMA and the bits would
+ * differ from the reference's), then rounded once to bf16. So the output is exactly
+ * bf16(train/nf4.c's nf4_weight_dequantize).
+ *
+ * The arithmetic must be IEEE: no --use_fast_math (nvcc's defaults: IEEE division, no
+ * flush of denormals).
+ *
+ * Memory: quantization reads the weight once (2 or 4 bytes a value) and writes half a
+ * byte a value, plus 8 bytes per 64 values of absmax scratch. Dequantization reads each
+ * thread's 32 codes with one 16-byte load and writes 32 bf16 with four 16-byte stores
+ * (one absmax per thread: blocksize >= 32); 2.52 bytes a value at blocksize 64. The 16
+ * NF4 values sit in shared memory (16 banks: no conflicts).
+ */
+#ifndef PERSONA_NF4_CUH
+#define PERSONA_NF4_CUH
+
+#include <math.h>
+#include <stdint.h>
+
+#include "common.cuh"
+
+#define NF4_BLOCKSIZE 64      // what nf4_quantize produces (bitsandbytes' Linear4bit default)
+#define NF4_DQ_BLOCK 256      // absmax values per absmax2 (NF4_DQ_BLOCKSIZE in train/nf4.h)
+#define NF4_THREADS 256       // quantize, double-quantize and dequantize blocks
+#define NF4_MEAN_THREADS 1024 // the one block that computes the offset
+
+// nvcc's `#pragma unroll`, for the loops whose arrays must stay in registers (ptxas puts
+// an array indexed by a loop counter in local memory unless the loop is unrolled). The
+// harness's host compiler has no such pragma and needs none.
+#ifdef CUDA_HOST_HARNESS
+#define NF4_UNROLL
+#else
+#define NF4_UNROLL _Pragma("unroll")
+#endif
+
+// A weight of rows x cols values in NF4 with double-quantized statistics, on the device.
+// n = rows·cols values in row-major order, nb = ceil(n / blocksize) blocks.
+typedef struct {
+    uint8_t *packed;   // (n + 1) / 2 bytes, element 2j in the high nibble
+    uint8_t *qabsmax;  // nb codes into `code`
+    float *absmax2;    // ceil(nb / 256)
+    float *offset;     // one float: the mean of the first-stage absmax
+    float *code;       // 256 floats: the dynamic map (train/nf4.c's nf4_dynamic_map)
+    int64_t rows, cols;
+    int blocksize;     // a power of two >= 32
+} Nf4Device;
+
+// bitsandbytes' 16 NF4 values, the table of train/nf4.c (test_cuda_nf4 checks they agree).
+__host__ __device__ constexpr float nf4_value(int code) {
+    constexpr float values[16] = {
+        -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+        -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
+        0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
+        0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f,
+    };
+    return values[code];
+}
+
+// The number of NF4 midpoints strictly below s. The midpoints are float sums and halvings
+// of constants, folded by the compiler with IEEE float arithmetic, as train/nf4.c computes
+// them at run time.
+__device__ __forceinline__ unsigned nf4_bucket(float s) {
+    unsigned q = 0;
+    for (int k = 0; k < 15; k++) q += (nf4_value(k) + nf4_value(k + 1)) / 2.0f < s;
+    return q;
+}
+
+// The 16 values into the block's shared memory (by one thread, from constants: a table
+// indexed by threadIdx would live in local memory).
+__device__ __forceinline__ void nf4_fill_table(float *lut) {
+    if (threadIdx.x == 0) {
+        NF4_UNROLL
+        for (int k = 0; k < 16; k++) lut[k] = nf4_value(k);
+    }
+    __syncthreads();
+}
+
+__device__ __forceinline__ float nf4_load_float(const float *p) { return *p; }
+__device__ __forceinline__ float nf4_load_float(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+
+// ---------------------------------------------------------------------------------------
+// Quantization
+
+// Stage 1: one warp per block of 64 values.
+template <typename T>
+__global__ void __launch_bounds__(NF4_THREADS)
+    nf4_quantize_blocks_kernel(uint8_t *packed, float *absmax, const T *w, int64_t n) {
+    int lane = threadIdx.x % 32;
+    int64_t block = (int64_t)blockIdx.x * (NF4_THREADS / 32) + threadIdx.x / 32;
+    if (block * NF4_BLOCKSIZE >= n) return;  // the whole warp
+    int64_t start = block * NF4_BLOCKSIZE, i = start + 2 * lane;
+    float a = i < n ? nf4_load_float(w + i) : 0.0f, b = i + 1 < n ? nf4_load_float(w + i + 1) : 0.0f;
+    float m = fmaxf(fabsf(a), fabsf(b));
+    for (int offset = 16; offset > 0; offset /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
+    float clamped = fmaxf(m, 1e-38f), inv = 1.0f / clamped;
+    bool tail = n - start < NF4_BLOCKSIZE;
+    if (lane == 0) absmax[block] = tail ? clamped : m;
+    if (i >= n) return;
+    float sa = fminf(fmaxf(tail ? a / clamped : a * inv, -1.0f), 1.0f);
+    float sb = fminf(fmaxf(tail ? b / clamped : b * inv, -1.0f), 1.0f);  // b = 0 past the end: code 7
+    packed[i / 2] = (uint8_t)(nf4_bucket(sa) << 4 | nf4_bucket(sb));
+}
+
+// The exponent of the lowest set bit of a finite float a > 0.
+__device__ __forceinline__ int nf4_lowest_bit_exponent(float a) {
+    unsigned u = __float_as_uint(a), e = u >> 23, m = u & 0x7fffffu;
+    return e ? (int)e - 150 + __ffs((int)(m | 0x800000u)) - 1 : -149 + __ffs((int)m) - 1;
+}
+
+// Stage 2: *offset = the float mean of absmax[0..nb), as train/nf4.c's nf4_absmax_mean
+// (see the top of the file). One block of NF4_MEAN_THREADS.
+__global__ void __launch_bounds__(NF4_MEAN_THREADS)
+    nf4_absmax_mean_kernel(float *offset, const float *absmax, int64_t nb) {
+    __shared__ double warp_sums[NF4_MEAN_THREADS / 32];
+    __shared__ int warp_lowest[NF4_MEAN_THREADS / 32];
+    __shared__ float staged[NF4_MEAN_THREADS];
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    double sum = 0.0;
+    int lowest = 1000;  // above any float's exponent: 2^(53+1000) is infinite, so all zeros pass
+    for (int64_t i = threadIdx.x; i < nb; i += NF4_MEAN_THREADS) {
+        float a = absmax[i];
+        sum += a;
+        if (a > 0.0f) lowest = min(lowest, nf4_lowest_bit_exponent(a));
+    }
+    for (int o = 16; o > 0; o /= 2) {
+        sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        lowest = min(lowest, __shfl_xor_sync(0xffffffffu, lowest, o));
+    }
+    if (lane == 0) warp_sums[warp] = sum, warp_lowest[warp] = lowest;
+    __syncthreads();
+    sum = warp_sums[lane];
+    lowest = warp_lowest[lane];
+    for (int o = 16; o > 0; o /= 2) {
+        sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        lowest = min(lowest, __shfl_xor_sync(0xffffffffu, lowest, o));
+    }
+    if (!(sum < ldexp(1.0, 53 + lowest))) {  // some addition may have rounded: index order
+        sum = 0.0;
+        for (int64_t base = 0; base < nb; base += NF4_MEAN_THREADS) {
+            __syncthreads();  // the previous chunk has been added
+            if (base + threadIdx.x < nb) staged[threadIdx.x] = absmax[base + threadIdx.x];
+            __syncthreads();
+            if (threadIdx.x == 0)
+                for (int k = 0; k < NF4_MEAN_THREADS && base + k < nb; k++) sum += staged[k];
+        }
+    }
+    if (threadIdx.x == 0) *offset = nb ? (float)(sum / (double)nb) : 0.0f;
+}
+
+// Stage 3: one block per 256 absmax values.
+__global__ void __launch_bounds__(NF4_THREADS)
+    nf4_quantize_absmax_kernel(uint8_t *qabsmax, float *absmax2, const float *absmax, const float *offset_ptr,
+                               const float *code, int64_t nb) {
+    static_assert(NF4_THREADS == NF4_DQ_BLOCK, "one thread per absmax value of a block");
+    __shared__ float map[NF4_DQ_BLOCK];
+    __shared__ unsigned block_max;  // max |v| as float bits: non-negative floats order as integers
+    int64_t i = (int64_t)blockIdx.x * NF4_DQ_BLOCK + threadIdx.x;
+    map[threadIdx.x] = code[threadIdx.x];
+    if (threadIdx.x == 0) block_max = 0;
+    __syncthreads();
+    float v = i < nb ? absmax[i] - *offset_ptr : 0.0f;
+    atomicMax(&block_max, __float_as_uint(fabsf(v)));
+    __syncthreads();
+    float a = __uint_as_float(block_max);
+    if (threadIdx.x == 0) absmax2[blockIdx.x] = a;
+    if (i >= nb) return;
+    float x = fminf(fmaxf(v / a, -1.0f), 1.0f);  // a = 0: NaN, which fmaxf turns into -1
+    unsigned g = (unsigned)__fadd_rn(__fmul_rn((x + 1.0f) * 0.5f, 65535.0f), 0.5f);
+    float point = __fadd_rn(__fmul_rn((float)g / 65535.0f, 2.0f), -1.0f);
+    int right = 0;  // the number of map values below point (the map is sorted), capped at 255
+    for (int step = NF4_DQ_BLOCK / 2; step > 0; step /= 2)
+        if (map[right + step - 1] < point) right += step;
+    if (map[right] < point) right++;  // all 256 are below
+    int q = right;  // then the nearer of map[right - 1] and map[right], as train/nf4.c decides
+    if (right == NF4_DQ_BLOCK) q = NF4_DQ_BLOCK - 1;
+    else if (right > 0 && !(fabsf(map[right] - point) < fabsf(point - map[right - 1]))) q = right - 1;
+    qabsmax[i] = (uint8_t)q;
+}
+
+// ---------------------------------------------------------------------------------------
+// Dequantization
+
+// absmax_b from the double-quantized statistics (offset already read).
+__device__ __forceinline__ float nf4_absmax(const Nf4Device &q, int64_t b, float offset) {
+    return __fadd_rn(__fmul_rn(q.code[q.qabsmax[b]], q.absmax2[b / NF4_DQ_BLOCK]), offset);
+}
+
+// Thread t writes values [32t, 32t + 32) (one absmax: blocksize >= 32). `vector`: packed
+// and out are 16-byte aligned, so whole chunks move as 16-byte loads and stores.
+__global__ void __launch_bounds__(NF4_THREADS)
+    nf4_dequantize_kernel(__nv_bfloat16 *out, Nf4Device q, int log2_blocksize, bool vector) {
+    __shared__ float lut[16];
+    nf4_fill_table(lut);
+    int64_t n = q.rows * q.cols, chunk = (int64_t)blockIdx.x * NF4_THREADS + threadIdx.x, start = chunk * 32;
+    if (start >= n) return;
+    float absmax = nf4_absmax(q, start >> log2_blocksize, *q.offset);
+    if (vector && start + 32 <= n) {
+        uint4 codes = ((const uint4 *)q.packed)[chunk];
+        unsigned words[4] = {codes.x, codes.y, codes.z, codes.w};
+        uint4 *dst = (uint4 *)(out + start);
+        NF4_UNROLL
+        for (int k = 0; k < 4; k++) {  // word k holds values 8k..8k+7, byte j (low first) values 2j, 2j + 1
+            unsigned pairs[4];
+            NF4_UNROLL
+            for (int j = 0; j < 4; j++) {
+                unsigned byte = words[k] >> (8 * j) & 0xffu;
+                __nv_bfloat162 pair = __floats2bfloat162_rn(lut[byte >> 4] * absmax, lut[byte & 15u] * absmax);
+                pairs[j] = __bfloat16_as_ushort(pair.x) | (unsigned)__bfloat16_as_ushort(pair.y) << 16;
+            }
+            dst[k] = uint4{pairs[0], pairs[1], pairs[2], pairs[3]};
+        }
+    } else {
+        int64_t end = start + 32 < n ? start + 32 : n;
+        for (int64_t i = start; i < end; i++) {
+            unsigned byte = q.packed[i / 2];
+            out[i] = __float2bfloat16(lut[i % 2 ? byte & 15u : byte >> 4] * absmax);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Host launchers. Preconditions that a caller can get wrong are checked; a violation is a
+// programming error, reported on one line, exit status 1.
+
+static inline void nf4_require(bool ok, const char *what) {
+    if (ok) return;
+    fprintf(stderr, "error: %s\n", what);
+    exit(1);
+}
+
+static inline int nf4_log2_blocksize(int blocksize) {
+    int log2 = 0;
+    while ((1 << log2) < blocksize) log2++;
+    nf4_require(blocksize >= 32 && (1 << log2) == blocksize, "nf4: the blocksize must be a power of two >= 32");
+    return log2;
+}
+
+static inline int64_t nf4_blocks(const Nf4Device &q) { return CEIL_DIV(q.rows * q.cols, (int64_t)q.blocksize); }
+
+// Stage 1 alone: packed codes and float absmax[nb] for the q.rows·q.cols values of w.
+template <typename T>
+inline void nf4_quantize_blocks(Nf4Device &q, float *absmax, const T *w, cudaStream_t stream) {
+    nf4_require(q.blocksize == NF4_BLOCKSIZE, "nf4_quantize: the GPU quantizes with blocksize 64 only");
+    int64_t n = q.rows * q.cols;
+    if (n == 0) return;
+    LAUNCH(nf4_quantize_blocks_kernel<T>, (unsigned)CEIL_DIV(nf4_blocks(q), NF4_THREADS / 32), NF4_THREADS, 0, stream,
+           q.packed, absmax, w, n);
+}
+
+// Stages 2 and 3: *q.offset, q.qabsmax and q.absmax2 from the first-stage absmax.
+inline void nf4_absmax_mean(Nf4Device &q, const float *absmax, cudaStream_t stream) {
+    LAUNCH(nf4_absmax_mean_kernel, 1, NF4_MEAN_THREADS, 0, stream, q.offset, absmax, nf4_blocks(q));
+}
+inline void nf4_quantize_absmax(Nf4Device &q, const float *absmax, cudaStream_t stream) {
+    int64_t nb = nf4_blocks(q);
+    if (nb == 0) return;
+    LAUNCH(nf4_quantize_absmax_kernel, (unsigned)CEIL_DIV(nb, NF4_DQ_BLOCK), NF4_THREADS, 0, stream, q.qabsmax,
+           q.absmax2, absmax, q.offset, q.code, nb);
+}
+
+// The whole of bitsandbytes' quantize_4bit(nf4, blocksize 64, compress_statistics): every
+// array of q written (q.code must already hold the dynamic map), absmax[nb] is scratch.
+template <typename T>
+inline void nf4_quantize(Nf4Device &q, float *absmax, const T *w, cudaStream_t stream) {
+    nf4_quantize_blocks(q, absmax, w, stream);
+    nf4_absmax_mean(q, absmax, stream);
+    nf4_quantize_absmax(q, absmax, stream);
+}
+
+// out[rows·cols] = bf16 of the float32 dequantized weight.
+inline void nf4_dequantize(__nv_bfloat16 *out, const Nf4Device &q, cudaStream_t stream) {
+    int log2 = nf4_log2_blocksize(q.blocksize);
+    int64_t n = q.rows * q.cols;
+    if (n == 0) return;
+    bool vector = ((uintptr_t)out & 15) == 0 && ((uintptr_t)q.packed & 15) == 0;
+    LAUNCH(nf4_dequantize_kernel, (unsigned)CEIL_DIV(CEIL_DIV(n, (int64_t)32), NF4_THREADS), NF4_THREADS, 0, stream,
+           out, q, log2, vector);
+}
+#endif
