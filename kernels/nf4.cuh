@@ -1,6 +1,7 @@
 /*
- * nf4.cuh: NF4 weights with double-quantized statistics on the GPU: quantization and
- * dequantization to bf16. Both are bit-exact with the CPU reference train/nf4.c, which is bit-exact
+ * nf4.cuh: NF4 weights with double-quantized statistics on the GPU: quantization,
+ * dequantization to bf16, and the batch-1 matrix-vector product of decoding. Quantization
+ * and dequantization are bit-exact with the CPU reference train/nf4.c, which is bit-exact
  * with bitsandbytes 0.50.2 (reference/qlora.md §A; the format is in train/nf4.h).
  *
  * Quantization (nf4_quantize = three launches; the weight is float32 or bf16, the same
@@ -33,6 +34,10 @@
  * (__fmul_rn/__fadd_rn: nvcc would otherwise fuse them into one FMA and the bits would
  * differ from the reference's), then rounded once to bf16. So the output is exactly
  * bf16(train/nf4.c's nf4_weight_dequantize).
+ * GEMV: y[r] = Σ_c W[r][c]·x[c] with W as dequantization gives it in float32 (not rounded
+ * to bf16), bf16 x and y, fp32 accumulation. Each 32-value chunk shares one absmax, so it
+ * is Σ over chunks of absmax·(Σ NF4[nibble]·x), which saves a multiply per weight; the
+ * error bound against the exact sum is at the end of this file.
  *
  * The arithmetic must be IEEE: no --use_fast_math (nvcc's defaults: IEEE division, no
  * flush of denormals).
@@ -40,8 +45,16 @@
  * Memory: quantization reads the weight once (2 or 4 bytes a value) and writes half a
  * byte a value, plus 8 bytes per 64 values of absmax scratch. Dequantization reads each
  * thread's 32 codes with one 16-byte load and writes 32 bf16 with four 16-byte stores
- * (one absmax per thread: blocksize >= 32); 2.52 bytes a value at blocksize 64. The 16
- * NF4 values sit in shared memory (16 banks: no conflicts).
+ * (one absmax per thread: blocksize >= 32); 2.52 bytes a value at blocksize 64. The GEMV
+ * gives each warp two rows, so that each 16-byte load of x (L1/L2-resident) serves both;
+ * each lane has 4 chunks of 32 codes per row in flight (16-byte loads) before it computes,
+ * so that enough bytes are in flight to cover DRAM latency; the codes are read once,
+ * 0.52 bytes a weight. The 16 NF4 values sit in shared memory (16 banks: no conflicts).
+ * The GEMV's arithmetic is what limits it: an H100 issues about 33e12 thread instructions
+ * a second and reads about 6.5e12 weights a second at its DRAM peak, so a weight may cost
+ * 5 instructions at most. A nibble at a time (extract, address, load, FMA, and x's
+ * conversion) takes about that many; so the GEMV looks up both weights of a code byte
+ * with one 8-byte load from a conflict-free table (below), about 3 instructions a weight.
  */
 #ifndef PERSONA_NF4_CUH
 #define PERSONA_NF4_CUH
@@ -55,6 +68,9 @@
 #define NF4_DQ_BLOCK 256      // absmax values per absmax2 (NF4_DQ_BLOCKSIZE in train/nf4.h)
 #define NF4_THREADS 256       // quantize, double-quantize and dequantize blocks
 #define NF4_MEAN_THREADS 1024 // the one block that computes the offset
+#define NF4_GEMV_WARPS 8      // per block (sharing one 32 KiB byte table)
+#define NF4_GEMV_ROWS 2       // per warp, sharing each load of x
+#define NF4_GEMV_UNROLL 4     // 16-byte code loads in flight per row and lane
 
 // nvcc's `#pragma unroll`, for the loops whose arrays must stay in registers (ptxas puts
 // an array indexed by a loop counter in local memory unless the loop is unrolled). The
@@ -251,6 +267,102 @@ __global__ void __launch_bounds__(NF4_THREADS)
 }
 
 // ---------------------------------------------------------------------------------------
+// GEMV
+
+// The GEMV's byte table: for each code byte, (NF4[high nibble], NF4[low nibble]), one
+// 8-byte load for two weights. A warp's 8-byte shared loads go 16 lanes at a time over the
+// 32 banks, and random bytes would collide in them; so the table is kept in 16 copies,
+// entry b of copy l at index 16b + l, and lane l reads copy l % 16, which lies in banks
+// 2(l % 16) and 2(l % 16) + 1 only: no conflicts whatever the bytes (32 KiB).
+#define NF4_PAIR_COPIES 16  // (128 bytes per entry: the shift by 7 below)
+
+// Σ_k NF4[nibble k]·x[k] over one chunk of 32 codes (word w, byte j low first: values
+// 8w + 2j in the high nibble and 8w + 2j + 1 in the low one). The entry's byte offset is
+// 128·byte | 8·(lane % 16) (copy_offset): a shift and one logic operation.
+__device__ __forceinline__ float nf4_chunk_dot(const uint4 &codes, const float x[32], const float2 *table,
+                                               unsigned copy_offset) {
+    unsigned words[4] = {codes.x, codes.y, codes.z, codes.w};
+    float dot = 0.0f;
+    NF4_UNROLL
+    for (int w = 0; w < 4; w++)
+        NF4_UNROLL
+        for (int j = 0; j < 4; j++) {
+            unsigned offset = (words[w] >> (8 * j) & 0xffu) << 7 | copy_offset;
+            float2 pair = *(const float2 *)((const char *)table + offset);
+            dot += pair.x * x[8 * w + 2 * j];
+            dot += pair.y * x[8 * w + 2 * j + 1];
+        }
+    return dot;
+}
+
+// Warp w of the grid computes rows 2w and 2w + 1 (a single row at an odd end: the second
+// is then a copy of the first, computed and not written).
+__global__ void __launch_bounds__(NF4_GEMV_WARPS * 32)
+    nf4_gemv_kernel(__nv_bfloat16 *y, const __nv_bfloat16 *x, Nf4Device q, int log2_blocksize) {
+    __shared__ float lut[16];
+    __shared__ float2 pair_table[256 * NF4_PAIR_COPIES];
+    nf4_fill_table(lut);
+    for (int i = threadIdx.x; i < 256 * NF4_PAIR_COPIES; i += blockDim.x) {
+        int byte = i / NF4_PAIR_COPIES;
+        pair_table[i] = make_float2(lut[byte >> 4], lut[byte & 15]);
+    }
+    __syncthreads();
+    int lane = threadIdx.x % 32;
+    unsigned copy_offset = (unsigned)(lane % NF4_PAIR_COPIES) * sizeof(float2);
+    int64_t first = ((int64_t)blockIdx.x * NF4_GEMV_WARPS + threadIdx.x / 32) * NF4_GEMV_ROWS;
+    if (first >= q.rows) return;  // the whole warp
+    int chunks = (int)(q.cols / 32);
+    float offset = *q.offset, acc[NF4_GEMV_ROWS];
+    int64_t row[NF4_GEMV_ROWS];
+    for (int r = 0; r < NF4_GEMV_ROWS; r++) {
+        row[r] = first + r < q.rows ? first + r : q.rows - 1;
+        acc[r] = 0.0f;
+    }
+    const uint4 *xv = (const uint4 *)x;
+    for (int base = 0; base < chunks; base += 32 * NF4_GEMV_UNROLL) {
+        // every load of codes and statistics first, then the arithmetic
+        uint4 codes[NF4_GEMV_ROWS][NF4_GEMV_UNROLL];
+        float absmax[NF4_GEMV_ROWS][NF4_GEMV_UNROLL];
+        NF4_UNROLL
+        for (int u = 0; u < NF4_GEMV_UNROLL; u++) {
+            int c = base + 32 * u + lane;
+            NF4_UNROLL
+            for (int r = 0; r < NF4_GEMV_ROWS; r++) {
+                int64_t start = row[r] * q.cols + 32 * (int64_t)c;
+                codes[r][u] = uint4{0, 0, 0, 0};
+                absmax[r][u] = 0.0f;
+                if (c < chunks) {
+                    codes[r][u] = ((const uint4 *)q.packed)[start / 32];
+                    absmax[r][u] = nf4_absmax(q, start >> log2_blocksize, offset);
+                }
+            }
+        }
+        NF4_UNROLL
+        for (int u = 0; u < NF4_GEMV_UNROLL; u++) {
+            int c = base + 32 * u + lane;
+            if (c >= chunks) continue;
+            float xf[32];
+            NF4_UNROLL
+            for (int k = 0; k < 4; k++) {
+                uint4 p = xv[4 * c + k];
+                unsigned words[4] = {p.x, p.y, p.z, p.w};
+                NF4_UNROLL
+                for (int j = 0; j < 4; j++) {  // bf16 pairs, the lower address in the low half
+                    xf[8 * k + 2 * j] = __uint_as_float(words[j] << 16);
+                    xf[8 * k + 2 * j + 1] = __uint_as_float(words[j] & 0xffff0000u);
+                }
+            }
+            NF4_UNROLL
+            for (int r = 0; r < NF4_GEMV_ROWS; r++) acc[r] += absmax[r][u] * nf4_chunk_dot(codes[r][u], xf, pair_table, copy_offset);
+        }
+    }
+    for (int r = 0; r < NF4_GEMV_ROWS; r++) {
+        float total = warp_sum(acc[r]);
+        if (lane == 0 && first + r < q.rows) y[first + r] = __float2bfloat16(total);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Host launchers. Preconditions that a caller can get wrong are checked; a violation is a
 // programming error, reported on one line, exit status 1.
 
@@ -308,4 +420,30 @@ inline void nf4_dequantize(__nv_bfloat16 *out, const Nf4Device &q, cudaStream_t 
     LAUNCH(nf4_dequantize_kernel, (unsigned)CEIL_DIV(CEIL_DIV(n, (int64_t)32), NF4_THREADS), NF4_THREADS, 0, stream,
            out, q, log2, vector);
 }
+
+// y[rows] = W x[cols]; cols a multiple of 32, x and q.packed 16-byte aligned.
+inline void nf4_gemv(__nv_bfloat16 *y, const __nv_bfloat16 *x, const Nf4Device &q, cudaStream_t stream) {
+    int log2 = nf4_log2_blocksize(q.blocksize);
+    nf4_require(q.cols % 32 == 0, "nf4_gemv: the number of columns must be a multiple of 32");
+    nf4_require(((uintptr_t)x & 15) == 0 && ((uintptr_t)q.packed & 15) == 0,
+                "nf4_gemv: x and the packed codes must be 16-byte aligned");
+    if (q.rows == 0) return;
+    int64_t rows_per_block = NF4_GEMV_WARPS * NF4_GEMV_ROWS;
+    LAUNCH(nf4_gemv_kernel, (unsigned)CEIL_DIV(q.rows, rows_per_block), NF4_GEMV_WARPS * 32, 0, stream, y, x, q, log2);
+}
+
+// ---------------------------------------------------------------------------------------
+// How far the GEMV may be from the exact Σ_c W[r][c]·x[c] (W the float32 dequantized
+// weight), which the tests and the bench compute in double. Each product passes through
+// at most cols/1024 + 40 fp32 roundings: its own, the ≤ 31 additions of its chunk, the
+// absmax multiply, the ≤ ceil(cols/1024) additions of its lane, the 5 of the warp sum,
+// and the difference between the kernel's exact NF4·absmax and the reference's rounded W.
+// So the fp32 result is within (cols/1024 + 48)·2^-24·Σ|W·x| of the exact sum (Higham
+// §4.2; the 48 leaves room for γ_n's second-order term), and the final bf16 rounding adds
+// at most u = 2^-8 of the result.
+static inline float nf4_gemv_tolerance(double y_ref, double abs_sum, int64_t cols) {
+    double fp32 = (double)(cols / 1024 + 48) * 0x1p-24 * abs_sum;
+    return (float)(0x1p-8 * fabs(y_ref) + (1 + 0x1p-8) * fp32);
+}
+
 #endif
