@@ -21,9 +21,11 @@
  *      the parallel sum came out below 2^(53+q), no partial sum reached 2^(53+q) (they
  *      only grow: all terms are >= 0, and rounding is monotone), so none rounded, in the
  *      parallel order or in index order: the sum is exact and equal to the reference's.
- *      Otherwise (absmax spanning ~30 binades: denormals next to large values) one thread
- *      adds them in index order, as the reference does. Weights stored in bf16 have 8-bit
- *      absmax and always take the parallel path.
+ *      Otherwise one thread adds them in index order, as the reference does (a chain of
+ *      nb dependent double additions: milliseconds for a million blocks). The sum
+ *      stays below 2^(53+q) while the absmax span fewer than about 52 - s - log2(nb)
+ *      binades, s their significant bits: for a million blocks, 24 binades for weights
+ *      stored in bf16 (s = 8), 8 for float32 weights (s = 24).
  *   3. blocks of 256 absmax (one thread each): v = absmax - offset, a = max|v| (absmax2),
  *      x = clamp(v / a, -1, 1) goes to grid point g = trunc((x + 1)·0.5·65535 + 0.5), and
  *      the code is the nearest dynamic-map value to g/65535·2 - 1 (ties to the lower

@@ -200,17 +200,19 @@ TEST(quantize_matches_reference) {
             }
 }
 
-// Block absmax 1, 2^-24, sixty-four of 2^-54 and zeros, 128 blocks: in index order the
-// sum is 1 + 2^-24 (each 2^-54 is below half an ulp of 1 and vanishes), whose mean over
-// 128 blocks lies exactly halfway between two floats and rounds down to 2^-7; adding the
-// small ones together first gives 1 + 2^-24 + 2^-48 and a mean that rounds up.
+// Block absmax 1, 2^-24, sixty-four of 2^-53 and zeros, 128 blocks: in index order the
+// sum is 1 + 2^-24 (each 2^-53 is half an ulp there, a tie, and rounds to the even 1 +
+// 2^-24), whose mean over 128 blocks lies exactly halfway between two floats and rounds
+// down to 2^-7; adding the small ones together first gives 1 + 2^-24 + 2^-47 and a mean
+// that rounds up. The sum, 2^0, is just at the limit 2^(53+q) (q = -53) below which the
+// kernel may add in any order.
 TEST(offset_adds_in_index_order) {
     const size_t nb = 128, n = nb * 64;
     float *w = (float *)xmalloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++) w[i] = 0.0f;
     w[0] = 1.0f;
     w[64 + 5] = -0x1p-24f;
-    for (size_t b = 2; b < 66; b++) w[b * 64 + b % 64] = 0x1p-54f;
+    for (size_t b = 2; b < 66; b++) w[b * 64 + b % 64] = 0x1p-53f;
     Reference r = reference_quantize(w, n);
     double tree = 0.0;  // what an order-insensitive kernel would compute: the small ones first
     for (size_t b = nb; b-- > 0;) tree += r.absmax[b];
