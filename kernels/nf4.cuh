@@ -4,28 +4,29 @@
  * and dequantization are bit-exact with the CPU reference train/nf4.c, which is bit-exact
  * with bitsandbytes 0.50.2 (reference/qlora.md §A; the format is in train/nf4.h).
  *
- * Quantization (nf4_quantize = three launches; the weight is float32 or bf16, the same
+ * Quantization (nf4_quantize = four launches; the weight is float32 or bf16, the same
  * numbers train/nf4.c's nf4_quantize takes as float):
- *   1. blocks of 64 values (one warp each, two values per lane, so each lane writes one
- *      byte: element 2j in the high nibble). absmax = max|x| (exact in any order), clamped
- *      to >= 1e-38 for the short last block; s = clamp(x·(1/absmax), -1, 1), or x / absmax
- *      in the short last block; the code is the number of NF4 midpoints (a+b)/2 strictly
- *      below s, so a value on a midpoint takes the lower code and NaN takes code 0. An odd
- *      count pads the last byte with the code of 0.0 (7).
+ *   1. blocks of 64 values (a warp takes 4 blocks, one at a time, two values per lane, so
+ *      each lane writes one byte: element 2j in the high nibble). absmax = max|x| (exact
+ *      in any order), clamped to >= 1e-38 for the short last block; s = clamp(x·(1/absmax),
+ *      -1, 1), or x / absmax in the short last block; the code is the number of NF4
+ *      midpoints (a+b)/2 strictly below s (a binary search), so a value on a midpoint takes
+ *      the lower code and NaN takes code 0. An odd count pads the last byte with the code
+ *      of 0.0 (7).
  *   2. offset = the mean of the absmax: train/nf4.c adds them up in double, in index
  *      order, and rounds sum / nb to float once. Sequential double additions round, and
  *      only their own order reproduces that rounding; but when no addition rounds, every
- *      order gives the same exact sum. One block adds them in parallel and also finds 2^q,
- *      the lowest set bit among all absmax: every absmax, and so every partial sum in any
- *      order, is a multiple of 2^q, and a multiple of 2^q below 2^(53+q) is a double. If
- *      the parallel sum came out below 2^(53+q), no partial sum reached 2^(53+q) (they
- *      only grow: all terms are >= 0, and rounding is monotone), so none rounded, in the
- *      parallel order or in index order: the sum is exact and equal to the reference's.
- *      Otherwise one thread adds them in index order, as the reference does (a chain of
- *      nb dependent double additions: milliseconds for a million blocks). The sum
- *      stays below 2^(53+q) while the absmax span fewer than about 52 - s - log2(nb)
- *      binades, s their significant bits: for a million blocks, 24 binades for weights
- *      stored in bf16 (s = 8), 8 for float32 weights (s = 24).
+ *      order gives the same exact sum. Up to 256 blocks add up slices in parallel, one
+ *      block adds up their totals, and they also find 2^q, the lowest set bit among all
+ *      absmax: every absmax, and so every partial sum in any order, is a multiple of 2^q,
+ *      and a multiple of 2^q below 2^(53+q) is a double. If the parallel sum came out below
+ *      2^(53+q), no partial sum reached 2^(53+q) (they only grow: all terms are >= 0, and
+ *      rounding is monotone), so none rounded, in the parallel order or in index order: the
+ *      sum is exact and equal to the reference's. Otherwise one thread adds them in index
+ *      order, as the reference does (a chain of nb dependent double additions:
+ *      milliseconds for a million blocks). The sum stays below 2^(53+q) while the absmax
+ *      span fewer than about 52 - s - log2(nb) binades, s their significant bits: for a
+ *      million blocks, 24 binades for weights stored in bf16 (s = 8), 8 for float32 (s = 24).
  *   3. blocks of 256 absmax (one thread each): v = absmax - offset, a = max|v| (absmax2),
  *      x = clamp(v / a, -1, 1) goes to grid point g = trunc((x + 1)·0.5·65535 + 0.5), and
  *      the code is the nearest dynamic-map value to g/65535·2 - 1 (ties to the lower
@@ -45,7 +46,11 @@
  * flush of denormals).
  *
  * Memory: quantization reads the weight once (2 or 4 bytes a value) and writes half a
- * byte a value, plus 8 bytes per 64 values of absmax scratch. Dequantization reads each
+ * byte a value, plus 8 bytes per 64 values of absmax scratch; a warp issues the loads of
+ * its 4 blocks (8 per lane) before any arithmetic. At the DRAM peak that is ~1.2e12
+ * values a second from bf16, which an H100's ~33e12 thread instructions a second allow
+ * ~27 instructions each: hence the 4-step search of a shared midpoint tree rather than 15
+ * comparisons per value. Dequantization reads each
  * thread's 32 codes with one 16-byte load and writes 32 bf16 with four 16-byte stores
  * (one absmax per thread: blocksize >= 32); 2.52 bytes a value at blocksize 64. The GEMV
  * gives each warp two rows, so that each 16-byte load of x (L1/L2-resident) serves both;
@@ -69,7 +74,9 @@
 #define NF4_BLOCKSIZE 64      // what nf4_quantize produces (bitsandbytes' Linear4bit default)
 #define NF4_DQ_BLOCK 256      // absmax values per absmax2 (NF4_DQ_BLOCKSIZE in train/nf4.h)
 #define NF4_THREADS 256       // quantize, double-quantize and dequantize blocks
-#define NF4_MEAN_THREADS 1024 // the one block that computes the offset
+#define NF4_WARP_BLOCKS 4     // blocks of 64 values each quantizing warp takes
+#define NF4_MEAN_THREADS 1024 // the blocks that add up the absmax
+#define NF4_MEAN_PARTIALS 256 // at most this many of them (then the one that finishes)
 #define NF4_GEMV_WARPS 8      // per block (sharing one 32 KiB byte table)
 #define NF4_GEMV_ROWS 2       // per warp, sharing each load of x
 #define NF4_GEMV_UNROLL 4     // 16-byte code loads in flight per row and lane
@@ -106,15 +113,6 @@ __host__ __device__ constexpr float nf4_value(int code) {
     return values[code];
 }
 
-// The number of NF4 midpoints strictly below s. The midpoints are float sums and halvings
-// of constants, folded by the compiler with IEEE float arithmetic, as train/nf4.c computes
-// them at run time.
-__device__ __forceinline__ unsigned nf4_bucket(float s) {
-    unsigned q = 0;
-    for (int k = 0; k < 15; k++) q += (nf4_value(k) + nf4_value(k + 1)) / 2.0f < s;
-    return q;
-}
-
 // The 16 values into the block's shared memory (by one thread, from constants: a table
 // indexed by threadIdx would live in local memory).
 __device__ __forceinline__ void nf4_fill_table(float *lut) {
@@ -125,30 +123,66 @@ __device__ __forceinline__ void nf4_fill_table(float *lut) {
     __syncthreads();
 }
 
+// The 15 midpoints m_k = (NF4[k] + NF4[k+1]) / 2 in float (folded by the compiler with
+// IEEE float arithmetic, as train/nf4.c computes them at run time), as an implicit binary
+// search tree in shared memory: node i (1..15) at depth d (2^d <= i < 2^(d+1)) holds m_k
+// with k = (2(i - 2^d) + 1)·2^(3-d) - 1, so node 1 is m_7, nodes 2 and 3 are m_3 and m_11.
+__device__ __forceinline__ void nf4_fill_midpoint_tree(float *tree) {
+    if (threadIdx.x == 0) {
+        NF4_UNROLL
+        for (int i = 1; i < 16; i++) {
+            int depth = i >= 8 ? 3 : i >= 4 ? 2 : i >= 2 ? 1 : 0;
+            int k = (2 * (i - (1 << depth)) + 1) * (1 << (3 - depth)) - 1;
+            tree[i] = (nf4_value(k) + nf4_value(k + 1)) / 2.0f;
+        }
+    }
+    __syncthreads();
+}
+
+// The number of midpoints strictly below s (so a value on a midpoint takes the lower code,
+// and NaN, below nothing, code 0): four steps down the tree, right when the node is < s.
+__device__ __forceinline__ unsigned nf4_bucket(float s, const float *tree) {
+    unsigned i = 1;
+    for (int depth = 0; depth < 4; depth++) i = 2 * i + (tree[i] < s);
+    return i - 16;
+}
+
 __device__ __forceinline__ float nf4_load_float(const float *p) { return *p; }
 __device__ __forceinline__ float nf4_load_float(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
 
 // ---------------------------------------------------------------------------------------
 // Quantization
 
-// Stage 1: one warp per block of 64 values.
+// Stage 1: each warp quantizes NF4_WARP_BLOCKS consecutive blocks of 64 values, all its
+// loads issued before any arithmetic (more bytes in flight).
 template <typename T>
 __global__ void __launch_bounds__(NF4_THREADS)
     nf4_quantize_blocks_kernel(uint8_t *packed, float *absmax, const T *w, int64_t n) {
+    __shared__ float tree[16];
+    nf4_fill_midpoint_tree(tree);
     int lane = threadIdx.x % 32;
-    int64_t block = (int64_t)blockIdx.x * (NF4_THREADS / 32) + threadIdx.x / 32;
-    if (block * NF4_BLOCKSIZE >= n) return;  // the whole warp
-    int64_t start = block * NF4_BLOCKSIZE, i = start + 2 * lane;
-    float a = i < n ? nf4_load_float(w + i) : 0.0f, b = i + 1 < n ? nf4_load_float(w + i + 1) : 0.0f;
-    float m = fmaxf(fabsf(a), fabsf(b));
-    for (int offset = 16; offset > 0; offset /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
-    float clamped = fmaxf(m, 1e-38f), inv = 1.0f / clamped;
-    bool tail = n - start < NF4_BLOCKSIZE;
-    if (lane == 0) absmax[block] = tail ? clamped : m;
-    if (i >= n) return;
-    float sa = fminf(fmaxf(tail ? a / clamped : a * inv, -1.0f), 1.0f);
-    float sb = fminf(fmaxf(tail ? b / clamped : b * inv, -1.0f), 1.0f);  // b = 0 past the end: code 7
-    packed[i / 2] = (uint8_t)(nf4_bucket(sa) << 4 | nf4_bucket(sb));
+    int64_t first = ((int64_t)blockIdx.x * (NF4_THREADS / 32) + threadIdx.x / 32) * NF4_WARP_BLOCKS;
+    float a[NF4_WARP_BLOCKS], b[NF4_WARP_BLOCKS];
+    NF4_UNROLL
+    for (int k = 0; k < NF4_WARP_BLOCKS; k++) {
+        int64_t i = (first + k) * NF4_BLOCKSIZE + 2 * lane;
+        a[k] = i < n ? nf4_load_float(w + i) : 0.0f;
+        b[k] = i + 1 < n ? nf4_load_float(w + i + 1) : 0.0f;
+    }
+    NF4_UNROLL
+    for (int k = 0; k < NF4_WARP_BLOCKS; k++) {
+        int64_t block = first + k, start = block * NF4_BLOCKSIZE, i = start + 2 * lane;
+        if (start >= n) break;  // the whole warp
+        float m = fmaxf(fabsf(a[k]), fabsf(b[k]));
+        for (int offset = 16; offset > 0; offset /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
+        float clamped = fmaxf(m, 1e-38f), inv = 1.0f / clamped;
+        bool tail = n - start < NF4_BLOCKSIZE;
+        if (lane == 0) absmax[block] = tail ? clamped : m;
+        if (i >= n) continue;
+        float sa = fminf(fmaxf(tail ? a[k] / clamped : a[k] * inv, -1.0f), 1.0f);
+        float sb = fminf(fmaxf(tail ? b[k] / clamped : b[k] * inv, -1.0f), 1.0f);  // b = 0 past the end: code 7
+        packed[i / 2] = (uint8_t)(nf4_bucket(sa, tree) << 4 | nf4_bucket(sb, tree));
+    }
 }
 
 // The exponent of the lowest set bit of a finite float a > 0.
@@ -157,34 +191,58 @@ __device__ __forceinline__ int nf4_lowest_bit_exponent(float a) {
     return e ? (int)e - 150 + __ffs((int)(m | 0x800000u)) - 1 : -149 + __ffs((int)m) - 1;
 }
 
-// Stage 2: *offset = the float mean of absmax[0..nb), as train/nf4.c's nf4_absmax_mean
-// (see the top of the file). One block of NF4_MEAN_THREADS.
-__global__ void __launch_bounds__(NF4_MEAN_THREADS)
-    nf4_absmax_mean_kernel(float *offset, const float *absmax, int64_t nb) {
-    __shared__ double warp_sums[NF4_MEAN_THREADS / 32];
-    __shared__ int warp_lowest[NF4_MEAN_THREADS / 32];
-    __shared__ float staged[NF4_MEAN_THREADS];
+// A slice of the absmax: its sum in double and the exponent of its lowest set bit (1000,
+// above any float's, for a slice of zeros: 2^(53+1000) is infinite, so zeros always pass).
+typedef struct {
+    double sum;
+    int lowest;
+} Nf4MeanPartial;
+
+// The block's total of every thread's partial, in every thread (all NF4_MEAN_THREADS call
+// it); the order of the additions depends only on the block size.
+__device__ inline Nf4MeanPartial nf4_block_total(Nf4MeanPartial p) {
+    __shared__ Nf4MeanPartial warp_totals[NF4_MEAN_THREADS / 32];
     int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    double sum = 0.0;
-    int lowest = 1000;  // above any float's exponent: 2^(53+1000) is infinite, so all zeros pass
-    for (int64_t i = threadIdx.x; i < nb; i += NF4_MEAN_THREADS) {
+    for (int round = 0; round < 2; round++) {  // within each warp, then over the warps' totals
+        for (int o = 16; o > 0; o /= 2) {
+            p.sum += __shfl_xor_sync(0xffffffffu, p.sum, o);
+            p.lowest = min(p.lowest, __shfl_xor_sync(0xffffffffu, p.lowest, o));
+        }
+        if (round == 1) break;
+        if (lane == 0) warp_totals[warp] = p;
+        __syncthreads();
+        p = warp_totals[lane];
+    }
+    return p;
+}
+
+// Stage 2a: block b adds up absmax[i] for i ≡ b·NF4_MEAN_THREADS + t (mod the grid's
+// threads), into partials[b].
+__global__ void __launch_bounds__(NF4_MEAN_THREADS)
+    nf4_absmax_partial_kernel(Nf4MeanPartial *partials, const float *absmax, int64_t nb) {
+    Nf4MeanPartial p = {0.0, 1000};
+    for (int64_t i = (int64_t)blockIdx.x * NF4_MEAN_THREADS + threadIdx.x; i < nb;
+         i += (int64_t)gridDim.x * NF4_MEAN_THREADS) {
         float a = absmax[i];
-        sum += a;
-        if (a > 0.0f) lowest = min(lowest, nf4_lowest_bit_exponent(a));
+        p.sum += a;
+        if (a > 0.0f) p.lowest = min(p.lowest, nf4_lowest_bit_exponent(a));
     }
-    for (int o = 16; o > 0; o /= 2) {
-        sum += __shfl_xor_sync(0xffffffffu, sum, o);
-        lowest = min(lowest, __shfl_xor_sync(0xffffffffu, lowest, o));
-    }
-    if (lane == 0) warp_sums[warp] = sum, warp_lowest[warp] = lowest;
-    __syncthreads();
-    sum = warp_sums[lane];
-    lowest = warp_lowest[lane];
-    for (int o = 16; o > 0; o /= 2) {
-        sum += __shfl_xor_sync(0xffffffffu, sum, o);
-        lowest = min(lowest, __shfl_xor_sync(0xffffffffu, lowest, o));
-    }
-    if (!(sum < ldexp(1.0, 53 + lowest))) {  // some addition may have rounded: index order
+    p = nf4_block_total(p);
+    if (threadIdx.x == 0) partials[blockIdx.x] = p;
+}
+
+// Stage 2b: *offset = the float mean of absmax[0..nb), as train/nf4.c's nf4_absmax_mean
+// (see the top of the file), from the `count` partials. One block of NF4_MEAN_THREADS.
+__global__ void __launch_bounds__(NF4_MEAN_THREADS)
+    nf4_absmax_mean_kernel(float *offset, const Nf4MeanPartial *partials, int count, const float *absmax,
+                           int64_t nb) {
+    static_assert(NF4_MEAN_PARTIALS <= NF4_MEAN_THREADS, "one partial per thread");
+    __shared__ float staged[NF4_MEAN_THREADS];
+    Nf4MeanPartial p = {0.0, 1000};
+    if ((int)threadIdx.x < count) p = partials[threadIdx.x];
+    p = nf4_block_total(p);
+    double sum = p.sum;
+    if (!(sum < ldexp(1.0, 53 + p.lowest))) {  // some addition may have rounded: index order
         sum = 0.0;
         for (int64_t base = 0; base < nb; base += NF4_MEAN_THREADS) {
             __syncthreads();  // the previous chunk has been added
@@ -389,13 +447,18 @@ inline void nf4_quantize_blocks(Nf4Device &q, float *absmax, const T *w, cudaStr
     nf4_require(q.blocksize == NF4_BLOCKSIZE, "nf4_quantize: the GPU quantizes with blocksize 64 only");
     int64_t n = q.rows * q.cols;
     if (n == 0) return;
-    LAUNCH(nf4_quantize_blocks_kernel<T>, (unsigned)CEIL_DIV(nf4_blocks(q), NF4_THREADS / 32), NF4_THREADS, 0, stream,
-           q.packed, absmax, w, n);
+    LAUNCH(nf4_quantize_blocks_kernel<T>, (unsigned)CEIL_DIV(nf4_blocks(q), NF4_THREADS / 32 * NF4_WARP_BLOCKS),
+           NF4_THREADS, 0, stream, q.packed, absmax, w, n);
 }
 
-// Stages 2 and 3: *q.offset, q.qabsmax and q.absmax2 from the first-stage absmax.
-inline void nf4_absmax_mean(Nf4Device &q, const float *absmax, cudaStream_t stream) {
-    LAUNCH(nf4_absmax_mean_kernel, 1, NF4_MEAN_THREADS, 0, stream, q.offset, absmax, nf4_blocks(q));
+// Stage 2, *q.offset from the first-stage absmax, with partials[NF4_MEAN_PARTIALS] as
+// scratch; then stage 3, q.qabsmax and q.absmax2.
+inline void nf4_absmax_mean(Nf4Device &q, Nf4MeanPartial *partials, const float *absmax, cudaStream_t stream) {
+    int64_t nb = nf4_blocks(q);
+    int count = (int)(nb < (int64_t)NF4_MEAN_PARTIALS * NF4_MEAN_THREADS ? CEIL_DIV(nb, NF4_MEAN_THREADS)
+                                                                          : NF4_MEAN_PARTIALS);
+    if (count > 0) LAUNCH(nf4_absmax_partial_kernel, count, NF4_MEAN_THREADS, 0, stream, partials, absmax, nb);
+    LAUNCH(nf4_absmax_mean_kernel, 1, NF4_MEAN_THREADS, 0, stream, q.offset, partials, count, absmax, nb);
 }
 inline void nf4_quantize_absmax(Nf4Device &q, const float *absmax, cudaStream_t stream) {
     int64_t nb = nf4_blocks(q);
@@ -405,11 +468,12 @@ inline void nf4_quantize_absmax(Nf4Device &q, const float *absmax, cudaStream_t 
 }
 
 // The whole of bitsandbytes' quantize_4bit(nf4, blocksize 64, compress_statistics): every
-// array of q written (q.code must already hold the dynamic map), absmax[nb] is scratch.
+// array of q written (q.code must already hold the dynamic map); absmax[nb] and
+// partials[NF4_MEAN_PARTIALS] are scratch (absmax keeps the first-stage absmax).
 template <typename T>
-inline void nf4_quantize(Nf4Device &q, float *absmax, const T *w, cudaStream_t stream) {
+inline void nf4_quantize(Nf4Device &q, float *absmax, Nf4MeanPartial *partials, const T *w, cudaStream_t stream) {
     nf4_quantize_blocks(q, absmax, w, stream);
-    nf4_absmax_mean(q, absmax, stream);
+    nf4_absmax_mean(q, partials, absmax, stream);
     nf4_quantize_absmax(q, absmax, stream);
 }
 

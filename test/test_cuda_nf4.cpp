@@ -78,6 +78,13 @@ static Nf4Device nf4_upload(const Nf4Weight *w) {
     return q;
 }
 
+// The partial sums of the absmax mean: one scratch buffer serves every test.
+static Nf4MeanPartial *mean_scratch(void) {
+    static Nf4MeanPartial *partials;
+    if (!partials) cuda_check(cudaMalloc(&partials, NF4_MEAN_PARTIALS * sizeof(Nf4MeanPartial)));
+    return partials;
+}
+
 static void nf4_free(Nf4Device *q) {
     cuda_check(cudaFree(q->packed)), cuda_check(cudaFree(q->qabsmax)), cuda_check(cudaFree(q->absmax2));
     cuda_check(cudaFree(q->offset)), cuda_check(cudaFree(q->code));
@@ -153,11 +160,11 @@ static int quantize_check(float *w, int64_t rows, int64_t cols, bool bf16) {
         uint16_t *bits = (uint16_t *)xmalloc(n * 2);
         for (size_t i = 0; i < n; i++) bits[i] = f32_to_bf16(w[i]), w[i] = bf16_to_f32(bits[i]);
         dw = device_copy(bits, n);
-        nf4_quantize(q, absmax, (const __nv_bfloat16 *)dw, 0);
+        nf4_quantize(q, absmax, mean_scratch(), (const __nv_bfloat16 *)dw, 0);
         free(bits);
     } else {
         dw = device_copy(w, n);
-        nf4_quantize(q, absmax, (const float *)dw, 0);
+        nf4_quantize(q, absmax, mean_scratch(), (const float *)dw, 0);
     }
     Reference r = reference_quantize(w, n);
     uint8_t *packed = host_copy(q.packed, (n + 1) / 2), *qabsmax = host_copy(q.qabsmax, nb);
@@ -185,9 +192,10 @@ TEST(device_table_is_bitsandbytes_table) {
 
 TEST(quantize_matches_reference) {
     // rows x cols: one value, a short single block, exactly one block, one past it, odd
-    // counts, 257 blocks (a second absmax2 block holding one value), 514 blocks and odd
+    // counts, 257 blocks (a second absmax2 block holding one value), 514 blocks and odd,
+    // 2500 blocks (three blocks add up the mean's partial sums)
     struct { int64_t rows, cols; } shapes[] = {{1, 1}, {1, 63}, {1, 64}, {1, 65}, {3, 37}, {2, 64}, {7, 100},
-                                               {257, 64}, {129, 255}};
+                                               {257, 64}, {129, 255}, {5, 32000}};
     uint64_t rng = 1;
     for (auto s : shapes)
         for (int specials = 0; specials < 2; specials++)
@@ -306,8 +314,8 @@ static void fixture_check(const char *file, int blocksize) {
         float *absmax;
         cuda_check(cudaMalloc(&absmax, nb * sizeof(float)));
         void *dw = w->dtype == ST_BF16 ? (void *)device_copy((const uint16_t *)w->data, n) : (void *)device_copy(x, n);
-        if (w->dtype == ST_BF16) nf4_quantize(q, absmax, (const __nv_bfloat16 *)dw, 0);
-        else nf4_quantize(q, absmax, (const float *)dw, 0);
+        if (w->dtype == ST_BF16) nf4_quantize(q, absmax, mean_scratch(), (const __nv_bfloat16 *)dw, 0);
+        else nf4_quantize(q, absmax, mean_scratch(), (const float *)dw, 0);
         uint8_t *packed = host_copy(q.packed, (n + 1) / 2);
         float *got_absmax = host_copy(absmax, nb), offset;
         cuda_check(cudaMemcpy(&offset, q.offset, 4, cudaMemcpyDeviceToHost));
@@ -496,7 +504,7 @@ TEST(bits_do_not_depend_on_the_schedule) {
     uint8_t *first = (uint8_t *)xmalloc(bytes), *again = (uint8_t *)xmalloc(bytes);
     for (uint64_t seed = 0; seed < 3; seed++) {
         cuda_host_set_seed(seed * 1000003);
-        nf4_quantize(q, absmax, dw, 0);
+        nf4_quantize(q, absmax, mean_scratch(), dw, 0);
         nf4_dequantize(out, q, 0);
         nf4_gemv(y, x, q, 0);
         uint8_t *dst = seed ? again : first;

@@ -122,6 +122,7 @@ static int run_shape(int rows, int cols, int repeat, double dram_peak, void *flu
                    device_alloc<float>(1), device_alloc<float>(256), rows, cols, NF4_BLOCKSIZE};
     cuda_check(cudaMemcpy(q.code, cpu.code, sizeof(cpu.code), cudaMemcpyHostToDevice));
     float *absmax = device_alloc<float>(nb), *dw = device_alloc<float>(n);
+    Nf4MeanPartial *partials = device_alloc<Nf4MeanPartial>(NF4_MEAN_PARTIALS);
     __nv_bfloat16 *dwb = device_alloc<__nv_bfloat16>(n), *out = device_alloc<__nv_bfloat16>(n);
     __nv_bfloat16 *x = device_alloc<__nv_bfloat16>((size_t)cols), *y = device_alloc<__nv_bfloat16>((size_t)rows);
     cuda_check(cudaMemcpy(dw, w, n * sizeof(float), cudaMemcpyHostToDevice));
@@ -131,8 +132,8 @@ static int run_shape(int rows, int cols, int repeat, double dram_peak, void *flu
     // correctness first: quantization from float32, then from bf16 (kept for the rest)
     int bad = 0;
     for (int from_bf16 = 0; from_bf16 < 2; from_bf16++) {
-        if (from_bf16) nf4_quantize(q, absmax, dwb, 0);
-        else nf4_quantize(q, absmax, dw, 0);
+        if (from_bf16) nf4_quantize(q, absmax, partials, dwb, 0);
+        else nf4_quantize(q, absmax, partials, dw, 0);
         cuda_check(cudaDeviceSynchronize());
         bad += compare(from_bf16 ? "codes (bf16 in)" : "codes (float in)", q.packed, cpu.packed, (n + 1) / 2);
         bad += compare("qabsmax", q.qabsmax, cpu.qabsmax, nb);
@@ -170,12 +171,12 @@ static int run_shape(int rows, int cols, int repeat, double dram_peak, void *flu
 
     if (repeat > 0) {  // then speed (not with --check)
         double per = (double)n;
-        report_time("quantize (3 launches)", time_cold([&] { nf4_quantize(q, absmax, dwb, 0); }, repeat, flush, flush_bytes),
+        report_time("quantize (4 launches)", time_cold([&] { nf4_quantize(q, absmax, partials, dwb, 0); }, repeat, flush, flush_bytes),
                     per * (2 + 0.5 + 13.0 / 64), dram_peak);
         report_time("  codes + absmax",
                     time_cold([&] { nf4_quantize_blocks(q, absmax, dwb, 0); }, repeat, flush, flush_bytes),
                     per * (2 + 0.5 + 4.0 / 64), dram_peak);
-        report_time("  absmax mean", time_cold([&] { nf4_absmax_mean(q, absmax, 0); }, repeat, flush, flush_bytes),
+        report_time("  absmax mean", time_cold([&] { nf4_absmax_mean(q, partials, absmax, 0); }, repeat, flush, flush_bytes),
                     4.0 * nb, dram_peak);
         report_time("  double quantization",
                     time_cold([&] { nf4_quantize_absmax(q, absmax, 0); }, repeat, flush, flush_bytes), 5.0 * nb,
@@ -191,6 +192,7 @@ static int run_shape(int rows, int cols, int repeat, double dram_peak, void *flu
     nf4_weight_free(&cpu);
     cuda_check(cudaFree(q.packed)), cuda_check(cudaFree(q.qabsmax)), cuda_check(cudaFree(q.absmax2));
     cuda_check(cudaFree(q.offset)), cuda_check(cudaFree(q.code)), cuda_check(cudaFree(absmax));
+    cuda_check(cudaFree(partials));
     cuda_check(cudaFree(dw)), cuda_check(cudaFree(dwb)), cuda_check(cudaFree(out)), cuda_check(cudaFree(x));
     cuda_check(cudaFree(y));
     return bad ? 1 : 0;
