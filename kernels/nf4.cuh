@@ -54,9 +54,10 @@
  * thread's 32 codes with one 16-byte load and writes 32 bf16 with four 16-byte stores
  * (one absmax per thread: blocksize >= 32); 2.52 bytes a value at blocksize 64. The GEMV
  * gives each warp two rows, so that each 16-byte load of x (L1/L2-resident) serves both;
- * each lane has 4 chunks of 32 codes per row in flight (16-byte loads) before it computes,
- * so that enough bytes are in flight to cover DRAM latency; the codes are read once,
- * 0.52 bytes a weight. The 16 NF4 values sit in shared memory (16 banks: no conflicts).
+ * a lane issues the loads of its next round (4 chunks of 32 codes per row, 16 bytes each)
+ * before computing the current one, so that codes keep streaming (64 KiB in flight per
+ * SM at two blocks of 256 threads, 128 registers); the codes are read once, 0.52 bytes a
+ * weight. The 16 NF4 values sit in shared memory (16 banks: no conflicts).
  * The GEMV's arithmetic is what limits it: an H100 issues about 33e12 thread instructions
  * a second and reads about 6.5e12 weights a second at its DRAM peak, so a weight may cost
  * 5 instructions at most. A nibble at a time (extract, address, load, FMA, and x's
@@ -79,7 +80,7 @@
 #define NF4_MEAN_PARTIALS 256 // at most this many of them (then the one that finishes)
 #define NF4_GEMV_WARPS 8      // per block (sharing one 32 KiB byte table)
 #define NF4_GEMV_ROWS 2       // per warp, sharing each load of x
-#define NF4_GEMV_UNROLL 4     // 16-byte code loads in flight per row and lane
+#define NF4_GEMV_UNROLL 4     // 16-byte code loads per row and lane in a round
 
 // nvcc's `#pragma unroll`, for the loops whose arrays must stay in registers (ptxas puts
 // an array indexed by a loop counter in local memory unless the loop is unrolled). The
@@ -355,8 +356,35 @@ __device__ __forceinline__ float nf4_chunk_dot(const uint4 &codes, const float x
     return dot;
 }
 
+// One round of a lane's codes: NF4_GEMV_UNROLL chunks of each of its rows, with their
+// absmax (zeros past the end of the row, which the arithmetic then skips).
+typedef struct {
+    uint4 codes[NF4_GEMV_ROWS][NF4_GEMV_UNROLL];
+    float absmax[NF4_GEMV_ROWS][NF4_GEMV_UNROLL];
+} Nf4GemvRound;
+
+__device__ __forceinline__ void nf4_gemv_load(Nf4GemvRound &round, const Nf4Device &q, const int64_t *row, int base,
+                                              int chunks, float offset, int log2_blocksize) {
+    int lane = threadIdx.x % 32;
+    NF4_UNROLL
+    for (int u = 0; u < NF4_GEMV_UNROLL; u++) {
+        int c = base + 32 * u + lane;
+        NF4_UNROLL
+        for (int r = 0; r < NF4_GEMV_ROWS; r++) {
+            int64_t start = row[r] * q.cols + 32 * (int64_t)c;
+            round.codes[r][u] = uint4{0, 0, 0, 0};
+            round.absmax[r][u] = 0.0f;
+            if (c < chunks) {
+                round.codes[r][u] = ((const uint4 *)q.packed)[start / 32];
+                round.absmax[r][u] = nf4_absmax(q, start >> log2_blocksize, offset);
+            }
+        }
+    }
+}
+
 // Warp w of the grid computes rows 2w and 2w + 1 (a single row at an odd end: the second
-// is then a copy of the first, computed and not written).
+// is then a copy of the first, computed and not written). Each round's loads are issued
+// before the previous round's arithmetic, so the codes keep streaming while it computes.
 __global__ void __launch_bounds__(NF4_GEMV_WARPS * 32)
     nf4_gemv_kernel(__nv_bfloat16 *y, const __nv_bfloat16 *x, Nf4Device q, int log2_blocksize) {
     __shared__ float lut[16];
@@ -379,24 +407,10 @@ __global__ void __launch_bounds__(NF4_GEMV_WARPS * 32)
         acc[r] = 0.0f;
     }
     const uint4 *xv = (const uint4 *)x;
+    Nf4GemvRound now, next;
+    nf4_gemv_load(now, q, row, 0, chunks, offset, log2_blocksize);
     for (int base = 0; base < chunks; base += 32 * NF4_GEMV_UNROLL) {
-        // every load of codes and statistics first, then the arithmetic
-        uint4 codes[NF4_GEMV_ROWS][NF4_GEMV_UNROLL];
-        float absmax[NF4_GEMV_ROWS][NF4_GEMV_UNROLL];
-        NF4_UNROLL
-        for (int u = 0; u < NF4_GEMV_UNROLL; u++) {
-            int c = base + 32 * u + lane;
-            NF4_UNROLL
-            for (int r = 0; r < NF4_GEMV_ROWS; r++) {
-                int64_t start = row[r] * q.cols + 32 * (int64_t)c;
-                codes[r][u] = uint4{0, 0, 0, 0};
-                absmax[r][u] = 0.0f;
-                if (c < chunks) {
-                    codes[r][u] = ((const uint4 *)q.packed)[start / 32];
-                    absmax[r][u] = nf4_absmax(q, start >> log2_blocksize, offset);
-                }
-            }
-        }
+        nf4_gemv_load(next, q, row, base + 32 * NF4_GEMV_UNROLL, chunks, offset, log2_blocksize);
         NF4_UNROLL
         for (int u = 0; u < NF4_GEMV_UNROLL; u++) {
             int c = base + 32 * u + lane;
@@ -413,8 +427,10 @@ __global__ void __launch_bounds__(NF4_GEMV_WARPS * 32)
                 }
             }
             NF4_UNROLL
-            for (int r = 0; r < NF4_GEMV_ROWS; r++) acc[r] += absmax[r][u] * nf4_chunk_dot(codes[r][u], xf, pair_table, copy_offset);
+            for (int r = 0; r < NF4_GEMV_ROWS; r++)
+                acc[r] += now.absmax[r][u] * nf4_chunk_dot(now.codes[r][u], xf, pair_table, copy_offset);
         }
+        now = next;
     }
     for (int r = 0; r < NF4_GEMV_ROWS; r++) {
         float total = warp_sum(acc[r]);
