@@ -51,14 +51,15 @@ static T *host_copy(const T *dev, size_t count) {
     return host;
 }
 
-// An NF4 weight on the device, left as cudaMalloc leaves it (0xff bytes) until written.
+// An NF4 weight on the device (n >= 1 values), left as cudaMalloc leaves it (0xff bytes)
+// until written, each array exactly its size so that AddressSanitizer sees any overrun.
 static Nf4Device nf4_alloc(int64_t rows, int64_t cols, int blocksize) {
     Nf4Device q;
     q.rows = rows, q.cols = cols, q.blocksize = blocksize;
     size_t n = (size_t)(rows * cols), nb = CEIL_DIV(n, (size_t)blocksize);
-    cuda_check(cudaMalloc(&q.packed, (n + 1) / 2 + 1));
-    cuda_check(cudaMalloc(&q.qabsmax, nb + 1));
-    cuda_check(cudaMalloc(&q.absmax2, CEIL_DIV(nb, (size_t)NF4_DQ_BLOCK) * sizeof(float) + 1));
+    cuda_check(cudaMalloc(&q.packed, (n + 1) / 2));
+    cuda_check(cudaMalloc(&q.qabsmax, nb));
+    cuda_check(cudaMalloc(&q.absmax2, CEIL_DIV(nb, (size_t)NF4_DQ_BLOCK) * sizeof(float)));
     cuda_check(cudaMalloc(&q.offset, sizeof(float)));
     float code[256];
     nf4_dynamic_map(code);
