@@ -5,13 +5,15 @@
 // 1. Quantization, bf16 and float32 weights, against train/nf4.c bit for bit (codes,
 //    first-stage absmax, offset, qabsmax, absmax2) at awkward sizes (1 value, odd counts,
 //    short last blocks, a second absmax2 block of one value) with zeros, negative zeros,
-//    denormals and values near FLT_MAX among them; and a matrix whose absmax mean
-//    depends on the order of its double additions (checked here: a tree sum gives another
-//    float), where the kernel must add in index order as the reference does.
+//    denormals and values near FLT_MAX among them; a matrix whose absmax mean depends on
+//    the order of its double additions (checked here: a tree sum gives another float),
+//    where the kernel must add in index order as the reference does; and values for which
+//    x / absmax (short last block) and x·(1/absmax) (whole blocks) give different codes.
 // 2. Quantization and dequantization against the bitsandbytes fixtures: the codes and
 //    absmax of quantize_4bit, the offset within one ulp of torch's mean (and equal to
 //    train/nf4.c's), the double-quantized statistics given bitsandbytes' offset, and
-//    dequantize_4bit's output rounded to bf16.
+//    dequantize_4bit's output rounded to bf16 (for the float16 fixture, whose output
+//    cannot show bf16's rounding, train/nf4.c's dequantization of bitsandbytes' arrays).
 // 3. Dequantization of train/nf4.c's quantization: bit for bit bf16(nf4_weight_dequantize),
 //    blocksizes 32 to 256, aligned (16-byte loads and stores) and misaligned output.
 // 4. The GEMV against Σ W·x in double (W = nf4_weight_dequantize's float32 weight) within
