@@ -82,3 +82,7 @@ ptx_contains adamw_packed_loads kernels/bench/adamw.cu "ld.global.v4.f32" "st.gl
 ptx_contains embedding_packed_loads kernels/bench/embedding.cu "ld.global.v4.u32" "st.global.v4.u32"
 ptx_contains swiglu_packed_loads kernels/bench/swiglu.cu "ld.global.v4.u32" "st.global.v4.u32"
 ptx_contains rope_packed_loads kernels/bench/rope.cu "ld.global.v4.u32" "st.global.v4.u32"
+# NF4: 16-byte loads of 32 codes (dequantize, GEMV) and 16-byte stores of 8 bf16
+# (dequantize); the double-quantized absmax code·absmax2 + offset rounded twice as in
+# train/nf4.c, not fused into an FMA (the harness cannot see a fusion; this can)
+ptx_contains nf4_packed_loads kernels/bench/nf4.cu "ld.global.v4.u32" "st.global.v4.u32" "mul.rn.f32" "add.rn.f32"

@@ -713,6 +713,11 @@ TEST(math_intrinsics) {
     CHECK(__expf(0.0f) == 1.0f);
     CHECK(fabsf(__expf(1.0f) - 2.7182817f) < 1e-6f);
     CHECK(__fdividef(1.0f, 4.0f) == 0.25f);
+    // (1 + 2^-12)^2 = 1 + 2^-11 + 2^-24: the rounded product drops 2^-24 (a tie, to even),
+    // so the two-step product and sum differ from the fused one
+    float a = 1.0f + 0x1p-12f;
+    CHECK(__fadd_rn(__fmul_rn(a, a), -1.0f) == 0x1p-11f);
+    CHECK(__fmaf_rn(a, a, -1.0f) == 0x1p-11f + 0x1p-24f);
     CHECK(__saturatef(1.5f) == 1.0f && __saturatef(-2.0f) == 0.0f && __saturatef(NAN) == 0.0f);
     CHECK_INT(__float_as_uint(1.0f), 0x3f800000u);
     CHECK(__uint_as_float(0x40490fdbu) == 3.14159274f);
