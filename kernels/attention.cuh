@@ -563,13 +563,14 @@ static inline double attention_delta_max(const double *abs_s, int n, int D) {
     return m;
 }
 
-// Exact (double) out and lse of the fp32 inputs, and the bounds above (all [T, Hq, D] / [T, Hq]).
+// Exact (double) out and lse of the fp32 inputs, and the bounds above (all [T, Hq, D] /
+// [T, Hq]), for the query rows from first_row on (the others are left as they are).
 static void attention_forward_bounds(double *out, double *lse, double *tol_out, double *tol_lse, const float *q,
                                      const float *k, const float *v, const int32_t *seg, int T, int Hq, int Hkv,
-                                     int D, int window) {
+                                     int D, int window, int first_row) {
     double *s = (double *)malloc((size_t)T * sizeof(double)), *abs_s = (double *)malloc((size_t)T * sizeof(double));
     double *A = (double *)malloc((size_t)D * sizeof(double));
-    for (int i = 0; i < T; i++)
+    for (int i = first_row; i < T; i++)
         for (int h = 0; h < Hq; h++) {
             int j0, n = attention_row_scores(s, abs_s, q, k, seg, i, h, Hq, Hkv, D, window, &j0), kh = h / (Hq / Hkv);
             double m = -INFINITY, sum = 0;
@@ -592,11 +593,13 @@ static void attention_forward_bounds(double *out, double *lse, double *tol_out, 
     free(s), free(abs_s), free(A);
 }
 
-// Exact (double) dq, dk, dv of the fp32 inputs (out, dout and lse as given), and the bounds above.
+// Exact (double) dq, dk, dv of the fp32 inputs (out, dout and lse as given), and the bounds
+// above, from the query rows from first_row on: complete for dq rows and dk, dv rows (keys)
+// from first_row on, since key j is seen only by queries i >= j.
 static void attention_backward_bounds(double *dq, double *dk, double *dv, double *tol_dq, double *tol_dk,
                                       double *tol_dv, const float *q, const float *k, const float *v,
                                       const float *out, const float *dout, const float *lse, const int32_t *seg,
-                                      int T, int Hq, int Hkv, int D, int window) {
+                                      int T, int Hq, int Hkv, int D, int window, int first_row) {
     size_t nq = (size_t)T * Hq * D, nk = (size_t)T * Hkv * D;
     double *s = (double *)malloc((size_t)T * sizeof(double)), *abs_s = (double *)malloc((size_t)T * sizeof(double));
     double *abs_dk = (double *)calloc(nk, sizeof(double)), *abs_dv = (double *)calloc(nk, sizeof(double));
@@ -604,7 +607,7 @@ static void attention_backward_bounds(double *dq, double *dk, double *dv, double
     double scale = 1.0 / sqrt((double)D);
     for (size_t x = 0; x < nq; x++) dq[x] = tol_dq[x] = 0;
     for (size_t x = 0; x < nk; x++) dk[x] = dv[x] = tol_dk[x] = tol_dv[x] = 0;
-    for (int i = 0; i < T; i++)
+    for (int i = first_row; i < T; i++)
         for (int h = 0; h < Hq; h++) {
             int j0, n = attention_row_scores(s, abs_s, q, k, seg, i, h, Hq, Hkv, D, window, &j0), kh = h / (Hq / Hkv);
             size_t row = (size_t)i * Hq + h;

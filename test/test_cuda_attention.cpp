@@ -126,7 +126,8 @@ static int check_shape(const Shape &s, uint64_t seed) {
     cuda_check(cudaMemcpy(lse, dlse, nr * sizeof(float), cudaMemcpyDeviceToHost));
     attention_forward(q.host, k.host, v.host, seg, s.T, s.Hq, s.Hkv, s.D, s.W, ref_out, ref_lse);
     double *ex_out = dalloc(nq), *ex_lse = dalloc(nr), *tol_out = dalloc(nq), *tol_lse = dalloc(nr);
-    attention_forward_bounds(ex_out, ex_lse, tol_out, tol_lse, q.host, k.host, v.host, seg, s.T, s.Hq, s.Hkv, s.D, s.W);
+    attention_forward_bounds(ex_out, ex_lse, tol_out, tol_lse, q.host, k.host, v.host, seg, s.T, s.Hq, s.Hkv, s.D, s.W,
+                             0);
     int bad = compare("out", s, out.host, ref_out, ex_out, tol_out, nq);
     bad += compare("lse", s, lse, ref_lse, ex_lse, tol_lse, nr);
     // The first token of each conversation sees only itself: its output is its value row.
@@ -151,7 +152,7 @@ static int check_shape(const Shape &s, uint64_t seed) {
     double *ex_dq = dalloc(nq), *ex_dk = dalloc(nk), *ex_dv = dalloc(nk);
     double *tol_dq = dalloc(nq), *tol_dk = dalloc(nk), *tol_dv = dalloc(nk);
     attention_backward_bounds(ex_dq, ex_dk, ex_dv, tol_dq, tol_dk, tol_dv, q.host, k.host, v.host, out.host, dout.host,
-                              ref_lse, seg, s.T, s.Hq, s.Hkv, s.D, s.W);
+                              ref_lse, seg, s.T, s.Hq, s.Hkv, s.D, s.W, 0);
     bad += compare("dq", s, dq.host, ref_dq, ex_dq, tol_dq, nq);
     bad += compare("dk", s, dk.host, ref_dk, ex_dk, tol_dk, nk);
     bad += compare("dv", s, dv.host, ref_dv, ex_dv, tol_dv, nk);

@@ -4,9 +4,10 @@
 # the Makefile) and every kernel-only test file test/test_cuda_*_kernels.cu (the kernels the
 # CUDA-on-CPU harness also runs, so what the harness checks is what ptxas accepts). The PTX
 # must also contain the instructions the code exists for, so that a change that silently
-# falls off them fails here: each wrapper of kernels/ptx.cuh, and the 16-byte packed loads
-# and stores of the RMSNorm kernels. Compiling is not running: this checks the build only
-# (see README, "What is verified where").
+# falls off them fails here: each wrapper of kernels/ptx.cuh, the 16-byte packed loads
+# and stores of the RMSNorm kernels, and the tensor-core path of the attention kernels
+# (mma, ldmatrix and its .trans form, cp.async one tile ahead). Compiling is not running:
+# this checks the build only (see README, "What is verified where").
 set -u
 cd "$(dirname "$0")/.."
 . test/lib.sh
@@ -65,3 +66,6 @@ ptx_contains ptx_cuh_wrappers test/test_cuda_ptx_kernels.cu \
     "cp.async.ca.shared.global" "cp.async.cg.shared.global" "cp.async.commit_group" \
     "cp.async.wait_group 0" "cp.async.wait_group 1"
 ptx_contains rmsnorm_packed_loads kernels/bench/rmsnorm.cu "ld.global.v4.u32" "st.global.v4.u32"
+ptx_contains attention_tensor_cores kernels/bench/attention.cu \
+    "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" "ldmatrix.sync.aligned.m8n8.x4.shared.b16" \
+    "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16" "cp.async.cg.shared.global" "cp.async.wait_group 1"
