@@ -332,7 +332,7 @@ __global__ void __launch_bounds__(ATTN_THREADS)
     __nv_bfloat16 *sk = smem, *sv = sk + ATTN_BK * SD;
     __nv_bfloat16 *sq = sv + ATTN_BK * SD, *sdo = sq + 2 * BQ * SD;  // 2 buffers each
     float *slse = (float *)(sdo + 2 * BQ * SD), *sdelta = slse + 2 * BQ;
-    int kt = gridDim.x - 1 - blockIdx.x, kh = blockIdx.y, group = Hq / Hkv;
+    int kt = blockIdx.x, kh = blockIdx.y, group = Hq / Hkv;  // the first keys, seen by the most queries, first
     int j0 = kt * ATTN_BK, j1 = min(j0 + ATTN_BK, T) - 1;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4;
     int key[2] = {j0 + warp * 16 + g, j0 + warp * 16 + g + 8};

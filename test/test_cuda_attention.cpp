@@ -7,14 +7,17 @@
 // 2. The kernels against that reference, every output element within the bf16 error bounds
 //    stated at the end of kernels/attention.cuh, over a covering set of shapes (below; not
 //    the full cross product, which the emulated mma makes too slow under ASan): T = 1, 17,
-//    64, 129, 300; W none, 1, 5, 64, larger than T; heads 4/4, 8/2, 6/1; head_dim 64, 128 and
-//    96 once; packed batches of 1, 2 and 5 conversations of uneven lengths. Every row is
-//    checked, so the first token of each conversation (which sees only itself) is too, and
-//    once more on its own: its output must be its own value row.
+//    64, 129, 300; W none, 1, 5, 64, = T, > T; heads 4/4, 8/2, 6/1 (and 2/1, 2/2, 1/1 at
+//    T = 300); head_dim 64, 128 and 96 once; packed batches of 1, 2 and 5 conversations of
+//    uneven lengths. Every row is checked, so the first token of each conversation (which
+//    sees only itself) is too, and once more on its own: its output must be its own value
+//    row. The backward gets the same lse on both sides (the reference's) and the kernel's out.
 // 3. Tile skipping: the kernels' debug counters equal the exact number of tile pairs that
 //    hold a visible (query, key) pair, counted here by brute force, and with W = 32 the
 //    forward's count grows linearly in T (T = 256, 512, 1024).
 // 4. The same bits under different thread schedules (the backward has no atomics).
+// 5. Shapes the kernels do not take (head_dim 80, KV heads not dividing the heads, a
+//    misaligned tensor): a one-line error and exit status 1.
 //
 //   build/san/test_cuda_attention                 the tests
 //   build/san/test_cuda_attention T W Hq Hkv D [len ...]   one shape (W 0 = none; the
@@ -187,6 +190,8 @@ static const Shape kShapes[] = {
     {300, 64, 2, 2, 128, 5, {64, 1, 100, 35, 100}},
     {300, 1, 1, 1, 64, 0, {0}},
     {300, 5, 2, 1, 128, 0, {0}},
+    {300, 300, 8, 2, 64, 5, {30, 100, 7, 150, 13}},  // W = T
+    {300, 0, 6, 1, 64, 0, {0}},
 };
 
 TEST(kernels_match_reference) {
@@ -306,6 +311,33 @@ TEST(bits_do_not_depend_on_the_schedule) {
     tensor_free(&dq), tensor_free(&dk), tensor_free(&dv);
 }
 
+// ---------------------------------------------------------------------------------------
+// Bad shapes: a one-line error and exit status 1, never a fault.
+
+static void forward_with(int Hq, int Hkv, int D, int misalign) {
+    __nv_bfloat16 *x;
+    float *lse;
+    cuda_check(cudaMalloc(&x, 4 * 8 * 128 * sizeof(__nv_bfloat16) + 16));
+    cuda_check(cudaMalloc(&lse, 64 * sizeof(float)));
+    attention_forward(x + misalign, lse, x, x, x, NULL, 4, Hq, Hkv, D, 0, NULL, 0);
+}
+static void head_dim_80(void) { forward_with(2, 1, 80, 0); }
+static void kv_heads_not_dividing(void) { forward_with(6, 4, 64, 0); }
+static void misaligned_output(void) { forward_with(2, 1, 64, 1); }
+
+TEST(bad_shapes_are_refused) {
+    void (*calls[])(void) = {head_dim_80, kv_heads_not_dividing, misaligned_output};
+    const char *want[] = {"needs head_dim 64, 96 or 128", "needs T >= 0 and a KV head count dividing",
+                          "needs 16-byte aligned tensors"};
+    for (int c = 0; c < 3; c++) {
+        char report[4096];
+        int status = run_in_child(calls[c], report, sizeof(report));
+        CHECK_INT(status, 1);
+        if (!strstr(report, want[c])) printf("  stderr was: %s\n", report);
+        CHECK(strstr(report, want[c]) != NULL);
+    }
+}
+
 // One shape from the command line: T W Hq Hkv D [conversation lengths].
 static int parse_int(const char *s, int lo, int hi, const char *what) {
     char *end;
@@ -345,5 +377,6 @@ int main(int argc, char **argv) {
     RUN(kernels_match_reference);
     RUN(masked_tiles_are_skipped);
     RUN(bits_do_not_depend_on_the_schedule);
+    RUN(bad_shapes_are_refused);
     return test_summary();
 }
