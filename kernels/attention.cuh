@@ -12,8 +12,9 @@
  * Query i sees key j iff 0 <= i - j <= W - 1 (W = window; W <= 0: no window) and
  * seg[i] == seg[j].
  *
- * Forward (one block of 4 warps per 64 queries of one head; each warp owns 16 query rows):
- *   for each 64-key tile that the mask touches, from the diagonal down:
+ * Forward (one block of 4 warps per 128 queries of one head; each warp owns 32 query rows,
+ * so that each K or V fragment it loads from shared memory feeds two mmas):
+ *   for each 32-key tile that the mask touches, from the diagonal down:
  *     S = Q Kᵀ (fp32, mma), x = S · log2(e)/sqrt(D), masked entries -inf
  *     m' = max(m, rowmax x); O ·= 2^(m - m'); l = l·2^(m - m') + rowsum 2^(x - m')
  *     O += bf16(2^(x - m')) V (P rounded to bf16 for the mma, l summed from the fp32 P)
@@ -53,8 +54,11 @@
 #include "ptx.cuh"
 
 #define ATTN_THREADS 128  // 4 warps
-#define ATTN_BQ 64        // queries per forward / dQ block (16 per warp)
-#define ATTN_BK 64        // keys per tile (forward and dQ), and per dK/dV block (16 per warp)
+#define ATTN_BQ_FWD 128   // queries per forward block (32 per warp: each K/V fragment feeds 2 mmas)
+#define ATTN_FWD_MB 2     // 16-row blocks per warp in the forward
+#define ATTN_BK_FWD 32    // keys per forward tile (S for 32 rows x 32 keys: 32 registers a lane)
+#define ATTN_BQ_DQ 64     // queries per dQ block (16 per warp)
+#define ATTN_BK 64        // keys per dQ tile, and per dK/dV block (16 per warp)
 #define ATTN_BQ_DKDV 32   // queries per tile in the dK/dV kernel
 
 static const float kAttnLog2e = 1.4426950408889634f;
@@ -119,43 +123,53 @@ __device__ __forceinline__ unsigned attn_pack_bf16(float lo, float hi) {
            (unsigned)__bfloat16_as_ushort(__float2bfloat16(hi)) << 16;
 }
 
-// acc[N/8][4] += A · Bᵀ for one warp: A is 16 x D (rows at a), B is N x D (rows at b), both
-// bf16 in shared memory with row stride D + 8. acc holds the 16 x N result as mma C
-// fragments: acc[n][0..1] = row g, columns 8n + 2t, +1; acc[n][2..3] = row g + 8.
-template <int D, int N>
-__device__ inline void attn_mma_abt(float acc[][4], const __nv_bfloat16 *a, const __nv_bfloat16 *b) {
+// acc[MB][N/8][4] += A · Bᵀ for one warp: A is 16·MB x D (rows at a), B is N x D (rows at
+// b), both bf16 in shared memory with row stride D + 8. acc holds the result as mma C
+// fragments of MB blocks of 16 rows: acc[mb][n][0..1] = row 16mb + g, columns 8n + 2t, +1;
+// acc[mb][n][2..3] = row 16mb + g + 8. Each B fragment feeds MB mmas.
+template <int D, int N, int MB>
+__device__ inline void attn_mma_abt(float acc[][N / 8][4], const __nv_bfloat16 *a, const __nv_bfloat16 *b) {
     constexpr int SD = D + 8;
     int lane = threadIdx.x % 32, r = lane % 8, j = lane / 8;
     for (int kk = 0; kk < D / 16; kk++) {
-        unsigned af[4];
-        ldmatrix_x4(af, a + (lane % 16) * SD + kk * 16 + (lane / 16) * 8);
+        unsigned af[MB][4];
+        for (int mb = 0; mb < MB; mb++) ldmatrix_x4(af[mb], a + (mb * 16 + lane % 16) * SD + kk * 16 + (lane / 16) * 8);
         for (int np = 0; np < N / 16; np++) {
             // matrices: rows 16np..+7 then +8..+15 of B, each at columns kk·16 and +8
             unsigned bf[4];
             ldmatrix_x4(bf, b + (np * 16 + (j / 2) * 8 + r) * SD + kk * 16 + (j % 2) * 8);
-            mma_m16n8k16_bf16(acc[2 * np], af, bf, acc[2 * np]);
-            mma_m16n8k16_bf16(acc[2 * np + 1], af, bf + 2, acc[2 * np + 1]);
+            for (int mb = 0; mb < MB; mb++) {
+                mma_m16n8k16_bf16(acc[mb][2 * np], af[mb], bf, acc[mb][2 * np]);
+                mma_m16n8k16_bf16(acc[mb][2 * np + 1], af[mb], bf + 2, acc[mb][2 * np + 1]);
+            }
         }
     }
 }
 
-// acc[D/8][4] += bf16(P) · B for one warp: P is 16 x N in mma C fragments (as attn_mma_abt
-// leaves them, fp32, rounded to bf16 here), B is N x D (rows at b, stride D + 8).
-template <int D, int N>
-__device__ inline void attn_mma_pb(float acc[][4], const float p[][4], const __nv_bfloat16 *b) {
+// acc[MB][D/8][4] += bf16(P) · B for one warp: P is 16·MB x N in mma C fragments (as
+// attn_mma_abt leaves them, fp32, rounded to bf16 here), B is N x D (rows at b, stride D + 8).
+template <int D, int N, int MB>
+__device__ inline void attn_mma_pb(float acc[][D / 8][4], const float p[][N / 8][4], const __nv_bfloat16 *b) {
     constexpr int SD = D + 8;
     int lane = threadIdx.x % 32, r = lane % 8, j = lane / 8;
     for (int ks = 0; ks < N / 16; ks++) {
         // The C fragments of columns 16ks..+15 are the A fragment of that k-step.
-        unsigned af[4] = {attn_pack_bf16(p[2 * ks][0], p[2 * ks][1]), attn_pack_bf16(p[2 * ks][2], p[2 * ks][3]),
-                          attn_pack_bf16(p[2 * ks + 1][0], p[2 * ks + 1][1]),
-                          attn_pack_bf16(p[2 * ks + 1][2], p[2 * ks + 1][3])};
+        unsigned af[MB][4];
+        for (int mb = 0; mb < MB; mb++) {
+            const float(*c)[4] = p[mb];
+            af[mb][0] = attn_pack_bf16(c[2 * ks][0], c[2 * ks][1]);
+            af[mb][1] = attn_pack_bf16(c[2 * ks][2], c[2 * ks][3]);
+            af[mb][2] = attn_pack_bf16(c[2 * ks + 1][0], c[2 * ks + 1][1]);
+            af[mb][3] = attn_pack_bf16(c[2 * ks + 1][2], c[2 * ks + 1][3]);
+        }
         for (int dp = 0; dp < D / 16; dp++) {
             // transposed matrices: rows 16ks..+7 then +8..+15 of B, at columns 16dp and +8
             unsigned bf[4];
             ldmatrix_x4_trans(bf, b + (ks * 16 + (j % 2) * 8 + r) * SD + dp * 16 + (j / 2) * 8);
-            mma_m16n8k16_bf16(acc[2 * dp], af, bf, acc[2 * dp]);
-            mma_m16n8k16_bf16(acc[2 * dp + 1], af, bf + 2, acc[2 * dp + 1]);
+            for (int mb = 0; mb < MB; mb++) {
+                mma_m16n8k16_bf16(acc[mb][2 * dp], af[mb], bf, acc[mb][2 * dp]);
+                mma_m16n8k16_bf16(acc[mb][2 * dp + 1], af[mb], bf + 2, acc[mb][2 * dp + 1]);
+            }
         }
     }
 }
@@ -194,30 +208,31 @@ __global__ void __launch_bounds__(ATTN_THREADS)
     attention_forward_kernel(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                              const __nv_bfloat16 *v, const int32_t *seg, int T, int Hq, int Hkv, int window,
                              int *tile_count) {
-    constexpr int SD = D + 8;
+    constexpr int SD = D + 8, BQ = ATTN_BQ_FWD, BK = ATTN_BK_FWD, MB = ATTN_FWD_MB;
     DYNAMIC_SHARED(__nv_bfloat16, smem);
-    __nv_bfloat16 *sq = smem, *sk = sq + ATTN_BQ * SD, *sv = sk + 2 * ATTN_BK * SD;  // K, V: 2 buffers each
+    __nv_bfloat16 *sq = smem, *sk = sq + BQ * SD, *sv = sk + 2 * BK * SD;  // K, V: 2 buffers each
     int qt = gridDim.x - 1 - blockIdx.x;  // the longest rows first
     int h = blockIdx.y, kh = h / (Hq / Hkv);
-    int i0 = qt * ATTN_BQ, i_last = min(i0 + ATTN_BQ, T) - 1;
+    int i0 = qt * BQ, i_last = min(i0 + BQ, T) - 1;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    int row[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};
-    int row_seg[2] = {attn_seg(seg, min(row[0], T - 1)), attn_seg(seg, min(row[1], T - 1))};
-    int kt_hi = i_last / ATTN_BK, kt_lo = attn_first_key_tile<ATTN_BK>(i0, window, seg);
+    int w0 = i0 + warp * 16 * MB;  // the warp's first row; a lane's rows are w0 + 8r + g, r < 2·MB
+    int kt_hi = i_last / BK, kt_lo = attn_first_key_tile<BK>(i0, window, seg);
     int n_tiles = kt_hi - kt_lo + 1;
     const float scale_log2 = kAttnLog2e / sqrtf((float)D);
 
-    attn_load_tile<D, ATTN_BQ>(sq, q, i0, T, Hq, h);
-    attn_load_tile<D, ATTN_BK>(sk, k, kt_hi * ATTN_BK, T, Hkv, kh);
-    attn_load_tile<D, ATTN_BK>(sv, v, kt_hi * ATTN_BK, T, Hkv, kh);
+    attn_load_tile<D, BQ>(sq, q, i0, T, Hq, h);
+    attn_load_tile<D, BK>(sk, k, kt_hi * BK, T, Hkv, kh);
+    attn_load_tile<D, BK>(sv, v, kt_hi * BK, T, Hkv, kh);
     cp_async_commit();
 
-    float o[D / 8][4] = {}, m[2] = {-INFINITY, -INFINITY}, l[2] = {0, 0};
+    // Row r of the lane (r = 2mb + half) is C-fragment element (mb, 2·half + e % 2).
+    float o[MB][D / 8][4] = {}, m[2 * MB], l[2 * MB];
+    for (int r = 0; r < 2 * MB; r++) m[r] = -INFINITY, l[r] = 0.0f;
     for (int it = 0; it < n_tiles; it++) {
-        int kt = kt_hi - it, j0 = kt * ATTN_BK, buf = it % 2;
+        int kt = kt_hi - it, j0 = kt * BK, buf = it % 2;
         if (it + 1 < n_tiles) {  // fetch the next tile down while this one is computed
-            attn_load_tile<D, ATTN_BK>(sk + (1 - buf) * ATTN_BK * SD, k, j0 - ATTN_BK, T, Hkv, kh);
-            attn_load_tile<D, ATTN_BK>(sv + (1 - buf) * ATTN_BK * SD, v, j0 - ATTN_BK, T, Hkv, kh);
+            attn_load_tile<D, BK>(sk + (1 - buf) * BK * SD, k, j0 - BK, T, Hkv, kh);
+            attn_load_tile<D, BK>(sv + (1 - buf) * BK * SD, v, j0 - BK, T, Hkv, kh);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
@@ -226,43 +241,48 @@ __global__ void __launch_bounds__(ATTN_THREADS)
         __syncthreads();
         if (tile_count && threadIdx.x == 0) atomicAdd(tile_count, 1);
 
-        float s[ATTN_BK / 8][4] = {};
-        attn_mma_abt<D, ATTN_BK>(s, sq + warp * 16 * SD, sk + buf * ATTN_BK * SD);
-        bool whole = attn_tile_whole(i0, i_last, j0, j0 + ATTN_BK - 1, window, seg);
-        float tile_max[2] = {-INFINITY, -INFINITY};
-        for (int n = 0; n < ATTN_BK / 8; n++)
+        float s[MB][BK / 8][4] = {};
+        attn_mma_abt<D, BK, MB>(s, sq + warp * 16 * MB * SD, sk + buf * BK * SD);
+        bool whole = attn_tile_whole(i0, i_last, j0, j0 + BK - 1, window, seg);
+        float tile_max[2 * MB];
+        for (int r = 0; r < 2 * MB; r++) tile_max[r] = -INFINITY;
+        for (int c = 0; c < MB * BK / 8; c++)  // (mb, n) as one loop, which nvcc unrolls
             for (int e = 0; e < 4; e++) {
-                int half = e / 2, j = j0 + 8 * n + 2 * t + e % 2;
-                float x = s[n][e] * scale_log2;
-                if (!whole && !attn_visible(row[half], j, T, window, seg, row_seg[half])) x = -INFINITY;
-                s[n][e] = x;
-                tile_max[half] = fmaxf(tile_max[half], x);
+                int mb = c / (BK / 8), n = c % (BK / 8), r = 2 * mb + e / 2;
+                int i = w0 + 8 * r + g, j = j0 + 8 * n + 2 * t + e % 2;
+                float x = s[mb][n][e] * scale_log2;
+                if (!whole && !attn_visible(i, j, T, window, seg, attn_seg(seg, min(i, T - 1)))) x = -INFINITY;
+                s[mb][n][e] = x;
+                tile_max[r] = fmaxf(tile_max[r], x);
             }
-        float base[2];  // the new running maximum, 0 while a row has seen nothing (no -inf - -inf)
-        for (int half = 0; half < 2; half++) {
-            float m_new = fmaxf(m[half], attn_quad_max(tile_max[half]));
-            base[half] = m_new == -INFINITY ? 0.0f : m_new;
-            float alpha = exp2f(m[half] - base[half]);
-            m[half] = m_new;
-            l[half] *= alpha;
-            for (int n = 0; n < D / 8; n++) o[n][2 * half] *= alpha, o[n][2 * half + 1] *= alpha;
+        float base[2 * MB];  // the new running maximum, 0 while a row has seen nothing (no -inf - -inf)
+        for (int r = 0; r < 2 * MB; r++) {
+            float m_new = fmaxf(m[r], attn_quad_max(tile_max[r]));
+            base[r] = m_new == -INFINITY ? 0.0f : m_new;
+            float alpha = exp2f(m[r] - base[r]);
+            m[r] = m_new;
+            l[r] *= alpha;
+            for (int n = 0; n < D / 8; n++) o[r / 2][n][2 * (r % 2)] *= alpha, o[r / 2][n][2 * (r % 2) + 1] *= alpha;
         }
-        for (int n = 0; n < ATTN_BK / 8; n++)
-            for (int e = 0; e < 4; e++) {
-                s[n][e] = exp2f(s[n][e] - base[e / 2]);
-                l[e / 2] += s[n][e];
-            }
-        attn_mma_pb<D, ATTN_BK>(o, s, sv + buf * ATTN_BK * SD);
+        for (int mb = 0; mb < MB; mb++)
+            for (int n = 0; n < BK / 8; n++)
+                for (int e = 0; e < 4; e++) {
+                    int r = 2 * mb + e / 2;
+                    s[mb][n][e] = exp2f(s[mb][n][e] - base[r]);
+                    l[r] += s[mb][n][e];
+                }
+        attn_mma_pb<D, BK, MB>(o, s, sv + buf * BK * SD);
         __syncthreads();  // before the next iteration refills this buffer
     }
 
-    float inv[2];
-    for (int half = 0; half < 2; half++) {
-        float sum = attn_quad_sum(l[half]);
-        inv[half] = 1.0f / sum;
-        if (t == 0 && row[half] < T) lse[(size_t)row[half] * Hq + h] = (m[half] + log2f(sum)) / kAttnLog2e;
+    float inv[2 * MB];
+    for (int r = 0; r < 2 * MB; r++) {
+        float sum = attn_quad_sum(l[r]);
+        inv[r] = 1.0f / sum;
+        int i = w0 + 8 * r + g;
+        if (t == 0 && i < T) lse[(size_t)i * Hq + h] = (m[r] + log2f(sum)) / kAttnLog2e;
     }
-    attn_store_rows<D>(out, o, inv[0], inv[1], i0 + warp * 16, T, Hq, h);
+    for (int mb = 0; mb < MB; mb++) attn_store_rows<D>(out, o[mb], inv[2 * mb], inv[2 * mb + 1], w0 + 16 * mb, T, Hq, h);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -346,7 +366,7 @@ __global__ void __launch_bounds__(ATTN_THREADS)
     attn_dkdv_load_step<D>(sq, sdo, slse, sdelta, q, dout, lse, delta, 0, kh * group, qt_lo * BQ, T, Hq);
     cp_async_commit();
 
-    float dkacc[D / 8][4] = {}, dvacc[D / 8][4] = {};
+    float dkacc[1][D / 8][4] = {}, dvacc[1][D / 8][4] = {};
     for (int step = 0; step < n_steps; step++) {
         int buf = step % 2, i0 = (qt_lo + step % per_head) * BQ, i_last = min(i0 + BQ, T) - 1;
         if (step + 1 < n_steps) {
@@ -362,18 +382,18 @@ __global__ void __launch_bounds__(ATTN_THREADS)
         if (tile_count && threadIdx.x == 0) atomicAdd(tile_count, 1);
         const __nv_bfloat16 *tq = sq + buf * BQ * SD, *tdo = sdo + buf * BQ * SD;
 
-        float s[BQ / 8][4] = {}, dp[BQ / 8][4] = {};
-        attn_mma_abt<D, BQ>(s, sk + warp * 16 * SD, tq);    // Sᵀ = K Qᵀ
-        attn_mma_abt<D, BQ>(dp, sv + warp * 16 * SD, tdo);  // dPᵀ = V dOᵀ
+        float s[1][BQ / 8][4] = {}, dp[1][BQ / 8][4] = {};
+        attn_mma_abt<D, BQ, 1>(s, sk + warp * 16 * SD, tq);    // Sᵀ = K Qᵀ
+        attn_mma_abt<D, BQ, 1>(dp, sv + warp * 16 * SD, tdo);  // dPᵀ = V dOᵀ
         bool whole = attn_tile_whole(i0, i_last, j0, j0 + ATTN_BK - 1, window, seg);
-        attn_probabilities<BQ>(s, dp, false, whole, key, i0, slse + buf * BQ, sdelta + buf * BQ, i0, T, window, seg,
+        attn_probabilities<BQ>(s[0], dp[0], false, whole, key, i0, slse + buf * BQ, sdelta + buf * BQ, i0, T, window, seg,
                                scale_log2);
-        attn_mma_pb<D, BQ>(dvacc, s, tdo);  // dV += Pᵀ dO
-        attn_mma_pb<D, BQ>(dkacc, dp, tq);  // dK += dSᵀ Q
+        attn_mma_pb<D, BQ, 1>(dvacc, s, tdo);  // dV += Pᵀ dO
+        attn_mma_pb<D, BQ, 1>(dkacc, dp, tq);  // dK += dSᵀ Q
         __syncthreads();
     }
-    attn_store_rows<D>(dk, dkacc, scale, scale, j0 + warp * 16, T, Hkv, kh);
-    attn_store_rows<D>(dv, dvacc, 1.0f, 1.0f, j0 + warp * 16, T, Hkv, kh);
+    attn_store_rows<D>(dk, dkacc[0], scale, scale, j0 + warp * 16, T, Hkv, kh);
+    attn_store_rows<D>(dv, dvacc[0], 1.0f, 1.0f, j0 + warp * 16, T, Hkv, kh);
 }
 
 template <int D>
@@ -383,24 +403,24 @@ __global__ void __launch_bounds__(ATTN_THREADS)
                         int Hq, int Hkv, int window) {
     constexpr int SD = D + 8;
     DYNAMIC_SHARED(__nv_bfloat16, smem);
-    __nv_bfloat16 *sq = smem, *sdo = sq + ATTN_BQ * SD, *sk = sdo + ATTN_BQ * SD, *sv = sk + 2 * ATTN_BK * SD;
-    float *slse = (float *)(sv + 2 * ATTN_BK * SD), *sdelta = slse + ATTN_BQ;
+    __nv_bfloat16 *sq = smem, *sdo = sq + ATTN_BQ_DQ * SD, *sk = sdo + ATTN_BQ_DQ * SD, *sv = sk + 2 * ATTN_BK * SD;
+    float *slse = (float *)(sv + 2 * ATTN_BK * SD), *sdelta = slse + ATTN_BQ_DQ;
     int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, kh = h / (Hq / Hkv);
-    int i0 = qt * ATTN_BQ, i_last = min(i0 + ATTN_BQ, T) - 1;
+    int i0 = qt * ATTN_BQ_DQ, i_last = min(i0 + ATTN_BQ_DQ, T) - 1;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4;
     int row[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};
     int kt_hi = i_last / ATTN_BK, kt_lo = attn_first_key_tile<ATTN_BK>(i0, window, seg);
     int n_tiles = kt_hi - kt_lo + 1;
     const float scale = 1.0f / sqrtf((float)D), scale_log2 = kAttnLog2e * scale;
 
-    attn_load_tile<D, ATTN_BQ>(sq, q, i0, T, Hq, h);
-    attn_load_tile<D, ATTN_BQ>(sdo, dout, i0, T, Hq, h);
-    attn_load_row_stats(slse, sdelta, lse, delta, i0, ATTN_BQ, T, Hq, h);
+    attn_load_tile<D, ATTN_BQ_DQ>(sq, q, i0, T, Hq, h);
+    attn_load_tile<D, ATTN_BQ_DQ>(sdo, dout, i0, T, Hq, h);
+    attn_load_row_stats(slse, sdelta, lse, delta, i0, ATTN_BQ_DQ, T, Hq, h);
     attn_load_tile<D, ATTN_BK>(sk, k, kt_hi * ATTN_BK, T, Hkv, kh);
     attn_load_tile<D, ATTN_BK>(sv, v, kt_hi * ATTN_BK, T, Hkv, kh);
     cp_async_commit();
 
-    float dqacc[D / 8][4] = {};
+    float dqacc[1][D / 8][4] = {};
     for (int it = 0; it < n_tiles; it++) {
         int kt = kt_hi - it, j0 = kt * ATTN_BK, buf = it % 2;
         if (it + 1 < n_tiles) {
@@ -413,26 +433,26 @@ __global__ void __launch_bounds__(ATTN_THREADS)
         }
         __syncthreads();
         const __nv_bfloat16 *tk = sk + buf * ATTN_BK * SD;
-        float s[ATTN_BK / 8][4] = {}, dp[ATTN_BK / 8][4] = {};
-        attn_mma_abt<D, ATTN_BK>(s, sq + warp * 16 * SD, tk);                         // S = Q Kᵀ
-        attn_mma_abt<D, ATTN_BK>(dp, sdo + warp * 16 * SD, sv + buf * ATTN_BK * SD);  // dP = dO Vᵀ
+        float s[1][ATTN_BK / 8][4] = {}, dp[1][ATTN_BK / 8][4] = {};
+        attn_mma_abt<D, ATTN_BK, 1>(s, sq + warp * 16 * SD, tk);                         // S = Q Kᵀ
+        attn_mma_abt<D, ATTN_BK, 1>(dp, sdo + warp * 16 * SD, sv + buf * ATTN_BK * SD);  // dP = dO Vᵀ
         bool whole = attn_tile_whole(i0, i_last, j0, j0 + ATTN_BK - 1, window, seg);
-        attn_probabilities<ATTN_BK>(s, dp, true, whole, row, j0, slse, sdelta, i0, T, window, seg, scale_log2);
-        attn_mma_pb<D, ATTN_BK>(dqacc, dp, tk);  // dQ += dS K
+        attn_probabilities<ATTN_BK>(s[0], dp[0], true, whole, row, j0, slse, sdelta, i0, T, window, seg, scale_log2);
+        attn_mma_pb<D, ATTN_BK, 1>(dqacc, dp, tk);  // dQ += dS K
         __syncthreads();
     }
-    attn_store_rows<D>(dq, dqacc, scale, scale, i0 + warp * 16, T, Hq, h);
+    attn_store_rows<D>(dq, dqacc[0], scale, scale, i0 + warp * 16, T, Hq, h);
 }
 
 // ---------------------------------------------------------------------------------------
 // Host launchers
 
-static inline size_t attention_forward_smem(int D) { return (size_t)(ATTN_BQ + 4 * ATTN_BK) * (D + 8) * 2; }
+static inline size_t attention_forward_smem(int D) { return (size_t)(ATTN_BQ_FWD + 4 * ATTN_BK_FWD) * (D + 8) * 2; }
 static inline size_t attention_dkdv_smem(int D) {
     return (size_t)(2 * ATTN_BK + 4 * ATTN_BQ_DKDV) * (D + 8) * 2 + 4 * ATTN_BQ_DKDV * sizeof(float);
 }
 static inline size_t attention_dq_smem(int D) {
-    return (size_t)(2 * ATTN_BQ + 4 * ATTN_BK) * (D + 8) * 2 + 2 * ATTN_BQ * sizeof(float);
+    return (size_t)(2 * ATTN_BQ_DQ + 4 * ATTN_BK) * (D + 8) * 2 + 2 * ATTN_BQ_DQ * sizeof(float);
 }
 
 static inline bool attention_aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
@@ -456,7 +476,7 @@ static void attention_forward_d(__nv_bfloat16 *out, float *lse, const __nv_bfloa
                                 int *tile_count, cudaStream_t stream) {
     size_t smem = attention_forward_smem(D);
     cuda_check(cudaFuncSetAttribute(attention_forward_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    dim3 grid(CEIL_DIV(T, ATTN_BQ), Hq);
+    dim3 grid(CEIL_DIV(T, ATTN_BQ_FWD), Hq);
     LAUNCH(attention_forward_kernel<D>, grid, ATTN_THREADS, smem, stream, out, lse, q, k, v, seg, T, Hq, Hkv, window,
            tile_count);
 }
@@ -484,7 +504,7 @@ static void attention_backward_d(__nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bflo
     cuda_check(cudaFuncSetAttribute(attention_dq_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_q));
     LAUNCH(attention_dkdv_kernel<D>, dim3(CEIL_DIV(T, ATTN_BK), Hkv), ATTN_THREADS, smem_kv, stream, dk, dv, q, k, v,
            dout, lse, delta, seg, T, Hq, Hkv, window, tile_count);
-    LAUNCH(attention_dq_kernel<D>, dim3(CEIL_DIV(T, ATTN_BQ), Hq), ATTN_THREADS, smem_q, stream, dq, q, k, v, dout,
+    LAUNCH(attention_dq_kernel<D>, dim3(CEIL_DIV(T, ATTN_BQ_DQ), Hq), ATTN_THREADS, smem_q, stream, dq, q, k, v, dout,
            lse, delta, seg, T, Hq, Hkv, window);
 }
 

@@ -235,7 +235,7 @@ static void count_tiles(const Shape &s, int *fwd, int *dkdv) {
     int counts[2];
     cuda_check(cudaMemcpy(counts, dcount, sizeof(counts), cudaMemcpyDeviceToHost));
     *fwd = counts[0], *dkdv = counts[1];
-    long want_fwd = tiles_touched(seg, s.T, s.W, ATTN_BQ, ATTN_BK), want_dkdv = tiles_touched(seg, s.T, s.W, ATTN_BQ_DKDV, ATTN_BK);
+    long want_fwd = tiles_touched(seg, s.T, s.W, ATTN_BQ_FWD, ATTN_BK_FWD), want_dkdv = tiles_touched(seg, s.T, s.W, ATTN_BQ_DKDV, ATTN_BK);
     if (*fwd != want_fwd || *dkdv != want_dkdv)
         printf("  T %d W %d: tiles computed %d (forward), %d (dK/dV); touched by the mask %ld, %ld\n", s.T, s.W, *fwd,
                *dkdv, want_fwd, want_dkdv);
@@ -256,11 +256,12 @@ TEST(masked_tiles_are_skipped) {
         Shape s = {256 << x, 32, 1, 1, 64, 0, {0}};
         count_tiles(s, &fwd[x], &dkdv[x]);
     }
-    // W = 32 < 64: each query tile needs its diagonal tile and the one below (but the first),
-    // so doubling T doubles the count (plus one): linear in T, not quadratic.
+    // W = 32 <= BK: each query tile needs the BQ/BK key tiles on its diagonal and the one
+    // below (but the first), so doubling T doubles the count (plus one): linear in T, not
+    // quadratic.
     CHECK_INT(fwd[1], 2 * fwd[0] + 1);
     CHECK_INT(fwd[2], 2 * fwd[1] + 1);
-    CHECK_INT(fwd[2], 2 * (1024 / ATTN_BQ) - 1);
+    CHECK_INT(fwd[2], (1024 / ATTN_BQ_FWD) * (ATTN_BQ_FWD / ATTN_BK_FWD + 1) - 1);
     CHECK_INT(dkdv[2] - dkdv[1], 2 * (dkdv[1] - dkdv[0]));
     // Conversations and windows that end mid-tile.
     const Shape packed[] = {
