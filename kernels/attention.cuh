@@ -25,8 +25,8 @@
  *   - attention_dkdv_kernel: one block per 64 keys of one KV head; each warp owns 16 keys
  *     and keeps dK, dV for them in registers while it walks every query head of the group
  *     and every 32-query tile the mask touches, so the GQA sum needs no atomics.
- *   - attention_dq_kernel: one block per 64 queries of one head, walking key tiles as the
- *     forward does (recomputing S and dO Vᵀ: 7 matrix products per tile pair in all instead
+ *   - attention_dq_kernel: one block per 128 queries of one head (32 per warp), walking
+ *     32-key tiles as the forward does (recomputing S and dO Vᵀ: 7 matrix products per tile pair in all instead
  *     of FlashAttention-2's 5, in exchange for no atomics at all).
  *   Every output element is written by one thread in a fixed order of additions, so the
  *   backward is deterministic (the same bits on every run); there is no atomic variant.
@@ -57,8 +57,10 @@
 #define ATTN_BQ_FWD 128   // queries per forward block (32 per warp: each K/V fragment feeds 2 mmas)
 #define ATTN_FWD_MB 2     // 16-row blocks per warp in the forward
 #define ATTN_BK_FWD 32    // keys per forward tile (S for 32 rows x 32 keys: 32 registers a lane)
-#define ATTN_BQ_DQ 64     // queries per dQ block (16 per warp)
-#define ATTN_BK 64        // keys per dQ tile, and per dK/dV block (16 per warp)
+#define ATTN_BQ_DQ 128    // queries per dQ block (32 per warp, as the forward)
+#define ATTN_DQ_MB 2      // 16-row blocks per warp in the dQ kernel
+#define ATTN_BK_DQ 32     // keys per dQ tile
+#define ATTN_BK 64        // keys per dK/dV block (16 per warp)
 #define ATTN_BQ_DKDV 32   // queries per tile in the dK/dV kernel
 
 static const float kAttnLog2e = 1.4426950408889634f;
@@ -300,23 +302,25 @@ __global__ void __launch_bounds__(ATTN_THREADS)
     if (lane == 0) delta[r] = sum;
 }
 
-// P (or 0 where masked) and dS = P ∘ (dP - delta) for a warp's 16 x N tile of rows `row`
-// (C fragments), columns col0 + 8n + 2t (+1); which of row / column is the query is
-// given by queries_are_rows; whole: no mask needed. lse2 = lse · log2(e) and delta per query, indexed by the
-// query's position in its tile (qi).
-template <int N>
-__device__ inline void attn_probabilities(float s[][4], float dp[][4], bool queries_are_rows, bool whole,
-                                          const int row[2], int col0, const float *lse2, const float *delta,
+// P (or 0 where masked) and dS = P ∘ (dP - delta) in place of S and dP, for a warp's
+// 16·MB x N tile (C fragments as attn_mma_abt leaves them) of rows row0 + 16mb + g (+8),
+// columns col0 + 8n + 2t (+1); which of row / column is the query is given by
+// queries_are_rows; whole: no mask needed. lse2 = lse · log2(e) and delta per query,
+// indexed by the query's position in its tile (i - q0).
+template <int N, int MB>
+__device__ inline void attn_probabilities(float s[][N / 8][4], float dp[][N / 8][4], bool queries_are_rows,
+                                          bool whole, int row0, int col0, const float *lse2, const float *delta,
                                           int q0, int T, int window, const int32_t *seg, float scale_log2) {
-    int t = threadIdx.x % 32 % 4;
-    for (int n = 0; n < N / 8; n++)
+    int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+    for (int c = 0; c < MB * N / 8; c++)  // (mb, n) as one loop, which nvcc unrolls
         for (int e = 0; e < 4; e++) {
-            int r = row[e / 2], c = col0 + 8 * n + 2 * t + e % 2;
-            int i = queries_are_rows ? r : c, j = queries_are_rows ? c : r;
+            int mb = c / (N / 8), n = c % (N / 8);
+            int r = row0 + 16 * mb + g + 8 * (e / 2), col = col0 + 8 * n + 2 * t + e % 2;
+            int i = queries_are_rows ? r : col, j = queries_are_rows ? col : r;
             bool vis = whole || (i < T && attn_visible(i, j, T, window, seg, attn_seg(seg, i)));
-            float p = vis ? exp2f(s[n][e] * scale_log2 - lse2[i - q0]) : 0.0f;
-            s[n][e] = p;
-            dp[n][e] = p * (dp[n][e] - delta[i - q0]);
+            float p = vis ? exp2f(s[mb][n][e] * scale_log2 - lse2[i - q0]) : 0.0f;
+            s[mb][n][e] = p;
+            dp[mb][n][e] = p * (dp[mb][n][e] - delta[i - q0]);
         }
 }
 
@@ -354,8 +358,7 @@ __global__ void __launch_bounds__(ATTN_THREADS)
     float *slse = (float *)(sdo + 2 * BQ * SD), *sdelta = slse + 2 * BQ;
     int kt = blockIdx.x, kh = blockIdx.y, group = Hq / Hkv;  // the first keys, seen by the most queries, first
     int j0 = kt * ATTN_BK, j1 = min(j0 + ATTN_BK, T) - 1;
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4;
-    int key[2] = {j0 + warp * 16 + g, j0 + warp * 16 + g + 8};
+    int warp = threadIdx.x / 32;
     int qt_lo = j0 / BQ, qt_hi = attn_last_query_tile<BQ>(j1, T, window, seg);
     int per_head = qt_hi - qt_lo + 1, n_steps = group * per_head;
     const float scale = 1.0f / sqrtf((float)D), scale_log2 = kAttnLog2e * scale;
@@ -386,7 +389,7 @@ __global__ void __launch_bounds__(ATTN_THREADS)
         attn_mma_abt<D, BQ, 1>(s, sk + warp * 16 * SD, tq);    // Sᵀ = K Qᵀ
         attn_mma_abt<D, BQ, 1>(dp, sv + warp * 16 * SD, tdo);  // dPᵀ = V dOᵀ
         bool whole = attn_tile_whole(i0, i_last, j0, j0 + ATTN_BK - 1, window, seg);
-        attn_probabilities<BQ>(s[0], dp[0], false, whole, key, i0, slse + buf * BQ, sdelta + buf * BQ, i0, T, window, seg,
+        attn_probabilities<BQ, 1>(s, dp, false, whole, j0 + warp * 16, i0, slse + buf * BQ, sdelta + buf * BQ, i0, T, window, seg,
                                scale_log2);
         attn_mma_pb<D, BQ, 1>(dvacc, s, tdo);  // dV += Pᵀ dO
         attn_mma_pb<D, BQ, 1>(dkacc, dp, tq);  // dK += dSᵀ Q
@@ -401,47 +404,46 @@ __global__ void __launch_bounds__(ATTN_THREADS)
     attention_dq_kernel(__nv_bfloat16 *dq, const __nv_bfloat16 *q, const __nv_bfloat16 *k, const __nv_bfloat16 *v,
                         const __nv_bfloat16 *dout, const float *lse, const float *delta, const int32_t *seg, int T,
                         int Hq, int Hkv, int window) {
-    constexpr int SD = D + 8;
+    constexpr int SD = D + 8, BQ = ATTN_BQ_DQ, BK = ATTN_BK_DQ, MB = ATTN_DQ_MB;
     DYNAMIC_SHARED(__nv_bfloat16, smem);
-    __nv_bfloat16 *sq = smem, *sdo = sq + ATTN_BQ_DQ * SD, *sk = sdo + ATTN_BQ_DQ * SD, *sv = sk + 2 * ATTN_BK * SD;
-    float *slse = (float *)(sv + 2 * ATTN_BK * SD), *sdelta = slse + ATTN_BQ_DQ;
-    int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, kh = h / (Hq / Hkv);
-    int i0 = qt * ATTN_BQ_DQ, i_last = min(i0 + ATTN_BQ_DQ, T) - 1;
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4;
-    int row[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};
-    int kt_hi = i_last / ATTN_BK, kt_lo = attn_first_key_tile<ATTN_BK>(i0, window, seg);
+    __nv_bfloat16 *sq = smem, *sdo = sq + BQ * SD, *sk = sdo + BQ * SD, *sv = sk + 2 * BK * SD;
+    float *slse = (float *)(sv + 2 * BK * SD), *sdelta = slse + BQ;
+    int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, kh = h / (Hq / Hkv);  // the longest rows first
+    int i0 = qt * BQ, i_last = min(i0 + BQ, T) - 1;
+    int warp = threadIdx.x / 32, w0 = i0 + warp * 16 * MB;  // the warp's first row
+    int kt_hi = i_last / BK, kt_lo = attn_first_key_tile<BK>(i0, window, seg);
     int n_tiles = kt_hi - kt_lo + 1;
     const float scale = 1.0f / sqrtf((float)D), scale_log2 = kAttnLog2e * scale;
 
-    attn_load_tile<D, ATTN_BQ_DQ>(sq, q, i0, T, Hq, h);
-    attn_load_tile<D, ATTN_BQ_DQ>(sdo, dout, i0, T, Hq, h);
-    attn_load_row_stats(slse, sdelta, lse, delta, i0, ATTN_BQ_DQ, T, Hq, h);
-    attn_load_tile<D, ATTN_BK>(sk, k, kt_hi * ATTN_BK, T, Hkv, kh);
-    attn_load_tile<D, ATTN_BK>(sv, v, kt_hi * ATTN_BK, T, Hkv, kh);
+    attn_load_tile<D, BQ>(sq, q, i0, T, Hq, h);
+    attn_load_tile<D, BQ>(sdo, dout, i0, T, Hq, h);
+    attn_load_row_stats(slse, sdelta, lse, delta, i0, BQ, T, Hq, h);
+    attn_load_tile<D, BK>(sk, k, kt_hi * BK, T, Hkv, kh);
+    attn_load_tile<D, BK>(sv, v, kt_hi * BK, T, Hkv, kh);
     cp_async_commit();
 
-    float dqacc[1][D / 8][4] = {};
+    float dqacc[MB][D / 8][4] = {};
     for (int it = 0; it < n_tiles; it++) {
-        int kt = kt_hi - it, j0 = kt * ATTN_BK, buf = it % 2;
+        int kt = kt_hi - it, j0 = kt * BK, buf = it % 2;
         if (it + 1 < n_tiles) {
-            attn_load_tile<D, ATTN_BK>(sk + (1 - buf) * ATTN_BK * SD, k, j0 - ATTN_BK, T, Hkv, kh);
-            attn_load_tile<D, ATTN_BK>(sv + (1 - buf) * ATTN_BK * SD, v, j0 - ATTN_BK, T, Hkv, kh);
+            attn_load_tile<D, BK>(sk + (1 - buf) * BK * SD, k, j0 - BK, T, Hkv, kh);
+            attn_load_tile<D, BK>(sv + (1 - buf) * BK * SD, v, j0 - BK, T, Hkv, kh);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
             cp_async_wait<0>();
         }
         __syncthreads();
-        const __nv_bfloat16 *tk = sk + buf * ATTN_BK * SD;
-        float s[1][ATTN_BK / 8][4] = {}, dp[1][ATTN_BK / 8][4] = {};
-        attn_mma_abt<D, ATTN_BK, 1>(s, sq + warp * 16 * SD, tk);                         // S = Q Kᵀ
-        attn_mma_abt<D, ATTN_BK, 1>(dp, sdo + warp * 16 * SD, sv + buf * ATTN_BK * SD);  // dP = dO Vᵀ
-        bool whole = attn_tile_whole(i0, i_last, j0, j0 + ATTN_BK - 1, window, seg);
-        attn_probabilities<ATTN_BK>(s[0], dp[0], true, whole, row, j0, slse, sdelta, i0, T, window, seg, scale_log2);
-        attn_mma_pb<D, ATTN_BK, 1>(dqacc, dp, tk);  // dQ += dS K
+        const __nv_bfloat16 *tk = sk + buf * BK * SD;
+        float s[MB][BK / 8][4] = {}, dp[MB][BK / 8][4] = {};
+        attn_mma_abt<D, BK, MB>(s, sq + (w0 - i0) * SD, tk);                    // S = Q Kᵀ
+        attn_mma_abt<D, BK, MB>(dp, sdo + (w0 - i0) * SD, sv + buf * BK * SD);  // dP = dO Vᵀ
+        bool whole = attn_tile_whole(i0, i_last, j0, j0 + BK - 1, window, seg);
+        attn_probabilities<BK, MB>(s, dp, true, whole, w0, j0, slse, sdelta, i0, T, window, seg, scale_log2);
+        attn_mma_pb<D, BK, MB>(dqacc, dp, tk);  // dQ += dS K
         __syncthreads();
     }
-    attn_store_rows<D>(dq, dqacc[0], scale, scale, i0 + warp * 16, T, Hq, h);
+    for (int mb = 0; mb < MB; mb++) attn_store_rows<D>(dq, dqacc[mb], scale, scale, w0 + 16 * mb, T, Hq, h);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -452,7 +454,7 @@ static inline size_t attention_dkdv_smem(int D) {
     return (size_t)(2 * ATTN_BK + 4 * ATTN_BQ_DKDV) * (D + 8) * 2 + 4 * ATTN_BQ_DKDV * sizeof(float);
 }
 static inline size_t attention_dq_smem(int D) {
-    return (size_t)(2 * ATTN_BQ_DQ + 4 * ATTN_BK) * (D + 8) * 2 + 2 * ATTN_BQ_DQ * sizeof(float);
+    return (size_t)(2 * ATTN_BQ_DQ + 4 * ATTN_BK_DQ) * (D + 8) * 2 + 2 * ATTN_BQ_DQ * sizeof(float);
 }
 
 static inline bool attention_aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
