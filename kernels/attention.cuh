@@ -26,8 +26,8 @@
  *     and keeps dK, dV for them in registers while it walks every query head of the group
  *     and every 32-query tile the mask touches, so the GQA sum needs no atomics.
  *   - attention_dq_kernel: one block per 128 queries of one head (32 per warp), walking
- *     32-key tiles as the forward does (recomputing S and dO Vᵀ: 7 matrix products per tile pair in all instead
- *     of FlashAttention-2's 5, in exchange for no atomics at all).
+ *     32-key tiles as the forward does. It recomputes S and dO Vᵀ: 7 matrix products per
+ *     tile pair in all instead of FlashAttention-2's 5, in exchange for no atomics at all.
  *   Every output element is written by one thread in a fixed order of additions, so the
  *   backward is deterministic (the same bits on every run); there is no atomic variant.
  *
@@ -35,14 +35,19 @@
  * key) pair, found from the window and from seg at the tile edges (contiguous conversations:
  * the key tile just below a query tile's first query i0 is still needed iff its last key is
  * in i0's conversation and within the window of i0), so the work is O(T · min(T, W)).
- * tile_count, when not NULL, gets one atomicAdd per (query tile, key tile) pair computed:
- * a debug counter for the tests, NULL in production.
+ * tile_count, when not NULL, gets one atomicAdd per (query tile, key tile) pair computed
+ * (forward: 128 queries x 32 keys; backward: the dK/dV kernel's 32 queries x 64 keys, once
+ * per query head): a debug counter for the tests, NULL in production.
  *
  * Memory: tiles live in shared memory with rows padded by 16 bytes (row stride D + 8
  * elements), so the 8 row addresses of an ldmatrix fall in 8 different bank quads. K/V (or
  * Q/dO) tiles are fetched with cp.async.cg one tile ahead of the one being computed; rows
  * beyond T are zero-filled so that masked products stay finite. All pointers must be
- * 16-byte aligned (checked by the launchers).
+ * 16-byte aligned (checked by the launchers). At D = 128: forward 68 KiB of shared memory
+ * a block, dK/dV 69 KiB, dQ 103 KiB; 128 threads of at most 255 registers, no local
+ * memory (test_cuda_build.sh checks): 2 blocks an SM on sm_90, and on sm_80 but for dQ (1).
+ * Speed: written for H100 targets of >= 300 TFLOP/s forward and >= 250 backward (unmasked
+ * work; kernels/bench/attention.cu); not yet measured on a GPU.
  */
 #ifndef PERSONA_ATTENTION_CUH
 #define PERSONA_ATTENTION_CUH
@@ -186,8 +191,8 @@ __device__ __forceinline__ float attn_quad_max(float v) {
     return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
 }
 
-// Writes a warp's 16 x D fp32 C fragments times `scale` as bf16 rows of head h of a
-// [T, H, D] tensor, the warp's first row being t0.
+// Writes a warp's 16 x D fp32 C fragments as bf16 rows t0..t0+15 (those below T) of head h
+// of a [T, H, D] tensor, row t0 + g times scale0 and row t0 + g + 8 times scale1.
 template <int D>
 __device__ inline void attn_store_rows(__nv_bfloat16 *dst, const float acc[][4], float scale0, float scale1, int t0,
                                        int T, int H, int h) {
