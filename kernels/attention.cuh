@@ -339,16 +339,32 @@ __device__ inline void attn_load_row_stats(float *lse2, float *dl, const float *
     }
 }
 
-// The dK/dV kernel's operands of one step: Q and dO rows [i0, i0 + 32) of head h with their
-// lse and delta, into buffer buf.
+// The dK/dV kernel's statistics of one step, one value per thread of the first 2·32:
+// thread r < 32 fetches lse · log2(e) of row i0 + r of head h, thread 32 + r its delta (0
+// past T). The value is fetched into a register at the start of a step and stored into
+// shared memory (attn_dkdv_put_stat) at its end, so that the load's latency hides behind
+// the step's products instead of stalling a warp.
+__device__ inline float attn_dkdv_fetch_stat(const float *lse, const float *delta, int i0, int T, int Hq, int h) {
+    constexpr int BQ = ATTN_BQ_DKDV;
+    int r = threadIdx.x % BQ;
+    if (threadIdx.x >= 2 * BQ || i0 + r >= T) return 0.0f;
+    return threadIdx.x < BQ ? lse[(size_t)(i0 + r) * Hq + h] * kAttnLog2e : delta[(size_t)(i0 + r) * Hq + h];
+}
+__device__ inline void attn_dkdv_put_stat(float *slse, float *sdelta, float x) {
+    constexpr int BQ = ATTN_BQ_DKDV;
+    if (threadIdx.x < BQ)
+        slse[threadIdx.x] = x;
+    else if (threadIdx.x < 2 * BQ)
+        sdelta[threadIdx.x - BQ] = x;
+}
+
+// The dK/dV kernel's Q and dO rows [i0, i0 + 32) of head h, into buffer buf (cp.async).
 template <int D>
-__device__ inline void attn_dkdv_load_step(__nv_bfloat16 *sq, __nv_bfloat16 *sdo, float *slse, float *sdelta,
-                                           const __nv_bfloat16 *q, const __nv_bfloat16 *dout, const float *lse,
-                                           const float *delta, int buf, int h, int i0, int T, int Hq) {
+__device__ inline void attn_dkdv_load_step(__nv_bfloat16 *sq, __nv_bfloat16 *sdo, const __nv_bfloat16 *q,
+                                           const __nv_bfloat16 *dout, int buf, int h, int i0, int T, int Hq) {
     constexpr int SD = D + 8, BQ = ATTN_BQ_DKDV;
     attn_load_tile<D, BQ>(sq + buf * BQ * SD, q, i0, T, Hq, h);
     attn_load_tile<D, BQ>(sdo + buf * BQ * SD, dout, i0, T, Hq, h);
-    attn_load_row_stats(slse + buf * BQ, sdelta + buf * BQ, lse, delta, i0, BQ, T, Hq, h);
 }
 
 template <int D>
@@ -371,17 +387,19 @@ __global__ void __launch_bounds__(ATTN_THREADS)
     attn_load_tile<D, ATTN_BK>(sk, k, j0, T, Hkv, kh);
     attn_load_tile<D, ATTN_BK>(sv, v, j0, T, Hkv, kh);
     // step = (query head of the group, query tile), tiles innermost
-    attn_dkdv_load_step<D>(sq, sdo, slse, sdelta, q, dout, lse, delta, 0, kh * group, qt_lo * BQ, T, Hq);
+    attn_dkdv_load_step<D>(sq, sdo, q, dout, 0, kh * group, qt_lo * BQ, T, Hq);
     cp_async_commit();
+    attn_dkdv_put_stat(slse, sdelta, attn_dkdv_fetch_stat(lse, delta, qt_lo * BQ, T, Hq, kh * group));
 
     float dkacc[1][D / 8][4] = {}, dvacc[1][D / 8][4] = {};
     for (int step = 0; step < n_steps; step++) {
         int buf = step % 2, i0 = (qt_lo + step % per_head) * BQ, i_last = min(i0 + BQ, T) - 1;
+        float next_stat = 0.0f;
         if (step + 1 < n_steps) {
-            int next = step + 1;
-            attn_dkdv_load_step<D>(sq, sdo, slse, sdelta, q, dout, lse, delta, 1 - buf, kh * group + next / per_head,
-                                   (qt_lo + next % per_head) * BQ, T, Hq);
+            int next_h = kh * group + (step + 1) / per_head, next_i0 = (qt_lo + (step + 1) % per_head) * BQ;
+            attn_dkdv_load_step<D>(sq, sdo, q, dout, 1 - buf, next_h, next_i0, T, Hq);
             cp_async_commit();
+            next_stat = attn_dkdv_fetch_stat(lse, delta, next_i0, T, Hq, next_h);
             cp_async_wait<1>();
         } else {
             cp_async_wait<0>();
@@ -394,10 +412,11 @@ __global__ void __launch_bounds__(ATTN_THREADS)
         attn_mma_abt<D, BQ, 1>(s, sk + warp * 16 * SD, tq);    // Sᵀ = K Qᵀ
         attn_mma_abt<D, BQ, 1>(dp, sv + warp * 16 * SD, tdo);  // dPᵀ = V dOᵀ
         bool whole = attn_tile_whole(i0, i_last, j0, j0 + ATTN_BK - 1, window, seg);
-        attn_probabilities<BQ, 1>(s, dp, false, whole, j0 + warp * 16, i0, slse + buf * BQ, sdelta + buf * BQ, i0, T, window, seg,
-                               scale_log2);
+        attn_probabilities<BQ, 1>(s, dp, false, whole, j0 + warp * 16, i0, slse + buf * BQ, sdelta + buf * BQ, i0,
+                                  T, window, seg, scale_log2);
         attn_mma_pb<D, BQ, 1>(dvacc, s, tdo);  // dV += Pᵀ dO
         attn_mma_pb<D, BQ, 1>(dkacc, dp, tq);  // dK += dSᵀ Q
+        if (step + 1 < n_steps) attn_dkdv_put_stat(slse + (1 - buf) * BQ, sdelta + (1 - buf) * BQ, next_stat);
         __syncthreads();
     }
     attn_store_rows<D>(dk, dkacc[0], scale, scale, j0 + warp * 16, T, Hkv, kh);
