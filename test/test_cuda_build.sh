@@ -38,6 +38,22 @@ no_spills() {
     done
 }
 
+# no_local_memory NAME SRC: as no_spills, and no kernel of SRC has a stack frame either (a
+# register array that the compiler could not keep in registers, e.g. indexed in a loop it
+# did not unroll, lives in local memory: slow, yet no spill).
+no_local_memory() {
+    for arch in 80 90; do
+        "$NVCC" -std=c++17 -O3 -cubin -arch=sm_$arch -Xptxas -v -Werror all-warnings \
+            -o "$tmp/$1.cubin" "$2" >"$tmp/ptxas" 2>&1
+        if grep -q "for 'sm_$arch'" "$tmp/ptxas" && ! grep -E "[1-9][0-9]* bytes (stack frame|spill)" "$tmp/ptxas" >/dev/null; then
+            echo "PASS ptxas_${1}_sm${arch}_no_local_memory"
+        else
+            echo "FAIL ptxas_${1}_sm${arch}_no_local_memory"
+            grep -B2 -E "[1-9][0-9]* bytes (stack frame|spill)" "$tmp/ptxas" | sed 's/^/  /' | head -20
+        fi
+    done
+}
+
 # ptx_contains NAME SRC INSTRUCTION...: the sm_90 PTX of SRC has each instruction.
 ptx_contains() {
     local name=$1 src=$2
@@ -86,3 +102,7 @@ ptx_contains rope_packed_loads kernels/bench/rope.cu "ld.global.v4.u32" "st.glob
 # (dequantize); the double-quantized absmax code·absmax2 + offset rounded twice as in
 # train/nf4.c, not fused into an FMA (the harness cannot see a fusion; this can)
 ptx_contains nf4_packed_loads kernels/bench/nf4.cu "ld.global.v4.u32" "st.global.v4.u32" "mul.rn.f32" "add.rn.f32"
+ptx_contains attention_tensor_cores kernels/bench/attention.cu \
+    "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" "ldmatrix.sync.aligned.m8n8.x4.shared.b16" \
+    "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16" "cp.async.cg.shared.global" "cp.async.wait_group 1"
+no_local_memory attention kernels/bench/attention.cu
