@@ -6,36 +6,49 @@
 #include <string.h>
 
 #include "../common/util.h"
+#include "matmul.h"
+
+// One token's row of logits: returns w * (logsumexp - logit[target]); with grad set, turns
+// the row into grad_scale * w * (softmax - onehot(target)) in place.
+static double softmax_row(float *logits, int V, int32_t target, float w, float grad_scale, int grad) {
+    float m = -INFINITY;
+    for (int c = 0; c < V; c++) m = logits[c] > m ? logits[c] : m;
+    double sum = 0.0;
+    for (int c = 0; c < V; c++) sum += exp((double)(logits[c] - m));
+    double lse = m + log(sum);
+    double loss = w * (lse - logits[target]);
+    if (grad) {
+        float k = grad_scale * w;
+        for (int c = 0; c < V; c++) logits[c] = ((float)exp(logits[c] - lse) - (c == target ? 1.0f : 0.0f)) * k;
+    }
+    return loss;
+}
 
 double cross_entropy(const float *h, const float *W, const int32_t *targets, const float *weights, int T, int H, int V,
                      float grad_scale, float *dh) {
-    float *logits = xmalloc((size_t)V * sizeof(float));
-    double total = 0.0;
-    for (int t = 0; t < T; t++) {
-        const float *ht = h + (size_t)t * H;
-        if (dh) memset(dh + (size_t)t * H, 0, (size_t)H * sizeof(float));
-        if (weights[t] == 0.0f) continue;
-        float m = -INFINITY;
-        for (int c = 0; c < V; c++) {
-            const float *w = W + (size_t)c * H;
-            float acc = 0.0f;
-            for (int i = 0; i < H; i++) acc += w[i] * ht[i];
-            logits[c] = acc;
-            if (acc > m) m = acc;
+    int *rows = xmalloc((size_t)(T ? T : 1) * sizeof(int));  // the trained tokens
+    int n = 0;
+    for (int t = 0; t < T; t++)
+        if (weights[t] != 0.0f) rows[n++] = t;
+    if (dh) memset(dh, 0, (size_t)T * H * sizeof(float));
+    int chunk = n < CE_ROWS ? n : CE_ROWS;
+    float *hc = xmalloc((size_t)(chunk ? chunk : 1) * H * sizeof(float));
+    float *logits = xmalloc((size_t)(chunk ? chunk : 1) * V * sizeof(float));
+    double *loss = xmalloc((size_t)(chunk ? chunk : 1) * sizeof(double)), total = 0.0;
+    for (int r0 = 0; r0 < n; r0 += CE_ROWS) {
+        int nr = n - r0 < CE_ROWS ? n - r0 : CE_ROWS;
+        for (int r = 0; r < nr; r++) memcpy(hc + (size_t)r * H, h + (size_t)rows[r0 + r] * H, (size_t)H * sizeof(float));
+        matmul(logits, V, hc, H, 0, W, H, 1, nr, V, H, 1.0f, 0);
+#pragma omp parallel for schedule(static)
+        for (int r = 0; r < nr; r++) {
+            int t = rows[r0 + r];
+            loss[r] = softmax_row(logits + (size_t)r * V, V, targets[t], weights[t], grad_scale, dh != NULL);
         }
-        double sum = 0.0;
-        for (int c = 0; c < V; c++) sum += exp((double)(logits[c] - m));
-        double lse = m + log(sum);
-        total += weights[t] * (lse - logits[targets[t]]);
+        for (int r = 0; r < nr; r++) total += loss[r];
         if (!dh) continue;
-        float *dht = dh + (size_t)t * H;
-        for (int c = 0; c < V; c++) {
-            float g = (float)(exp(logits[c] - lse)) - (c == targets[t] ? 1.0f : 0.0f);
-            g *= grad_scale * weights[t];
-            const float *w = W + (size_t)c * H;
-            for (int i = 0; i < H; i++) dht[i] += g * w[i];
-        }
+        matmul(hc, H, logits, V, 0, W, H, 0, nr, H, V, 1.0f, 0);  // dh of the chunk's tokens
+        for (int r = 0; r < nr; r++) memcpy(dh + (size_t)rows[r0 + r] * H, hc + (size_t)r * H, (size_t)H * sizeof(float));
     }
-    free(logits);
+    free(rows), free(hc), free(logits), free(loss);
     return total;
 }
