@@ -6,22 +6,36 @@
 #include <string.h>
 
 #include "../common/util.h"
+#include "exp_approx.h"
 #include "matmul.h"
 
+enum { LANES = 16 };  // independent partial maxima and sums, which the compiler vectorises
+
 // One token's row of logits: returns w * (logsumexp - logit[target]); with grad set, turns
-// the row into grad_scale * w * (softmax - onehot(target)) in place.
-static double softmax_row(float *logits, int V, int32_t target, float w, float grad_scale, int grad) {
-    float m = -INFINITY;
-    for (int c = 0; c < V; c++) m = logits[c] > m ? logits[c] : m;
-    double sum = 0.0;
-    for (int c = 0; c < V; c++) sum += exp((double)(logits[c] - m));
+// the row into grad_scale * w * (softmax - onehot(target)) in place (else it is scratch).
+// The maximum and the sum are taken in LANES interleaved partial results combined in a
+// fixed order (the sum in double), so the result does not depend on the machine's vectors.
+static double softmax_row(float *x, int V, int32_t target, float w, float grad_scale, int grad) {
+    float mx[LANES], m = -INFINITY, xt = x[target];
+    double sl[LANES], sum = 0.0;
+    int c, tail = V - V % LANES;
+    for (int l = 0; l < LANES; l++) mx[l] = -INFINITY, sl[l] = 0.0;
+    for (c = 0; c < tail; c += LANES)
+        for (int l = 0; l < LANES; l++) mx[l] = mx[l] < x[c + l] ? x[c + l] : mx[l];
+    for (int l = 0; l < LANES; l++) m = mx[l] > m ? mx[l] : m;
+    for (c = tail; c < V; c++) m = x[c] > m ? x[c] : m;
+    exp_shifted(x, V, m);
+    for (c = 0; c < tail; c += LANES)
+        for (int l = 0; l < LANES; l++) sl[l] += x[c + l];
+    for (int l = 0; l < LANES; l++) sum += sl[l];
+    for (c = tail; c < V; c++) sum += x[c];
     double lse = m + log(sum);
-    double loss = w * (lse - logits[target]);
     if (grad) {
-        float k = grad_scale * w;
-        for (int c = 0; c < V; c++) logits[c] = ((float)exp(logits[c] - lse) - (c == target ? 1.0f : 0.0f)) * k;
+        float k = grad_scale * w, inv = (float)(1.0 / sum), pt = x[target] * inv;
+        for (c = 0; c < V; c++) x[c] = x[c] * inv * k;
+        x[target] = (pt - 1.0f) * k;
     }
-    return loss;
+    return w * (lse - xt);
 }
 
 double cross_entropy(const float *h, const float *W, const int32_t *targets, const float *weights, int T, int H, int V,

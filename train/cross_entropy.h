@@ -17,7 +17,7 @@
 
 #include <stdint.h>
 
-#define CE_ROWS 128
+#define CE_ROWS 256
 
 double cross_entropy(const float *h, const float *W, const int32_t *targets, const float *weights, int T, int H, int V,
                      float grad_scale, float *dh);

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <omp.h>
+
 #include "../common/util.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -154,22 +156,39 @@ static void pack_b(float *dst, const float *B, int ldb, int b_t, int j0, int nb,
     }
 }
 
+// The tile of C one thread computes at a time: as large as MATMUL_MC x MATMUL_NC (each
+// tile packs its own panels of A and B, so larger tiles copy less), halved while there
+// would be fewer than two tiles per thread. Only the work split changes, never a sum's order.
+static void choose_tile(int M, int N, int mr, int nr, int *mc, int *nc) {
+    int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+    *mc = M < MATMUL_MC ? (M + mr - 1) / mr * mr : MATMUL_MC;
+    *nc = N < MATMUL_NC ? (N + nr - 1) / nr * nr : MATMUL_NC;
+    for (;;) {
+        long tiles = (long)((M + *mc - 1) / *mc) * ((N + *nc - 1) / *nc);
+        if (threads == 1 || tiles >= 2L * threads) break;
+        if (*mc >= *nc && *mc >= 2 * mr) *mc = (*mc / 2 + mr - 1) / mr * mr;
+        else if (*nc >= 2 * nr) *nc = (*nc / 2 + nr - 1) / nr * nr;
+        else break;
+    }
+}
+
 void matmul(float *C, int ldc, const float *A, int lda, int a_t, const float *B, int ldb, int b_t, int M, int N, int K,
             float alpha, int accumulate) {
     if (M <= 0 || N <= 0) return;
     const Kernel *kern = current_kernel();
-    int mr = kern->mr, nr = kern->nr;
-    int tiles_m = (M + MATMUL_MC - 1) / MATMUL_MC, tiles_n = (N + MATMUL_NC - 1) / MATMUL_NC;
+    int mr = kern->mr, nr = kern->nr, mc, nc;
+    choose_tile(M, N, mr, nr, &mc, &nc);
+    int tiles_m = (M + mc - 1) / mc, tiles_n = (N + nc - 1) / nc;
     int tiles = tiles_m * tiles_n;
 #pragma omp parallel if (tiles > 1)
     {
-        float *ap = xmalloc((size_t)MATMUL_MC * MATMUL_KC * sizeof(float));
-        float *bp = xmalloc((size_t)MATMUL_KC * MATMUL_NC * sizeof(float));
+        size_t kc = (size_t)(K < MATMUL_KC ? (K > 0 ? K : 1) : MATMUL_KC);
+        float *ap = xmalloc((size_t)mc * kc * sizeof(float)), *bp = xmalloc(kc * (size_t)nc * sizeof(float));
         int packed_i0 = -1;  // the rows of op(A) in ap when K is one block (reused across tiles)
 #pragma omp for schedule(dynamic)
         for (int t = 0; t < tiles; t++) {
-            int i0 = (t / tiles_n) * MATMUL_MC, j0 = (t % tiles_n) * MATMUL_NC;
-            int mb = M - i0 < MATMUL_MC ? M - i0 : MATMUL_MC, nb = N - j0 < MATMUL_NC ? N - j0 : MATMUL_NC;
+            int i0 = (t / tiles_n) * mc, j0 = (t % tiles_n) * nc;
+            int mb = M - i0 < mc ? M - i0 : mc, nb = N - j0 < nc ? N - j0 : nc;
             if (K <= 0 && !accumulate)  // an empty sum
                 for (int i = 0; i < mb; i++) memset(C + (size_t)(i0 + i) * ldc + j0, 0, (size_t)nb * sizeof(float));
             for (int k0 = 0; k0 < K; k0 += MATMUL_KC) {

@@ -10,8 +10,8 @@
  * dW-like products dB = dy^T u (a_t).
  *
  * How it is computed (the BLIS / GotoBLAS scheme, in plain C plus an optional AVX-512
- * micro-kernel chosen at run time): C is cut into tiles of MATMUL_MC x MATMUL_NC; the
- * tiles are shared out among the OpenMP threads; for each tile, K is walked in blocks of
+ * micro-kernel chosen at run time): C is cut into tiles of at most MATMUL_MC x MATMUL_NC;
+ * the tiles are shared out among the OpenMP threads; for each tile, K is walked in blocks of
  * MATMUL_KC: the block of op(A) and of op(B) is copied ("packed") into contiguous panels
  * of MR rows / NR columns, and a register-tiled micro-kernel accumulates an MR x NR piece
  * of C over the block in registers, then adds alpha times it to C.
@@ -27,9 +27,9 @@
 #ifndef PERSONA_MATMUL_H
 #define PERSONA_MATMUL_H
 
-#define MATMUL_MC 128
-#define MATMUL_NC 128
-#define MATMUL_KC 256
+#define MATMUL_MC 256  // the largest tile; smaller when that leaves threads idle
+#define MATMUL_NC 256
+#define MATMUL_KC 256  // fixed: it decides the order of every sum
 
 void matmul(float *C, int ldc, const float *A, int lda, int a_t, const float *B, int ldb, int b_t, int M, int N, int K,
             float alpha, int accumulate);
