@@ -372,11 +372,22 @@ static void log_line(FILE *log, const char *fmt, ...) {
 // ---------------------------------------------------------------------------------------
 // batches into the model
 
-// One row of a batch as the model's input (row-local positions and segments).
-static double run_row(Model *m, const Batch *b, int row, float grad_scale, int backward) {
-    size_t o = (size_t)row * b->T;
-    ModelInput in = {b->T, b->inputs + o, b->positions + o, b->segments + o, b->targets + o, b->weights + o};
-    return model_step(m, &in, grad_scale, backward, NULL);
+// The rows of a batch that hold data, as one model input: the rows one after the other,
+// their segment ids made distinct across rows (padding too), so attention stays inside each
+// row exactly as if the rows ran one by one (positions are row-local already). One call
+// for the whole batch lets every matrix product work on all its tokens at once.
+static double run_batch(Model *m, const Batch *b, float grad_scale, int backward) {
+    int n = b->rows * b->T;
+    int32_t *seg = xmalloc((size_t)(n ? n : 1) * sizeof(int32_t));
+    for (int r = 0; r < b->rows; r++)
+        for (int t = 0; t < b->T; t++) {
+            int32_t s = b->segments[(size_t)r * b->T + t];  // 0, 1, ... < T in the row; -1 on padding
+            seg[(size_t)r * b->T + t] = s < 0 ? -1 - r : s + r * b->T;
+        }
+    ModelInput in = {n, b->inputs, b->positions, seg, b->targets, b->weights};
+    double loss = model_step(m, &in, grad_scale, backward, NULL);
+    free(seg);
+    return loss;
 }
 
 // Mean validation loss over every trained target of the validation shards.
@@ -385,7 +396,7 @@ static double evaluate(Model *m, EvalLoader *ev, Batch *b, int64_t *trained) {
     *trained = 0;
     evalloader_rewind(ev);
     while (evalloader_next(ev, b)) {
-        for (int r = 0; r < b->rows; r++) sum += run_row(m, b, r, 1.0f, 0);
+        sum += run_batch(m, b, 1.0f, 0);
         *trained += b->n_trained;
     }
     return *trained ? sum / (double)*trained : 0.0;
@@ -582,8 +593,7 @@ int main(int argc, char **argv) {
         }
         for (int i = 0; i < n_params; i++) memset(ps[i].g, 0, ps[i].n * sizeof(float));
         double loss = 0.0;  // the step's loss: every trained target of all micro-batches weighs the same
-        for (int a = 0; a < o.grad_accum; a++)
-            for (int r = 0; r < micro[a].rows; r++) loss += run_row(mp, &micro[a], r, 1.0f / (float)trained, 1);
+        for (int a = 0; a < o.grad_accum; a++) loss += run_batch(mp, &micro[a], 1.0f / (float)trained, 1);
         loss /= (double)trained;
         double norm = o.clip > 0 ? grad_clip(grads, sizes, n_params, o.clip) : grad_global_norm(grads, sizes, n_params);
         float lr = (float)(o.lr * schedule_multiplier(sched, rsp->step, o.warmup, o.steps));
