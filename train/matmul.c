@@ -118,20 +118,37 @@ int matmul_select(const char *name) {
 
 const char *matmul_kernel_name(void) { return current_kernel()->name; }
 
+// dst[k * stride + i] = src[i * ld + k] for i < rows, k < kb: a transposing copy, by 8 x 8
+// blocks the compiler turns into vector shuffles (element by element it is the slowest part
+// of packing).
+static void copy_transposed(float *dst, int stride, const float *src, int ld, int rows, int kb) {
+    int i = 0;
+    for (; i + 8 <= rows; i += 8) {
+        int k = 0;
+        for (; k + 8 <= kb; k += 8) {
+            float t[8][8];
+            for (int a = 0; a < 8; a++)
+                for (int b = 0; b < 8; b++) t[a][b] = src[(size_t)(i + a) * ld + k + b];
+            for (int b = 0; b < 8; b++)
+                for (int a = 0; a < 8; a++) dst[(size_t)(k + b) * stride + i + a] = t[a][b];
+        }
+        for (; k < kb; k++)
+            for (int a = 0; a < 8; a++) dst[(size_t)k * stride + i + a] = src[(size_t)(i + a) * ld + k];
+    }
+    for (; i < rows; i++)
+        for (int k = 0; k < kb; k++) dst[(size_t)k * stride + i] = src[(size_t)i * ld + k];
+}
+
 // op(A)[i0 .. i0+mb, k0 .. k0+kb) into panels of mr rows: dst[p][k][i], zero-padded.
 static void pack_a(float *dst, const float *A, int lda, int a_t, int i0, int mb, int k0, int kb, int mr) {
     for (int p = 0; p < mb; p += mr) {
         int rows = mb - p < mr ? mb - p : mr;
         float *panel = dst + (size_t)p * kb;
-        if (a_t) {  // A is [K, M]: read along i
+        if (a_t)  // A is [K, M]: rows of A are runs of the panel
             for (int k = 0; k < kb; k++) memcpy(panel + (size_t)k * mr, A + (size_t)(k0 + k) * lda + i0 + p,
                                                 (size_t)rows * sizeof(float));
-        } else {  // A is [M, K]: read along k, write with stride mr
-            for (int i = 0; i < rows; i++) {
-                const float *src = A + (size_t)(i0 + p + i) * lda + k0;
-                for (int k = 0; k < kb; k++) panel[(size_t)k * mr + i] = src[k];
-            }
-        }
+        else
+            copy_transposed(panel, mr, A + (size_t)(i0 + p) * lda + k0, lda, rows, kb);
         for (int k = 0; rows < mr && k < kb; k++)
             for (int i = rows; i < mr; i++) panel[(size_t)k * mr + i] = 0.0f;
     }
@@ -142,15 +159,11 @@ static void pack_b(float *dst, const float *B, int ldb, int b_t, int j0, int nb,
     for (int q = 0; q < nb; q += nr) {
         int cols = nb - q < nr ? nb - q : nr;
         float *panel = dst + (size_t)q * kb;
-        if (b_t) {  // B is [N, K]: read along k, write with stride nr
-            for (int j = 0; j < cols; j++) {
-                const float *src = B + (size_t)(j0 + q + j) * ldb + k0;
-                for (int k = 0; k < kb; k++) panel[(size_t)k * nr + j] = src[k];
-            }
-        } else {
+        if (b_t)  // B is [N, K]
+            copy_transposed(panel, nr, B + (size_t)(j0 + q) * ldb + k0, ldb, cols, kb);
+        else
             for (int k = 0; k < kb; k++) memcpy(panel + (size_t)k * nr, B + (size_t)(k0 + k) * ldb + j0 + q,
                                                 (size_t)cols * sizeof(float));
-        }
         for (int k = 0; cols < nr && k < kb; k++)
             for (int j = cols; j < nr; j++) panel[(size_t)k * nr + j] = 0.0f;
     }
