@@ -2,7 +2,7 @@
 """bench_train_cpu.py: train_cpu against PyTorch + PEFT on the same model, same batch, same
 number of threads, in training tokens per second.
 
-    python3 scripts/bench_train_cpu.py --torch-python PY [--threads 1,2] [--steps 8] [--skip 2]
+    python3 scripts/bench_train_cpu.py --torch-python PY [--threads 1,2] [--steps 8] [--skip 2] [--repeat 3]
 
 PY is a Python interpreter with torch, transformers and peft (or set TORCH_PYTHON); the
 tokenizer comes from mistral-common through PYTHON (default .venv/bin/python), as in the
@@ -22,7 +22,8 @@ What is compared, on both sides:
 Tokens per second = tokens of the timed steps / their time, the first --skip steps left out
 (warm-up), model loading never included: train_cpu's own per-step timing from log.jsonl
 (batch, forward, backward, clipping, AdamW) against the same span timed around PyTorch's
-loop body. The two sides run alternately, so a busy machine slows both.
+loop body. Each side runs --repeat times, alternating with the other, and the best run counts
+(other work on the machine only ever slows a run down).
 """
 import argparse
 import json
@@ -115,10 +116,11 @@ def main():
     ap.add_argument("--threads", default="1,2", help="comma list of thread counts (default 1,2)")
     ap.add_argument("--steps", type=int, default=8, help="optimizer steps per run (default 8)")
     ap.add_argument("--skip", type=int, default=2, help="warm-up steps left out of the timing (default 2)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each side per thread count; the best counts (default 3)")
     ap.add_argument("--torch-worker", nargs=2, metavar=("MODEL_DIR", "THREADS"), help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.steps <= a.skip:
-        sys.exit("error: --steps must be larger than --skip")
+    if a.steps <= a.skip or a.repeat < 1:
+        sys.exit("error: --steps must be larger than --skip, and --repeat at least 1")
     if a.torch_worker:
         torch_worker(a.torch_worker[0], int(a.torch_worker[1]), a.steps, a.skip)
         return
@@ -138,12 +140,18 @@ def main():
         print(f"model: init_model {' '.join(MODEL_ARGS)}; LoRA r {LORA_R} on all projections; "
               f"batch {BATCH} x {SEQ_LEN}; {a.steps} steps, first {a.skip} not timed")
         for t in threads:
-            ours, trained = train_cpu_tokens_per_s(work, t, a.steps, a.skip)
-            res = run([a.torch_python, os.path.abspath(__file__), "--steps", str(a.steps), "--skip", str(a.skip),
-                       "--torch-worker", os.path.join(work, "model"), str(t)], capture_output=True, text=True)
-            theirs = json.loads(res.stdout.strip().splitlines()[-1])
-            print(f"threads {t}: train_cpu {ours:7.0f} tokens/s ({trained} of {BATCH * SEQ_LEN} tokens trained)   "
-                  f"PyTorch {theirs['torch']} + PEFT {theirs['tokens_per_s']:7.0f} tokens/s", flush=True)
+            ours, theirs = [], []
+            for _ in range(a.repeat):  # the two sides alternate, so a busy spell hits both
+                tps, trained = train_cpu_tokens_per_s(work, t, a.steps, a.skip)
+                ours.append(tps)
+                res = run([a.torch_python, os.path.abspath(__file__), "--steps", str(a.steps), "--skip", str(a.skip),
+                           "--torch-worker", os.path.join(work, "model"), str(t)], capture_output=True, text=True)
+                j = json.loads(res.stdout.strip().splitlines()[-1])
+                theirs.append(j["tokens_per_s"])
+            runs = lambda xs: ", ".join(f"{x:.0f}" for x in xs)
+            print(f"threads {t}: train_cpu {max(ours):7.0f} tokens/s (best of {runs(ours)}; {trained} of "
+                  f"{BATCH * SEQ_LEN} tokens trained)   PyTorch {j['torch']} + PEFT {max(theirs):7.0f} tokens/s "
+                  f"(best of {runs(theirs)})", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -75,6 +75,7 @@ static const Case cases[] = {
     {300, 270, 40, 1, 1, 0, 1.0f},  {260, 9, 257, 0, 1, 1, 1.5f},  {64, 520, 64, 0, 1, 0, 0.125f},
     {33, 48, 600, 1, 1, 1, 1.0f},   {2, 300, 3, 0, 0, 0, 1.0f},    {129, 257, 255, 1, 0, 0, 1.0f},
     {65, 40, 700, 0, 1, 0, 1.0f},   {5, 70, 300, 1, 0, 0, 2.0f},
+    {260, 300, 300, 0, 1, 1, 1.0f},  // the last: large enough to be shared among threads
 };
 enum { N_CASES = sizeof(cases) / sizeof(cases[0]) };
 
@@ -112,6 +113,8 @@ TEST(matmul_unknown_kernel_refused) {
 
 // The same inputs (the generator is re-seeded) with 1, 2 and 3 threads: identical bits.
 TEST(matmul_same_bits_for_any_thread_count) {
+    const Case *big = &cases[N_CASES - 1];
+    CHECK((double)big->M * big->N * big->K >= MATMUL_PARALLEL_MIN);  // so more than one thread works on it
     int saved = omp_get_max_threads();
     for (int i = 0; i < N_CASES; i++) {
         size_t nc = (size_t)cases[i].M * (cases[i].N + 2);

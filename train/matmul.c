@@ -198,12 +198,16 @@ void matmul(float *C, int ldc, const float *A, int lda, int a_t, const float *B,
     choose_tile(M, N, mr, nr, &mc, &nc);
     int tiles_m = (M + mc - 1) / mc, tiles_n = (N + nc - 1) / nc;
     int tiles = tiles_m * tiles_n;
-#pragma omp parallel if (tiles > 1)
+    // Small products (the LoRA ones: tokens x rank x width) run on the calling thread: a
+    // fork and join would cost about what it saves, and every join waits for the slowest
+    // thread, which on a busy machine may be waiting for a core.
+    int parallel = tiles > 1 && (double)M * N * K >= MATMUL_PARALLEL_MIN;
+#pragma omp parallel if (parallel)
     {
         size_t kc = (size_t)(K < MATMUL_KC ? (K > 0 ? K : 1) : MATMUL_KC);
         float *ap = xmalloc((size_t)mc * kc * sizeof(float)), *bp = xmalloc(kc * (size_t)nc * sizeof(float));
         int packed_i0 = -1;  // the rows of op(A) in ap when K is one block (reused across tiles)
-#pragma omp for schedule(dynamic)
+#pragma omp for schedule(dynamic) nowait
         for (int t = 0; t < tiles; t++) {
             int i0 = (t / tiles_n) * mc, j0 = (t % tiles_n) * nc;
             int mb = M - i0 < mc ? M - i0 : mc, nb = N - j0 < nc ? N - j0 : nc;

@@ -30,6 +30,7 @@
 #define MATMUL_MC 256  // the largest tile; smaller when that leaves threads idle
 #define MATMUL_NC 256
 #define MATMUL_KC 256  // fixed: it decides the order of every sum
+#define MATMUL_PARALLEL_MIN 8e6  // multiply-adds below which one thread does it all
 
 void matmul(float *C, int ldc, const float *A, int lda, int a_t, const float *B, int ldb, int b_t, int M, int N, int K,
             float alpha, int accumulate);
