@@ -2,12 +2,15 @@
 # `make help` lists the targets.
 
 CC      ?= cc
+# OpenMP threads the CPU model (train/matmul.c and the ops); every build compiles and links
+# with it, the sanitizer build and the CUDA programs included.
+OPENMP   = -fopenmp
 CFLAGS  ?= -O3
-CFLAGS  += -std=c11 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L
+CFLAGS  += -std=c11 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L $(OPENMP)
 LDLIBS  += -lpcre2-8 -lcjson -lz -lm
 # The sanitizer build that `make test` runs the tests with (AddressSanitizer + UBSan,
 # any finding is fatal).
-SANFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+SANFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all $(OPENMP)
 
 # CUDA: built when nvcc is on PATH, for an explicit list of targets (override GENCODE to
 # change it, e.g. `make GENCODE="-gencode arch=compute_90,code=sm_90"`).
@@ -85,7 +88,7 @@ $(foreach m,$(PROGRAM_MAINS),$(eval $(call program_rules,$(basename $(notdir $(m
 cuda: $(CUDA_PROGRAMS)
 
 $(CUDA_PROGRAMS): %: kernels/bench/%.cu $(wildcard kernels/*.cuh kernels/bench/*.cuh) $(OBJ)
-	$(NVCC) $(NVFLAGS) -o $@ $< $(OBJ) $(LDLIBS) $(CUDA_LDLIBS)
+	$(NVCC) $(NVFLAGS) -Xcompiler $(OPENMP) -o $@ $< $(OBJ) $(LDLIBS) $(CUDA_LDLIBS)
 
 # The GPU runs: each program exits non-zero when a kernel disagrees with its CPU reference.
 test-gpu: $(CUDA_PROGRAMS)
@@ -141,7 +144,7 @@ build/test/test_cuda_types: build/obj/test/test_cuda_types_nvidia.o
 build/san/test_cuda_types: build/san/obj/test/test_cuda_types_nvidia.o
 $(addprefix build/test/,$(CUDA_HOST_TESTS)): build/test/%: build/obj/test/%.o $(CUDA_HOST_OBJ) $(OBJ)
 	@mkdir -p $(dir $@)
-	$(CXX) -o $@ $^ $(LDLIBS)
+	$(CXX) $(OPENMP) -o $@ $^ $(LDLIBS)
 $(addprefix build/san/,$(CUDA_HOST_TESTS)): build/san/%: build/san/obj/test/%.o $(CUDA_HOST_SAN_OBJ) $(SAN_OBJ)
 	@mkdir -p $(dir $@)
 	$(CXX) $(SANFLAGS) -o $@ $^ $(LDLIBS)

@@ -1,4 +1,11 @@
 // attention.c: see attention.h for the mask and the gradient formulas.
+//
+// Computed by blocks of ATT_QB query rows with matmul.h: a block's scores against the
+// keys any of its rows may see ([first key of the block, last row]) are one matrix product,
+// masked entries get probability exactly 0 (so they add exact zeros to every later sum),
+// and the products with V (and in the backward pass dP, dQ, dK, dV) are matrix products
+// too. The forward pass is parallel over (head, block) pairs; the backward pass over KV
+// heads, since the queries of one KV head all add into its dK and dV (in a fixed order).
 #include "attention.h"
 
 #include <math.h>
@@ -6,78 +13,106 @@
 #include <string.h>
 
 #include "../common/util.h"
+#include "exp_approx.h"
+#include "matmul.h"
 
-// The first key query i may see: the start of its conversation, or of its window.
-static int first_key(const int32_t *seg, int i, int window) {
-    int j = i;
-    while (j > 0 && seg[j - 1] == seg[i] && (window <= 0 || i - (j - 1) <= window - 1)) j--;
-    return j;
+#define ATT_QB 64
+
+// The first key query i may see: the start of its conversation (a conversation's tokens
+// are contiguous), or of its window.
+static void first_keys(const int32_t *seg, int T, int window, int *first) {
+    for (int i = 0; i < T; i++) {
+        first[i] = i > 0 && seg[i - 1] == seg[i] ? first[i - 1] : i;
+        if (window > 0 && first[i] < i - window + 1) first[i] = i - window + 1;
+    }
+}
+
+// Query rows [i0, i1) see keys [*lo, i1): the lowest first key among them.
+static void block_keys(const int *first, int i0, int i1, int *lo) {
+    *lo = i0;
+    for (int i = i0; i < i1; i++) *lo = first[i] < *lo ? first[i] : *lo;
+}
+
+// Scores of query rows [i0, i1) of head h against keys [lo, i1): s[r, c] = q_i . k_j / sqrt(D).
+static void scores(float *s, const float *q, const float *k, int h, int kh, int i0, int i1, int lo, int Hq, int Hkv,
+                   int D) {
+    matmul(s, i1 - lo, q + ((size_t)i0 * Hq + h) * D, Hq * D, 0, k + ((size_t)lo * Hkv + kh) * D, Hkv * D, 1, i1 - i0,
+           i1 - lo, D, 1.0f / sqrtf((float)D), 0);
 }
 
 void attention_forward(const float *q, const float *k, const float *v, const int32_t *seg, int T, int Hq, int Hkv,
                        int D, int window, float *out, float *lse) {
-    float scale = 1.0f / sqrtf((float)D);
-    float *p = xmalloc((size_t)T * sizeof(float));
-    for (int i = 0; i < T; i++) {
-        int j0 = first_key(seg, i, window);
-        for (int h = 0; h < Hq; h++) {
-            int kh = h / (Hq / Hkv);
-            const float *qi = q + ((size_t)i * Hq + h) * D;
-            float m = -INFINITY;
-            for (int j = j0; j <= i; j++) {
-                const float *kj = k + ((size_t)j * Hkv + kh) * D;
-                float s = 0.0f;
-                for (int d = 0; d < D; d++) s += qi[d] * kj[d];
-                p[j] = s * scale;
-                if (p[j] > m) m = p[j];
+    int *first = xmalloc((size_t)(T ? T : 1) * sizeof(int));
+    first_keys(seg, T, window, first);
+    int blocks = (T + ATT_QB - 1) / ATT_QB;
+#pragma omp parallel
+    {
+        float *p = xmalloc((size_t)ATT_QB * (T ? T : 1) * sizeof(float));
+#pragma omp for schedule(dynamic)
+        for (int hb = 0; hb < Hq * blocks; hb++) {
+            int h = hb / blocks, kh = h / (Hq / Hkv), i0 = (hb % blocks) * ATT_QB;
+            int i1 = i0 + ATT_QB < T ? i0 + ATT_QB : T, lo, nk;
+            block_keys(first, i0, i1, &lo);
+            nk = i1 - lo;
+            scores(p, q, k, h, kh, i0, i1, lo, Hq, Hkv, D);
+            for (int i = i0; i < i1; i++) {  // softmax over the keys row i sees, 0 elsewhere
+                float *pi = p + (size_t)(i - i0) * nk, m = -INFINITY, sum = 0.0f;
+                int c0 = first[i] - lo, c1 = i - lo;
+                for (int c = c0; c <= c1; c++) m = pi[c] > m ? pi[c] : m;
+                exp_shifted(pi + c0, c1 - c0 + 1, m);
+                for (int c = c0; c <= c1; c++) sum += pi[c];
+                for (int c = 0; c < nk; c++) pi[c] = c >= c0 && c <= c1 ? pi[c] / sum : 0.0f;
+                lse[(size_t)i * Hq + h] = m + logf(sum);
             }
-            float sum = 0.0f;
-            for (int j = j0; j <= i; j++) sum += p[j] = expf(p[j] - m);
-            float *oi = out + ((size_t)i * Hq + h) * D;
-            memset(oi, 0, (size_t)D * sizeof(float));
-            for (int j = j0; j <= i; j++) {
-                const float *vj = v + ((size_t)j * Hkv + kh) * D;
-                float w = p[j] / sum;
-                for (int d = 0; d < D; d++) oi[d] += w * vj[d];
-            }
-            lse[(size_t)i * Hq + h] = m + logf(sum);
+            matmul(out + ((size_t)i0 * Hq + h) * D, Hq * D, p, nk, 0, v + ((size_t)lo * Hkv + kh) * D, Hkv * D, 0,
+                   i1 - i0, D, nk, 1.0f, 0);
         }
+        free(p);
     }
-    free(p);
+    free(first);
 }
 
 void attention_backward(const float *q, const float *k, const float *v, const float *out, const float *dout,
                         const float *lse, const int32_t *seg, int T, int Hq, int Hkv, int D, int window, float *dq,
                         float *dk, float *dv) {
     float scale = 1.0f / sqrtf((float)D);
-    memset(dq, 0, (size_t)T * Hq * D * sizeof(float));
+    int *first = xmalloc((size_t)(T ? T : 1) * sizeof(int));
+    first_keys(seg, T, window, first);
     memset(dk, 0, (size_t)T * Hkv * D * sizeof(float));
     memset(dv, 0, (size_t)T * Hkv * D * sizeof(float));
-    for (int i = 0; i < T; i++) {
-        int j0 = first_key(seg, i, window);
-        for (int h = 0; h < Hq; h++) {
-            int kh = h / (Hq / Hkv);
-            size_t row = (size_t)i * Hq + h;
-            const float *qi = q + row * D, *oi = out + row * D, *doi = dout + row * D;
-            float *dqi = dq + row * D;
-            float delta = 0.0f;  // rowsum(dO * O) = sum_j P_j dP_j
-            for (int d = 0; d < D; d++) delta += doi[d] * oi[d];
-            for (int j = j0; j <= i; j++) {
-                const float *kj = k + ((size_t)j * Hkv + kh) * D, *vj = v + ((size_t)j * Hkv + kh) * D;
-                float s = 0.0f, dp = 0.0f;
-                for (int d = 0; d < D; d++) {
-                    s += qi[d] * kj[d];
-                    dp += doi[d] * vj[d];
+    int group = Hq / Hkv;
+#pragma omp parallel
+    {
+        float *p = xmalloc((size_t)ATT_QB * (T ? T : 1) * sizeof(float));
+        float *ds = xmalloc((size_t)ATT_QB * (T ? T : 1) * sizeof(float));
+#pragma omp for schedule(dynamic)
+        for (int kh = 0; kh < Hkv; kh++)
+            for (int h = kh * group; h < (kh + 1) * group; h++)
+                for (int i0 = 0; i0 < T; i0 += ATT_QB) {
+                    int i1 = i0 + ATT_QB < T ? i0 + ATT_QB : T, lo, nk;
+                    block_keys(first, i0, i1, &lo);
+                    nk = i1 - lo;
+                    const float *qb = q + ((size_t)i0 * Hq + h) * D, *dob = dout + ((size_t)i0 * Hq + h) * D;
+                    const float *kb = k + ((size_t)lo * Hkv + kh) * D, *vb = v + ((size_t)lo * Hkv + kh) * D;
+                    scores(p, q, k, h, kh, i0, i1, lo, Hq, Hkv, D);
+                    matmul(ds, nk, dob, Hq * D, 0, vb, Hkv * D, 1, i1 - i0, nk, D, 1.0f, 0);  // dP = dO V^T
+                    for (int i = i0; i < i1; i++) {
+                        size_t row = (size_t)i * Hq + h;
+                        float *pi = p + (size_t)(i - i0) * nk, *dsi = ds + (size_t)(i - i0) * nk, delta = 0.0f;
+                        for (int d = 0; d < D; d++) delta += dout[row * D + d] * out[row * D + d];  // rowsum(dO * O)
+                        int c0 = first[i] - lo, c1 = i - lo;
+                        exp_shifted(pi + c0, c1 - c0 + 1, lse[row]);
+                        for (int c = 0; c < nk; c++) {
+                            pi[c] = c >= c0 && c <= c1 ? pi[c] : 0.0f;
+                            dsi[c] = pi[c] * (dsi[c] - delta) * scale;
+                        }
+                    }
+                    matmul(dq + ((size_t)i0 * Hq + h) * D, Hq * D, ds, nk, 0, kb, Hkv * D, 0, i1 - i0, D, nk, 1.0f, 0);
+                    matmul(dk + ((size_t)lo * Hkv + kh) * D, Hkv * D, ds, nk, 1, qb, Hq * D, 0, nk, D, i1 - i0, 1.0f, 1);
+                    matmul(dv + ((size_t)lo * Hkv + kh) * D, Hkv * D, p, nk, 1, dob, Hq * D, 0, nk, D, i1 - i0, 1.0f, 1);
                 }
-                float pj = expf(s * scale - lse[row]);
-                float ds = pj * (dp - delta) * scale;
-                float *dkj = dk + ((size_t)j * Hkv + kh) * D, *dvj = dv + ((size_t)j * Hkv + kh) * D;
-                for (int d = 0; d < D; d++) {
-                    dqi[d] += ds * kj[d];
-                    dkj[d] += ds * qi[d];
-                    dvj[d] += pj * doi[d];
-                }
-            }
-        }
+        free(p);
+        free(ds);
     }
+    free(first);
 }

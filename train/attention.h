@@ -1,6 +1,6 @@
 /*
  * attention.h: causal grouped-query attention with a sliding window and packed
- * conversations, CPU reference (fp32, readable, O(T * min(T, W)) per head).
+ * conversations, CPU reference (fp32; by blocks of query rows, O(T * (min(T, W) + 64)) per head).
  *
  * q [T, Hq, D], k and v [T, Hkv, D]; query head h reads KV head h / (Hq / Hkv). Query i
  * sees key j iff j <= i, i - j <= W - 1 when a window W is set (W keys, itself included;

@@ -6,36 +6,83 @@
 #include <string.h>
 
 #include "../common/util.h"
+#include "exp_approx.h"
+#include "matmul.h"
+
+enum { LANES = 16 };  // independent partial maxima and sums, which the compiler vectorises
+
+// Where the compiler can build it, softmax_row is compiled twice, for AVX-512 and for the
+// baseline, and the CPU picks at load time; both do the same operations in the same order
+// (LANES is fixed and nothing is contracted into fused multiply-adds), so the same bits.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define VECTOR_CLONES __attribute__((target_clones("avx512f", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+
+static float row_max(const float *x, int n) {
+    float mx[LANES], m = -INFINITY;
+    int c, tail = n - n % LANES;
+    for (int l = 0; l < LANES; l++) mx[l] = -INFINITY;
+    for (c = 0; c < tail; c += LANES)
+        for (int l = 0; l < LANES; l++) mx[l] = mx[l] < x[c + l] ? x[c + l] : mx[l];
+    for (int l = 0; l < LANES; l++) m = mx[l] > m ? mx[l] : m;
+    for (c = tail; c < n; c++) m = x[c] > m ? x[c] : m;
+    return m;
+}
+
+static double row_sum(const float *x, int n) {
+    double sl[LANES], sum = 0.0;
+    int c, tail = n - n % LANES;
+    for (int l = 0; l < LANES; l++) sl[l] = 0.0;
+    for (c = 0; c < tail; c += LANES)
+        for (int l = 0; l < LANES; l++) sl[l] += x[c + l];
+    for (int l = 0; l < LANES; l++) sum += sl[l];
+    for (c = tail; c < n; c++) sum += x[c];
+    return sum;
+}
+
+// One token's row of logits: returns w * (logsumexp - logit[target]); with grad set, turns
+// the row into grad_scale * w * (softmax - onehot(target)) in place (else it is scratch).
+// The maximum and the sum are taken in LANES interleaved partial results combined in a
+// fixed order (the sum in double), so the result does not depend on the machine's vectors.
+VECTOR_CLONES static double softmax_row(float *x, int V, int32_t target, float w, float grad_scale, int grad) {
+    float m = row_max(x, V), xt = x[target];
+    exp_shifted(x, V, m);
+    double sum = row_sum(x, V), lse = m + log(sum);
+    if (grad) {
+        float k = grad_scale * w, inv = (float)(1.0 / sum), pt = x[target] * inv;
+        for (int c = 0; c < V; c++) x[c] = x[c] * inv * k;
+        x[target] = (pt - 1.0f) * k;
+    }
+    return w * (lse - xt);
+}
 
 double cross_entropy(const float *h, const float *W, const int32_t *targets, const float *weights, int T, int H, int V,
                      float grad_scale, float *dh) {
-    float *logits = xmalloc((size_t)V * sizeof(float));
-    double total = 0.0;
-    for (int t = 0; t < T; t++) {
-        const float *ht = h + (size_t)t * H;
-        if (dh) memset(dh + (size_t)t * H, 0, (size_t)H * sizeof(float));
-        if (weights[t] == 0.0f) continue;
-        float m = -INFINITY;
-        for (int c = 0; c < V; c++) {
-            const float *w = W + (size_t)c * H;
-            float acc = 0.0f;
-            for (int i = 0; i < H; i++) acc += w[i] * ht[i];
-            logits[c] = acc;
-            if (acc > m) m = acc;
+    int *rows = xmalloc((size_t)(T ? T : 1) * sizeof(int));  // the trained tokens
+    int n = 0;
+    for (int t = 0; t < T; t++)
+        if (weights[t] != 0.0f) rows[n++] = t;
+    if (dh) memset(dh, 0, (size_t)T * H * sizeof(float));
+    int chunk = n < CE_ROWS ? n : CE_ROWS;
+    float *hc = xmalloc((size_t)(chunk ? chunk : 1) * H * sizeof(float));
+    float *logits = xmalloc((size_t)(chunk ? chunk : 1) * V * sizeof(float));
+    double *loss = xmalloc((size_t)(chunk ? chunk : 1) * sizeof(double)), total = 0.0;
+    for (int r0 = 0; r0 < n; r0 += CE_ROWS) {
+        int nr = n - r0 < CE_ROWS ? n - r0 : CE_ROWS;
+        for (int r = 0; r < nr; r++) memcpy(hc + (size_t)r * H, h + (size_t)rows[r0 + r] * H, (size_t)H * sizeof(float));
+        matmul(logits, V, hc, H, 0, W, H, 1, nr, V, H, 1.0f, 0);
+#pragma omp parallel for schedule(static)
+        for (int r = 0; r < nr; r++) {
+            int t = rows[r0 + r];
+            loss[r] = softmax_row(logits + (size_t)r * V, V, targets[t], weights[t], grad_scale, dh != NULL);
         }
-        double sum = 0.0;
-        for (int c = 0; c < V; c++) sum += exp((double)(logits[c] - m));
-        double lse = m + log(sum);
-        total += weights[t] * (lse - logits[targets[t]]);
+        for (int r = 0; r < nr; r++) total += loss[r];
         if (!dh) continue;
-        float *dht = dh + (size_t)t * H;
-        for (int c = 0; c < V; c++) {
-            float g = (float)(exp(logits[c] - lse)) - (c == targets[t] ? 1.0f : 0.0f);
-            g *= grad_scale * weights[t];
-            const float *w = W + (size_t)c * H;
-            for (int i = 0; i < H; i++) dht[i] += g * w[i];
-        }
+        matmul(hc, H, logits, V, 0, W, H, 0, nr, H, V, 1.0f, 0);  // dh of the chunk's tokens
+        for (int r = 0; r < nr; r++) memcpy(dh + (size_t)rows[r0 + r] * H, hc + (size_t)r * H, (size_t)H * sizeof(float));
     }
-    free(logits);
+    free(rows), free(hc), free(logits), free(loss);
     return total;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../common/util.h"
+#include "matmul.h"
 
 float lora_scaling(float alpha, int r, int rslora) { return rslora ? alpha / sqrtf((float)r) : alpha / (float)r; }
 
@@ -22,56 +23,30 @@ void lora_dropout_mask(float *mask, size_t n, float p, uint64_t *rng) {
 
 void lora_forward(const float *x, const float *mask, const float *A, const float *B, float *y, float *u,
                   float *xd_out, int M, int in, int r, int out, float s) {
-    for (int t = 0; t < M; t++) {
-        const float *xt = x + (size_t)t * in;
-        if (mask) {  // apply dropout once, keep the result for the backward
-            float *xd = xd_out + (size_t)t * in;
-            for (int i = 0; i < in; i++) xd[i] = xt[i] * mask[(size_t)t * in + i];
-            xt = xd;
-        }
-        float *ut = u + (size_t)t * r;
-        for (int k = 0; k < r; k++) {
-            const float *a = A + (size_t)k * in;
-            float acc = 0.0f;
-            for (int i = 0; i < in; i++) acc += xt[i] * a[i];
-            ut[k] = acc;
-        }
-        float *yt = y + (size_t)t * out;
-        for (int o = 0; o < out; o++) {
-            const float *b = B + (size_t)o * r;
-            float acc = 0.0f;
-            for (int k = 0; k < r; k++) acc += ut[k] * b[k];
-            yt[o] += s * acc;
-        }
+    if (mask) {  // apply dropout once, keep the result for the backward
+        size_t n = (size_t)M * in;
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (size_t i = 0; i < n; i++) xd_out[i] = x[i] * mask[i];
+        x = xd_out;
     }
+    matmul(u, r, x, in, 0, A, in, 1, M, r, in, 1.0f, 0);     // u = xd A^T
+    matmul(y, out, u, r, 0, B, r, 1, M, out, r, s, 1);       // y += s u B^T
 }
 
 void lora_backward(const float *dy, const float *xd, const float *u, const float *mask, const float *A,
                    const float *B, float *dA, float *dB, float *dx, int M, int in, int r, int out, float s) {
-    float *g = xmalloc((size_t)r * sizeof(float));  // g = s * dY B for one token
-    for (int t = 0; t < M; t++) {
-        const float *dyt = dy + (size_t)t * out, *ut = u + (size_t)t * r, *xt = xd + (size_t)t * in;
-        for (int o = 0; o < out; o++) {
-            float d = s * dyt[o];
-            float *db = dB + (size_t)o * r;
-            for (int k = 0; k < r; k++) db[k] += d * ut[k];
-        }
-        for (int k = 0; k < r; k++) {
-            float acc = 0.0f;
-            for (int o = 0; o < out; o++) acc += dyt[o] * B[(size_t)o * r + k];
-            g[k] = s * acc;
-        }
-        for (int k = 0; k < r; k++) {
-            float *da = dA + (size_t)k * in;
-            for (int i = 0; i < in; i++) da[i] += g[k] * xt[i];
-        }
-        if (!dx) continue;
-        float *dxt = dx + (size_t)t * in;
-        for (int i = 0; i < in; i++) {
-            float acc = 0.0f;
-            for (int k = 0; k < r; k++) acc += g[k] * A[(size_t)k * in + i];
-            dxt[i] += mask ? acc * mask[(size_t)t * in + i] : acc;
-        }
+    float *g = xmalloc((size_t)M * r * sizeof(float));  // g = s dY B
+    matmul(dB, r, dy, out, 1, u, r, 0, out, r, M, s, 1);     // dB += s dY^T u
+    matmul(g, r, dy, out, 0, B, r, 0, M, r, out, s, 0);
+    matmul(dA, in, g, r, 1, xd, in, 0, r, in, M, 1.0f, 1);  // dA += g^T xd
+    if (dx && !mask) matmul(dx, in, g, r, 0, A, in, 0, M, in, r, 1.0f, 1);  // dx += g A
+    if (dx && mask) {  // dx += (g A) * mask
+        size_t n = (size_t)M * in;
+        float *ga = xmalloc(n * sizeof(float));
+        matmul(ga, in, g, r, 0, A, in, 0, M, in, r, 1.0f, 0);
+#pragma omp parallel for schedule(static) if (n > 65536)
+        for (size_t i = 0; i < n; i++) dx[i] += ga[i] * mask[i];
+        free(ga);
     }
     free(g);
 }

@@ -10,6 +10,7 @@
 #include "bnb4bit.h"
 #include "cross_entropy.h"
 #include "lora.h"
+#include "matmul.h"
 #include "model_files.h"
 #include "rmsnorm.h"
 #include "rope.h"
@@ -181,16 +182,7 @@ static const float *frozen_weight(const Linear *l, float *scratch) {
 static void linear_forward(const Model *m, const Layer *ly, const LayerActs *a, int p, const float *x, int T, float *y,
                            float *scratch) {
     const Linear *l = &ly->proj[p];
-    const float *W = frozen_weight(l, scratch);
-    for (int t = 0; t < T; t++) {
-        const float *xt = x + (size_t)t * l->in;
-        for (int o = 0; o < l->out; o++) {
-            const float *w = W + (size_t)o * l->in;
-            float acc = 0.0f;
-            for (int i = 0; i < l->in; i++) acc += xt[i] * w[i];
-            y[(size_t)t * l->out + o] = acc;
-        }
-    }
+    matmul(y, l->out, x, l->in, 0, frozen_weight(l, scratch), l->in, 1, T, l->out, l->in, 1.0f, 0);
     if (l->A) lora_forward(x, a->mask[p], l->A, l->B, y, a->u[p], a->xd[p], T, l->in, m->lora_r, l->out, m->lora_scale);
 }
 
@@ -198,17 +190,7 @@ static void linear_forward(const Model *m, const Layer *ly, const LayerActs *a, 
 static void linear_backward(const Model *m, Layer *ly, const LayerActs *a, int p, const float *x, const float *dy, int T,
                             float *dx, float *scratch) {
     Linear *l = &ly->proj[p];
-    const float *W = frozen_weight(l, scratch);
-    memset(dx, 0, (size_t)T * l->in * sizeof(float));
-    for (int t = 0; t < T; t++) {
-        const float *dyt = dy + (size_t)t * l->out;
-        float *dxt = dx + (size_t)t * l->in;
-        for (int o = 0; o < l->out; o++) {
-            const float *w = W + (size_t)o * l->in;
-            float d = dyt[o];
-            for (int i = 0; i < l->in; i++) dxt[i] += d * w[i];
-        }
-    }
+    matmul(dx, l->in, dy, l->out, 0, frozen_weight(l, scratch), l->in, 0, T, l->in, l->out, 1.0f, 0);
     if (l->A)
         lora_backward(dy, a->mask[p] ? a->xd[p] : x, a->u[p], a->mask[p], l->A, l->B, l->dA, l->dB, dx, T, l->in,
                       m->lora_r, l->out, m->lora_scale);
@@ -282,12 +264,7 @@ double model_step(Model *m, const ModelInput *b, float grad_scale, int backward,
     float *hf = zalloc((size_t)T * H), *rstdf = zalloc(T), *dh = backward ? zalloc((size_t)T * H) : NULL;
     rmsnorm_forward(x, m->norm, hf, rstdf, T, H, c->rms_norm_eps);
     double loss = cross_entropy(hf, m->head, b->targets, b->weights, T, H, V, grad_scale, dh);
-    for (int t = 0; logits && t < T; t++)
-        for (int v = 0; v < V; v++) {
-            float acc = 0.0f;
-            for (int k = 0; k < H; k++) acc += hf[(size_t)t * H + k] * m->head[(size_t)v * H + k];
-            logits[(size_t)t * V + v] = acc;
-        }
+    if (logits) matmul(logits, V, hf, H, 0, m->head, H, 1, T, V, H, 1.0f, 0);
 
     if (backward) {
         // dx: the gradient flowing along the residual stream

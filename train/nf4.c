@@ -103,10 +103,13 @@ void nf4_quantize(const float *w, size_t n, int blocksize, uint8_t *packed, floa
 }
 
 void nf4_dequantize(const uint8_t *packed, const float *absmax, size_t n, int blocksize, float *w) {
-    for (size_t i = 0; i < n; i++) {
-        uint8_t byte = packed[i / 2];
-        uint8_t q = i % 2 == 0 ? byte >> 4 : byte & 0xF;
-        w[i] = nf4_code[q] * absmax[i / (size_t)blocksize];
+    size_t nb = (n + (size_t)blocksize - 1) / (size_t)blocksize;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t b = 0; b < nb; b++) {
+        size_t end = (b + 1) * (size_t)blocksize < n ? (b + 1) * (size_t)blocksize : n;
+        float a = absmax[b];
+        for (size_t i = b * (size_t)blocksize; i < end; i++)
+            w[i] = nf4_code[(packed[i / 2] >> (i % 2 ? 0 : 4)) & 0xF] * a;
     }
 }
 

@@ -1,5 +1,5 @@
 // rope.c: see rope.h. Angles follow transformers: inv_freq and position * inv_freq in
-// float32, then cos and sin.
+// float32, then cos and sin. Positions are independent, so they are shared among threads.
 #include "rope.h"
 
 #include <math.h>
@@ -15,6 +15,7 @@ void rope_apply(float *x, const int32_t *positions, int T, int heads, int D, dou
     int half = D / 2;
     float *inv_freq = xmalloc((size_t)half * sizeof(float));
     rope_inv_freq(inv_freq, D, theta);
+#pragma omp parallel for schedule(static) if ((long)T * heads * D > 65536)
     for (int t = 0; t < T; t++)
         for (int j = 0; j < half; j++) {
             float a = (float)positions[t] * inv_freq[j];

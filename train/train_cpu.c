@@ -33,12 +33,14 @@
 #include <zlib.h>
 
 #include <cjson/cJSON.h>
+#include <omp.h>
 
 #include "../common/util.h"
 #include "../data/dataloader.h"
 #include "../tokenizer/chat.h"
 #include "adamw.h"
 #include "generate.h"
+#include "matmul.h"
 #include "model.h"
 #include "peft_adapter.h"
 #include "safetensors.h"
@@ -50,7 +52,7 @@ typedef struct {
     const char *model, *out, *tokenizer, *targets, *schedule, *prompts;
     const char *train[MAX_SHARDS], *val[MAX_SHARDS];
     int n_train, n_val;
-    int seq_len, batch, grad_accum, steps, warmup, lora_r, rslora, no_nf4;
+    int seq_len, batch, grad_accum, steps, warmup, lora_r, rslora, no_nf4, threads;
     int eval_every, sample_every, sample_tokens, checkpoint_every;
     float lr, weight_decay, clip, lora_alpha, lora_dropout, temperature, top_p;
     uint64_t seed;
@@ -87,6 +89,8 @@ static void usage(FILE *f) {
             "  --lora-targets LIST    comma list of q,k,v,o,gate,up,down or \"all\" (default all)\n"
             "  --no-nf4               keep frozen weights in float32 (plain LoRA, not QLoRA)\n"
             "  --seed N               data order and LoRA init (default 1)\n"
+            "  --threads N            OpenMP threads (default: OMP_NUM_THREADS, else every core);\n"
+            "                         the numbers are the same for any N\n"
             "  --eval-every N         evaluate on --val every N steps and at the end; 0 = only at the end\n"
             "  --checkpoint-every N   write a checkpoint every N steps (default 50; always at the end)\n"
             "  --prompts FILE         persona probe prompts, one per line, answered every\n"
@@ -130,6 +134,7 @@ static int parse_args(int argc, char **argv, Options *o) {
         else if (!strcmp(a, "--lora-dropout")) o->lora_dropout = strtof(v, NULL);
         else if (!strcmp(a, "--lora-targets")) o->targets = v;
         else if (!strcmp(a, "--seed")) o->seed = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--threads")) o->threads = atoi(v) > 0 ? atoi(v) : -1;  // -1: refused below
         else if (!strcmp(a, "--eval-every")) o->eval_every = atoi(v);
         else if (!strcmp(a, "--checkpoint-every")) o->checkpoint_every = atoi(v);
         else if (!strcmp(a, "--prompts")) o->prompts = v;
@@ -152,6 +157,7 @@ static int parse_args(int argc, char **argv, Options *o) {
                       : !(o->lora_dropout >= 0 && o->lora_dropout < 1) ? "--lora-dropout must be in [0, 1)"
                       : o->prompts && !o->tokenizer ? "--prompts needs --tokenizer"
                       : !(o->top_p > 0 && o->top_p <= 1) ? "--top-p must be in (0, 1]"
+                      : o->threads < 0 ? "--threads must be positive"
                       : NULL;
     if (bad) {
         fprintf(stderr, "error: %s (see --help)\n", bad);
@@ -348,11 +354,22 @@ static void log_line(FILE *log, const char *fmt, ...) {
 // ---------------------------------------------------------------------------------------
 // batches into the model
 
-// One row of a batch as the model's input (row-local positions and segments).
-static double run_row(Model *m, const Batch *b, int row, float grad_scale, int backward) {
-    size_t o = (size_t)row * b->T;
-    ModelInput in = {b->T, b->inputs + o, b->positions + o, b->segments + o, b->targets + o, b->weights + o};
-    return model_step(m, &in, grad_scale, backward, NULL);
+// The rows of a batch that hold data, as one model input: the rows one after the other,
+// their segment ids made distinct across rows (padding too), so attention stays inside each
+// row exactly as if the rows ran one by one (positions are row-local already). One call
+// for the whole batch lets every matrix product work on all its tokens at once.
+static double run_batch(Model *m, const Batch *b, float grad_scale, int backward) {
+    int n = b->rows * b->T;
+    int32_t *seg = xmalloc((size_t)(n ? n : 1) * sizeof(int32_t));
+    for (int r = 0; r < b->rows; r++)
+        for (int t = 0; t < b->T; t++) {
+            int32_t s = b->segments[(size_t)r * b->T + t];  // 0, 1, ... < T in the row; -1 on padding
+            seg[(size_t)r * b->T + t] = s < 0 ? -1 - r : s + r * b->T;
+        }
+    ModelInput in = {n, b->inputs, b->positions, seg, b->targets, b->weights};
+    double loss = model_step(m, &in, grad_scale, backward, NULL);
+    free(seg);
+    return loss;
 }
 
 // Mean validation loss over every trained target of the validation shards.
@@ -361,7 +378,7 @@ static double evaluate(Model *m, EvalLoader *ev, Batch *b, int64_t *trained) {
     *trained = 0;
     evalloader_rewind(ev);
     while (evalloader_next(ev, b)) {
-        for (int r = 0; r < b->rows; r++) sum += run_row(m, b, r, 1.0f, 0);
+        sum += run_batch(m, b, 1.0f, 0);
         *trained += b->n_trained;
     }
     return *trained ? sum / (double)*trained : 0.0;
@@ -512,6 +529,7 @@ int main(int argc, char **argv) {
                 o.schedule);
         return 1;
     }
+    if (o.threads) omp_set_num_threads(o.threads);
     char err[ERR_LEN], desc[512], path[4096];
     Run run = {0};
     int rc = run_open(&run, &o, targets);
@@ -527,10 +545,12 @@ int main(int argc, char **argv) {
     size_t trainable = 0;
     for (int i = 0; i < n_params; i++) trainable += ps[i].n;
     printf("train_cpu: %s\n  frozen weights %s, LoRA r %d alpha %g%s dropout %g on %s: %zu trainable parameters\n"
-           "  %d train shard(s), %d val shard(s); batch %d x %d, grad accum %d; %d steps, lr %g %s, warmup %d\n",
+           "  %d train shard(s), %d val shard(s); batch %d x %d, grad accum %d; %d steps, lr %g %s, warmup %d\n"
+           "  %d thread(s), %s matrix kernel\n",
            desc, o.no_nf4 ? "float32" : "NF4", o.lora_r, (double)o.lora_alpha, o.rslora ? " (rsLoRA)" : "",
            (double)o.lora_dropout, o.targets,
-           trainable, o.n_train, o.n_val, o.batch, o.seq_len, o.grad_accum, o.steps, (double)o.lr, o.schedule, o.warmup);
+           trainable, o.n_train, o.n_val, o.batch, o.seq_len, o.grad_accum, o.steps, (double)o.lr, o.schedule, o.warmup,
+           omp_get_max_threads(), matmul_kernel_name());
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
 
@@ -555,8 +575,7 @@ int main(int argc, char **argv) {
         }
         for (int i = 0; i < n_params; i++) memset(ps[i].g, 0, ps[i].n * sizeof(float));
         double loss = 0.0;  // the step's loss: every trained target of all micro-batches weighs the same
-        for (int a = 0; a < o.grad_accum; a++)
-            for (int r = 0; r < micro[a].rows; r++) loss += run_row(mp, &micro[a], r, 1.0f / (float)trained, 1);
+        for (int a = 0; a < o.grad_accum; a++) loss += run_batch(mp, &micro[a], 1.0f / (float)trained, 1);
         loss /= (double)trained;
         double norm = o.clip > 0 ? grad_clip(grads, sizes, n_params, o.clip) : grad_global_norm(grads, sizes, n_params);
         float lr = (float)(o.lr * schedule_multiplier(sched, rsp->step, o.warmup, o.steps));

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""bench_train_cpu.py: train_cpu against PyTorch + PEFT on the same model, same batch, same
+number of threads, in training tokens per second.
+
+    python3 scripts/bench_train_cpu.py --torch-python PY [--threads 1,2] [--steps 8] [--skip 2] [--repeat 3]
+
+PY is a Python interpreter with torch, transformers and peft (or set TORCH_PYTHON); the
+tokenizer comes from mistral-common through PYTHON (default .venv/bin/python), as in the
+quick start. The script itself needs only the standard library.
+
+What is compared, on both sides:
+  - the model: a random Mistral-architecture model written by init_model (4 layers, hidden
+    256, intermediate 768, 8 heads, 2 KV heads, vocabulary 32768), loaded in float32;
+  - LoRA r 16, alpha 32, no dropout, on all seven projections; AdamW (lr 2e-4) with
+    gradient clipping to norm 1.0; batch 4 x 256 tokens per optimizer step;
+  - every token trained: the data is plain text ({"text": ...} lines, made from the sample
+    conversations' words, each longer than a row), so the LM head and cross-entropy run
+    over all 1,024 positions and attention is causal over whole rows, as in PyTorch;
+  - train_cpu keeps its frozen weights in NF4 (QLoRA, the default) and dequantizes them
+    where used; PyTorch keeps them in float32 (bitsandbytes has no CPU path), so PyTorch
+    does strictly less work per step.
+Tokens per second = tokens of the timed steps / their time, the first --skip steps left out
+(warm-up), model loading never included: train_cpu's own per-step timing from log.jsonl
+(batch, forward, backward, clipping, AdamW) against the same span timed around PyTorch's
+loop body. Each side runs --repeat times, alternating with the other, and the best run counts
+(other work on the machine only ever slows a run down).
+"""
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL_ARGS = ["--vocab", "32768", "--hidden", "256", "--intermediate", "768", "--layers", "4", "--heads", "8",
+              "--kv-heads", "2"]
+BATCH, SEQ_LEN, LORA_R, LORA_ALPHA, LR = 4, 256, 16, 32, 2e-4
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def torch_worker(model_dir, threads, steps, skip):
+    """Runs inside the torch interpreter: prints tokens/s of the timed steps."""
+    import time
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=0.0,
+                                             target_modules=TARGETS, task_type="CAUSAL_LM"))
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
+    vocab = model.config.vocab_size
+    timed = 0.0
+    for step in range(steps):
+        ids = torch.randint(0, vocab, (BATCH, SEQ_LEN))
+        t0 = time.perf_counter()
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        dt = time.perf_counter() - t0
+        if step >= skip:
+            timed += dt
+    print(json.dumps({"tokens_per_s": BATCH * SEQ_LEN * (steps - skip) / timed, "torch": torch.__version__}))
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, cwd=ROOT, **kw)
+
+
+def write_text_corpus(path):
+    """{"text": ...} lines of about 3,000 characters from the sample conversations' words."""
+    words = []
+    with open(os.path.join(ROOT, "data/samples/holmes_sample.jsonl")) as f:
+        for line in f:
+            for m in json.loads(line)["messages"]:
+                words += m["content"].split()
+    rng = random.Random(0)
+    with open(path, "w") as f:
+        for _ in range(200):
+            f.write(json.dumps({"text": " ".join(rng.choice(words) for _ in range(500))}) + "\n")
+
+
+def train_cpu_tokens_per_s(work, threads, steps, skip):
+    out = os.path.join(work, f"run-{threads}")
+    shutil.rmtree(out, ignore_errors=True)
+    run(["./train_cpu", "--model", os.path.join(work, "model"), "--train", os.path.join(work, "shards", "train-text.bin"),
+         "--out", out, "--seq-len", str(SEQ_LEN), "--batch", str(BATCH), "--steps", str(steps), "--lora-r", str(LORA_R),
+         "--lora-alpha", str(LORA_ALPHA), "--lr", str(LR), "--checkpoint-every", "0", "--threads", str(threads)],
+        stdout=subprocess.DEVNULL)
+    tps, trained = [], []
+    with open(os.path.join(out, "log.jsonl")) as f:
+        for line in f:
+            j = json.loads(line)
+            if "tokens_per_s" in j:
+                tps.append(j["tokens_per_s"])
+                trained.append(j["trained"])
+    tokens = BATCH * SEQ_LEN
+    timed = sum(tokens / t for t in tps[skip:])
+    return tokens * (steps - skip) / timed, min(trained)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--torch-python", default=os.environ.get("TORCH_PYTHON"),
+                    help="interpreter with torch, transformers and peft (default: $TORCH_PYTHON)")
+    ap.add_argument("--threads", default="1,2", help="comma list of thread counts (default 1,2)")
+    ap.add_argument("--steps", type=int, default=8, help="optimizer steps per run (default 8)")
+    ap.add_argument("--skip", type=int, default=2, help="warm-up steps left out of the timing (default 2)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each side per thread count; the best counts (default 3)")
+    ap.add_argument("--torch-worker", nargs=2, metavar=("MODEL_DIR", "THREADS"), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.steps <= a.skip or a.repeat < 1:
+        sys.exit("error: --steps must be larger than --skip, and --repeat at least 1")
+    if a.torch_worker:
+        torch_worker(a.torch_worker[0], int(a.torch_worker[1]), a.steps, a.skip)
+        return
+    if not a.torch_python:
+        sys.exit("error: give --torch-python PY (or set TORCH_PYTHON): an interpreter with torch, transformers, peft")
+    threads = [int(t) for t in a.threads.split(",")]
+    run(["make", "-s", "init_model", "prep", "train_cpu"])
+    py = os.environ.get("PYTHON", os.path.join(ROOT, ".venv/bin/python"))
+    data_dir = run([py, "scripts/tokenizer_reference.py", "data-dir"], capture_output=True, text=True).stdout.strip()
+    tok = os.path.join(data_dir, "mistral_instruct_tokenizer_240323.model.v3")
+    work = tempfile.mkdtemp(prefix="bench_train_cpu.")
+    try:
+        run(["./init_model", "--out", os.path.join(work, "model")] + MODEL_ARGS, stdout=subprocess.DEVNULL)
+        write_text_corpus(os.path.join(work, "text.jsonl"))
+        run(["./prep", "--tokenizer", tok, "--out", os.path.join(work, "shards"), "--val-fraction", "0",
+             os.path.join(work, "text.jsonl")], stdout=subprocess.DEVNULL)
+        print(f"model: init_model {' '.join(MODEL_ARGS)}; LoRA r {LORA_R} on all projections; "
+              f"batch {BATCH} x {SEQ_LEN}; {a.steps} steps, first {a.skip} not timed")
+        for t in threads:
+            ours, theirs = [], []
+            for _ in range(a.repeat):  # the two sides alternate, so a busy spell hits both
+                tps, trained = train_cpu_tokens_per_s(work, t, a.steps, a.skip)
+                ours.append(tps)
+                res = run([a.torch_python, os.path.abspath(__file__), "--steps", str(a.steps), "--skip", str(a.skip),
+                           "--torch-worker", os.path.join(work, "model"), str(t)], capture_output=True, text=True)
+                j = json.loads(res.stdout.strip().splitlines()[-1])
+                theirs.append(j["tokens_per_s"])
+            runs = lambda xs: ", ".join(f"{x:.0f}" for x in xs)
+            print(f"threads {t}: train_cpu {max(ours):7.0f} tokens/s (best of {runs(ours)}; {trained} of "
+                  f"{BATCH * SEQ_LEN} tokens trained)   PyTorch {j['torch']} + PEFT {max(theirs):7.0f} tokens/s "
+                  f"(best of {runs(theirs)})", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+// test_matmul.c: the SGEMM of train/matmul.h against a direct double-precision formula, for
+// every kernel this CPU runs (the AVX-512 one where there is one, and the generic one),
+// every transpose combination, overwrite and accumulate, at awkward shapes (1, sizes that
+// are not multiples of the register tile, K across more than one MATMUL_KC block, N across
+// more than one tile, row strides larger than the row); and the determinism promise: the
+// result is bit for bit the same with 1, 2 and 3 threads.
+//
+// Tolerance: a float32 dot product of K terms, summed in any order, differs from the exact
+// value by at most about K * 2^-24 * sum_k |a_k b_k| (each partial sum rounds once, each
+// product at most once); C's own rounding and the alpha scaling add 2^-24 * |C| each. We
+// allow 2 * (K + 2) * 2^-24 * (sum_k |a_k b_k| * |alpha| + |C_before|), twice that bound:
+// a wrong index or a missed block is off by O(|a b|), far above it.
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/util.h"
+#include "../train/matmul.h"
+#include "test.h"
+
+static uint64_t rng = 77;
+static void fill(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = (float)(2 * rng_uniform(&rng) - 1);
+}
+
+typedef struct {
+    int M, N, K, a_t, b_t, accumulate;
+    float alpha;
+} Case;
+
+// Runs one case with the current kernel: returns the number of elements out of tolerance;
+// with out set, leaves the result there (for the determinism test).
+static int check_case(const Case *c, float *out) {
+    int lda = (c->a_t ? c->M : c->K) + 3, ldb = (c->b_t ? c->K : c->N) + 5, ldc = c->N + 2;  // padded strides
+    size_t na = (size_t)(c->a_t ? c->K : c->M) * lda, nb = (size_t)(c->b_t ? c->N : c->K) * ldb,
+           nc = (size_t)c->M * ldc;
+    float *A = xmalloc(na * sizeof(float) + 4), *B = xmalloc(nb * sizeof(float) + 4), *C = xmalloc(nc * sizeof(float));
+    float *C0 = xmalloc(nc * sizeof(float));
+    fill(A, na), fill(B, nb), fill(C0, nc);
+    memcpy(C, C0, nc * sizeof(float));
+    matmul(C, ldc, A, lda, c->a_t, B, ldb, c->b_t, c->M, c->N, c->K, c->alpha, c->accumulate);
+    int bad = 0;
+    for (int i = 0; i < c->M; i++)
+        for (int j = 0; j < c->N; j++) {
+            double exact = 0.0, mag = 0.0;
+            for (int k = 0; k < c->K; k++) {
+                double a = c->a_t ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
+                double b = c->b_t ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
+                exact += a * b;
+                mag += fabs(a * b);
+            }
+            double before = c->accumulate ? C0[(size_t)i * ldc + j] : 0.0;
+            exact = before + c->alpha * exact;
+            double tol = 2.0 * (c->K + 2) * ldexp(1.0, -24) * (mag * fabs(c->alpha) + fabs(before));
+            if (fabs(C[(size_t)i * ldc + j] - exact) > tol) {
+                if (!bad)
+                    printf("  %s M %d N %d K %d a_t %d b_t %d acc %d: C[%d][%d] = %.9g, exact %.9g\n",
+                           matmul_kernel_name(), c->M, c->N, c->K, c->a_t, c->b_t, c->accumulate, i, j,
+                           C[(size_t)i * ldc + j], exact);
+                bad++;
+            }
+        }
+    // what lies between the rows (the stride padding) is never written
+    for (int i = 0; i < c->M; i++)
+        for (int j = c->N; j < ldc; j++) bad += C[(size_t)i * ldc + j] != C0[(size_t)i * ldc + j];
+    if (out) memcpy(out, C, nc * sizeof(float));
+    free(A), free(B), free(C), free(C0);
+    return bad;
+}
+
+static const Case cases[] = {
+    {1, 1, 1, 0, 0, 0, 1.0f},       {1, 1, 0, 0, 1, 0, 1.0f},      {3, 0, 5, 0, 0, 1, 1.0f},
+    {7, 33, 17, 0, 1, 0, 1.0f},     {9, 31, 300, 0, 0, 1, 0.5f},   {17, 65, 513, 1, 0, 1, -2.0f},
+    {300, 270, 40, 1, 1, 0, 1.0f},  {260, 9, 257, 0, 1, 1, 1.5f},  {64, 520, 64, 0, 1, 0, 0.125f},
+    {33, 48, 600, 1, 1, 1, 1.0f},   {2, 300, 3, 0, 0, 0, 1.0f},    {129, 257, 255, 1, 0, 0, 1.0f},
+    {65, 40, 700, 0, 1, 0, 1.0f},   {5, 70, 300, 1, 0, 0, 2.0f},
+    {260, 300, 300, 0, 1, 1, 1.0f},  // the last: large enough to be shared among threads
+};
+enum { N_CASES = sizeof(cases) / sizeof(cases[0]) };
+
+static void all_cases(void) {
+    for (int i = 0; i < N_CASES; i++) CHECK_INT(check_case(&cases[i], NULL), 0);
+}
+
+TEST(matmul_matches_double_precision_auto_kernel) {
+    CHECK_INT(matmul_select("auto"), 0);
+    printf("  auto kernel: %s\n", matmul_kernel_name());
+    all_cases();
+}
+
+TEST(matmul_matches_double_precision_generic_kernel) {
+    CHECK_INT(matmul_select("generic"), 0);
+    all_cases();
+    CHECK_INT(matmul_select("auto"), 0);
+}
+
+TEST(matmul_matches_double_precision_avx512_kernel) {
+    if (matmul_select("avx512") != 0) {  // a CPU (or build) without it: auto is the generic kernel
+        printf("  no AVX-512 kernel here; auto is %s\n", matmul_kernel_name());
+        CHECK_STR(matmul_kernel_name(), "generic");
+        return;
+    }
+    all_cases();
+    CHECK_INT(matmul_select("auto"), 0);
+}
+
+TEST(matmul_unknown_kernel_refused) {
+    const char *before = matmul_kernel_name();
+    CHECK_INT(matmul_select("sse9"), -1);
+    CHECK_STR(matmul_kernel_name(), before);
+}
+
+// The same inputs (the generator is re-seeded) with 1, 2 and 3 threads: identical bits.
+TEST(matmul_same_bits_for_any_thread_count) {
+    const Case *big = &cases[N_CASES - 1];
+    CHECK((double)big->M * big->N * big->K >= MATMUL_PARALLEL_MIN);  // so more than one thread works on it
+    int saved = omp_get_max_threads();
+    for (int i = 0; i < N_CASES; i++) {
+        size_t nc = (size_t)cases[i].M * (cases[i].N + 2);
+        float *first = xmalloc(nc * sizeof(float) + 4), *again = xmalloc(nc * sizeof(float) + 4);
+        for (int threads = 1; threads <= 3; threads++) {
+            omp_set_num_threads(threads);
+            rng = 1000 + (uint64_t)i;
+            CHECK_INT(check_case(&cases[i], threads == 1 ? first : again), 0);
+            if (threads > 1 && memcmp(first, again, nc * sizeof(float)) != 0) {
+                printf("  case %d: %d threads differ from 1\n", i, threads);
+                CHECK(0);
+            }
+        }
+        free(first), free(again);
+    }
+    omp_set_num_threads(saved);
+}
+
+int main(void) {
+    RUN(matmul_matches_double_precision_auto_kernel);
+    RUN(matmul_matches_double_precision_generic_kernel);
+    RUN(matmul_matches_double_precision_avx512_kernel);
+    RUN(matmul_unknown_kernel_refused);
+    RUN(matmul_same_bits_for_any_thread_count);
+    return test_summary();
+}

@@ -1,0 +1,231 @@
+// matmul.c: the cache-blocked, register-tiled, OpenMP-parallel SGEMM of matmul.h.
+#include "matmul.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <omp.h>
+
+#include "../common/util.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_AVX512_KERNEL 1
+#endif
+
+// A micro-kernel: c[mr, nr] (=|+=) alpha * sum_k a[k][0..MR) (x) b[k][0..NR), over kb
+// steps of packed panels (a: kb x MR, b: kb x NR, zero-padded), writing only the mr x nr
+// part that lies inside C.
+typedef void (*MicroKernel)(int kb, const float *a, const float *b, float *c, int ldc, int mr, int nr, float alpha,
+                            int accumulate);
+
+typedef struct {
+    const char *name;
+    int mr, nr;
+    MicroKernel run;
+} Kernel;
+
+// The portable kernel: plain C the compiler vectorises (4 x 8 accumulators fit the 16
+// registers of SSE2, the x86-64 baseline). On x86-64 gcc also compiles it for AVX2, picked
+// at load time where the CPU has it: the same multiplies and adds in the same order (no
+// fused multiply-adds: ISO C mode does not contract), twice as wide.
+enum { GENERIC_MR = 4, GENERIC_NR = 8 };
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+static void kernel_generic(int kb, const float *a, const float *b, float *c, int ldc, int mr, int nr, float alpha,
+                           int accumulate) {
+    float acc[GENERIC_MR][GENERIC_NR] = {{0}};
+    for (int k = 0; k < kb; k++) {
+        const float *ak = a + (size_t)k * GENERIC_MR, *bk = b + (size_t)k * GENERIC_NR;
+        for (int i = 0; i < GENERIC_MR; i++)
+            for (int j = 0; j < GENERIC_NR; j++) acc[i][j] += ak[i] * bk[j];
+    }
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) {
+            float *cij = c + (size_t)i * ldc + j;
+            *cij = accumulate ? *cij + alpha * acc[i][j] : alpha * acc[i][j];
+        }
+}
+
+#ifdef HAVE_AVX512_KERNEL
+// AVX-512: 8 rows x 32 columns = 16 zmm accumulators (of 32), enough independent fused
+// multiply-adds in flight to keep both FMA ports busy; A's values are broadcast from memory.
+// Edge tiles use masked loads and stores, so every element gets the same arithmetic.
+enum { AVX512_MR = 8, AVX512_NR = 32 };
+__attribute__((target("avx512f,fma"))) static void kernel_avx512(int kb, const float *a, const float *b, float *c,
+                                                                  int ldc, int mr, int nr, float alpha,
+                                                                  int accumulate) {
+    __m512 acc[AVX512_MR][2];
+    for (int i = 0; i < AVX512_MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int k = 0; k < kb; k++) {
+        __m512 b0 = _mm512_loadu_ps(b + (size_t)k * AVX512_NR), b1 = _mm512_loadu_ps(b + (size_t)k * AVX512_NR + 16);
+        const float *ak = a + (size_t)k * AVX512_MR;
+        for (int i = 0; i < AVX512_MR; i++) {
+            __m512 ai = _mm512_set1_ps(ak[i]);
+            acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+        }
+    }
+    __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1),
+              m1 = (__mmask16)(nr >= 32 ? 0xFFFF : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
+    __m512 va = _mm512_set1_ps(alpha);
+    for (int i = 0; i < mr; i++) {
+        float *ci = c + (size_t)i * ldc;
+        __m512 r0 = _mm512_mul_ps(va, acc[i][0]), r1 = _mm512_mul_ps(va, acc[i][1]);
+        if (accumulate) {
+            r0 = _mm512_fmadd_ps(va, acc[i][0], _mm512_maskz_loadu_ps(m0, ci));
+            r1 = _mm512_fmadd_ps(va, acc[i][1], _mm512_maskz_loadu_ps(m1, ci + 16));
+        }
+        _mm512_mask_storeu_ps(ci, m0, r0);
+        _mm512_mask_storeu_ps(ci + 16, m1, r1);
+    }
+}
+#endif
+
+static const Kernel kernels[] = {
+#ifdef HAVE_AVX512_KERNEL
+    {"avx512", AVX512_MR, AVX512_NR, kernel_avx512},
+#endif
+    {"generic", GENERIC_MR, GENERIC_NR, kernel_generic},
+};
+enum { N_KERNELS = sizeof(kernels) / sizeof(kernels[0]) };
+
+static int kernel_runs_here(const Kernel *k) {
+#ifdef HAVE_AVX512_KERNEL
+    if (k->run == kernel_avx512) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+#endif
+    (void)k;
+    return 1;
+}
+
+static const Kernel *chosen;  // NULL: the first kernel (fastest first) this CPU runs
+
+static const Kernel *current_kernel(void) {
+    if (chosen) return chosen;
+    for (int i = 0; i < N_KERNELS; i++)
+        if (kernel_runs_here(&kernels[i])) return &kernels[i];
+    return &kernels[N_KERNELS - 1];
+}
+
+int matmul_select(const char *name) {
+    if (!strcmp(name, "auto")) {
+        chosen = NULL;
+        return 0;
+    }
+    for (int i = 0; i < N_KERNELS; i++)
+        if (!strcmp(name, kernels[i].name) && kernel_runs_here(&kernels[i])) {
+            chosen = &kernels[i];
+            return 0;
+        }
+    return -1;
+}
+
+const char *matmul_kernel_name(void) { return current_kernel()->name; }
+
+// dst[k * stride + i] = src[i * ld + k] for i < rows, k < kb: a transposing copy, by 8 x 8
+// blocks the compiler turns into vector shuffles (element by element it is the slowest part
+// of packing).
+static void copy_transposed(float *dst, int stride, const float *src, int ld, int rows, int kb) {
+    int i = 0;
+    for (; i + 8 <= rows; i += 8) {
+        int k = 0;
+        for (; k + 8 <= kb; k += 8) {
+            float t[8][8];
+            for (int a = 0; a < 8; a++)
+                for (int b = 0; b < 8; b++) t[a][b] = src[(size_t)(i + a) * ld + k + b];
+            for (int b = 0; b < 8; b++)
+                for (int a = 0; a < 8; a++) dst[(size_t)(k + b) * stride + i + a] = t[a][b];
+        }
+        for (; k < kb; k++)
+            for (int a = 0; a < 8; a++) dst[(size_t)k * stride + i + a] = src[(size_t)(i + a) * ld + k];
+    }
+    for (; i < rows; i++)
+        for (int k = 0; k < kb; k++) dst[(size_t)k * stride + i] = src[(size_t)i * ld + k];
+}
+
+// op(A)[i0 .. i0+mb, k0 .. k0+kb) into panels of mr rows: dst[p][k][i], zero-padded.
+static void pack_a(float *dst, const float *A, int lda, int a_t, int i0, int mb, int k0, int kb, int mr) {
+    for (int p = 0; p < mb; p += mr) {
+        int rows = mb - p < mr ? mb - p : mr;
+        float *panel = dst + (size_t)p * kb;
+        if (a_t)  // A is [K, M]: rows of A are runs of the panel
+            for (int k = 0; k < kb; k++) memcpy(panel + (size_t)k * mr, A + (size_t)(k0 + k) * lda + i0 + p,
+                                                (size_t)rows * sizeof(float));
+        else
+            copy_transposed(panel, mr, A + (size_t)(i0 + p) * lda + k0, lda, rows, kb);
+        for (int k = 0; rows < mr && k < kb; k++)
+            for (int i = rows; i < mr; i++) panel[(size_t)k * mr + i] = 0.0f;
+    }
+}
+
+// op(B)[k0 .. k0+kb, j0 .. j0+nb) into panels of nr columns: dst[q][k][j], zero-padded.
+static void pack_b(float *dst, const float *B, int ldb, int b_t, int j0, int nb, int k0, int kb, int nr) {
+    for (int q = 0; q < nb; q += nr) {
+        int cols = nb - q < nr ? nb - q : nr;
+        float *panel = dst + (size_t)q * kb;
+        if (b_t)  // B is [N, K]
+            copy_transposed(panel, nr, B + (size_t)(j0 + q) * ldb + k0, ldb, cols, kb);
+        else
+            for (int k = 0; k < kb; k++) memcpy(panel + (size_t)k * nr, B + (size_t)(k0 + k) * ldb + j0 + q,
+                                                (size_t)cols * sizeof(float));
+        for (int k = 0; cols < nr && k < kb; k++)
+            for (int j = cols; j < nr; j++) panel[(size_t)k * nr + j] = 0.0f;
+    }
+}
+
+// The tile of C one thread computes at a time: as large as MATMUL_MC x MATMUL_NC (each
+// tile packs its own panels of A and B, so larger tiles copy less), halved while there
+// would be fewer than two tiles per thread. Only the work split changes, never a sum's order.
+static void choose_tile(int M, int N, int mr, int nr, int *mc, int *nc) {
+    int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+    *mc = M < MATMUL_MC ? (M + mr - 1) / mr * mr : MATMUL_MC;
+    *nc = N < MATMUL_NC ? (N + nr - 1) / nr * nr : MATMUL_NC;
+    for (;;) {
+        long tiles = (long)((M + *mc - 1) / *mc) * ((N + *nc - 1) / *nc);
+        if (threads == 1 || tiles >= 2L * threads) break;
+        if (*mc >= *nc && *mc >= 2 * mr) *mc = (*mc / 2 + mr - 1) / mr * mr;
+        else if (*nc >= 2 * nr) *nc = (*nc / 2 + nr - 1) / nr * nr;
+        else break;
+    }
+}
+
+void matmul(float *C, int ldc, const float *A, int lda, int a_t, const float *B, int ldb, int b_t, int M, int N, int K,
+            float alpha, int accumulate) {
+    if (M <= 0 || N <= 0) return;
+    const Kernel *kern = current_kernel();
+    int mr = kern->mr, nr = kern->nr, mc, nc;
+    choose_tile(M, N, mr, nr, &mc, &nc);
+    int tiles_m = (M + mc - 1) / mc, tiles_n = (N + nc - 1) / nc;
+    int tiles = tiles_m * tiles_n;
+    // Small products (the LoRA ones: tokens x rank x width) run on the calling thread: a
+    // fork and join would cost about what it saves, and every join waits for the slowest
+    // thread, which on a busy machine may be waiting for a core.
+    int parallel = tiles > 1 && (double)M * N * K >= MATMUL_PARALLEL_MIN;
+#pragma omp parallel if (parallel)
+    {
+        size_t kc = (size_t)(K < MATMUL_KC ? (K > 0 ? K : 1) : MATMUL_KC);
+        float *ap = xmalloc((size_t)mc * kc * sizeof(float)), *bp = xmalloc(kc * (size_t)nc * sizeof(float));
+        int packed_i0 = -1;  // the rows of op(A) in ap when K is one block (reused across tiles)
+#pragma omp for schedule(dynamic) nowait
+        for (int t = 0; t < tiles; t++) {
+            int i0 = (t / tiles_n) * mc, j0 = (t % tiles_n) * nc;
+            int mb = M - i0 < mc ? M - i0 : mc, nb = N - j0 < nc ? N - j0 : nc;
+            if (K <= 0 && !accumulate)  // an empty sum
+                for (int i = 0; i < mb; i++) memset(C + (size_t)(i0 + i) * ldc + j0, 0, (size_t)nb * sizeof(float));
+            for (int k0 = 0; k0 < K; k0 += MATMUL_KC) {
+                int kb = K - k0 < MATMUL_KC ? K - k0 : MATMUL_KC;
+                if (K > MATMUL_KC || packed_i0 != i0) pack_a(ap, A, lda, a_t, i0, mb, k0, kb, mr);
+                packed_i0 = i0;
+                pack_b(bp, B, ldb, b_t, j0, nb, k0, kb, nr);
+                for (int j = 0; j < nb; j += nr)
+                    for (int i = 0; i < mb; i += mr)
+                        kern->run(kb, ap + (size_t)i * kb, bp + (size_t)j * kb, C + (size_t)(i0 + i) * ldc + j0 + j,
+                                  ldc, mb - i < mr ? mb - i : mr, nb - j < nr ? nb - j : nr, alpha,
+                                  accumulate || k0 > 0);
+            }
+        }
+        free(ap);
+        free(bp);
+    }
+}

@@ -1,0 +1,44 @@
+/*
+ * matmul.h: the one fp32 matrix product of the CPU model (single-precision GEMM).
+ *
+ *   C[M, N] = alpha * op(A) op(B)            (accumulate 0)
+ *   C[M, N] += alpha * op(A) op(B)           (accumulate 1)
+ *
+ * where op(A) is A [M, K] (row-major, row stride lda) or, with a_t, the transpose of A
+ * stored as [K, M]; op(B) is B [K, N] or, with b_t, the transpose of B stored as [N, K].
+ * The forms the model uses: y = x W^T (b_t: W is [out, in]), dx = dy W (plain), and
+ * dW-like products dB = dy^T u (a_t).
+ *
+ * How it is computed (the BLIS / GotoBLAS scheme, in plain C plus an optional AVX-512
+ * micro-kernel chosen at run time): C is cut into tiles of at most MATMUL_MC x MATMUL_NC;
+ * the tiles are shared out among the OpenMP threads; for each tile, K is walked in blocks of
+ * MATMUL_KC: the block of op(A) and of op(B) is copied ("packed") into contiguous panels
+ * of MR rows / NR columns, and a register-tiled micro-kernel accumulates an MR x NR piece
+ * of C over the block in registers, then adds alpha times it to C.
+ *
+ * Determinism: every element of C is the sum over k in a fixed order (k-blocks in order,
+ * within a block k ascending, one fused or unfused multiply-add per term as the kernel
+ * does) computed by one thread, so the result is bit-for-bit the same for any number of
+ * threads and any schedule. The kernels differ in rounding: the AVX-512 one fuses each
+ * multiply-add (one rounding), the generic one rounds the product and the sum, so a run
+ * is reproducible on one machine (the same kernel is chosen every time) but not bit for
+ * bit across CPUs of different instruction sets.
+ */
+#ifndef PERSONA_MATMUL_H
+#define PERSONA_MATMUL_H
+
+#define MATMUL_MC 256  // the largest tile; smaller when that leaves threads idle
+#define MATMUL_NC 256
+#define MATMUL_KC 256  // fixed: it decides the order of every sum
+#define MATMUL_PARALLEL_MIN 8e6  // multiply-adds below which one thread does it all
+
+void matmul(float *C, int ldc, const float *A, int lda, int a_t, const float *B, int ldb, int b_t, int M, int N, int K,
+            float alpha, int accumulate);
+
+// Which micro-kernel matmul uses: "auto" (the fastest this CPU runs, the default),
+// "avx512" or "generic". Returns 0, or -1 when the CPU cannot run it (nothing changes).
+// For tests and benchmarks; not to be called while a matmul runs.
+int matmul_select(const char *kernel);
+const char *matmul_kernel_name(void);
+
+#endif
