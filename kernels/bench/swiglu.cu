@@ -69,7 +69,7 @@ static int run_shape(int N, int I, int repeat, ColdL2 cold) {
 
 int main(int argc, char **argv) {
     BenchArgs a = bench_args(argc, argv, 2, 50, "swiglu [--repeat R | --check] [N I ...]   (tokens, intermediate size)");
-    // awkward sizes: one element, a tail after the packs
+    // with --check, awkward sizes: one element, a tail after the packs
     const int awkward[] = {1, 1, 1, 7, 3, 9, 5, 4100, 17, 14336, 1, 12288};
     // Mistral-7B's MLP at 4k and 16k tokens, Ministral-8B's at 8k, one token
     const int timed[] = {4096, 14336, 16384, 14336, 8192, 12288, 1, 14336};
