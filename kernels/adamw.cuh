@@ -76,8 +76,6 @@ __global__ void __launch_bounds__(ADAMW_THREADS)
     ((Pack *)param)[i] = p, ((Pack *)m)[i] = mp, ((Pack *)v)[i] = vp;
 }
 
-static inline bool adamw_aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
-
 // One AdamW step (step is 1-based) on n fp32 parameters with their gradients (scaled by
 // grad_scale first) and moments m, v, all device buffers of n floats; param, m, v updated.
 inline void adamw_update(float *param, const float *grad, float *m, float *v, size_t n, int step, float lr,
@@ -90,8 +88,8 @@ inline void adamw_update(float *param, const float *grad, float *m, float *v, si
     s.step_size = (float)(lr / bc1), s.bc2_sqrt = (float)sqrt(bc2);
     s.beta1 = beta1, s.beta2 = beta2, s.w1 = 1.0f - beta1, s.w2 = 1.0f - beta2;
     s.eps = eps, s.grad_scale = grad_scale;
-    bool packed = n % 4 == 0 && adamw_aligned16(param) && adamw_aligned16(grad) && adamw_aligned16(m) &&
-                  adamw_aligned16(v);
+    bool packed = n % 4 == 0 && aligned16(param) && aligned16(grad) && aligned16(m) &&
+                  aligned16(v);
     size_t packs = packed ? n / 4 : n;
     unsigned blocks = (unsigned)CEIL_DIV(packs, (size_t)ADAMW_THREADS);
     if (packed)

@@ -125,6 +125,25 @@ __device__ inline void attn_load_tile(__nv_bfloat16 *dst, const __nv_bfloat16 *s
     }
 }
 
+// The K/V double buffering of the forward and dQ kernels, which walk the key tiles down
+// from the last: waits for tile `it` (at key j0, in buffer it % 2 of sk and sv) while the
+// next one down is fetched into the other buffer, then syncs the block.
+template <int D, int BK>
+__device__ __forceinline__ void attn_kv_tile_ready(__nv_bfloat16 *sk, __nv_bfloat16 *sv, const __nv_bfloat16 *k,
+                                                   const __nv_bfloat16 *v, int it, int n_tiles, int j0, int T,
+                                                   int Hkv, int kh) {
+    if (it + 1 < n_tiles) {
+        int next = (1 - it % 2) * BK * (D + 8);
+        attn_load_tile<D, BK>(sk + next, k, j0 - BK, T, Hkv, kh);
+        attn_load_tile<D, BK>(sv + next, v, j0 - BK, T, Hkv, kh);
+        cp_async_commit();
+        cp_async_wait<1>();
+    } else {
+        cp_async_wait<0>();
+    }
+    __syncthreads();
+}
+
 __device__ __forceinline__ unsigned attn_pack_bf16(float lo, float hi) {
     return (unsigned)__bfloat16_as_ushort(__float2bfloat16(lo)) |
            (unsigned)__bfloat16_as_ushort(__float2bfloat16(hi)) << 16;
@@ -237,15 +256,7 @@ __global__ void __launch_bounds__(ATTN_THREADS)
     for (int r = 0; r < 2 * MB; r++) m[r] = -INFINITY, l[r] = 0.0f;
     for (int it = 0; it < n_tiles; it++) {
         int kt = kt_hi - it, j0 = kt * BK, buf = it % 2;
-        if (it + 1 < n_tiles) {  // fetch the next tile down while this one is computed
-            attn_load_tile<D, BK>(sk + (1 - buf) * BK * SD, k, j0 - BK, T, Hkv, kh);
-            attn_load_tile<D, BK>(sv + (1 - buf) * BK * SD, v, j0 - BK, T, Hkv, kh);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();
+        attn_kv_tile_ready<D, BK>(sk, sv, k, v, it, n_tiles, j0, T, Hkv, kh);
         if (tile_count && threadIdx.x == 0) atomicAdd(tile_count, 1);
 
         float s[MB][BK / 8][4] = {};
@@ -449,15 +460,7 @@ __global__ void __launch_bounds__(ATTN_THREADS)
     float dqacc[MB][D / 8][4] = {};
     for (int it = 0; it < n_tiles; it++) {
         int kt = kt_hi - it, j0 = kt * BK, buf = it % 2;
-        if (it + 1 < n_tiles) {
-            attn_load_tile<D, BK>(sk + (1 - buf) * BK * SD, k, j0 - BK, T, Hkv, kh);
-            attn_load_tile<D, BK>(sv + (1 - buf) * BK * SD, v, j0 - BK, T, Hkv, kh);
-            cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();
+        attn_kv_tile_ready<D, BK>(sk, sv, k, v, it, n_tiles, j0, T, Hkv, kh);
         const __nv_bfloat16 *tk = sk + buf * BK * SD;
         float s[MB][BK / 8][4] = {}, dp[MB][BK / 8][4] = {};
         attn_mma_abt<D, BK, MB>(s, sq + (w0 - i0) * SD, tk);                    // S = Q Kᵀ
@@ -481,7 +484,6 @@ static inline size_t attention_dq_smem(int D) {
     return (size_t)(2 * ATTN_BQ_DQ + 4 * ATTN_BK_DQ) * (D + 8) * 2 + 2 * ATTN_BQ_DQ * sizeof(float);
 }
 
-static inline bool attention_aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 // The shape rules the kernels rely on; a violation is a caller's bug: one line, exit 1.
 static inline void attention_check(const char *op, int T, int Hq, int Hkv, int D, const void *const *ptrs, int n) {
@@ -489,7 +491,7 @@ static inline void attention_check(const char *op, int T, int Hq, int Hkv, int D
     if (T < 0 || Hq <= 0 || Hkv <= 0 || Hq % Hkv != 0) why = "T >= 0 and a KV head count dividing the head count";
     else if (D != 64 && D != 96 && D != 128) why = "head_dim 64, 96 or 128";
     for (int i = 0; i < n && !why; i++)
-        if (!attention_aligned16(ptrs[i])) why = "16-byte aligned tensors";
+        if (!aligned16(ptrs[i])) why = "16-byte aligned tensors";
     if (why) {
         fprintf(stderr, "error: %s: T %d, heads %d, KV heads %d, head_dim %d: needs %s\n", op, T, Hq, Hkv, D, why);
         exit(1);

@@ -33,9 +33,7 @@
 #include "common.cuh"
 
 static inline void nccl_check_at(ncclResult_t r, const char *call, const char *file, int line) {
-    if (r == ncclSuccess) return;
-    fprintf(stderr, "error: %s:%d: %s failed: %s\n", file, line, call, ncclGetErrorString(r));
-    exit(2);
+    if (r != ncclSuccess) check_failed(call, file, line, ncclGetErrorString(r), NULL);
 }
 #define nccl_check(call) nccl_check_at((call), #call, __FILE__, __LINE__)
 
@@ -44,8 +42,7 @@ static inline void mpi_check_at(int e, const char *call, const char *file, int l
     char msg[MPI_MAX_ERROR_STRING];
     int len = 0;
     MPI_Error_string(e, msg, &len);
-    fprintf(stderr, "error: %s:%d: %s failed: %s\n", file, line, call, msg);
-    exit(2);
+    check_failed(call, file, line, msg, NULL);
 }
 #define mpi_check(call) mpi_check_at((call), #call, __FILE__, __LINE__)
 

@@ -2,7 +2,8 @@
  * common.cuh: what every CUDA file of persona.c shares.
  *
  * - cuda_check(call): every CUDA runtime call is checked; a failure names the call, the
- *   file and the line, and exits with status 2 (a runtime failure, DESIGN.md §8).
+ *   file and the line, and exits with status 2 (a runtime failure, DESIGN.md §8), through
+ *   check_failed, which the checks of other libraries' calls share.
  * - LAUNCH(kernel, grid, block, smem, stream, args...): the one way kernels are launched.
  * - DYNAMIC_SHARED(T, name): declares `T *name`, the block's dynamic shared memory (the
  *   launch's smem bytes), 16-byte aligned; the one way kernels get dynamic shared memory.
@@ -25,11 +26,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static inline void cuda_check_at(cudaError_t e, const char *call, const char *file, int line) {
-    if (e == cudaSuccess) return;
-    fprintf(stderr, "error: %s:%d: %s failed: %s (%s)\n", file, line, call, cudaGetErrorString(e),
-            cudaGetErrorName(e));
+// The message and exit of every failed check (cuda_check here, cublas_check in matmul.cuh,
+// nccl_check and mpi_check in comm.cuh): what failed, the library's description and the
+// status's name where the library has one (NULL: none).
+static inline void check_failed(const char *call, const char *file, int line, const char *message, const char *name) {
+    if (name)
+        fprintf(stderr, "error: %s:%d: %s failed: %s (%s)\n", file, line, call, message, name);
+    else
+        fprintf(stderr, "error: %s:%d: %s failed: %s\n", file, line, call, message);
     exit(2);
+}
+
+static inline void cuda_check_at(cudaError_t e, const char *call, const char *file, int line) {
+    if (e != cudaSuccess) check_failed(call, file, line, cudaGetErrorString(e), cudaGetErrorName(e));
 }
 #define cuda_check(call) cuda_check_at((call), #call, __FILE__, __LINE__)
 

@@ -59,10 +59,7 @@
 #include "common.cuh"
 
 static inline void cublas_check_at(cublasStatus_t s, const char *call, const char *file, int line) {
-    if (s == CUBLAS_STATUS_SUCCESS) return;
-    fprintf(stderr, "error: %s:%d: %s failed: %s (%s)\n", file, line, call, cublasLtGetStatusString(s),
-            cublasLtGetStatusName(s));
-    exit(2);
+    if (s != CUBLAS_STATUS_SUCCESS) check_failed(call, file, line, cublasLtGetStatusString(s), cublasLtGetStatusName(s));
 }
 #define cublas_check(call) cublas_check_at((call), #call, __FILE__, __LINE__)
 

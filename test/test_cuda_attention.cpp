@@ -90,6 +90,40 @@ static int32_t *make_seg(const Shape &s) {
     return seg;
 }
 
+// One shape's random inputs and the kernels' outputs (left as cudaMalloc leaves them), on
+// the device and the host; seg the conversation ids, dseg their device copy, dlse and
+// ddelta the row statistics on the device.
+struct Problem {
+    size_t nq, nk, nr;
+    Tensor q, k, v, dout, out, dq, dk, dv;
+    int32_t *seg, *dseg;
+    float *dlse, *ddelta;
+};
+
+static Problem problem_create(const Shape &s, uint64_t seed) {
+    Problem p;
+    uint64_t rng = seed;
+    p.nq = (size_t)s.T * s.Hq * s.D, p.nk = (size_t)s.T * s.Hkv * s.D, p.nr = (size_t)s.T * s.Hq;
+    p.q = tensor_random(&rng, p.nq, -2, 2), p.k = tensor_random(&rng, p.nk, -2, 2);
+    p.v = tensor_random(&rng, p.nk, -1, 1), p.dout = tensor_random(&rng, p.nq, -1, 1);
+    p.out = tensor_output(p.nq), p.dq = tensor_output(p.nq), p.dk = tensor_output(p.nk), p.dv = tensor_output(p.nk);
+    p.seg = make_seg(s);
+    cuda_check(cudaMalloc(&p.dseg, (size_t)s.T * sizeof(int32_t)));
+    cuda_check(cudaMalloc(&p.dlse, p.nr * sizeof(float)));
+    cuda_check(cudaMalloc(&p.ddelta, p.nr * sizeof(float)));
+    cuda_check(cudaMemcpy(p.dseg, p.seg, (size_t)s.T * sizeof(int32_t), cudaMemcpyHostToDevice));
+    return p;
+}
+
+static void problem_free(Problem *p) {
+    free(p->seg);
+    cuda_check(cudaFree(p->dseg));
+    cuda_check(cudaFree(p->dlse));
+    cuda_check(cudaFree(p->ddelta));
+    tensor_free(&p->q), tensor_free(&p->k), tensor_free(&p->v), tensor_free(&p->dout), tensor_free(&p->out);
+    tensor_free(&p->dq), tensor_free(&p->dk), tensor_free(&p->dv);
+}
+
 // Counts elements of got outside |got - ref| <= tol; prints the first few and the worst
 // error / tolerance. Also checks ref (fp32) against the exact value (double), within 1e-4 of
 // the magnitude the bound scales with (tol / u) plus 1e-5 relative (fp32 against double,
@@ -116,65 +150,51 @@ static float *falloc(size_t n) { return (float *)xmalloc(n * sizeof(float) + 4);
 
 // Forward and backward of one shape against the reference; returns the number of mismatches.
 static int check_shape(const Shape &s, uint64_t seed) {
-    uint64_t rng = seed;
-    size_t nq = (size_t)s.T * s.Hq * s.D, nk = (size_t)s.T * s.Hkv * s.D, nr = (size_t)s.T * s.Hq;
-    Tensor q = tensor_random(&rng, nq, -2, 2), k = tensor_random(&rng, nk, -2, 2), v = tensor_random(&rng, nk, -1, 1);
-    Tensor dout = tensor_random(&rng, nq, -1, 1), out = tensor_output(nq);
-    Tensor dq = tensor_output(nq), dk = tensor_output(nk), dv = tensor_output(nk);
-    int32_t *seg = make_seg(s), *dseg;
-    float *dlse, *ddelta;
-    cuda_check(cudaMalloc(&dseg, (size_t)s.T * sizeof(int32_t) + 4));
-    cuda_check(cudaMalloc(&dlse, nr * sizeof(float) + 4));
-    cuda_check(cudaMalloc(&ddelta, nr * sizeof(float) + 4));
-    cuda_check(cudaMemcpy(dseg, seg, (size_t)s.T * sizeof(int32_t), cudaMemcpyHostToDevice));
-    const int32_t *kseg = s.n_seg ? dseg : NULL;  // one conversation: the kernels get no ids at all
+    Problem p = problem_create(s, seed);
+    const int32_t *kseg = s.n_seg ? p.dseg : NULL;  // one conversation: the kernels get no ids at all
 
     // forward
-    attention_forward(out.dev, dlse, q.dev, k.dev, v.dev, kseg, s.T, s.Hq, s.Hkv, s.D, s.W, NULL, 0);
-    tensor_read(&out);
-    float *lse = falloc(nr), *ref_out = falloc(nq), *ref_lse = falloc(nr);
-    cuda_check(cudaMemcpy(lse, dlse, nr * sizeof(float), cudaMemcpyDeviceToHost));
-    attention_forward(q.host, k.host, v.host, seg, s.T, s.Hq, s.Hkv, s.D, s.W, ref_out, ref_lse);
-    double *ex_out = dalloc(nq), *ex_lse = dalloc(nr), *tol_out = dalloc(nq), *tol_lse = dalloc(nr);
-    attention_forward_bounds(ex_out, ex_lse, tol_out, tol_lse, q.host, k.host, v.host, seg, s.T, s.Hq, s.Hkv, s.D, s.W,
-                             0);
-    int bad = compare("out", s, out.host, ref_out, ex_out, tol_out, nq);
-    bad += compare("lse", s, lse, ref_lse, ex_lse, tol_lse, nr);
+    attention_forward(p.out.dev, p.dlse, p.q.dev, p.k.dev, p.v.dev, kseg, s.T, s.Hq, s.Hkv, s.D, s.W, NULL, 0);
+    tensor_read(&p.out);
+    float *lse = falloc(p.nr), *ref_out = falloc(p.nq), *ref_lse = falloc(p.nr);
+    cuda_check(cudaMemcpy(lse, p.dlse, p.nr * sizeof(float), cudaMemcpyDeviceToHost));
+    attention_forward(p.q.host, p.k.host, p.v.host, p.seg, s.T, s.Hq, s.Hkv, s.D, s.W, ref_out, ref_lse);
+    double *ex_out = dalloc(p.nq), *ex_lse = dalloc(p.nr), *tol_out = dalloc(p.nq), *tol_lse = dalloc(p.nr);
+    attention_forward_bounds(ex_out, ex_lse, tol_out, tol_lse, p.q.host, p.k.host, p.v.host, p.seg, s.T, s.Hq, s.Hkv,
+                             s.D, s.W, 0);
+    int bad = compare("out", s, p.out.host, ref_out, ex_out, tol_out, p.nq);
+    bad += compare("lse", s, lse, ref_lse, ex_lse, tol_lse, p.nr);
     // The first token of each conversation sees only itself: its output is its value row.
     int first_bad = 0;
     for (int i = 0; i < s.T; i++)
-        if (i == 0 || seg[i] != seg[i - 1])
+        if (i == 0 || p.seg[i] != p.seg[i - 1])
             for (int h = 0; h < s.Hq; h++)
                 for (int d = 0; d < s.D; d++)
-                    first_bad += out.host[((size_t)i * s.Hq + h) * s.D + d] !=
-                                 v.host[((size_t)i * s.Hkv + h / (s.Hq / s.Hkv)) * s.D + d];
+                    first_bad += p.out.host[((size_t)i * s.Hq + h) * s.D + d] !=
+                                 p.v.host[((size_t)i * s.Hkv + h / (s.Hq / s.Hkv)) * s.D + d];
     if (first_bad) printf("  T %d: %d outputs of first tokens differ from their value rows\n", s.T, first_bad);
     bad += first_bad;
 
     // backward, from the kernel's out and the reference's lse on both sides
-    cuda_check(cudaMemcpy(dlse, ref_lse, nr * sizeof(float), cudaMemcpyHostToDevice));
-    attention_backward(dq.dev, dk.dev, dv.dev, ddelta, q.dev, k.dev, v.dev, out.dev, dout.dev, dlse, kseg, s.T, s.Hq,
-                       s.Hkv, s.D, s.W, NULL, 0);
-    tensor_read(&dq), tensor_read(&dk), tensor_read(&dv);
-    float *ref_dq = falloc(nq), *ref_dk = falloc(nk), *ref_dv = falloc(nk);
-    attention_backward(q.host, k.host, v.host, out.host, dout.host, ref_lse, seg, s.T, s.Hq, s.Hkv, s.D, s.W, ref_dq,
-                       ref_dk, ref_dv);
-    double *ex_dq = dalloc(nq), *ex_dk = dalloc(nk), *ex_dv = dalloc(nk);
-    double *tol_dq = dalloc(nq), *tol_dk = dalloc(nk), *tol_dv = dalloc(nk);
-    attention_backward_bounds(ex_dq, ex_dk, ex_dv, tol_dq, tol_dk, tol_dv, q.host, k.host, v.host, out.host, dout.host,
-                              ref_lse, seg, s.T, s.Hq, s.Hkv, s.D, s.W, 0);
-    bad += compare("dq", s, dq.host, ref_dq, ex_dq, tol_dq, nq);
-    bad += compare("dk", s, dk.host, ref_dk, ex_dk, tol_dk, nk);
-    bad += compare("dv", s, dv.host, ref_dv, ex_dv, tol_dv, nk);
+    cuda_check(cudaMemcpy(p.dlse, ref_lse, p.nr * sizeof(float), cudaMemcpyHostToDevice));
+    attention_backward(p.dq.dev, p.dk.dev, p.dv.dev, p.ddelta, p.q.dev, p.k.dev, p.v.dev, p.out.dev, p.dout.dev,
+                       p.dlse, kseg, s.T, s.Hq, s.Hkv, s.D, s.W, NULL, 0);
+    tensor_read(&p.dq), tensor_read(&p.dk), tensor_read(&p.dv);
+    float *ref_dq = falloc(p.nq), *ref_dk = falloc(p.nk), *ref_dv = falloc(p.nk);
+    attention_backward(p.q.host, p.k.host, p.v.host, p.out.host, p.dout.host, ref_lse, p.seg, s.T, s.Hq, s.Hkv, s.D,
+                       s.W, ref_dq, ref_dk, ref_dv);
+    double *ex_dq = dalloc(p.nq), *ex_dk = dalloc(p.nk), *ex_dv = dalloc(p.nk);
+    double *tol_dq = dalloc(p.nq), *tol_dk = dalloc(p.nk), *tol_dv = dalloc(p.nk);
+    attention_backward_bounds(ex_dq, ex_dk, ex_dv, tol_dq, tol_dk, tol_dv, p.q.host, p.k.host, p.v.host, p.out.host,
+                              p.dout.host, ref_lse, p.seg, s.T, s.Hq, s.Hkv, s.D, s.W, 0);
+    bad += compare("dq", s, p.dq.host, ref_dq, ex_dq, tol_dq, p.nq);
+    bad += compare("dk", s, p.dk.host, ref_dk, ex_dk, tol_dk, p.nk);
+    bad += compare("dv", s, p.dv.host, ref_dv, ex_dv, tol_dv, p.nk);
 
-    free(lse), free(ref_out), free(ref_lse), free(ref_dq), free(ref_dk), free(ref_dv), free(seg);
+    free(lse), free(ref_out), free(ref_lse), free(ref_dq), free(ref_dk), free(ref_dv);
     free(ex_out), free(ex_lse), free(tol_out), free(tol_lse), free(ex_dq), free(ex_dk), free(ex_dv);
     free(tol_dq), free(tol_dk), free(tol_dv);
-    cuda_check(cudaFree(dseg));
-    cuda_check(cudaFree(dlse));
-    cuda_check(cudaFree(ddelta));
-    tensor_free(&q), tensor_free(&k), tensor_free(&v), tensor_free(&dout), tensor_free(&out);
-    tensor_free(&dq), tensor_free(&dk), tensor_free(&dv);
+    problem_free(&p);
     return bad;
 }
 
@@ -284,39 +304,25 @@ TEST(masked_tiles_are_skipped) {
 TEST(bits_do_not_depend_on_the_schedule) {
     const uint64_t saved_seed = cuda_host_seed();
     const Shape s = {70, 0, 4, 2, 64, 2, {33, 37}};
-    uint64_t rng = 5;
-    size_t nq = (size_t)s.T * s.Hq * s.D, nk = (size_t)s.T * s.Hkv * s.D, nr = (size_t)s.T * s.Hq;
-    Tensor q = tensor_random(&rng, nq, -2, 2), k = tensor_random(&rng, nk, -2, 2), v = tensor_random(&rng, nk, -1, 1);
-    Tensor dout = tensor_random(&rng, nq, -1, 1), out = tensor_output(nq);
-    Tensor dq = tensor_output(nq), dk = tensor_output(nk), dv = tensor_output(nk);
-    int32_t *seg = make_seg(s), *dseg;
-    float *dlse, *ddelta;
-    cuda_check(cudaMalloc(&dseg, (size_t)s.T * sizeof(int32_t)));
-    cuda_check(cudaMalloc(&dlse, nr * sizeof(float)));
-    cuda_check(cudaMalloc(&ddelta, nr * sizeof(float)));
-    cuda_check(cudaMemcpy(dseg, seg, (size_t)s.T * sizeof(int32_t), cudaMemcpyHostToDevice));
-    size_t total = 2 * nq + 2 * nk;
+    Problem p = problem_create(s, 5);
+    size_t total = 2 * p.nq + 2 * p.nk;
     float *first = falloc(total), *again = falloc(total);
     for (uint64_t seed = 0; seed < 3; seed++) {
         cuda_host_set_seed(seed * 1000003 + 1);
-        attention_forward(out.dev, dlse, q.dev, k.dev, v.dev, dseg, s.T, s.Hq, s.Hkv, s.D, s.W, NULL, 0);
-        attention_backward(dq.dev, dk.dev, dv.dev, ddelta, q.dev, k.dev, v.dev, out.dev, dout.dev, dlse, dseg, s.T,
-                           s.Hq, s.Hkv, s.D, s.W, NULL, 0);
-        tensor_read(&out), tensor_read(&dq), tensor_read(&dk), tensor_read(&dv);
+        attention_forward(p.out.dev, p.dlse, p.q.dev, p.k.dev, p.v.dev, p.dseg, s.T, s.Hq, s.Hkv, s.D, s.W, NULL, 0);
+        attention_backward(p.dq.dev, p.dk.dev, p.dv.dev, p.ddelta, p.q.dev, p.k.dev, p.v.dev, p.out.dev, p.dout.dev,
+                           p.dlse, p.dseg, s.T, s.Hq, s.Hkv, s.D, s.W, NULL, 0);
+        tensor_read(&p.out), tensor_read(&p.dq), tensor_read(&p.dk), tensor_read(&p.dv);
         float *o = seed ? again : first;
-        memcpy(o, out.host, nq * sizeof(float));
-        memcpy(o + nq, dq.host, nq * sizeof(float));
-        memcpy(o + 2 * nq, dk.host, nk * sizeof(float));
-        memcpy(o + 2 * nq + nk, dv.host, nk * sizeof(float));
+        memcpy(o, p.out.host, p.nq * sizeof(float));
+        memcpy(o + p.nq, p.dq.host, p.nq * sizeof(float));
+        memcpy(o + 2 * p.nq, p.dk.host, p.nk * sizeof(float));
+        memcpy(o + 2 * p.nq + p.nk, p.dv.host, p.nk * sizeof(float));
         if (seed) CHECK(memcmp(first, again, total * sizeof(float)) == 0);
     }
     cuda_host_set_seed(saved_seed);
-    free(first), free(again), free(seg);
-    cuda_check(cudaFree(dseg));
-    cuda_check(cudaFree(dlse));
-    cuda_check(cudaFree(ddelta));
-    tensor_free(&q), tensor_free(&k), tensor_free(&v), tensor_free(&dout), tensor_free(&out);
-    tensor_free(&dq), tensor_free(&dk), tensor_free(&dv);
+    free(first), free(again);
+    problem_free(&p);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -179,18 +179,7 @@ TEST(a_transposition_mistake_is_caught) {
 // 2. What the stand-in refuses
 
 static int expect_refusal(cublasStatus_t got, cublasStatus_t want, const char *text) {
-    int bad = 0;
-    const char *msg = cuda_host_fault();
-    if (got != want) {
-        printf("  returned %s, expected %s\n", cublasLtGetStatusName(got), cublasLtGetStatusName(want));
-        bad++;
-    }
-    if (!msg || !strstr(msg, text)) {
-        printf("  message \"%s\" does not contain \"%s\"\n", msg ? msg : "(none)", text);
-        bad++;
-    }
-    cuda_host_clear_fault();
-    return bad;
+    return expect_status_and_fault(got == want, cublasLtGetStatusName(got), cublasLtGetStatusName(want), text);
 }
 
 // A valid 4 x 4 x 4 problem built by hand as the wrapper builds it, to break one piece at a time.

@@ -258,18 +258,6 @@ TEST(short_block_divides_whole_block_multiplies) {
 // ---------------------------------------------------------------------------------------
 // 2. The bitsandbytes fixtures
 
-static float *tensor_floats(const StTensor *t) {
-    float *out = (float *)xmalloc((size_t)t->numel * sizeof(float) + 4);
-    const uint8_t *p = (const uint8_t *)t->data;
-    for (int64_t i = 0; i < t->numel; i++) {
-        uint16_t h;
-        if (t->dtype == ST_F32) memcpy(&out[i], p + 4 * i, 4);
-        else if ((memcpy(&h, p + 2 * i, 2), t->dtype == ST_BF16)) out[i] = bf16_to_f32(h);
-        else out[i] = f16_to_f32(h);
-    }
-    return out;
-}
-
 // The fixture's double-quantized weight on the device, as bitsandbytes stored it.
 static Nf4Device fixture_upload(const SafeTensors *st, int64_t n, int blocksize) {
     Nf4Device q = nf4_alloc(1, n, blocksize);
@@ -309,7 +297,7 @@ static void fixture_check(const char *file, int blocksize) {
         }
     const StTensor *w = st_find(&st, "w");
     size_t n = (size_t)w->numel, nb = CEIL_DIV(n, (size_t)blocksize), nb2 = CEIL_DIV(nb, (size_t)NF4_DQ_BLOCK);
-    float *x = tensor_floats(w), bnb_offset;
+    float *x = st_to_f32(w), bnb_offset;
     memcpy(&bnb_offset, st_find(&st, "dq.offset")->data, 4);
 
     if (blocksize == NF4_BLOCKSIZE && w->dtype != ST_F16) {
@@ -344,7 +332,7 @@ static void fixture_check(const char *file, int blocksize) {
     cuda_check(cudaMalloc(&out, n * 2));
     nf4_dequantize(out, q, 0);
     uint16_t *got = host_copy((const uint16_t *)out, n), *want = (uint16_t *)xmalloc(n * 2);
-    float *bnb = tensor_floats(st_find(&st, "dequant"));
+    float *bnb = st_to_f32(st_find(&st, "dequant"));
     if (w->dtype == ST_F16) {  // train/nf4.c from the same stored arrays
         float *absmax = (float *)xmalloc(nb * 4), code[256], offset;
         memcpy(code, st_find(&st, "dq.code")->data, sizeof(code));

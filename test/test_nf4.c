@@ -22,18 +22,6 @@ static const StTensor *need(const SafeTensors *st, const char *name) {
     return t;
 }
 
-static float *as_f32(const StTensor *t) {
-    float *out = malloc((size_t)t->numel * sizeof(float) + 4);
-    const uint8_t *p = t->data;
-    for (int64_t i = 0; i < t->numel; i++) {
-        uint16_t h;
-        if (t->dtype == ST_F32) memcpy(&out[i], p + 4 * i, 4);
-        else if ((memcpy(&h, p + 2 * i, 2), t->dtype == ST_BF16)) out[i] = bf16_to_f32(h);
-        else out[i] = f16_to_f32(h);
-    }
-    return out;
-}
-
 static int same_bytes(const char *what, const void *a, const void *b, size_t n) {
     if (memcmp(a, b, n) == 0) return 1;
     for (size_t i = 0; i < n; i++)
@@ -59,7 +47,7 @@ static void check_fixture(const char *dir, const char *file, int blocksize) {
                    *doff = need(&st, "dq.offset"), *dcode = need(&st, "dq.code"), *deq = need(&st, "dequant");
     if (!w || !pp || !pa || !dp || !dqa || !da2 || !doff || !dcode || !deq) { CHECK(0); st_close(&st); return; }
     size_t n = (size_t)w->numel, nb = (n + (size_t)blocksize - 1) / (size_t)blocksize;
-    float *x = as_f32(w), *absmax = malloc(nb * 4), *ref_code = as_f32(dcode), code[256];
+    float *x = st_to_f32(w), *absmax = malloc(nb * 4), *ref_code = st_to_f32(dcode), code[256];
     uint8_t *packed = malloc(n / 2 + 1), *qabsmax = malloc(nb);
     float *absmax2 = malloc((nb / 256 + 1) * 4), *back = malloc(nb * 4), *out = malloc(n * 4);
 
@@ -85,7 +73,7 @@ static void check_fixture(const char *dir, const char *file, int blocksize) {
     // bitsandbytes returns it
     nf4_dequantize_absmax(qabsmax, absmax2, nb, ref_offset, code, back);
     nf4_dequantize(packed, back, n, blocksize, out);
-    float *want = as_f32(deq);
+    float *want = st_to_f32(deq);
     for (size_t i = 0; i < n; i++) {
         if (w->dtype == ST_BF16) out[i] = bf16_to_f32(f32_to_bf16(out[i]));
         if (w->dtype == ST_F16) out[i] = (float)(_Float16)out[i];

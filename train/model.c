@@ -27,19 +27,7 @@ const char *const proj_short[N_PROJ] = {"q_proj", "k_proj", "v_proj", "o_proj", 
 static float *load_float(const ModelFiles *f, const char *name, int64_t rows, int64_t cols, char *err) {
     int64_t shape[2] = {rows, cols};
     const StTensor *t = model_files_expect(f, name, -1, cols ? 2 : 1, shape, err);
-    if (!t) return NULL;
-    float *out = xmalloc((size_t)t->numel * sizeof(float));
-    const uint8_t *p = t->data;
-    for (int64_t i = 0; i < t->numel; i++) {
-        uint16_t h;
-        if (t->dtype == ST_F32) {
-            memcpy(&out[i], p + 4 * i, 4);
-            continue;
-        }
-        memcpy(&h, p + 2 * i, 2);
-        out[i] = t->dtype == ST_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
-    }
-    return out;
+    return t ? st_to_f32(t) : NULL;
 }
 
 static int load_linear(Linear *l, const ModelFiles *f, const ModelConfig *c, int layer, int p, int nf4, char *err) {

@@ -226,6 +226,21 @@ const StTensor *st_find(const SafeTensors *st, const char *name) {
     return NULL;
 }
 
+float *st_to_f32(const StTensor *t) {
+    float *out = xmalloc((size_t)t->numel * sizeof(float));
+    const uint8_t *p = t->data;
+    for (int64_t i = 0; i < t->numel; i++) {
+        uint16_t h;
+        if (t->dtype == ST_F32) {
+            memcpy(&out[i], p + 4 * i, 4);
+            continue;
+        }
+        memcpy(&h, p + 2 * i, 2);
+        out[i] = t->dtype == ST_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+    }
+    return out;
+}
+
 // ---------------------------------------------------------------------------------------
 // writing
 

@@ -61,6 +61,9 @@ int st_open(SafeTensors *st, const char *path, char *err);
 void st_close(SafeTensors *st);
 // The tensor with this name, or NULL.
 const StTensor *st_find(const SafeTensors *st, const char *name);
+// The values of a float tensor (F32, BF16 or F16; the caller checked) as float32, in a new
+// array (free it).
+float *st_to_f32(const StTensor *t);
 
 // A tensor to write: data holds numel(shape) x dtype size bytes.
 typedef struct {

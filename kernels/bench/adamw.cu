@@ -23,9 +23,6 @@
  * writes p, m, v: 7 · 4 = 28 bytes. The norm reads g: 4 bytes (plus 16 bytes per tensor
  * for the tables and 4 per block for the partials, counted too).
  */
-#include <math.h>
-#include <string.h>
-
 #include "../adamw.cuh"
 #include "bench.cuh"
 extern "C" {
@@ -42,15 +39,6 @@ static const size_t kLayerSizes[14] = {
     4096 * kRank, kRank * 4096, 14336 * kRank, kRank * 4096, 14336 * kRank, kRank * 14336, 4096 * kRank,
 };
 
-static void *host_alloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "error: out of host memory for %zu bytes\n", bytes);
-        exit(2);
-    }
-    return p;
-}
-
 static void random_fill(float *x, size_t n, unsigned *seed, float scale) {
     for (size_t i = 0; i < n; i++) {
         *seed = *seed * 1664525u + 1013904223u;  // a simple LCG is plenty for test data
@@ -62,7 +50,7 @@ static int run_size(size_t n, int repeat, ColdL2 cold) {
     // the tensor list: the per-layer sizes, repeated, the last tensor cut at n
     int count = 0;
     for (size_t off = 0; off < n; count++) off += kLayerSizes[count % 14];
-    size_t *offsets = (size_t *)host_alloc((size_t)(count + 1) * sizeof(size_t));
+    size_t *offsets = (size_t *)bench_malloc((size_t)(count + 1) * sizeof(size_t));
     offsets[0] = 0;
     for (int t = 0; t < count; t++) {
         size_t end = offsets[t] + kLayerSizes[t % 14];
@@ -70,12 +58,12 @@ static int run_size(size_t n, int repeat, ColdL2 cold) {
     }
 
     unsigned seed = 4321u + (unsigned)n;
-    float *p = (float *)host_alloc(n * sizeof(float)), *g = (float *)host_alloc(n * sizeof(float));
+    float *p = (float *)bench_malloc(n * sizeof(float)), *g = (float *)bench_malloc(n * sizeof(float));
     float *m = (float *)calloc(n ? n : 1, sizeof(float)), *v = (float *)calloc(n ? n : 1, sizeof(float));
-    float *got = (float *)host_alloc(n * sizeof(float));
-    float **parts = (float **)host_alloc((size_t)count * sizeof(float *));
-    float **dparts = (float **)host_alloc((size_t)count * sizeof(float *));
-    size_t *sizes = (size_t *)host_alloc((size_t)count * sizeof(size_t));
+    float *got = (float *)bench_malloc(n * sizeof(float));
+    float **parts = (float **)bench_malloc((size_t)count * sizeof(float *));
+    float **dparts = (float **)bench_malloc((size_t)count * sizeof(float *));
+    size_t *sizes = (size_t *)bench_malloc((size_t)count * sizeof(size_t));
     if (!m || !v) {
         fprintf(stderr, "error: out of host memory for %zu parameters\n", n);
         exit(2);
@@ -135,7 +123,7 @@ static int run_size(size_t n, int repeat, ColdL2 cold) {
     // test/test_cuda_adamw.cpp; m also of w1·|g| <= 0.1, for when it cancels), plus what
     // the GPU's clipping factor brings (from its fp32 norm, up to 16u from the CPU's):
     // 16u on g, 32u on g². 64u covers both.
-    float *gv = (float *)host_alloc(n * sizeof(float));
+    float *gv = (float *)bench_malloc(n * sizeof(float));
     cuda_check(cudaMemcpy(got, dm, n * sizeof(float), cudaMemcpyDeviceToHost));
     cuda_check(cudaMemcpy(gv, dv, n * sizeof(float), cudaMemcpyDeviceToHost));
     for (size_t i = 0; i < n; i++) {

@@ -28,61 +28,20 @@
  *                                      recomputation; the dQ kernel's recomputation of S and
  *                                      dP, two more, is not counted)
  * reported as TFLOP/s and % of the dense BF16 tensor peak (SMs x clock x 4096 FLOP/clk on
- * sm_90, 2048 on sm_80; see device_info.cu). The H100 targets this kernel is written for
+ * sm_90, 2048 on sm_80; bench.cuh). The H100 targets this kernel is written for
  * (forward >= 300, backward >= 250 TFLOP/s) have not been measured.
  */
-#include <math.h>
-#include <string.h>
-
 #include "../attention.cuh"
-
-static int attribute(cudaDeviceAttr a) {
-    int dev = 0, v = 0;
-    cuda_check(cudaGetDevice(&dev));
-    cuda_check(cudaDeviceGetAttribute(&v, a, dev));
-    return v;
-}
+#include "bench.cuh"
 
 struct Shape {
     int T, W, Hq, Hkv, D;
     int n_seg, seg_len[5];  // n_seg 0: one conversation
 };
 
-static void *host_alloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "error: out of host memory (%zu bytes)\n", bytes);
-        exit(2);
-    }
-    return p;
-}
-
-static float *random_bf16(__nv_bfloat16 **dev, size_t n, float lo, float hi, unsigned *seed) {
-    float *host = (float *)host_alloc(n * sizeof(float));
-    __nv_bfloat16 *bits = (__nv_bfloat16 *)host_alloc(n * sizeof(__nv_bfloat16));
-    for (size_t i = 0; i < n; i++) {
-        *seed = *seed * 1664525u + 1013904223u;  // a simple LCG is plenty for test data
-        bits[i] = __float2bfloat16(lo + (hi - lo) * (float)(*seed >> 8) / 16777216.0f);
-        host[i] = __bfloat162float(bits[i]);
-    }
-    cuda_check(cudaMalloc(dev, n * sizeof(__nv_bfloat16)));
-    cuda_check(cudaMemcpy(*dev, bits, n * sizeof(__nv_bfloat16), cudaMemcpyHostToDevice));
-    free(bits);
-    return host;
-}
-
-static float *to_host(const __nv_bfloat16 *dev, size_t n) {
-    __nv_bfloat16 *bits = (__nv_bfloat16 *)host_alloc(n * sizeof(__nv_bfloat16));
-    float *host = (float *)host_alloc(n * sizeof(float));
-    cuda_check(cudaMemcpy(bits, dev, n * sizeof(__nv_bfloat16), cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < n; i++) host[i] = __bfloat162float(bits[i]);
-    free(bits);
-    return host;
-}
-
 // Heads [h0, h0 + nh) of a [T, H, D] tensor, as a [T, nh, D] one.
 static float *heads(const float *x, int T, int H, int D, int h0, int nh) {
-    float *out = (float *)host_alloc((size_t)T * nh * D * sizeof(float));
+    float *out = (float *)bench_malloc((size_t)T * nh * D * sizeof(float));
     for (int t = 0; t < T; t++)
         memcpy(out + (size_t)t * nh * D, x + ((size_t)t * H + h0) * D, (size_t)nh * D * sizeof(float));
     return out;
@@ -90,8 +49,8 @@ static float *heads(const float *x, int T, int H, int D, int h0, int nh) {
 
 // Checks rows [first_row, T) of the GPU's heads [h0, h0 + nh) of a [T, H, D] tensor (D 1 for
 // lse) against exact values within tol; returns the number of mismatches.
-static size_t report(const char *what, const float *gpu, const double *exact, const double *tol, int T, int H, int D,
-                     int h0, int nh, int first_row, double *worst) {
+static size_t check_heads(const char *what, const float *gpu, const double *exact, const double *tol, int T, int H, int D,
+                          int h0, int nh, int first_row, double *worst) {
     size_t bad = 0;
     for (int t = first_row; t < T; t++)
         for (int x = 0; x < nh * D; x++) {
@@ -105,7 +64,7 @@ static size_t report(const char *what, const float *gpu, const double *exact, co
     return bad;
 }
 
-static int run_shape(const Shape &s, int repeat, double peak) {
+static int run_shape(const Shape &s, int repeat) {
     int T = s.T, Hq = s.Hq, Hkv = s.Hkv, D = s.D, G = Hq / Hkv;
     size_t nq = (size_t)T * Hq * D, nk = (size_t)T * Hkv * D, nr = (size_t)T * Hq;
     unsigned seed = 1234u + (unsigned)T * 31u + (unsigned)(Hq * 7 + D);
@@ -113,7 +72,7 @@ static int run_shape(const Shape &s, int repeat, double peak) {
     float *hq = random_bf16(&q, nq, -2, 2, &seed), *hk = random_bf16(&k, nk, -2, 2, &seed);
     float *hv = random_bf16(&v, nk, -1, 1, &seed), *hdout = random_bf16(&dout, nq, -1, 1, &seed);
     float *lse, *delta;
-    int32_t *seg = (int32_t *)host_alloc((size_t)T * sizeof(int32_t)), *dseg;
+    int32_t *seg = (int32_t *)bench_malloc((size_t)T * sizeof(int32_t)), *dseg;
     for (int c = 0, t = 0; c < (s.n_seg ? s.n_seg : 1); c++)
         for (int i = 0; i < (s.n_seg ? s.seg_len[c] : T); i++) seg[t++] = c;
     cuda_check(cudaMalloc(&out, nq * sizeof(__nv_bfloat16)));
@@ -130,28 +89,28 @@ static int run_shape(const Shape &s, int repeat, double peak) {
     attention_backward(dq, dk, dv, delta, q, k, v, out, dout, lse, dseg, T, Hq, Hkv, D, s.W, NULL, 0);
     cuda_check(cudaDeviceSynchronize());
     float *got_out = to_host(out, nq), *got_dq = to_host(dq, nq), *got_dk = to_host(dk, nk), *got_dv = to_host(dv, nk);
-    float *got_lse = (float *)host_alloc(nr * sizeof(float));
+    float *got_lse = (float *)bench_malloc(nr * sizeof(float));
     cuda_check(cudaMemcpy(got_lse, lse, nr * sizeof(float), cudaMemcpyDeviceToHost));
     // KV head 0's group: query heads [0, G), the GPU's out and lse as the backward's inputs
     float *gq = heads(hq, T, Hq, D, 0, G), *gk = heads(hk, T, Hkv, D, 0, 1), *gv = heads(hv, T, Hkv, D, 0, 1);
     float *gdout = heads(hdout, T, Hq, D, 0, G), *gout = heads(got_out, T, Hq, D, 0, G);
     float *glse = heads(got_lse, T, Hq, 1, 0, G);
     size_t gq_n = (size_t)T * G * D, gk_n = (size_t)T * D;
-    double *ex_out = (double *)host_alloc(gq_n * 8), *tol_out = (double *)host_alloc(gq_n * 8);
-    double *ex_lse = (double *)host_alloc((size_t)T * G * 8), *tol_lse = (double *)host_alloc((size_t)T * G * 8);
-    double *ex_dq = (double *)host_alloc(gq_n * 8), *tol_dq = (double *)host_alloc(gq_n * 8);
-    double *ex_dk = (double *)host_alloc(gk_n * 8), *tol_dk = (double *)host_alloc(gk_n * 8);
-    double *ex_dv = (double *)host_alloc(gk_n * 8), *tol_dv = (double *)host_alloc(gk_n * 8);
+    double *ex_out = (double *)bench_malloc(gq_n * 8), *tol_out = (double *)bench_malloc(gq_n * 8);
+    double *ex_lse = (double *)bench_malloc((size_t)T * G * 8), *tol_lse = (double *)bench_malloc((size_t)T * G * 8);
+    double *ex_dq = (double *)bench_malloc(gq_n * 8), *tol_dq = (double *)bench_malloc(gq_n * 8);
+    double *ex_dk = (double *)bench_malloc(gk_n * 8), *tol_dk = (double *)bench_malloc(gk_n * 8);
+    double *ex_dv = (double *)bench_malloc(gk_n * 8), *tol_dv = (double *)bench_malloc(gk_n * 8);
     int first_row = T > 256 ? T - 256 : 0;
     attention_forward_bounds(ex_out, ex_lse, tol_out, tol_lse, gq, gk, gv, seg, T, G, 1, D, s.W, first_row);
     attention_backward_bounds(ex_dq, ex_dk, ex_dv, tol_dq, tol_dk, tol_dv, gq, gk, gv, gout, gdout, glse, seg, T, G, 1,
                               D, s.W, first_row);
     double w_out = 0, w_lse = 0, w_dq = 0, w_dk = 0, w_dv = 0;
-    size_t bad = report("out", got_out, ex_out, tol_out, T, Hq, D, 0, G, first_row, &w_out);
-    bad += report("lse", got_lse, ex_lse, tol_lse, T, Hq, 1, 0, G, first_row, &w_lse);
-    bad += report("dq", got_dq, ex_dq, tol_dq, T, Hq, D, 0, G, first_row, &w_dq);
-    bad += report("dk", got_dk, ex_dk, tol_dk, T, Hkv, D, 0, 1, first_row, &w_dk);
-    bad += report("dv", got_dv, ex_dv, tol_dv, T, Hkv, D, 0, 1, first_row, &w_dv);
+    size_t bad = check_heads("out", got_out, ex_out, tol_out, T, Hq, D, 0, G, first_row, &w_out);
+    bad += check_heads("lse", got_lse, ex_lse, tol_lse, T, Hq, 1, 0, G, first_row, &w_lse);
+    bad += check_heads("dq", got_dq, ex_dq, tol_dq, T, Hq, D, 0, G, first_row, &w_dq);
+    bad += check_heads("dk", got_dk, ex_dk, tol_dk, T, Hkv, D, 0, 1, first_row, &w_dk);
+    bad += check_heads("dv", got_dv, ex_dv, tol_dv, T, Hkv, D, 0, 1, first_row, &w_dv);
     printf("T %d W %d heads %d/%d D %d, %d conversation(s): worst error / tolerance: out %.3f, lse %.3f, dq %.3f, "
            "dk %.3f, dv %.3f -> %s\n",
            T, s.W, Hq, Hkv, D, s.n_seg ? s.n_seg : 1, w_out, w_lse, w_dq, w_dk, w_dv,
@@ -160,34 +119,12 @@ static int run_shape(const Shape &s, int repeat, double peak) {
     if (repeat > 0) {  // then speed (not with --check)
         double visible = 0;  // (query, key) pairs per head
         for (int i = 0; i < T; i++) visible += i - attention_first_key(seg, i, s.W) + 1;
-        double fwd_flop = 4.0 * D * visible * Hq, bwd_flop = 10.0 * D * visible * Hq;
-        cudaEvent_t start, stop;
-        cuda_check(cudaEventCreate(&start));
-        cuda_check(cudaEventCreate(&stop));
-        float ms[2];
-        for (int pass = 0; pass < 2; pass++) {
-            for (int r = -1; r < repeat; r++) {  // r = -1: warm-up
-                if (r == 0) cuda_check(cudaEventRecord(start));
-                if (pass == 0)
-                    attention_forward(out, lse, q, k, v, dseg, T, Hq, Hkv, D, s.W, NULL, 0);
-                else
-                    attention_backward(dq, dk, dv, delta, q, k, v, out, dout, lse, dseg, T, Hq, Hkv, D, s.W, NULL, 0);
-            }
-            cuda_check(cudaEventRecord(stop));
-            cuda_check(cudaEventSynchronize(stop));
-            cuda_check(cudaEventElapsedTime(&ms[pass], start, stop));
-            ms[pass] /= repeat;
-        }
-        const char *names[2] = {"forward ", "backward"};
-        double flop[2] = {fwd_flop, bwd_flop};
-        for (int pass = 0; pass < 2; pass++) {
-            double tflops = flop[pass] / (ms[pass] / 1e3) / 1e12;
-            printf("  %s %9.3f ms  %7.1f TFLOP/s", names[pass], ms[pass], tflops);
-            if (peak > 0) printf("  %5.1f%% of the dense BF16 peak", 100.0 * tflops * 1e12 / peak);
-            printf("\n");
-        }
-        cuda_check(cudaEventDestroy(start));
-        cuda_check(cudaEventDestroy(stop));
+        print_flops("forward",
+                    time_warm([&] { attention_forward(out, lse, q, k, v, dseg, T, Hq, Hkv, D, s.W, NULL, 0); }, repeat),
+                    4.0 * D * visible * Hq);
+        print_flops("backward", time_warm([&] {
+            attention_backward(dq, dk, dv, delta, q, k, v, out, dout, lse, dseg, T, Hq, Hkv, D, s.W, NULL, 0);
+        }, repeat), 10.0 * D * visible * Hq);
     }
 
     free(hq), free(hk), free(hv), free(hdout), free(seg), free(got_out), free(got_dq), free(got_dk), free(got_dv);
@@ -258,13 +195,12 @@ int main(int argc, char **argv) {
     cudaDeviceProp p;
     cuda_check(cudaGetDevice(&dev));
     cuda_check(cudaGetDeviceProperties(&p, dev));
-    int flops_per_clk = p.major >= 9 ? 4096 : p.major == 8 && p.minor == 0 ? 2048 : 0;
-    double peak = (double)p.multiProcessorCount * attribute(cudaDevAttrClockRate) * 1e3 * flops_per_clk;
+    double peak = bf16_peak();
     if (peak > 0)
         printf("%s: dense BF16 tensor peak %.1f TFLOP/s; %d timed runs each\n", p.name, peak / 1e12, repeat);
     else
         printf("%s: dense BF16 peak not tabulated for sm_%d%d; %d timed runs each\n", p.name, p.major, p.minor, repeat);
     int failed = 0;
-    for (int i = 0; i < n_shapes; i++) failed |= run_shape(shapes[i], repeat, peak);
+    for (int i = 0; i < n_shapes; i++) failed |= run_shape(shapes[i], repeat);
     return failed ? 2 : 0;
 }

@@ -1,22 +1,34 @@
 /*
- * bench.cuh: what the kernel benches in kernels/bench/ share (each bench is one program that
+ * bench.cuh: what the programs of kernels/bench/ share (each bench is one program that
  * checks a kernel against its CPU reference and times it, in llm.c's dev/cuda manner).
  *
  * - device_attribute(a): an attribute of the current device.
  * - dram_peak(): the DRAM bandwidth peak in bytes/s, 2 · memory clock · bus width (double
- *   data rate), as device_info computes it: the denominator of every "% of DRAM peak".
+ *   data rate): the denominator of every "% of DRAM peak".
+ * - bf16_peak(): the dense BF16 tensor-core peak in FLOP/s, SMs x SM clock x FLOPs per clock
+ *   per SM (4096 on sm_90, 2048 on sm_80; reference/gpu-targets-and-emulation.md §1.1): the
+ *   denominator of every "% of BF16 peak"; 0 where the FLOPs per clock are not tabulated.
+ * - bench_malloc(bytes): host memory, or exit 2 with a message.
  * - random_bf16(&dev, n, lo, hi, &seed): n bf16 uniform in [lo, hi) on the device; returns
  *   the same values as floats on the host (free them).
  * - to_host(dev, n): n bf16 from the device as floats on the host (free them).
  * - ColdL2: a buffer twice the L2 size (cold_l2_create, which prints the DRAM peak and the
  *   timing plan); time_cold(run, repeat, cold) times `run` in milliseconds, averaged over
  *   `repeat` calls, each after writing that buffer so that the kernel's inputs come from DRAM.
+ *   time_warm(run, repeat) is the same without the flush, for compute-bound kernels that
+ *   re-read their inputs from L2 by design. Both make one untimed warm-up call first: the
+ *   first call of a program pays one-time costs that are not the kernel's (loading the
+ *   module, lazily, on its first launch; cuBLASLt's algorithm search and plan caching).
  * - report(what, got, ref, tol, n, &worst): counts the elements with |got - ref| > tol,
  *   prints the first few, and raises worst to the largest |got - ref| / tol.
  * - print_bandwidth(what, ms, bytes): one line of time, GB/s and % of the DRAM peak.
- * - bench_args(argc, argv, per_shape, usage): the command line every bench takes,
- *   [--repeat R | --check] [shape ...] with each shape `per_shape` positive integers;
- *   anything else prints `usage` and exits with status 1.
+ * - print_flops(what, ms, flops): one line of time, TFLOP/s and % of the BF16 peak.
+ * - bench_args(argc, argv, per_shape, repeat, usage, options): the command line every bench
+ *   takes, [--repeat R | --check] [shape ...] with each shape `per_shape` positive integers
+ *   and R `repeat` by default, plus the bench's own options that take a value (a NULL-ended
+ *   list of names, e.g. "--chunk"; a.option[i] is the value given to options[i], or NULL);
+ *   anything else prints `usage` and exits with status 1. default_shapes(&a, check, timed)
+ *   fills in the bench's shapes when none are given: `check` with --check, else `timed`.
  */
 #ifndef PERSONA_BENCH_CUH
 #define PERSONA_BENCH_CUH
@@ -38,6 +50,14 @@ static inline int device_attribute(cudaDeviceAttr a) {
 static inline double dram_peak(void) {
     return 2.0 * device_attribute(cudaDevAttrMemoryClockRate) * 1e3 *
            device_attribute(cudaDevAttrGlobalMemoryBusWidth) / 8;
+}
+
+static inline double bf16_peak(void) {
+    int major = device_attribute(cudaDevAttrComputeCapabilityMajor);
+    int minor = device_attribute(cudaDevAttrComputeCapabilityMinor);
+    int flops_per_clk = major >= 9 ? 4096 : major == 8 && minor == 0 ? 2048 : 0;
+    return (double)device_attribute(cudaDevAttrMultiProcessorCount) * device_attribute(cudaDevAttrClockRate) * 1e3 *
+           flops_per_clk;
 }
 
 static inline void *bench_malloc(size_t bytes) {
@@ -86,14 +106,17 @@ static inline ColdL2 cold_l2_create(int repeat) {
     return c;
 }
 
+// The mean milliseconds of `run` over `repeat` calls after one warm-up call (see the top
+// comment), each call after a write of cold->flush when cold is not NULL.
 template <typename F>
-static inline float time_cold(F run, int repeat, ColdL2 cold) {
+static inline float time_runs(F run, int repeat, const ColdL2 *cold) {
     cudaEvent_t start, stop;
     cuda_check(cudaEventCreate(&start));
     cuda_check(cudaEventCreate(&stop));
+    run();
     float total = 0;
     for (int i = 0; i < repeat; i++) {
-        cuda_check(cudaMemset(cold.flush, i & 0xff, cold.bytes));
+        if (cold) cuda_check(cudaMemset(cold->flush, i & 0xff, cold->bytes));
         cuda_check(cudaEventRecord(start));
         run();
         cuda_check(cudaEventRecord(stop));
@@ -107,8 +130,18 @@ static inline float time_cold(F run, int repeat, ColdL2 cold) {
     return total / repeat;
 }
 
+template <typename F>
+static inline float time_cold(F run, int repeat, ColdL2 cold) {
+    return time_runs(run, repeat, &cold);
+}
+
+template <typename F>
+static inline float time_warm(F run, int repeat) {
+    return time_runs(run, repeat, (const ColdL2 *)NULL);
+}
+
 static inline size_t report(const char *what, const float *got, const float *ref, const float *tol, size_t n,
-                     double *worst) {
+                            double *worst) {
     size_t bad = 0;
     for (size_t i = 0; i < n; i++) {
         double e = fabs((double)got[i] - ref[i]);
@@ -124,20 +157,41 @@ static inline void print_bandwidth(const char *what, float ms, double bytes) {
            100.0 * bytes / (ms / 1e3) / dram_peak());
 }
 
+static inline void print_flops(const char *what, float ms, double flops) {
+    double peak = bf16_peak();
+    printf("  %-9s %9.4f ms  %7.1f TFLOP/s  %5.1f%% of BF16 peak\n", what, ms, flops / ms / 1e9,
+           peak > 0 ? 100.0 * flops / (ms / 1e3) / peak : 0.0);
+}
+
+#define BENCH_MAX_OPTIONS 4
+
 struct BenchArgs {
     int repeat, check, n;  // n numbers in shape[]
-    int shape[64];
+    int shape[96];
+    const char *option[BENCH_MAX_OPTIONS];
 };
 
-static inline BenchArgs bench_args(int argc, char **argv, int per_shape, const char *usage) {
+static inline BenchArgs bench_args(int argc, char **argv, int per_shape, int repeat, const char *usage,
+                                   const char *const *options = NULL) {
     BenchArgs a;
-    a.repeat = 50, a.check = 0, a.n = 0;
+    memset(&a, 0, sizeof(a));
+    a.repeat = repeat;
+    int n_options = 0;
+    while (options && options[n_options]) n_options++;
+    if (n_options > BENCH_MAX_OPTIONS) {
+        fprintf(stderr, "error: a bench takes at most %d options of its own\n", BENCH_MAX_OPTIONS);
+        exit(1);
+    }
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--repeat") && i + 1 < argc && atoi(argv[i + 1]) > 0) {
+        int o = 0;
+        while (o < n_options && strcmp(argv[i], options[o])) o++;
+        if (o < n_options && i + 1 < argc) {
+            a.option[o] = argv[++i];
+        } else if (!strcmp(argv[i], "--repeat") && i + 1 < argc && atoi(argv[i + 1]) > 0) {
             a.repeat = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--check")) {
             a.check = 1;
-        } else if (a.n < 64 && atoi(argv[i]) > 0) {
+        } else if (a.n < 96 && atoi(argv[i]) > 0) {
             a.shape[a.n++] = atoi(argv[i]);
         } else {
             fprintf(stderr, "usage: %s\n", usage);
@@ -150,6 +204,14 @@ static inline BenchArgs bench_args(int argc, char **argv, int per_shape, const c
     }
     if (a.check) a.repeat = 0;
     return a;
+}
+
+template <int C, int T>
+static inline void default_shapes(BenchArgs *a, const int (&check)[C], const int (&timed)[T]) {
+    static_assert(C <= 96 && T <= 96, "BenchArgs holds 96 numbers");
+    if (a->n) return;
+    a->n = a->check ? C : T;
+    memcpy(a->shape, a->check ? check : timed, (size_t)a->n * sizeof(int));
 }
 
 #endif

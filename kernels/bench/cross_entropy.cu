@@ -22,15 +22,13 @@
  * Timing: the whole call (gather, the GEMMs, the softmax kernels, the scatter, the loss sum,
  * and its one host synchronisation), cold L2, R runs. Reported per token and per trained
  * token, and as effective TFLOP/s counting the two GEMMs, 4·H·V FLOPs per trained token, and
- * as % of the dense BF16 tensor peak (SMs x clock x FLOPs/clk/SM, as device_info).
+ * as % of the dense BF16 tensor peak (SMs x clock x FLOPs/clk/SM, bench.cuh).
  *
  * Default shapes: Mistral-7B v0.3 (H 4096, V 32768) and Mistral-Nemo (H 5120, V 131072) at
  * 4096 and 16384 tokens.
  */
-#include <string.h>
-
-#include "../bench.cuh"
 #include "../cross_entropy.cuh"
+#include "bench.cuh"
 extern "C" {
 #include "../../train/cross_entropy.h"
 }
@@ -43,19 +41,6 @@ struct Shape {
 
 static const Shape kAwkward[] = {{37, 64, 1000}, {1, 16, 1000}, {12, 32, 32771}, {40, 8, 3}, {300, 4096, 1003}};
 static const Shape kMistral[] = {{4096, 4096, 32768}, {16384, 4096, 32768}, {4096, 5120, 131072}, {16384, 5120, 131072}};
-
-static float *to_host(const __nv_bfloat16 *dev, size_t n) {
-    __nv_bfloat16 *bits = (__nv_bfloat16 *)malloc(n * sizeof(__nv_bfloat16));
-    float *host = (float *)malloc(n * sizeof(float));
-    if (!bits || !host) {
-        fprintf(stderr, "error: out of host memory\n");
-        exit(2);
-    }
-    cuda_check(cudaMemcpy(bits, dev, n * sizeof(__nv_bfloat16), cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < n; i++) host[i] = __bfloat162float(bits[i]);
-    free(bits);
-    return host;
-}
 
 struct Device {
     const __nv_bfloat16 *X, *W;
@@ -74,20 +59,16 @@ static int run(const Device &d, const Shape &s, int chunk, const float *weights,
     return n;
 }
 
-static size_t run_shape(const Shape &s, int chunk, double trained, int full, int repeat, double peak) {
+static size_t run_shape(const Shape &s, int chunk, double trained, int full, int repeat, ColdL2 cold) {
     unsigned seed = 99u + (unsigned)s.T * 13u + (unsigned)s.H * 7u + (unsigned)s.V;
     size_t xn = (size_t)s.T * s.H, wn = (size_t)s.V * s.H;
     Device d;
     __nv_bfloat16 *X, *W;
-    float *hX = bench_random_bf16(&X, xn, -2, 2, &seed), *hW = bench_random_bf16(&W, wn, -1, 1, &seed);
+    float *hX = random_bf16(&X, xn, -2, 2, &seed), *hW = random_bf16(&W, wn, -1, 1, &seed);
     d.X = X, d.W = W;
-    int32_t *targets = (int32_t *)malloc(s.T * sizeof(int32_t));
-    float *weights = (float *)malloc(s.T * sizeof(float)), *checked = (float *)malloc(s.T * sizeof(float));
-    float *ref_dx = (float *)malloc(xn * sizeof(float)), *tol = (float *)malloc(xn * sizeof(float));
-    if (!targets || !weights || !checked || !ref_dx || !tol) {
-        fprintf(stderr, "error: out of host memory\n");
-        exit(2);
-    }
+    int32_t *targets = (int32_t *)bench_malloc(s.T * sizeof(int32_t));
+    float *weights = (float *)bench_malloc(s.T * sizeof(float)), *checked = (float *)bench_malloc(s.T * sizeof(float));
+    float *ref_dx = (float *)bench_malloc(xn * sizeof(float)), *tol = (float *)bench_malloc(xn * sizeof(float));
     int n_trained = 0;
     for (int t = 0; t < s.T; t++) {
         seed = seed * 1664525u + 1013904223u;
@@ -144,16 +125,14 @@ static size_t run_shape(const Shape &s, int chunk, double trained, int full, int
 
     if (repeat > 0) {
         cuda_check(cudaMemcpy(d.weights, weights, s.T * sizeof(float), cudaMemcpyHostToDevice));
-        float ms = bench_time_cold(
+        float ms = time_cold(
             [&] {
                 cross_entropy_forward_backward(&mm, d.loss, d.dX, d.X, d.W, d.targets, d.weights, s.T, s.H, s.V,
                                                chunk, grad_scale, d.scratch, 0);
             },
-            repeat);
-        double flops = 4.0 * s.H * (double)s.V * n_trained;
-        printf("  %9.3f ms  %7.3f us/token  %7.3f us/trained token  %6.1f TFLOP/s  %5.1f%% of BF16 peak\n", ms,
-               1e3 * ms / s.T, n_trained ? 1e3 * ms / n_trained : 0.0, flops / ms / 1e9,
-               peak > 0 ? 100.0 * flops / (ms / 1e3) / peak : 0.0);
+            repeat, cold);
+        print_flops("LM head", ms, 4.0 * s.H * (double)s.V * n_trained);
+        printf("  %7.3f us/token  %7.3f us/trained token\n", 1e3 * ms / s.T, n_trained ? 1e3 * ms / n_trained : 0.0);
     }
     free(hX), free(hW), free(targets), free(weights), free(checked), free(ref_dx), free(tol), free(got_dx);
     cuda_check(cudaFree(X)), cuda_check(cudaFree(W)), cuda_check(cudaFree(d.targets)), cuda_check(cudaFree(d.weights));
@@ -168,47 +147,34 @@ static int default_chunk(const Shape &s) {
 }
 
 int main(int argc, char **argv) {
-    int repeat = 10, check = 0, chunk = 0, nvals = 0, vals[96];
-    double trained = 0.5;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--repeat") && i + 1 < argc) {
-            repeat = atoi(argv[++i]);
-        } else if (!strcmp(argv[i], "--chunk") && i + 1 < argc) {
-            chunk = atoi(argv[++i]);
-        } else if (!strcmp(argv[i], "--trained") && i + 1 < argc) {
-            trained = atof(argv[++i]);
-        } else if (!strcmp(argv[i], "--check")) {
-            check = 1;
-        } else if (nvals < 96 && atoi(argv[i]) > 0) {
-            vals[nvals++] = atoi(argv[i]);
-        } else {
-            nvals = -1;
-            break;
-        }
-    }
-    if (nvals < 0 || nvals % 3 || repeat < 1 || trained < 0 || trained > 1 || chunk < 0) {
-        fprintf(stderr, "usage: cross_entropy [--repeat R | --check] [--chunk C (0: default)] [--trained F in 0..1] [T H V ...]\n");
+    const char *usage = "cross_entropy [--repeat R | --check] [--chunk C (0: default)] [--trained F in 0..1] [T H V ...]";
+    const char *const options[] = {"--chunk", "--trained", NULL};
+    BenchArgs a = bench_args(argc, argv, 3, 10, usage, options);
+    int chunk = a.option[0] ? atoi(a.option[0]) : 0;
+    double trained = a.option[1] ? atof(a.option[1]) : 0.5;
+    if (trained < 0 || trained > 1 || chunk < 0) {
+        fprintf(stderr, "usage: %s\n", usage);
         return 1;
     }
     void *workspace;
     cuda_check(cudaMalloc(&workspace, MATMUL_WORKSPACE_BYTES));
     matmul_create(&mm, workspace, MATMUL_WORKSPACE_BYTES);
-    double peak = bench_bf16_peak();
-    printf("dense BF16 peak %.1f TFLOP/s; %s\n", peak / 1e12, check ? "validation only" : "timed with a cold L2");
+    printf("dense BF16 peak %.1f TFLOP/s; %s\n", bf16_peak() / 1e12, a.check ? "validation only" : "timed with a cold L2");
+    ColdL2 cold = cold_l2_create(a.repeat);
     size_t bad = 0;
-    if (nvals) {
-        for (int i = 0; i < nvals; i += 3) {
-            Shape s = {vals[i], vals[i + 1], vals[i + 2]};
-            bad += run_shape(s, chunk ? chunk : default_chunk(s), trained, 0, check ? 0 : repeat, peak);
+    if (a.n) {
+        for (int i = 0; i < a.n; i += 3) {
+            Shape s = {a.shape[i], a.shape[i + 1], a.shape[i + 2]};
+            bad += run_shape(s, chunk ? chunk : default_chunk(s), trained, 0, a.repeat, cold);
         }
     } else {
-        if (check)  // chunks that do not divide the trained tokens; all trained, half, none
+        if (a.check)  // chunks that do not divide the trained tokens; all trained, half, none
             for (const Shape &s : kAwkward)
-                for (double f : {1.0, 0.5, 0.0}) bad += run_shape(s, chunk ? chunk : 7, f, 1, 0, peak);
+                for (double f : {1.0, 0.5, 0.0}) bad += run_shape(s, chunk ? chunk : 7, f, 1, 0, cold);
         for (const Shape &s : kMistral)
-            bad += run_shape(s, chunk ? chunk : default_chunk(s), trained, 0, check ? 0 : repeat, peak);
+            bad += run_shape(s, chunk ? chunk : default_chunk(s), trained, 0, a.repeat, cold);
     }
     matmul_destroy(&mm);
-    cuda_check(cudaFree(workspace));
+    cuda_check(cudaFree(workspace)), cuda_check(cudaFree(cold.flush));
     return bad ? 2 : 0;
 }

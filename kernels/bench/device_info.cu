@@ -14,71 +14,50 @@
  *   ./device_info [--mib N]   (copy size, default 1024 MiB)
  *   ./device_info --check     the same (`make test-gpu` passes --check to every program)
  */
-#include <string.h>
-
-#include "../common.cuh"
+#include "bench.cuh"
 
 __global__ void copy_float4(float4 *dst, const float4 *src, size_t n) {
     size_t stride = (size_t)gridDim.x * blockDim.x;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) dst[i] = src[i];
 }
 
-static int attribute(cudaDeviceAttr a, int dev) {
-    int v = 0;
-    cuda_check(cudaDeviceGetAttribute(&v, a, dev));
-    return v;
-}
-
+// The device's properties and peaks; bench.cuh's helpers ask the current device.
 static void describe(int dev, size_t bytes) {
+    cuda_check(cudaSetDevice(dev));
     cudaDeviceProp p;
     cuda_check(cudaGetDeviceProperties(&p, dev));
     int sms = p.multiProcessorCount;
-    double sm_clock_hz = attribute(cudaDevAttrClockRate, dev) * 1e3;       // reported in kHz
-    double mem_clock_hz = attribute(cudaDevAttrMemoryClockRate, dev) * 1e3;  // kHz
-    int bus_bits = attribute(cudaDevAttrGlobalMemoryBusWidth, dev);
-    int flops_per_clk = p.major >= 9 ? 4096 : p.major == 8 && p.minor == 0 ? 2048 : 0;
-    double bf16_peak = (double)sms * sm_clock_hz * flops_per_clk;
-    double dram_peak = 2.0 * mem_clock_hz * bus_bits / 8.0;
+    double sm_clock_hz = device_attribute(cudaDevAttrClockRate) * 1e3;  // reported in kHz
+    int bus_bits = device_attribute(cudaDevAttrGlobalMemoryBusWidth);
+    double bf16 = bf16_peak(), dram = dram_peak();
     printf("device %d: %s, sm_%d%d, %d SMs, %.1f GiB, SM clock %.0f MHz, %d-bit bus\n", dev, p.name,
            p.major, p.minor, sms, (double)p.totalGlobalMem / (1 << 30), sm_clock_hz / 1e6, bus_bits);
     printf("  shared memory per block (opt-in) %zu KiB, per SM %zu KiB, registers per SM %d\n",
            p.sharedMemPerBlockOptin / 1024, p.sharedMemPerMultiprocessor / 1024, p.regsPerMultiprocessor);
-    if (flops_per_clk)
-        printf("  dense BF16 tensor peak %.1f TFLOP/s (at the reported max SM clock)\n", bf16_peak / 1e12);
+    if (bf16 > 0)
+        printf("  dense BF16 tensor peak %.1f TFLOP/s (at the reported max SM clock)\n", bf16 / 1e12);
     else
         printf("  dense BF16 tensor peak: not tabulated for sm_%d%d\n", p.major, p.minor);
-    printf("  DRAM peak %.0f GB/s\n", dram_peak / 1e9);
+    printf("  DRAM peak %.0f GB/s\n", dram / 1e9);
 
-    cuda_check(cudaSetDevice(dev));
     size_t n = bytes / sizeof(float4);
     float4 *a, *b;
     cuda_check(cudaMalloc(&a, n * sizeof(float4)));
     cuda_check(cudaMalloc(&b, n * sizeof(float4)));
     cuda_check(cudaMemset(a, 0x3f, n * sizeof(float4)));
-    cudaEvent_t start, stop;
-    cuda_check(cudaEventCreate(&start));
-    cuda_check(cudaEventCreate(&stop));
     int blocks = sms * 8, threads = 256, reps = 20;
-    LAUNCH(copy_float4, blocks, threads, 0, 0, b, a, n);  // warm-up
-    cuda_check(cudaEventRecord(start));
-    for (int r = 0; r < reps; r++) LAUNCH(copy_float4, blocks, threads, 0, 0, b, a, n);
-    cuda_check(cudaEventRecord(stop));
-    cuda_check(cudaEventSynchronize(stop));
-    float ms = 0;
-    cuda_check(cudaEventElapsedTime(&ms, start, stop));
+    float ms = time_warm([&] { LAUNCH(copy_float4, blocks, threads, 0, 0, b, a, n); }, reps);
     float4 first, last;
     cuda_check(cudaMemcpy(&first, b, sizeof(float4), cudaMemcpyDeviceToHost));
     cuda_check(cudaMemcpy(&last, b + n - 1, sizeof(float4), cudaMemcpyDeviceToHost));
     float want;
     memset(&want, 0x3f, sizeof(want));
     int ok = first.x == want && last.w == want;
-    double gbps = 2.0 * (double)(n * sizeof(float4)) * reps / (ms / 1e3) / 1e9;  // read + write
+    double gbps = 2.0 * (double)(n * sizeof(float4)) / (ms / 1e3) / 1e9;  // read + write
     printf("  copy kernel: %.0f GB/s = %.1f%% of DRAM peak (%zu MiB, %d reps), result %s\n", gbps,
-           100.0 * gbps * 1e9 / dram_peak, bytes >> 20, reps, ok ? "correct" : "WRONG");
+           100.0 * gbps * 1e9 / dram, bytes >> 20, reps, ok ? "correct" : "WRONG");
     cuda_check(cudaFree(a));
     cuda_check(cudaFree(b));
-    cuda_check(cudaEventDestroy(start));
-    cuda_check(cudaEventDestroy(stop));
     if (!ok) exit(2);
 }
 

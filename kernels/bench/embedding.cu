@@ -63,16 +63,12 @@ static int run_shape(int N, int vocab, int C, int repeat, ColdL2 cold) {
 
 int main(int argc, char **argv) {
     BenchArgs a =
-        bench_args(argc, argv, 3, "embedding [--repeat R | --check] [N V C ...]   (tokens, vocabulary, width)");
-    if (a.n == 0 && a.check) {  // awkward shapes: one token, odd widths (element path), packs
-        const int defaults[] = {1, 1, 1, 3, 5, 7, 17, 100, 4096, 64, 1000, 131, 9, 32768, 4104};
-        memcpy(a.shape, defaults, sizeof(defaults));
-        a.n = 15;
-    } else if (a.n == 0) {  // Mistral-7B v0.3 at 4k and 16k tokens, Nemo at 8k, one token
-        const int defaults[] = {4096, 32768, 4096, 16384, 32768, 4096, 8192, 131072, 5120, 1, 131072, 5120};
-        memcpy(a.shape, defaults, sizeof(defaults));
-        a.n = 12;
-    }
+        bench_args(argc, argv, 3, 50, "embedding [--repeat R | --check] [N V C ...]   (tokens, vocabulary, width)");
+    // with --check, awkward shapes: one token, odd widths (element path), packs
+    const int awkward[] = {1, 1, 1, 3, 5, 7, 17, 100, 4096, 64, 1000, 131, 9, 32768, 4104};
+    // Mistral-7B v0.3 at 4k and 16k tokens, Nemo at 8k, one token
+    const int timed[] = {4096, 32768, 4096, 16384, 32768, 4096, 8192, 131072, 5120, 1, 131072, 5120};
+    default_shapes(&a, awkward, timed);
     ColdL2 cold = cold_l2_create(a.repeat);
     int failed = 0;
     for (int i = 0; i < a.n; i += 3) failed |= run_shape(a.shape[i], a.shape[i + 1], a.shape[i + 2], a.repeat, cold);

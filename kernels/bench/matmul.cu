@@ -14,16 +14,14 @@
  * each large shape (beta 0 and 1), against a double-precision product of the same bf16
  * inputs, within matmul_tolerance (the same bound as the harness test). Then each shape is
  * timed over R runs with a cold L2 (beta 0) and reported as TFLOP/s, counting 2·M·N·K FLOPs,
- * and as % of the dense BF16 tensor peak (SMs x clock x FLOPs/clk/SM, as device_info).
+ * and as % of the dense BF16 tensor peak (SMs x clock x FLOPs/clk/SM, bench.cuh).
  *
  * Default shapes: tokens T = 4096 of Mistral-7B (hidden 4096, k/v 1024, MLP 14336, LoRA rank
  * 16). Forward x·Wᵀ (NT) for q/o, k/v, gate/up and down; the input gradients dy·W (NN); the
  * LoRA products x·Aᵀ and (x·Aᵀ)·Bᵀ (NT), dy·B (NN) and the weight gradients dyᵀ·… (TN).
  */
-#include <string.h>
-
-#include "../bench.cuh"
 #include "../matmul.cuh"
+#include "bench.cuh"
 
 struct Shape {
     int M, N, K, trans_a, trans_b;
@@ -48,11 +46,7 @@ static float read_out(const void *host, MatmulType type, size_t i) {
 static size_t validate(const Shape &s, MatmulType type, float beta, size_t samples, const __nv_bfloat16 *A,
                        const float *hA, const __nv_bfloat16 *B, const float *hB, void *out, unsigned *seed) {
     size_t n = (size_t)s.M * s.N, esize = type == MATMUL_BF16 ? 2 : 4;
-    unsigned char *before = (unsigned char *)malloc(n * esize), *after = (unsigned char *)malloc(n * esize);
-    if (!before || !after) {
-        fprintf(stderr, "error: out of host memory\n");
-        exit(2);
-    }
+    unsigned char *before = (unsigned char *)bench_malloc(n * esize), *after = (unsigned char *)bench_malloc(n * esize);
     for (size_t i = 0; i < n; i++) {  // what beta multiplies (or, with beta 0, must be ignored: NaN)
         *seed = *seed * 1664525u + 1013904223u;
         float v = beta != 0 ? (float)(*seed >> 8) / 8388608.0f - 1.0f : NAN;
@@ -95,11 +89,11 @@ static size_t validate(const Shape &s, MatmulType type, float beta, size_t sampl
 }
 
 // Validates a shape (both beta values; both output types when awkward), then times it.
-static size_t run_shape(const Shape &s, int awkward, MatmulType timed_type, int repeat, double peak) {
+static size_t run_shape(const Shape &s, int awkward, MatmulType timed_type, int repeat, ColdL2 cold) {
     unsigned seed = 1234u + (unsigned)s.M * 31u + (unsigned)s.N * 7u + (unsigned)s.K;
     size_t a_n = (size_t)s.M * s.K, b_n = (size_t)s.K * s.N;
     __nv_bfloat16 *A, *B;
-    float *hA = bench_random_bf16(&A, a_n, -1, 1, &seed), *hB = bench_random_bf16(&B, b_n, -1, 1, &seed);
+    float *hA = random_bf16(&A, a_n, -1, 1, &seed), *hB = random_bf16(&B, b_n, -1, 1, &seed);
     void *out;
     cuda_check(cudaMalloc(&out, (size_t)s.M * s.N * sizeof(float)));
     size_t bad = 0;
@@ -110,11 +104,9 @@ static size_t run_shape(const Shape &s, int awkward, MatmulType timed_type, int 
         bad += validate(s, type, 1.0f, awkward ? 0 : 512, A, hA, B, hB, out, &seed);
     }
     if (repeat > 0) {
-        float ms = bench_time_cold([&] { matmul(&mm, out, timed_type, A, s.trans_a, B, s.trans_b, s.M, s.N, s.K, 1, 0, 0); },
-                                   repeat);
-        double flops = 2.0 * s.M * s.N * s.K;
-        printf("  %9.4f ms  %7.1f TFLOP/s  %5.1f%% of BF16 peak\n", ms, flops / ms / 1e9,
-               peak > 0 ? 100.0 * flops / (ms / 1e3) / peak : 0.0);
+        float ms = time_cold([&] { matmul(&mm, out, timed_type, A, s.trans_a, B, s.trans_b, s.M, s.N, s.K, 1, 0, 0); },
+                             repeat, cold);
+        print_flops("matmul", ms, 2.0 * s.M * s.N * s.K);
     }
     free(hA), free(hB);
     cuda_check(cudaFree(A)), cuda_check(cudaFree(B)), cuda_check(cudaFree(out));
@@ -154,20 +146,20 @@ int main(int argc, char **argv) {
     void *workspace;
     cuda_check(cudaMalloc(&workspace, MATMUL_WORKSPACE_BYTES));
     matmul_create(&mm, workspace, MATMUL_WORKSPACE_BYTES);
-    double peak = bench_bf16_peak();
-    printf("dense BF16 peak %.1f TFLOP/s; %s\n", peak / 1e12,
+    printf("dense BF16 peak %.1f TFLOP/s; %s\n", bf16_peak() / 1e12,
            check ? "validation only" : "timed with a cold L2 (beta 0)");
+    ColdL2 cold = cold_l2_create(check ? 0 : repeat);
     size_t bad = 0;
     if (nshapes == 0) {
         if (check)
             for (const Shape &s : kAwkward)
-                for (int t = 0; t < 4; t++) bad += run_shape({s.M, s.N, s.K, t >> 1, t & 1}, 1, type, 0, peak);
-        for (const Shape &s : kMistral) bad += run_shape(s, 0, type, check ? 0 : repeat, peak);
+                for (int t = 0; t < 4; t++) bad += run_shape({s.M, s.N, s.K, t >> 1, t & 1}, 1, type, 0, cold);
+        for (const Shape &s : kMistral) bad += run_shape(s, 0, type, check ? 0 : repeat, cold);
     } else {
-        for (int i = 0; i < nshapes; i++) bad += run_shape(shapes[i], 0, type, check ? 0 : repeat, peak);
+        for (int i = 0; i < nshapes; i++) bad += run_shape(shapes[i], 0, type, check ? 0 : repeat, cold);
     }
     matmul_destroy(&mm);
-    cuda_check(cudaFree(workspace));
+    cuda_check(cudaFree(workspace)), cuda_check(cudaFree(cold.flush));
     if (bad) printf("%zu mismatches\n", bad);
     return bad ? 2 : 0;
 }

@@ -17,7 +17,7 @@
  * weight compared with bf16(nf4_weight_dequantize) bit for bit; the GEMV y = W x for a
  * random bf16 x against Σ W·x in double within nf4_gemv_tolerance. Then each kernel timed
  * over R runs, each after writing an L2-sized buffer (cold L2), and reported as time, GB/s
- * and % of the DRAM peak (2 · memory clock · bus width, as device_info computes it).
+ * and % of the DRAM peak (2 · memory clock · bus width, bench.cuh).
  *
  * Bytes counted per weight (the compulsory DRAM traffic, blocksize 64):
  *   quantize (from bf16): 2 in, 0.5 of codes out, the 4-byte absmax of each 64 written
@@ -27,29 +27,11 @@
  *     2.516 B.
  *   GEMV: 0.5 + 1/64 + 4/16384 = 0.516 B, plus x (2·cols) and y (2·rows) once.
  */
-#include <math.h>
-#include <string.h>
-
 #include "../nf4.cuh"
+#include "bench.cuh"
 extern "C" {
 #include "../../common/half.h"
 #include "../../train/nf4.h"
-}
-
-static int attribute(cudaDeviceAttr a) {
-    int dev = 0, v = 0;
-    cuda_check(cudaGetDevice(&dev));
-    cuda_check(cudaDeviceGetAttribute(&v, a, dev));
-    return v;
-}
-
-static void *host_alloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "error: out of host memory for %zu bytes\n", bytes);
-        exit(2);
-    }
-    return p;
 }
 
 template <typename T>
@@ -59,31 +41,9 @@ static T *device_alloc(size_t count) {
     return p;
 }
 
-// Times `run` over `repeat` calls, each after a write of `flush` (cold L2); milliseconds.
-template <typename F>
-static float time_cold(F run, int repeat, void *flush, size_t flush_bytes) {
-    cudaEvent_t start, stop;
-    cuda_check(cudaEventCreate(&start));
-    cuda_check(cudaEventCreate(&stop));
-    float total = 0;
-    for (int i = 0; i < repeat; i++) {
-        cuda_check(cudaMemset(flush, i & 0xff, flush_bytes));
-        cuda_check(cudaEventRecord(start));
-        run();
-        cuda_check(cudaEventRecord(stop));
-        cuda_check(cudaEventSynchronize(stop));
-        float ms = 0;
-        cuda_check(cudaEventElapsedTime(&ms, start, stop));
-        total += ms;
-    }
-    cuda_check(cudaEventDestroy(start));
-    cuda_check(cudaEventDestroy(stop));
-    return total / repeat;
-}
-
 // 0 if the device's n bytes equal want, else 1 after printing the first difference.
 static int compare(const char *what, const void *dev, const void *want, size_t n) {
-    uint8_t *got = (uint8_t *)host_alloc(n);
+    uint8_t *got = (uint8_t *)bench_malloc(n);
     cuda_check(cudaMemcpy(got, dev, n, cudaMemcpyDeviceToHost));
     size_t i = 0;
     while (i < n && got[i] == ((const uint8_t *)want)[i]) i++;
@@ -94,16 +54,11 @@ static int compare(const char *what, const void *dev, const void *want, size_t n
     return i < n;
 }
 
-static void report_time(const char *what, float ms, double bytes, double dram_peak) {
-    printf("  %-22s %8.4f ms  %7.1f GB/s  %5.1f%% of DRAM peak\n", what, ms, bytes / ms / 1e6,
-           100.0 * bytes / (ms / 1e3) / dram_peak);
-}
-
-static int run_shape(int rows, int cols, int repeat, double dram_peak, void *flush, size_t flush_bytes) {
+static int run_shape(int rows, int cols, int repeat, ColdL2 cold) {
     size_t n = (size_t)rows * cols, nb = CEIL_DIV(n, (size_t)NF4_BLOCKSIZE), nb2 = CEIL_DIV(nb, (size_t)NF4_DQ_BLOCK);
     unsigned seed = 1234u + (unsigned)rows * 31u + (unsigned)cols;
-    float *w = (float *)host_alloc(n * sizeof(float)), *wq = (float *)host_alloc(n * sizeof(float));
-    uint16_t *wbits = (uint16_t *)host_alloc(n * 2), *xbits = (uint16_t *)host_alloc((size_t)cols * 2);
+    float *w = (float *)bench_malloc(n * sizeof(float)), *wq = (float *)bench_malloc(n * sizeof(float));
+    uint16_t *wbits = (uint16_t *)bench_malloc(n * 2), *xbits = (uint16_t *)bench_malloc((size_t)cols * 2);
     for (size_t i = 0; i < n; i++) {
         seed = seed * 1664525u + 1013904223u;  // a simple LCG is plenty for test data
         float u = (float)(seed >> 8) / 16777216.0f - 0.5f, scale = i % 4099 == 0 ? 1.0f : 0.03f;  // rare outliers
@@ -146,7 +101,7 @@ static int run_shape(int rows, int cols, int repeat, double dram_peak, void *flu
     cuda_check(cudaDeviceSynchronize());
     for (size_t i = 0; i < n; i++) wbits[i] = f32_to_bf16(wq[i]);
     bad += compare("dequantized weight", out, wbits, n * 2);
-    uint16_t *ybits = (uint16_t *)host_alloc((size_t)rows * 2);
+    uint16_t *ybits = (uint16_t *)bench_malloc((size_t)rows * 2);
     cuda_check(cudaMemcpy(ybits, y, (size_t)rows * 2, cudaMemcpyDeviceToHost));
     double worst = 0;
     int bad_y = 0;
@@ -171,21 +126,20 @@ static int run_shape(int rows, int cols, int repeat, double dram_peak, void *flu
 
     if (repeat > 0) {  // then speed (not with --check)
         double per = (double)n;
-        report_time("quantize (4 launches)", time_cold([&] { nf4_quantize(q, absmax, partials, dwb, 0); }, repeat, flush, flush_bytes),
-                    per * (2 + 0.5 + 13.0 / 64), dram_peak);
-        report_time("  codes + absmax",
-                    time_cold([&] { nf4_quantize_blocks(q, absmax, dwb, 0); }, repeat, flush, flush_bytes),
-                    per * (2 + 0.5 + 4.0 / 64), dram_peak);
-        report_time("  absmax mean", time_cold([&] { nf4_absmax_mean(q, partials, absmax, 0); }, repeat, flush, flush_bytes),
-                    4.0 * nb, dram_peak);
-        report_time("  double quantization",
-                    time_cold([&] { nf4_quantize_absmax(q, absmax, 0); }, repeat, flush, flush_bytes), 5.0 * nb,
-                    dram_peak);
-        report_time("dequantize", time_cold([&] { nf4_dequantize(out, q, 0); }, repeat, flush, flush_bytes),
-                    per * (0.5 + 1.0 / 64 + 4.0 / 16384 + 2), dram_peak);
+        print_bandwidth("quantize (4 launches)",
+                        time_cold([&] { nf4_quantize(q, absmax, partials, dwb, 0); }, repeat, cold),
+                        per * (2 + 0.5 + 13.0 / 64));
+        print_bandwidth("  codes + absmax", time_cold([&] { nf4_quantize_blocks(q, absmax, dwb, 0); }, repeat, cold),
+                        per * (2 + 0.5 + 4.0 / 64));
+        print_bandwidth("  absmax mean", time_cold([&] { nf4_absmax_mean(q, partials, absmax, 0); }, repeat, cold),
+                        4.0 * nb);
+        print_bandwidth("  double quantization", time_cold([&] { nf4_quantize_absmax(q, absmax, 0); }, repeat, cold),
+                        5.0 * nb);
+        print_bandwidth("dequantize", time_cold([&] { nf4_dequantize(out, q, 0); }, repeat, cold),
+                        per * (0.5 + 1.0 / 64 + 4.0 / 16384 + 2));
         if (gemv)
-            report_time("gemv", time_cold([&] { nf4_gemv(y, x, q, 0); }, repeat, flush, flush_bytes),
-                        per * (0.5 + 1.0 / 64 + 4.0 / 16384) + 2.0 * cols + 2.0 * rows, dram_peak);
+            print_bandwidth("gemv", time_cold([&] { nf4_gemv(y, x, q, 0); }, repeat, cold),
+                            per * (0.5 + 1.0 / 64 + 4.0 / 16384) + 2.0 * cols + 2.0 * rows);
     }
 
     free(w), free(wq), free(wbits), free(xbits), free(ybits);
@@ -199,44 +153,16 @@ static int run_shape(int rows, int cols, int repeat, double dram_peak, void *flu
 }
 
 int main(int argc, char **argv) {
-    int repeat = 20, check = 0, shapes[64], nshapes = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--repeat") && i + 1 < argc) {
-            repeat = atoi(argv[++i]);
-        } else if (!strcmp(argv[i], "--check")) {
-            check = 1;
-        } else if (nshapes < 64 && atoi(argv[i]) > 0) {
-            shapes[nshapes++] = atoi(argv[i]);
-        } else {
-            fprintf(stderr, "usage: nf4 [--repeat R | --check] [ROWS COLS ...]\n");
-            return 1;
-        }
-    }
-    if (nshapes % 2 || repeat < 1) {
-        fprintf(stderr, "usage: nf4 [--repeat R] [ROWS COLS ...]   (shapes come in pairs: rows, columns)\n");
-        return 1;
-    }
-    const int defaults[] = {4096, 4096, 14336, 4096, 4096, 14336};
-    if (nshapes == 0 && check) {
-        // awkward shapes: odd counts and short last blocks (no GEMV), 257 blocks; one GEMV
-        // chunk, odd rows, partial rounds of chunks; then the defaults
-        const int awkward[] = {1, 1, 3, 37, 7, 4129, 257, 64, 1, 32, 3, 96, 7, 4128, 33, 14336};
-        memcpy(shapes, awkward, sizeof(awkward));
-        memcpy(shapes + 16, defaults, sizeof(defaults));
-        nshapes = 22;
-    } else if (nshapes == 0) {
-        memcpy(shapes, defaults, sizeof(defaults));
-        nshapes = 6;
-    }
-    if (check) repeat = 0;
-    double dram_peak = 2.0 * attribute(cudaDevAttrMemoryClockRate) * 1e3 * attribute(cudaDevAttrGlobalMemoryBusWidth) / 8;
-    size_t flush_bytes = (size_t)attribute(cudaDevAttrL2CacheSize) * 2;
-    void *flush;
-    cuda_check(cudaMalloc(&flush, flush_bytes));
-    printf("DRAM peak %.0f GB/s; L2 flushed with %zu MiB before every timed run; %d runs each\n", dram_peak / 1e9,
-           flush_bytes >> 20, repeat);
+    BenchArgs a = bench_args(argc, argv, 2, 20, "nf4 [--repeat R | --check] [ROWS COLS ...]   (rows, columns)");
+    // with --check, awkward shapes: odd counts and short last blocks (no GEMV), 257 blocks;
+    // one GEMV chunk, odd rows, partial rounds of chunks; then the timed ones
+    const int awkward[] = {1, 1, 3, 37, 7, 4129, 257, 64, 1, 32, 3, 96, 7, 4128, 33, 14336,
+                           4096, 4096, 14336, 4096, 4096, 14336};
+    const int timed[] = {4096, 4096, 14336, 4096, 4096, 14336};
+    default_shapes(&a, awkward, timed);
+    ColdL2 cold = cold_l2_create(a.repeat);
     int failed = 0;
-    for (int i = 0; i < nshapes; i += 2) failed |= run_shape(shapes[i], shapes[i + 1], repeat, dram_peak, flush, flush_bytes);
-    cuda_check(cudaFree(flush));
+    for (int i = 0; i < a.n; i += 2) failed |= run_shape(a.shape[i], a.shape[i + 1], a.repeat, cold);
+    cuda_check(cudaFree(cold.flush));
     return failed ? 2 : 0;
 }

@@ -13,7 +13,7 @@
  * reference within the bf16 error bounds derived in kernels/rmsnorm.cuh (the same bounds
  * the harness test uses); then each pass timed over R runs, each after writing an L2-sized
  * buffer so that the inputs come from DRAM (cold L2), and reported as time, GB/s and % of
- * the DRAM peak (2 · memory clock · bus width, as device_info computes it).
+ * the DRAM peak (2 · memory clock · bus width, bench.cuh).
  *
  * Bytes counted are the compulsory DRAM traffic, 8 bytes per element each way: forward
  * reads r and x and writes h and y (bf16: 2 + 2 + 2 + 2); backward reads dy, h and dh_in
@@ -93,16 +93,12 @@ static int run_shape(int N, int C, int repeat, ColdL2 cold) {
 }
 
 int main(int argc, char **argv) {
-    BenchArgs a = bench_args(argc, argv, 2, "rmsnorm [--repeat R | --check] [N C ...]   (rows, columns)");
-    if (a.n == 0 && a.check) {  // awkward shapes: one row, odd widths, misaligned packs
-        const int defaults[] = {1, 1, 3, 7, 5, 4100, 17, 4096, 1, 5120, 64, 131};
-        memcpy(a.shape, defaults, sizeof(defaults));
-        a.n = 12;
-    } else if (a.n == 0) {  // Mistral-7B's hidden size at 4k and 16k tokens, Nemo's at 8k, one row
-        const int defaults[] = {4096, 4096, 16384, 4096, 8192, 5120, 1, 5120};
-        memcpy(a.shape, defaults, sizeof(defaults));
-        a.n = 8;
-    }
+    BenchArgs a = bench_args(argc, argv, 2, 50, "rmsnorm [--repeat R | --check] [N C ...]   (rows, columns)");
+    // with --check, awkward shapes: one row, odd widths, misaligned packs
+    const int awkward[] = {1, 1, 3, 7, 5, 4100, 17, 4096, 1, 5120, 64, 131};
+    // Mistral-7B's hidden size at 4k and 16k tokens, Nemo's at 8k, one row
+    const int timed[] = {4096, 4096, 16384, 4096, 8192, 5120, 1, 5120};
+    default_shapes(&a, awkward, timed);
     ColdL2 cold = cold_l2_create(a.repeat);
     int failed = 0;
     for (int i = 0; i < a.n; i += 2) failed |= run_shape(a.shape[i], a.shape[i + 1], a.repeat, cold);

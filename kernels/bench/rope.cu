@@ -88,16 +88,12 @@ static int run_shape(int N, int H, int KV, int D, int repeat, ColdL2 cold) {
 
 int main(int argc, char **argv) {
     BenchArgs a =
-        bench_args(argc, argv, 4, "rope [--repeat R | --check] [N H KV D ...]   (tokens, heads, kv heads, head_dim)");
-    if (a.n == 0 && a.check) {  // awkward shapes: one token, element path (D/2 not a multiple of 8), 96, 256, MHA
-        const int defaults[] = {1, 1, 1, 64, 3, 2, 1, 6, 17, 4, 2, 96, 5, 3, 5, 256, 2051, 32, 8, 128, 7, 40, 24, 256};
-        memcpy(a.shape, defaults, sizeof(defaults));
-        a.n = 24;
-    } else if (a.n == 0) {  // Mistral-7B (32/8 heads of 128) at 4k and 16k tokens, one token
-        const int defaults[] = {4096, 32, 8, 128, 16384, 32, 8, 128, 1, 32, 8, 128};
-        memcpy(a.shape, defaults, sizeof(defaults));
-        a.n = 12;
-    }
+        bench_args(argc, argv, 4, 50, "rope [--repeat R | --check] [N H KV D ...]   (tokens, heads, kv heads, head_dim)");
+    // with --check, awkward shapes: one token, element path (D/2 not a multiple of 8), 96, 256, MHA
+    const int awkward[] = {1, 1, 1, 64, 3, 2, 1, 6, 17, 4, 2, 96, 5, 3, 5, 256, 2051, 32, 8, 128, 7, 40, 24, 256};
+    // Mistral-7B (32/8 heads of 128) at 4k and 16k tokens, one token
+    const int timed[] = {4096, 32, 8, 128, 16384, 32, 8, 128, 1, 32, 8, 128};
+    default_shapes(&a, awkward, timed);
     ColdL2 cold = cold_l2_create(a.repeat);
     int failed = 0;
     for (int i = 0; i < a.n; i += 4)

@@ -68,16 +68,12 @@ static int run_shape(int N, int I, int repeat, ColdL2 cold) {
 }
 
 int main(int argc, char **argv) {
-    BenchArgs a = bench_args(argc, argv, 2, "swiglu [--repeat R | --check] [N I ...]   (tokens, intermediate size)");
-    if (a.n == 0 && a.check) {  // awkward sizes: one element, a tail after the packs
-        const int defaults[] = {1, 1, 1, 7, 3, 9, 5, 4100, 17, 14336, 1, 12288};
-        memcpy(a.shape, defaults, sizeof(defaults));
-        a.n = 12;
-    } else if (a.n == 0) {  // Mistral-7B's MLP at 4k and 16k tokens, Ministral-8B's at 8k, one token
-        const int defaults[] = {4096, 14336, 16384, 14336, 8192, 12288, 1, 14336};
-        memcpy(a.shape, defaults, sizeof(defaults));
-        a.n = 8;
-    }
+    BenchArgs a = bench_args(argc, argv, 2, 50, "swiglu [--repeat R | --check] [N I ...]   (tokens, intermediate size)");
+    // with --check, awkward sizes: one element, a tail after the packs
+    const int awkward[] = {1, 1, 1, 7, 3, 9, 5, 4100, 17, 14336, 1, 12288};
+    // Mistral-7B's MLP at 4k and 16k tokens, Ministral-8B's at 8k, one token
+    const int timed[] = {4096, 14336, 16384, 14336, 8192, 12288, 1, 14336};
+    default_shapes(&a, awkward, timed);
     ColdL2 cold = cold_l2_create(a.repeat);
     int failed = 0;
     for (int i = 0; i < a.n; i += 2) failed |= run_shape(a.shape[i], a.shape[i + 1], a.repeat, cold);

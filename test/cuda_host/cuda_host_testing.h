@@ -39,12 +39,14 @@ static inline T cuda_host_loud_again(T value) {
     QUIETLY(cuda_host::launch(#kernel, kernel, dim3(grid), dim3(block), (smem), (cudaStream_t)0, __VA_ARGS__))
 
 // Returns the number of failed conditions (0 or more), printing each, so a test can
-// CHECK_INT(expect_fault(...), 0).
-static inline int expect_fault(cudaError_t err, cudaError_t want, const char *text) {
+// CHECK_INT(expect_fault(...), 0): the call returned the status named `want` (it returned
+// `got`; same: whether they are the same status), and the harness recorded a fault whose
+// message contains text; the fault is then cleared. expect_fault: for CUDA runtime calls.
+static inline int expect_status_and_fault(bool same, const char *got, const char *want, const char *text) {
     int bad = 0;
     const char *msg = cuda_host_fault();
-    if (err != want) {
-        printf("  launch returned %s, expected %s\n", cudaGetErrorName(err), cudaGetErrorName(want));
+    if (!same) {
+        printf("  returned %s, expected %s\n", got, want);
         bad++;
     }
     if (!msg || !strstr(msg, text)) {
@@ -53,6 +55,10 @@ static inline int expect_fault(cudaError_t err, cudaError_t want, const char *te
     }
     cuda_host_clear_fault();
     return bad;
+}
+
+static inline int expect_fault(cudaError_t err, cudaError_t want, const char *text) {
+    return expect_status_and_fault(err == want, cudaGetErrorName(err), cudaGetErrorName(want), text);
 }
 
 static inline int run_in_child(void (*fn)(void), char *report, size_t size) {
