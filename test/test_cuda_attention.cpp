@@ -22,7 +22,7 @@
 //    misaligned tensor): a one-line error and exit status 1.
 //
 //   build/san/test_cuda_attention                 the tests
-//   build/san/test_cuda_attention T W Hq Hkv D [len ...]   one shape (W 0 = none; the
+//   build/san/test_cuda_attention --shape T W Hq Hkv D [len ...]   one shape (W 0 = none; the
 //       conversation lengths must add up to T, default one conversation)
 #include "../kernels/attention.cuh"
 #include "cuda_host/cuda_host_testing.h"
@@ -36,6 +36,7 @@ extern "C" {
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct Shape {
     int T, W, Hq, Hkv, D;
@@ -352,7 +353,8 @@ TEST(bad_shapes_are_refused) {
     }
 }
 
-// One shape from the command line: T W Hq Hkv D [conversation lengths].
+// One shape from the command line: --shape T W Hq Hkv D [conversation lengths] (argv here
+// starts at --shape).
 static int parse_int(const char *s, int lo, int hi, const char *what) {
     char *end;
     long v = strtol(s, &end, 10);
@@ -365,7 +367,7 @@ static int parse_int(const char *s, int lo, int hi, const char *what) {
 
 static int run_one_shape(int argc, char **argv) {
     if (argc < 6 || argc > 6 + 8) {
-        fprintf(stderr, "usage: %s [T W Hq Hkv D [conversation lengths, up to 8, adding up to T]]\n", argv[0]);
+        fprintf(stderr, "usage: test_cuda_attention [--shape T W Hq Hkv D [conversation lengths, up to 8, adding up to T]]\n");
         return 1;
     }
     Shape s = {parse_int(argv[1], 1, 1 << 20, "T"), parse_int(argv[2], 0, 1 << 30, "W"),
@@ -387,7 +389,8 @@ static int run_one_shape(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-    if (argc > 1) return run_one_shape(argc, argv);
+    // test/run.sh passes every test program the tokenizer data directory; only --shape matters here
+    if (argc > 1 && strcmp(argv[1], "--shape") == 0) return run_one_shape(argc - 1, argv + 1);
     RUN(kernels_match_reference);
     RUN(masked_tiles_are_skipped);
     RUN(bits_do_not_depend_on_the_schedule);
