@@ -29,6 +29,8 @@
  *   list of names, e.g. "--chunk"; a.option[i] is the value given to options[i], or NULL);
  *   anything else prints `usage` and exits with status 1. default_shapes(&a, check, timed)
  *   fills in the bench's shapes when none are given: `check` with --check, else `timed`.
+ * - run_shapes(&a, run_shape): runs run_shape(shape, repeat, cold) on each shape with one
+ *   cold-L2 buffer; the bench's exit status (2 when any shape disagreed with the CPU).
  */
 #ifndef PERSONA_BENCH_CUH
 #define PERSONA_BENCH_CUH
@@ -166,7 +168,7 @@ static inline void print_flops(const char *what, float ms, double flops) {
 #define BENCH_MAX_OPTIONS 4
 
 struct BenchArgs {
-    int repeat, check, n;  // n numbers in shape[]
+    int repeat, check, n, per_shape;  // n numbers in shape[], per_shape of them per shape
     int shape[96];
     const char *option[BENCH_MAX_OPTIONS];
 };
@@ -175,7 +177,7 @@ static inline BenchArgs bench_args(int argc, char **argv, int per_shape, int rep
                                    const char *const *options = NULL) {
     BenchArgs a;
     memset(&a, 0, sizeof(a));
-    a.repeat = repeat;
+    a.repeat = repeat, a.per_shape = per_shape;
     int n_options = 0;
     while (options && options[n_options]) n_options++;
     if (n_options > BENCH_MAX_OPTIONS) {
@@ -212,6 +214,16 @@ static inline void default_shapes(BenchArgs *a, const int (&check)[C], const int
     if (a->n) return;
     a->n = a->check ? C : T;
     memcpy(a->shape, a->check ? check : timed, (size_t)a->n * sizeof(int));
+}
+
+// Runs `run` on each shape of the command line (or the defaults) with one cold-L2 buffer,
+// and returns a bench's exit status: 2 when any shape disagreed with the CPU reference.
+static inline int run_shapes(const BenchArgs *a, int (*run)(const int *shape, int repeat, ColdL2 cold)) {
+    ColdL2 cold = cold_l2_create(a->repeat);
+    int failed = 0;
+    for (int i = 0; i < a->n; i += a->per_shape) failed |= run(a->shape + i, a->repeat, cold);
+    cuda_check(cudaFree(cold.flush));
+    return failed ? 2 : 0;
 }
 
 #endif

@@ -21,7 +21,8 @@
 #include "../embedding.cuh"
 #include "bench.cuh"
 
-static int run_shape(int N, int vocab, int C, int repeat, ColdL2 cold) {
+static int run_shape(const int *shape, int repeat, ColdL2 cold) {
+    int N = shape[0], vocab = shape[1], C = shape[2];
     size_t nt = (size_t)vocab * C, no = (size_t)N * C;
     unsigned seed = 4321u + (unsigned)N * 31u + (unsigned)C;
     __nv_bfloat16 *table, *out;
@@ -69,9 +70,5 @@ int main(int argc, char **argv) {
     // Mistral-7B v0.3 at 4k and 16k tokens, Nemo at 8k, one token
     const int timed[] = {4096, 32768, 4096, 16384, 32768, 4096, 8192, 131072, 5120, 1, 131072, 5120};
     default_shapes(&a, awkward, timed);
-    ColdL2 cold = cold_l2_create(a.repeat);
-    int failed = 0;
-    for (int i = 0; i < a.n; i += 3) failed |= run_shape(a.shape[i], a.shape[i + 1], a.shape[i + 2], a.repeat, cold);
-    cuda_check(cudaFree(cold.flush));
-    return failed ? 2 : 0;
+    return run_shapes(&a, run_shape);
 }

@@ -54,7 +54,8 @@ static int compare(const char *what, const void *dev, const void *want, size_t n
     return i < n;
 }
 
-static int run_shape(int rows, int cols, int repeat, ColdL2 cold) {
+static int run_shape(const int *shape, int repeat, ColdL2 cold) {
+    int rows = shape[0], cols = shape[1];
     size_t n = (size_t)rows * cols, nb = CEIL_DIV(n, (size_t)NF4_BLOCKSIZE), nb2 = CEIL_DIV(nb, (size_t)NF4_DQ_BLOCK);
     unsigned seed = 1234u + (unsigned)rows * 31u + (unsigned)cols;
     float *w = (float *)bench_malloc(n * sizeof(float)), *wq = (float *)bench_malloc(n * sizeof(float));
@@ -160,9 +161,5 @@ int main(int argc, char **argv) {
                            4096, 4096, 14336, 4096, 4096, 14336};
     const int timed[] = {4096, 4096, 14336, 4096, 4096, 14336};
     default_shapes(&a, awkward, timed);
-    ColdL2 cold = cold_l2_create(a.repeat);
-    int failed = 0;
-    for (int i = 0; i < a.n; i += 2) failed |= run_shape(a.shape[i], a.shape[i + 1], a.repeat, cold);
-    cuda_check(cudaFree(cold.flush));
-    return failed ? 2 : 0;
+    return run_shapes(&a, run_shape);
 }

@@ -42,7 +42,8 @@ static size_t check_tensor(const char *what, const __nv_bfloat16 *dev, float *ho
     return bad;
 }
 
-static int run_shape(int N, int H, int KV, int D, int repeat, ColdL2 cold) {
+static int run_shape(const int *shape, int repeat, ColdL2 cold) {
+    int N = shape[0], H = shape[1], KV = shape[2], D = shape[3];
     size_t nq = (size_t)N * H * D, nk = (size_t)N * KV * D;
     unsigned seed = 99u + (unsigned)N * 31u + (unsigned)(H * D);
     __nv_bfloat16 *q, *k;
@@ -94,10 +95,5 @@ int main(int argc, char **argv) {
     // Mistral-7B (32/8 heads of 128) at 4k and 16k tokens, one token
     const int timed[] = {4096, 32, 8, 128, 16384, 32, 8, 128, 1, 32, 8, 128};
     default_shapes(&a, awkward, timed);
-    ColdL2 cold = cold_l2_create(a.repeat);
-    int failed = 0;
-    for (int i = 0; i < a.n; i += 4)
-        failed |= run_shape(a.shape[i], a.shape[i + 1], a.shape[i + 2], a.shape[i + 3], a.repeat, cold);
-    cuda_check(cudaFree(cold.flush));
-    return failed ? 2 : 0;
+    return run_shapes(&a, run_shape);
 }
