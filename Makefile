@@ -179,8 +179,10 @@ build/san/obj/test/$(MPI_TEST).o: test/$(MPI_TEST).cpp $(CUDA_HOST_DEPS)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) -fno-weak -Itest/cuda_host $(MPI_CFLAGS) -c -o $@ $<
 build/test/$(MPI_TEST): build/obj/test/$(MPI_TEST).o build/obj/test/cuda_host/nccl_mpi.o $(CUDA_HOST_OBJ) $(OBJ)
+	@mkdir -p $(dir $@)
 	$(CXX) $(OPENMP) -o $@ $^ $(LDLIBS) $(MPI_LIBS)
 build/san/$(MPI_TEST): build/san/obj/test/$(MPI_TEST).o build/san/obj/test/cuda_host/nccl_mpi.o $(CUDA_HOST_SAN_OBJ) $(SAN_OBJ)
+	@mkdir -p $(dir $@)
 	$(CXX) $(SANFLAGS) -o $@ $^ $(LDLIBS) $(MPI_LIBS)
 build/gpu/$(MPI_TEST): test/$(MPI_TEST).cpp kernels/comm.cuh kernels/common.cuh test/test.h
 	@mkdir -p $(dir $@)
