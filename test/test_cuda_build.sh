@@ -111,6 +111,9 @@ ptx_contains ptx_cuh_wrappers test/test_cuda_ptx_kernels.cu \
 ptx_contains rmsnorm_packed_loads kernels/bench/rmsnorm.cu "ld.global.v4.u32" "st.global.v4.u32"
 ptx_contains cross_entropy_packed_copies kernels/bench/cross_entropy.cu "ld.global.v4.u32" "st.global.v4.u32"
 ptx_contains adamw_packed_loads kernels/bench/adamw.cu "ld.global.v4.f32" "st.global.v4.f32"
+# AdamW's error bound (kernels/adamw.cuh) assumes sqrtf and '/' correctly rounded, as on the
+# CPU: no approximate instruction, no flush of denormals (FMA contraction is in the bound).
+ptx_kernels_lack adamw_ieee_arithmetic kernels/bench/adamw.cu adamw_kernel ".approx" ".ftz"
 ptx_contains embedding_packed_loads kernels/bench/embedding.cu "ld.global.v4.u32" "st.global.v4.u32"
 ptx_contains swiglu_packed_loads kernels/bench/swiglu.cu "ld.global.v4.u32" "st.global.v4.u32"
 ptx_contains rope_packed_loads kernels/bench/rope.cu "ld.global.v4.u32" "st.global.v4.u32"
