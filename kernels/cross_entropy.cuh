@@ -189,7 +189,8 @@ static inline size_t cross_entropy_scratch_bytes(int T, int H, int V, int chunk)
 }
 
 // loss: one double (device); dX: [T, H] or NULL; X: [T, H]; W: [V, H]; targets, weights: [T]
-// (device); scratch: cross_entropy_scratch_bytes(T, H, V, chunk) bytes of device memory.
+// (device); scratch: cross_entropy_scratch_bytes(T, H, V, chunk) bytes of device memory,
+// 16-byte aligned (as cudaMalloc's are).
 // Returns the number of trained tokens. Synchronises with the stream once (see above).
 static inline int cross_entropy_forward_backward(const Matmul *mm, double *loss, __nv_bfloat16 *dX,
                                                  const __nv_bfloat16 *X, const __nv_bfloat16 *W,
@@ -197,6 +198,10 @@ static inline int cross_entropy_forward_backward(const Matmul *mm, double *loss,
                                                  int chunk, float grad_scale, void *scratch, cudaStream_t stream) {
     if (T < 1 || H < 1 || V < 1 || chunk < 1) {
         fprintf(stderr, "error: cross_entropy: bad shape T %d H %d V %d chunk %d\n", T, H, V, chunk);
+        exit(2);
+    }
+    if (!aligned16(scratch)) {  // its packed rows move as 16-byte loads and stores
+        fprintf(stderr, "error: cross_entropy: the scratch buffer %p is not 16-byte aligned\n", scratch);
         exit(2);
     }
     CrossEntropyScratch s = cross_entropy_scratch(scratch, T, H, V, chunk);

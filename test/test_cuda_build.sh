@@ -43,19 +43,46 @@ no_local_memory() {
     done
 }
 
+# sm_90_ptx NAME SRC: $tmp/NAME.ptx, or a FAIL line and status 1.
+sm_90_ptx() {
+    if ! "$NVCC" -std=c++17 -O3 -ptx -arch=sm_90 -o "$tmp/$1.ptx" "$2" >"$tmp/log" 2>&1; then
+        echo "FAIL ptx_${1}"
+        sed 's/^/  /' "$tmp/log" | head -20
+        return 1
+    fi
+}
+
 # ptx_contains NAME SRC INSTRUCTION...: the sm_90 PTX of SRC has each instruction.
 ptx_contains() {
     local name=$1 src=$2
     shift 2
-    if ! "$NVCC" -std=c++17 -O3 -ptx -arch=sm_90 -o "$tmp/$name.ptx" "$src" >"$tmp/log" 2>&1; then
-        echo "FAIL ptx_${name}"
-        sed 's/^/  /' "$tmp/log" | head -20
-        return
-    fi
+    sm_90_ptx "$name" "$src" || return
     local missing=()
     for insn in "$@"; do grep -qF -- "$insn" "$tmp/$name.ptx" || missing+=("$insn"); done
     if [ ${#missing[@]} -eq 0 ]; then echo "PASS ptx_${name}"; else
         echo "FAIL ptx_${name}"; printf '  missing from the PTX: %s\n' "${missing[@]}"; fi
+}
+
+# ptx_kernels_lack NAME SRC KERNELS INSTRUCTION...: no kernel of the sm_90 PTX of SRC whose
+# (mangled) name contains one of KERNELS (a space-separated list) has any of the
+# instructions (substrings of a PTX line), and each of KERNELS names at least one kernel.
+ptx_kernels_lack() {
+    local name=$1 src=$2 kernels=$3
+    shift 3
+    sm_90_ptx "$name" "$src" || return
+    local found
+    found=$(awk -v kernels="$kernels" -v insns="$(printf '%s\n' "$@")" '
+        BEGIN { nk = split(kernels, k, " "); ni = split(insns, bad, "\n") }
+        /^[.a-z ]*\.(entry|func) / {
+            fn = ""
+            for (i = 1; i <= nk; i++) if (index($0, k[i])) { fn = k[i]; seen[fn] = 1 }
+            next
+        }
+        fn != "" { for (i = 1; i <= ni; i++) if (bad[i] != "" && index($0, bad[i])) print fn ":" $0 }
+        END { for (i = 1; i <= nk; i++) if (!seen[k[i]]) print k[i] ": no such kernel in the PTX" }
+    ' "$tmp/$name.ptx")
+    if [ -z "$found" ]; then echo "PASS ptx_${name}"; else
+        echo "FAIL ptx_${name}"; printf '%s\n' "$found" | head -10 | sed 's/^/  /'; fi
 }
 
 for src in kernels/bench/*.cu; do
@@ -84,6 +111,9 @@ ptx_contains ptx_cuh_wrappers test/test_cuda_ptx_kernels.cu \
 ptx_contains rmsnorm_packed_loads kernels/bench/rmsnorm.cu "ld.global.v4.u32" "st.global.v4.u32"
 ptx_contains cross_entropy_packed_copies kernels/bench/cross_entropy.cu "ld.global.v4.u32" "st.global.v4.u32"
 ptx_contains adamw_packed_loads kernels/bench/adamw.cu "ld.global.v4.f32" "st.global.v4.f32"
+# AdamW's error bound (kernels/adamw.cuh) assumes sqrtf and '/' correctly rounded, as on the
+# CPU: no approximate instruction, no flush of denormals (FMA contraction is in the bound).
+ptx_kernels_lack adamw_ieee_arithmetic kernels/bench/adamw.cu adamw_kernel ".approx" ".ftz"
 ptx_contains embedding_packed_loads kernels/bench/embedding.cu "ld.global.v4.u32" "st.global.v4.u32"
 ptx_contains swiglu_packed_loads kernels/bench/swiglu.cu "ld.global.v4.u32" "st.global.v4.u32"
 ptx_contains rope_packed_loads kernels/bench/rope.cu "ld.global.v4.u32" "st.global.v4.u32"
@@ -91,6 +121,16 @@ ptx_contains rope_packed_loads kernels/bench/rope.cu "ld.global.v4.u32" "st.glob
 # (dequantize); the double-quantized absmax code·absmax2 + offset rounded twice as in
 # train/nf4.c, not fused into an FMA (the harness cannot see a fusion; this can)
 ptx_contains nf4_packed_loads kernels/bench/nf4.cu "ld.global.v4.u32" "st.global.v4.u32" "mul.rn.f32" "add.rn.f32"
+# NF4 quantization and dequantization are bit-exact with train/nf4.c on the GPU too
+# (kernels/bench/nf4.cu checks the bits): no fused multiply-add (nvcc contracts a·b + c
+# unless written with __fmul_rn/__fadd_rn, whose PTX .rn forms are never fused), no
+# approximate division, square root or exponential, no flush of denormals (the absmax
+# clamp 1e-38 is one). The harness, compiled by the host compiler, cannot see any of these.
+# (ptxas could still fuse a plain mul.f32 with a plain add.f32 that uses its result; these
+# kernels have no such pair, read off their PTX by hand: this check does not automate it.)
+ptx_kernels_lack nf4_bit_exact_kernels kernels/bench/nf4.cu \
+    "nf4_quantize_blocks_kernel nf4_absmax_partial_kernel nf4_absmax_mean_kernel nf4_quantize_absmax_kernel nf4_dequantize_kernel" \
+    "fma." ".approx" ".ftz"
 ptx_contains attention_tensor_cores kernels/bench/attention.cu \
     "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" "ldmatrix.sync.aligned.m8n8.x4.shared.b16" \
     "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16" "cp.async.cg.shared.global" "cp.async.wait_group 1"

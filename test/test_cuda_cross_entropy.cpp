@@ -11,7 +11,8 @@
 // forward only (dX NULL). Tolerances: cross_entropy_tolerances of the header, per element,
 // from bf16 rounding of dz and dX and fp32 accumulation in both the GEMMs and the reference
 // (derived there); untrained rows of dX must be exactly 0. The loss is also the same bits
-// under different thread schedules.
+// under different thread schedules. A scratch buffer that is not 16-byte aligned: one line
+// on stderr and exit status 2 (a GPU would fault on its 16-byte moves).
 #include "../kernels/cross_entropy.cuh"
 #include "cuda_host/cuda_host_testing.h"
 #include "test.h"
@@ -200,6 +201,32 @@ TEST(loss_bits_do_not_depend_on_the_schedule) {
     cuda_check(cudaFree(X)), cuda_check(cudaFree(W));
 }
 
+// The scratch must be 16-byte aligned, as cudaMalloc's 256 is: its packed rows move as
+// 16-byte loads and stores, which a GPU refuses at other addresses (a misaligned-address
+// fault that ends the process's CUDA context). Anything else: one line, exit status 2.
+static void cross_entropy_with_misaligned_scratch(void) {
+    const int T = 2, H = 16, V = 8;
+    uint64_t rng = 3;
+    float hX[T * H], hW[V * H], weights[T] = {1, 1};
+    int32_t targets[T] = {0, 5}, *dt;
+    __nv_bfloat16 *X = upload_random(&rng, T * H, -1, 1, hX), *W = upload_random(&rng, V * H, -1, 1, hW), *dX;
+    float *dw;
+    double *loss;
+    char *scratch;
+    cuda_check(cudaMalloc(&dt, sizeof(targets))), cuda_check(cudaMalloc(&dw, sizeof(weights)));
+    cuda_check(cudaMalloc(&loss, sizeof(double))), cuda_check(cudaMalloc(&dX, (size_t)T * H * 2));
+    cuda_check(cudaMalloc(&scratch, cross_entropy_scratch_bytes(T, H, V, 4) + 8));
+    cuda_check(cudaMemcpy(dt, targets, sizeof(targets), cudaMemcpyHostToDevice));
+    cuda_check(cudaMemcpy(dw, weights, sizeof(weights), cudaMemcpyHostToDevice));
+    cross_entropy_forward_backward(&mm, loss, dX, X, W, dt, dw, T, H, V, 4, 1.0f, scratch + 8, 0);
+}
+
+TEST(misaligned_scratch_is_one_line_and_exit_2) {
+    char report[512];
+    CHECK_INT(run_in_child(cross_entropy_with_misaligned_scratch, report, sizeof(report)), 2);
+    CHECK(strstr(report, "error: cross_entropy: the scratch buffer") != NULL);
+}
+
 int main(void) {
     void *workspace;
     cuda_check(cudaMalloc(&workspace, MATMUL_WORKSPACE_BYTES));
@@ -207,6 +234,7 @@ int main(void) {
     RUN(fused_head_matches_reference);
     RUN(targets_of_untrained_rows_are_ignored_and_bad_ones_show);
     RUN(loss_bits_do_not_depend_on_the_schedule);
+    RUN(misaligned_scratch_is_one_line_and_exit_2);
     matmul_destroy(&mm);
     cuda_check(cudaFree(workspace));
     return test_summary();
