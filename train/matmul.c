@@ -28,7 +28,8 @@ typedef struct {
 // The portable kernel: plain C the compiler vectorises (4 x 8 accumulators fit the 16
 // registers of SSE2, the x86-64 baseline). On x86-64 gcc also compiles it for AVX2, picked
 // at load time where the CPU has it: the same multiplies and adds in the same order (no
-// fused multiply-adds: ISO C mode does not contract), twice as wide.
+// fused multiply-adds: ISO C mode does not contract), twice as wide. Chosen only where
+// neither vector kernel below runs (or when forced).
 enum { GENERIC_MR = 4, GENERIC_NR = 8 };
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("avx2", "default")))
@@ -222,10 +223,12 @@ static void pack_b(float *dst, const float *B, int ldb, int b_t, int j0, int nb,
 // would be fewer than two tiles per thread. Only the work split changes, never a sum's order.
 static void choose_tile(int M, int N, int mr, int nr, int *mc, int *nc) {
     int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-    // whole panels only (the packing buffers hold mc x kc and kc x nc): with a 6-row kernel
-    // the largest tile is 252 rows
-    *mc = M < MATMUL_MC ? (M + mr - 1) / mr * mr : MATMUL_MC / mr * mr;
-    *nc = N < MATMUL_NC ? (N + nr - 1) / nr * nr : MATMUL_NC / nr * nr;
+    // whole panels only (the packing buffers hold mc x kc and kc x nc), so the largest tile
+    // is MATMUL_MC rounded up to them: 258 rows with a 6-row kernel, so that the 256 rows of
+    // a cross-entropy chunk stay one tile (a second tile of 4 rows would pack B again)
+    int mc_max = (MATMUL_MC + mr - 1) / mr * mr, nc_max = (MATMUL_NC + nr - 1) / nr * nr;
+    *mc = M < mc_max ? (M + mr - 1) / mr * mr : mc_max;
+    *nc = N < nc_max ? (N + nr - 1) / nr * nr : nc_max;
     for (;;) {
         long tiles = (long)((M + *mc - 1) / *mc) * ((N + *nc - 1) / *nc);
         if (threads == 1 || tiles >= 2L * threads) break;

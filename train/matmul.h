@@ -10,7 +10,7 @@
  * dW-like products dB = dy^T u (a_t).
  *
  * How it is computed (the BLIS / GotoBLAS scheme, in plain C plus AVX-512 and AVX2+FMA
- * micro-kernels chosen at run time): C is cut into tiles of at most MATMUL_MC x MATMUL_NC;
+ * micro-kernels chosen at run time): C is cut into tiles of about MATMUL_MC x MATMUL_NC;
  * the tiles are shared out among the OpenMP threads; for each tile, K is walked in blocks of
  * MATMUL_KC: the block of op(A) and of op(B) is copied ("packed") into contiguous panels
  * of MR rows / NR columns, and a register-tiled micro-kernel accumulates an MR x NR piece
@@ -27,7 +27,7 @@
 #ifndef PERSONA_MATMUL_H
 #define PERSONA_MATMUL_H
 
-#define MATMUL_MC 256  // the largest tile; smaller when that leaves threads idle
+#define MATMUL_MC 256  // the largest tile, rounded up to whole register tiles; smaller when that leaves threads idle
 #define MATMUL_NC 256
 #define MATMUL_KC 256  // fixed: it decides the order of every sum
 #define MATMUL_PARALLEL_MIN 8e6  // multiply-adds below which one thread does it all
