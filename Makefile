@@ -32,6 +32,7 @@ PROGRAM_MAINS += train/init_model.c
 PROGRAM_MAINS += train/train_cpu.c
 PROGRAM_MAINS += data/prep.c
 PROGRAM_MAINS += train/check_fixture.c
+PROGRAM_MAINS += train/bench_matmul.c
 CPU_PROGRAMS   = $(basename $(notdir $(PROGRAM_MAINS)))
 LIB_SRC  = $(filter-out $(PROGRAM_MAINS),$(wildcard common/*.c tokenizer/*.c data/*.c train/*.c))
 HEADERS  = $(wildcard common/*.h tokenizer/*.h data/*.h train/*.h test/*.h)

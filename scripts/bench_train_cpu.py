@@ -3,6 +3,7 @@
 number of threads, in training tokens per second.
 
     python3 scripts/bench_train_cpu.py --torch-python PY [--threads 1,2] [--steps 8] [--skip 2] [--repeat 3]
+                                       [--matmul-kernel K]
 
 PY is a Python interpreter with torch, transformers and peft (or set TORCH_PYTHON); the
 tokenizer comes from mistral-common through PYTHON (default .venv/bin/python), as in the
@@ -90,12 +91,13 @@ def write_text_corpus(path):
             f.write(json.dumps({"text": " ".join(rng.choice(words) for _ in range(500))}) + "\n")
 
 
-def train_cpu_tokens_per_s(work, threads, steps, skip):
+def train_cpu_tokens_per_s(work, threads, steps, skip, kernel):
     out = os.path.join(work, f"run-{threads}")
     shutil.rmtree(out, ignore_errors=True)
     run(["./train_cpu", "--model", os.path.join(work, "model"), "--train", os.path.join(work, "shards", "train-text.bin"),
          "--out", out, "--seq-len", str(SEQ_LEN), "--batch", str(BATCH), "--steps", str(steps), "--lora-r", str(LORA_R),
-         "--lora-alpha", str(LORA_ALPHA), "--lr", str(LR), "--checkpoint-every", "0", "--threads", str(threads)],
+         "--lora-alpha", str(LORA_ALPHA), "--lr", str(LR), "--checkpoint-every", "0", "--threads", str(threads),
+         "--matmul-kernel", kernel],
         stdout=subprocess.DEVNULL)
     tps, trained = [], []
     with open(os.path.join(out, "log.jsonl")) as f:
@@ -117,6 +119,9 @@ def main():
     ap.add_argument("--steps", type=int, default=8, help="optimizer steps per run (default 8)")
     ap.add_argument("--skip", type=int, default=2, help="warm-up steps left out of the timing (default 2)")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each side per thread count; the best counts (default 3)")
+    ap.add_argument("--matmul-kernel", default="auto",
+                    help="train_cpu's matrix kernel: auto (default), avx512, avx2 or generic; a slower one "
+                         "forced shows train_cpu's speed on CPUs without the faster instruction set")
     ap.add_argument("--torch-worker", nargs=2, metavar=("MODEL_DIR", "THREADS"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.steps <= a.skip or a.repeat < 1:
@@ -138,11 +143,12 @@ def main():
         run(["./prep", "--tokenizer", tok, "--out", os.path.join(work, "shards"), "--val-fraction", "0",
              os.path.join(work, "text.jsonl")], stdout=subprocess.DEVNULL)
         print(f"model: init_model {' '.join(MODEL_ARGS)}; LoRA r {LORA_R} on all projections; "
-              f"batch {BATCH} x {SEQ_LEN}; {a.steps} steps, first {a.skip} not timed")
+              f"batch {BATCH} x {SEQ_LEN}; {a.steps} steps, first {a.skip} not timed; "
+              f"train_cpu matrix kernel {a.matmul_kernel}")
         for t in threads:
             ours, theirs = [], []
             for _ in range(a.repeat):  # the two sides alternate, so a busy spell hits both
-                tps, trained = train_cpu_tokens_per_s(work, t, a.steps, a.skip)
+                tps, trained = train_cpu_tokens_per_s(work, t, a.steps, a.skip, a.matmul_kernel)
                 ours.append(tps)
                 res = run([a.torch_python, os.path.abspath(__file__), "--steps", str(a.steps), "--skip", str(a.skip),
                            "--torch-worker", os.path.join(work, "model"), str(t)], capture_output=True, text=True)

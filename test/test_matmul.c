@@ -1,9 +1,10 @@
 // test_matmul.c: the SGEMM of train/matmul.h against a direct double-precision formula, for
-// every kernel this CPU runs (the AVX-512 one where there is one, and the generic one),
+// every kernel this CPU runs (AVX-512, AVX2+FMA where the CPU has them, and the generic one),
 // every transpose combination, overwrite and accumulate, at awkward shapes (1, sizes that
 // are not multiples of the register tile, K across more than one MATMUL_KC block, N across
 // more than one tile, row strides larger than the row); and the determinism promise: the
-// result is bit for bit the same with 1, 2 and 3 threads.
+// result is bit for bit the same with 1, 2 and 3 threads, for every kernel this CPU runs, and
+// the same with the AVX-512 and the AVX2 kernel.
 //
 // Tolerance: a float32 dot product of K terms, summed in any order, differs from the exact
 // value by at most about K * 2^-24 * sum_k |a_k b_k| (each partial sum rounds once, each
@@ -74,10 +75,13 @@ static const Case cases[] = {
     {7, 33, 17, 0, 1, 0, 1.0f},     {9, 31, 300, 0, 0, 1, 0.5f},   {17, 65, 513, 1, 0, 1, -2.0f},
     {300, 270, 40, 1, 1, 0, 1.0f},  {260, 9, 257, 0, 1, 1, 1.5f},  {64, 520, 64, 0, 1, 0, 0.125f},
     {33, 48, 600, 1, 1, 1, 1.0f},   {2, 300, 3, 0, 0, 0, 1.0f},    {129, 257, 255, 1, 0, 0, 1.0f},
-    {65, 40, 700, 0, 1, 0, 1.0f},   {5, 70, 300, 1, 0, 0, 2.0f},
+    {65, 40, 700, 0, 1, 0, 1.0f},   {5, 70, 300, 1, 0, 0, 2.0f},   {254, 17, 40, 1, 0, 1, 1.0f},
     {260, 300, 300, 0, 1, 1, 1.0f},  // the last: large enough to be shared among threads
 };
 enum { N_CASES = sizeof(cases) / sizeof(cases[0]) };
+
+static const char *const kernel_names[] = {"avx512", "avx2", "generic"};  // every kernel matmul has
+enum { N_KERNEL_NAMES = sizeof(kernel_names) / sizeof(kernel_names[0]) };
 
 static void all_cases(void) {
     for (int i = 0; i < N_CASES; i++) CHECK_INT(check_case(&cases[i], NULL), 0);
@@ -95,13 +99,45 @@ TEST(matmul_matches_double_precision_generic_kernel) {
     CHECK_INT(matmul_select("auto"), 0);
 }
 
-TEST(matmul_matches_double_precision_avx512_kernel) {
-    if (matmul_select("avx512") != 0) {  // a CPU (or build) without it: auto is the generic kernel
-        printf("  no AVX-512 kernel here; auto is %s\n", matmul_kernel_name());
-        CHECK_STR(matmul_kernel_name(), "generic");
+// The vector kernels this CPU may lack: each is checked where it runs; where it does not, it
+// must be refused and auto must have fallen back to a kernel the CPU does run.
+static void vector_kernel_cases(const char *name, const char *feature) {
+    if (matmul_select(name) != 0) {
+        printf("  no %s here (CPU lacks %s); auto is %s\n", name, feature, matmul_kernel_name());
+        CHECK(strcmp(matmul_kernel_name(), name) != 0);
         return;
     }
     all_cases();
+    CHECK_INT(matmul_select("auto"), 0);
+}
+
+TEST(matmul_matches_double_precision_avx512_kernel) { vector_kernel_cases("avx512", "AVX-512F or FMA"); }
+TEST(matmul_matches_double_precision_avx2_kernel) { vector_kernel_cases("avx2", "AVX2 or FMA"); }
+
+// matmul.h promises the AVX-512 and AVX2 kernels the same bits (both: one fused multiply-add
+// per term in k order, from zero, then alpha). Their tiles differ (8 x 32 against 6 x 16), so
+// this also shows no element's arithmetic depends on where it falls in a tile.
+TEST(matmul_avx512_and_avx2_same_bits) {
+    if (matmul_select("avx512") != 0 || matmul_select("avx2") != 0) {
+        printf("  this CPU does not run both; nothing to compare\n");
+        CHECK_INT(matmul_select("auto"), 0);
+        return;
+    }
+    for (int i = 0; i < N_CASES; i++) {
+        size_t nc = (size_t)cases[i].M * (cases[i].N + 2);
+        float *r512 = xmalloc(nc * sizeof(float) + 4), *r2 = xmalloc(nc * sizeof(float) + 4);
+        CHECK_INT(matmul_select("avx512"), 0);
+        rng = 2000 + (uint64_t)i;
+        CHECK_INT(check_case(&cases[i], r512), 0);
+        CHECK_INT(matmul_select("avx2"), 0);
+        rng = 2000 + (uint64_t)i;
+        CHECK_INT(check_case(&cases[i], r2), 0);
+        if (memcmp(r512, r2, nc * sizeof(float)) != 0) {
+            printf("  case %d: avx2 differs from avx512\n", i);
+            CHECK(0);
+        }
+        free(r512), free(r2);
+    }
     CHECK_INT(matmul_select("auto"), 0);
 }
 
@@ -111,25 +147,30 @@ TEST(matmul_unknown_kernel_refused) {
     CHECK_STR(matmul_kernel_name(), before);
 }
 
-// The same inputs (the generator is re-seeded) with 1, 2 and 3 threads: identical bits.
+// The same inputs (the generator is re-seeded) with 1, 2 and 3 threads: identical bits, for
+// each kernel this CPU runs.
 TEST(matmul_same_bits_for_any_thread_count) {
     const Case *big = &cases[N_CASES - 1];
     CHECK((double)big->M * big->N * big->K >= MATMUL_PARALLEL_MIN);  // so more than one thread works on it
     int saved = omp_get_max_threads();
-    for (int i = 0; i < N_CASES; i++) {
-        size_t nc = (size_t)cases[i].M * (cases[i].N + 2);
-        float *first = xmalloc(nc * sizeof(float) + 4), *again = xmalloc(nc * sizeof(float) + 4);
-        for (int threads = 1; threads <= 3; threads++) {
-            omp_set_num_threads(threads);
-            rng = 1000 + (uint64_t)i;
-            CHECK_INT(check_case(&cases[i], threads == 1 ? first : again), 0);
-            if (threads > 1 && memcmp(first, again, nc * sizeof(float)) != 0) {
-                printf("  case %d: %d threads differ from 1\n", i, threads);
-                CHECK(0);
+    for (int kn = 0; kn < N_KERNEL_NAMES; kn++) {
+        if (matmul_select(kernel_names[kn]) != 0) continue;  // the CPU lacks it (reported above)
+        for (int i = 0; i < N_CASES; i++) {
+            size_t nc = (size_t)cases[i].M * (cases[i].N + 2);
+            float *first = xmalloc(nc * sizeof(float) + 4), *again = xmalloc(nc * sizeof(float) + 4);
+            for (int threads = 1; threads <= 3; threads++) {
+                omp_set_num_threads(threads);
+                rng = 1000 + (uint64_t)i;
+                CHECK_INT(check_case(&cases[i], threads == 1 ? first : again), 0);
+                if (threads > 1 && memcmp(first, again, nc * sizeof(float)) != 0) {
+                    printf("  %s case %d: %d threads differ from 1\n", kernel_names[kn], i, threads);
+                    CHECK(0);
+                }
             }
+            free(first), free(again);
         }
-        free(first), free(again);
     }
+    CHECK_INT(matmul_select("auto"), 0);
     omp_set_num_threads(saved);
 }
 
@@ -137,6 +178,8 @@ int main(void) {
     RUN(matmul_matches_double_precision_auto_kernel);
     RUN(matmul_matches_double_precision_generic_kernel);
     RUN(matmul_matches_double_precision_avx512_kernel);
+    RUN(matmul_matches_double_precision_avx2_kernel);
+    RUN(matmul_avx512_and_avx2_same_bits);
     RUN(matmul_unknown_kernel_refused);
     RUN(matmul_same_bits_for_any_thread_count);
     return test_summary();

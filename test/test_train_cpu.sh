@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test/test_train_cpu.sh: train_cpu end to end on a tiny random model and Mistral's real v3
 # tokenizer: the loss falls; a run stopped by SIGINT and resumed writes exactly the log and
-# adapter of an uninterrupted run; 1 and 3 threads write the same bits; damaged or
+# adapter of an uninterrupted run; 1 and 3 threads write the same bits, and so does the AVX2
+# matrix kernel forced (--matmul-kernel) where auto is the AVX-512 one; damaged or
 # mismatched checkpoints and shards of another vocabulary are refused with one clear line.
 set -u
 cd "$(dirname "$0")/.."
@@ -38,6 +39,18 @@ grep -q "3 thread(s)" "$tmp/t.out" && echo "PASS threads_flag_reported" || echo 
 same_output log_same_for_1_and_3_threads <(strip_timing "$tmp/a/log.jsonl") <(strip_timing "$tmp/t/log.jsonl")
 same_output adapter_same_for_1_and_3_threads "$tmp/a/adapter/adapter_model.safetensors" "$tmp/t/adapter/adapter_model.safetensors"
 
+# the AVX2 kernel forced: the same bits as the AVX-512 one (matmul.h), so the same run as
+# above where auto chose either; on a CPU without AVX2 and FMA the flag must be refused
+"$SAN_BIN/train_cpu" "${ARGS[@]}" --threads 2 --matmul-kernel avx2 --out "$tmp/x" >"$tmp/x.out" 2>&1
+if grep -qE "(avx512|avx2) matrix kernel" "$tmp/a.out"; then
+    same_output avx2_kernel_same_log_as_auto <(strip_timing "$tmp/a/log.jsonl") <(strip_timing "$tmp/x/log.jsonl")
+    same_output avx2_kernel_same_adapter_as_auto "$tmp/a/adapter/adapter_model.safetensors" \
+        "$tmp/x/adapter/adapter_model.safetensors"
+else
+    grep -q "this CPU cannot run it" "$tmp/x.out" && echo "PASS avx2_kernel_refused_without_avx2" ||
+        echo "FAIL avx2_kernel_refused_without_avx2"
+fi
+
 # stop a second run with SIGINT once a few steps are logged, then resume it
 "$SAN_BIN/train_cpu" "${ARGS[@]}" --out "$tmp/b" >"$tmp/b1.out" 2>&1 &
 pid=$!
@@ -72,4 +85,10 @@ expect_fail other_settings_refused "made with other settings" "$SAN_BIN/train_cp
 "$SAN_BIN/init_model" --out "$tmp/small" --vocab 100 --hidden 16 --intermediate 32 --layers 1 --heads 2 --kv-heads 1 >/dev/null
 expect_fail vocabulary_mismatch_refused "32768-token vocabulary" "$SAN_BIN/train_cpu" --model "$tmp/small" \
     --train "$tmp/shards/train-conversations.bin" --out "$tmp/e"
+expect_fail unknown_matmul_kernel_refused "--matmul-kernel 'sse9'" "$SAN_BIN/train_cpu" "${ARGS[@]}" \
+    --matmul-kernel sse9 --out "$tmp/g"
+# the portable kernel, which every CPU runs, forced (as the benchmark forces a kernel)
+"$SAN_BIN/train_cpu" "${ARGS[@]}" --steps 2 --matmul-kernel generic --out "$tmp/h" >"$tmp/h.out" 2>&1
+grep -q "generic matrix kernel" "$tmp/h.out" && [ -f "$tmp/h/adapter/adapter_model.safetensors" ] &&
+    echo "PASS matmul_kernel_flag_forces_kernel" || echo "FAIL matmul_kernel_flag_forces_kernel"
 expect_fail missing_train_refused "at least one --train shard" "$SAN_BIN/train_cpu" --model "$tmp/model" --out "$tmp/f"

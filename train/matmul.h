@@ -9,8 +9,8 @@
  * The forms the model uses: y = x W^T (b_t: W is [out, in]), dx = dy W (plain), and
  * dW-like products dB = dy^T u (a_t).
  *
- * How it is computed (the BLIS / GotoBLAS scheme, in plain C plus an optional AVX-512
- * micro-kernel chosen at run time): C is cut into tiles of at most MATMUL_MC x MATMUL_NC;
+ * How it is computed (the BLIS / GotoBLAS scheme, in plain C plus AVX-512 and AVX2+FMA
+ * micro-kernels chosen at run time): C is cut into tiles of about MATMUL_MC x MATMUL_NC;
  * the tiles are shared out among the OpenMP threads; for each tile, K is walked in blocks of
  * MATMUL_KC: the block of op(A) and of op(B) is copied ("packed") into contiguous panels
  * of MR rows / NR columns, and a register-tiled micro-kernel accumulates an MR x NR piece
@@ -19,15 +19,15 @@
  * Determinism: every element of C is the sum over k in a fixed order (k-blocks in order,
  * within a block k ascending, one fused or unfused multiply-add per term as the kernel
  * does) computed by one thread, so the result is bit-for-bit the same for any number of
- * threads and any schedule. The kernels differ in rounding: the AVX-512 one fuses each
- * multiply-add (one rounding), the generic one rounds the product and the sum, so a run
- * is reproducible on one machine (the same kernel is chosen every time) but not bit for
- * bit across CPUs of different instruction sets.
+ * threads and any schedule. The kernels differ in rounding: the AVX-512 and AVX2 ones fuse
+ * each multiply-add (one rounding) and give the same bits as each other; the generic one
+ * rounds the product and the sum. So a run is reproducible on one machine (the same kernel
+ * is chosen every time) and between AVX-512 and AVX2 CPUs, but not on a CPU with neither.
  */
 #ifndef PERSONA_MATMUL_H
 #define PERSONA_MATMUL_H
 
-#define MATMUL_MC 256  // the largest tile; smaller when that leaves threads idle
+#define MATMUL_MC 256  // the largest tile, rounded up to whole register tiles; smaller when that leaves threads idle
 #define MATMUL_NC 256
 #define MATMUL_KC 256  // fixed: it decides the order of every sum
 #define MATMUL_PARALLEL_MIN 8e6  // multiply-adds below which one thread does it all
@@ -36,7 +36,7 @@ void matmul(float *C, int ldc, const float *A, int lda, int a_t, const float *B,
             float alpha, int accumulate);
 
 // Which micro-kernel matmul uses: "auto" (the fastest this CPU runs, the default),
-// "avx512" or "generic". Returns 0, or -1 when the CPU cannot run it (nothing changes).
+// "avx512", "avx2" (with FMA) or "generic". Returns 0, or -1 when the CPU cannot run it (nothing changes).
 // For tests and benchmarks; not to be called while a matmul runs.
 int matmul_select(const char *kernel);
 const char *matmul_kernel_name(void);

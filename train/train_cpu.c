@@ -49,7 +49,7 @@
 #define MAX_SHARDS 256
 
 typedef struct {
-    const char *model, *out, *tokenizer, *targets, *schedule, *prompts;
+    const char *model, *out, *tokenizer, *targets, *schedule, *prompts, *matmul_kernel;
     const char *train[MAX_SHARDS], *val[MAX_SHARDS];
     int n_train, n_val;
     int seq_len, batch, grad_accum, steps, warmup, lora_r, rslora, no_nf4, threads;
@@ -91,6 +91,8 @@ static void usage(FILE *f) {
             "  --seed N               data order and LoRA init (default 1)\n"
             "  --threads N            OpenMP threads (default: OMP_NUM_THREADS, else every core);\n"
             "                         the numbers are the same for any N\n"
+            "  --matmul-kernel K      auto, avx512, avx2 or generic (default auto: the fastest this\n"
+            "                         CPU runs); to measure or test a slower one\n"
             "  --eval-every N         evaluate on --val every N steps and at the end; 0 = only at the end\n"
             "  --checkpoint-every N   write a checkpoint every N steps (default 50; always at the end)\n"
             "  --prompts FILE         persona probe prompts, one per line, answered every\n"
@@ -134,6 +136,7 @@ static int parse_args(int argc, char **argv, Options *o) {
         else if (!strcmp(a, "--lora-dropout")) o->lora_dropout = strtof(v, NULL);
         else if (!strcmp(a, "--lora-targets")) o->targets = v;
         else if (!strcmp(a, "--seed")) o->seed = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--matmul-kernel")) o->matmul_kernel = v;
         else if (!strcmp(a, "--threads")) o->threads = atoi(v) > 0 ? atoi(v) : -1;  // -1: refused below
         else if (!strcmp(a, "--eval-every")) o->eval_every = atoi(v);
         else if (!strcmp(a, "--checkpoint-every")) o->checkpoint_every = atoi(v);
@@ -530,6 +533,11 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (o.threads) omp_set_num_threads(o.threads);
+    if (o.matmul_kernel && matmul_select(o.matmul_kernel) != 0) {
+        fprintf(stderr, "error: --matmul-kernel '%s' is unknown or this CPU cannot run it (see --help)\n",
+                o.matmul_kernel);
+        return 1;
+    }
     char err[ERR_LEN], desc[512], path[4096];
     Run run = {0};
     int rc = run_open(&run, &o, targets);
