@@ -33,6 +33,13 @@ static double best_seconds(int repeat, float *C, int ldc, const float *A, int ld
     return best;
 }
 
+// A whole positive number, or -1 (refused by the caller).
+static int positive(const char *s) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    return *s && !*end && v > 0 && v <= 1 << 20 ? (int)v : -1;
+}
+
 int main(int argc, char **argv) {
     static const char *const all[] = {"avx512", "avx2", "generic"};
     const char *names[16];
@@ -43,8 +50,8 @@ int main(int argc, char **argv) {
             fputs(usage, stdout);
             return 0;
         }
-        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--repeat") && i + 1 < argc) repeat = atoi(argv[++i]);
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = positive(argv[++i]);
+        else if (!strcmp(argv[i], "--repeat") && i + 1 < argc) repeat = positive(argv[++i]);
         else if (argv[i][0] != '-' && n_names < 16) names[n_names++] = argv[i];
         else {
             fprintf(stderr, "error: unknown option or missing value: %s (see --help)\n", argv[i]);
