@@ -34,6 +34,15 @@ CPU backend cannot run matmuls of these tiny shapes, and its CPU dequantize_4bit
 read a [48, 48] weight in the layout it saved; test_bnb4bit.c checks bitsandbytes'
 dequantization on shapes where it does.)
 
+For "mistral_window" it also writes mistral_window_bf16/ (the fp32 model cast to bfloat16
+and saved: config dtype bfloat16, BF16 weights) and mistral_window_bf16_bnb4bit/: that bf16
+checkpoint loaded in bfloat16 with the same BitsAndBytesConfig and bnb_4bit_compute_dtype
+bfloat16, as one would load a bf16 checkpoint for QLoRA. The compute dtype is only recorded
+in the config (the saved tensors are the same bytes with float32), and persona.c's loader
+ignores it: it dequantizes to float32 and computes in float32. Only these two, without
+rewriting the others:
+  python scripts/model_fixtures.py bf16 test/fixtures/tiny
+
 Configurations: "mistral_window" (sliding window 5 < sequence length 12, 4 query heads on
 2 KV heads, head_dim 12), "mistral_gqa" (no window, 6 heads on 2 KV heads, explicit head_dim
 8, as hidden / heads), "llama" (Llama architecture, no window, no GQA); each with LoRA r 4,
@@ -154,15 +163,27 @@ def build(out, spec, run=RUN):
     save_file(t, os.path.join(out, "expected.safetensors"), metadata=meta)
 
 
-def bnb_copy(out_root, name):
+def bnb_copy(out_root, name, dtype=torch.float32):
+    """Writes NAME_bnb4bit/: the checkpoint NAME loaded in dtype (its own) with load_in_4bit
+    and saved; the compute dtype is the same dtype (it is only recorded in the config: the
+    stored codes and statistics do not depend on it)."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
     src = os.path.join(out_root, name)
     q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                           bnb_4bit_compute_dtype=torch.float32)
+                           bnb_4bit_compute_dtype=dtype)
     model = AutoModelForCausalLM.from_pretrained(src, quantization_config=q, device_map="cpu",
-                                                 dtype=torch.float32, attn_implementation="eager")
+                                                 dtype=dtype, attn_implementation="eager")
     out = src + "_bnb4bit"
     model.save_pretrained(out)
+
+
+def bf16_copies(out_root, name):
+    """Writes NAME_bf16/ (the fp32 checkpoint NAME cast to bfloat16 and saved) and
+    NAME_bf16_bnb4bit/ (that bf16 checkpoint loaded in bfloat16 with load_in_4bit)."""
+    src = os.path.join(out_root, name)
+    model = MistralForCausalLM.from_pretrained(src, dtype=torch.float32, attn_implementation="eager")
+    model.to(torch.bfloat16).save_pretrained(src + "_bf16", safe_serialization=True)
+    bnb_copy(out_root, name + "_bf16", dtype=torch.bfloat16)
 
 
 def check_adapter(adapter_dir, result_path):
@@ -237,10 +258,14 @@ def main():
     if len(sys.argv) > 1 and sys.argv[1] == "one":
         one(sys.argv[2:])
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "bf16":
+        bf16_copies(sys.argv[2] if len(sys.argv) > 2 else "test/fixtures/tiny", "mistral_window")
+        return
     out_root = sys.argv[1] if len(sys.argv) > 1 else "test/fixtures/tiny"
     for name, spec in CONFIGS.items():
         build(os.path.join(out_root, name), spec)
     bnb_copy(out_root, "mistral_window")
+    bf16_copies(out_root, "mistral_window")
 
 
 if __name__ == "__main__":

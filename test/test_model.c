@@ -4,9 +4,10 @@
 // is the program check_fixture, run on every committed fixture by
 // test/test_check_fixture.sh. Here: adapters we save load back bit for bit; the LoRA
 // gradients against central finite differences of the whole model's loss, with and
-// without dropout; and the bitsandbytes-4bit checkpoint of test/fixtures/tiny/
-// mistral_window (saved by transformers 5.24 + bitsandbytes 0.50.2) against our NF4 of the
-// fp32 model: the same packed codes and the same logits.
+// without dropout; and the bitsandbytes-4bit checkpoints of test/fixtures/tiny/
+// mistral_window and of its bf16 copy mistral_window_bf16 (saved by transformers 5.24 +
+// bitsandbytes 0.50.2) against our NF4 of the fp32 and the bf16 model: the same codes and
+// statistics and the same logits.
 #include <math.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -110,10 +111,12 @@ static void finite_differences(float dropout) {
 TEST(lora_gradients_match_finite_differences) { finite_differences(0.0f); }
 TEST(lora_gradients_with_dropout_match_finite_differences) { finite_differences(0.3f); }
 
-// QLoRA's frozen weights: the bitsandbytes-4bit checkpoint that transformers saved of
-// mistral_window loads as stored and gives the same logits as our own NF4 quantization of
-// the fp32 checkpoint: every packed code is the same byte, and the logits agree to 1e-5
-// (the double-quantization offset, a float32 mean, may differ from torch's by one ulp).
+// QLoRA's frozen weights: a bitsandbytes-4bit checkpoint that transformers saved loads as
+// stored and gives the same logits as our own NF4 quantization of the checkpoint it was made
+// from. Both models run the same float32 code on float32 dequantized weights; our loader
+// ignores bnb_4bit_compute_dtype and the quant_state's "dtype" (bitsandbytes would
+// dequantize to that dtype and multiply in the compute dtype), so the logits can differ only
+// through the stored codes and statistics, which are compared first.
 static void logits_of(Model *m, const StTensor *ids, float *logits) {
     int B = (int)ids->shape[0], S = (int)ids->shape[1], T = B * S;
     int32_t *pos = malloc(T * sizeof(int32_t)), *seg = malloc(T * sizeof(int32_t)), *tgt = calloc(T, sizeof(int32_t));
@@ -124,36 +127,65 @@ static void logits_of(Model *m, const StTensor *ids, float *logits) {
     free(pos), free(seg), free(tgt), free(w);
 }
 
-TEST(bitsandbytes_checkpoint_and_our_nf4_agree) {
+// Returns the largest relative difference of the logits (on the mistral_window fixture's
+// batch) between bnb_dir loaded as stored and source_dir quantized by us. Checks that every
+// projection's packed codes, absmax codes and 8-bit map are the same bytes, and with
+// exact_scales also its double-quantization offset and second-level scales (absmax2).
+static double bnb_against_our_nf4(const char *bnb_dir, const char *source_dir, int exact_scales) {
     Model bnb, ours;
     SafeTensors ex;
     char err[ERR_LEN];
-    if (model_load(&bnb, "test/fixtures/tiny/mistral_window_bnb4bit", 0, err) ||
-        model_load(&ours, "test/fixtures/tiny/mistral_window", 1, err) ||
+    if (model_load(&bnb, bnb_dir, 0, err) || model_load(&ours, source_dir, 1, err) ||
         st_open(&ex, "test/fixtures/tiny/mistral_window/expected.safetensors", err)) {
         printf("  %s\n", err);
         CHECK(0);
-        return;
+        return INFINITY;
     }
     CHECK(bnb.c.bnb_4bit && bnb.layers[0].proj[PROJ_Q].w == NULL && bnb.layers[0].proj[PROJ_Q].q.double_quant);
+    int codes = 0, scales = 0;  // differing bytes of codes; weights whose offset or absmax2 differ
+    for (int i = 0; i < ours.c.num_hidden_layers; i++)
+        for (int p = 0; p < N_PROJ; p++) {
+            const Nf4Weight *x = &ours.layers[i].proj[p].q, *y = &bnb.layers[i].proj[p].q;
+            size_t n = (size_t)x->rows * x->cols, nb = (n + 63) / 64, nb2 = (nb + NF4_DQ_BLOCKSIZE - 1) / NF4_DQ_BLOCKSIZE;
+            CHECK(x->blocksize == 64 && y->blocksize == 64 && y->double_quant);
+            for (size_t j = 0; j < (n + 1) / 2; j++) codes += x->packed[j] != y->packed[j];
+            for (size_t j = 0; j < nb; j++) codes += x->qabsmax[j] != y->qabsmax[j];
+            codes += memcmp(x->code, y->code, sizeof(x->code)) != 0;
+            scales += memcmp(&x->offset, &y->offset, 4) != 0 || memcmp(x->absmax2, y->absmax2, nb2 * 4) != 0;
+        }
+    printf("  %s against our NF4 of %s: %d code bytes differ, offset/absmax2 of %d weights differ\n", bnb_dir,
+           source_dir, codes, scales);
+    CHECK_INT(codes, 0);
+    if (exact_scales) CHECK_INT(scales, 0);
     const StTensor *ids = st_find(&ex, "input_ids");
     size_t n = (size_t)ids->numel * bnb.c.vocab_size;
     float *a = malloc(n * 4), *b = malloc(n * 4);
     logits_of(&bnb, ids, a);
     logits_of(&ours, ids, b);
     double r = max_rel_error(b, a, n);
-    printf("  our NF4 vs the bitsandbytes checkpoint: logits %.2g\n", r);
-    CHECK(r < 1e-5);
-    // and the packed codes of every projection are the same bytes
-    for (int i = 0; i < ours.c.num_hidden_layers; i++)
-        for (int p = 0; p < N_PROJ; p++) {
-            const Nf4Weight *x = &ours.layers[i].proj[p].q, *y = &bnb.layers[i].proj[p].q;
-            CHECK(memcmp(x->packed, y->packed, (size_t)(x->rows * x->cols + 1) / 2) == 0);
-        }
+    printf("  logits: largest relative difference %.2g\n", r);
     free(a), free(b);
     st_close(&ex);
     model_free(&bnb);
     model_free(&ours);
+    return r;
+}
+
+// The fp32 checkpoint: the logits agree to 1e-5. The double-quantization offset is the
+// float32 mean of the absmax values; torch sums float32 values in float32 and we round the
+// exact mean once, so the offset (and with it absmax2) of some weights differs by one ulp
+// (4 of the 14 here), every code being the same.
+TEST(bitsandbytes_checkpoint_and_our_nf4_agree) {
+    CHECK(bnb_against_our_nf4("test/fixtures/tiny/mistral_window_bnb4bit", "test/fixtures/tiny/mistral_window", 0) < 1e-5);
+}
+
+// The same model saved in bf16 (test/fixtures/tiny/mistral_window_bf16) and quantized by
+// bitsandbytes from the bf16 weights: the absmax values are bf16 numbers (8-bit
+// significands), whose float32 sum over a weight's 36 or 72 blocks here is exact, so torch's mean is
+// ours too; every code and statistic is the same bytes and the logits are the same floats.
+TEST(bitsandbytes_checkpoint_of_bf16_and_our_nf4_agree) {
+    CHECK(bnb_against_our_nf4("test/fixtures/tiny/mistral_window_bf16_bnb4bit", "test/fixtures/tiny/mistral_window_bf16",
+                              1) == 0.0);
 }
 
 // --export-adapter DIR: the mistral_window fixture's adapter after 3 AdamW steps on its
@@ -209,6 +241,7 @@ int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "--export-adapter") == 0) return export_adapter(argv[2]);
     RUN(adapter_save_load_round_trip);
     RUN(bitsandbytes_checkpoint_and_our_nf4_agree);
+    RUN(bitsandbytes_checkpoint_of_bf16_and_our_nf4_agree);
     RUN(lora_gradients_match_finite_differences);
     RUN(lora_gradients_with_dropout_match_finite_differences);
     return test_summary();
