@@ -256,8 +256,10 @@ __global__ void __launch_bounds__(ATTN_THREADS)
     for (int r = 0; r < 2 * MB; r++) m[r] = -INFINITY, l[r] = 0.0f;
     for (int it = 0; it < n_tiles; it++) {
         int kt = kt_hi - it, j0 = kt * BK, buf = it % 2;
-        attn_kv_tile_ready<D, BK>(sk, sv, k, v, it, n_tiles, j0, T, Hkv, kh);
+        // counted before the barrier in attn_kv_tile_ready, so the warp is converged again
+        // when the .aligned ldmatrix/mma below run (no divergent branch right before them)
         if (tile_count && threadIdx.x == 0) atomicAdd(tile_count, 1);
+        attn_kv_tile_ready<D, BK>(sk, sv, k, v, it, n_tiles, j0, T, Hkv, kh);
 
         float s[MB][BK / 8][4] = {};
         attn_mma_abt<D, BK, MB>(s, sq + warp * 16 * MB * SD, sk + buf * BK * SD);
@@ -415,8 +417,8 @@ __global__ void __launch_bounds__(ATTN_THREADS)
         } else {
             cp_async_wait<0>();
         }
+        if (tile_count && threadIdx.x == 0) atomicAdd(tile_count, 1);  // before the barrier, as above
         __syncthreads();
-        if (tile_count && threadIdx.x == 0) atomicAdd(tile_count, 1);
         const __nv_bfloat16 *tq = sq + buf * BQ * SD, *tdo = sdo + buf * BQ * SD;
 
         float s[1][BQ / 8][4] = {}, dp[1][BQ / 8][4] = {};
