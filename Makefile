@@ -134,10 +134,10 @@ build/obj/test/test_cuda_%.o: test/test_cuda_%.cpp $(CUDA_HOST_DEPS)
 build/san/obj/test/test_cuda_%.o: test/test_cuda_%.cpp $(CUDA_HOST_DEPS)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) -fno-weak -Itest/cuda_host -c -o $@ $<
-build/obj/test/test_cuda_types_nvidia.o: test/test_cuda_types_nvidia.cpp
+build/obj/test/test_cuda_types_nvidia.o: test/test_cuda_types_nvidia.cpp test/test_cuda_types_nvidia.h
 	@mkdir -p $(dir $@)
 	$(CXX) -O2 $(CUDA_HOST_FLAGS) -fno-weak $(if $(CUDA_INCLUDE),-I$(CUDA_INCLUDE),-DNO_CUDA_TOOLKIT) -c -o $@ $<
-build/san/obj/test/test_cuda_types_nvidia.o: test/test_cuda_types_nvidia.cpp
+build/san/obj/test/test_cuda_types_nvidia.o: test/test_cuda_types_nvidia.cpp test/test_cuda_types_nvidia.h
 	@mkdir -p $(dir $@)
 	$(CXX) $(SANFLAGS) $(CUDA_HOST_FLAGS) -fno-weak $(if $(CUDA_INCLUDE),-I$(CUDA_INCLUDE),-DNO_CUDA_TOOLKIT) -c -o $@ $<
 

@@ -13,15 +13,7 @@
 
 #include "test.h"
 
-bool nvidia_reference_available();
-unsigned short nvidia_float2bfloat16(float f);
-unsigned short nvidia_double2bfloat16(double d);
-float nvidia_bfloat162float(unsigned short h);
-unsigned short nvidia_float2half(float f);
-float nvidia_half2float(unsigned short h);
-unsigned short nvidia_double2half(double d);
-unsigned short nvidia_bf16_op(char op, unsigned short a, unsigned short b);
-unsigned short nvidia_half_op(char op, unsigned short a, unsigned short b);
+#include "test_cuda_types_nvidia.h"
 
 static uint32_t fbits(float f) {
     uint32_t u;

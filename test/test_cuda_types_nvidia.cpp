@@ -5,15 +5,7 @@
 // definitions of __nv_bfloat16 and __half each stay inside their own translation unit;
 // only bit patterns cross between them. Without the toolkit (NO_CUDA_TOOLKIT) there is no
 // reference, and the test says so.
-bool nvidia_reference_available();
-unsigned short nvidia_float2bfloat16(float f);
-unsigned short nvidia_double2bfloat16(double d);
-float nvidia_bfloat162float(unsigned short h);
-unsigned short nvidia_float2half(float f);
-float nvidia_half2float(unsigned short h);
-unsigned short nvidia_double2half(double d);
-unsigned short nvidia_bf16_op(char op, unsigned short a, unsigned short b);
-unsigned short nvidia_half_op(char op, unsigned short a, unsigned short b);
+#include "test_cuda_types_nvidia.h"
 
 #ifdef NO_CUDA_TOOLKIT
 bool nvidia_reference_available() { return false; }

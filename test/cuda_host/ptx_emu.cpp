@@ -78,13 +78,9 @@ static void mma_complete(Thread *const lanes[32], unsigned) {
 
 void mma_m16n8k16_bf16(float d[4], const unsigned a[4], const unsigned b[2], const float c[4]) {
     Thread *t = self("mma.sync");
-    WarpOp *op = &t->op;
-    op->kind = WARP_MMA;
-    op->qual = 0;
-    op->name = "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32";
-    op->file = __FILE__;
-    op->line = __LINE__;
-    op->mask = 0xffffffffu;  // .aligned: the whole warp executes the same mma
+    // .aligned: the whole warp executes the same mma
+    WarpOp *op = warp_op_begin(t, WARP_MMA, 0, "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32", __FILE__,
+                               __LINE__, 0xffffffffu, mma_complete);
     for (int i = 0; i < 4; i++) op->in[i] = a[i];
     for (int i = 0; i < 2; i++) op->in[4 + i] = b[i];
     for (int i = 0; i < 4; i++) {
@@ -92,7 +88,6 @@ void mma_m16n8k16_bf16(float d[4], const unsigned a[4], const unsigned b[2], con
         memcpy(&bits, &c[i], 4);
         op->in[6 + i] = bits;
     }
-    op->complete = mma_complete;
     warp_meet(t);
     for (int i = 0; i < 4; i++) {
         uint32_t bits = (uint32_t)op->out[i];
@@ -126,17 +121,12 @@ static void ldmatrix_complete(Thread *const lanes[32], unsigned) {
 
 void ldmatrix(int num, bool trans, unsigned *r, const void *row) {
     Thread *t = self("ldmatrix");
-    WarpOp *op = &t->op;
-    op->kind = WARP_LDMATRIX;
-    op->qual = num << 1 | (trans ? 1 : 0);
-    op->name = num == 1 ? (trans ? "ldmatrix.x1.trans" : "ldmatrix.x1")
-               : num == 2 ? (trans ? "ldmatrix.x2.trans" : "ldmatrix.x2")
-                          : (trans ? "ldmatrix.x4.trans" : "ldmatrix.x4");
-    op->file = __FILE__;
-    op->line = __LINE__;
-    op->mask = 0xffffffffu;
+    const char *name = num == 1   ? (trans ? "ldmatrix.x1.trans" : "ldmatrix.x1")
+                       : num == 2 ? (trans ? "ldmatrix.x2.trans" : "ldmatrix.x2")
+                                  : (trans ? "ldmatrix.x4.trans" : "ldmatrix.x4");
+    WarpOp *op = warp_op_begin(t, WARP_LDMATRIX, num << 1 | (trans ? 1 : 0), name, __FILE__, __LINE__, 0xffffffffu,
+                               ldmatrix_complete);
     op->ptr = row;
-    op->complete = ldmatrix_complete;
     warp_meet(t);
     for (int j = 0; j < num; j++) r[j] = (unsigned)op->out[j];
 }

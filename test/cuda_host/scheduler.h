@@ -114,10 +114,19 @@ void run_block(Block *b, uint64_t *rng);
 // Reports a fault in the running thread's kernel and abandons the launch: does not return.
 [[noreturn]] void thread_fault(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-// The running thread's part in a warp operation: t->op must be filled in (kind, qual,
-// name, file, line, mask, operands, complete). Returns when the operation is complete, with
-// the results in t->op.out.
+// The running thread's part in a warp operation: t->op must be filled in (warp_op_begin,
+// then the operands). Returns when the operation is complete, with the results in t->op.out.
 void warp_meet(Thread *t);
+
+// Starts the running thread's next warp operation: the fields every kind has. The caller
+// sets the lane's operands (in, ptr) and calls warp_meet.
+static inline WarpOp *warp_op_begin(Thread *t, int kind, int qual, const char *name, const char *file, int line,
+                                    unsigned mask, void (*complete)(Thread *const lanes[32], unsigned mask)) {
+    WarpOp *op = &t->op;
+    op->kind = kind, op->qual = qual, op->name = name, op->file = file, op->line = line, op->mask = mask;
+    op->complete = complete;
+    return op;
+}
 
 // The last fault's message ("" if none); setting it also prints it on stderr.
 const char *fault_message();

@@ -35,16 +35,9 @@ uint64_t warp_shfl(int mode, const char *name, const char *file, int line, unsig
     Thread *t = self(name);
     if (width < 1 || width > 32 || (width & (width - 1)))
         thread_fault("%s (%s:%d): width %d is not a power of two between 1 and 32", name, file, line, width);
-    WarpOp *op = &t->op;
-    op->kind = WARP_SHFL;
-    op->qual = mode << 8 | width;
-    op->name = name;
-    op->file = file;
-    op->line = line;
-    op->mask = mask;
+    WarpOp *op = warp_op_begin(t, WARP_SHFL, mode << 8 | width, name, file, line, mask, shfl_complete);
     op->in[0] = bits;
     op->in[1] = (uint32_t)b;
-    op->complete = shfl_complete;
     warp_meet(t);
     return op->out[0];
 }
@@ -62,15 +55,8 @@ static void vote_complete(Thread *const lanes[32], unsigned mask) {
 
 unsigned warp_vote(int kind, const char *name, const char *file, int line, unsigned mask, int pred) {
     Thread *t = self(name);
-    WarpOp *op = &t->op;
-    op->kind = WARP_VOTE;
-    op->qual = kind;
-    op->name = name;
-    op->file = file;
-    op->line = line;
-    op->mask = mask;
+    WarpOp *op = warp_op_begin(t, WARP_VOTE, kind, name, file, line, mask, vote_complete);
     op->in[0] = pred != 0;
-    op->complete = vote_complete;
     warp_meet(t);
     return (unsigned)op->out[0];
 }
@@ -79,14 +65,7 @@ static void sync_complete(Thread *const[32], unsigned) {}
 
 void warp_sync(const char *file, int line, unsigned mask) {
     Thread *t = self("__syncwarp");
-    WarpOp *op = &t->op;
-    op->kind = WARP_SYNC;
-    op->qual = 0;
-    op->name = "__syncwarp";
-    op->file = file;
-    op->line = line;
-    op->mask = mask;
-    op->complete = sync_complete;
+    warp_op_begin(t, WARP_SYNC, 0, "__syncwarp", file, line, mask, sync_complete);
     warp_meet(t);
 }
 
