@@ -8,6 +8,8 @@
  * - DYNAMIC_SHARED(T, name): declares `T *name`, the block's dynamic shared memory (the
  *   launch's smem bytes), 16-byte aligned; the one way kernels get dynamic shared memory.
  * - CEIL_DIV for grid sizes; warp_sum and block_sum, the reductions kernels share.
+ * - pack_bf16x2(lo, hi): two floats rounded to bf16 in one 32-bit word, lo in the low half
+ *   (the lower address, and the lower index of an mma fragment pair).
  * - Bf16Pack<V>: V consecutive bf16 moved as one aligned load or store (V = 8: 16 bytes, the
  *   widest a thread can move at once, which memory-bound kernels need to reach the DRAM
  *   peak); aligned16(p) says whether p may be accessed in such packs.
@@ -66,6 +68,10 @@ template <int V>
 struct alignas(2 * V) Bf16Pack {
     __nv_bfloat16 v[V];
 };
+
+__device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
+    return (unsigned)__bfloat16_as_ushort(__float2bfloat16(lo)) | (unsigned)__bfloat16_as_ushort(__float2bfloat16(hi)) << 16;
+}
 
 static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
