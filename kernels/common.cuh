@@ -7,6 +7,9 @@
  * - LAUNCH(kernel, grid, block, smem, stream, args...): the one way kernels are launched.
  * - DYNAMIC_SHARED(T, name): declares `T *name`, the block's dynamic shared memory (the
  *   launch's smem bytes), 16-byte aligned; the one way kernels get dynamic shared memory.
+ * - UNROLL: nvcc's `#pragma unroll`, for loops whose arrays must stay in registers (ptxas
+ *   puts an array indexed by a loop counter in local memory unless the loop is unrolled);
+ *   the harness's host compiler has no such pragma and needs none.
  * - CEIL_DIV for grid sizes; warp_sum and block_sum, the reductions kernels share.
  * - pack_bf16x2(lo, hi): two floats rounded to bf16 in one 32-bit word, lo in the low half
  *   (the lower address, and the lower index of an mma fragment pair).
@@ -43,6 +46,12 @@ static inline void cuda_check_at(cudaError_t e, const char *call, const char *fi
     if (e != cudaSuccess) check_failed(call, file, line, cudaGetErrorString(e), cudaGetErrorName(e));
 }
 #define cuda_check(call) cuda_check_at((call), #call, __FILE__, __LINE__)
+
+#ifdef CUDA_HOST_HARNESS
+#define UNROLL
+#else
+#define UNROLL _Pragma("unroll")
+#endif
 
 #define CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
 

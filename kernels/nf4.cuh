@@ -90,15 +90,6 @@
 #define NF4_MEAN_PARTIALS 256 // at most this many of them (then the one that finishes)
 #define NF4_DEQUANT_WARP 1024 // values a dequantizing warp takes (32 per lane)
 
-// nvcc's `#pragma unroll`, for the loops whose arrays must stay in registers (ptxas puts
-// an array indexed by a loop counter in local memory unless the loop is unrolled). The
-// harness's host compiler has no such pragma and needs none.
-#ifdef CUDA_HOST_HARNESS
-#define NF4_UNROLL
-#else
-#define NF4_UNROLL _Pragma("unroll")
-#endif
-
 // A weight of rows x cols values in NF4 with double-quantized statistics, on the device.
 // n = rows·cols values in row-major order, nb = ceil(n / blocksize) blocks.
 typedef struct {
@@ -126,7 +117,7 @@ __host__ __device__ constexpr float nf4_value(int code) {
 // indexed by threadIdx would live in local memory).
 __device__ __forceinline__ void nf4_fill_table(float *lut) {
     if (threadIdx.x == 0) {
-        NF4_UNROLL
+        UNROLL
         for (int k = 0; k < 16; k++) lut[k] = nf4_value(k);
     }
     __syncthreads();
@@ -138,7 +129,7 @@ __device__ __forceinline__ void nf4_fill_table(float *lut) {
 // with k = (2(i - 2^d) + 1)·2^(3-d) - 1, so node 1 is m_7, nodes 2 and 3 are m_3 and m_11.
 __device__ __forceinline__ void nf4_fill_midpoint_tree(float *tree) {
     if (threadIdx.x == 0) {
-        NF4_UNROLL
+        UNROLL
         for (int i = 1; i < 16; i++) {
             int depth = i >= 8 ? 3 : i >= 4 ? 2 : i >= 2 ? 1 : 0;
             int k = (2 * (i - (1 << depth)) + 1) * (1 << (3 - depth)) - 1;
@@ -172,13 +163,13 @@ __global__ void __launch_bounds__(NF4_THREADS)
     int lane = threadIdx.x % 32;
     int64_t first = ((int64_t)blockIdx.x * (NF4_THREADS / 32) + threadIdx.x / 32) * NF4_WARP_BLOCKS;
     float a[NF4_WARP_BLOCKS], b[NF4_WARP_BLOCKS];
-    NF4_UNROLL
+    UNROLL
     for (int k = 0; k < NF4_WARP_BLOCKS; k++) {
         int64_t i = (first + k) * NF4_BLOCKSIZE + 2 * lane;
         a[k] = i < n ? nf4_load_float(w + i) : 0.0f;
         b[k] = i + 1 < n ? nf4_load_float(w + i + 1) : 0.0f;
     }
-    NF4_UNROLL
+    UNROLL
     for (int k = 0; k < NF4_WARP_BLOCKS; k++) {
         int64_t block = first + k, start = block * NF4_BLOCKSIZE, i = start + 2 * lane;
         if (start >= n) break;  // the whole warp
@@ -306,7 +297,7 @@ __device__ __forceinline__ float nf4_absmax(const Nf4Device &q, int64_t b, float
 // nibble, 2j + 1 in the low one), dequantized and rounded to bf16, as one 16-byte pack.
 __device__ __forceinline__ uint4 nf4_dequantize_word(unsigned word, float absmax, const float *lut) {
     unsigned pairs[4];
-    NF4_UNROLL
+    UNROLL
     for (int j = 0; j < 4; j++) {
         unsigned byte = word >> (8 * j) & 0xffu;
         pairs[j] = pack_bf16x2(__fmul_rn(lut[byte >> 4], absmax), __fmul_rn(lut[byte & 15u], absmax));
@@ -334,21 +325,21 @@ __global__ void __launch_bounds__(NF4_THREADS)
         uint4 loaded = ((const uint4 *)q.packed)[(start >> 5) + lane];
         unsigned words[4] = {loaded.x, loaded.y, loaded.z, loaded.w}, mine[4] = {0, 0, 0, 0};
         float absmax = nf4_absmax(q, (start + 32 * lane) >> log2_blocksize, offset), mine_absmax[4] = {0, 0, 0, 0};
-        NF4_UNROLL
+        UNROLL
         for (int r = 0; r < 4; r++) {
             int src = 8 * ((lane % 4 + r) % 4) + lane / 4, send = (lane / 8 - r) & 3, k = (lane % 4 + r) % 4;
             unsigned sent = words[0];
-            NF4_UNROLL
+            UNROLL
             for (int w = 1; w < 4; w++) sent = send == w ? words[w] : sent;
             unsigned got = __shfl_sync(0xffffffffu, sent, src);
             float got_absmax = __shfl_sync(0xffffffffu, absmax, src);
-            NF4_UNROLL
+            UNROLL
             for (int w = 0; w < 4; w++) {
                 mine[w] = k == w ? got : mine[w];
                 mine_absmax[w] = k == w ? got_absmax : mine_absmax[w];
             }
         }
-        NF4_UNROLL
+        UNROLL
         for (int k = 0; k < 4; k++)
             ((uint4 *)(out + start))[32 * k + lane] = nf4_dequantize_word(mine[k], mine_absmax[k], lut);
     } else {

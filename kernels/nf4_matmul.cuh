@@ -108,7 +108,7 @@ typedef struct {
 
 __device__ __forceinline__ void nf4_chunk_load(Nf4Chunk &c, const Nf4Device &q, const int64_t row[2], int64_t k0,
                                                float offset, int log2_blocksize) {
-    NF4_UNROLL
+    UNROLL
     for (int h = 0; h < 2; h++) {
         bool valid = row[h] < q.rows && k0 < q.cols;
         int64_t e = valid ? row[h] * q.cols + k0 : 0;
@@ -125,7 +125,7 @@ __device__ __forceinline__ void nf4_chunk_load(Nf4Chunk &c, const Nf4Device &q, 
 __device__ __forceinline__ void nf4_chunk_dequantize(unsigned w[16], const uint4 &codes, float absmax,
                                                      const float2 *table, unsigned copy_offset) {
     unsigned words[4] = {codes.x, codes.y, codes.z, codes.w};
-    NF4_UNROLL
+    UNROLL
     for (int i = 0; i < 16; i++) {
         unsigned offset = (words[i / 4] >> (8 * (i % 4)) & 0xffu) << 7 | copy_offset;
         float2 pair = *(const float2 *)((const char *)table + offset);
@@ -145,7 +145,7 @@ __device__ inline void nf4_chunk_dequantize_scalar(unsigned w[16], const Nf4Devi
     float absmax_first = nf4_absmax(q, b_first, offset), absmax_last = nf4_absmax(q, b_last, offset);
     const uint8_t *bytes = q.packed + first / 2;
     int odd = (int)(first % 2), split = (int)(((b_first + 1) << log2_blocksize) - first);  // first value of b_last
-    NF4_UNROLL
+    UNROLL
     for (int i = 0; i < 32; i++) {
         int at = odd + (i < valid ? i : 0);
         unsigned byte = bytes[at / 2];
@@ -164,21 +164,21 @@ __device__ __forceinline__ void nf4_x_load(uint4 xb[4], const __nv_bfloat16 *x, 
     int valid = left <= 0 ? 0 : left > 32 ? 32 : (int)left;
     const __nv_bfloat16 *p = x + (valid ? (int64_t)m * K + k0 : 0);
     if (VEC) {  // whole chunks: valid is 0 or 32
-        NF4_UNROLL
+        UNROLL
         for (int i = 0; i < 4; i++) {
             uint4 v = ((const uint4 *)p)[i];
             xb[i] = valid ? v : uint4{0, 0, 0, 0};
         }
     } else {
         unsigned w[16];
-        NF4_UNROLL
+        UNROLL
         for (int i = 0; i < 32; i++) {
             unsigned bits = __bfloat16_as_ushort(p[i < valid ? i : 0]);
             bits = i < valid ? bits : 0u;
             if (i % 2 == 0) w[i / 2] = bits;
             else w[i / 2] |= bits << 16;
         }
-        NF4_UNROLL
+        UNROLL
         for (int i = 0; i < 4; i++) xb[i] = uint4{w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]};
     }
 }
@@ -207,7 +207,7 @@ __global__ void __launch_bounds__(NF4_MATMUL_THREADS)
     const int s_end = s_begin + per_split < segments ? s_begin + per_split : segments;
     const float offset = *q.offset;
     float acc[MT][4];
-    NF4_UNROLL
+    UNROLL
     for (int j = 0; j < MT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
 
     if (n0 < N) {  // the whole warp
@@ -218,18 +218,18 @@ __global__ void __launch_bounds__(NF4_MATMUL_THREADS)
             unsigned w[2][16];  // rows g and g + 8, bf16 pairs of the chunk
             if (VEC) {
                 if (s + 1 < s_end) nf4_chunk_load(next, q, row, k0 + NF4_MATMUL_SEGMENT, offset, log2_blocksize);
-                NF4_UNROLL
+                UNROLL
                 for (int h = 0; h < 2; h++) nf4_chunk_dequantize(w[h], now.codes[h], now.absmax[h], table, copy_offset);
                 now = next;
             } else {
-                NF4_UNROLL
+                UNROLL
                 for (int h = 0; h < 2; h++) nf4_chunk_dequantize_scalar(w[h], q, row[h], k0, offset, log2_blocksize, lut);
             }
-            NF4_UNROLL
+            UNROLL
             for (int j = 0; j < MT; j++) {
                 uint4 xb[4];
                 nf4_x_load<VEC>(xb, x, M, K, 8 * j + g, k0);
-                NF4_UNROLL
+                UNROLL
                 for (int st = 0; st < 8; st++) {  // logical columns 2t.. = k0 + 4st.., 2t+8.. = k0 + 4st + 2..
                     const unsigned a[4] = {w[0][2 * st], w[1][2 * st], w[0][2 * st + 1], w[1][2 * st + 1]};
                     const uint4 &v = xb[st / 2];
@@ -242,9 +242,9 @@ __global__ void __launch_bounds__(NF4_MATMUL_THREADS)
 
     // acc[j][2h + c] = Y[token 8j + 2t + c][row g + 8h]
     float *out = gridDim.y == 1 ? NULL : partials + (size_t)blockIdx.y * M * N;
-    NF4_UNROLL
+    UNROLL
     for (int j = 0; j < MT; j++)
-        NF4_UNROLL
+        UNROLL
         for (int i = 0; i < 4; i++) {
             int m = 8 * j + 2 * t + i % 2;
             int64_t n = row[i / 2];
