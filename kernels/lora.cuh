@@ -140,6 +140,29 @@ __device__ __forceinline__ unsigned lora_drop_pair(unsigned v, uint64_t state, i
 // ---------------------------------------------------------------------------------------
 // Tiles and fragments
 
+// Element p of a kernel argument's per-projection array, p known only at run time (an
+// indexed load from the argument would copy the array to local memory first).
+template <typename T>
+__host__ __device__ __forceinline__ T lora_pick(const T (&a)[LORA_MAX_GROUP], int p) {
+    return p == 0 ? a[0] : p == 1 ? a[1] : a[2];
+}
+
+// The projection of column tile `*tile` of Σ_p ceil(n_p / 64) tiles; *tile becomes the
+// tile's index within that projection.
+__device__ __forceinline__ int lora_tile_projection(const int (&n)[LORA_MAX_GROUP], int *tile) {
+    int t0 = (int)CEIL_DIV(n[0], LORA_TILE), t1 = (int)CEIL_DIV(n[1], LORA_TILE);
+    if (*tile < t0) return 0;
+    *tile -= t0;
+    if (*tile < t1) return 1;
+    *tile -= t1;
+    return 2;
+}
+
+// The offset of projection p's dB (out_q·r values for each q before it) in a range's partials.
+__host__ __device__ inline int64_t lora_db_offset(const LoraGroup &g, int p) {
+    return ((p > 0 ? (int64_t)g.out[0] : 0) + (p > 1 ? (int64_t)g.out[1] : 0) + (p > 2 ? (int64_t)g.out[2] : 0)) * g.r;
+}
+
 // The ROWS x COLS tile at (row0, col0) of a rows x cols bf16 matrix with row stride ld, into
 // shared memory with row stride COLS + 8, zeros outside the matrix. `vec` (ld a multiple of
 // 8, src 16-byte aligned): whole 8-value pieces by cp.async (the caller commits and waits),
@@ -161,7 +184,8 @@ __device__ inline void lora_tile_load(__nv_bfloat16 *dst, const __nv_bfloat16 *s
     }
 }
 
-static inline bool lora_vec(const void *p, int64_t ld) { return aligned16(p) && ld % 8 == 0; }
+// Whether rows of a matrix at p with row stride ld move as 16-byte pieces.
+__host__ __device__ __forceinline__ bool lora_vec(const void *p, int64_t ld) { return ((uintptr_t)p & 15) == 0 && ld % 8 == 0; }
 
 // The A fragment of the 16 x 16 block at (m0, k0) of a matrix in shared memory (row stride
 // ld): stored [m][k], or with TRANS stored [k][m].
@@ -306,11 +330,13 @@ __global__ void __launch_bounds__(LORA_THREADS)
     __nv_bfloat16 *su = smem, *sb = smem + LORA_TILE * S;
     float *tile = (float *)(smem + 2 * LORA_TILE * S);
     const int warp = threadIdx.x / 32, R = g.P * g.r;
-    int p = 0, ct = (int)blockIdx.y;
-    while (ct >= (int)CEIL_DIV(g.out[p], LORA_TILE)) ct -= (int)CEIL_DIV(g.out[p], LORA_TILE), p++;
+    int ct = (int)blockIdx.y;
+    const int p = lora_tile_projection(g.out, &ct), out = lora_pick(g.out, p);
+    const __nv_bfloat16 *B = lora_pick(g.B, p);
+    __nv_bfloat16 *yp = lora_pick(y.p, p);
     const int64_t m0 = (int64_t)blockIdx.x * LORA_TILE, n0 = (int64_t)ct * LORA_TILE;
     lora_tile_load<LORA_TILE, RP>(su, u + p * g.r, R, M, g.r, m0, 0, lora_vec(u + p * g.r, R));
-    lora_tile_load<LORA_TILE, RP>(sb, g.B[p], g.r, g.out[p], g.r, n0, 0, lora_vec(g.B[p], g.r));
+    lora_tile_load<LORA_TILE, RP>(sb, B, g.r, out, g.r, n0, 0, lora_vec(B, g.r));
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
@@ -333,7 +359,7 @@ __global__ void __launch_bounds__(LORA_THREADS)
         for (int i = 0; i < 4; i++) acc[nt][i] *= g.scale;
     lora_stage_tile(tile, acc);
     __syncthreads();
-    lora_tile_accumulate(y.p[p], g.out[p], M, g.out[p], m0, n0, tile, lora_vec(y.p[p], g.out[p]));
+    lora_tile_accumulate(yp, out, M, out, m0, n0, tile, lora_vec(yp, out));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -347,17 +373,17 @@ __global__ void __launch_bounds__(LORA_THREADS)
     constexpr int RP = 16 * NR, SY = LORA_KT + 8, SB = RP + 8;
     DYNAMIC_SHARED(__nv_bfloat16, smem);
     const int stage_elems = LORA_TILE * SY + LORA_KT * SB, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int p = (int)blockIdx.y, R = g.P * g.r, out = g.out[p];
+    const int p = (int)blockIdx.y, R = g.P * g.r, out = lora_pick(g.out, p);
     const int64_t m0 = (int64_t)blockIdx.x * LORA_TILE, k_begin = (int64_t)blockIdx.z * per_split;
     const int64_t k_end = k_begin + per_split < out ? k_begin + per_split : out;
     const int tiles = (int)CEIL_DIV(k_end - k_begin, (int64_t)LORA_KT);
-    const __nv_bfloat16 *d = dy.p[p];
+    const __nv_bfloat16 *d = lora_pick(dy.p, p), *B = lora_pick(g.B, p);
     float acc[2 * NR][4] = {};
     auto load = [&](int t) {
         __nv_bfloat16 *st = smem + t % 2 * stage_elems;
         int64_t k0 = k_begin + (int64_t)t * LORA_KT;
         lora_tile_load<LORA_TILE, LORA_KT>(st, d, out, M, k_end, m0, k0, lora_vec(d, out));
-        lora_tile_load<LORA_KT, RP>(st + LORA_TILE * SY, g.B[p], g.r, k_end, g.r, k0, 0, lora_vec(g.B[p], g.r));
+        lora_tile_load<LORA_KT, RP>(st + LORA_TILE * SY, B, g.r, k_end, g.r, k0, 0, lora_vec(B, g.r));
         cp_async_commit();
     };
     load(0);
@@ -396,20 +422,6 @@ __global__ void __launch_bounds__(LORA_THREADS)
         }
 }
 
-// The column tile blockIdx.x of Σ_p ceil(n_p / 64) tiles: its projection and first row.
-__device__ __forceinline__ int lora_tile_projection(const int *n, int *tile) {
-    int p = 0;
-    while (*tile >= (int)CEIL_DIV(n[p], LORA_TILE)) *tile -= (int)CEIL_DIV(n[p], LORA_TILE), p++;
-    return p;
-}
-
-// The offset of projection p's dB (out_q·r values for each q before it) in a range's partials.
-__host__ __device__ inline int64_t lora_db_offset(const LoraGroup &g, int p) {
-    int64_t o = 0;
-    for (int q = 0; q < p; q++) o += (int64_t)g.out[q] * g.r;
-    return o;
-}
-
 // dB (or its partials): grid (Σ_p ceil(out_p / 64), chunks of M), chunk_rows rows each
 // (a multiple of LORA_KT). Warp w: rows 16w.. of the tile, all r columns.
 template <int NR>
@@ -419,11 +431,12 @@ __global__ void __launch_bounds__(LORA_THREADS)
     DYNAMIC_SHARED(__nv_bfloat16, smem);
     const int stage_elems = LORA_KT * SY + LORA_KT * SU, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int ct = (int)blockIdx.x;
-    const int p = lora_tile_projection(g.out, &ct), R = g.P * g.r, out = g.out[p];
+    const int p = lora_tile_projection(g.out, &ct), R = g.P * g.r, out = lora_pick(g.out, p);
     const int64_t n0 = (int64_t)ct * LORA_TILE, m_begin = (int64_t)blockIdx.y * chunk_rows;
     const int64_t m_end = m_begin + chunk_rows < M ? m_begin + chunk_rows : M;
     const int tiles = (int)CEIL_DIV(m_end - m_begin, (int64_t)LORA_KT);
-    const __nv_bfloat16 *d = dy.p[p];
+    const __nv_bfloat16 *d = lora_pick(dy.p, p);
+    float *dB = lora_pick(g.dB, p);
     float acc[2 * NR][4] = {};
     auto load = [&](int t) {
         __nv_bfloat16 *st = smem + t % 2 * stage_elems;
@@ -464,7 +477,7 @@ __global__ void __launch_bounds__(LORA_THREADS)
             int64_t n = n0 + warp * 16 + lane / 4 + i / 2 * 8;
             int j = nt * 8 + lane % 4 * 2 + i % 2;
             if (n >= out || j >= g.r) continue;
-            if (gridDim.y == 1) g.dB[p][n * g.r + j] += g.scale * acc[nt][i];
+            if (gridDim.y == 1) dB[n * g.r + j] += g.scale * acc[nt][i];
             else partials[(int64_t)blockIdx.y * total + offset + n * g.r + j] = acc[nt][i];
         }
 }
@@ -482,7 +495,8 @@ __global__ void __launch_bounds__(LORA_THREADS)
     const int64_t i0 = (int64_t)blockIdx.x * LORA_TILE, m_begin = (int64_t)blockIdx.z * chunk_rows;
     const int64_t m_end = m_begin + chunk_rows < M ? m_begin + chunk_rows : M;
     const int tiles = (int)CEIL_DIV(m_end - m_begin, (int64_t)LORA_KT);
-    const uint64_t seed = g.dropout_state[p];
+    const uint64_t seed = lora_pick(g.dropout_state, p);
+    float *dA = lora_pick(g.dA, p);
     float acc[NR][2][4] = {};
     auto load = [&](int t) {
         __nv_bfloat16 *st = smem + t % 2 * stage_elems;
@@ -534,7 +548,7 @@ __global__ void __launch_bounds__(LORA_THREADS)
                 int j = mt * 16 + lane / 4 + i / 2 * 8;
                 int64_t col = i0 + warp * 16 + nt * 8 + lane % 4 * 2 + i % 2;
                 if (j >= g.r || col >= g.in) continue;
-                if (gridDim.z == 1) g.dA[p][j * g.in + col] += acc[mt][nt][i];
+                if (gridDim.z == 1) dA[j * g.in + col] += acc[mt][nt][i];
                 else partials[(int64_t)blockIdx.z * total + offset + j * g.in + col] = acc[mt][nt][i];
             }
 }
@@ -605,9 +619,8 @@ __global__ void __launch_bounds__(LORA_THREADS)
         r.out[i] = __float2bfloat16(scale * sum);
         return;
     }
-    int p = 0;
-    while (i >= r.offset[p + 1]) p++;
-    r.f32[p][i - r.offset[p]] += scale * sum;
+    int p = i >= r.offset[2] ? 2 : i >= r.offset[1] ? 1 : 0;
+    lora_pick(r.f32, p)[i - (p == 2 ? r.offset[2] : p == 1 ? r.offset[1] : 0)] += scale * sum;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -170,10 +170,13 @@ __device__ __forceinline__ void nf4_x_load(uint4 xb[4], const __nv_bfloat16 *x, 
             xb[i] = valid ? v : uint4{0, 0, 0, 0};
         }
     } else {
+        // volatile: the loads stay where they are written (after the previous tile's mma,
+        // which is volatile too) instead of all being hoisted, which would spill on sm_80
+        const volatile unsigned short *v = (const volatile unsigned short *)p;
         unsigned w[16];
         UNROLL
         for (int i = 0; i < 32; i++) {
-            unsigned bits = __bfloat16_as_ushort(p[i < valid ? i : 0]);
+            unsigned bits = v[i < valid ? i : 0];
             bits = i < valid ? bits : 0u;
             if (i % 2 == 0) w[i / 2] = bits;
             else w[i / 2] |= bits << 16;
