@@ -6,12 +6,14 @@
  * A LoraGroup is the P (1..3) projections of one layer that share an input X [M, in]:
  * q, k, v (P = 3), gate, up (P = 2), o or down (P = 1), each with A_p [r, in] and B_p
  * [out_p, r] (bf16 copies of the masters), scale s, and PEFT's dropout on X (rate p):
- *   forward:   U_p = Xd_p·A_pᵀ  [M, r]            kept for the backward (U [M, P·r] bf16)
- *              Y_p += s·U_p·B_pᵀ                   into the base GEMM's output, in place
- *   backward:  G_p = s·dY_p·B_p [M, r]             computed once (G [M, P·r] bf16, scratch)
- *              dB_p += s·dY_pᵀ·U_p                 fp32
- *              dA_p += G_pᵀ·Xd_p                   fp32
- *              dX += Σ_p (G_p·A_p) ∘ mask_p        bf16, in place (the base path's dX)
+ *   lora_forward:      U_p = Xd_p·A_pᵀ [M, r]          kept for the backward (bf16)
+ *                      Y_p += s·U_p·B_pᵀ                into the base GEMM's output, in place
+ *   lora_backward:     G_p = s·dY_p·B_p [M, r]          computed once (bf16, in the scratch)
+ *                      dB_p += s·dY_pᵀ·U_p              fp32
+ *                      dA_p += G_pᵀ·Xd_p                fp32
+ *   lora_backward_dx:  dX += Σ_p (G_p·A_p) ∘ mask_p     bf16, in place (the base path's dX)
+ * (two calls, so that a caller whose X shares its buffer with dX can run the base path's
+ * dX = dY·W between them: lora_backward still reads X).
  * Xd_p = X ∘ mask_p with mask_p[m][i] = 0 with probability p, else 1/(1 - p) (float), the
  * kept values rounded to bf16 for the tensor cores. Each projection has its own mask, the
  * one train/lora.c's lora_dropout_mask draws from its generator (common/util.c's splitmix64:
@@ -97,7 +99,7 @@ typedef struct {
     float *dB[LORA_MAX_GROUP];               // [out_p, r]
 } LoraGroup;
 
-// Y_p or dY_p, one pointer per projection (kernel arguments hold them by value).
+// U_p, Y_p or dY_p, one pointer per projection (kernel arguments hold them by value).
 typedef struct {
     __nv_bfloat16 *p[LORA_MAX_GROUP];
 } LoraTensors;
@@ -106,7 +108,7 @@ typedef struct {
 // split_cols fix the ranges (and so the order of the sums): LORA_CHUNK_ROWS and
 // LORA_SPLIT_COLS unless a test wants many small ranges.
 typedef struct {
-    __nv_bfloat16 *g;    // g_capacity values: M·P·r
+    __nv_bfloat16 *g;    // g_capacity values: G_p [M, r] for each p, one after another
     float *partials;     // partial_capacity floats (lora_scratch_floats)
     size_t g_capacity, partial_capacity;
     int chunk_rows, split_cols;
@@ -242,18 +244,18 @@ __device__ __forceinline__ void lora_stage_tile(float *tile, const float acc[8][
 // Forward
 
 // U (or its partials): grid (ceil(M / 64), 1, splits of in), per_split columns of in
-// (a multiple of LORA_KT_DOWN) per split. One split: U = bf16(acc); else partials[split]
-// [M][P·r] = acc.
+// (a multiple of LORA_KT_DOWN) per split. One split: U_p = bf16(acc); else partials[split]
+// [p][M][r] = acc.
 template <int NR>
 __global__ void __launch_bounds__(LORA_THREADS)
-    lora_down_kernel(LoraGroup g, const __nv_bfloat16 *x, int M, __nv_bfloat16 *u, float *partials, int per_split,
+    lora_down_kernel(LoraGroup g, const __nv_bfloat16 *x, int M, LoraTensors u, float *partials, int per_split,
                      uint64_t threshold, float keep) {
     constexpr int RP = 16 * NR, S = LORA_KT_DOWN + 8;
     DYNAMIC_SHARED(__nv_bfloat16, smem);
     const int stage_elems = (LORA_TILE + g.P * RP) * S, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int64_t m0 = (int64_t)blockIdx.x * LORA_TILE, k_begin = (int64_t)blockIdx.z * per_split;
     const int64_t k_end = k_begin + per_split < g.in ? k_begin + per_split : g.in;
-    const int tiles = (int)CEIL_DIV(k_end - k_begin, (int64_t)LORA_KT_DOWN), R = g.P * g.r;
+    const int tiles = (int)CEIL_DIV(k_end - k_begin, (int64_t)LORA_KT_DOWN);
     const bool vx = lora_vec(x, g.in);
     float acc[LORA_MAX_GROUP][2 * NR][4] = {};
 
@@ -315,27 +317,29 @@ __global__ void __launch_bounds__(LORA_THREADS)
                 int64_t m = m0 + warp * 16 + lane / 4 + i / 2 * 8;
                 int j = nt * 8 + lane % 4 * 2 + i % 2;
                 if (m >= M || j >= g.r) continue;
-                if (gridDim.z == 1) u[m * R + p * g.r + j] = __float2bfloat16(acc[p][nt][i]);
-                else partials[((int64_t)blockIdx.z * M + m) * R + p * g.r + j] = acc[p][nt][i];
+                if (gridDim.z == 1) u.p[p][m * g.r + j] = __float2bfloat16(acc[p][nt][i]);
+                else partials[(((int64_t)blockIdx.z * g.P + p) * M + m) * g.r + j] = acc[p][nt][i];
             }
     }
 }
 
-// Y_p += s·U_p·B_pᵀ: grid (ceil(M / 64), Σ_p ceil(out_p / 64)).
+// Y_p += s·U_p·B_pᵀ: grid (ceil(M / 64), Σ_p ceil(out_p / 64)); a projection whose Y_p is
+// NULL is skipped.
 template <int NR>
 __global__ void __launch_bounds__(LORA_THREADS)
-    lora_up_kernel(LoraGroup g, const __nv_bfloat16 *u, int M, LoraTensors y) {
+    lora_up_kernel(LoraGroup g, LoraTensors u, int M, LoraTensors y) {
     constexpr int RP = 16 * NR, S = RP + 8;
     DYNAMIC_SHARED(__nv_bfloat16, smem);
     __nv_bfloat16 *su = smem, *sb = smem + LORA_TILE * S;
     float *tile = (float *)(smem + 2 * LORA_TILE * S);
-    const int warp = threadIdx.x / 32, R = g.P * g.r;
+    const int warp = threadIdx.x / 32;
     int ct = (int)blockIdx.y;
     const int p = lora_tile_projection(g.out, &ct), out = lora_pick(g.out, p);
-    const __nv_bfloat16 *B = lora_pick(g.B, p);
+    const __nv_bfloat16 *B = lora_pick(g.B, p), *up = lora_pick(u.p, p);
     __nv_bfloat16 *yp = lora_pick(y.p, p);
+    if (!yp) return;  // the whole block
     const int64_t m0 = (int64_t)blockIdx.x * LORA_TILE, n0 = (int64_t)ct * LORA_TILE;
-    lora_tile_load<LORA_TILE, RP>(su, u + p * g.r, R, M, g.r, m0, 0, lora_vec(u + p * g.r, R));
+    lora_tile_load<LORA_TILE, RP>(su, up, g.r, M, g.r, m0, 0, lora_vec(up, g.r));
     lora_tile_load<LORA_TILE, RP>(sb, B, g.r, out, g.r, n0, 0, lora_vec(B, g.r));
     cp_async_commit();
     cp_async_wait<0>();
@@ -373,7 +377,7 @@ __global__ void __launch_bounds__(LORA_THREADS)
     constexpr int RP = 16 * NR, SY = LORA_KT + 8, SB = RP + 8;
     DYNAMIC_SHARED(__nv_bfloat16, smem);
     const int stage_elems = LORA_TILE * SY + LORA_KT * SB, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int p = (int)blockIdx.y, R = g.P * g.r, out = lora_pick(g.out, p);
+    const int p = (int)blockIdx.y, out = lora_pick(g.out, p);
     const int64_t m0 = (int64_t)blockIdx.x * LORA_TILE, k_begin = (int64_t)blockIdx.z * per_split;
     const int64_t k_end = k_begin + per_split < out ? k_begin + per_split : out;
     const int tiles = (int)CEIL_DIV(k_end - k_begin, (int64_t)LORA_KT);
@@ -417,8 +421,8 @@ __global__ void __launch_bounds__(LORA_THREADS)
             int64_t m = m0 + warp * 16 + lane / 4 + i / 2 * 8;
             int j = nt * 8 + lane % 4 * 2 + i % 2;
             if (m >= M || j >= g.r) continue;
-            if (gridDim.z == 1) gm[m * R + p * g.r + j] = __float2bfloat16(g.scale * acc[nt][i]);
-            else partials[((int64_t)blockIdx.z * M + m) * R + p * g.r + j] = acc[nt][i];
+            if (gridDim.z == 1) gm[((int64_t)p * M + m) * g.r + j] = __float2bfloat16(g.scale * acc[nt][i]);
+            else partials[(((int64_t)blockIdx.z * g.P + p) * M + m) * g.r + j] = acc[nt][i];
         }
 }
 
@@ -426,23 +430,23 @@ __global__ void __launch_bounds__(LORA_THREADS)
 // (a multiple of LORA_KT). Warp w: rows 16w.. of the tile, all r columns.
 template <int NR>
 __global__ void __launch_bounds__(LORA_THREADS)
-    lora_db_kernel(LoraGroup g, LoraTensors dy, const __nv_bfloat16 *u, int M, float *partials, int chunk_rows) {
+    lora_db_kernel(LoraGroup g, LoraTensors dy, LoraTensors u, int M, float *partials, int chunk_rows) {
     constexpr int RP = 16 * NR, SY = LORA_TILE + 8, SU = RP + 8;
     DYNAMIC_SHARED(__nv_bfloat16, smem);
     const int stage_elems = LORA_KT * SY + LORA_KT * SU, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int ct = (int)blockIdx.x;
-    const int p = lora_tile_projection(g.out, &ct), R = g.P * g.r, out = lora_pick(g.out, p);
+    const int p = lora_tile_projection(g.out, &ct), out = lora_pick(g.out, p);
     const int64_t n0 = (int64_t)ct * LORA_TILE, m_begin = (int64_t)blockIdx.y * chunk_rows;
     const int64_t m_end = m_begin + chunk_rows < M ? m_begin + chunk_rows : M;
     const int tiles = (int)CEIL_DIV(m_end - m_begin, (int64_t)LORA_KT);
-    const __nv_bfloat16 *d = lora_pick(dy.p, p);
+    const __nv_bfloat16 *d = lora_pick(dy.p, p), *up = lora_pick(u.p, p);
     float *dB = lora_pick(g.dB, p);
     float acc[2 * NR][4] = {};
     auto load = [&](int t) {
         __nv_bfloat16 *st = smem + t % 2 * stage_elems;
         int64_t k0 = m_begin + (int64_t)t * LORA_KT;
         lora_tile_load<LORA_KT, LORA_TILE>(st, d, out, m_end, out, k0, n0, lora_vec(d, out));
-        lora_tile_load<LORA_KT, RP>(st + LORA_KT * SY, u + p * g.r, R, m_end, g.r, k0, 0, lora_vec(u + p * g.r, R));
+        lora_tile_load<LORA_KT, RP>(st + LORA_KT * SY, up, g.r, m_end, g.r, k0, 0, lora_vec(up, g.r));
         cp_async_commit();
     };
     load(0);
@@ -491,7 +495,8 @@ __global__ void __launch_bounds__(LORA_THREADS)
     constexpr int RP = 16 * NR, SG = RP + 8, SX = LORA_TILE + 8;
     DYNAMIC_SHARED(__nv_bfloat16, smem);
     const int stage_elems = LORA_KT * SG + LORA_KT * SX, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int p = (int)blockIdx.y, R = g.P * g.r;
+    const int p = (int)blockIdx.y;
+    const __nv_bfloat16 *gp = gm + (int64_t)p * M * g.r;
     const int64_t i0 = (int64_t)blockIdx.x * LORA_TILE, m_begin = (int64_t)blockIdx.z * chunk_rows;
     const int64_t m_end = m_begin + chunk_rows < M ? m_begin + chunk_rows : M;
     const int tiles = (int)CEIL_DIV(m_end - m_begin, (int64_t)LORA_KT);
@@ -501,7 +506,7 @@ __global__ void __launch_bounds__(LORA_THREADS)
     auto load = [&](int t) {
         __nv_bfloat16 *st = smem + t % 2 * stage_elems;
         int64_t k0 = m_begin + (int64_t)t * LORA_KT;
-        lora_tile_load<LORA_KT, RP>(st, gm + p * g.r, R, m_end, g.r, k0, 0, lora_vec(gm + p * g.r, R));
+        lora_tile_load<LORA_KT, RP>(st, gp, g.r, m_end, g.r, k0, 0, lora_vec(gp, g.r));
         lora_tile_load<LORA_KT, LORA_TILE>(st + LORA_KT * SG, x, g.in, m_end, g.in, k0, i0, lora_vec(x, g.in));
         cp_async_commit();
     };
@@ -561,13 +566,14 @@ __global__ void __launch_bounds__(LORA_THREADS)
     DYNAMIC_SHARED(__nv_bfloat16, smem);
     __nv_bfloat16 *sg = smem, *sa = smem + LORA_TILE * SG;
     float *tile = (float *)(sa + RP * SA);
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, R = g.P * g.r;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int64_t m0 = (int64_t)blockIdx.x * LORA_TILE, i0 = (int64_t)blockIdx.y * LORA_TILE;
     float total[8][4] = {};
     UNROLL
     for (int p = 0; p < LORA_MAX_GROUP; p++) {
         if (p >= g.P) break;
-        lora_tile_load<LORA_TILE, RP>(sg, gm + p * g.r, R, M, g.r, m0, 0, lora_vec(gm + p * g.r, R));
+        const __nv_bfloat16 *gp = gm + (int64_t)p * M * g.r;
+        lora_tile_load<LORA_TILE, RP>(sg, gp, g.r, M, g.r, m0, 0, lora_vec(gp, g.r));
         lora_tile_load<RP, LORA_TILE>(sa, g.A[p], g.in, g.r, g.in, 0, i0, lora_vec(g.A[p], g.in));
         cp_async_commit();
         cp_async_wait<0>();
@@ -600,11 +606,11 @@ __global__ void __launch_bounds__(LORA_THREADS)
     lora_tile_accumulate(dx, g.in, M, g.in, m0, i0, tile, lora_vec(dx, g.in));
 }
 
-// The partials of `ranges` ranges, each `total` floats, added up in range order: into the
-// bf16 out[i] = bf16(scale·Σ) when out is not NULL, else added into the fp32 tensors
-// f32[p] (·scale) that hold values [offset[p], offset[p + 1]) of the range.
+// The partials of `ranges` ranges, each `total` floats, added up in range order; values
+// [offset[p], offset[p + 1]) of a range belong to projection p's tensor: the bf16 bf16[p]
+// = bf16(scale·Σ) when bf16 is given, else added into the fp32 f32[p] (+= scale·Σ).
 typedef struct {
-    __nv_bfloat16 *out;
+    __nv_bfloat16 *bf16[LORA_MAX_GROUP];
     float *f32[LORA_MAX_GROUP];
     int64_t offset[LORA_MAX_GROUP + 1];
 } LoraReduce;
@@ -615,12 +621,10 @@ __global__ void __launch_bounds__(LORA_THREADS)
     if (i >= total) return;
     float sum = partials[i];
     for (int c = 1; c < ranges; c++) sum += partials[(int64_t)c * total + i];
-    if (r.out) {
-        r.out[i] = __float2bfloat16(scale * sum);
-        return;
-    }
     int p = i >= r.offset[2] ? 2 : i >= r.offset[1] ? 1 : 0;
-    lora_pick(r.f32, p)[i - (p == 2 ? r.offset[2] : p == 1 ? r.offset[1] : 0)] += scale * sum;
+    int64_t at = i - (p == 2 ? r.offset[2] : p == 1 ? r.offset[1] : 0);
+    if (r.bf16[0]) lora_pick(r.bf16, p)[at] = __float2bfloat16(scale * sum);
+    else lora_pick(r.f32, p)[at] += scale * sum;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -691,9 +695,32 @@ static inline void lora_reduce(const LoraReduce &r, const float *partials, int r
            ranges, total, scale);
 }
 
+// A reduction onto one tensor per projection, projection p's taking `size[p]` values of a
+// range: bf16 outputs when bf16 is not NULL, else fp32 ones.
+static inline LoraReduce lora_reduce_onto(const LoraGroup *g, __nv_bfloat16 *const *bf16, float *const *f32,
+                                          const int64_t *size) {
+    LoraReduce r;
+    memset(&r, 0, sizeof(r));
+    for (int p = 0; p < LORA_MAX_GROUP; p++) {
+        if (p < g->P) {
+            if (bf16) r.bf16[p] = bf16[p];
+            if (f32) r.f32[p] = f32[p];
+        }
+        r.offset[p + 1] = r.offset[p] + (p < g->P ? size[p] : 0);
+    }
+    return r;
+}
+
+// The projections' pointers for a kernel argument (the kernels only read U and dY).
+static inline LoraTensors lora_tensors(const LoraGroup *g, const __nv_bfloat16 *const *t) {
+    LoraTensors v = {{NULL, NULL, NULL}};
+    for (int p = 0; p < g->P; p++) v.p[p] = (__nv_bfloat16 *)t[p];
+    return v;
+}
+
 template <int NR>
-inline void lora_forward_nr(const LoraGroup *g, const __nv_bfloat16 *x, int M, __nv_bfloat16 *u, LoraTensors y,
-                            const LoraScratch *s, cudaStream_t stream) {
+inline void lora_forward_nr(const LoraGroup *g, const __nv_bfloat16 *x, int M, __nv_bfloat16 *const u[],
+                            __nv_bfloat16 *const y[], const LoraScratch *s, cudaStream_t stream) {
     constexpr int RP = 16 * NR;
     uint64_t threshold = g->dropout > 0.0f ? lora_dropout_threshold(g->dropout) : 0;
     float keep = 1.0f / (1.0f - g->dropout);
@@ -704,99 +731,110 @@ inline void lora_forward_nr(const LoraGroup *g, const __nv_bfloat16 *x, int M, _
         lora_require((size_t)splits * M * R <= s->partial_capacity, "lora_forward: the scratch is too small");
     size_t smem = 2 * (size_t)(LORA_TILE + g->P * RP) * (LORA_KT_DOWN + 8) * sizeof(__nv_bfloat16);
     LAUNCH(lora_down_kernel<NR>, dim3((unsigned)CEIL_DIV(M, LORA_TILE), 1, (unsigned)splits), LORA_THREADS, smem, stream,
-           *g, x, M, u, splits > 1 ? s->partials : NULL, per, threshold, keep);
+           *g, x, M, lora_tensors(g, (const __nv_bfloat16 *const *)u), splits > 1 ? s->partials : NULL, per, threshold,
+           keep);
     if (splits > 1) {
-        LoraReduce r = {u, {NULL, NULL, NULL}, {0, 0, 0, 0}};
-        lora_reduce(r, s->partials, splits, M * R, 1.0f, stream);
+        int64_t size[LORA_MAX_GROUP] = {(int64_t)M * g->r, (int64_t)M * g->r, (int64_t)M * g->r};
+        lora_reduce(lora_reduce_onto(g, u, NULL, size), s->partials, splits, M * R, 1.0f, stream);
     }
-    int tiles = 0;
-    for (int p = 0; p < g->P; p++) tiles += (int)CEIL_DIV(g->out[p], LORA_TILE);
+    int tiles = 0, any = 0;
+    for (int p = 0; p < g->P; p++) tiles += (int)CEIL_DIV(g->out[p], LORA_TILE), any |= y[p] != NULL;
+    if (!any) return;
     smem = 2 * (size_t)LORA_TILE * (RP + 8) * sizeof(__nv_bfloat16) + (size_t)LORA_TILE * (LORA_TILE + 4) * sizeof(float);
     LAUNCH(lora_up_kernel<NR>, dim3((unsigned)CEIL_DIV(M, LORA_TILE), (unsigned)tiles), LORA_THREADS, smem, stream, *g,
-           (const __nv_bfloat16 *)u, M, y);
+           lora_tensors(g, (const __nv_bfloat16 *const *)u), M, lora_tensors(g, (const __nv_bfloat16 *const *)y));
 }
 
 template <int NR>
-inline void lora_backward_nr(const LoraGroup *g, const __nv_bfloat16 *x, const __nv_bfloat16 *u, LoraTensors dy, int M,
-                             __nv_bfloat16 *dx, const LoraScratch *s, cudaStream_t stream) {
+inline void lora_backward_nr(const LoraGroup *g, const __nv_bfloat16 *x, const __nv_bfloat16 *const u[],
+                             const __nv_bfloat16 *const dy[], int M, const LoraScratch *s, cudaStream_t stream) {
     constexpr int RP = 16 * NR;
     uint64_t threshold = g->dropout > 0.0f ? lora_dropout_threshold(g->dropout) : 0;
     float keep = 1.0f / (1.0f - g->dropout);
     int64_t R = (int64_t)g->P * g->r;
-    lora_require(s && s->g && s->g_capacity >= (size_t)M * R, "lora_backward: the scratch's G is too small");
     int per_g, splits = lora_ranges(lora_max_out(g), s->split_cols, LORA_KT, &per_g);
     int per_m, chunks = lora_ranges(M, s->chunk_rows, LORA_KT, &per_m);
-    lora_require(lora_scratch_floats(g, M, s->chunk_rows, s->split_cols) <= s->partial_capacity,
-                 "lora_backward: the scratch is too small");
     size_t smem = 2 * (size_t)(LORA_TILE * (LORA_KT + 8) + LORA_KT * (RP + 8)) * sizeof(__nv_bfloat16);
+    int64_t size[LORA_MAX_GROUP];
 
-    // G = s·dY_p·B_p
+    // G_p = s·dY_p·B_p
     LAUNCH(lora_g_kernel<NR>, dim3((unsigned)CEIL_DIV(M, LORA_TILE), (unsigned)g->P, (unsigned)splits), LORA_THREADS,
-           smem, stream, *g, dy, M, s->g, splits > 1 ? s->partials : NULL, per_g);
+           smem, stream, *g, lora_tensors(g, dy), M, s->g, splits > 1 ? s->partials : NULL, per_g);
     if (splits > 1) {
-        LoraReduce r = {s->g, {NULL, NULL, NULL}, {0, 0, 0, 0}};
-        lora_reduce(r, s->partials, splits, M * R, g->scale, stream);
+        __nv_bfloat16 *gp[LORA_MAX_GROUP];
+        for (int p = 0; p < g->P; p++) gp[p] = s->g + (size_t)p * M * g->r, size[p] = (int64_t)M * g->r;
+        lora_reduce(lora_reduce_onto(g, gp, NULL, size), s->partials, splits, M * R, g->scale, stream);
     }
     // dB_p += s·dY_pᵀ·U_p
-    LoraReduce r = {NULL, {NULL, NULL, NULL}, {0, 0, 0, 0}};
     int tiles = 0;
-    for (int p = 0; p < g->P; p++) {
-        tiles += (int)CEIL_DIV(g->out[p], LORA_TILE);
-        r.f32[p] = g->dB[p];
-        r.offset[p + 1] = lora_db_offset(*g, p + 1);
-    }
-    for (int p = g->P; p < LORA_MAX_GROUP; p++) r.offset[p + 1] = r.offset[p];
-    LAUNCH(lora_db_kernel<NR>, dim3((unsigned)tiles, (unsigned)chunks), LORA_THREADS, smem, stream, *g, dy, u, M,
-           chunks > 1 ? s->partials : NULL, per_m);
-    if (chunks > 1) lora_reduce(r, s->partials, chunks, lora_db_offset(*g, g->P), g->scale, stream);
+    for (int p = 0; p < g->P; p++) tiles += (int)CEIL_DIV(g->out[p], LORA_TILE), size[p] = (int64_t)g->out[p] * g->r;
+    LAUNCH(lora_db_kernel<NR>, dim3((unsigned)tiles, (unsigned)chunks), LORA_THREADS, smem, stream, *g,
+           lora_tensors(g, dy), lora_tensors(g, u), M, chunks > 1 ? s->partials : NULL, per_m);
+    if (chunks > 1) lora_reduce(lora_reduce_onto(g, NULL, g->dB, size), s->partials, chunks, lora_db_offset(*g, g->P), g->scale, stream);
     // dA_p += G_pᵀ·Xd_p
-    for (int p = 0; p < LORA_MAX_GROUP; p++) {
-        r.f32[p] = p < g->P ? g->dA[p] : NULL;
-        r.offset[p + 1] = (int64_t)(p < g->P ? p + 1 : g->P) * g->r * g->in;
-    }
+    for (int p = 0; p < g->P; p++) size[p] = (int64_t)g->r * g->in;
     LAUNCH(lora_da_kernel<NR>, dim3((unsigned)CEIL_DIV(g->in, LORA_TILE), (unsigned)g->P, (unsigned)chunks), LORA_THREADS,
            smem, stream, *g, x, (const __nv_bfloat16 *)s->g, M, chunks > 1 ? s->partials : NULL, per_m, threshold,
            keep);
-    if (chunks > 1) lora_reduce(r, s->partials, chunks, R * g->in, 1.0f, stream);
-    // dX += Σ_p (G_p·A_p) ∘ mask_p
-    if (dx) {
-        smem = (size_t)(LORA_TILE * (RP + 8) + RP * (LORA_TILE + 8)) * sizeof(__nv_bfloat16) +
-               (size_t)LORA_TILE * (LORA_TILE + 4) * sizeof(float);
-        LAUNCH(lora_dx_kernel<NR>, dim3((unsigned)CEIL_DIV(M, LORA_TILE), (unsigned)CEIL_DIV(g->in, LORA_TILE)),
-               LORA_THREADS, smem, stream, *g, (const __nv_bfloat16 *)s->g, M, dx, threshold, keep);
-    }
+    if (chunks > 1) lora_reduce(lora_reduce_onto(g, NULL, g->dA, size), s->partials, chunks, R * g->in, 1.0f, stream);
 }
 
-// The forward of group g on X [M, in]: U [M, P·r] written, every y[p] [M, out_p] += s·U_p·B_pᵀ.
-// s: scratch for the split reduction of U (NULL: in is not split).
-inline void lora_forward(const LoraGroup *g, const __nv_bfloat16 *x, int M, __nv_bfloat16 *u,
+template <int NR>
+inline void lora_backward_dx_nr(const LoraGroup *g, int M, __nv_bfloat16 *dx, const LoraScratch *s,
+                                cudaStream_t stream) {
+    constexpr int RP = 16 * NR;
+    uint64_t threshold = g->dropout > 0.0f ? lora_dropout_threshold(g->dropout) : 0;
+    float keep = 1.0f / (1.0f - g->dropout);
+    size_t smem = (size_t)(LORA_TILE * (RP + 8) + RP * (LORA_TILE + 8)) * sizeof(__nv_bfloat16) +
+                  (size_t)LORA_TILE * (LORA_TILE + 4) * sizeof(float);
+    LAUNCH(lora_dx_kernel<NR>, dim3((unsigned)CEIL_DIV(M, LORA_TILE), (unsigned)CEIL_DIV(g->in, LORA_TILE)),
+           LORA_THREADS, smem, stream, *g, (const __nv_bfloat16 *)s->g, M, dx, threshold, keep);
+}
+
+// The forward of group g on X [M, in]: every u[p] [M, r] written, every y[p] [M, out_p] +=
+// s·U_p·B_pᵀ (y[p] NULL: that projection's U only, as an activation recompute wants). s:
+// scratch for the split reduction of U (NULL: in is not split).
+inline void lora_forward(const LoraGroup *g, const __nv_bfloat16 *x, int M, __nv_bfloat16 *const u[],
                          __nv_bfloat16 *const y[], const LoraScratch *s, cudaStream_t stream) {
     lora_check_group(g);
     if (M <= 0) return;
-    LoraTensors t = {{NULL, NULL, NULL}};
-    for (int p = 0; p < g->P; p++) t.p[p] = y[p];
     switch ((g->r + 15) / 16) {
-        case 1: lora_forward_nr<1>(g, x, M, u, t, s, stream); break;
-        case 2: lora_forward_nr<2>(g, x, M, u, t, s, stream); break;
-        case 3: lora_forward_nr<3>(g, x, M, u, t, s, stream); break;
-        default: lora_forward_nr<4>(g, x, M, u, t, s, stream); break;
+        case 1: lora_forward_nr<1>(g, x, M, u, y, s, stream); break;
+        case 2: lora_forward_nr<2>(g, x, M, u, y, s, stream); break;
+        case 3: lora_forward_nr<3>(g, x, M, u, y, s, stream); break;
+        default: lora_forward_nr<4>(g, x, M, u, y, s, stream); break;
     }
 }
 
-// The backward: g->dA[p], g->dB[p] += their gradients; dx (NULL: not wanted) += the LoRA
-// branch's part of the input gradient. u: the forward's U; dy[p]: [M, out_p].
-inline void lora_backward(const LoraGroup *g, const __nv_bfloat16 *x, const __nv_bfloat16 *u,
-                          const __nv_bfloat16 *const dy[], int M, __nv_bfloat16 *dx, const LoraScratch *s,
-                          cudaStream_t stream) {
+// The backward's weight gradients: G_p into the scratch (for lora_backward_dx), g->dA[p] and
+// g->dB[p] += their gradients. x: the forward's input, u[p]: its U_p, dy[p]: [M, out_p].
+inline void lora_backward(const LoraGroup *g, const __nv_bfloat16 *x, const __nv_bfloat16 *const u[],
+                          const __nv_bfloat16 *const dy[], int M, const LoraScratch *s, cudaStream_t stream) {
     lora_check_group(g);
     if (M <= 0) return;
-    LoraTensors t = {{NULL, NULL, NULL}};
-    for (int p = 0; p < g->P; p++) t.p[p] = (__nv_bfloat16 *)dy[p];
+    int64_t R = (int64_t)g->P * g->r;
+    lora_require(s && s->g && s->g_capacity >= (size_t)M * R, "lora_backward: the scratch's G is too small");
+    lora_require(lora_scratch_floats(g, M, s->chunk_rows, s->split_cols) <= s->partial_capacity,
+                 "lora_backward: the scratch is too small");
     switch ((g->r + 15) / 16) {
-        case 1: lora_backward_nr<1>(g, x, u, t, M, dx, s, stream); break;
-        case 2: lora_backward_nr<2>(g, x, u, t, M, dx, s, stream); break;
-        case 3: lora_backward_nr<3>(g, x, u, t, M, dx, s, stream); break;
-        default: lora_backward_nr<4>(g, x, u, t, M, dx, s, stream); break;
+        case 1: lora_backward_nr<1>(g, x, u, dy, M, s, stream); break;
+        case 2: lora_backward_nr<2>(g, x, u, dy, M, s, stream); break;
+        case 3: lora_backward_nr<3>(g, x, u, dy, M, s, stream); break;
+        default: lora_backward_nr<4>(g, x, u, dy, M, s, stream); break;
+    }
+}
+
+// The backward's input gradient, after lora_backward (whose G it reads from the scratch):
+// dx [M, in] += Σ_p (G_p·A_p) ∘ mask_p.
+inline void lora_backward_dx(const LoraGroup *g, int M, __nv_bfloat16 *dx, const LoraScratch *s, cudaStream_t stream) {
+    lora_check_group(g);
+    if (M <= 0) return;
+    lora_require(s && s->g && s->g_capacity >= (size_t)M * g->P * g->r, "lora_backward_dx: the scratch's G is too small");
+    switch ((g->r + 15) / 16) {
+        case 1: lora_backward_dx_nr<1>(g, M, dx, s, stream); break;
+        case 2: lora_backward_dx_nr<2>(g, M, dx, s, stream); break;
+        case 3: lora_backward_dx_nr<3>(g, M, dx, s, stream); break;
+        default: lora_backward_dx_nr<4>(g, M, dx, s, stream); break;
     }
 }
 

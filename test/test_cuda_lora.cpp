@@ -21,6 +21,8 @@
 //    rounding remain (u|y| + 4(K + 2)·2^-24·Σ|terms|), and nearly every bf16 output equal to
 //    the model rounded to bf16: this catches what the end-to-end bounds could hide (a
 //    dropout scale 1% off, a mask on the wrong element).
+//    A forward with some Y_p NULL (a recompute that wants U only) writes the same U and
+//    leaves those Y_p alone.
 // 3. Two runs give bit-identical dA, dB (and U, Y, dX), under other thread schedules too.
 // 4. lora_cast rounds to nearest even exactly as common/half.h (ties, huge values,
 //    denormals), vectorized and at a misaligned tail.
@@ -130,12 +132,13 @@ static const GroupShape kGroups[] = {
 struct Run {
     LoraGroup g;
     Bf16 x, y[3], dy[3], dx;
-    __nv_bfloat16 *u, *Ab[3], *Bb[3];
+    __nv_bfloat16 *u[3], *Ab[3], *Bb[3];
     float *A[3], *B[3];  // fp32 masters on the device (the cast's sources)
     LoraScratch s;
 };
 
-// Result readback of a run: U, G, Y_p, dX (as floats), dA_p, dB_p.
+// Result readback of a run: U, G ([M, P·r], projection p's r columns at p·r), Y_p, dX (as
+// floats), dA_p, dB_p.
 struct Out {
     float *u, *g, *y[3], *dx, *dA[3], *dB[3];
 };
@@ -143,8 +146,17 @@ struct Out {
 static Out run_read(const Run &r, int M) {
     Out o;
     int R = r.g.P * r.g.r;
-    o.u = bf16_read(r.u, (size_t)M * R);
-    o.g = bf16_read(r.s.g, (size_t)M * R);
+    o.u = (float *)xmalloc((size_t)M * R * sizeof(float));
+    o.g = (float *)xmalloc((size_t)M * R * sizeof(float));
+    for (int p = 0; p < r.g.P; p++) {  // [M, r] each, one after another for G
+        float *u = bf16_read(r.u[p], (size_t)M * r.g.r), *g = bf16_read(r.s.g + (size_t)p * M * r.g.r, (size_t)M * r.g.r);
+        for (int m = 0; m < M; m++)
+            for (int j = 0; j < r.g.r; j++) {
+                o.u[(size_t)m * R + p * r.g.r + j] = u[(size_t)m * r.g.r + j];
+                o.g[(size_t)m * R + p * r.g.r + j] = g[(size_t)m * r.g.r + j];
+            }
+        free(u), free(g);
+    }
     o.dx = bf16_read(r.dx.dev, (size_t)M * r.g.in);
     for (int p = 0; p < r.g.P; p++) {
         o.y[p] = bf16_read(r.y[p].dev, (size_t)M * r.g.out[p]);
@@ -188,7 +200,7 @@ static Run run_make(const GroupShape &gs, int r, int M, float dropout, const Dat
         g.dA[p] = f32_upload(d.dA0[p], na), g.dB[p] = f32_upload(d.dB0[p], nb);
     }
     size_t R = (size_t)gs.P * r;
-    cuda_check(cudaMalloc(&run.u, M * R * 2));
+    for (int p = 0; p < gs.P; p++) cuda_check(cudaMalloc(&run.u[p], (size_t)M * r * 2));
     run.s.chunk_rows = small ? 64 : LORA_CHUNK_ROWS;
     run.s.split_cols = small ? 32 : LORA_SPLIT_COLS;
     run.s.g_capacity = M * R;
@@ -201,16 +213,19 @@ static Run run_make(const GroupShape &gs, int r, int M, float dropout, const Dat
 static void run_go(Run &run, int M) {
     __nv_bfloat16 *y[3] = {run.y[0].dev, run.y[1].dev, run.y[2].dev};
     const __nv_bfloat16 *dy[3] = {run.dy[0].dev, run.dy[1].dev, run.dy[2].dev};
+    const __nv_bfloat16 *u[3] = {run.u[0], run.u[1], run.u[2]};
     lora_forward(&run.g, run.x.dev, M, run.u, y, &run.s, 0);
-    lora_backward(&run.g, run.x.dev, run.u, dy, M, run.dx.dev, &run.s, 0);
+    lora_backward(&run.g, run.x.dev, u, dy, M, &run.s, 0);
+    lora_backward_dx(&run.g, M, run.dx.dev, &run.s, 0);
 }
 
 static void run_free(Run &run) {
     for (int p = 0; p < run.g.P; p++) {
         cuda_check(cudaFree(run.A[p])), cuda_check(cudaFree(run.B[p])), cuda_check(cudaFree(run.Ab[p]));
         cuda_check(cudaFree(run.Bb[p])), cuda_check(cudaFree(run.g.dA[p])), cuda_check(cudaFree(run.g.dB[p]));
+        cuda_check(cudaFree(run.u[p]));
     }
-    cuda_check(cudaFree(run.u)), cuda_check(cudaFree(run.s.g)), cuda_check(cudaFree(run.s.partials));
+    cuda_check(cudaFree(run.s.g)), cuda_check(cudaFree(run.s.partials));
 }
 
 static void bf16_free(Bf16 *b) {
@@ -495,6 +510,45 @@ TEST(forward_backward_match_cpu_reference) {
     CHECK(model_alike >= model_outputs * 97 / 100);
 }
 
+TEST(forward_without_y_writes_only_u) {
+    const GroupShape &gs = kGroups[0];
+    const int r = 16, M = 70;
+    uint64_t rng = 31;
+    Data d;
+    Bf16 x = bf16_random((size_t)M * gs.in, -1, 1, &rng), y[3];
+    for (int p = 0; p < gs.P; p++) {
+        d.A[p] = (float *)xmalloc((size_t)r * gs.in * 4), d.B[p] = (float *)xmalloc((size_t)gs.out[p] * r * 4);
+        d.dA0[p] = (float *)xcalloc((size_t)r * gs.in, 4), d.dB0[p] = (float *)xcalloc((size_t)gs.out[p] * r, 4);
+        lora_init(d.A[p], d.B[p], r, gs.in, gs.out[p], &rng);
+        for (int i = 0; i < gs.out[p] * r; i++) d.B[p][i] = (float)(2 * rng_uniform(&rng) - 1);
+        y[p] = bf16_random((size_t)M * gs.out[p], -1, 1, &rng);
+        d.state[p] = 5;
+    }
+    Bf16 dx = bf16_random(1, 0, 0, &rng);
+    Run run = run_make(gs, r, M, 0.0f, d, x, y, y, dx, 1);
+    __nv_bfloat16 *some[3] = {NULL, y[1].dev, NULL}, *all[3] = {y[0].dev, y[1].dev, y[2].dev}, *u2[3];
+    lora_forward(&run.g, x.dev, M, run.u, some, &run.s, 0);
+    for (int p = 0; p < gs.P; p++) {  // Y_1 took the branch, Y_0 and Y_2 are as they were
+        float *yp = bf16_read(y[p].dev, (size_t)M * gs.out[p]);
+        CHECK((memcmp(yp, y[p].host, (size_t)M * gs.out[p] * 4) == 0) == (p != 1));
+        free(yp);
+        cuda_check(cudaMalloc(&u2[p], (size_t)M * r * 2));
+    }
+    lora_forward(&run.g, x.dev, M, u2, all, &run.s, 0);  // the same U with every Y
+    for (int p = 0; p < gs.P; p++) {
+        float *a = bf16_read(run.u[p], (size_t)M * r), *b = bf16_read(u2[p], (size_t)M * r);
+        CHECK(memcmp(a, b, (size_t)M * r * 4) == 0);
+        free(a), free(b);
+        cuda_check(cudaFree(u2[p]));
+    }
+    run_free(run);
+    bf16_free(&x), bf16_free(&dx);
+    for (int p = 0; p < gs.P; p++) {
+        bf16_free(&y[p]);
+        free(d.A[p]), free(d.B[p]), free(d.dA0[p]), free(d.dB0[p]);
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // 3. Determinism
 
@@ -603,8 +657,8 @@ TEST(refuses_bad_rank_and_small_scratch) {
             g.P = 1, g.in = 8, g.r = 4, g.out[0] = 8;
             s.chunk_rows = 64, s.split_cols = 64, s.g_capacity = 1000;
             cuda_check(cudaMalloc(&s.g, 2000));
-            static const __nv_bfloat16 *dy[1] = {NULL};
-            lora_backward(&g, NULL, NULL, dy, 300, NULL, &s, 0);
+            static const __nv_bfloat16 *none[1] = {NULL};
+            lora_backward(&g, NULL, none, none, 300, &s, 0);
         },
         report, sizeof(report));
     CHECK_INT(status, 1);
@@ -614,6 +668,7 @@ TEST(refuses_bad_rank_and_small_scratch) {
 int main(void) {
     RUN(dropout_mask_is_the_cpu_generators);
     RUN(forward_backward_match_cpu_reference);
+    RUN(forward_without_y_writes_only_u);
     RUN(two_runs_give_the_same_bits);
     RUN(cast_rounds_like_half_h);
     RUN(refuses_bad_rank_and_small_scratch);

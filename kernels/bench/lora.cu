@@ -21,7 +21,8 @@
  * kernels/lora.cuh (each output goes through at most three bf16 roundings of its
  * operands, each within u of the magnitude, and one of itself).
  * Timing (cold L2, R runs), forward + backward of the group:
- *   kernels     lora_forward + lora_backward (7 launches, more with split reductions)
+ *   kernels     lora_forward, lora_backward, lora_backward_dx (6 launches, more with split
+ *               reductions)
  *   cublasLt    per projection: U = X·Aᵀ, Y += s·U·Bᵀ, G = s·dY·B, dB += s·dYᵀ·U, dA += Gᵀ·X,
  *               dX += G·A (kernels/matmul.cuh; no dropout: it would need masked copies)
  *   kernels, dropout 0.1
@@ -91,24 +92,23 @@ static int compare(const char *what, const float *got, const float *ref, const f
 
 // The problem's device tensors.
 struct Tensors {
-    __nv_bfloat16 *x, *y[3], *dy[3], *dx, *u, *Ab[3], *Bb[3];
+    __nv_bfloat16 *x, *y[3], *dy[3], *dx, *u[3], *Ab[3], *Bb[3];
     float *A[3], *B[3], *dA[3], *dB[3];
 };
 
 // The cuBLASLt sequence of the same products (no dropout); gm: G, [M, r] per projection.
 static void cublas_sequence(const Group &gr, const LoraGroup &g, const Tensors &t, int M, __nv_bfloat16 *gm) {
-    int r = g.r, R = gr.P * r;
+    int r = g.r;
     for (int p = 0; p < gr.P; p++) {
-        __nv_bfloat16 *up = t.u + p * r;
-        matmul_strided(&mm, up, MATMUL_BF16, R, t.x, 0, gr.in, t.Ab[p], 1, gr.in, M, r, gr.in, 1, 0, 0);
-        matmul_strided(&mm, t.y[p], MATMUL_BF16, gr.out[p], up, 0, R, t.Bb[p], 1, r, M, gr.out[p], r, g.scale, 1, 0);
+        matmul(&mm, t.u[p], MATMUL_BF16, t.x, 0, t.Ab[p], 1, M, r, gr.in, 1, 0, 0);
+        matmul(&mm, t.y[p], MATMUL_BF16, t.u[p], 0, t.Bb[p], 1, M, gr.out[p], r, g.scale, 1, 0);
     }
     for (int p = 0; p < gr.P; p++) {
-        __nv_bfloat16 *up = t.u + p * r, *gp = gm + p * r;
-        matmul_strided(&mm, gp, MATMUL_BF16, R, t.dy[p], 0, gr.out[p], t.Bb[p], 0, r, M, r, gr.out[p], g.scale, 0, 0);
-        matmul_strided(&mm, t.dB[p], MATMUL_F32, r, t.dy[p], 1, gr.out[p], up, 0, R, gr.out[p], r, M, g.scale, 1, 0);
-        matmul_strided(&mm, t.dA[p], MATMUL_F32, gr.in, gp, 1, R, t.x, 0, gr.in, r, gr.in, M, 1, 1, 0);
-        matmul_strided(&mm, t.dx, MATMUL_BF16, gr.in, gp, 0, R, t.Ab[p], 0, gr.in, M, gr.in, r, 1, 1, 0);
+        __nv_bfloat16 *gp = gm + (size_t)p * M * r;
+        matmul(&mm, gp, MATMUL_BF16, t.dy[p], 0, t.Bb[p], 0, M, r, gr.out[p], g.scale, 0, 0);
+        matmul(&mm, t.dB[p], MATMUL_F32, t.dy[p], 1, t.u[p], 0, gr.out[p], r, M, g.scale, 1, 0);
+        matmul(&mm, t.dA[p], MATMUL_F32, gp, 1, t.x, 0, r, gr.in, M, 1, 1, 0);
+        matmul(&mm, t.dx, MATMUL_BF16, gp, 0, t.Ab[p], 0, M, gr.in, r, 1, 1, 0);
     }
 }
 
@@ -143,7 +143,7 @@ static int run_shape(const int *shape, int repeat, ColdL2 cold) {
         lora_cast(t.Bb[p], t.B[p], (int64_t)nb, 0);
         g.out[p] = gr.out[p], g.A[p] = t.Ab[p], g.B[p] = t.Bb[p], g.dA[p] = t.dA[p], g.dB[p] = t.dB[p];
     }
-    cuda_check(cudaMalloc(&t.u, (size_t)M * R * 2));
+    for (int p = 0; p < P; p++) cuda_check(cudaMalloc(&t.u[p], (size_t)M * r * 2));
     LoraScratch s;
     s.chunk_rows = LORA_CHUNK_ROWS, s.split_cols = LORA_SPLIT_COLS;
     s.g_capacity = (size_t)M * R;
@@ -167,9 +167,10 @@ static int run_shape(const int *shape, int repeat, ColdL2 cold) {
         }
     };
     auto kernels = [&] {
-        const __nv_bfloat16 *dyc[3] = {t.dy[0], t.dy[1], t.dy[2]};
+        const __nv_bfloat16 *dyc[3] = {t.dy[0], t.dy[1], t.dy[2]}, *uc[3] = {t.u[0], t.u[1], t.u[2]};
         lora_forward(&g, t.x, M, t.u, t.y, &s, 0);
-        lora_backward(&g, t.x, t.u, dyc, M, t.dx, &s, 0);
+        lora_backward(&g, t.x, uc, dyc, M, &s, 0);
+        lora_backward_dx(&g, M, t.dx, &s, 0);
     };
 
     printf("M %d, rank %d, %s (%d -> %d", M, r, gr.name, in, gr.out[0]);
@@ -197,7 +198,7 @@ static int run_shape(const int *shape, int repeat, ColdL2 cold) {
         float *xd = (float *)bench_malloc(nx * 4), *dx_ref = (float *)bench_malloc(nx * 4);
         float *dx_mag = abs_copy(hdx, nx), *ax = abs_copy(hx, nx), *axd = (float *)bench_malloc(nx * 4);
         memcpy(dx_ref, hdx, nx * 4);
-        float *got_u = to_host(t.u, (size_t)M * R), *got_dx = to_host(t.dx, nx);
+        float *got_dx = to_host(t.dx, nx);
         double worst = 0;
         for (int p = 0; p < P; p++) {
             int out = gr.out[p];
@@ -211,10 +212,7 @@ static int run_shape(const int *shape, int repeat, ColdL2 cold) {
             lora_backward(hdy[p], mask[p] ? xd : hx, ur, mask[p], hA[p], hB[p], dAr, dBr, dx_ref, M, in, r, out, g.scale);
             lora_forward(ax, mask[p], aA, aB, ym, um, axd, M, in, r, out, g.scale);
             lora_backward(ady, mask[p] ? axd : ax, um, mask[p], aA, aB, dAm, dBm, dx_mag, M, in, r, out, g.scale);
-            float *ug = (float *)bench_malloc((size_t)M * r * 4);
-            for (int m = 0; m < M; m++)
-                for (int j = 0; j < r; j++) ug[(size_t)m * r + j] = got_u[(size_t)m * R + p * r + j];
-            float *yg = to_host(t.y[p], ny), *dAg = f32_to_host(t.dA[p], na), *dBg = f32_to_host(t.dB[p], nb);
+            float *ug = to_host(t.u[p], (size_t)M * r), *yg = to_host(t.y[p], ny), *dAg = f32_to_host(t.dA[p], na), *dBg = f32_to_host(t.dB[p], nb);
             bad += compare("U", ug, ur, um, (size_t)M * r, in, &worst, &rng);
             bad += compare("Y", yg, yr, ym, ny, r, &worst, &rng);
             bad += compare("dB", dBg, dBr, dBm, nb, M, &worst, &rng);
@@ -224,7 +222,7 @@ static int run_shape(const int *shape, int repeat, ColdL2 cold) {
         }
         bad += compare("dX", got_dx, dx_ref, dx_mag, nx, R, &worst, &rng);
         printf("  %-22s worst error / tolerance %.3f\n", what, worst);
-        free(xd), free(dx_ref), free(dx_mag), free(ax), free(axd), free(got_u), free(got_dx);
+        free(xd), free(dx_ref), free(dx_mag), free(ax), free(axd), free(got_dx);
     }
 
     if (repeat > 0) {
@@ -254,8 +252,9 @@ static int run_shape(const int *shape, int repeat, ColdL2 cold) {
         cuda_check(cudaFree(t.y[p])), cuda_check(cudaFree(t.dy[p])), cuda_check(cudaFree(t.A[p]));
         cuda_check(cudaFree(t.B[p])), cuda_check(cudaFree(t.Ab[p])), cuda_check(cudaFree(t.Bb[p]));
         cuda_check(cudaFree(t.dA[p])), cuda_check(cudaFree(t.dB[p])), cuda_check(cudaFree(y0[p]));
+        cuda_check(cudaFree(t.u[p]));
     }
-    cuda_check(cudaFree(t.x)), cuda_check(cudaFree(t.dx)), cuda_check(cudaFree(t.u)), cuda_check(cudaFree(dx0));
+    cuda_check(cudaFree(t.x)), cuda_check(cudaFree(t.dx)), cuda_check(cudaFree(dx0));
     cuda_check(cudaFree(s.g)), cuda_check(cudaFree(s.partials));
     return bad ? 1 : 0;
 }
