@@ -7,6 +7,9 @@ and what that package reads from them, for test/test_gguf_python.sh.
                                          in the form `test_gguf --dump` prints
     python gguf_reference.py bad DIR     writes DIR/NAME.gguf broken files and DIR/bad.tsv:
                                          NAME <tab> the text the refusal must contain
+    python gguf_reference.py models DIR  tiny random llama models as llama.cpp lays them out
+                                         (DIR/model_ok.gguf, tied; DIR/model_untied.gguf) and
+                                         broken ones, DIR/models.tsv as for bad
 
 Every metadata value type (the ten scalar types, strings, arrays of each, arrays of arrays) and
 every tensor type we read (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K) appears in the
@@ -242,5 +245,69 @@ def bad(d):
             f.write(f"{name}\t{want}\n")
 
 
+def tiny_model(path, arch="llama", layers=2, hidden=64, ffn=96, heads=4, kv=2, vocab=300, tied=True,
+               extra=None, drop=None, shapes=None, kvs=None):
+    """A random llama-architecture GGUF with llama.cpp's names; the arguments break it."""
+    rng = np.random.default_rng(5)
+    w = gguf.GGUFWriter(path, arch)
+    w.add_uint32(f"{arch}.block_count", layers)
+    w.add_uint32(f"{arch}.embedding_length", hidden)
+    w.add_uint32(f"{arch}.feed_forward_length", ffn)
+    w.add_uint32(f"{arch}.attention.head_count", heads)
+    w.add_uint32(f"{arch}.attention.head_count_kv", kv)
+    w.add_float32(f"{arch}.rope.freq_base", 10000.0)
+    w.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)
+    for key, (vt, val) in (kvs or {}).items():
+        w.add_key_value(key, val, vt)
+    D = hidden // heads
+    names = {"token_embd.weight": (vocab, hidden), "output_norm.weight": (hidden,)}
+    if not tied:
+        names["output.weight"] = (vocab, hidden)
+    for i in range(layers):
+        names.update({f"blk.{i}.attn_norm.weight": (hidden,), f"blk.{i}.ffn_norm.weight": (hidden,),
+                      f"blk.{i}.attn_q.weight": (heads * D, hidden), f"blk.{i}.attn_k.weight": (kv * D, hidden),
+                      f"blk.{i}.attn_v.weight": (kv * D, hidden), f"blk.{i}.attn_output.weight": (hidden, heads * D),
+                      f"blk.{i}.ffn_gate.weight": (ffn, hidden), f"blk.{i}.ffn_up.weight": (ffn, hidden),
+                      f"blk.{i}.ffn_down.weight": (hidden, ffn)})
+    names.update(extra or {})
+    names.update(shapes or {})
+    for name, shape in names.items():
+        if name != drop:
+            w.add_tensor(name, rng.standard_normal(shape).astype(np.float32) * 0.1)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def models(d):
+    tiny_model(os.path.join(d, "model_ok.gguf"))
+    tiny_model(os.path.join(d, "model_untied.gguf"), tied=False)
+    cases = [
+        ("model_arch_gpt2", dict(arch="gpt2"), "metadata 'general.architecture': \"gpt2\" is not llama"),
+        ("model_missing_tensor", dict(drop="blk.1.ffn_up.weight"), "tensor 'blk.1.ffn_up.weight' is missing"),
+        ("model_missing_layer", dict(drop="blk.1.attn_norm.weight"), "tensor 'blk.1.attn_norm.weight' is missing"),
+        ("model_wrong_shape", dict(shapes={"blk.0.attn_k.weight": (48, 64)}),
+         "tensor 'blk.0.attn_k.weight' has ne [64, 48] (2 dims), the metadata implies [64, 32]"),
+        ("model_bias", dict(extra={"blk.0.attn_q.bias": (64,)}),
+         "tensor 'blk.0.attn_q.bias' is not part of a 2-layer llama model"),
+        ("model_extra_layer", dict(extra={"blk.2.attn_norm.weight": (64,)}),
+         "tensor 'blk.2.attn_norm.weight' is not part of a 2-layer llama model"),
+        ("model_kv_heads", dict(kv=3), "metadata 'llama.attention.head_count_kv' 3 does not divide"),
+        ("model_rope_scaling", dict(kvs={"llama.rope.scaling.type": (V.STRING, "linear")}),
+         "metadata 'llama.rope.scaling.type': RoPE scaling is not supported"),
+        ("model_partial_rope", dict(kvs={"llama.rope.dimension_count": (V.UINT32, 8)}),
+         "metadata 'llama.rope.dimension_count' 8: partial rotary embeddings (head_dim 16)"),
+        ("model_vocab_disagrees", dict(kvs={"llama.vocab_size": (V.UINT32, 301)}),
+         "metadata 'llama.vocab_size' 301 differs from token_embd's 300 rows"),
+        ("model_heads_string", dict(kvs={"llama.expert_count": (V.STRING, "4")}),
+         "metadata 'llama.expert_count': is STRING, expected an integer"),
+    ]
+    with open(os.path.join(d, "models.tsv"), "w") as f:
+        for name, kw, want in cases:
+            tiny_model(os.path.join(d, name + ".gguf"), **kw)
+            f.write(f"{name}\t{want}\n")
+
+
 if __name__ == "__main__":
-    {"good": write_good, "bad": bad}[sys.argv[1]](sys.argv[2])
+    {"good": write_good, "bad": bad, "models": models}[sys.argv[1]](sys.argv[2])

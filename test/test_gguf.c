@@ -9,11 +9,19 @@
 //                            what gguf reads (strings in hex, tensors as the CRC32 of their
 //                            float32 values after dequantization)
 //   test_gguf --check FILE   "ok", or the error on stderr and exit status 1
+// and test/test_gguf_model.sh, with the SmolLM2 GGUF that `make venv` installs:
+//   test_gguf --model FILE   model_load: "ok" and the config, or the error and exit status 1
+//   test_gguf --logits MODEL.gguf FIXTURE   our fp32 logits against transformers' (the
+//                            fixture scripts/gguf_model_fixture.py writes): PASS/FAIL lines
 #include <stdint.h>
 #include <unistd.h>
 #include <zlib.h>
 
+#include <math.h>
+
 #include "../train/gguf.h"
+#include "../train/model.h"
+#include "../train/safetensors.h"
 #include "test.h"
 
 static void print_scalar(GgufType t, const GgufKV *kv, uint64_t i) {
@@ -248,7 +256,73 @@ TEST(fuzzed_files_load_or_are_refused) {
     bytebuf_free(&b);
 }
 
+// Our logits for each sequence of the fixture: the sampled columns within tol of transformers'
+// (max |ours - ref| / max |ref| over the sequence) and the log-sum-exp over the whole
+// vocabulary within tol of its reference (absolute: it is about 10, so relative too).
+static int logits(const char *model_path, const char *fixture, double tol) {
+    Model m;
+    SafeTensors st;
+    char err[ERR_LEN];
+    if (model_load(&m, model_path, 0, err) || st_open(&st, fixture, err)) {
+        printf("FAIL gguf_model_logits_loaded\n  %s\n", err);
+        return 1;
+    }
+    const StTensor *cols = st_find(&st, "columns");
+    int V = m.c.vocab_size;
+    for (int n = 0; cols; n++) {
+        char name[32];
+        snprintf(name, sizeof(name), "ids_%d", n);
+        const StTensor *ids = st_find(&st, name);
+        snprintf(name, sizeof(name), "logits_%d", n);
+        const StTensor *ref = st_find(&st, name);
+        snprintf(name, sizeof(name), "lse_%d", n);
+        const StTensor *lse = st_find(&st, name);
+        if (!ids) break;
+        int T = (int)ids->numel, C = (int)cols->numel;
+        int32_t *pos = xmalloc((size_t)T * sizeof(int32_t)), *seg = xcalloc((size_t)T, sizeof(int32_t)),
+                *tgt = xcalloc((size_t)T, sizeof(int32_t));
+        float *w = xcalloc((size_t)T, sizeof(float)), *out = xmalloc((size_t)T * V * sizeof(float)),
+              *got = xmalloc((size_t)T * C * sizeof(float));
+        for (int t = 0; t < T; t++) pos[t] = t;
+        ModelInput in = {T, ids->data, pos, seg, tgt, w};
+        model_step(&m, &in, 1.0f, 0, out);
+        const int32_t *c = cols->data;
+        double lse_err = 0;
+        for (int t = 0; t < T; t++) {
+            const float *row = out + (size_t)t * V;
+            for (int k = 0; k < C; k++) got[(size_t)t * C + k] = row[c[k]];
+            double mx = row[0], sum = 0;
+            for (int v = 1; v < V; v++) mx = row[v] > mx ? row[v] : mx;
+            for (int v = 0; v < V; v++) sum += exp(row[v] - mx);
+            double e = fabs(mx + log(sum) - ((const float *)lse->data)[t]);
+            lse_err = e > lse_err ? e : lse_err;
+        }
+        double rel = max_rel_error(got, ref->data, (size_t)T * C);
+        printf("%s gguf_model_logits_sequence_%d (%d tokens): logits error %.2e, log-sum-exp error %.2e, tol %.0e\n",
+               rel <= tol && lse_err <= tol * 10 ? "PASS" : "FAIL", n, T, rel, lse_err, tol);
+        free(pos), free(seg), free(tgt), free(w), free(out), free(got);
+    }
+    st_close(&st);
+    model_free(&m);
+    return 0;
+}
+
+static int check_model(const char *path) {
+    Model m;
+    char err[ERR_LEN], desc[512];
+    if (model_load(&m, path, 1, err)) {
+        fprintf(stderr, "error: %s\n", err);
+        return 1;
+    }
+    config_describe(&m.c, desc, sizeof(desc));
+    printf("ok %s, tied %d\n", desc, m.c.tie_word_embeddings);
+    model_free(&m);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "--model") == 0) return check_model(argv[2]);
+    if (argc == 4 && strcmp(argv[1], "--logits") == 0) return logits(argv[2], argv[3], 1e-4);
     if (argc == 3 && strcmp(argv[1], "--dump") == 0) return dump(argv[2]);
     if (argc == 3 && strcmp(argv[1], "--check") == 0) return check(argv[2]);
     RUN(small_file_loads);
