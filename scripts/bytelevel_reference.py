@@ -32,20 +32,8 @@ import json
 import os
 import sys
 
-
-def read_input(path):
-    if path in (None, "-"):
-        return sys.stdin.buffer.read()
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def split_lines(data):
-    # Same rule as ./tokenize --lines: split at b"\n", no extra line after a final "\n".
-    if not data:
-        return []
-    lines = data.split(b"\n")
-    return lines[:-1] if data.endswith(b"\n") else lines
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tokenizer_reference import read_input, split_lines  # the same input rules as ./tokenize
 
 
 def hf_from_gguf(path):
