@@ -33,13 +33,17 @@
  * Work split: a block is 4 warps on 64 consecutive rows of W and one range of segments
  * (they share X's segment through L1). Where N gives fewer blocks than
  * NF4_MATMUL_BLOCKS_PER_SM per multiprocessor, K is split over blockIdx.y: each split
- * writes fp32 partials of its 64 columns of Y, the last block of the column to finish
- * (an integer atomic counter elects it; it resets the counter for the next launch) adds
- * them up in split order and rounds once: the same bits on every run of a given shape on a
- * given GPU (the number of splits depends on the SM count). Splits are capped so that
- * splits·M <= NF4_MATMUL_SPLIT_ROWS (the partials never outweigh ~1/8 of the codes' bytes
- * at K = 4096: 64·N·8 bytes written and read against N·K/2) and so that each split has at
- * least NF4_MATMUL_MIN_SEGMENTS segments (the table fill and the reduction amortise).
+ * writes fp32 partials of its rows, and a second kernel adds them up in split order and
+ * rounds once (no atomics, no communication between the blocks of a launch): the same
+ * bits on every run of a given shape on a given GPU (the number of splits depends on the
+ * SM count). That second launch costs a few microseconds at M = 1, where the product itself
+ * takes ~3 us at Mistral's 4096 x 4096: a last-block reduction in the same launch would
+ * save it, but its correctness rests on fences between blocks that the CUDA-on-CPU harness
+ * does not model (it reports the partials' reads as a race), so it is left for when a GPU
+ * can measure what it gains. Splits are capped so that splits·M <= NF4_MATMUL_SPLIT_ROWS
+ * (the partials never outweigh ~1/8 of the codes' bytes at K = 4096: 64·N·8 bytes written
+ * and read against N·K/2) and so that each split has at least NF4_MATMUL_MIN_SEGMENTS
+ * segments (the table fill and the reduction amortise).
  *
  * Shapes: any M in 1..64, N >= 1, K >= 1 and blocksize (nf4.cuh). The fast path needs K a
  * multiple of 32 and X, the codes 16-byte aligned; otherwise (K = 48 of tiny models, where
@@ -85,13 +89,12 @@
 
 static_assert(NF4_LINEAR_FUSED_MAX_M <= NF4_MATMUL_MAX_M, "the fused kernel's limit");
 
-// The split-K scratch: partials of NF4_MATMUL_SPLIT_ROWS rows of Y in fp32 and one counter
-// per 64 columns, zero between launches. One scratch serves one stream at a time.
+// The split-K scratch: partials of NF4_MATMUL_SPLIT_ROWS rows of Y in fp32. One scratch
+// serves one stream at a time.
 typedef struct {
-    float *partials;     // NF4_MATMUL_SPLIT_ROWS · max_n
-    unsigned *counters;  // ceil(max_n / 64)
+    float *partials;  // NF4_MATMUL_SPLIT_ROWS · max_n
     int64_t max_n;
-    int sms;             // the device's multiprocessors (the split heuristic)
+    int sms;          // the device's multiprocessors (the split heuristic)
 } Nf4MatmulScratch;
 
 // ---------------------------------------------------------------------------------------
@@ -186,16 +189,29 @@ __device__ __forceinline__ void nf4_x_load(uint4 xb[4], const __nv_bfloat16 *x, 
     }
 }
 
+// The block's shared memory: the NF4 values and the byte table. Declared in a non-template
+// function: the CUDA-on-CPU harness's compiler drops the section of a template's statics,
+// so the harness refuses __shared__ in one.
+typedef struct {
+    float lut[16];
+    float2 table[256 * NF4_PAIR_COPIES];
+} Nf4MatmulShared;
+
+__device__ __forceinline__ Nf4MatmulShared *nf4_matmul_shared() {
+    __shared__ Nf4MatmulShared shared;
+    return &shared;
+}
+
 // Grid: (ceil(N / 64), splits); block: NF4_MATMUL_THREADS. Split blockIdx.y takes segments
-// [blockIdx.y·per_split, +per_split). With one split Y is written directly; otherwise
-// through partials and counters (see the top).
+// [blockIdx.y·per_split, +per_split). With one split Y is written directly; otherwise its
+// partials[split][M][N] (fp32), which nf4_matmul_reduce_kernel adds up.
 template <int MT, bool VEC>
 __global__ void __launch_bounds__(NF4_MATMUL_THREADS)
-    nf4_matmul_kernel(__nv_bfloat16 *y, float *partials, unsigned *counters, const __nv_bfloat16 *x, Nf4Device q,
+    nf4_matmul_kernel(__nv_bfloat16 *y, float *partials, const __nv_bfloat16 *x, Nf4Device q,
                       int M, int log2_blocksize, int per_split) {
-    __shared__ float lut[16];
-    __shared__ float2 table[256 * NF4_PAIR_COPIES];
-    __shared__ unsigned arrived;
+    Nf4MatmulShared *sh = nf4_matmul_shared();
+    float *lut = sh->lut;
+    float2 *table = sh->table;
     nf4_fill_table(lut);
     for (int i = threadIdx.x; i < 256 * NF4_PAIR_COPIES; i += NF4_MATMUL_THREADS) {
         int byte = i / NF4_PAIR_COPIES;
@@ -255,44 +271,33 @@ __global__ void __launch_bounds__(NF4_MATMUL_THREADS)
             if (out) out[m * N + n] = acc[j][i];
             else y[m * N + n] = __float2bfloat16(acc[j][i]);
         }
-    if (!out) return;
-    __threadfence();  // the partials are visible to the block that adds them up
-    __syncthreads();
-    if (threadIdx.x == 0) arrived = atomicAdd(&counters[blockIdx.x], 1u);
-    __syncthreads();
-    if (arrived != gridDim.y - 1) return;
-    __threadfence();
-    const volatile float *all = partials;  // written by other blocks: past this SM's L1
-    for (int i = threadIdx.x; i < M * NF4_MATMUL_BLOCK_ROWS; i += NF4_MATMUL_THREADS) {
-        int m = i / NF4_MATMUL_BLOCK_ROWS;
-        int64_t n = (int64_t)blockIdx.x * NF4_MATMUL_BLOCK_ROWS + i % NF4_MATMUL_BLOCK_ROWS;
-        if (n >= N) continue;
-        float sum = all[m * N + n];
-        for (unsigned sp = 1; sp < gridDim.y; sp++) sum += all[((size_t)sp * M + m) * N + n];
-        y[m * N + n] = __float2bfloat16(sum);
-    }
-    if (threadIdx.x == 0) counters[blockIdx.x] = 0;
+}
+
+// y[i] = bf16(Σ_split partials[split][i]) over the M·N outputs, in split order.
+__global__ void __launch_bounds__(NF4_MATMUL_THREADS)
+    nf4_matmul_reduce_kernel(__nv_bfloat16 *y, const float *partials, int splits, int64_t n) {
+    int64_t i = (int64_t)blockIdx.x * NF4_MATMUL_THREADS + threadIdx.x;
+    if (i >= n) return;
+    float sum = partials[i];
+    for (int sp = 1; sp < splits; sp++) sum += partials[sp * n + i];
+    y[i] = __float2bfloat16(sum);
 }
 
 // ---------------------------------------------------------------------------------------
 // Host side
 
 static inline size_t nf4_matmul_scratch_bytes(int64_t max_n) {
-    return (size_t)NF4_MATMUL_SPLIT_ROWS * max_n * sizeof(float) +
-           (size_t)CEIL_DIV(max_n, (int64_t)NF4_MATMUL_BLOCK_ROWS) * sizeof(unsigned);
+    return (size_t)NF4_MATMUL_SPLIT_ROWS * max_n * sizeof(float);
 }
 
-// The scratch in `memory` (nf4_matmul_scratch_bytes(max_n) bytes of device memory, 16-byte
-// aligned), its counters zeroed on `stream`.
-static inline void nf4_matmul_scratch_init(Nf4MatmulScratch *s, void *memory, int64_t max_n, cudaStream_t stream) {
+// The scratch in `memory` (nf4_matmul_scratch_bytes(max_n) bytes of device memory) for
+// weights of up to max_n rows.
+static inline void nf4_matmul_scratch_init(Nf4MatmulScratch *s, void *memory, int64_t max_n) {
     int dev = 0;
     s->partials = (float *)memory;
-    s->counters = (unsigned *)(s->partials + (size_t)NF4_MATMUL_SPLIT_ROWS * max_n);
     s->max_n = max_n;
     cuda_check(cudaGetDevice(&dev));
     cuda_check(cudaDeviceGetAttribute(&s->sms, cudaDevAttrMultiProcessorCount, dev));
-    cuda_check(cudaMemsetAsync(s->counters, 0, (size_t)CEIL_DIV(max_n, (int64_t)NF4_MATMUL_BLOCK_ROWS) * sizeof(unsigned),
-                               stream));
 }
 
 // The number of K splits for an M x N x K product on `sms` multiprocessors (see the top).
@@ -311,14 +316,16 @@ inline void nf4_matmul_launch_mt(__nv_bfloat16 *y, const __nv_bfloat16 *x, const
     splits = CEIL_DIV(segments, per_split);  // no split without segments
     dim3 grid((unsigned)CEIL_DIV(q.rows, (int64_t)NF4_MATMUL_BLOCK_ROWS), (unsigned)splits);
     float *partials = splits > 1 ? scratch->partials : NULL;
-    unsigned *counters = splits > 1 ? scratch->counters : NULL;
     int log2 = nf4_log2_blocksize(q.blocksize);
     if (vec)
-        LAUNCH((nf4_matmul_kernel<MT, true>), grid, NF4_MATMUL_THREADS, 0, stream, y, partials, counters, x, q, M, log2,
-               per_split);
+        LAUNCH((nf4_matmul_kernel<MT, true>), grid, NF4_MATMUL_THREADS, 0, stream, y, partials, x, q, M, log2, per_split);
     else
-        LAUNCH((nf4_matmul_kernel<MT, false>), grid, NF4_MATMUL_THREADS, 0, stream, y, partials, counters, x, q, M, log2,
-               per_split);
+        LAUNCH((nf4_matmul_kernel<MT, false>), grid, NF4_MATMUL_THREADS, 0, stream, y, partials, x, q, M, log2, per_split);
+    if (splits > 1) {
+        int64_t n = (int64_t)M * q.rows;
+        LAUNCH(nf4_matmul_reduce_kernel, (unsigned)CEIL_DIV(n, (int64_t)NF4_MATMUL_THREADS), NF4_MATMUL_THREADS, 0, stream,
+               y, (const float *)partials, splits, n);
+    }
 }
 
 // Y[M, N] = X[M, K]·Wᵀ in `splits` K ranges (1: no scratch needed). For tests and the

@@ -136,13 +136,12 @@ ptx_contains attention_tensor_cores kernels/bench/attention.cu \
     "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" "ldmatrix.sync.aligned.m8n8.x4.shared.b16" \
     "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16" "cp.async.cg.shared.global" "cp.async.wait_group 1"
 # The small-M NF4 product: tensor cores, 16-byte code (and X) loads, the byte table's 8-byte
-# shared loads, NF4·absmax rounded on its own (mul.rn) so that its bf16 weights are
-# nf4_dequantize's bits, and the split-K partials read past L1 (volatile) by the block that
-# adds them up.
+# shared loads, NF4·absmax rounded on its own (mul.rn, no FMA) so that its bf16 weights are
+# nf4_dequantize's bits; no atomics (the split-K sum is a second kernel, in order).
 ptx_contains nf4_matmul_tensor_cores kernels/bench/nf4_matmul.cu \
-    "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" "ld.global.v4.u32" "ld.shared.v2.f32" "mul.rn.f32" \
-    "ld.volatile.global.f32"
-ptx_kernels_lack nf4_matmul_no_fma kernels/bench/nf4_matmul.cu nf4_matmul_kernel "fma.rn.f32" ".approx" ".ftz"
+    "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" "ld.global.v4.u32" "ld.shared.v2.f32" "mul.rn.f32"
+ptx_kernels_lack nf4_matmul_ieee_no_atomics kernels/bench/nf4_matmul.cu "nf4_matmul_kernel nf4_matmul_reduce_kernel" \
+    "fma.rn.f32" ".approx" ".ftz" "atom." "red.global."
 # LoRA: tensor cores, ldmatrix (plain and transposed), cp.async double buffering, 16-byte
 # read-modify-write of Y and dX, the cast's float4 loads; and no atomics anywhere (the
 # split reductions are deterministic by construction).

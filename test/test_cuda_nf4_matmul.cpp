@@ -15,13 +15,13 @@
 //    K = 48 (tiny models: not a multiple of 32, 64-value NF4 blocks and 32-code chunks that
 //    cross rows: the value-by-value path), K = 96 (blocks cross rows, 16-byte path), K with
 //    a partial last segment, blocksizes 32..256, one K split and several (the partials and
-//    the last block's ordered sum), X misaligned by 2 bytes (the value-by-value path again).
+//    their ordered sum), X misaligned by 2 bytes (the value-by-value path again).
 // 2. Nearly every output equals the exact sum rounded to bf16 (the fp32 error is ~1e-6 of
 //    the sum; a bias far below the bound above, e.g. weights rounded toward zero, fails it).
 // 3. nf4_linear: the fused kernel up to NF4_LINEAR_FUSED_MAX_M rows (its weight buffer is
 //    left alone), dequantize + cuBLASLt above (the buffer then holds the bf16 weight).
-// 4. The same bits on every run and thread schedule; the split counters are zero again
-//    after each launch; bad M and a missing scratch are refused with one line.
+// 4. The same bits on every run and thread schedule; bad M and a missing scratch are
+//    refused with one line.
 #include "../kernels/nf4_matmul.cuh"
 #include "cuda_host/cuda_host_testing.h"
 #include "test.h"
@@ -144,19 +144,8 @@ static Nf4MatmulScratch scratch_for(int64_t max_n) {
     Nf4MatmulScratch s;
     void *memory;
     cuda_check(cudaMalloc(&memory, nf4_matmul_scratch_bytes(max_n)));
-    nf4_matmul_scratch_init(&s, memory, max_n, 0);
+    nf4_matmul_scratch_init(&s, memory, max_n);
     return s;
-}
-
-// Every counter of the scratch is zero (each launch resets the ones it used).
-static int counters_zero(const Nf4MatmulScratch &s) {
-    size_t count = (size_t)CEIL_DIV(s.max_n, (int64_t)NF4_MATMUL_BLOCK_ROWS);
-    unsigned *c = (unsigned *)xmalloc(count * sizeof(unsigned));
-    cuda_check(cudaMemcpy(c, s.counters, count * sizeof(unsigned), cudaMemcpyDeviceToHost));
-    int zero = 1;
-    for (size_t i = 0; i < count; i++) zero &= c[i] == 0;
-    free(c);
-    return zero;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -190,7 +179,6 @@ TEST(matmul_matches_cpu_reference) {
             }
             nf4_matmul(y, x, p.q, M, &scratch, 0);
             CHECK_INT(compare(p, y, "default splits"), 0);
-            CHECK(counters_zero(scratch));
             cuda_check(cudaFree(x)), cuda_check(cudaFree(y));
             problem_free(&p);
         }
@@ -254,7 +242,7 @@ TEST(linear_dispatches_on_m) {
     cuda_check(cudaMalloc(&l.weight, l.weight_capacity * sizeof(uint16_t)));
     void *memory;
     cuda_check(cudaMalloc(&memory, nf4_matmul_scratch_bytes(N)));
-    nf4_matmul_scratch_init(&l.split, memory, N, 0);
+    nf4_matmul_scratch_init(&l.split, memory, N);
     uint16_t *wbits = (uint16_t *)xmalloc((size_t)(N * K) * sizeof(uint16_t));
     for (int M : {NF4_LINEAR_FUSED_MAX_M, NF4_LINEAR_FUSED_MAX_M + 1, 200}) {
         Problem p = problem_make(M, N, K, 64, &rng);
