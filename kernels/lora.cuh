@@ -240,6 +240,44 @@ __device__ __forceinline__ void lora_stage_tile(float *tile, const float acc[8][
         for (int i = 0; i < 4; i++) tile[(row + i / 2 * 8) * (LORA_TILE + 4) + nt * 8 + lane % 4 * 2 + i % 2] = acc[nt][i];
 }
 
+// acc (16 rows x 16·NT columns, C fragments of NT pairs of n8 tiles) += the warp's rows
+// m0..m0 + 15 of A times B over K = 16·KS: A in shared memory [m][k] (or [k][m] with
+// TRANS_A), B [n][k] (or [k][n] with TRANS_B), row strides lda, ldb.
+template <bool TRANS_A, bool TRANS_B, int NT, int KS>
+__device__ __forceinline__ void lora_mma_rows(float acc[2 * NT][4], const __nv_bfloat16 *a_tile, int lda, int m0,
+                                              const __nv_bfloat16 *b_tile, int ldb) {
+    UNROLL
+    for (int ks = 0; ks < KS; ks++) {
+        unsigned a[4];
+        lora_frag_a<TRANS_A>(a, a_tile, lda, m0, ks * 16);
+        UNROLL
+        for (int np = 0; np < NT; np++) {
+            unsigned b[4];
+            lora_frag_b<TRANS_B>(b, b_tile, ldb, np * 16, ks * 16);
+            mma_m16n8k16_bf16(acc[2 * np], a, b, acc[2 * np]);
+            mma_m16n8k16_bf16(acc[2 * np + 1], a, b + 2, acc[2 * np + 1]);
+        }
+    }
+}
+
+// The double-buffered loop of the long reductions: load(t) stages tile t into buffer t % 2
+// with cp.async and commits; compute(t) uses it once it has landed, while tile t + 1 lands.
+template <typename Load, typename Compute>
+__device__ __forceinline__ void lora_pipeline(int tiles, Load load, Compute compute) {
+    load(0);
+    for (int t = 0; t < tiles; t++) {
+        if (t + 1 < tiles) {
+            load(t + 1);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        compute(t);
+        __syncthreads();  // before the next load overwrites this buffer
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Forward
 
@@ -263,20 +301,14 @@ __global__ void __launch_bounds__(LORA_THREADS)
         __nv_bfloat16 *st = smem + t % 2 * stage_elems;
         int64_t k0 = k_begin + (int64_t)t * LORA_KT_DOWN;
         lora_tile_load<LORA_TILE, LORA_KT_DOWN>(st, x, g.in, M, k_end, m0, k0, vx);
-        for (int p = 0; p < g.P; p++)
-            lora_tile_load<RP, LORA_KT_DOWN>(st + (LORA_TILE + p * RP) * S, g.A[p], g.in, g.r, k_end, 0, k0,
-                                             lora_vec(g.A[p], g.in));
+        UNROLL
+        for (int p = 0; p < LORA_MAX_GROUP; p++)
+            if (p < g.P)
+                lora_tile_load<RP, LORA_KT_DOWN>(st + (LORA_TILE + p * RP) * S, g.A[p], g.in, g.r, k_end, 0, k0,
+                                                 lora_vec(g.A[p], g.in));
         cp_async_commit();
     };
-    load(0);
-    for (int t = 0; t < tiles; t++) {
-        if (t + 1 < tiles) {
-            load(t + 1);
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();
+    lora_pipeline(tiles, load, [&](int t) {
         const __nv_bfloat16 *st = smem + t % 2 * stage_elems;
         UNROLL
         for (int ks = 0; ks < LORA_KT_DOWN / 16; ks++) {
@@ -305,8 +337,7 @@ __global__ void __launch_bounds__(LORA_THREADS)
                 }
             }
         }
-        __syncthreads();  // before the next load overwrites this stage
-    }
+    });
     UNROLL
     for (int p = 0; p < LORA_MAX_GROUP; p++) {
         if (p >= g.P) break;
@@ -345,18 +376,7 @@ __global__ void __launch_bounds__(LORA_THREADS)
     cp_async_wait<0>();
     __syncthreads();
     float acc[8][4] = {};
-    UNROLL
-    for (int ks = 0; ks < NR; ks++) {
-        unsigned a[4];
-        lora_frag_a<false>(a, su, S, warp * 16, ks * 16);
-        UNROLL
-        for (int np = 0; np < 4; np++) {
-            unsigned b[4];
-            lora_frag_b<false>(b, sb, S, np * 16, ks * 16);
-            mma_m16n8k16_bf16(acc[2 * np], a, b, acc[2 * np]);
-            mma_m16n8k16_bf16(acc[2 * np + 1], a, b + 2, acc[2 * np + 1]);
-        }
-    }
+    lora_mma_rows<false, false, LORA_TILE / 16, NR>(acc, su, S, warp * 16, sb, S);
     UNROLL
     for (int nt = 0; nt < 8; nt++)
         UNROLL
@@ -390,30 +410,10 @@ __global__ void __launch_bounds__(LORA_THREADS)
         lora_tile_load<LORA_KT, RP>(st + LORA_TILE * SY, B, g.r, k_end, g.r, k0, 0, lora_vec(B, g.r));
         cp_async_commit();
     };
-    load(0);
-    for (int t = 0; t < tiles; t++) {
-        if (t + 1 < tiles) {
-            load(t + 1);
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();
+    lora_pipeline(tiles, load, [&](int t) {
         const __nv_bfloat16 *st = smem + t % 2 * stage_elems;
-        UNROLL
-        for (int ks = 0; ks < LORA_KT / 16; ks++) {
-            unsigned a[4];
-            lora_frag_a<false>(a, st, SY, warp * 16, ks * 16);
-            UNROLL
-            for (int np = 0; np < NR; np++) {
-                unsigned b[4];
-                lora_frag_b<true>(b, st + LORA_TILE * SY, SB, np * 16, ks * 16);
-                mma_m16n8k16_bf16(acc[2 * np], a, b, acc[2 * np]);
-                mma_m16n8k16_bf16(acc[2 * np + 1], a, b + 2, acc[2 * np + 1]);
-            }
-        }
-        __syncthreads();
-    }
+        lora_mma_rows<false, true, NR, LORA_KT / 16>(acc, st, SY, warp * 16, st + LORA_TILE * SY, SB);  // dY·B
+    });
     UNROLL
     for (int nt = 0; nt < 2 * NR; nt++)
         UNROLL
@@ -449,30 +449,10 @@ __global__ void __launch_bounds__(LORA_THREADS)
         lora_tile_load<LORA_KT, RP>(st + LORA_KT * SY, up, g.r, m_end, g.r, k0, 0, lora_vec(up, g.r));
         cp_async_commit();
     };
-    load(0);
-    for (int t = 0; t < tiles; t++) {
-        if (t + 1 < tiles) {
-            load(t + 1);
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();
-        const __nv_bfloat16 *st = smem + t % 2 * stage_elems;
-        UNROLL
-        for (int ks = 0; ks < LORA_KT / 16; ks++) {
-            unsigned a[4];
-            lora_frag_a<true>(a, st, SY, warp * 16, ks * 16);  // dYᵀ: the tile is [m][n]
-            UNROLL
-            for (int np = 0; np < NR; np++) {
-                unsigned b[4];
-                lora_frag_b<true>(b, st + LORA_KT * SY, SU, np * 16, ks * 16);
-                mma_m16n8k16_bf16(acc[2 * np], a, b, acc[2 * np]);
-                mma_m16n8k16_bf16(acc[2 * np + 1], a, b + 2, acc[2 * np + 1]);
-            }
-        }
-        __syncthreads();
-    }
+    lora_pipeline(tiles, load, [&](int t) {
+        const __nv_bfloat16 *st = smem + t % 2 * stage_elems;  // dY tile [m][n]: dYᵀ·U
+        lora_mma_rows<true, true, NR, LORA_KT / 16>(acc, st, SY, warp * 16, st + LORA_KT * SY, SU);
+    });
     const int64_t total = lora_db_offset(g, g.P), offset = lora_db_offset(g, p);
     UNROLL
     for (int nt = 0; nt < 2 * NR; nt++)
@@ -510,15 +490,7 @@ __global__ void __launch_bounds__(LORA_THREADS)
         lora_tile_load<LORA_KT, LORA_TILE>(st + LORA_KT * SG, x, g.in, m_end, g.in, k0, i0, lora_vec(x, g.in));
         cp_async_commit();
     };
-    load(0);
-    for (int t = 0; t < tiles; t++) {
-        if (t + 1 < tiles) {
-            load(t + 1);
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
-        __syncthreads();
+    lora_pipeline(tiles, load, [&](int t) {
         const __nv_bfloat16 *st = smem + t % 2 * stage_elems;
         UNROLL
         for (int ks = 0; ks < LORA_KT / 16; ks++) {
@@ -541,8 +513,7 @@ __global__ void __launch_bounds__(LORA_THREADS)
                 mma_m16n8k16_bf16(acc[mt][1], a, b + 2, acc[mt][1]);
             }
         }
-        __syncthreads();
-    }
+    });
     const int64_t total = (int64_t)g.P * g.r * g.in, offset = (int64_t)p * g.r * g.in;
     UNROLL
     for (int mt = 0; mt < NR; mt++)
@@ -579,18 +550,7 @@ __global__ void __launch_bounds__(LORA_THREADS)
         cp_async_wait<0>();
         __syncthreads();
         float acc[8][4] = {};
-        UNROLL
-        for (int ks = 0; ks < NR; ks++) {
-            unsigned a[4];
-            lora_frag_a<false>(a, sg, SG, warp * 16, ks * 16);
-            UNROLL
-            for (int np = 0; np < 4; np++) {
-                unsigned b[4];
-                lora_frag_b<true>(b, sa, SA, np * 16, ks * 16);
-                mma_m16n8k16_bf16(acc[2 * np], a, b, acc[2 * np]);
-                mma_m16n8k16_bf16(acc[2 * np + 1], a, b + 2, acc[2 * np + 1]);
-            }
-        }
+        lora_mma_rows<false, true, LORA_TILE / 16, NR>(acc, sg, SG, warp * 16, sa, SA);
         UNROLL
         for (int nt = 0; nt < 8; nt++)
             UNROLL
