@@ -260,6 +260,22 @@ __device__ __forceinline__ void lora_mma_rows(float acc[2 * NT][4], const __nv_b
     }
 }
 
+// store(row, j, value) for each element of a warp's 16 x 16·NT block of C fragments (rows
+// row0 + 16·warp.., columns j), those in rows < rows and columns j < cols.
+template <int NT, typename Store>
+__device__ __forceinline__ void lora_store_rows(const float acc[2 * NT][4], int64_t row0, int64_t rows, int cols,
+                                                Store store) {
+    int lane = threadIdx.x % 32;
+    UNROLL
+    for (int nt = 0; nt < 2 * NT; nt++)
+        UNROLL
+        for (int i = 0; i < 4; i++) {
+            int64_t row = row0 + threadIdx.x / 32 * 16 + lane / 4 + i / 2 * 8;
+            int j = nt * 8 + lane % 4 * 2 + i % 2;
+            if (row < rows && j < cols) store(row, j, acc[nt][i]);
+        }
+}
+
 // The double-buffered loop of the long reductions: load(t) stages tile t into buffer t % 2
 // with cp.async and commits; compute(t) uses it once it has landed, while tile t + 1 lands.
 template <typename Load, typename Compute>
@@ -314,18 +330,19 @@ __global__ void __launch_bounds__(LORA_THREADS)
         for (int ks = 0; ks < LORA_KT_DOWN / 16; ks++) {
             unsigned a[4];
             lora_frag_a<false>(a, st, S, warp * 16, ks * 16);
-            // this lane's elements of X: rows m, m + 8; columns k, k + 1 and k + 8, k + 9
-            int64_t m = m0 + warp * 16 + lane / 4, k = k_begin + (int64_t)t * LORA_KT_DOWN + ks * 16 + lane % 4 * 2;
+            // this lane's elements of X: rows m, m + 8; columns k, k + 1 and k + 8, k + 9, at
+            // linear index at = m·in + k and the offsets 8·in, 8
+            int64_t at = (m0 + warp * 16 + lane / 4) * g.in + k_begin + (int64_t)t * LORA_KT_DOWN + ks * 16 + lane % 4 * 2;
             UNROLL
             for (int p = 0; p < LORA_MAX_GROUP; p++) {
-                if (p >= g.P) break;
+                if (p >= g.P) continue;  // (not break: the loop must unroll)
                 unsigned ap[4] = {a[0], a[1], a[2], a[3]};
                 if (threshold) {
                     uint64_t seed = g.dropout_state[p];
                     UNROLL
                     for (int i = 0; i < 4; i++) {
-                        int64_t at = (m + i % 2 * 8) * g.in + k + i / 2 * 8;
-                        ap[i] = lora_drop_pair(a[i], seed, at, at + 1, threshold, keep);
+                        int64_t e = at + (i % 2) * 8 * (int64_t)g.in + i / 2 * 8;
+                        ap[i] = lora_drop_pair(a[i], seed, e, e + 1, threshold, keep);
                     }
                 }
                 UNROLL
@@ -340,17 +357,13 @@ __global__ void __launch_bounds__(LORA_THREADS)
     });
     UNROLL
     for (int p = 0; p < LORA_MAX_GROUP; p++) {
-        if (p >= g.P) break;
-        UNROLL
-        for (int nt = 0; nt < 2 * NR; nt++)
-            UNROLL
-            for (int i = 0; i < 4; i++) {
-                int64_t m = m0 + warp * 16 + lane / 4 + i / 2 * 8;
-                int j = nt * 8 + lane % 4 * 2 + i % 2;
-                if (m >= M || j >= g.r) continue;
-                if (gridDim.z == 1) u.p[p][m * g.r + j] = __float2bfloat16(acc[p][nt][i]);
-                else partials[(((int64_t)blockIdx.z * g.P + p) * M + m) * g.r + j] = acc[p][nt][i];
-            }
+        if (p >= g.P) continue;  // (not break: the loop must unroll)
+        __nv_bfloat16 *up = u.p[p];
+        float *part = partials + ((int64_t)blockIdx.z * g.P + p) * M * g.r;
+        lora_store_rows<NR>(acc[p], m0, M, g.r, [=](int64_t m, int j, float v) {
+            if (gridDim.z == 1) up[m * g.r + j] = __float2bfloat16(v);
+            else part[m * g.r + j] = v;
+        });
     }
 }
 
@@ -396,7 +409,7 @@ __global__ void __launch_bounds__(LORA_THREADS)
     lora_g_kernel(LoraGroup g, LoraTensors dy, int M, __nv_bfloat16 *gm, float *partials, int per_split) {
     constexpr int RP = 16 * NR, SY = LORA_KT + 8, SB = RP + 8;
     DYNAMIC_SHARED(__nv_bfloat16, smem);
-    const int stage_elems = LORA_TILE * SY + LORA_KT * SB, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int stage_elems = LORA_TILE * SY + LORA_KT * SB, warp = threadIdx.x / 32;
     const int p = (int)blockIdx.y, out = lora_pick(g.out, p);
     const int64_t m0 = (int64_t)blockIdx.x * LORA_TILE, k_begin = (int64_t)blockIdx.z * per_split;
     const int64_t k_end = k_begin + per_split < out ? k_begin + per_split : out;
@@ -414,16 +427,10 @@ __global__ void __launch_bounds__(LORA_THREADS)
         const __nv_bfloat16 *st = smem + t % 2 * stage_elems;
         lora_mma_rows<false, true, NR, LORA_KT / 16>(acc, st, SY, warp * 16, st + LORA_TILE * SY, SB);  // dY·B
     });
-    UNROLL
-    for (int nt = 0; nt < 2 * NR; nt++)
-        UNROLL
-        for (int i = 0; i < 4; i++) {
-            int64_t m = m0 + warp * 16 + lane / 4 + i / 2 * 8;
-            int j = nt * 8 + lane % 4 * 2 + i % 2;
-            if (m >= M || j >= g.r) continue;
-            if (gridDim.z == 1) gm[((int64_t)p * M + m) * g.r + j] = __float2bfloat16(g.scale * acc[nt][i]);
-            else partials[(((int64_t)blockIdx.z * g.P + p) * M + m) * g.r + j] = acc[nt][i];
-        }
+    lora_store_rows<NR>(acc, m0, M, g.r, [&](int64_t m, int j, float v) {
+        if (gridDim.z == 1) gm[((int64_t)p * M + m) * g.r + j] = __float2bfloat16(g.scale * v);
+        else partials[(((int64_t)blockIdx.z * g.P + p) * M + m) * g.r + j] = v;
+    });
 }
 
 // dB (or its partials): grid (Σ_p ceil(out_p / 64), chunks of M), chunk_rows rows each
@@ -433,7 +440,7 @@ __global__ void __launch_bounds__(LORA_THREADS)
     lora_db_kernel(LoraGroup g, LoraTensors dy, LoraTensors u, int M, float *partials, int chunk_rows) {
     constexpr int RP = 16 * NR, SY = LORA_TILE + 8, SU = RP + 8;
     DYNAMIC_SHARED(__nv_bfloat16, smem);
-    const int stage_elems = LORA_KT * SY + LORA_KT * SU, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int stage_elems = LORA_KT * SY + LORA_KT * SU, warp = threadIdx.x / 32;
     int ct = (int)blockIdx.x;
     const int p = lora_tile_projection(g.out, &ct), out = lora_pick(g.out, p);
     const int64_t n0 = (int64_t)ct * LORA_TILE, m_begin = (int64_t)blockIdx.y * chunk_rows;
@@ -454,16 +461,10 @@ __global__ void __launch_bounds__(LORA_THREADS)
         lora_mma_rows<true, true, NR, LORA_KT / 16>(acc, st, SY, warp * 16, st + LORA_KT * SY, SU);
     });
     const int64_t total = lora_db_offset(g, g.P), offset = lora_db_offset(g, p);
-    UNROLL
-    for (int nt = 0; nt < 2 * NR; nt++)
-        UNROLL
-        for (int i = 0; i < 4; i++) {
-            int64_t n = n0 + warp * 16 + lane / 4 + i / 2 * 8;
-            int j = nt * 8 + lane % 4 * 2 + i % 2;
-            if (n >= out || j >= g.r) continue;
-            if (gridDim.y == 1) dB[n * g.r + j] += g.scale * acc[nt][i];
-            else partials[(int64_t)blockIdx.y * total + offset + n * g.r + j] = acc[nt][i];
-        }
+    lora_store_rows<NR>(acc, n0, out, g.r, [&](int64_t n, int j, float v) {
+        if (gridDim.y == 1) dB[n * g.r + j] += g.scale * v;
+        else partials[(int64_t)blockIdx.y * total + offset + n * g.r + j] = v;
+    });
 }
 
 // dA (or its partials): grid (ceil(in / 64), P, chunks of M). Warp w: columns 16w.. of the
@@ -542,7 +543,7 @@ __global__ void __launch_bounds__(LORA_THREADS)
     float total[8][4] = {};
     UNROLL
     for (int p = 0; p < LORA_MAX_GROUP; p++) {
-        if (p >= g.P) break;
+        if (p >= g.P) continue;  // (not break: the loop must unroll)
         const __nv_bfloat16 *gp = gm + (int64_t)p * M * g.r;
         lora_tile_load<LORA_TILE, RP>(sg, gp, g.r, M, g.r, m0, 0, lora_vec(gp, g.r));
         lora_tile_load<RP, LORA_TILE>(sa, g.A[p], g.in, g.r, g.in, 0, i0, lora_vec(g.A[p], g.in));
