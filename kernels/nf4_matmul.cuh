@@ -41,9 +41,9 @@
  * save it, but its correctness rests on fences between blocks that the CUDA-on-CPU harness
  * does not model (it reports the partials' reads as a race), so it is left for when a GPU
  * can measure what it gains. Splits are capped so that splits·M <= NF4_MATMUL_SPLIT_ROWS
- * (the partials never outweigh ~1/8 of the codes' bytes at K = 4096: 64·N·8 bytes written
- * and read against N·K/2) and so that each split has at least NF4_MATMUL_MIN_SEGMENTS
- * segments (the table fill and the reduction amortise).
+ * (the partials, written and read in fp32, at most 8·64·N bytes: a quarter of the codes'
+ * N·K/2 at K = 4096) and so that each split has at least NF4_MATMUL_MIN_SEGMENTS segments
+ * (the table fill and the reduction amortise).
  *
  * Shapes: any M in 1..64, N >= 1, K >= 1 and blocksize (nf4.cuh). The fast path needs K a
  * multiple of 32 and X, the codes 16-byte aligned; otherwise (K = 48 of tiny models, where
@@ -52,7 +52,8 @@
  *
  * Speed (not yet measured on a GPU): at M = 1 the product is bound by the weight's bytes,
  * 0.516 per weight at blocksize 64 (codes, qabsmax, absmax2) against 2 for bf16, so the
- * goal is >= 3.5x a bf16 GEMV (3.88x is the bound); the dequantization costs about 3
+ * goal is >= 3.5x a bf16 GEMV (the bound is 2/0.516 = 3.88x with double-quantized
+ * statistics, 4.13 bits a weight; 3.76x with 4.25 bits); the dequantization costs about 3
  * instructions a weight (byte extract, table load, two multiplies and a pack per two
  * weights), ~70% of an H100's issue rate at its DRAM peak: the kernel can only just keep
  * up, hence the conflict-free byte table rather than a nibble at a time.
