@@ -260,7 +260,7 @@ static int generate_model(Model *m, const char *dir, const Recipe *r, const Safe
     memset(m, 0, sizeof(*m));
     char path[4096];
     snprintf(path, sizeof(path), "%s/config.json", dir);
-    if (config_load(&m->c, path, err)) return -1;
+    if (model_config_load(&m->c, dir, err)) return -1;
     if (m->c.bnb_4bit) return set_error(err, "%s: a quantized checkpoint's config; generated weights need a float one", path);
     const ModelConfig *c = &m->c;
     int H = c->hidden_size, V = c->vocab_size;
@@ -280,7 +280,7 @@ static int generate_model(Model *m, const char *dir, const Recipe *r, const Safe
         L->ln2 = generated_norm(H, seed, name);
         for (int p = 0; p < N_PROJ; p++) {
             Linear *l = &L->proj[p];
-            model_linear_shape(c, p, &l->in, &l->out);
+            model_linear_shape(l, c, p);
             snprintf(name, sizeof(name), "model.layers.%d.%s.weight", i, proj_names[p]);
             l->w = generated((size_t)l->out * l->in, seed, name, bound);
             if (!r->nf4) continue;
