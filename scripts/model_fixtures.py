@@ -235,10 +235,11 @@ MODELS = {
                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, sliding_window=16,
                  rms_norm_eps=1e-5, rope_theta=10000.0),
             dict(frozen="nf4", rows=2, seq_len=24, steps=3)),
-    # 2 rows x 160 positions = 320 tokens (beyond the loss's 256-token chunks), conversations
-    # of 10 to 100 tokens (some beyond a 64-row query block), a window of 7
+    # 2 rows x 192 positions, ~290 tokens trained per step (beyond the loss's 256-token
+    # chunks), conversations of 10 to 100 tokens (some beyond a 64-row query block), a
+    # window of 7
     "packed": (dict(SMALL, arch="mistral", seed=204, sliding_window=7),
-               dict(rows=2, seq_len=160, segments=[[70, 40, 50], [30, 100, 20, 10]], steps=3)),
+               dict(rows=2, seq_len=192, segments=[[70, 40, 50, 32], [30, 100, 20, 10, 32]], steps=3)),
     "dropout": (dict(SMALL, arch="mistral", seed=205, sliding_window=None),
                 dict(lora_dropout=0.1, rows=2, seq_len=24, steps=3)),
     # 6 optimizer steps of 3 micro-batches of 2 rows each, 2 warmup steps of a cosine
