@@ -8,8 +8,8 @@ CHANGE is one of
                                                    nested one: rope_parameters.rope_theta)
   meta:KEY=VALUE    meta:KEY*=F                    a metadata value of expected.safetensors
   meta-only:KEY                                    metadata reduced to that one key
-  tensor:NAME[I]*=F                                element I (flat, or "largest" in magnitude)
-                                                   of a tensor scaled
+  tensor:NAME[I]*=F  tensor:NAME[I]+=N             element I (flat, or "largest" in magnitude)
+                                                   of a tensor scaled or added to
   drop:NAME                                        a tensor removed
   label-bit         the last token of step 1's first user turn (row 0) gets a label
   keep-bit          one LoRA dropout mask bit flipped (step 1, token 5, input 3 of the first
@@ -59,10 +59,11 @@ def main():
         elif change.startswith("meta-only:"):
             key = change.split(":", 1)[1]
             meta = {key: meta[key]}
-        elif m := re.fullmatch(r"tensor:(.+)\[(\d+|largest)\]\*=(.+)", change):
-            name, index, factor = m.group(1), m.group(2), float(m.group(3))
+        elif m := re.fullmatch(r"tensor:(.+)\[(\d+|largest)\](\*=|\+=)(.+)", change):
+            name, index, op, value = m.groups()
             flat = t[name].reshape(-1)
-            flat[int(np.argmax(np.abs(flat))) if index == "largest" else int(index)] *= factor
+            i = int(np.argmax(np.abs(flat))) if index == "largest" else int(index)
+            flat[i] = number(flat[i].item(), op, value)
         elif change.startswith("drop:"):
             del t[change.split(":", 1)[1]]
         elif change == "label-bit":

@@ -18,10 +18,10 @@
 #                 build (~50 s per step under AddressSanitizer).
 #   perturbed     a copy of each models/ fixture with one input changed (rms_norm_eps,
 #                 rope_theta, the window +-1, lora_alpha, rsLoRA, one label, one dropout mask
-#                 bit, a conversation boundary, NF4 vs float32, the warmup, the clipping) must
-#                 FAIL (exit status 2); these run the -O3 build for as many steps as the
-#                 change needs to show (they check that the comparisons can fail; the
-#                 sanitizer runs above cover the code);
+#                 bit, a conversation boundary, NF4 vs float32, a CRC of bitsandbytes' codes,
+#                 the warmup, the clipping) must FAIL (exit status 2); these run the -O3
+#                 build for as many steps as the change needs to show (they check that the
+#                 comparisons can fail; the sanitizer runs above cover the code);
 #   disagreement  a copy of a fixture with one expected element changed (a logit, a LoRA
 #                 gradient, one step's loss) must FAIL that comparison, and a tolerance below
 #                 the measured error must FAIL too;
@@ -122,6 +122,7 @@ for name in mistral7b_slice hidden1024_gqa nf4 packed; do
 done
 perturbed perturbed_rslora_12x64_plain_lora "$MODELS/rslora_12x64" 1 meta:use_rslora=false
 perturbed perturbed_nf4_float32_weights "$MODELS/nf4" 1 meta:frozen_dtype=float32
+perturbed perturbed_nf4_bitsandbytes_codes "$MODELS/nf4" 1 'tensor:bnb4bit.model.layers.1.mlp.up_proj.weight.crc32[0]+=1'
 perturbed perturbed_packed_conversation_boundary "$MODELS/packed" 1 boundary
 perturbed perturbed_dropout_mask_bit "$MODELS/dropout" 1 keep-bit
 perturbed perturbed_accum_clip_warmup_warmup "$MODELS/accum_clip_warmup" 2 'meta:warmup_steps+=1'
