@@ -23,11 +23,21 @@ const char *const proj_short[N_PROJ] = {"q_proj", "k_proj", "v_proj", "o_proj", 
 // ---------------------------------------------------------------------------------------
 // loading
 
-// A float tensor of the expected shape, converted to float32.
+// A float tensor of the expected shape, converted to float32. A NaN or infinity is
+// refused: it would make every loss NaN, or, quantized to NF4, silently become a finite
+// number.
 static float *load_float(const ModelFiles *f, const char *name, int64_t rows, int64_t cols, char *err) {
     int64_t shape[2] = {rows, cols};
     const StTensor *t = model_files_expect(f, name, -1, cols ? 2 : 1, shape, err);
-    return t ? st_to_f32(t) : NULL;
+    float *x = t ? st_to_f32(t) : NULL;
+    int64_t bad = x ? find_non_finite(x, (size_t)t->numel) : -1;
+    if (bad >= 0) {
+        set_error(err, "%s: tensor '%s' holds %g at element %lld: a model's weights must be finite",
+                  model_files_path(f, name), name, (double)x[bad], (long long)bad);
+        free(x);
+        return NULL;
+    }
+    return x;
 }
 
 static int load_linear(Linear *l, const ModelFiles *f, const ModelConfig *c, int layer, int p, int nf4, char *err) {
