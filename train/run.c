@@ -30,7 +30,8 @@
 // The shared flags, in --help's order, pointing into o.
 static int shared_flags(RunOptions *o, RunFlag *f) {
     RunFlag all[] = {
-        {"--model", "DIR", FLAG_STRING, &o->model, "Hugging Face model directory (safetensors, or bitsandbytes 4-bit)"},
+        {"--model", "DIR|FILE", FLAG_STRING, &o->model,
+         "Hugging Face model directory (safetensors, or bitsandbytes 4-bit),\nor a GGUF file (Llama architecture)"},
         {"--train", "SHARD", FLAG_PATHS, &o->train, "a training shard written by prep (repeatable: each is a source)"},
         {"--val", "SHARD", FLAG_PATHS, &o->val, "a validation shard (repeatable)"},
         {"--out", "DIR", FLAG_STRING, &o->out, "run directory; resumed if it holds a checkpoint"},
@@ -679,10 +680,9 @@ int run_open(Run *r, const RunOptions *o) {
     r->o = o;
     r->lock_fd = r->log_fd = -1;
     r->saved_step = -1;
-    char err[ERR_LEN], path[4096];
+    char err[ERR_LEN];
     ByteBuf train_ids = {0};
-    snprintf(path, sizeof(path), "%s/config.json", o->model);
-    if (config_load(&r->config, path, err) || check_out_dir(o, err)) goto bad;
+    if (model_config_load(&r->config, o->model, err) || check_out_dir(o, err)) goto bad;
     if (o->tokenizer) {
         if (tokenizer_load(&r->tok, o->tokenizer, err) || shard_fingerprint_file(o->tokenizer, &r->fingerprint, err))
             goto bad;
@@ -693,7 +693,8 @@ int run_open(Run *r, const RunOptions *o) {
         }
     }
     if (check_shards(r, &train_ids, err)) goto bad;
-    if (check_not_output(o, "--tokenizer", o->tokenizer, err) || check_not_output(o, "--prompts", o->prompts, err))
+    if (check_not_output(o, "--model", o->model, err) || check_not_output(o, "--tokenizer", o->tokenizer, err) ||
+        check_not_output(o, "--prompts", o->prompts, err))
         goto bad;
     for (int i = 0; i < o->train.n + o->val.n; i++)
         if (check_not_output(o, "--train/--val", i < o->train.n ? o->train.path[i] : o->val.path[i - o->train.n], err))
