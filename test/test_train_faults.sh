@@ -4,7 +4,8 @@
 #   - --prompts: a missing file, an empty one, a 1 MB line: refused at the start, before a
 #     step is run, not at the end; flags that cannot work together refused;
 #   - the last step writes its checkpoint and adapter before the probe answers; SIGINT during
-#     the answers stops the run at once with status 130; the rerun finishes them, once each;
+#     the answers, or during the evaluation, stops the run at once with status 130; the rerun
+#     finishes them, once each;
 #   - SIGTERM: status 143, and the resumed run is the uninterrupted one;
 #   - NaN or infinite weights refused naming the tensor (float32, NF4, bitsandbytes 4-bit); a
 #     diverging run stops with status 2 at the step, its log stays JSON (null), the last good
@@ -68,6 +69,31 @@ lines=$(wc -l <"$tmp/s/samples.jsonl")
 distinct=$(sort -u "$tmp/s/samples.jsonl" | wc -l)
 [ "$rc" -eq 0 ] && [ -f "$tmp/s/DONE" ] && [ "$lines" -eq 60 ] && [ "$distinct" -eq 60 ] &&
     echo "PASS rerun_answers_every_prompt_once" || echo "FAIL rerun_answers_every_prompt_once (status $rc, $lines lines, $distinct distinct)"
+
+# ---- SIGINT during the final evaluation (200 validation conversations) stops it at once
+python3 -c "
+import json
+for i in range(250):
+    print(json.dumps({'messages': [{'role': 'user', 'content': f'Question {i} about the case?'},
+                                   {'role': 'assistant', 'content': f'The answer to {i} is elementary.'}]}))" >"$tmp/val.jsonl"
+"$SAN_BIN/prep" --tokenizer "$TOK" --out "$tmp/vshards" --val-fraction 0.8 "$tmp/val.jsonl" >/dev/null 2>&1
+V=("${ARGS[@]}" --val "$tmp/vshards/val-val.bin" --steps 1)
+"$TRAIN" "${V[@]}" --out "$tmp/e" >"$tmp/e.out" 2>&1 &
+pid=$!
+for _ in $(seq 1 1200); do grep -q '^adapter written' "$tmp/e.out" 2>/dev/null && break; sleep 0.02; done
+start=$(date +%s.%N)
+kill -INT "$pid"
+wait "$pid"
+rc=$?
+took=$(echo "$(date +%s.%N) - $start" | bc)
+if [ "$rc" -eq 130 ] && awk -v t="$took" 'BEGIN { exit !(t < 3) }' && ! grep -q val_loss "$tmp/e/log.jsonl"; then
+    echo "PASS sigint_stops_evaluation_at_once (status 130 after ${took}s)"
+else
+    echo "FAIL sigint_stops_evaluation_at_once (status $rc after ${took}s)"
+fi
+"$TRAIN" "${V[@]}" --out "$tmp/e" >/dev/null 2>&1
+[ $? -eq 0 ] && [ "$(grep -c val_loss "$tmp/e/log.jsonl")" -eq 1 ] && [ -f "$tmp/e/DONE" ] &&
+    echo "PASS rerun_evaluates_once" || echo "FAIL rerun_evaluates_once"
 
 # ---- SIGTERM: 143, and the resumed run is the uninterrupted one
 "$TRAIN" "${ARGS[@]}" --steps 12 --checkpoint-every 5 --eval-every 4 --out "$tmp/ref" >/dev/null 2>&1

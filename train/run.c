@@ -144,6 +144,9 @@ static const RunFlag *find_flag(const char *name, const RunFlag *shared, int n_s
 }
 
 int run_parse_args(RunOptions *o, const RunProgram *p, int argc, char **argv) {
+    // progress is read as it comes (tee, a log file), and must not die in a buffer with a
+    // killed process
+    setvbuf(stdout, NULL, _IOLBF, 0);
     *o = (RunOptions){.seq_len = 512, .batch = 4, .grad_accum = 1, .steps = 100, .warmup = 10, .lora_r = 16,
                       .sample_tokens = 64, .checkpoint_every = 50, .lr = 2e-4f, .clip = 1.0f, .lora_alpha = 32.0f,
                       .top_p = 1.0f, .seed = 1, .targets = "all", .schedule = "cosine"};
@@ -460,7 +463,6 @@ static int remove_stale_temporaries(const char *dir, const char *const *names) {
         }
     }
     if (d) closedir(d);
-    fflush(stdout);  // said even if the run is killed next
     return removed;
 }
 
@@ -788,7 +790,6 @@ int run_start(Run *r, RunParam *params, int n_params, const RunHooks *hooks) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    fflush(stdout);
     return 0;
 }
 
@@ -921,7 +922,6 @@ int run_step_done(Run *r, const RunStep *s) {
     }
     printf("step %5lld/%d | loss %.4f | lr %.3e | grad norm %.3f | %lld trained | %.0f tok/s%s\n", (long long)step,
            o->steps, s->loss, s->lr, s->grad_norm, (long long)s->trained, tps, console.data ? console.data : "");
-    fflush(stdout);
     bytebuf_free(&console);
     if (log_append(r, &line)) return 2;
     if (!isfinite(s->loss) || !isfinite(s->grad_norm)) {
