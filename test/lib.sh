@@ -69,3 +69,19 @@ same_run() {
     [ -z "$(find "$3" -name '*.tmp.*')" ] || { ok=0; echo "  temporaries left: $(find "$3" -name '*.tmp.*')"; }
     [ $ok = 1 ] && echo "PASS $1" || echo "FAIL $1"
 }
+
+# stop_when SIGNAL FILE PATTERN OUT CMD...: runs CMD in the background (its stdout and stderr
+# into OUT), sends it SIGNAL once FILE holds a line matching PATTERN (or after 24 s), waits
+# for it; sets rc (its exit status) and took (seconds from the signal to its end).
+stop_when() {
+    local sig=$1 file=$2 pattern=$3 out=$4 pid start
+    shift 4
+    "$@" >"$out" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 1200); do grep -q "$pattern" "$file" 2>/dev/null && break; sleep 0.02; done
+    start=$(date +%s.%N)
+    kill -"$sig" "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    rc=$?
+    took=$(echo "$(date +%s.%N) - $start" | bc)
+}

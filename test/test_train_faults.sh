@@ -41,14 +41,8 @@ expect_fail eval_every_needs_val "--eval-every needs --val" "$TRAIN" --model "$t
 
 # ---- the last step: checkpoint and adapter first; SIGINT during the answers stops at once
 for i in $(seq 1 60); do echo "Tell me about case number $i."; done >"$tmp/many.txt"
-"$TRAIN" "${ARGS[@]}" --steps 2 --prompts "$tmp/many.txt" --sample-tokens 6 --out "$tmp/s" >"$tmp/s.out" 2>&1 &
-pid=$!
-for _ in $(seq 1 1200); do grep -q '^sample:' "$tmp/s.out" 2>/dev/null && break; sleep 0.05; done
-start=$(date +%s.%N)
-kill -INT "$pid"
-wait "$pid"
-rc=$?
-took=$(echo "$(date +%s.%N) - $start" | bc)
+stop_when INT "$tmp/s.out" '^sample:' "$tmp/s.out" "$TRAIN" "${ARGS[@]}" --steps 2 --prompts "$tmp/many.txt" \
+    --sample-tokens 6 --out "$tmp/s"
 answered=$(grep -c '^sample:' "$tmp/s.out")
 if [ "$rc" -eq 130 ] && awk -v t="$took" 'BEGIN { exit !(t < 5) }' && [ "$answered" -lt 60 ]; then
     echo "PASS sigint_stops_samples_at_once (status 130 after ${took}s, $answered of 60 answered)"
@@ -56,11 +50,8 @@ else
     echo "FAIL sigint_stops_samples_at_once (status $rc after ${took}s, $answered of 60 answered)"
 fi
 # a run that dies while answering (out of memory, kill -9) has lost nothing
-"$TRAIN" "${ARGS[@]}" --steps 2 --prompts "$tmp/many.txt" --sample-tokens 6 --out "$tmp/s9" >"$tmp/s9.out" 2>&1 &
-pid=$!
-for _ in $(seq 1 1200); do grep -q '^sample:' "$tmp/s9.out" 2>/dev/null && break; sleep 0.05; done
-kill -9 "$pid"
-wait "$pid" 2>/dev/null
+stop_when KILL "$tmp/s9.out" '^sample:' "$tmp/s9.out" "$TRAIN" "${ARGS[@]}" --steps 2 --prompts "$tmp/many.txt" \
+    --sample-tokens 6 --out "$tmp/s9"
 [ -f "$tmp/s9/checkpoint.safetensors" ] && [ -f "$tmp/s9/adapter/adapter_model.safetensors" ] && [ ! -f "$tmp/s9/DONE" ] &&
     echo "PASS checkpoint_and_adapter_before_samples" || echo "FAIL checkpoint_and_adapter_before_samples"
 "$TRAIN" "${ARGS[@]}" --steps 2 --prompts "$tmp/many.txt" --sample-tokens 6 --out "$tmp/s" >"$tmp/s2.out" 2>&1
@@ -78,14 +69,7 @@ for i in range(250):
                                    {'role': 'assistant', 'content': f'The answer to {i} is elementary.'}]}))" >"$tmp/val.jsonl"
 "$SAN_BIN/prep" --tokenizer "$TOK" --out "$tmp/vshards" --val-fraction 0.8 "$tmp/val.jsonl" >/dev/null 2>&1
 V=("${ARGS[@]}" --val "$tmp/vshards/val-val.bin" --steps 1)
-"$TRAIN" "${V[@]}" --out "$tmp/e" >"$tmp/e.out" 2>&1 &
-pid=$!
-for _ in $(seq 1 1200); do grep -q '^adapter written' "$tmp/e.out" 2>/dev/null && break; sleep 0.02; done
-start=$(date +%s.%N)
-kill -INT "$pid"
-wait "$pid"
-rc=$?
-took=$(echo "$(date +%s.%N) - $start" | bc)
+stop_when INT "$tmp/e.out" '^adapter written' "$tmp/e.out" "$TRAIN" "${V[@]}" --out "$tmp/e"
 if [ "$rc" -eq 130 ] && awk -v t="$took" 'BEGIN { exit !(t < 3) }' && ! grep -q val_loss "$tmp/e/log.jsonl"; then
     echo "PASS sigint_stops_evaluation_at_once (status 130 after ${took}s)"
 else
@@ -97,12 +81,8 @@ fi
 
 # ---- SIGTERM: 143, and the resumed run is the uninterrupted one
 "$TRAIN" "${ARGS[@]}" --steps 12 --checkpoint-every 5 --eval-every 4 --out "$tmp/ref" >/dev/null 2>&1
-"$TRAIN" "${ARGS[@]}" --steps 12 --checkpoint-every 5 --eval-every 4 --out "$tmp/t" >/dev/null 2>&1 &
-pid=$!
-for _ in $(seq 1 600); do [ "$(grep -c '"loss"' "$tmp/t/log.jsonl" 2>/dev/null)" -ge 3 ] 2>/dev/null && break; sleep 0.02; done
-kill -TERM "$pid"
-wait "$pid"
-rc=$?
+stop_when TERM "$tmp/t/log.jsonl" '"step": 3, "loss"' "$tmp/t.out" "$TRAIN" "${ARGS[@]}" --steps 12 --checkpoint-every 5 \
+    --eval-every 4 --out "$tmp/t"
 [ "$rc" -eq 143 ] && echo "PASS sigterm_exit_status_143" || echo "FAIL sigterm_exit_status_143 (status $rc)"
 "$TRAIN" "${ARGS[@]}" --steps 12 --checkpoint-every 5 --eval-every 4 --out "$tmp/t" >/dev/null 2>&1
 same_output sigterm_resumed_log_equals_uninterrupted <(strip_timing "$tmp/ref/log.jsonl") <(strip_timing "$tmp/t/log.jsonl")
@@ -152,11 +132,8 @@ grep -q "resuming .* from step 1" "$tmp/d2.out" && echo "PASS diverged_run_resum
 
 # ---- no duplicated log lines after a kill -9 before the first checkpoint, or a full disk
 "$TRAIN" "${ARGS[@]}" --steps 8 --eval-every 3 --out "$tmp/k9ref" >/dev/null 2>&1
-"$TRAIN" "${ARGS[@]}" --steps 8 --eval-every 3 --out "$tmp/k9" >/dev/null 2>&1 &
-pid=$!
-for _ in $(seq 1 600); do [ "$(grep -c '"loss"' "$tmp/k9/log.jsonl" 2>/dev/null)" -ge 4 ] 2>/dev/null && break; sleep 0.02; done
-kill -9 "$pid"
-wait "$pid" 2>/dev/null
+stop_when KILL "$tmp/k9/log.jsonl" '"step": 4, "loss"' "$tmp/k9.out" "$TRAIN" "${ARGS[@]}" --steps 8 --eval-every 3 \
+    --out "$tmp/k9"
 "$TRAIN" "${ARGS[@]}" --steps 8 --eval-every 3 --out "$tmp/k9" >/dev/null 2>&1
 same_output kill9_before_checkpoint_no_duplicate_lines <(strip_timing "$tmp/k9ref/log.jsonl") <(strip_timing "$tmp/k9/log.jsonl")
 # a file-size limit as a full disk: the first checkpoint cannot be written
