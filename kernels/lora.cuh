@@ -49,14 +49,15 @@
  * products are exact in fp32, an fp32 sum of n terms is within 4(n + 2)·2^-24 of the sum
  * of the magnitudes (matmul.cuh's allowance for tensor cores), and a bf16 result rounds
  * within u of itself:
- *   U:  u|U| + (2u + u² + 4(in + 2)·2^-24)·(1 + u)·Σ|Xd||A|                 (Xd and A rounded)
- *   G:  u|G| + (u + 4(out + 2)·2^-24)·(1 + u)·s·Σ|dY||B|                     (B rounded)
- *   Y:  u|Y| + (1 + u)·[s·Σ_j (e_U + u|U|)|B| + 4(r + 2)·2^-24·(|Y0| + s·Σ|U||B|)]
- *   dB: s·Σ_m |dY|·e_U + 4(M + 2)·2^-24·s·Σ|dY||U|                           (fp32 out)
- *   dA: Σ_m (e_G·|Xd| + u|G||Xd|)(1 + u) + 4(M + 2)·2^-24·Σ|G||Xd|
- *   dX: u|dX| + (1 + u)·[Σ_j (e_G|A| + u|G||A|)·mask + 4(P·r + 2)·2^-24·(|dX0| + Σ|G||A|·mask)]
- * where e_U, e_G are the bounds of U and G (the GPU's rounded U and G feed the later
- * products); the CPU reference's own fp32 sums add K·2^-24 of the magnitudes.
+ *   e_U = u|U| + (1 + u)·(2u + u² + 4(in + 2)·2^-24)·Σ_k |Xd||A|            (Xd and A rounded)
+ *   e_G = u|G| + (1 + u)·(u + 4(out + 2)·2^-24)·s·Σ_n |dY||B|                 (B rounded)
+ *   Y:  u|Y| + (1 + u)·[s·Σ_j (e_U(1 + u) + u|U|)|B| + 4(r + 2)·2^-24·(|Y0| + s·Σ_j (|U| + e_U)|B|)]
+ *   dB: s·Σ_m |dY|·e_U + 4(M + 2)·2^-24·(|dB0| + s·Σ_m |dY|(|U| + e_U))      (fp32 out)
+ *   dA: Σ_m (e_G(1 + u) + u|G|)|Xd| + 4(M + 2)·2^-24·(|dA0| + Σ_m (|G| + e_G)|Xd|)
+ *   dX: u|dX| + (1 + u)·[Σ_p mask_p·Σ_j (e_G(1 + u) + u|G|)|A|
+ *                        + 4(P·r + 2)·2^-24·(|dX0| + Σ_p mask_p·Σ_j (|G| + e_G)|A|)]
+ * (e_U, e_G: the GPU's rounded U and G feed the later products); the CPU reference's own
+ * fp32 sums add K·2^-24 of the magnitudes (K the sum's length).
  *
  * Memory per group (bf16 unless said): forward reads X once and A, writes U, reads and
  * writes every Y_p; backward reads every dY_p twice (G, dB), X once (dA), U and G, reads and
