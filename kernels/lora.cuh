@@ -64,8 +64,14 @@
  * writes dX, plus the partials (fp32, ~2·ranges·r/M of the big tensors' bytes). Shapes: M,
  * in, out_p >= 1, 1 <= r <= 64; rows that are multiples of 8 values on 16-byte aligned
  * pointers move as 16-byte cp.async pieces, anything else value by value (correct, slower).
- * Speed: written for >= 1.3x the same products as cuBLASLt calls (kernels/bench/lora.cu);
- * not yet measured on a GPU.
+ * Speed, against the same products as 6·P cuBLASLt calls (kernels/bench/lora.cu, goal
+ * >= 1.3x; not yet measured on a GPU): the bytes saved are X read once for the group's U
+ * instead of P times, dX read and written once for the group instead of P times, and no
+ * masked copies of X for dropout; dY is read twice either way (a G fused into dB's pass
+ * would need partial G sums of r/32 of dY's bytes per 64 columns, more than a second read
+ * for r >= 32). So the goal is within reach for q,k,v and gate,up; for o and down alone
+ * the traffic is the same as cuBLASLt's and only its efficiency on r-wide shapes (split-K
+ * heuristics, tiles wasted on N = r) can differ.
  */
 #ifndef PERSONA_LORA_CUH
 #define PERSONA_LORA_CUH
