@@ -113,7 +113,7 @@ bench: $(CUDA_PROGRAMS)
 # and the NCCL stand-in need MPI and are built by the MPI block below).
 CUDA_HOST_TESTS   = $(filter-out test_cuda_types_nvidia test_cuda_allreduce,$(patsubst test/%.cpp,%,$(wildcard test/test_cuda_*.cpp)))
 CUDA_HOST_SRC     = $(filter-out test/cuda_host/nccl_mpi.cpp,$(wildcard test/cuda_host/*.cpp))
-CUDA_HOST_DEPS    = $(wildcard test/cuda_host/*.h kernels/*.cuh test/test_cuda_*.cu) $(HEADERS)
+CUDA_HOST_DEPS    = $(wildcard test/cuda_host/*.h kernels/*.cuh train/*.cuh test/test_cuda_*.cu) $(HEADERS)
 CUDA_HOST_OBJ     = $(patsubst %.cpp,build/obj/%.o,$(CUDA_HOST_SRC))
 CUDA_HOST_SAN_OBJ = $(patsubst %.cpp,build/san/obj/%.o,$(CUDA_HOST_SRC))
 CUDA_HOST_FLAGS   = -std=c++17 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L

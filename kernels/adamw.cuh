@@ -29,7 +29,7 @@
  * The order of every addition depends only on the tensor sizes, never on timing.
  *
  * Memory: AdamW reads p, g, m, v and writes p, m, v (28 bytes per parameter, each touched
- * once), as 16-byte float4 packs when the length is a multiple of 4 and every pointer is
+ * once; 30 with the bf16 copy), as 16-byte float4 packs when the length is a multiple of 4 and every pointer is
  * 16-byte aligned, else as single floats. The norm reads each gradient once (4 bytes per
  * parameter) plus the tensor table.
  */
@@ -60,7 +60,8 @@ struct AdamWScalars {
 
 template <int V>
 __global__ void __launch_bounds__(ADAMW_THREADS)
-    adamw_kernel(float *param, const float *grad, float *m, float *v, size_t packs, AdamWScalars s) {
+    adamw_kernel(float *param, const float *grad, float *m, float *v, __nv_bfloat16 *param_bf16, size_t packs,
+                 AdamWScalars s) {
     typedef FloatPack<V> Pack;
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= packs) return;
@@ -74,13 +75,17 @@ __global__ void __launch_bounds__(ADAMW_THREADS)
         p.v[k] -= s.step_size * (mp.v[k] / denom);
     }
     ((Pack *)param)[i] = p, ((Pack *)m)[i] = mp, ((Pack *)v)[i] = vp;
+    if (param_bf16)
+        for (int k = 0; k < V; k++) param_bf16[i * V + k] = __float2bfloat16(p.v[k]);
 }
 
 // One AdamW step (step is 1-based) on n fp32 parameters with their gradients (scaled by
 // grad_scale first) and moments m, v, all device buffers of n floats; param, m, v updated.
+// param_bf16, when given (n bf16), receives the updated parameters rounded to nearest-even:
+// the bf16 copies that mixed-precision products read, refreshed in the same pass.
 inline void adamw_update(float *param, const float *grad, float *m, float *v, size_t n, int step, float lr,
                          float beta1, float beta2, float eps, float weight_decay, float grad_scale,
-                         cudaStream_t stream) {
+                         cudaStream_t stream, __nv_bfloat16 *param_bf16 = NULL) {
     if (n == 0) return;
     double bc1 = 1.0 - pow(beta1, step), bc2 = 1.0 - pow(beta2, step);
     AdamWScalars s;
@@ -93,9 +98,9 @@ inline void adamw_update(float *param, const float *grad, float *m, float *v, si
     size_t packs = packed ? n / 4 : n;
     unsigned blocks = (unsigned)CEIL_DIV(packs, (size_t)ADAMW_THREADS);
     if (packed)
-        LAUNCH(adamw_kernel<4>, blocks, ADAMW_THREADS, 0, stream, param, grad, m, v, packs, s);
+        LAUNCH(adamw_kernel<4>, blocks, ADAMW_THREADS, 0, stream, param, grad, m, v, param_bf16, packs, s);
     else
-        LAUNCH(adamw_kernel<1>, blocks, ADAMW_THREADS, 0, stream, param, grad, m, v, packs, s);
+        LAUNCH(adamw_kernel<1>, blocks, ADAMW_THREADS, 0, stream, param, grad, m, v, param_bf16, packs, s);
 }
 
 // Pass 1. tensors[t] is the t-th gradient tensor; offsets[t] its first element's index in

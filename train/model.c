@@ -30,13 +30,25 @@ static float *load_float(const ModelFiles *f, const char *name, int64_t rows, in
     return t ? st_to_f32(t) : NULL;
 }
 
-static int load_linear(Linear *l, const ModelFiles *f, const ModelConfig *c, int layer, int p, int nf4, char *err) {
+void model_proj_shape(const ModelConfig *c, int p, int *out, int *in) {
     int H = c->hidden_size, I = c->intermediate_size, q = c->num_attention_heads * c->head_dim,
         kv = c->num_key_value_heads * c->head_dim;
     static const int sizes_in[N_PROJ] = {0, 0, 0, 1, 0, 0, 2}, sizes_out[N_PROJ] = {1, 3, 3, 0, 2, 2, 0};
     int dims[4] = {H, q, I, kv};  // indices used by the two tables above
-    l->in = dims[sizes_in[p]];
-    l->out = dims[sizes_out[p]];
+    *in = dims[sizes_in[p]];
+    *out = dims[sizes_out[p]];
+}
+
+void model_init_empty(Model *m, const ModelConfig *c) {
+    memset(m, 0, sizeof(*m));
+    m->c = *c;
+    m->layers = xcalloc((size_t)c->num_hidden_layers, sizeof(Layer));
+    for (int i = 0; i < c->num_hidden_layers; i++)
+        for (int p = 0; p < N_PROJ; p++) model_proj_shape(c, p, &m->layers[i].proj[p].out, &m->layers[i].proj[p].in);
+}
+
+static int load_linear(Linear *l, const ModelFiles *f, const ModelConfig *c, int layer, int p, int nf4, char *err) {
+    model_proj_shape(c, p, &l->out, &l->in);
     char prefix[128], name[160];
     snprintf(prefix, sizeof(prefix), "model.layers.%d.%s", layer, proj_names[p]);
     if (c->bnb_4bit) return bnb4bit_load_linear(&l->q, f, prefix, l->out, l->in, err);

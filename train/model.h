@@ -62,6 +62,13 @@ typedef struct {
 int model_load(Model *m, const char *dir, int nf4, char *err);
 void model_free(Model *m);
 
+// The [out, in] shape of projection p (PROJ_Q, ...) of every layer of this configuration.
+void model_proj_shape(const ModelConfig *c, int p, int *out, int *in);
+// A model of this configuration holding no weights: the layers and their projections'
+// shapes only, ready for model_lora_init, peft_adapter_save and the checkpoint's tensor
+// list (train_gpu keeps the weights themselves on the GPU). model_free frees it.
+void model_init_empty(Model *m, const ModelConfig *c);
+
 // "all" or a comma-separated list of projections ("q" or "q_proj", ..., "down" or
 // "down_proj") into a mask (bit i = projection i). Returns 0, or -1 when a name is unknown
 // or the list is empty.
