@@ -7,7 +7,7 @@
  * projection a chunk at a time) and gives the same values as the whole:
  *   key    = mix(seed + 0x9E3779B97F4A7C15·(stream + 1))      one key per tensor (`stream`)
  *   x_i    = mix(key + 0x9E3779B97F4A7C15·(i + 1))            64 random bits for element i
- *   u1     = (x_i >> 40) + 0.5) / 2^24   in (0, 1);   u2 = (x_i & 0xffffff) / 2^24 in [0, 1)
+ *   u1     = ((x_i >> 40) + 0.5) / 2^24 in (0, 1);   u2 = (x_i & 0xffffff) / 2^24 in [0, 1)
  *   out_i  = std · sqrt(-2 ln u1) · cos(2π u2)                 (Box–Muller, fp32)
  * mix is SplitMix64's output function (Steele, Lea, Flood, "Fast splittable pseudorandom
  * number generators", OOPSLA 2014; common/util.h's generator uses the same), whose outputs

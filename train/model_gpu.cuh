@@ -221,6 +221,7 @@ typedef struct {
     bf16 *wbuf;                              // the dequantized weight of the projection in use
     void *workspace, *ce_scratch;
     double *loss;                            // the micro-batch's loss sum (device)
+    float *logits;                           // [V]: the last token's, for sampling
     bf16 *dx, *dh, *d_att, *dq, *dk, *dv;    // backward: [N, H], [N, H], [N, Q], [N, Q], [N, KV], [N, KV]
     float *delta;                            // attention backward's [N, Hq]
     bf16 *lora_t;                            // dy B [N, r]
@@ -375,7 +376,8 @@ static inline void gpu_model_layout(GpuModel *m, MemoryPlan *plan) {
     m->workspace = carve(&sc, "cuBLASLt workspace", MATMUL_WORKSPACE_BYTES);
     m->ce_scratch = carve(&sc, "cross-entropy (logits of 256 tokens, fp32)",
                           cross_entropy_scratch_bytes((int)N, (int)H, (int)V, GPU_CE_CHUNK));
-    m->loss = (double *)carve(&sc, "loss", sizeof(double));
+    m->loss = (double *)carve(&sc, "loss, next-token logits (fp32)", sizeof(double));
+    m->logits = (float *)carve(&sc, "loss, next-token logits (fp32)", V * f4);
     m->dx = m->dh = m->d_att = m->dq = m->dk = m->dv = m->lora_t = NULL;
     m->delta = NULL;
     if (s->training) {
@@ -652,41 +654,41 @@ static inline void gpu_model_random(GpuModel *m, uint64_t seed) {
 // ---------------------------------------------------------------------------------------
 // LoRA weights between the host and the device
 
-// Copies every LoRA A, B of the host model (model_lora_init or a checkpoint made them) to
-// the fp32 masters, and their bf16 roundings (nearest-even, as the optimizer's refresh
-// rounds) to the copies the products read.
-static inline void gpu_lora_upload(GpuModel *m, const Model *host) {
-    for (int l = 0; l < m->c.num_hidden_layers; l++)
-        for (int p = 0; p < N_PROJ; p++) {
-            GpuLinear *lin = &m->layers[l].proj[p];
-            const Linear *hl = &host->layers[l].proj[p];
-            if (!lin->A) continue;
-            size_t na = (size_t)m->s.lora_r * lin->in, nb = (size_t)lin->out * m->s.lora_r;
-            const float *src[2] = {hl->A, hl->B};
-            float *dst[2] = {lin->A, lin->B};
-            bf16 *dst16[2] = {lin->A16, lin->B16};
-            size_t n[2] = {na, nb};
-            for (int k = 0; k < 2; k++) {
-                uint16_t *bits = (uint16_t *)xmalloc(n[k] * sizeof(uint16_t));
-                for (size_t i = 0; i < n[k]; i++) bits[i] = f32_to_bf16(src[k][i]);
-                cuda_check(cudaMemcpy(dst[k], src[k], n[k] * sizeof(float), cudaMemcpyHostToDevice));
-                cuda_check(cudaMemcpy(dst16[k], bits, n[k] * sizeof(uint16_t), cudaMemcpyHostToDevice));
-                free(bits);
-            }
-        }
+// Where LoRA matrix A (is_b 0) or B of projection p of layer l starts in the LoRA buffers
+// (the weights, gradients, moments and bf16 copies share one layout).
+static inline size_t gpu_lora_index(const GpuModel *m, int l, int p, int is_b) {
+    const GpuLinear *lin = &m->layers[l].proj[p];
+    return lin->lora_offset + (is_b ? round_up((size_t)m->s.lora_r * lin->in, GPU_LORA_PAD) : 0);
 }
 
-// The reverse: the fp32 masters into the host model's A, B (for checkpoints and export).
-static inline void gpu_lora_download(const GpuModel *m, Model *host) {
+static inline size_t gpu_lora_size(const GpuModel *m, int l, int p, int is_b) {
+    const GpuLinear *lin = &m->layers[l].proj[p];
+    return (size_t)m->s.lora_r * (is_b ? lin->out : lin->in);
+}
+
+// Host -> device: a LoRA matrix's fp32 weights, its bf16 copy (rounded to nearest-even as
+// the optimizer's refresh rounds) and, when given (training), its AdamW moments.
+static inline void gpu_lora_set(GpuModel *m, int l, int p, int is_b, const float *w, const float *adam_m,
+                                const float *adam_v) {
+    size_t at = gpu_lora_index(m, l, p, is_b), n = gpu_lora_size(m, l, p, is_b);
+    uint16_t *bits = (uint16_t *)xmalloc(n * sizeof(uint16_t));
+    for (size_t i = 0; i < n; i++) bits[i] = f32_to_bf16(w[i]);
+    cuda_check(cudaMemcpy(m->lora_params + at, w, n * sizeof(float), cudaMemcpyHostToDevice));
+    cuda_check(cudaMemcpy(m->lora_bf16 + at, bits, n * sizeof(uint16_t), cudaMemcpyHostToDevice));
+    if (adam_m) cuda_check(cudaMemcpy(m->lora_m + at, adam_m, n * sizeof(float), cudaMemcpyHostToDevice));
+    if (adam_v) cuda_check(cudaMemcpy(m->lora_v + at, adam_v, n * sizeof(float), cudaMemcpyHostToDevice));
+    free(bits);
+}
+
+// Device -> host: the weights and, where asked (non-NULL), the moments or the gradients.
+static inline void gpu_lora_get(const GpuModel *m, int l, int p, int is_b, float *w, float *adam_m, float *adam_v,
+                                float *grad) {
+    size_t at = gpu_lora_index(m, l, p, is_b), bytes = gpu_lora_size(m, l, p, is_b) * sizeof(float);
     cuda_check(cudaStreamSynchronize(m->stream));
-    for (int l = 0; l < m->c.num_hidden_layers; l++)
-        for (int p = 0; p < N_PROJ; p++) {
-            const GpuLinear *lin = &m->layers[l].proj[p];
-            Linear *hl = &host->layers[l].proj[p];
-            if (!lin->A) continue;
-            cuda_check(cudaMemcpy(hl->A, lin->A, (size_t)m->s.lora_r * lin->in * sizeof(float), cudaMemcpyDeviceToHost));
-            cuda_check(cudaMemcpy(hl->B, lin->B, (size_t)lin->out * m->s.lora_r * sizeof(float), cudaMemcpyDeviceToHost));
-        }
+    if (w) cuda_check(cudaMemcpy(w, m->lora_params + at, bytes, cudaMemcpyDeviceToHost));
+    if (adam_m) cuda_check(cudaMemcpy(adam_m, m->lora_m + at, bytes, cudaMemcpyDeviceToHost));
+    if (adam_v) cuda_check(cudaMemcpy(adam_v, m->lora_v + at, bytes, cudaMemcpyDeviceToHost));
+    if (grad) cuda_check(cudaMemcpy(grad, m->lora_grads + at, bytes, cudaMemcpyDeviceToHost));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -805,15 +807,15 @@ static inline void host_transfer(GpuModel *m, int l, int N, int to_host) {
     cuda_check(cudaEventRecord(m->transfer_done[l], m->copy_stream));
 }
 
-// Forward over the micro-batch on the device (gpu_set_batch) of N tokens, then the loss;
-// returns the sum over tokens of weight · cross-entropy. With backward, LoRA gradients
-// accumulate grad_scale · d(that sum)/d(A, B) (the caller zeroes them per optimizer step).
-static inline double gpu_model_step(GpuModel *m, int N, float grad_scale, int backward) {
+// The decoder's forward over the micro-batch on the device (gpu_set_batch) of N tokens, to
+// hf = the final norm's output. For a backward (keep), recompute 2 sends the layer inputs
+// to the host as it goes.
+static inline void gpu_model_forward(GpuModel *m, int N, int keep) {
     const ModelConfig *c = &m->c;
-    int L = c->num_hidden_layers, H = c->hidden_size, V = c->vocab_size;
-    int level = m->s.training ? m->s.recompute : 1, offload = level == 2 && backward;
+    int L = c->num_hidden_layers, H = c->hidden_size;
+    int offload = m->s.training && m->s.recompute == 2 && keep;
     cudaStream_t st = m->stream;
-    embedding_forward(m->x_in[0], m->embed, m->inputs, N, V, H, st);
+    embedding_forward(m->x_in[0], m->embed, m->inputs, N, c->vocab_size, H, st);
     for (int l = 0; l < L; l++) {
         LayerActs *a = &m->acts[l];
         const LayerActs *prev = l ? &m->acts[l - 1] : NULL;
@@ -822,6 +824,17 @@ static inline double gpu_model_step(GpuModel *m, int N, float grad_scale, int ba
         if (offload && l < L - 2) host_transfer(m, l, N, 1);
     }
     rmsnorm_forward(m->x_final, m->hf, m->rstd_f, m->acts[L - 1].x_mid, m->down_out, m->norm, N, H, c->rms_norm_eps, st);
+}
+
+// The forward, then the loss: returns the sum over tokens of weight · cross-entropy. With
+// backward, LoRA gradients accumulate grad_scale · d(that sum)/d(A, B) (the caller zeroes
+// them per optimizer step).
+static inline double gpu_model_step(GpuModel *m, int N, float grad_scale, int backward) {
+    const ModelConfig *c = &m->c;
+    int L = c->num_hidden_layers, H = c->hidden_size, V = c->vocab_size;
+    int level = m->s.recompute, offload = level == 2 && backward;
+    cudaStream_t st = m->stream;
+    gpu_model_forward(m, N, backward);
     cross_entropy_forward_backward(&m->mm, m->loss, backward ? m->dh : NULL, m->hf, m->head, m->targets, m->weights,
                                    N, H, V, GPU_CE_CHUNK, grad_scale, m->ce_scratch, st);
     double loss;
@@ -838,6 +851,16 @@ static inline double gpu_model_step(GpuModel *m, int N, float grad_scale, int ba
     }
     cuda_check(cudaStreamSynchronize(st));
     return loss;
+}
+
+// The logits of the micro-batch's last token (fp32 [V], into host memory): what sampling
+// the next token needs.
+static inline void gpu_model_last_logits(GpuModel *m, int N, float *logits) {
+    int H = m->c.hidden_size, V = m->c.vocab_size;
+    gpu_model_forward(m, N, 0);
+    matmul(&m->mm, m->logits, MATMUL_F32, m->hf + (size_t)(N - 1) * H, 0, m->head, 1, 1, V, H, 1.0f, 0.0f, m->stream);
+    cuda_check(cudaMemcpyAsync(logits, m->logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, m->stream));
+    cuda_check(cudaStreamSynchronize(m->stream));
 }
 
 #endif
