@@ -86,10 +86,18 @@ build/san/$(1): build/san/obj/$(2:.c=.o) $$(SAN_OBJ)
 endef
 $(foreach m,$(PROGRAM_MAINS),$(eval $(call program_rules,$(basename $(notdir $(m))),$(m))))
 
-cuda: $(CUDA_PROGRAMS)
+cuda: $(CUDA_PROGRAMS) train_gpu
 
 $(CUDA_PROGRAMS): %: kernels/bench/%.cu $(wildcard kernels/*.cuh kernels/bench/*.cuh) $(OBJ)
 	$(NVCC) $(NVFLAGS) -Xcompiler $(OPENMP) -o $@ $< $(OBJ) $(LDLIBS) $(CUDA_LDLIBS)
+
+# train_gpu, the GPU trainer: one CUDA translation unit (its kernels come in through
+# train/model_gpu.cuh) linked with the CPU library (the shared run logic, loaders, data).
+# The same source is also built for the host with the CUDA-on-CPU harness (build/test/ and
+# build/san/, below), which is how `make test` runs it without a GPU.
+TRAIN_GPU_DEPS = train/train_gpu.cu $(wildcard kernels/*.cuh train/*.cuh) $(HEADERS)
+train_gpu: $(TRAIN_GPU_DEPS) $(OBJ)
+	$(NVCC) $(NVFLAGS) -Xcompiler $(OPENMP) -o $@ train/train_gpu.cu $(OBJ) $(LDLIBS) $(CUDA_LDLIBS)
 
 # The GPU runs: each program exits non-zero when a kernel disagrees with its CPU reference.
 test-gpu: $(CUDA_PROGRAMS)
@@ -140,6 +148,19 @@ build/obj/test/test_cuda_types_nvidia.o: test/test_cuda_types_nvidia.cpp test/te
 build/san/obj/test/test_cuda_types_nvidia.o: test/test_cuda_types_nvidia.cpp test/test_cuda_types_nvidia.h
 	@mkdir -p $(dir $@)
 	$(CXX) $(SANFLAGS) $(CUDA_HOST_FLAGS) -fno-weak $(if $(CUDA_INCLUDE),-I$(CUDA_INCLUDE),-DNO_CUDA_TOOLKIT) -c -o $@ $<
+
+build/obj/train/train_gpu_host.o: $(TRAIN_GPU_DEPS) $(CUDA_HOST_DEPS)
+	@mkdir -p $(dir $@)
+	$(CXX) -O2 $(CUDA_HOST_FLAGS) -fno-weak -Itest/cuda_host -x c++ -c -o $@ train/train_gpu.cu
+build/san/obj/train/train_gpu_host.o: $(TRAIN_GPU_DEPS) $(CUDA_HOST_DEPS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) -fno-weak -Itest/cuda_host -x c++ -c -o $@ train/train_gpu.cu
+build/test/train_gpu: build/obj/train/train_gpu_host.o $(CUDA_HOST_OBJ) $(OBJ)
+	@mkdir -p $(dir $@)
+	$(CXX) $(OPENMP) -o $@ $^ $(LDLIBS)
+build/san/train_gpu: build/san/obj/train/train_gpu_host.o $(CUDA_HOST_SAN_OBJ) $(SAN_OBJ)
+	@mkdir -p $(dir $@)
+	$(CXX) $(SANFLAGS) -o $@ $^ $(LDLIBS)
 
 build/test/test_cuda_types: build/obj/test/test_cuda_types_nvidia.o
 build/san/test_cuda_types: build/san/obj/test/test_cuda_types_nvidia.o

@@ -8,13 +8,14 @@
  *   key    = mix(seed + 0x9E3779B97F4A7C15·(stream + 1))      one key per tensor (`stream`)
  *   x_i    = mix(key + 0x9E3779B97F4A7C15·(i + 1))            64 random bits for element i
  *   u1     = ((x_i >> 40) + 0.5) / 2^24 in (0, 1);   u2 = (x_i & 0xffffff) / 2^24 in [0, 1)
- *   out_i  = std · sqrt(-2 ln u1) · cos(2π u2)                 (Box–Muller, fp32)
+ *   out_i  = std · sqrt(-2 ln u1) · cos(2π u2)                 (Box–Muller, fp32, with the
+ *                                                               fast __logf and __cosf)
  * mix is SplitMix64's output function (Steele, Lea, Flood, "Fast splittable pseudorandom
  * number generators", OOPSLA 2014; common/util.h's generator uses the same), whose outputs
  * for consecutive inputs are independent for any practical purpose. 24 bits per uniform
  * limit the normal's tail to |z| <= sqrt(2·24·ln 2) ≈ 5.8σ, irrelevant for initial weights.
- * fp32 logf/cosf differ in the last bits between a GPU and a CPU; the same GPU gives the
- * same bits every run.
+ * The fast intrinsics differ in the last bits between a GPU and the harness (a CPU); the
+ * same GPU gives the same bits every run.
  *
  * Memory: one thread per element, written once (4 or 2 bytes): far below any bandwidth
  * concern for a one-off initialisation.
@@ -35,11 +36,13 @@ __host__ __device__ __forceinline__ uint64_t random_mix(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-// Element i of stream `stream`, as the top comment defines it (std = 1).
-__host__ __device__ __forceinline__ float random_normal_value(uint64_t key, uint64_t i) {
+// Element i of the stream whose key is given, as the top comment defines it (std = 1).
+// cos(2π u2) = -cos(2π u2 - π), an argument in [-π, π) where the fast __cosf is accurate
+// (cosf would carry a slow path for huge arguments, in local memory).
+__device__ __forceinline__ float random_normal_value(uint64_t key, uint64_t i) {
     uint64_t x = random_mix(key + 0x9E3779B97F4A7C15ull * (i + 1));
     float u1 = ((float)(x >> 40) + 0.5f) * 0x1p-24f, u2 = (float)(x & 0xffffffu) * 0x1p-24f;
-    return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853071795865f * u2);
+    return -sqrtf(-2.0f * __logf(u1)) * __cosf(6.2831853071795865f * u2 - 3.14159265358979f);
 }
 
 static inline uint64_t random_key(uint64_t seed, uint64_t stream) {

@@ -222,7 +222,7 @@ static void tensors_free(TensorList *l) {
 }
 
 static float kernel_norm_squared(const TensorList &l) {
-    grad_norm_squared(l.out, l.partial, l.dev_table, l.dev_offsets, l.count, 0);
+    grad_norm_squared(l.out, l.partial, l.dev_table, l.dev_offsets, l.count, l.total, 0);
     float got;
     cuda_check(cudaMemcpy(&got, l.out, sizeof(float), cudaMemcpyDeviceToHost));
     return got;
