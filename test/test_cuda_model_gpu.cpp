@@ -26,7 +26,9 @@
 //   at e = 0.037. A gradient that misses a term (the LoRA dx, a residual branch, RoPE's
 //   backward) is off by far more than 5%.
 // - the recompute levels 0, 1, 2: the same bits (the recomputed activations are the stored
-//   ones' bits), and two runs under different harness schedules: the same bits.
+//   ones' bits, the MLP in three chunks at each), and two runs under different harness
+//   schedules: the same bits.
+#define GPU_MLP_CHUNK 48  // the 128 tokens in three MLP chunks (48, 48, 32): slices at every level
 #include "../train/model_gpu.cuh"
 #include "cuda_host/cuda_host_testing.h"
 #include "test.h"

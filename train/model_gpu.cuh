@@ -35,6 +35,13 @@
  * The recomputed activations are the same bits as the stored ones (the same kernels on the
  * same inputs), so the three levels train identically.
  *
+ * The MLP runs over the tokens in chunks of GPU_MLP_CHUNK at every level (its products are
+ * row by row, so this changes nothing but their shapes, the same at every level, hence the
+ * same bits): at level 0 the chunks are slices of the kept [N, I] activations; at levels 1
+ * and 2 its gate, up and act buffers hold one chunk, and the backward reruns each chunk of
+ * the MLP right before that chunk's backward. The [N, I] tensors, the largest of a layer,
+ * so never exist at those levels.
+ *
  * Forward of layer l (x_{l} the residual stream entering it):
  *   x_in  = bf16(x_mid_{l-1} + down_{l-1})    fused into the first RMSNorm (layer 0: the
  *   h1    = rmsnorm(x_in, ln1)                embedding); rstd1 kept
@@ -89,6 +96,9 @@ enum { LORA_CUBLAS, LORA_KERNELS };
 #define GPU_LORA_PAD 64            // elements: each LoRA tensor is padded to a multiple
 #define GPU_LOAD_CHUNK (1 << 22)   // elements of a frozen weight staged on the device at once
 #define GPU_CE_CHUNK 256           // trained tokens per cross-entropy chunk (logits [256, V] fp32)
+#ifndef GPU_MLP_CHUNK               // (a test makes it small, to have several chunks)
+#define GPU_MLP_CHUNK 1024         // tokens per MLP chunk; a multiple of 128, so every slice of
+#endif                             // a buffer starts 256-byte aligned, as the whole does
 
 // ---------------------------------------------------------------------------------------
 // The memory plan
@@ -177,15 +187,17 @@ typedef struct {
 
 // What one layer's backward needs from its forward (x_in lives apart, see GpuModel).
 typedef struct {
-    bf16 *h1, *q, *k, *v, *att, *x_mid, *h2, *gate, *up, *act;  // [N, H], [N, Q], [N, KV], [N, I]
-    float *rstd1, *rstd2, *lse;                                   // [N], [N], [N, Hq]
-    bf16 *u[N_PROJ];                                              // LoRA's x A^T [N, r]
+    bf16 *h1, *q, *k, *v, *att, *x_mid, *h2;  // [N, H], [N, Q], [N, KV], [N, KV], [N, Q], [N, H], [N, H]
+    bf16 *gate, *up, *act;                    // [N, I] (recompute 0), or [GPU_MLP_CHUNK, I]
+    float *rstd1, *rstd2, *lse;               // [N], [N], [N, Hq]
+    bf16 *u[N_PROJ];                          // LoRA's x A^T [N, r]
 } LayerActs;
 
 typedef struct {
     ModelConfig c;
     GpuSettings s;
     int N;                   // tokens of a full micro-batch, B·T
+    int mlp_rows;            // rows of the gate, up and act buffers: N, or one MLP chunk
     void *region[N_REGIONS]; // the four allocations
     MemoryPlan plan;
     cudaStream_t stream, copy_stream;  // copy_stream: recompute 2's host transfers
@@ -217,7 +229,8 @@ typedef struct {
     float *rstd_f;          // [N]
 
     // scratch
-    bf16 *o_out, *down_out;                  // forward temporaries [N, H]
+    bf16 *o_out, *down_out;                  // forward temporaries [N, H] (training: the same
+                                             // bytes as dh and dx, see gpu_model_layout)
     bf16 *wbuf;                              // the dequantized weight of the projection in use
     void *workspace, *ce_scratch;
     double *loss;                            // the micro-batch's loss sum (device)
@@ -345,6 +358,9 @@ static inline void gpu_model_layout(GpuModel *m, MemoryPlan *plan) {
     for (size_t l = 0; l < slots; l++) m->x_in[l] = (bf16 *)carve(&a, inputs_what, N * H * bf);
     for (size_t l = slots; l < L; l++) m->x_in[l] = m->x_in[l % slots];  // the slots rotate
     size_t n_acts = level == 0 ? L : 1;
+    m->mlp_rows = level == 0 ? m->N : m->N < GPU_MLP_CHUNK ? m->N : GPU_MLP_CHUNK;
+    const char *mlp_what = level == 0 ? "MLP activations (kept for the backward)"
+                                      : "one MLP chunk's activations (gate, up, act; recomputed)";
     for (size_t l = 0; l < n_acts; l++) {
         LayerActs *x = &m->acts[l];
         x->h1 = (bf16 *)carve(&a, acts_what, N * H * bf);
@@ -357,9 +373,9 @@ static inline void gpu_model_layout(GpuModel *m, MemoryPlan *plan) {
         x->x_mid = (bf16 *)carve(&a, acts_what, N * H * bf);
         x->h2 = (bf16 *)carve(&a, acts_what, N * H * bf);
         x->rstd2 = (float *)carve(&a, acts_what, N * f4);
-        x->gate = (bf16 *)carve(&a, acts_what, N * I * bf);
-        x->up = (bf16 *)carve(&a, acts_what, N * I * bf);
-        x->act = (bf16 *)carve(&a, acts_what, N * I * bf);
+        x->gate = (bf16 *)carve(&a, mlp_what, m->mlp_rows * I * bf);
+        x->up = (bf16 *)carve(&a, mlp_what, m->mlp_rows * I * bf);
+        x->act = (bf16 *)carve(&a, mlp_what, m->mlp_rows * I * bf);
         for (int p = 0; p < N_PROJ; p++)
             x->u[p] = gpu_has_lora(m, p) ? (bf16 *)carve(&a, "LoRA x A^T per projection", N * r * bf) : NULL;
     }
@@ -370,8 +386,6 @@ static inline void gpu_model_layout(GpuModel *m, MemoryPlan *plan) {
     if (plan) plan->host_pinned = level == 2 ? L * N * H * bf : 0;
 
     // scratch: what a step uses, and (in the same bytes) what loading uses
-    m->o_out = (bf16 *)carve(&sc, "forward temporaries", N * H * bf);
-    m->down_out = (bf16 *)carve(&sc, "forward temporaries", N * H * bf);
     m->wbuf = (bf16 *)carve(&sc, "dequantized weight bf16 (the largest projection)", biggest * bf);
     m->workspace = carve(&sc, "cuBLASLt workspace", MATMUL_WORKSPACE_BYTES);
     m->ce_scratch = carve(&sc, "cross-entropy (logits of 256 tokens, fp32)",
@@ -381,14 +395,21 @@ static inline void gpu_model_layout(GpuModel *m, MemoryPlan *plan) {
     m->dx = m->dh = m->d_att = m->dq = m->dk = m->dv = m->lora_t = NULL;
     m->delta = NULL;
     if (s->training) {
-        m->dx = (bf16 *)carve(&sc, "backward gradients", N * H * bf);
-        m->dh = (bf16 *)carve(&sc, "backward gradients", N * H * bf);
+        // The forward's temporaries share bytes with dh and dx: the attention output o is
+        // read back before its layer's backward writes dh (also when recomputed: that
+        // comes first), and the MLP's down output only lives during the forward (the
+        // recompute skips it), before the backward's first write of dx.
+        m->dx = m->down_out = (bf16 *)carve(&sc, "backward gradients (forward temporaries)", N * H * bf);
+        m->dh = m->o_out = (bf16 *)carve(&sc, "backward gradients (forward temporaries)", N * H * bf);
         m->d_att = (bf16 *)carve(&sc, "backward gradients", N * Q * bf);
         m->dq = (bf16 *)carve(&sc, "backward gradients", N * Q * bf);
         m->dk = (bf16 *)carve(&sc, "backward gradients", N * KV * bf);
         m->dv = (bf16 *)carve(&sc, "backward gradients", N * KV * bf);
         m->delta = (float *)carve(&sc, "backward gradients", N * Hq * f4);
         if (r) m->lora_t = (bf16 *)carve(&sc, "backward gradients", N * r * bf);
+    } else {
+        m->o_out = (bf16 *)carve(&sc, "forward temporaries", N * H * bf);
+        m->down_out = (bf16 *)carve(&sc, "forward temporaries", N * H * bf);
     }
     Carver ld = {(char *)m->region[REGION_SCRATCH], 0, REGION_SCRATCH, NULL};
     m->stage = carve(&ld, "", stage * f4);
@@ -740,11 +761,44 @@ static inline void linear_backward(GpuModel *m, const GpuLinear *lin, const bf16
     if (lin->A16) matmul(&m->mm, dx, MATMUL_BF16, m->lora_t, 0, lin->A16, 0, N, lin->in, r, s, 1.0f, st);
 }
 
+// The MLP of tokens [t0, t0 + n), one chunk, into a: gate, up (and their LoRA u), act, and
+// the down projection into down_out; recompute: the backward's rerun, which skips the down
+// projection's frozen product (only its LoRA u is needed).
+static inline void mlp_forward(GpuModel *m, int l, LayerActs *a, int t0, int n, int recompute) {
+    const GpuLayer *ly = &m->layers[l];
+    size_t I = m->c.intermediate_size, H = m->c.hidden_size, at = m->mlp_rows == m->N ? (size_t)t0 * I : 0;
+    size_t r = m->s.lora_r;
+    bf16 *gate = a->gate + at, *up = a->up + at, *act = a->act + at, *h2 = a->h2 + (size_t)t0 * H;
+    bf16 *u[N_PROJ];
+    for (int p = PROJ_GATE; p <= PROJ_DOWN; p++) u[p] = a->u[p] ? a->u[p] + (size_t)t0 * r : NULL;
+    linear_forward(m, &ly->proj[PROJ_GATE], h2, gate, u[PROJ_GATE], n);
+    linear_forward(m, &ly->proj[PROJ_UP], h2, up, u[PROJ_UP], n);
+    swiglu_forward(act, gate, up, (size_t)n * I, m->stream);
+    linear_forward(m, &ly->proj[PROJ_DOWN], act, recompute ? NULL : m->down_out + (size_t)t0 * H, u[PROJ_DOWN], n);
+}
+
+// The MLP's backward for tokens [t0, t0 + n): dx (the gradient at the layer's output) gives
+// dh's rows, the gradient at h2; the MLP's gradients are written over gate, up and act once
+// they are no longer read (so x, the down projection's input act, shares dx's buffer).
+static inline void mlp_backward(GpuModel *m, int l, LayerActs *a, int t0, int n) {
+    const GpuLayer *ly = &m->layers[l];
+    size_t I = m->c.intermediate_size, H = m->c.hidden_size, at = m->mlp_rows == m->N ? (size_t)t0 * I : 0;
+    size_t r = m->s.lora_r, row = (size_t)t0 * H;
+    bf16 *gate = a->gate + at, *up = a->up + at, *act = a->act + at, *h2 = a->h2 + row;
+    bf16 *u[N_PROJ];
+    for (int p = PROJ_GATE; p <= PROJ_DOWN; p++) u[p] = a->u[p] ? a->u[p] + (size_t)t0 * r : NULL;
+    linear_backward(m, &ly->proj[PROJ_DOWN], act, u[PROJ_DOWN], m->dx + row, act, 0.0f, n);  // act := d act
+    swiglu_backward(gate, up, act, gate, up, (size_t)n * I, m->stream);
+    linear_backward(m, &ly->proj[PROJ_UP], h2, u[PROJ_UP], up, m->dh + row, 0.0f, n);
+    linear_backward(m, &ly->proj[PROJ_GATE], h2, u[PROJ_GATE], gate, m->dh + row, 1.0f, n);
+}
+
 // Layer l's forward (the top comment) into a. Its input is bf16(res + add), which the first
 // RMSNorm writes to m->x_in[l]; add NULL: the input is res itself (m->x_in[l] already, or
-// the embedding). recompute: the backward's rerun, which skips the down projection's
-// frozen product (only its LoRA u is needed).
-static inline void layer_forward(GpuModel *m, int l, LayerActs *a, const bf16 *res, const bf16 *add, int N, int recompute) {
+// the embedding). recompute: the backward's rerun of the attention half (layer_backward
+// reruns the MLP chunk by chunk).
+static inline void layer_forward(GpuModel *m, int l, LayerActs *a, const bf16 *res, const bf16 *add, int N,
+                                 int recompute) {
     const ModelConfig *c = &m->c;
     const GpuLayer *ly = &m->layers[l];
     int H = c->hidden_size, Hq = c->num_attention_heads, Hkv = c->num_key_value_heads, D = c->head_dim;
@@ -758,25 +812,24 @@ static inline void layer_forward(GpuModel *m, int l, LayerActs *a, const bf16 *r
     attention_forward(a->att, a->lse, a->q, a->k, a->v, m->segments, N, Hq, Hkv, D, c->sliding_window, NULL, st);
     linear_forward(m, &ly->proj[PROJ_O], a->att, m->o_out, a->u[PROJ_O], N);
     rmsnorm_forward(a->x_mid, a->h2, a->rstd2, x_in, m->o_out, ly->ln2, N, H, c->rms_norm_eps, st);
-    linear_forward(m, &ly->proj[PROJ_GATE], a->h2, a->gate, a->u[PROJ_GATE], N);
-    linear_forward(m, &ly->proj[PROJ_UP], a->h2, a->up, a->u[PROJ_UP], N);
-    swiglu_forward(a->act, a->gate, a->up, (size_t)N * c->intermediate_size, st);
-    linear_forward(m, &ly->proj[PROJ_DOWN], a->act, recompute ? NULL : m->down_out, a->u[PROJ_DOWN], N);
+    if (recompute) return;
+    for (int t0 = 0; t0 < N; t0 += GPU_MLP_CHUNK) mlp_forward(m, l, a, t0, min(GPU_MLP_CHUNK, N - t0), 0);
 }
 
 // Layer l's backward: m->dx holds the gradient at the layer's output and becomes the one at
-// its input; LoRA gradients accumulate. a holds the layer's forward (destroyed here: the
-// MLP's gradients are written over gate, up and act once they are no longer read).
+// its input; LoRA gradients accumulate. a holds the layer's forward (at recompute levels, its
+// attention half: the MLP is rerun here a chunk at a time), destroyed here.
 static inline void layer_backward(GpuModel *m, int l, LayerActs *a, int N) {
     const ModelConfig *c = &m->c;
     const GpuLayer *ly = &m->layers[l];
     int H = c->hidden_size, Hq = c->num_attention_heads, Hkv = c->num_key_value_heads, D = c->head_dim;
     cudaStream_t st = m->stream;
     // MLP: x_out = x_mid + down(silu(gate(h2)) · up(h2))
-    linear_backward(m, &ly->proj[PROJ_DOWN], a->act, a->u[PROJ_DOWN], m->dx, a->act, 0.0f, N);  // act := d act
-    swiglu_backward(a->gate, a->up, a->act, a->gate, a->up, (size_t)N * c->intermediate_size, st);
-    linear_backward(m, &ly->proj[PROJ_UP], a->h2, a->u[PROJ_UP], a->up, m->dh, 0.0f, N);
-    linear_backward(m, &ly->proj[PROJ_GATE], a->h2, a->u[PROJ_GATE], a->gate, m->dh, 1.0f, N);
+    for (int t0 = 0; t0 < N; t0 += GPU_MLP_CHUNK) {
+        int n = min(GPU_MLP_CHUNK, N - t0);
+        if (m->s.recompute > 0) mlp_forward(m, l, a, t0, n, 1);
+        mlp_backward(m, l, a, t0, n);
+    }
     rmsnorm_backward(m->dx, m->dh, m->dx, a->x_mid, ly->ln2, a->rstd2, N, H, st);
     // attention: x_mid = x_in + o(attention(rope(q(h1)), rope(k(h1)), v(h1)))
     linear_backward(m, &ly->proj[PROJ_O], a->att, a->u[PROJ_O], m->dx, m->d_att, 0.0f, N);
