@@ -808,8 +808,9 @@ TEST(device_properties_describe_an_h100) {
     CHECK_INT(expect_fault(QUIETLY(cudaGetDeviceProperties(&p, 1)), cudaErrorInvalidDevice, "device 1"), 0);
 }
 
-// cudaMemGetInfo sees the allocations, the peak is the most ever live at once, and pinned
-// host memory is host memory that only cudaFreeHost frees.
+// cudaMemGetInfo sees the allocations, the peak is the most ever live at once, pinned
+// host memory is host memory that only cudaFreeHost frees, and CUDA_HOST_NO_DEVICE makes
+// a machine without a GPU.
 TEST(memory_accounting_and_pinned_memory) {
     size_t free0, total, free1, peak0 = cuda_host_peak_allocated();
     cuda_check(cudaMemGetInfo(&free0, &total));
@@ -836,6 +837,14 @@ TEST(memory_accounting_and_pinned_memory) {
     CHECK_INT(QUIETLY(cudaFreeHost((char *)h + 8)), cudaErrorInvalidValue);
     cuda_host_clear_fault();
     cuda_check(cudaFreeHost(h));
+    int count = -1;
+    setenv("CUDA_HOST_NO_DEVICE", "1", 1);
+    CHECK_INT(QUIETLY(cudaGetDeviceCount(&count)), cudaErrorNoDevice);
+    CHECK_INT(count, 0);
+    cuda_host_clear_fault();
+    unsetenv("CUDA_HOST_NO_DEVICE");
+    cuda_check(cudaGetDeviceCount(&count));
+    CHECK_INT(count, 1);
 }
 
 int main(void) {

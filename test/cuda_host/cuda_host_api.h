@@ -37,6 +37,7 @@ enum cudaError_t {
     cudaErrorInvalidConfiguration = 9,
     cudaErrorInvalidDevicePointer = 17,
     cudaErrorInvalidMemcpyDirection = 21,
+    cudaErrorNoDevice = 100,
     cudaErrorInvalidDevice = 101,
     cudaErrorInvalidResourceHandle = 400,
     cudaErrorNotReady = 600,
@@ -145,7 +146,8 @@ bool cuda_host_is_device(const void *p, size_t bytes);
 // with the environment variable CUDA_HOST_REPORT_PEAK set prints it on stderr at exit
 // ("cuda_host: peak cudaMalloc total N bytes"). CUDA_HOST_MEMORY_MIB makes the device that
 // many MiB (default 81559, an H100 80GB): cudaMalloc refuses beyond it, cudaMemGetInfo
-// reports it. cudaMallocHost is malloc (pinned memory is ordinary memory here).
+// reports it. cudaMallocHost is malloc (pinned memory is ordinary memory here). With
+// CUDA_HOST_NO_DEVICE set, cudaGetDeviceCount finds no device (cudaErrorNoDevice).
 size_t cuda_host_peak_allocated(void);
 
 #endif
