@@ -839,9 +839,9 @@ TEST(memory_accounting_and_pinned_memory) {
     cuda_check(cudaFreeHost(h));
     int count = -1;
     setenv("CUDA_HOST_NO_DEVICE", "1", 1);
-    CHECK_INT(QUIETLY(cudaGetDeviceCount(&count)), cudaErrorNoDevice);
+    CHECK_INT(cudaGetDeviceCount(&count), cudaErrorNoDevice);
     CHECK_INT(count, 0);
-    cuda_host_clear_fault();
+    CHECK_INT(cudaGetLastError(), cudaErrorNoDevice);
     unsetenv("CUDA_HOST_NO_DEVICE");
     cuda_check(cudaGetDeviceCount(&count));
     CHECK_INT(count, 1);

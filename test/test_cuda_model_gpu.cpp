@@ -28,7 +28,8 @@
 // - the recompute levels 0, 1, 2: the same bits (the recomputed activations are the stored
 //   ones' bits, the MLP in three chunks at each), and two runs under different harness
 //   schedules: the same bits.
-#define GPU_MLP_CHUNK 48  // the 128 tokens in three MLP chunks (48, 48, 32): slices at every level
+#define GPU_MLP_CHUNK 48    // the 128 tokens in three MLP chunks (48, 48, 32): slices at every level
+#define GPU_OPT_CHUNK 1024  // the optimizer state on the host (recompute 2) in 32 chunks
 #include "../train/model_gpu.cuh"
 #include "cuda_host/cuda_host_testing.h"
 #include "test.h"
@@ -181,6 +182,7 @@ static double cpu_loss;
 static GpuModel layout;    // a model's layout (each gradient's place in the LoRA buffer)
 static double loss_at[3];  // the GPU's loss and gradients at --recompute 0, 1, 2
 static float *grads_at[3];
+static float *state_at[3];  // and every LoRA weight, m and v after two optimizer steps
 
 // ||got - ref|| / ||ref|| and the cosine of the two, over n values.
 static void compare(const float *got, const float *ref, size_t n, double *rel, double *cosine) {
@@ -224,10 +226,13 @@ TEST(lora_gradients_match_cpu) {
            worst_rel, worst_cos);
 }
 
+// The levels give the same loss and gradients, and their optimizer steps (the state on the
+// device at 0 and 1, on the host in chunks at 2) the same weights and moments.
 TEST(recompute_levels_same_bits) {
     for (int level = 1; level < 3; level++) {
         CHECK(memcmp(&loss_at[level], &loss_at[0], sizeof(double)) == 0);
         CHECK(memcmp(grads_at[level], grads_at[0], layout.lora_n * sizeof(float)) == 0);
+        CHECK(memcmp(state_at[level], state_at[0], 3 * layout.lora_n * sizeof(float)) == 0);
     }
 }
 
@@ -289,6 +294,15 @@ int main(void) {
         gpu_model(&g, &cpu, level, 1);
         grads_at[level] = (float *)xmalloc(g.lora_n * sizeof(float));
         loss_at[level] = gpu_run(&g, &batch, grads_at[level]);
+        gpu_lora_update(&g, 1, 1e-2f, 0.1f, 0.5f);
+        gpu_lora_update(&g, 2, 1e-2f, 0.1f, 1.0f);
+        state_at[level] = (float *)xcalloc(3 * g.lora_n, sizeof(float));
+        for (int l = 0; l < kL; l++)
+            for (int p = 0; p < N_PROJ; p++)
+                for (int k = 0; k < 2; k++) {
+                    float *at = state_at[level] + gpu_lora_index(&g, l, p, k);
+                    gpu_lora_get(&g, l, p, k, at, at + g.lora_n, at + 2 * g.lora_n, NULL);
+                }
         gpu_model_free(&g);
     }
     GpuSettings s = {kB, kT, 1, kR, (1u << N_PROJ) - 1, cpu.lora_scale, 1, LORA_CUBLAS};
@@ -299,7 +313,7 @@ int main(void) {
     RUN(same_bits_under_another_schedule);
     RUN(forward_only_model_same_loss);
     RUN(last_token_logits_match_cpu);
-    for (int level = 0; level < 3; level++) free(grads_at[level]);
+    for (int level = 0; level < 3; level++) free(grads_at[level]), free(state_at[level]);
     gpu_model_free(&layout);
     model_free(&cpu);
     remove_model();

@@ -31,7 +31,9 @@
  *   1  every layer keeps only its input x_in [N, H]; the backward runs the layer's forward
  *      again (into one layer's worth of buffers) right before the layer's backward;
  *   2  as 1, and the layer inputs go to pinned host memory as the forward produces them
- *      (two device slots in flight), coming back one layer ahead of the backward.
+ *      (two device slots in flight), coming back one layer ahead of the backward; the fp32
+ *      LoRA masters and AdamW moments live there too, streamed through the device in chunks
+ *      by the optimizer step (the least device memory, for the longest sequences).
  * The recomputed activations are the same bits as the stored ones (the same kernels on the
  * same inputs), so the three levels train identically.
  *
@@ -96,6 +98,9 @@ enum { LORA_CUBLAS, LORA_KERNELS };
 #define GPU_LORA_PAD 64            // elements: each LoRA tensor is padded to a multiple
 #define GPU_LOAD_CHUNK (1 << 22)   // elements of a frozen weight staged on the device at once
 #define GPU_CE_CHUNK 256           // trained tokens per cross-entropy chunk (logits [256, V] fp32)
+#ifndef GPU_OPT_CHUNK               // (a test makes it small, to have several chunks)
+#define GPU_OPT_CHUNK (1 << 20)    // LoRA elements per optimizer chunk when its state is on the
+#endif                             // host; a multiple of GPU_LORA_PAD
 #ifndef GPU_MLP_CHUNK               // (a test makes it small, to have several chunks)
 #define GPU_MLP_CHUNK 1024         // tokens per MLP chunk; a multiple of 128, so every slice of
 #endif                             // a buffer starts 256-byte aligned, as the whole does
@@ -103,8 +108,11 @@ enum { LORA_CUBLAS, LORA_KERNELS };
 // ---------------------------------------------------------------------------------------
 // The memory plan
 
-enum { REGION_WEIGHTS, REGION_LORA, REGION_ACTIVATIONS, REGION_SCRATCH, N_REGIONS };
-static const char *const region_names[N_REGIONS] = {"frozen weights", "LoRA state", "activations", "scratch"};
+// Four device allocations and, at --recompute 2, one of pinned host memory.
+enum { REGION_WEIGHTS, REGION_LORA, REGION_ACTIVATIONS, REGION_SCRATCH, N_DEVICE_REGIONS, REGION_HOST = N_DEVICE_REGIONS,
+       N_REGIONS };
+static const char *const region_names[N_REGIONS] = {"frozen weights", "LoRA state", "activations", "scratch",
+                                                    "host (pinned)"};
 
 typedef struct {
     int region;
@@ -118,12 +126,12 @@ typedef struct {
     int n;
     size_t region[N_REGIONS];  // bytes of each allocation
     size_t load_scratch;       // the part of the scratch allocation that loading uses
-    size_t host_pinned;        // --recompute 2: pinned host memory for the layer inputs
 } MemoryPlan;
 
+// The device memory of a plan (the host allocation apart).
 static inline size_t plan_total(const MemoryPlan *p) {
     size_t t = 0;
-    for (int r = 0; r < N_REGIONS; r++) t += p->region[r];
+    for (int r = 0; r < N_DEVICE_REGIONS; r++) t += p->region[r];
     return t;
 }
 
@@ -175,8 +183,9 @@ typedef struct {
 typedef struct {
     int in, out;
     Nf4Device w;              // the frozen weight [out, in]
-    float *A, *B, *dA, *dB;   // LoRA fp32 [r, in], [out, r] and their gradients; NULL: none
-    bf16 *A16, *B16;          // the bf16 copies the products read
+    bf16 *A16, *B16;          // LoRA [r, in] and [out, r] as the products read them (bf16
+                              // copies of the fp32 masters); NULL: no LoRA here
+    float *dA, *dB;           // their fp32 gradients (training)
     size_t lora_offset;       // A's index in the LoRA buffers (B follows at a padded offset)
 } GpuLinear;
 
@@ -198,7 +207,7 @@ typedef struct {
     GpuSettings s;
     int N;                   // tokens of a full micro-batch, B·T
     int mlp_rows;            // rows of the gate, up and act buffers: N, or one MLP chunk
-    void *region[N_REGIONS]; // the four allocations
+    void *region[N_REGIONS]; // the four device allocations and the pinned host one
     MemoryPlan plan;
     cudaStream_t stream, copy_stream;  // copy_stream: recompute 2's host transfers
     cudaEvent_t main_done, *transfer_done;  // recompute 2 (host_transfer)
@@ -209,10 +218,14 @@ typedef struct {
     GpuLayer *layers;
 
     // LoRA state: every A and B, each padded to GPU_LORA_PAD elements, in the order layer,
-    // projection, A then B; the gradients and moments in the same layout
+    // projection, A then B; the gradients and moments in the same layout. The fp32 masters
+    // and moments live on the device, or at recompute 2 in pinned host memory (opt_on_host),
+    // streamed through opt_stage a chunk at a time by the optimizer step.
     size_t lora_n;
     float *lora_params, *lora_grads, *lora_m, *lora_v;
     bf16 *lora_bf16;
+    int opt_on_host;
+    float *opt_stage;  // [3, GPU_OPT_CHUNK] device: a chunk of the masters, m and v
     float *norm_partial, *norm_squared;  // the gradient norm's scratch (kernels/adamw.cuh)
     const float **norm_tensors;
     size_t *norm_offsets;
@@ -313,16 +326,23 @@ static inline void gpu_model_layout(GpuModel *m, MemoryPlan *plan) {
                 m->lora_n += round_up(r * lin->in, GPU_LORA_PAD) + round_up((size_t)lin->out * r, GPU_LORA_PAD);
         }
     size_t P = m->lora_n;
-    m->lora_params = m->lora_grads = m->lora_m = m->lora_v = NULL;
+    int level = s->training ? s->recompute : 1;
+    m->opt_on_host = s->training && level == 2;
+    Carver host = {(char *)m->region[REGION_HOST], 0, REGION_HOST, plan};
+    m->lora_params = m->lora_grads = m->lora_m = m->lora_v = m->opt_stage = NULL;
     m->lora_bf16 = NULL;
     m->norm_partial = m->norm_squared = NULL;
     if (P) {
-        m->lora_params = (float *)carve(&lo, "fp32 weights A, B", P * f4);
         m->lora_bf16 = (bf16 *)carve(&lo, "bf16 copies of A, B", P * bf);
         if (s->training) {
             m->lora_grads = (float *)carve(&lo, "fp32 gradients", P * f4);
-            m->lora_m = (float *)carve(&lo, "AdamW moments (fp32 m, v)", P * f4);
-            m->lora_v = (float *)carve(&lo, "AdamW moments (fp32 m, v)", P * f4);
+            Carver *state = m->opt_on_host ? &host : &lo;
+            m->lora_params = (float *)carve(state, "fp32 weights A, B", P * f4);
+            m->lora_m = (float *)carve(state, "AdamW moments (fp32 m, v)", P * f4);
+            m->lora_v = (float *)carve(state, "AdamW moments (fp32 m, v)", P * f4);
+            if (m->opt_on_host)
+                m->opt_stage = (float *)carve(&lo, "optimizer staging (a chunk of weights, m, v)",
+                                              3 * (P < GPU_OPT_CHUNK ? P : GPU_OPT_CHUNK) * f4);
             m->norm_partial = (float *)carve(&lo, "gradient norm scratch", GRAD_NORM_BLOCKS * f4);
             m->norm_squared = (float *)carve(&lo, "gradient norm scratch", f4);
             m->norm_tensors = (const float **)carve(&lo, "gradient norm scratch", sizeof(float *));
@@ -332,11 +352,10 @@ static inline void gpu_model_layout(GpuModel *m, MemoryPlan *plan) {
     for (size_t l = 0; l < L; l++)
         for (int p = 0; p < N_PROJ; p++) {
             GpuLinear *lin = &m->layers[l].proj[p];
-            lin->A = lin->B = lin->dA = lin->dB = NULL;
+            lin->dA = lin->dB = NULL;
             lin->A16 = lin->B16 = NULL;
-            if (!gpu_has_lora(m, p) || !m->lora_params) continue;
+            if (!gpu_has_lora(m, p) || !m->lora_bf16) continue;
             size_t a0 = lin->lora_offset, b0 = a0 + round_up(r * lin->in, GPU_LORA_PAD);
-            lin->A = m->lora_params + a0, lin->B = m->lora_params + b0;
             lin->A16 = m->lora_bf16 + a0, lin->B16 = m->lora_bf16 + b0;
             if (m->lora_grads) lin->dA = m->lora_grads + a0, lin->dB = m->lora_grads + b0;
         }
@@ -347,8 +366,7 @@ static inline void gpu_model_layout(GpuModel *m, MemoryPlan *plan) {
     m->weights = (float *)carve(&a, "micro-batch (ids, targets, weights, positions, segments)", N * 4);
     m->positions = (int32_t *)carve(&a, "micro-batch (ids, targets, weights, positions, segments)", N * 4);
     m->segments = (int32_t *)carve(&a, "micro-batch (ids, targets, weights, positions, segments)", N * 4);
-    int level = s->training ? s->recompute : 1;
-    size_t slots = !s->training ? 1 : level == 2 ? 2 : L;
+    size_t slots = !s->training ? 1 : level == 2 && L > 2 ? 2 : L;
     const char *inputs_what = level == 2 ? "layer inputs in flight (2 slots; all in pinned host memory)"
                               : level == 1 ? "layer inputs (kept)"
                                            : "layer inputs";
@@ -383,7 +401,7 @@ static inline void gpu_model_layout(GpuModel *m, MemoryPlan *plan) {
     m->x_final = (bf16 *)carve(&a, "final norm (input, output, rstd)", N * H * bf);
     m->hf = (bf16 *)carve(&a, "final norm (input, output, rstd)", N * H * bf);
     m->rstd_f = (float *)carve(&a, "final norm (input, output, rstd)", N * f4);
-    if (plan) plan->host_pinned = level == 2 ? L * N * H * bf : 0;
+    m->x_in_host = level == 2 && s->training ? (bf16 *)carve(&host, "layer inputs", L * N * H * bf) : NULL;
 
     // scratch: what a step uses, and (in the same bytes) what loading uses
     m->wbuf = (bf16 *)carve(&sc, "dequantized weight bf16 (the largest projection)", biggest * bf);
@@ -418,7 +436,7 @@ static inline void gpu_model_layout(GpuModel *m, MemoryPlan *plan) {
 
     if (plan) {
         plan->region[REGION_WEIGHTS] = w.at, plan->region[REGION_LORA] = lo.at;
-        plan->region[REGION_ACTIVATIONS] = a.at;
+        plan->region[REGION_ACTIVATIONS] = a.at, plan->region[REGION_HOST] = host.at;
         plan->load_scratch = ld.at;
         plan->region[REGION_SCRATCH] = sc.at > ld.at ? sc.at : ld.at;
         if (ld.at > sc.at) {  // loading needs more than a step: the difference gets its own line
@@ -453,13 +471,13 @@ static inline MemoryPlan gpu_memory_plan(const ModelConfig *c, const GpuSettings
 // Allocates the plan (cudaMalloc can still fail: the caller checked the free memory), the
 // streams and cuBLASLt, and carves the allocations into tensors.
 static inline void gpu_model_allocate(GpuModel *m) {
-    for (int r = 0; r < N_REGIONS; r++) cuda_check(cudaMalloc(&m->region[r], m->plan.region[r]));
+    for (int r = 0; r < N_DEVICE_REGIONS; r++) cuda_check(cudaMalloc(&m->region[r], m->plan.region[r]));
+    if (m->plan.region[REGION_HOST]) cuda_check(cudaMallocHost(&m->region[REGION_HOST], m->plan.region[REGION_HOST]));
     gpu_model_layout(m, NULL);
     cuda_check(cudaStreamCreate(&m->stream));
     cuda_check(cudaStreamCreate(&m->copy_stream));
     matmul_create(&m->mm, m->workspace, MATMUL_WORKSPACE_BYTES);
-    if (m->plan.host_pinned) {
-        cuda_check(cudaMallocHost(&m->x_in_host, m->plan.host_pinned));
+    if (m->x_in_host) {
         cuda_check(cudaEventCreateWithFlags(&m->main_done, cudaEventDisableTiming));
         m->transfer_done = (cudaEvent_t *)xcalloc((size_t)m->c.num_hidden_layers, sizeof(cudaEvent_t));
         for (int l = 0; l < m->c.num_hidden_layers; l++)
@@ -470,11 +488,12 @@ static inline void gpu_model_allocate(GpuModel *m) {
         size_t offsets[2] = {0, m->lora_n};
         cuda_check(cudaMemcpy(m->norm_tensors, tensors, sizeof(tensors), cudaMemcpyHostToDevice));
         cuda_check(cudaMemcpy(m->norm_offsets, offsets, sizeof(offsets), cudaMemcpyHostToDevice));
-        cuda_check(cudaMemset(m->lora_params, 0, m->lora_n * sizeof(float)));  // the padding stays 0
-        cuda_check(cudaMemset(m->lora_bf16, 0, m->lora_n * sizeof(bf16)));
+        cuda_check(cudaMemset(m->lora_bf16, 0, m->lora_n * sizeof(bf16)));  // the padding stays 0
         cuda_check(cudaMemset(m->lora_grads, 0, m->lora_n * sizeof(float)));
-        cuda_check(cudaMemset(m->lora_m, 0, m->lora_n * sizeof(float)));
-        cuda_check(cudaMemset(m->lora_v, 0, m->lora_n * sizeof(float)));
+        float *state[3] = {m->lora_params, m->lora_m, m->lora_v};
+        for (int k = 0; k < 3; k++)
+            if (m->opt_on_host) memset(state[k], 0, m->lora_n * sizeof(float));
+            else cuda_check(cudaMemset(state[k], 0, m->lora_n * sizeof(float)));
     }
 }
 
@@ -483,10 +502,10 @@ static inline void gpu_model_free(GpuModel *m) {
         matmul_destroy(&m->mm);
         cuda_check(cudaStreamDestroy(m->stream));
         cuda_check(cudaStreamDestroy(m->copy_stream));
-        for (int r = 0; r < N_REGIONS; r++) cuda_check(cudaFree(m->region[r]));
+        for (int r = 0; r < N_DEVICE_REGIONS; r++) cuda_check(cudaFree(m->region[r]));
+        if (m->region[REGION_HOST]) cuda_check(cudaFreeHost(m->region[REGION_HOST]));
     }
-    if (m->x_in_host) {
-        cuda_check(cudaFreeHost(m->x_in_host));
+    if (m->x_in_host && m->stream) {
         cuda_check(cudaEventDestroy(m->main_done));
         for (int l = 0; l < m->c.num_hidden_layers; l++) cuda_check(cudaEventDestroy(m->transfer_done[l]));
         free(m->transfer_done);
@@ -687,29 +706,66 @@ static inline size_t gpu_lora_size(const GpuModel *m, int l, int p, int is_b) {
     return (size_t)m->s.lora_r * (is_b ? lin->out : lin->in);
 }
 
-// Host -> device: a LoRA matrix's fp32 weights, its bf16 copy (rounded to nearest-even as
-// the optimizer's refresh rounds) and, when given (training), its AdamW moments.
+// Copies n floats between the caller's memory and the optimizer state (device or pinned host).
+static inline void opt_copy(const GpuModel *m, float *dst, const float *src, size_t n, int to_state) {
+    if (m->opt_on_host) memcpy(dst, src, n * sizeof(float));
+    else cuda_check(cudaMemcpy(dst, src, n * sizeof(float), to_state ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost));
+}
+
+// Host -> model: a LoRA matrix's bf16 copy (rounded to nearest-even as the optimizer's
+// refresh rounds) and, when training, its fp32 master and AdamW moments (NULL: zeros stay).
 static inline void gpu_lora_set(GpuModel *m, int l, int p, int is_b, const float *w, const float *adam_m,
                                 const float *adam_v) {
     size_t at = gpu_lora_index(m, l, p, is_b), n = gpu_lora_size(m, l, p, is_b);
     uint16_t *bits = (uint16_t *)xmalloc(n * sizeof(uint16_t));
     for (size_t i = 0; i < n; i++) bits[i] = f32_to_bf16(w[i]);
-    cuda_check(cudaMemcpy(m->lora_params + at, w, n * sizeof(float), cudaMemcpyHostToDevice));
     cuda_check(cudaMemcpy(m->lora_bf16 + at, bits, n * sizeof(uint16_t), cudaMemcpyHostToDevice));
-    if (adam_m) cuda_check(cudaMemcpy(m->lora_m + at, adam_m, n * sizeof(float), cudaMemcpyHostToDevice));
-    if (adam_v) cuda_check(cudaMemcpy(m->lora_v + at, adam_v, n * sizeof(float), cudaMemcpyHostToDevice));
     free(bits);
+    if (!m->s.training) return;
+    opt_copy(m, m->lora_params + at, w, n, 1);
+    if (adam_m) opt_copy(m, m->lora_m + at, adam_m, n, 1);
+    if (adam_v) opt_copy(m, m->lora_v + at, adam_v, n, 1);
 }
 
-// Device -> host: the weights and, where asked (non-NULL), the moments or the gradients.
+// Model -> host (training): the fp32 master and, where asked (non-NULL), the moments or the
+// gradients.
 static inline void gpu_lora_get(const GpuModel *m, int l, int p, int is_b, float *w, float *adam_m, float *adam_v,
                                 float *grad) {
-    size_t at = gpu_lora_index(m, l, p, is_b), bytes = gpu_lora_size(m, l, p, is_b) * sizeof(float);
+    size_t at = gpu_lora_index(m, l, p, is_b), n = gpu_lora_size(m, l, p, is_b);
     cuda_check(cudaStreamSynchronize(m->stream));
-    if (w) cuda_check(cudaMemcpy(w, m->lora_params + at, bytes, cudaMemcpyDeviceToHost));
-    if (adam_m) cuda_check(cudaMemcpy(adam_m, m->lora_m + at, bytes, cudaMemcpyDeviceToHost));
-    if (adam_v) cuda_check(cudaMemcpy(adam_v, m->lora_v + at, bytes, cudaMemcpyDeviceToHost));
-    if (grad) cuda_check(cudaMemcpy(grad, m->lora_grads + at, bytes, cudaMemcpyDeviceToHost));
+    if (w) opt_copy(m, w, m->lora_params + at, n, 0);
+    if (adam_m) opt_copy(m, adam_m, m->lora_m + at, n, 0);
+    if (adam_v) opt_copy(m, adam_v, m->lora_v + at, n, 0);
+    if (grad) cuda_check(cudaMemcpy(grad, m->lora_grads + at, n * sizeof(float), cudaMemcpyDeviceToHost));
+}
+
+// One AdamW step (torch's, kernels/adamw.cuh) on every LoRA matrix, the gradients scaled by
+// grad_scale (the clipping factor), refreshing the bf16 copies. With the state on the host,
+// it streams through the device a chunk at a time, in stream order: the same kernel on the
+// same elements (every chunk a multiple of 4 long and 256-byte aligned, as the whole is),
+// so the same bits as with the state on the device.
+static inline void gpu_lora_update(GpuModel *m, int step, float lr, float weight_decay, float grad_scale) {
+    const float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;  // train/adamw.c's (torch's defaults)
+    cudaStream_t st = m->stream;
+    if (!m->opt_on_host) {
+        adamw_update(m->lora_params, m->lora_grads, m->lora_m, m->lora_v, m->lora_n, step, lr, beta1, beta2, eps,
+                     weight_decay, grad_scale, st, m->lora_bf16);
+    } else {
+        size_t chunk = m->lora_n < GPU_OPT_CHUNK ? m->lora_n : GPU_OPT_CHUNK;
+        float *p = m->opt_stage, *mo = p + chunk, *v = mo + chunk;
+        for (size_t o = 0; o < m->lora_n; o += chunk) {
+            size_t n = m->lora_n - o < chunk ? m->lora_n - o : chunk, bytes = n * sizeof(float);
+            cuda_check(cudaMemcpyAsync(p, m->lora_params + o, bytes, cudaMemcpyHostToDevice, st));
+            cuda_check(cudaMemcpyAsync(mo, m->lora_m + o, bytes, cudaMemcpyHostToDevice, st));
+            cuda_check(cudaMemcpyAsync(v, m->lora_v + o, bytes, cudaMemcpyHostToDevice, st));
+            adamw_update(p, m->lora_grads + o, mo, v, n, step, lr, beta1, beta2, eps, weight_decay, grad_scale, st,
+                         m->lora_bf16 + o);
+            cuda_check(cudaMemcpyAsync(m->lora_params + o, p, bytes, cudaMemcpyDeviceToHost, st));
+            cuda_check(cudaMemcpyAsync(m->lora_m + o, mo, bytes, cudaMemcpyDeviceToHost, st));
+            cuda_check(cudaMemcpyAsync(m->lora_v + o, v, bytes, cudaMemcpyDeviceToHost, st));
+        }
+    }
+    cuda_check(cudaStreamSynchronize(st));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -135,24 +135,27 @@ static double step_flops(const GpuModel *m, int N, int64_t trained, double pairs
 // ---------------------------------------------------------------------------------------
 // the memory plan: its table, and what fits
 
+// The lines of allocation r.
+static void print_region(const MemoryPlan *p, int r) {
+    int first = 1;
+    for (int i = 0; i < p->n; i++) {
+        if (p->line[i].region != r) continue;
+        printf("  %-16s %-58s %12.2f\n", first ? region_names[r] : "", p->line[i].what,
+               (double)p->line[i].bytes / (1 << 20));
+        first = 0;
+    }
+}
+
 static void print_plan(const MemoryPlan *p) {
     printf("  %-16s %-58s %12s\n", "allocation", "tensors", "MiB");
-    for (int r = 0; r < N_REGIONS; r++) {
-        int first = 1;
-        for (int i = 0; i < p->n; i++) {
-            if (p->line[i].region != r) continue;
-            printf("  %-16s %-58s %12.2f\n", first ? region_names[r] : "", p->line[i].what,
-                   (double)p->line[i].bytes / (1 << 20));
-            first = 0;
-        }
-    }
+    for (int r = 0; r < N_DEVICE_REGIONS; r++) print_region(p, r);
     size_t total = plan_total(p);
-    printf("  %-16s %-58s %12.2f   (%.2f GB)\n", "total", "", (double)total / (1 << 20), (double)total / 1e9);
+    printf("  %-16s %-58s %12.2f   (%.2f GB, %zu bytes)\n", "total", "", (double)total / (1 << 20), (double)total / 1e9,
+           total);
     if (p->load_scratch)
         printf("  (loading the weights stages them in %.2f MiB of the scratch allocation)\n",
                (double)p->load_scratch / (1 << 20));
-    if (p->host_pinned)
-        printf("  %-16s %-58s %12.2f\n", "host (pinned)", "layer inputs, --recompute 2", (double)p->host_pinned / (1 << 20));
+    print_region(p, REGION_HOST);
 }
 
 static size_t plan_bytes(const ModelConfig *c, GpuSettings s, int recompute, int seq_len) {
@@ -212,9 +215,14 @@ static int dry_run(const RunOptions *o) {
     printf("  batch %d x %d tokens, LoRA r %d on %s, --recompute %d%s\n", o->batch, o->seq_len, o->lora_r, o->targets,
            level, g_opt.recompute < 0 ? " (the fastest that fits)" : "");
     print_plan(&plan);
-    printf("  total at --recompute 0, 1, 2: %.2f, %.2f, %.2f GB\n", total[0] / 1e9, total[1] / 1e9, total[2] / 1e9);
+    GpuSettings s2 = s;
+    s2.recompute = 2;
+    printf("  total at --recompute 0, 1, 2: %.2f, %.2f, %.2f GB (2: and %.2f GB of pinned host memory)\n",
+           total[0] / 1e9, total[1] / 1e9, total[2] / 1e9, gpu_memory_plan(&c, &s2).region[REGION_HOST] / 1e9);
     printf("  longest --seq-len in %g GB at --batch %d:", gb, o->batch);
-    for (int l = 0; l < 3; l++) printf(" recompute %d: %d%s", l, longest_fitting(&c, &s, l, budget), l < 2 ? "," : "\n");
+    for (int l = 0; l < 3; l++) printf(" recompute %d: %d%s", l, longest_fitting(&c, &s, l, budget), l < 2 ? "," : "");
+    s2.seq_len = longest_fitting(&c, &s, 2, budget);
+    printf(" (2: with %.1f GB of pinned host memory)\n", gpu_memory_plan(&c, &s2).region[REGION_HOST] / 1e9);
     return 0;
 }
 
@@ -470,9 +478,7 @@ int main(int argc, char **argv) {
         float scale = o.clip > 0 ? grad_clip_scale(norm, o.clip) : 1.0f;
         int step = (int)run.state.step + 1;
         float lr = (float)(o.lr * schedule_multiplier(o.schedule_kind, run.state.step, o.warmup, o.steps));
-        adamw_update(m.lora_params, m.lora_grads, m.lora_m, m.lora_v, m.lora_n, step, lr, 0.9f, 0.999f, 1e-8f,
-                     o.weight_decay, scale, m.stream, m.lora_bf16);
-        cuda_check(cudaStreamSynchronize(m.stream));
+        gpu_lora_update(&m, step, lr, o.weight_decay, scale);
         double seconds = seconds_now() - step_start;
         size_t free_now, total;
         cuda_check(cudaMemGetInfo(&free_now, &total));

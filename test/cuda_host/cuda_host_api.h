@@ -144,8 +144,8 @@ void cuda_host_print_faults(bool print);
 bool cuda_host_is_device(const void *p, size_t bytes);
 // The most bytes cudaMalloc had handed out at once (live allocations summed). A program run
 // with the environment variable CUDA_HOST_REPORT_PEAK set prints it on stderr at exit
-// ("cuda_host: peak cudaMalloc total N bytes"). CUDA_HOST_MEMORY_MIB makes the device that
-// many MiB (default 81559, an H100 80GB): cudaMalloc refuses beyond it, cudaMemGetInfo
+// ("cuda_host: peak cudaMalloc total N bytes"). CUDA_HOST_MEMORY makes the device that many
+// bytes (default 81559 MiB, an H100 80GB): cudaMalloc refuses beyond it, cudaMemGetInfo
 // reports it. cudaMallocHost is malloc (pinned memory is ordinary memory here). With
 // CUDA_HOST_NO_DEVICE set, cudaGetDeviceCount finds no device (cudaErrorNoDevice).
 size_t cuda_host_peak_allocated(void);

@@ -116,11 +116,11 @@ cudaError_t cudaGetLastError(void) {
 }
 cudaError_t cudaPeekAtLastError(void) { return last_error; }
 
-// The device memory, 80 GB unless CUDA_HOST_MEMORY_MIB sets a smaller device (so tests can
-// run programs out of memory); cudaMalloc refuses what goes beyond it.
+// The device memory, 80 GB unless CUDA_HOST_MEMORY sets a smaller device, in bytes (so
+// tests can run programs out of memory); cudaMalloc refuses what goes beyond it.
 static size_t device_memory() {
-    const char *env = getenv("CUDA_HOST_MEMORY_MIB");
-    return env && atoll(env) > 0 ? (size_t)atoll(env) << 20 : (size_t)81559 << 20;
+    const char *env = getenv("CUDA_HOST_MEMORY");
+    return env && atoll(env) > 0 ? (size_t)atoll(env) : (size_t)81559 << 20;
 }
 
 // With CUDA_HOST_REPORT_PEAK set, the program says at exit how much it had allocated at most.
@@ -252,10 +252,12 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
 }
 cudaError_t cudaDeviceSynchronize(void) { return sticky_error(); }
 
-// CUDA_HOST_NO_DEVICE set: a machine without a GPU, as the runtime reports it there.
+// CUDA_HOST_NO_DEVICE set: a machine without a GPU, as the runtime reports it there (an
+// error status, not a fault: nothing is printed).
 cudaError_t cudaGetDeviceCount(int *count) {
     *count = getenv("CUDA_HOST_NO_DEVICE") ? 0 : 1;
-    return *count ? cudaSuccess : refuse(cudaErrorNoDevice, "cudaGetDeviceCount: no CUDA-capable device is detected");
+    if (*count == 0) last_error = cudaErrorNoDevice;
+    return *count ? cudaSuccess : cudaErrorNoDevice;
 }
 cudaError_t cudaGetDevice(int *device) {
     *device = 0;
