@@ -300,7 +300,9 @@ static inline void gpu_model_layout(GpuModel *m, MemoryPlan *plan) {
         ly->ln2 = (bf16 *)carve(&w, "RMSNorm weights bf16", H * bf);
         for (int p = 0; p < N_PROJ; p++) {
             GpuLinear *lin = &ly->proj[p];
-            model_proj_shape(c, p, &lin->out, &lin->in);
+            Linear shape;
+            model_linear_shape(&shape, c, p);
+            lin->out = shape.out, lin->in = shape.in;
             Nf4Device *q = &lin->w;
             q->rows = lin->out, q->cols = lin->in, q->blocksize = NF4_BLOCKSIZE;
             size_t n = (size_t)lin->out * lin->in, nb = CEIL_DIV(n, (size_t)NF4_BLOCKSIZE);

@@ -117,8 +117,9 @@ static double step_flops(const GpuModel *m, int N, int64_t trained, double pairs
     const ModelConfig *c = &m->c;
     double P = 0, P_down = 0, lora = 0, lora_down_out = 0, r = m->s.lora_r;
     for (int p = 0; p < N_PROJ; p++) {
-        int out, in;
-        model_proj_shape(c, p, &out, &in);
+        Linear shape;
+        model_linear_shape(&shape, c, p);
+        int out = shape.out, in = shape.in;
         P += (double)out * in;
         if (p == PROJ_DOWN) P_down = (double)out * in;
         if (gpu_has_lora(m, p)) lora += r * (in + out);
