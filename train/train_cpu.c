@@ -97,7 +97,7 @@ int main(int argc, char **argv) {
         {"--matmul-kernel", "K", FLAG_STRING, &matmul_kernel,
          "auto, avx512, avx2 or generic (default auto: the fastest this\nCPU runs); to measure or test a slower one"},
     };
-    RunProgram program = {"train_cpu", "QLoRA fine-tuning on the CPU (the reference implementation).", own, 2};
+    RunProgram program = {"train_cpu", "QLoRA fine-tuning on the CPU (the reference implementation).", own, 2, NULL};
     if (run_parse_args(&o, &program, argc, argv)) return 1;
     if (threads < 1) {
         fprintf(stderr, "error: --threads must be positive (see --help)\n");
