@@ -51,17 +51,17 @@ TESTS = $(patsubst test/%.c,%,$(wildcard test/test_*.c))
 .DEFAULT_GOAL := all
 
 ifneq ($(HAVE_NVCC),)
-all: $(CPU_PROGRAMS) $(CUDA_PROGRAMS)
+all: $(CPU_PROGRAMS) $(CUDA_PROGRAMS) train_gpu
 else
 all: $(CPU_PROGRAMS)
-	@echo "note: nvcc not found on PATH; CUDA programs ($(CUDA_PROGRAMS)) not built"
+	@echo "note: nvcc not found on PATH; CUDA programs (train_gpu $(CUDA_PROGRAMS)) not built"
 endif
 
 help:
 	@echo "persona.c targets:"
 	@echo "  make              build every CPU program, and the CUDA programs when nvcc is on PATH"
 	@echo "  make NAME         one program: $(CPU_PROGRAMS) (each has --help)"
-	@echo "  make cuda         the CUDA programs ($(CUDA_PROGRAMS)) for GENCODE=\"$(GENCODE)\""
+	@echo "  make cuda         the CUDA programs (train_gpu $(CUDA_PROGRAMS)) for GENCODE=\"$(GENCODE)\""
 	@echo "  make test         build with -Werror and with ASan+UBSan, run every test, print 'N passed, N failed'"
 	@echo "  make test-gpu     on a machine with a GPU: every CUDA program validates its kernels (--check), no timing"
 	@echo "  make bench        on a machine with a GPU: every CUDA program validates, then times its kernels"
@@ -239,10 +239,12 @@ $(VENV)/.installed: requirements.txt
 
 venv: $(VENV)/.installed
 
-test-build: all $(addprefix build/test/,$(TESTS) $(CUDA_HOST_TESTS)) $(addprefix build/san/,$(TESTS) $(CUDA_HOST_TESTS) $(CPU_PROGRAMS))
+# (test/make_shards.c is a helper the trainer tests run, not a test itself)
+test-build: all $(addprefix build/test/,$(TESTS) $(CUDA_HOST_TESTS) train_gpu) \
+            $(addprefix build/san/,$(TESTS) $(CUDA_HOST_TESTS) $(CPU_PROGRAMS) train_gpu make_shards)
 
 test: test-build venv
 	@bash test/run.sh $(addprefix build/san/,$(TESTS) $(CUDA_HOST_TESTS)) test/test_*.sh
 
 clean:
-	rm -rf build $(CPU_PROGRAMS) $(CUDA_PROGRAMS)
+	rm -rf build $(CPU_PROGRAMS) $(CUDA_PROGRAMS) train_gpu

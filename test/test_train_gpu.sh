@@ -58,7 +58,7 @@ within_rel() {
 # 1. 20 steps against train_cpu: the loss of every step, the evaluations, the adapters
 "$SAN_BIN/train_cpu" "${ARGS[@]}" --out "$tmp/cpu" >"$tmp/cpu.out" 2>&1 || { echo "FAIL train_cpu_run"; tail -3 "$tmp/cpu.out"; }
 "$FAST_BIN/train_gpu" "${ARGS[@]}" --out "$tmp/gpu" >"$tmp/gpu.out" 2>&1
-if [ $? -eq 0 ] && [ -f "$tmp/gpu/adapter/adapter_model.safetensors" ] && [ -f "$tmp/gpu/DONE" ]; then
+if [ $? -eq 0 ] && [ -f "$tmp/gpu/adapter/adapter_model.safetensors" ] && [ -f "$tmp/gpu/adapter/adapter_config.json" ]; then
     echo "PASS train_gpu_runs_and_exports_adapter"
 else
     echo "FAIL train_gpu_runs_and_exports_adapter"; tail -5 "$tmp/gpu.out" | sed 's/^/  /'
@@ -184,7 +184,7 @@ expect_fail out_of_memory_suggests_recompute "--recompute 1 fits" env CUDA_HOST_
     "$SAN_BIN/train_gpu" "${SHORT[@]}" --recompute 0 --out "$tmp/x3"
 "$SAN_BIN/init_model" --out "$tmp/hd32" --vocab 512 --hidden 64 --intermediate 128 --layers 1 --heads 2 --kv-heads 1 >/dev/null
 expect_fail head_dim_refused "head_dim 32" "$SAN_BIN/train_gpu" --model "$tmp/hd32" --train "$tmp/shards/train.bin" --out "$tmp/x4"
-expect_fail other_tokenizer_shards_refused "another tokenizer" "$SAN_BIN/train_gpu" --model "$tmp/model32k" \
+expect_fail other_tokenizer_shards_refused "re-run prep" "$SAN_BIN/train_gpu" --model "$tmp/model32k" \
     --train "$tmp/shards32k/train-conversations.bin" --tokenizer "$TOKENIZER_DATA/mistral_instruct_tokenizer_240216.model.v2" \
     --out "$tmp/x5"
 expect_fail lora_kernels_not_yet "kernels/lora.cuh" "$SAN_BIN/train_gpu" "${SHORT[@]}" --lora-impl kernels --out "$tmp/x6"
