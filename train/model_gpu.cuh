@@ -19,15 +19,16 @@
  * before anything is allocated by the same function that later carves them into tensors
  * (gpu_model_layout): the frozen weights, the LoRA state, the activations, and a scratch
  * allocation (the dequantized weight, cuBLASLt's workspace, the cross-entropy's logits,
- * the backward's gradient buffers; while the weights load, the same bytes stage them). So
- * `train_gpu --dry-run` prints the plan for any config.json without a GPU, and what the
- * program allocates is that plan, byte for byte. Each tensor starts on a 256-byte boundary
- * (every kernel's 16-byte packed loads, and cuBLASLt's best alignment).
+ * the backward's gradient buffers; while the weights load, the same bytes stage them); at
+ * recompute 2 a fifth, of pinned host memory. So `train_gpu --dry-run` prints the plan for
+ * any config.json without a GPU, and what the program allocates is that plan, byte for
+ * byte. Each tensor starts on a 256-byte boundary (every kernel's 16-byte packed loads, and
+ * cuBLASLt's best alignment).
  *
  * Activation recompute, --recompute (llm.c's idea; the levels are ours), for N = B·T
  * tokens of a micro-batch:
- *   0  every layer keeps what its backward needs (about 27 bf16 values a token per hidden
- *      unit at Mistral's shapes): fastest, most memory;
+ *   0  every layer keeps what its backward needs (about 17 bf16 values per token and hidden
+ *      unit at Mistral's shapes, the MLP's 3 x 3.5 of them): fastest, most memory;
  *   1  every layer keeps only its input x_in [N, H]; the backward runs the layer's forward
  *      again (into one layer's worth of buffers) right before the layer's backward;
  *   2  as 1, and the layer inputs go to pinned host memory as the forward produces them
@@ -55,7 +56,7 @@
  * the fused LM head + cross-entropy over the trained tokens (kernels/cross_entropy.cuh).
  * A LoRA projection is y = x W^T + s (x A^T) B^T with u = x A^T [N, r] kept for the
  * backward. Backward of a projection, dy given (the order matters: the input x may share
- * its buffer with dx, see layer_backward):
+ * its buffer with dx, see mlp_backward):
  *   t  = dy B [N, r];  dB += s dy^T u;  dA += s t^T x       (fp32 gradients)
  *   dx = dy W (+ what dx held, for projections that share an input);  dx += s t A
  *
@@ -90,8 +91,9 @@ extern "C" {
 
 typedef __nv_bfloat16 bf16;
 
-// The LoRA products: cuBLASLt calls (below), or the hand-written kernels of
-// kernels/lora.cuh once they exist (train_gpu refuses --lora-impl kernels until then).
+// The LoRA products: cuBLASLt calls (lora_forward and the LoRA part of linear_backward), or
+// the hand-written kernels of kernels/lora.cuh once they exist, in those same two places
+// (train_gpu refuses --lora-impl kernels until then).
 enum { LORA_CUBLAS, LORA_KERNELS };
 
 #define GPU_ALIGN 256              // bytes: every tensor of the plan starts on such a boundary
