@@ -30,6 +30,7 @@
 //   schedules: the same bits.
 #define GPU_MLP_CHUNK 48    // the 128 tokens in three MLP chunks (48, 48, 32): slices at every level
 #define GPU_OPT_CHUNK 1024  // the optimizer state on the host (recompute 2) in 32 chunks
+#define GPU_LOAD_CHUNK 512  // frozen weights quantized a few rows at a time
 #include "../train/model_gpu.cuh"
 #include "cuda_host/cuda_host_testing.h"
 #include "test.h"
@@ -283,6 +284,71 @@ TEST(last_token_logits_match_cpu) {
     gpu_model_free(&eval);
 }
 
+// Loading: every projection's NF4 codes and statistics on the device are the CPU loader's
+// bytes (train/nf4.c, bitsandbytes-exact): quantized on the GPU from fp32 (this test's
+// model) and bf16 weights (a committed fixture), a few rows at a time (GPU_LOAD_CHUNK 512:
+// 4 rows of 128 or 96, 8 of 48 columns, chunks that end on NF4 block boundaries), or
+// copied as stored from bitsandbytes-4bit checkpoints; embeddings, head and norms are the
+// CPU's values rounded to bf16.
+static int same_bytes(const void *dev, const void *host, size_t bytes) {
+    void *h = xmalloc(bytes ? bytes : 1);
+    cuda_check(cudaMemcpy(h, dev, bytes, cudaMemcpyDeviceToHost));
+    int same = memcmp(h, host, bytes) == 0;
+    free(h);
+    return same;
+}
+
+static int same_bf16(const bf16 *dev, const float *host, size_t n) {
+    uint16_t *bits = (uint16_t *)xmalloc(n * sizeof(uint16_t));
+    for (size_t i = 0; i < n; i++) bits[i] = f32_to_bf16(host[i]);
+    int same = same_bytes(dev, bits, n * sizeof(uint16_t));
+    free(bits);
+    return same;
+}
+
+TEST(loading_matches_cpu_nf4) {
+    const char *dirs[] = {model_dir, "test/fixtures/tiny/mistral_window_bf16", "test/fixtures/tiny/mistral_window_bnb4bit",
+                          "test/fixtures/tiny/mistral_window_bf16_bnb4bit"};
+    char err[ERR_LEN];
+    for (int d = 0; d < 4; d++) {
+        Model ref;
+        if (model_load(&ref, dirs[d], 1, err)) {
+            printf("  %s\n", err);
+            test_failed_checks++;
+            continue;
+        }
+        const ModelConfig *c = &ref.c;
+        GpuSettings s = {1, 8, 0, 0, 0, 1.0f, 0, LORA_CUBLAS};
+        GpuModel g;
+        gpu_model_init(&g, c, &s);
+        gpu_model_allocate(&g);
+        if (gpu_model_load(&g, dirs[d], err)) {
+            printf("  %s\n", err);
+            test_failed_checks++;
+        }
+        size_t H = c->hidden_size, V = c->vocab_size;
+        int bad = !same_bf16(g.embed, ref.embed, V * H) + !same_bf16(g.head, ref.head, V * H) +
+                  !same_bf16(g.norm, ref.norm, H);
+        for (int l = 0; l < c->num_hidden_layers; l++) {
+            bad += !same_bf16(g.layers[l].ln1, ref.layers[l].ln1, H) + !same_bf16(g.layers[l].ln2, ref.layers[l].ln2, H);
+            for (int p = 0; p < N_PROJ; p++) {
+                const Nf4Device *q = &g.layers[l].proj[p].w;
+                const Nf4Weight *w = &ref.layers[l].proj[p].q;
+                size_t n = (size_t)(w->rows * w->cols), nb = CEIL_DIV(n, (size_t)w->blocksize);
+                int ok = w->double_quant && w->blocksize == q->blocksize && same_bytes(q->packed, w->packed, (n + 1) / 2) &&
+                         same_bytes(q->qabsmax, w->qabsmax, nb) &&
+                         same_bytes(q->absmax2, w->absmax2, CEIL_DIV(nb, (size_t)NF4_DQ_BLOCK) * sizeof(float)) &&
+                         same_bytes(q->offset, &w->offset, sizeof(float)) && same_bytes(q->code, w->code, sizeof(w->code));
+                if (!ok) printf("  %s: layer %d %s: NF4 bytes differ from the CPU loader's\n", dirs[d], l, proj_short[p]);
+                bad += !ok;
+            }
+        }
+        CHECK_INT(bad, 0);
+        gpu_model_free(&g);
+        model_free(&ref);
+    }
+}
+
 int main(void) {
     write_model();
     make_batch(&batch);
@@ -313,6 +379,7 @@ int main(void) {
     RUN(same_bits_under_another_schedule);
     RUN(forward_only_model_same_loss);
     RUN(last_token_logits_match_cpu);
+    RUN(loading_matches_cpu_nf4);
     for (int level = 0; level < 3; level++) free(grads_at[level]), free(state_at[level]);
     gpu_model_free(&layout);
     model_free(&cpu);

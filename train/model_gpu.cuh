@@ -98,7 +98,9 @@ enum { LORA_CUBLAS, LORA_KERNELS };
 
 #define GPU_ALIGN 256              // bytes: every tensor of the plan starts on such a boundary
 #define GPU_LORA_PAD 64            // elements: each LoRA tensor is padded to a multiple
+#ifndef GPU_LOAD_CHUNK              // (a test makes it small, to have several chunks)
 #define GPU_LOAD_CHUNK (1 << 22)   // elements of a frozen weight staged on the device at once
+#endif
 #define GPU_CE_CHUNK 256           // trained tokens per cross-entropy chunk (logits [256, V] fp32)
 #ifndef GPU_OPT_CHUNK               // (a test makes it small, to have several chunks)
 #define GPU_OPT_CHUNK (1 << 20)    // LoRA elements per optimizer chunk when its state is on the
