@@ -89,6 +89,21 @@ sys.exit(0 if worst_rel <= 0.5 and worst_cos >= 0.85 else 1)
 PY
 then echo "PASS final_adapter_close_to_train_cpu"; else echo "FAIL final_adapter_close_to_train_cpu"; fi
 
+# 1b. a GGUF model (Llama: no window, tied embeddings; test/gguf_reference.py writes it):
+# 4 steps against train_cpu
+if "$PYTHON" -c "import sys; sys.path.insert(0, 'test'); import gguf_reference as g
+g.tiny_model(sys.argv[1], hidden=128, ffn=256, heads=2, kv=1, vocab=512)" "$tmp/tiny.gguf" >/dev/null 2>&1; then
+    GG=(--model "$tmp/tiny.gguf" --train "$tmp/shards/train.bin" --seq-len 64 --batch 2 --steps 4 --lr 1e-2 --warmup 1
+        --lora-r 4)
+    "$SAN_BIN/train_cpu" "${GG[@]}" --out "$tmp/gguf_cpu" >/dev/null 2>&1
+    "$FAST_BIN/train_gpu" "${GG[@]}" --out "$tmp/gguf_gpu" >"$tmp/gguf_gpu.out" 2>&1 || tail -3 "$tmp/gguf_gpu.out"
+    losses "$tmp/gguf_cpu/log.jsonl" >"$tmp/gguf_cpu.loss"
+    losses "$tmp/gguf_gpu/log.jsonl" >"$tmp/gguf_gpu.loss"
+    within_rel gguf_tied_llama_tracks_train_cpu "$tmp/gguf_gpu.loss" "$tmp/gguf_cpu.loss" 1e-2
+else
+    echo "FAIL gguf_model_written (the gguf package is in requirements.txt: make venv)"
+fi
+
 # 2. --recompute 0, 1 and 2 train the same bits; a rerun under another harness schedule too
 SHORT=(--model "$tmp/model" --train "$tmp/shards/train.bin" --val "$tmp/shards/val.bin" --seq-len 64 --batch 2
        --grad-accum 2 --steps 4 --lr 1e-2 --warmup 1 --lora-r 4 --eval-every 4)

@@ -85,6 +85,7 @@ extern "C" {
 #include "../common/half.h"
 #include "../common/util.h"
 #include "bnb4bit.h"
+#include "gguf.h"
 #include "model.h"
 #include "model_files.h"
 }
@@ -525,11 +526,11 @@ static inline void gpu_model_free(GpuModel *m) {
 // tensor (a projection: one chunk of rows) at a time, so host memory never holds more than
 // a chunk; projections are quantized to NF4 on the device.
 
-// Host -> device bf16 for a float tensor of n values: bf16 as it is, fp32/fp16 rounded to
-// nearest-even through a host chunk.
-static inline void upload_bf16(bf16 *dst, const StTensor *t, size_t n) {
-    if (t->dtype == ST_BF16) {
-        cuda_check(cudaMemcpy(dst, t->data, n * sizeof(bf16), cudaMemcpyHostToDevice));
+// Host -> device bf16 for n values of a float array in memory of this dtype (ST_F32,
+// ST_BF16 or ST_F16): bf16 as it is, fp32/fp16 rounded to nearest-even through a host chunk.
+static inline void upload_as_bf16(bf16 *dst, const void *src, StDtype dtype, size_t n) {
+    if (dtype == ST_BF16) {
+        cuda_check(cudaMemcpy(dst, src, n * sizeof(bf16), cudaMemcpyHostToDevice));
         return;
     }
     size_t chunk = n < GPU_LOAD_CHUNK ? n : GPU_LOAD_CHUNK;
@@ -537,13 +538,15 @@ static inline void upload_bf16(bf16 *dst, const StTensor *t, size_t n) {
     for (size_t i0 = 0; i0 < n; i0 += chunk) {
         size_t k = n - i0 < chunk ? n - i0 : chunk;
         for (size_t i = 0; i < k; i++) {
-            float v = t->dtype == ST_F32 ? ((const float *)t->data)[i0 + i] : f16_to_f32(((const uint16_t *)t->data)[i0 + i]);
+            float v = dtype == ST_F32 ? ((const float *)src)[i0 + i] : f16_to_f32(((const uint16_t *)src)[i0 + i]);
             buf[i] = f32_to_bf16(v);
         }
         cuda_check(cudaMemcpy(dst + i0, buf, k * sizeof(uint16_t), cudaMemcpyHostToDevice));
     }
     free(buf);
 }
+static inline void upload_bf16(bf16 *dst, const StTensor *t, size_t n) { upload_as_bf16(dst, t->data, t->dtype, n); }
+static inline void upload_f32_as_bf16(bf16 *dst, const float *x, size_t n) { upload_as_bf16(dst, x, ST_F32, n); }
 
 // The first-stage NF4 codes and absmax of rows [r0, r0 + rows) of a projection, from
 // values already in the staging buffer (fp32, or bf16 when src_bf16).
@@ -591,6 +594,19 @@ static inline void upload_projection(GpuModel *m, GpuLinear *lin, const StTensor
 }
 
 // A bitsandbytes-4bit projection as stored (train/bnb4bit.c checks it), copied as is.
+// An NF4 weight already in host memory (blocksize 64, double quantization) copied as it is.
+static inline void upload_nf4(GpuLinear *lin, const Nf4Weight *h) {
+    Nf4Device *q = &lin->w;
+    size_t n = (size_t)(h->rows * h->cols), nb = CEIL_DIV(n, (size_t)NF4_BLOCKSIZE);
+    cuda_check(cudaMemcpy(q->packed, h->packed, (n + 1) / 2, cudaMemcpyHostToDevice));
+    cuda_check(cudaMemcpy(q->qabsmax, h->qabsmax, nb, cudaMemcpyHostToDevice));
+    cuda_check(cudaMemcpy(q->absmax2, h->absmax2, CEIL_DIV(nb, (size_t)NF4_DQ_BLOCK) * sizeof(float),
+                          cudaMemcpyHostToDevice));
+    cuda_check(cudaMemcpy(q->offset, &h->offset, sizeof(float), cudaMemcpyHostToDevice));
+    cuda_check(cudaMemcpy(q->code, h->code, sizeof(h->code), cudaMemcpyHostToDevice));
+}
+
+// A bitsandbytes-4bit projection as stored (train/bnb4bit.c checks it).
 static inline int upload_bnb4bit(GpuLinear *lin, const ModelFiles *f, const char *prefix, char *err) {
     Nf4Weight h;
     if (bnb4bit_load_linear(&h, f, prefix, lin->out, lin->in, err)) return -1;
@@ -599,18 +615,29 @@ static inline int upload_bnb4bit(GpuLinear *lin, const ModelFiles *f, const char
         rc = set_error(err, "%s: '%s' is quantized with blocksize %d%s; train_gpu takes blocksize 64 with double "
                             "quantization (bitsandbytes' defaults)",
                        model_files_path(f, prefix), prefix, h.blocksize, h.double_quant ? "" : " and no double quantization");
-    if (rc == 0) {
-        Nf4Device *q = &lin->w;
-        size_t n = (size_t)(h.rows * h.cols), nb = CEIL_DIV(n, (size_t)NF4_BLOCKSIZE);
-        cuda_check(cudaMemcpy(q->packed, h.packed, (n + 1) / 2, cudaMemcpyHostToDevice));
-        cuda_check(cudaMemcpy(q->qabsmax, h.qabsmax, nb, cudaMemcpyHostToDevice));
-        cuda_check(cudaMemcpy(q->absmax2, h.absmax2, CEIL_DIV(nb, (size_t)NF4_DQ_BLOCK) * sizeof(float),
-                              cudaMemcpyHostToDevice));
-        cuda_check(cudaMemcpy(q->offset, &h.offset, sizeof(float), cudaMemcpyHostToDevice));
-        cuda_check(cudaMemcpy(q->code, h.code, sizeof(h.code), cudaMemcpyHostToDevice));
-    }
+    if (rc == 0) upload_nf4(lin, &h);
     nf4_weight_free(&h);
     return rc;
+}
+
+// A GGUF model (train/gguf_model.c): read whole by the CPU loader, which dequantizes its
+// blocks and quantizes the projections to NF4 (train/nf4.c, the same bytes the device
+// would make), then copied up. Unlike a safetensors directory, this holds the model in host
+// memory while it loads: fine for the small models GGUF brings (SmolLM2).
+static inline int gpu_model_load_gguf(GpuModel *m, const char *path, char *err) {
+    Model h;
+    if (gguf_model_load(&h, path, 1, err)) return -1;
+    size_t H = m->c.hidden_size, V = m->c.vocab_size;
+    upload_f32_as_bf16(m->embed, h.embed, V * H);
+    if (!m->c.tie_word_embeddings) upload_f32_as_bf16(m->head, h.head, V * H);
+    upload_f32_as_bf16(m->norm, h.norm, H);
+    for (int l = 0; l < m->c.num_hidden_layers; l++) {
+        upload_f32_as_bf16(m->layers[l].ln1, h.layers[l].ln1, H);
+        upload_f32_as_bf16(m->layers[l].ln2, h.layers[l].ln2, H);
+        for (int p = 0; p < N_PROJ; p++) upload_nf4(&m->layers[l].proj[p], &h.layers[l].proj[p].q);
+    }
+    model_free(&h);
+    return 0;
 }
 
 // A float tensor of the expected shape (cols 0: a vector), or NULL with err.
@@ -619,9 +646,11 @@ static inline const StTensor *expect_float(const ModelFiles *f, const char *name
     return model_files_expect(f, name, -1, cols ? 2 : 1, shape, err);
 }
 
-// Loads the frozen weights of a Hugging Face model directory (config.json already read
-// into m->c) into the allocated model. Returns 0, or -1 with "FILE: reason" in err.
+// Loads the frozen weights of a Hugging Face model directory, or a GGUF file (its config
+// already read into m->c), into the allocated model. Returns 0, or -1 with "FILE: reason" in
+// err.
 static inline int gpu_model_load(GpuModel *m, const char *dir, char *err) {
+    if (gguf_is_gguf(dir)) return gpu_model_load_gguf(m, dir, err);
     ModelFiles f;
     if (model_files_open(&f, dir, err)) return -1;
     const ModelConfig *c = &m->c;

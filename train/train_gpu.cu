@@ -40,6 +40,7 @@
 #include "model_gpu.cuh"
 extern "C" {
 #include "generate.h"
+#include "gguf.h"
 #include "lora.h"
 #include "run.h"
 }
@@ -59,14 +60,15 @@ static GpuOptions g_opt = {-1, 0.0f, 0, 0, "cublas"};
 static const RunFlag gpu_flags[] = {
     {"--recompute", "N", FLAG_INT, &g_opt.recompute,
      "activation recompute: 0 keeps every activation (fastest), 1 keeps each layer's input\n"
-     "and recomputes the layer in the backward, 2 also moves those inputs to pinned host\n"
-     "memory (least device memory); default: the fastest level that fits"},
+     "and recomputes the layer in the backward, 2 also keeps those inputs and the LoRA\n"
+     "optimizer state in pinned host memory (least device memory); default: the fastest\n"
+     "level that fits"},
     {"--memory", "GB", FLAG_FLOAT, &g_opt.memory_gb,
      "device memory to plan for, in GB (10^9 bytes); default: the GPU's free memory\n"
      "(--dry-run: 80)"},
     {"--dry-run", NULL, FLAG_SWITCH, &g_opt.dry_run,
-     "print the memory plan for --model's config.json (a directory or the file) and the\n"
-     "longest --seq-len that fits --memory at each recompute level; no GPU needed"},
+     "print the memory plan for --model (a model directory, a config.json or a GGUF file)\n"
+     "and the longest --seq-len that fits --memory at each recompute level; no GPU needed"},
     {"--random-weights", NULL, FLAG_SWITCH, &g_opt.random_weights,
      "seeded random weights of config.json's shape, generated on the GPU, instead of the\n"
      "checkpoint (to measure speed and memory where there is none)"},
@@ -190,12 +192,11 @@ static GpuSettings settings_of(const RunOptions *o, int recompute) {
 // --dry-run: the plan at the chosen level (the fastest that fits --memory when none is
 // chosen), every level's total, and the longest --seq-len that fits at each.
 static int dry_run(const RunOptions *o) {
-    char err[ERR_LEN], path[4096], desc[512];
+    char err[ERR_LEN], desc[512];
     struct stat sb;
-    if (stat(o->model, &sb) == 0 && S_ISDIR(sb.st_mode)) snprintf(path, sizeof(path), "%s/config.json", o->model);
-    else snprintf(path, sizeof(path), "%s", o->model);
+    int json = stat(o->model, &sb) == 0 && S_ISREG(sb.st_mode) && !gguf_is_gguf(o->model);
     ModelConfig c;
-    if (config_load(&c, path, err)) {
+    if (json ? config_load(&c, o->model, err) : model_config_load(&c, o->model, err)) {
         fprintf(stderr, "error: %s\n", err);
         return 1;
     }
