@@ -63,15 +63,21 @@ static int evaluate(void *ctx, EvalLoader *ev, double *loss_sum, int64_t *traine
     *trained = 0;
     evalloader_rewind(ev);
     while (evalloader_next(ev, c->b)) {
+        if (run_stop_signal()) return -1;
         *loss_sum += run_batch(c->m, c->b, 1.0f, 0);
         *trained += c->b->n_trained;
     }
     return 0;
 }
 
+// One token at a time, so that a signal stops a long answer promptly.
 static int generate_answer(void *ctx, TokenVec *ids, int max_new, int32_t eos_id, float temperature, float top_p,
                            uint64_t *rng) {
-    generate(((CpuModel *)ctx)->m, ids, max_new, eos_id, temperature, top_p, rng);
+    for (int n = 0; n < max_new; n++) {
+        if (run_stop_signal()) return -1;
+        generate(((CpuModel *)ctx)->m, ids, 1, eos_id, temperature, top_p, rng);
+        if (ids->ids[ids->len - 1] == eos_id) break;
+    }
     return 0;
 }
 
