@@ -59,22 +59,24 @@ static GpuOptions g_opt = {-1, 0.0f, 0, 0, "cublas"};
 
 static const RunFlag gpu_flags[] = {
     {"--recompute", "N", FLAG_INT, &g_opt.recompute,
-     "activation recompute: 0 keeps every activation (fastest), 1 keeps each layer's input\n"
-     "and recomputes the layer in the backward, 2 also keeps those inputs and the LoRA\n"
-     "optimizer state in pinned host memory (least device memory); default: the fastest\n"
-     "level that fits"},
+     "activation recompute: 0 keeps every activation (fastest),\n"
+     "1 keeps each layer's input and reruns the layer in the\n"
+     "backward, 2 also keeps those inputs and the LoRA optimizer\n"
+     "state in pinned host memory (least device memory);\n"
+     "default: the fastest level that fits"},
     {"--memory", "GB", FLAG_FLOAT, &g_opt.memory_gb,
-     "device memory to plan for, in GB (10^9 bytes); default: the GPU's free memory\n"
-     "(--dry-run: 80)"},
+     "device memory to plan for, in GB (10^9 bytes); default: the\n"
+     "GPU's free memory (--dry-run: 80)"},
     {"--dry-run", NULL, FLAG_SWITCH, &g_opt.dry_run,
-     "print the memory plan for --model (a model directory, a config.json or a GGUF file)\n"
-     "and the longest --seq-len that fits --memory at each recompute level; no GPU needed"},
+     "print the memory plan for --model (a model directory, a\n"
+     "config.json or a GGUF file) and the longest --seq-len that\n"
+     "fits --memory at each recompute level; needs no GPU"},
     {"--random-weights", NULL, FLAG_SWITCH, &g_opt.random_weights,
-     "seeded random weights of config.json's shape, generated on the GPU, instead of the\n"
-     "checkpoint (to measure speed and memory where there is none)"},
+     "seeded random weights of config.json's shape, made on the\n"
+     "GPU, instead of the checkpoint (to measure where there is none)"},
     {"--lora-impl", "IMPL", FLAG_STRING, &g_opt.lora_impl,
-     "LoRA products: cublas (cuBLASLt calls; default) or kernels (kernels/lora.cuh, not\n"
-     "available yet)"},
+     "LoRA products: cublas (cuBLASLt; default) or kernels\n"
+     "(kernels/lora.cuh: not available yet)"},
 };
 
 static double seconds_now(void) {
