@@ -28,6 +28,9 @@
 // - the recompute levels 0, 1, 2: the same bits (the recomputed activations are the stored
 //   ones' bits, the MLP in three chunks at each), and two runs under different harness
 //   schedules: the same bits.
+// - the LoRA products by kernels/lora.cuh (train_gpu's default) at every level, and by
+//   cuBLASLt calls (--lora-impl cublas) at level 1: both against the CPU, with the bounds
+//   above.
 #define GPU_MLP_CHUNK 48    // the 128 tokens in three MLP chunks (48, 48, 32): slices at every level
 #define GPU_OPT_CHUNK 1024  // the optimizer state on the host (recompute 2) in 32 chunks
 #define GPU_LOAD_CHUNK 512  // frozen weights quantized a few rows at a time
@@ -151,8 +154,8 @@ static void cpu_model(Model *m) {
 }
 
 // The GPU model of the same directory with the CPU model's LoRA weights.
-static void gpu_model(GpuModel *g, const Model *cpu, int recompute, int training) {
-    GpuSettings s = {kB, kT, recompute, kR, (1u << N_PROJ) - 1, cpu->lora_scale, training, LORA_CUBLAS};
+static void gpu_model(GpuModel *g, const Model *cpu, int recompute, int training, int impl = LORA_KERNELS) {
+    GpuSettings s = {kB, kT, recompute, kR, (1u << N_PROJ) - 1, cpu->lora_scale, training, impl};
     char err[ERR_LEN];
     gpu_model_init(g, &cpu->c, &s);
     gpu_model_allocate(g);
@@ -183,6 +186,8 @@ static double cpu_loss;
 static GpuModel layout;    // a model's layout (each gradient's place in the LoRA buffer)
 static double loss_at[3];  // the GPU's loss and gradients at --recompute 0, 1, 2
 static float *grads_at[3];
+static double loss_cublas;  // and at 1 with the LoRA products by cuBLASLt
+static float *grads_cublas;
 static float *state_at[3];  // and every LoRA weight, m and v after two optimizer steps
 
 // ||got - ref|| / ||ref|| and the cosine of the two, over n values.
@@ -196,14 +201,14 @@ static void compare(const float *got, const float *ref, size_t n, double *rel, d
     *cosine = dot / sqrt(r * g);
 }
 
-TEST(loss_matches_cpu) {
-    double rel = fabs(loss_at[1] - cpu_loss) / cpu_loss;
+static void loss_check(double loss) {
+    double rel = fabs(loss - cpu_loss) / cpu_loss;
     printf("  loss: GPU %.6f, CPU %.6f (mean over %lld trained tokens), relative difference %.2e (bound 2e-3)\n",
-           loss_at[1] / batch.trained, cpu_loss / batch.trained, (long long)batch.trained, rel);
+           loss / batch.trained, cpu_loss / batch.trained, (long long)batch.trained, rel);
     CHECK(rel <= 2e-3);
 }
 
-TEST(lora_gradients_match_cpu) {
+static void gradients_check(const float *grads) {
     double worst_rel = 0, worst_cos = 1;
     for (int l = 0; l < kL; l++)
         for (int p = 0; p < N_PROJ; p++) {
@@ -211,7 +216,7 @@ TEST(lora_gradients_match_cpu) {
             const Linear *ref = &cpu.layers[l].proj[p];
             for (int k = 0; k < 2; k++) {
                 size_t n = k ? (size_t)lin->out * kR : (size_t)kR * lin->in;
-                const float *got = grads_at[1] + gpu_lora_index(&layout, l, p, k);
+                const float *got = grads + gpu_lora_index(&layout, l, p, k);
                 double rel, cosine;
                 compare(got, k ? ref->dB : ref->dA, n, &rel, &cosine);
                 if (rel > worst_rel) worst_rel = rel;
@@ -226,6 +231,11 @@ TEST(lora_gradients_match_cpu) {
     printf("  28 gradient tensors: worst relative L2 error %.3e (bound 0.05), worst cosine %.6f (bound 0.995)\n",
            worst_rel, worst_cos);
 }
+
+TEST(loss_matches_cpu) { loss_check(loss_at[1]); }
+TEST(lora_gradients_match_cpu) { gradients_check(grads_at[1]); }
+TEST(cublas_lora_loss_matches_cpu) { loss_check(loss_cublas); }
+TEST(cublas_lora_gradients_match_cpu) { gradients_check(grads_cublas); }
 
 // The levels give the same loss and gradients, and their optimizer steps (the state on the
 // device at 0 and 1, on the host in chunks at 2) the same weights and moments.
@@ -318,7 +328,7 @@ TEST(loading_matches_cpu_nf4) {
             continue;
         }
         const ModelConfig *c = &ref.c;
-        GpuSettings s = {1, 8, 0, 0, 0, 1.0f, 0, LORA_CUBLAS};
+        GpuSettings s = {1, 8, 0, 0, 0, 1.0f, 0, LORA_KERNELS};
         GpuModel g;
         gpu_model_init(&g, c, &s);
         gpu_model_allocate(&g);
@@ -371,16 +381,24 @@ int main(void) {
                 }
         gpu_model_free(&g);
     }
-    GpuSettings s = {kB, kT, 1, kR, (1u << N_PROJ) - 1, cpu.lora_scale, 1, LORA_CUBLAS};
+    GpuModel g;
+    gpu_model(&g, &cpu, 1, 1, LORA_CUBLAS);
+    grads_cublas = (float *)xmalloc(g.lora_n * sizeof(float));
+    loss_cublas = gpu_run(&g, &batch, grads_cublas);
+    gpu_model_free(&g);
+    GpuSettings s = {kB, kT, 1, kR, (1u << N_PROJ) - 1, cpu.lora_scale, 1, LORA_KERNELS};
     gpu_model_init(&layout, &cpu.c, &s);
     RUN(loss_matches_cpu);
     RUN(lora_gradients_match_cpu);
+    RUN(cublas_lora_loss_matches_cpu);
+    RUN(cublas_lora_gradients_match_cpu);
     RUN(recompute_levels_same_bits);
     RUN(same_bits_under_another_schedule);
     RUN(forward_only_model_same_loss);
     RUN(last_token_logits_match_cpu);
     RUN(loading_matches_cpu_nf4);
     for (int level = 0; level < 3; level++) free(grads_at[level]), free(state_at[level]);
+    free(grads_cublas);
     gpu_model_free(&layout);
     model_free(&cpu);
     remove_model();
