@@ -470,35 +470,28 @@ TEST(ahead_gives_the_plain_products) {
     }
 }
 
+// A misuse of Nf4Ahead, run in a child: a weight of misuse_rows x 64 values into buffers of
+// 256, asked for misuse_gets times without a release.
+static int misuse_rows, misuse_gets;
+
+static void ahead_misuse(void) {
+    static Nf4Ahead a;
+    static __nv_bfloat16 *memory;
+    static Nf4Device q;
+    q = nf4_alloc(misuse_rows, 64, 64);
+    cuda_check(cudaMalloc(&memory, 2 * 256 * 2));
+    nf4_ahead_init(&a, memory, 256);
+    for (int i = 0; i < misuse_gets; i++) nf4_ahead_get(&a, &q, NULL, 0);
+}
+
 TEST(ahead_refuses_misuse) {
     // a second get before the release, and a weight larger than the buffers
     char report[512];
-    int status = run_in_child(
-        [] {
-            static Nf4Ahead a;
-            static __nv_bfloat16 *memory;
-            static Nf4Device q;
-            q = nf4_alloc(4, 64, 64);
-            cuda_check(cudaMalloc(&memory, 2 * 256 * 2));
-            nf4_ahead_init(&a, memory, 256);
-            nf4_ahead_get(&a, &q, NULL, 0);
-            nf4_ahead_get(&a, &q, NULL, 0);
-        },
-        report, sizeof(report));
-    CHECK_INT(status, 1);
+    misuse_rows = 4, misuse_gets = 2;
+    CHECK_INT(run_in_child(ahead_misuse, report, sizeof(report)), 1);
     CHECK(strstr(report, "was not released") != NULL);
-    status = run_in_child(
-        [] {
-            static Nf4Ahead a;
-            static __nv_bfloat16 *memory;
-            static Nf4Device q;
-            q = nf4_alloc(5, 64, 64);
-            cuda_check(cudaMalloc(&memory, 2 * 256 * 2));
-            nf4_ahead_init(&a, memory, 256);
-            nf4_ahead_get(&a, &q, NULL, 0);
-        },
-        report, sizeof(report));
-    CHECK_INT(status, 1);
+    misuse_rows = 5, misuse_gets = 1;
+    CHECK_INT(run_in_child(ahead_misuse, report, sizeof(report)), 1);
     CHECK(strstr(report, "larger than the buffers") != NULL);
 }
 
