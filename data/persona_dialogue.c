@@ -15,6 +15,7 @@
 #define CONF_WEAK 0.50f
 #define CONF_ADDRESSED 0.30f
 #define WINDOW_PARAGRAPHS 6
+#define WINDOW_TURNS 64  // the most turns that counting or a pronoun looks back or ahead
 
 const char *attr_method_name(AttrMethod m) {
     static const char *const names[ATTR_COUNT] = {"none", "tag", "beat", "pronoun", "alternation", "script"};
@@ -314,39 +315,54 @@ static int is_stage_direction(const char *s, size_t n) {
     return 0;
 }
 
-// Speech text without bracketed stage directions ("[Aside.]", "(rising)").
-static void add_speech_line(Turn *t, const char *s, size_t n) {
+// Speech text without bracketed stage directions ("[Aside.]", "(rising)"); *depth carries
+// a bracket left open to the next line.
+static void add_speech_line(Turn *t, const char *s, size_t n, int *depth) {
     ByteBuf clean = {0};
-    int depth = 0;
     for (size_t i = 0; i < n; i++) {
-        if (s[i] == '[' || s[i] == '(') depth++;
-        else if ((s[i] == ']' || s[i] == ')') && depth) depth--;
-        else if (!depth) bytebuf_push(&clean, s[i]);
+        if (s[i] == '[' || s[i] == '(') (*depth)++;
+        else if ((s[i] == ']' || s[i] == ')') && *depth) (*depth)--;
+        else if (!*depth) bytebuf_push(&clean, s[i]);
     }
     if (clean.len) add_text(t, clean.data, clean.len, "\n");
     bytebuf_free(&clean);
 }
 
+// A play: every line that starts with a speaker starts a turn; the lines after it are the
+// speech, to the next speaker, stage direction, heading or the end of the paragraph. A
+// speech that a stage direction interrupts goes on after it: a paragraph that starts with
+// neither a speaker nor a direction, after paragraphs of directions only, continues the
+// turn before them (the Moby layout's "[Embracing]" inside a speech).
 static void script_turns(Dialogue *d) {
     const Book *b = d->book;
+    Turn *speaking = NULL;  // the latest speech, which a continuation joins
     for (size_t p = 0; p < b->n; p++) {
         const Paragraph *para = &b->paras[p];
+        if (para->heading || para->scene) speaking = NULL;
         if (para->heading) continue;
         Turn *t = NULL;
+        int depth = 0;
         for (const char *s = para->text, *end = para->text + para->len; s < end;) {
             const char *nl = memchr(s, '\n', (size_t)(end - s));
             size_t n = nl ? (size_t)(nl - s) : (size_t)(end - s), rest = 0;
-            size_t name = book_script_speaker(s, n, &rest);
+            size_t name = depth ? 0 : book_script_speaker(b, s, n, &rest);
             if (name) {
-                t = new_turn(d, p);
+                t = speaking = new_turn(d, p);
                 t->speaker = cast_person(&d->cast, s, name);
                 t->method = ATTR_SCRIPT;
                 t->confidence = CONF_SCRIPT;
-                add_speech_line(t, s + rest, n - rest);
-            } else if (is_stage_direction(s, n)) {
+                add_speech_line(t, s + rest, n - rest, &depth);
+            } else if (depth || is_stage_direction(s, n)) {
                 t = NULL;
-            } else if (t) {
-                add_speech_line(t, s, n);
+                int k = 0;  // a bracket opened here may close lines later
+                for (size_t i = 0; i < n; i++) k += (s[i] == '[') - (s[i] == ']');
+                depth = depth + k > 0 ? depth + k : 0;
+            } else {
+                if (!t && s == para->text && speaking) t = speaking;
+                if (t) {
+                    add_speech_line(t, s, n, &depth);
+                    t->last_para = p;
+                }
             }
             s += n + 1;
         }
@@ -390,14 +406,28 @@ static int can_be(const Dialogue *d, size_t k, int entity, Gender g) {
     return 1;
 }
 
+// The first of the mentions m that is at most NEAR_BYTES before byte `at` of its paragraph
+// (they are in text order): the part of a long paragraph that can still be about a tag.
+#define NEAR_BYTES 3000
+static size_t near_mentions(const Mentions *m, size_t at) {
+    size_t from = at > NEAR_BYTES ? at - NEAR_BYTES : 0, lo = 0, hi = m->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (m->m[mid].at < from) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
 static void resolve_pronoun(Dialogue *d, size_t k) {
     Turn *t = &d->turns[k];
     Gender g = t->tag.gender;
     size_t p = t->tag_para;
     const Mentions *m = &d->mentions[p];
+    size_t near = near_mentions(m, t->tag.at);
     // a. the last subject earlier in the paragraph; c. the only person named in it
     int subject = -1, only = -1, several = 0;
-    for (size_t i = 0; i < m->n && m->m[i].at < t->tag.at; i++) {
+    for (size_t i = near; i < m->n && m->m[i].at < t->tag.at; i++) {
         if (!can_be(d, k, m->m[i].entity, g)) continue;
         if (m->m[i].initial) subject = m->m[i].entity;
         if (only >= 0 && only != m->m[i].entity) several = 1;
@@ -443,7 +473,7 @@ static void resolve_pronoun(Dialogue *d, size_t k) {
         }
     int latest = -1, candidates = 0, seen[8];
     for (size_t q = from; q <= p; q++) {
-        for (size_t i = 0; i < d->mentions[q].n; i++) {
+        for (size_t i = q == p ? near : 0; i < d->mentions[q].n; i++) {
             const Mention *mm = &d->mentions[q].m[i];
             if (q == p && mm->at >= t->tag.at) break;
             if (!can_be(d, k, mm->entity, g)) continue;
@@ -453,7 +483,7 @@ static void resolve_pronoun(Dialogue *d, size_t k) {
             if (!dup && candidates < 8) seen[candidates++] = mm->entity;
         }
     }
-    for (size_t j = k; j-- > 0 && d->turns[j].last_para >= from;) {
+    for (size_t j = k; j-- > 0 && j + WINDOW_TURNS > k && d->turns[j].last_para >= from;) {
         int e = d->turns[j].speaker;
         if (e < 0 || !known(&d->turns[j]) || !can_be(d, k, e, g)) continue;
         if (latest < 0) latest = e;
@@ -479,7 +509,7 @@ typedef struct {
 static SideView side_view(const int *anchor, size_t k, size_t lo, size_t hi, int dir) {
     SideView v = {-1, -1, 0};
     size_t even = 0, odd = 0;
-    for (size_t step = 1;; step++) {
+    for (size_t step = 1; step <= WINDOW_TURNS; step++) {
         if (dir < 0 ? step > k - lo : k + step > hi) break;
         size_t j = dir < 0 ? k - step : k + step;
         if (anchor[j] < 0) continue;
@@ -524,13 +554,15 @@ static void alternation(Dialogue *d) {
     for (size_t k = 0; k < d->n; k++) anchor[k] = known(&d->turns[k]) ? d->turns[k].speaker : -1;
     int *scene = xmalloc((d->book->n ? d->book->n : 1) * sizeof(int));
     for (size_t p = 0, scenes = 0; p < d->book->n; p++) scene[p] = (int)(scenes += d->book->paras[p].scene);
+    // the last turn of the exchange that each turn is in
+    size_t *last = xmalloc((d->n ? d->n : 1) * sizeof(size_t));
+    for (size_t k = d->n; k-- > 0;) last[k] = k + 1 < d->n && in_exchange(d, k + 1) ? last[k + 1] : k;
     size_t lo = 0;
     for (size_t k = 0; k < d->n; k++) {
         if (!in_exchange(d, k)) lo = k;
         Turn *t = &d->turns[k];
         if (anchor[k] >= 0 || t->group || t->nested) continue;
-        size_t hi = k;
-        while (hi + 1 < d->n && in_exchange(d, hi + 1)) hi++;
+        size_t hi = last[k];
         SideView left = side_view(anchor, k, lo, hi, -1), right = side_view(anchor, k, lo, hi, +1);
         int who;
         float conf;
@@ -572,6 +604,7 @@ static void alternation(Dialogue *d) {
         t->confidence = conf;
         t->method = t->tag.kind == SUBJ_PRONOUN ? ATTR_PRONOUN : ATTR_ALTERNATION;
     }
+    free(last);
     free(scene);
     free(anchor);
 }
@@ -617,6 +650,22 @@ void dialogue_build(Dialogue *d, const Book *b, const DialogueOptions *o) {
         if (d->turns[k].len && d->turns[k].text[d->turns[k].len - 1] == ',')
             d->turns[k].text[d->turns[k].len - 1] = '.';
     resolve(d);
+}
+
+int dialogue_load(Dialogue *d, Book *b, const char *path, const BookParseOptions *po, const DialogueOptions *o,
+                  char *err) {
+    memset(d, 0, sizeof *d);
+    if (book_load(b, path, po, err)) return -1;
+    dialogue_build(d, b, o);
+    return 0;
+}
+
+void dialogue_describe(const Dialogue *d, FILE *f) {
+    book_describe(d->book, f);
+    if (d->book->format == BOOK_PROSE) fprintf(f, "book: quotation marks %s\n", quotes_family_name(d->family));
+    fprintf(f, "book: character's pronoun: %s; %zu other people found\n",
+            gender_name(d->cast.entities[ENTITY_CHARACTER].gender), d->cast.n - 2);
+    if (d->cast.learned.len) fprintf(f, "book: also names of the character, by apposition: %s\n", d->cast.learned.data);
 }
 
 void dialogue_free(Dialogue *d) {

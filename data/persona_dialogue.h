@@ -76,6 +76,7 @@
 #define PERSONA_DIALOGUE_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "persona_book.h"
 #include "persona_quotes.h"
@@ -130,9 +131,17 @@ typedef struct {
     size_t n, cap;
     size_t quotations;   // quotations found
     size_t documents;    // quotations that are texts being read
+    size_t thoughts;     // quotations that are thoughts ("thought she"), never turns
 } Dialogue;
 
 void dialogue_build(Dialogue *d, const Book *b, const DialogueOptions *o);
+// Loads and cleans the book at path into b, then finds its dialogue. Returns 0, or -1 with
+// the book's error in err (nothing to free then).
+int dialogue_load(Dialogue *d, Book *b, const char *path, const BookParseOptions *po, const DialogueOptions *o,
+                  char *err);
+// Prints, as "book: ..." lines, what the cleaning found (book_describe), the quotation marks,
+// the character's pronoun, the other people found and the names learned for the character.
+void dialogue_describe(const Dialogue *d, FILE *f);
 void dialogue_free(Dialogue *d);
 const char *attr_method_name(AttrMethod m);
 // 1 when turn k answers turn k-1: in the same paragraph, or in the next one, in the same

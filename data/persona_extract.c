@@ -196,3 +196,27 @@ void extract_write_turns(const Dialogue *d, const ExtractOptions *o, FILE *out) 
         fputc('\n', out);
     }
 }
+
+size_t extract_written(const ExtractStats *st, size_t *below) {
+    size_t written = 0;
+    *below = 0;
+    for (int m = 0; m < ATTR_COUNT; m++) written += st->lines[m], *below += st->below[m];
+    return written;
+}
+
+void extract_report(const Dialogue *d, const ExtractStats *st, const char *character, FILE *f) {
+    size_t below, written = extract_written(st, &below);
+    fprintf(f,
+            "dialogue: %zu quotations, %zu turns (%zu unattributed, %zu by groups, %zu in stories told by a\n"
+            "          speaker), %zu texts read aloud, %zu thoughts\n",
+            d->quotations, st->turns, st->unattributed, st->groups, st->nested, d->documents, d->thoughts);
+    fprintf(f, "lines of %s: %zu written", character, written);
+    for (int m = 1; m < ATTR_COUNT; m++)
+        if (st->lines[m]) fprintf(f, ", %s %zu", attr_method_name((AttrMethod)m), st->lines[m]);
+    fprintf(f, "\nskipped: %zu below --min-confidence", below);
+    for (int m = 1; m < ATTR_COUNT; m++)
+        if (st->below[m]) fprintf(f, ", %s %zu", attr_method_name((AttrMethod)m), st->below[m]);
+    fprintf(f, "; %zu ambiguous turns (no speaker); %zu without any context\n", st->unattributed, st->no_context);
+    fprintf(f, "conversations: %zu (first user turn: %zu what was said, %zu narrative)\n", st->conversations,
+            st->user_speech, st->user_context);
+}

@@ -64,5 +64,21 @@ typedef struct {
 } PromptStats;
 
 void prompts_write(const Dialogue *d, const PromptOptions *o, FILE *out, PromptStats *st);
+// "chunks: N, K with NAME present (mean T tokens, longest L)".
+void prompts_report(const PromptStats *st, const char *character, FILE *f);
+
+// What prompts_write needs from files: the tokenizer (optional) and the two templates (each
+// NULL when its task is not asked for).
+typedef struct {
+    Tokenizer tok;
+    Tokenizer *tokenizer;  // &tok, or NULL: estimate
+    Template rewrite_t, qa_t;
+    const Template *rewrite, *qa;
+} PromptTools;
+
+// Loads them (any path may be NULL). Returns 0, or -1 with the reason in err (nothing to
+// free then).
+int prompt_tools_load(PromptTools *t, const char *tokenizer, const char *rewrite, const char *qa, char *err);
+void prompt_tools_free(PromptTools *t);
 
 #endif

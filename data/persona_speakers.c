@@ -219,6 +219,23 @@ static void name_key(const char *s, char *key, size_t cap, Gender *g) {
     free(w.w);
 }
 
+// A play's speaker label as a key: "\x01", then the label lower-cased with its white space
+// collapsed ("LADY  MACBETH" -> "\x01lady macbeth"). Labels are matched whole, so that LADY
+// MACBETH is not MACBETH; the mark keeps them apart from the keys of prose names.
+static void label_key(const char *s, size_t n, char *key, size_t cap) {
+    size_t k = 0;
+    key[k++] = '\x01';
+    for (size_t i = 0; i < n && k + 1 < cap; i++) {
+        if (isspace((unsigned char)s[i])) {
+            if (key[k - 1] != ' ' && key[k - 1] != '\x01') key[k++] = ' ';
+        } else {
+            key[k++] = (char)tolower((unsigned char)s[i]);
+        }
+    }
+    while (k > 1 && key[k - 1] == ' ') k--;
+    key[k] = '\0';
+}
+
 void cast_init(Cast *c, const char *character, const char *const *aliases, size_t n_aliases,
                int narrator_is_character) {
     memset(c, 0, sizeof *c);
@@ -228,9 +245,13 @@ void cast_init(Cast *c, const char *character, const char *const *aliases, size_
     Gender g = GENDER_UNKNOWN;
     name_key(character, key, sizeof key, &g);
     add_entity(c, character, key, g);
+    label_key(character, strlen(character), key, sizeof key);
+    strmap_put(&c->keys, key, strlen(key), ENTITY_CHARACTER);
     for (size_t i = 0; i < n_aliases; i++) {
         name_key(aliases[i], key, sizeof key, &g);
         if (key[0]) strmap_put(&c->keys, key, strlen(key), ENTITY_CHARACTER);
+        label_key(aliases[i], strlen(aliases[i]), key, sizeof key);
+        strmap_put(&c->keys, key, strlen(key), ENTITY_CHARACTER);
     }
     c->entities[0].title_gender = g;
     add_entity(c, "I (the narrator)", NULL, GENDER_UNKNOWN);
@@ -311,11 +332,16 @@ static int resolve_name(Cast *c, const char *s, const Words *w, size_t a, size_t
 }
 
 int cast_person(Cast *c, const char *name, size_t len) {
-    Words w = {0};
-    words_split(name, 0, len, &w, 8);
-    int e = w.n ? resolve_name(c, name, &w, 0, w.n, 1) : -1;
-    free(w.w);
-    return e;
+    char key[256], shown[128], unused[256];
+    label_key(name, len, key, sizeof key);
+    int32_t e = strmap_get(&c->keys, key, strlen(key));
+    if (e >= 0) return e;
+    size_t n = len < sizeof shown - 1 ? len : sizeof shown - 1;
+    memcpy(shown, name, n);
+    shown[n] = '\0';
+    Gender g = GENDER_UNKNOWN;
+    name_key(shown, unused, sizeof unused, &g);  // the gender of its title (LADY, KING)
+    return add_entity(c, shown, key, g);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -544,11 +570,13 @@ Subject tag_before(Cast *c, const char *text, size_t start, size_t end) {
     return sub;
 }
 
+#define MAX_SENTENCE_WORDS 400  // no real sentence is longer
+
 static int ends_sentence(char p) { return p == '.' || p == '!' || p == '?'; }
 
 size_t sentence_end(const char *text, size_t from, size_t end) {
     Words w = {0};
-    words_split(text, from, end, &w, 400);  // no sentence is longer; this bounds the work
+    words_split(text, from, end, &w, MAX_SENTENCE_WORDS);
     size_t at = end;
     for (size_t i = 0; i < w.n; i++)
         if (ends_sentence(w.w[i].punct)) {
@@ -556,6 +584,9 @@ size_t sentence_end(const char *text, size_t from, size_t end) {
             while (at < end && text[at] != ' ') at++;
             break;
         }
+    // no end within the longest sentence: cut after its last word, so that the work of
+    // whoever walks a text sentence by sentence stays linear in the text
+    if (at == end && w.n == MAX_SENTENCE_WORDS) at = w.w[w.n - 1].end;
     free(w.w);
     return at;
 }

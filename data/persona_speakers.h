@@ -65,7 +65,9 @@ void cast_init(Cast *c, const char *character, const char *const *aliases, size_
 void cast_free(Cast *c);
 // The entity for "I".
 int cast_narrator(const Cast *c);
-// The entity named name[0..len) (a script's speaker), created if new.
+// The entity that a play's speaker label name[0..len) names ("LADY MACBETH"): labels are
+// matched whole and case-insensitively, against the character's name and aliases as given
+// and the labels seen before (so LADY MACBETH is not MACBETH); a new one is created.
 int cast_person(Cast *c, const char *name, size_t len);
 // Decides every entity's gender from its title or its votes (call after the votes).
 void cast_decide_genders(Cast *c);
@@ -100,7 +102,7 @@ void cast_learn_appositions(Cast *c, const char *text, size_t start, size_t end)
 
 // The end of the sentence that starts at text[from]: just past the word whose punctuation
 // ends it (".", "!", "?"; an abbreviation's period does not) and the closing marks after it;
-// end when the text runs out first.
+// end when the text runs out first; after the 400th word when none ends it sooner.
 size_t sentence_end(const char *text, size_t from, size_t end);
 
 typedef struct {

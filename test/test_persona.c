@@ -23,7 +23,7 @@ static void build(const char *text, BookFormat format, QuoteFamily quotes) {
     char err[ERR_LEN];
     dialogue_free(&dlg);
     book_free(&book);
-    if (book_parse(&book, "test.txt", text, strlen(text), format, err)) {
+    if (book_parse(&book, "test.txt", text, strlen(text), &(BookParseOptions){.format = format}, err)) {
         printf("  book_parse failed: %s\n", err);
         test_failed_checks++;
         return;
@@ -91,16 +91,22 @@ TEST(gutenberg_front_and_back_matter_are_cut) {
           BOOK_AUTO, QUOTES_AUTO);
     CHECK_INT(book.gutenberg, 1);
     CHECK_INT(book.format, BOOK_PROSE);
-    CHECK_INT(book.front_lines, 3);
-    CHECK_INT(book.back_lines, 4);  // from the "End of" line; the file ends with a newline
-    CHECK_INT(book.title_paragraphs, 1);  // "by"
-    // TESTS, NOBODY, the chapter heading and the contents are headings, kept as scene breaks
-    CHECK_INT(book.headings, 4);
-    CHECK_INT(book.n, 6);
-    CHECK_STR(book.paras[3].text,
+    CHECK_INT(book.header.first, 1);
+    CHECK_INT(book.header.last, 3);
+    CHECK_INT(book.licence.first, 23);  // from the "End of" line to the file's last line
+    CHECK_INT(book.licence.last, 26);
+    // before the first chapter: the title and "by" (the author's name, a one-line heading
+    // right above the chapter heading, stays with it)
+    CHECK_INT(book.front.first, 7);
+    CHECK_INT(book.front.last, 10);
+    CHECK_INT(book.front_paragraphs, 2);
+    // NOBODY, the chapter heading and the contents are headings, kept as scene breaks
+    CHECK_INT(book.headings, 3);
+    CHECK_INT(book.n, 5);
+    CHECK_STR(book.paras[2].text,
               "It was a dark and stormy night, and the rain fell in torrents over\nthe whole of the city.");
-    CHECK_INT(book.paras[3].line, 15);
-    CHECK_STR(book.paras[5].text, "\"Come in!\" said Holmes.");  // CRLF read as LF
+    CHECK_INT(book.paras[2].line, 15);
+    CHECK_STR(book.paras[4].text, "\"Come in!\" said Holmes.");  // CRLF read as LF
     for (size_t p = 0; p < book.n; p++)
         CHECK(!strstr(book.paras[p].text, "Produced") && !strstr(book.paras[p].text, "license"));
 }
@@ -122,27 +128,27 @@ TEST(scene_breaks_from_headings_and_blank_lines) {
 TEST(what_is_not_a_text_book_is_refused) {
     char err[ERR_LEN];
     Book b;
-    CHECK_INT(book_parse(&b, "empty.txt", "", 0, BOOK_AUTO, err), -1);
+    CHECK_INT(book_parse(&b, "empty.txt", "", 0, NULL, err), -1);
     CHECK_CONTAINS(err, "empty.txt: empty file");
-    CHECK_INT(book_parse(&b, "bin.dat", "line one\nab\0cd", 14, BOOK_AUTO, err), -1);
+    CHECK_INT(book_parse(&b, "bin.dat", "line one\nab\0cd", 14, NULL, err), -1);
     CHECK_CONTAINS(err, "bin.dat:2: NUL byte at offset 11: a binary file");
-    CHECK_INT(book_parse(&b, "latin1.txt", "caf\xe9 au lait\n", 13, BOOK_AUTO, err), -1);
+    CHECK_INT(book_parse(&b, "latin1.txt", "caf\xe9 au lait\n", 13, NULL, err), -1);
     CHECK_CONTAINS(err, "latin1.txt:1: invalid UTF-8 at byte offset 3");
-    CHECK_INT(book_parse(&b, "headings.txt", "CHAPTER I\n\nCHAPTER II\n", 22, BOOK_AUTO, err), -1);
+    CHECK_INT(book_parse(&b, "headings.txt", "CHAPTER I\n\nCHAPTER II\n", 22, NULL, err), -1);
     CHECK_CONTAINS(err, "no text left");
 }
 
 TEST(script_speakers) {
     size_t rest;
-    CHECK_INT(book_script_speaker("HAMLET. To be", 13, &rest), 6);
+    CHECK_INT(book_script_speaker(NULL, "HAMLET. To be", 13, &rest), 6);
     CHECK_INT(rest, 8);
-    CHECK_INT(book_script_speaker("MRS. HUDSON. I am", 17, &rest), 11);
-    CHECK_INT(book_script_speaker("FIRST WITCH:", 12, &rest), 11);
-    CHECK_INT(book_script_speaker("HAMLET.", 7, &rest), 6);
-    CHECK_INT(book_script_speaker("I. A Scandal", 12, &rest), 0);      // a numbered heading
-    CHECK_INT(book_script_speaker("ACT I.", 6, &rest), 0);             // a heading keyword
-    CHECK_INT(book_script_speaker("Holmes. Then", 12, &rest), 0);      // not capitals
-    CHECK_INT(book_script_speaker("A cold night.", 13, &rest), 0);
+    CHECK_INT(book_script_speaker(NULL, "MRS. HUDSON. I am", 17, &rest), 11);
+    CHECK_INT(book_script_speaker(NULL, "FIRST WITCH:", 12, &rest), 11);
+    CHECK_INT(book_script_speaker(NULL, "HAMLET.", 7, &rest), 6);
+    CHECK_INT(book_script_speaker(NULL, "I. A Scandal", 12, &rest), 0);      // a numbered heading
+    CHECK_INT(book_script_speaker(NULL, "ACT I.", 6, &rest), 0);             // a heading keyword
+    CHECK_INT(book_script_speaker(NULL, "Holmes. Then", 12, &rest), 0);      // not capitals
+    CHECK_INT(book_script_speaker(NULL, "A cold night.", 13, &rest), 0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -368,7 +374,7 @@ TEST(script_detected) {
     }
     char err[ERR_LEN];
     Book b;
-    CHECK_INT(book_parse(&b, "play.txt", text.data, text.len, BOOK_AUTO, err), 0);
+    CHECK_INT(book_parse(&b, "play.txt", text.data, text.len, NULL, err), 0);
     CHECK_INT(b.format, BOOK_SCRIPT);
     book_free(&b);
     bytebuf_free(&text);

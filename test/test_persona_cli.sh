@@ -18,7 +18,7 @@ no_output() {
     if [ -e "$2" ] || [ -e "$2.tmp" ]; then echo "FAIL $1"; echo "  $2 was written"; else echo "PASS $1"; fi
 }
 
-expect_fail no_command "no command: expected extract, prompts, ingest or mix" "$PERSONA"
+expect_fail no_command "no command: expected build, extract, prompts, ingest or mix" "$PERSONA"
 expect_fail unknown_command "unknown command 'extrakt'" "$PERSONA" extrakt
 expect_fail unknown_option "unknown option or missing value: --frobnicate" "$PERSONA" extract --frobnicate 1
 expect_fail book_required "--book FILE is required" "$PERSONA" extract "${who[@]}" --out "$tmp/x.jsonl"
