@@ -289,7 +289,22 @@ size_t book_script_speaker(const Book *b, const char *line, size_t n, size_t *re
 // ---------------------------------------------------------------------------------------
 // Markup
 
-static int word_byte(unsigned char c) { return isalnum(c) || c >= 0x80; }
+// Whether the character that ends at text[i - 1] (before) or starts at text[i] (after) is
+// a letter or digit: ASCII ones, and non-ASCII ones except the typographic punctuation
+// U+2010..U+205F (dashes, curly quotes), which books put right against a mark (“_You_).
+static int letter_before(const char *text, size_t i) {
+    if (i == 0) return 0;
+    unsigned char c = (unsigned char)text[i - 1];
+    if (c < 0x80) return isalnum(c) != 0;
+    return !(i >= 3 && (unsigned char)text[i - 3] == 0xE2 && ((unsigned char)text[i - 2] & 0xFE) == 0x80);
+}
+
+static int letter_after(const char *text, size_t len, size_t i) {
+    if (i >= len) return 0;
+    unsigned char c = (unsigned char)text[i];
+    if (c < 0x80) return isalnum(c) != 0;
+    return !(c == 0xE2 && i + 1 < len && ((unsigned char)text[i + 1] & 0xFE) == 0x80);
+}
 
 // The footnote mark or inline illustration at text[i] == '[': its length, or 0.
 static size_t bracket_markup(const char *text, size_t len, size_t i) {
@@ -307,12 +322,15 @@ static size_t bracket_markup(const char *text, size_t len, size_t i) {
     return 0;
 }
 
-size_t book_clean_markup(char *text, size_t len, int *removed) {
+size_t book_clean_markup(char *out, size_t len, int *removed) {
+    char *text = xmalloc(len + 1);  // the marks are judged by their neighbours in the original
+    memcpy(text, out, len);
+    text[len] = '\0';
     size_t k = 0;
     for (size_t i = 0; i < len;) {
         char c = text[i];
         unsigned char before = i ? (unsigned char)text[i - 1] : ' ', after = i + 1 < len ? (unsigned char)text[i + 1] : ' ';
-        if (c == '_' && !(word_byte(before) && word_byte(after))) {
+        if (c == '_' && !(letter_before(text, i) && letter_after(text, len, i + 1))) {
             (*removed)++, i++;  // _italics_: a mark at the edge of a word
             continue;
         }
@@ -325,17 +343,18 @@ size_t book_clean_markup(char *text, size_t len, int *removed) {
             (*removed)++;
             i += m;
             // the space on one side goes with it
-            if (k && text[k - 1] == ' ' && (i == len || text[i] == ' ' || text[i] == '\n')) k--;
+            if (k && out[k - 1] == ' ' && (i == len || text[i] == ' ' || text[i] == '\n')) k--;
             else if (k == 0 && i < len && text[i] == ' ') i++;
             continue;
         }
-        text[k++] = c;
+        out[k++] = c;
         i++;
     }
-    while (k && (text[k - 1] == ' ' || text[k - 1] == '\n')) k--;
+    free(text);
+    while (k && (out[k - 1] == ' ' || out[k - 1] == '\n')) k--;
     size_t start = 0;
-    while (start < k && (text[start] == ' ' || text[start] == '\n')) start++;
-    memmove(text, text + start, k - start);
+    while (start < k && (out[start] == ' ' || out[start] == '\n')) start++;
+    memmove(out, out + start, k - start);
     return k - start;
 }
 
@@ -596,7 +615,7 @@ static void drop_front_and_back(Book *b, const BookParseOptions *o, int last_lin
         // the one-line headings right above it belong to it ("ADVENTURE I. ..." above "I.")
         for (size_t k = 0; k < 3 && start > 0; k++) {
             const Paragraph *p = &b->paras[start - 1];
-            if (!p->heading || memchr(p->text, '\n', p->len) || is_end_marker(p->text, p->len)) break;
+            if (!p->heading || memchr(p->text, '\n', p->len) || !strncasecmp(p->text, "the end", 7)) break;
             start--;
         }
         drop_paragraphs(b, 0, start, &b->front, &b->front_paragraphs, last_line);

@@ -57,7 +57,7 @@ static void add_text(Turn *t, const char *s, size_t n, const char *sep) {
 }
 
 static int same_subject(const Subject *a, const Subject *b) {
-    if (a->kind != b->kind) return 0;
+    if (a->kind != b->kind || a->thought != b->thought) return 0;
     if (a->kind == SUBJ_ENTITY) return a->entity == b->entity;
     if (a->kind == SUBJ_PRONOUN) return a->gender == b->gender;
     return 1;
@@ -87,20 +87,33 @@ static int quote_ends_sentence(const char *s, const Span *q) {
     return e > q->start && strchr(".!?", s[e - 1]) != NULL;
 }
 
-static void add_addressed(Dialogue *d, Turn *t, size_t p, const Span *q) {
-    Mentions v = {0};
-    vocatives_scan(&d->cast, d->prose[p], q->start, q->end, &v);
-    for (size_t i = 0; i < v.n && t->n_addressed < 4; i++) {
-        int seen = 0;
-        for (int k = 0; k < t->n_addressed; k++) seen |= t->addressed[k] == v.m[i].entity;
-        if (!seen) t->addressed[t->n_addressed++] = v.m[i].entity;
-    }
-    free(v.m);
+static void add_unique(int *list, int *n, int entity) {
+    for (int k = 0; k < *n; k++)
+        if (list[k] == entity) return;
+    if (*n < 4) list[(*n)++] = entity;
+}
+
+// The people quotation q of paragraph p addresses and names (quotation_names).
+static void add_names(Dialogue *d, Turn *t, size_t p, const Span *q) {
+    Mentions addressed = {0}, named = {0};
+    quotation_names(&d->cast, d->prose[p], q->start, q->end, &addressed, &named);
+    for (size_t i = 0; i < addressed.n; i++) add_unique(t->addressed, &t->n_addressed, addressed.m[i].entity);
+    for (size_t i = 0; i < named.n; i++) add_unique(t->named, &t->n_named, named.m[i].entity);
+    free(addressed.m);
+    free(named.m);
 }
 
 static int is_addressed(const Turn *t, int entity) {
     for (int k = 0; k < t->n_addressed; k++)
         if (t->addressed[k] == entity) return 1;
+    return 0;
+}
+
+// Whether turn t names entity in the third person: a speaker does not, so t is not theirs
+// (for the rules that guess; a tag that names the speaker wins).
+static int names_in_third_person(const Turn *t, int entity) {
+    for (int k = 0; k < t->n_named; k++)
+        if (t->named[k] == entity) return 1;
     return 0;
 }
 
@@ -192,8 +205,9 @@ static void paragraph_turns(Dialogue *d, size_t p, const QuoteTags *tags, Subjec
         }
     }
     for (size_t j = 0; j < n; j++) {
-        if (subj[j].kind == SUBJ_THING) {  // "it said": a text being read
-            d->documents++;
+        if (subj[j].kind == SUBJ_THING || subj[j].thought) {  // "it said": a text being read; a thought
+            if (subj[j].thought) d->thoughts++;
+            else d->documents++;
             t = NULL;
             continue;
         }
@@ -207,7 +221,7 @@ static void paragraph_turns(Dialogue *d, size_t p, const QuoteTags *tags, Subjec
         }
         add_text(t, s + q->quotes[j].start, q->quotes[j].end - q->quotes[j].start, sep);
         t->nested |= nested;
-        add_addressed(d, t, p, &q->quotes[j]);
+        add_names(d, t, p, &q->quotes[j]);
     }
     // a turn whose quotations were all empty is no turn
     while (d->n && d->turns[d->n - 1].len == 0) {
@@ -241,6 +255,24 @@ static void scan_mentions(Dialogue *d, size_t p, size_t from, size_t to) {
     mentions_scan(&d->cast, d->prose[p], from, to, &d->mentions[p]);
 }
 
+// The tag that the narrative at the end of paragraph p gives the quotation of the next
+// paragraph, announcing it with a colon or a dash: "and he said:", "said with some
+// discomposure to Sir William,--". A narrative paragraph that ends with a colon but has no
+// speech verb announces a text being read ("read as follows:"): SUBJ_THING.
+static Subject announcement(Dialogue *d, size_t p) {
+    const char *s = d->prose[p];
+    size_t n = d->prose_len[p];
+    if (!s || n == 0) return (Subject){0};
+    const QuoteScan *q = &d->scans[p];
+    size_t from = q->n ? q->quotes[q->n - 1].end : 0;
+    int colon = s[n - 1] == ':';
+    int dash = (n >= 2 && !memcmp(s + n - 2, "--", 2)) || (n >= 3 && !memcmp(s + n - 3, "\xE2\x80\x94", 3));
+    if (from >= n || q->open_at_end || (!colon && !dash)) return (Subject){0};
+    Subject tag = tag_before(&d->cast, s, from, n);
+    if (tag.speech) return tag;
+    return colon && q->n == 0 ? (Subject){.kind = SUBJ_THING, .speech = 1} : (Subject){0};
+}
+
 static void prose_turns(Dialogue *d) {
     const Book *b = d->book;
     // Phrases that are the character's names, then the tags of every quotation: they name
@@ -270,12 +302,7 @@ static void prose_turns(Dialogue *d) {
     at = 0;
     for (size_t p = 0; p < b->n; p++) {
         if (!d->prose[p] || d->scans[p].n == 0) continue;
-        Subject colon = {0};
-        if (p > 0 && !b->paras[p].scene && is_narrative_paragraph(d, p - 1) &&
-            d->prose[p - 1][d->prose_len[p - 1] - 1] == ':') {
-            colon = tag_before(&d->cast, d->prose[p - 1], 0, d->prose_len[p - 1]);
-            if (!colon.speech) colon = (Subject){.kind = SUBJ_THING, .speech = 1};
-        }
+        Subject colon = p > 0 && !b->paras[p].scene ? announcement(d, p - 1) : (Subject){0};
         size_t first_turn = d->n;
         paragraph_turns(d, p, tags + at, colon);
         for (size_t k = first_turn; k < d->n; k++) {
@@ -394,7 +421,7 @@ int dialogue_adjacent(const Dialogue *d, size_t k) {
 static int can_be(const Dialogue *d, size_t k, int entity, Gender g) {
     const Turn *t = &d->turns[k];
     if (entity == cast_narrator(&d->cast)) return 0;
-    if (is_addressed(t, entity) || !compatible(d, entity, g)) return 0;
+    if (is_addressed(t, entity) || names_in_third_person(t, entity) || !compatible(d, entity, g)) return 0;
     if (dialogue_adjacent(d, k) && known(&d->turns[k - 1]) && d->turns[k - 1].speaker == entity) return 0;
     // "...," he cried, grasping Sherlock Holmes by the shoulder: not Holmes.
     if (t->tag.kind == SUBJ_PRONOUN && d->prose[t->tag_para]) {
@@ -543,6 +570,23 @@ static int the_other_one(const Dialogue *d, const int *anchor, const int *scene,
     return has_x && n == 1 ? people[0] : -1;
 }
 
+// The one person whom turn k-1, right before turn k in an exchange and attributed with 0.8
+// or more (by now: turns are counted in order), addresses by name ("Another time, Lizzy."),
+// when turn k is untagged: the one who answers. Only a short turn (one paragraph, at most 60
+// words) counts: a long speech or a letter read aloud names people in passing. -1 if none.
+static int addressee_of(const Dialogue *d, size_t k) {
+    if (k == 0) return -1;
+    const Turn *t = &d->turns[k], *before = &d->turns[k - 1];
+    if (before->speaker < 0 || before->confidence < 0.80f || t->tag.kind != SUBJ_NONE || !dialogue_adjacent(d, k) ||
+        before->n_addressed != 1 || before->first_para != before->last_para)
+        return -1;
+    int words = 0;
+    for (size_t i = 0; i < before->len; i++) words += before->text[i] == ' ';
+    if (words >= 60) return -1;
+    int y = before->addressed[0];
+    return y != before->speaker && y != cast_narrator(&d->cast) && !names_in_third_person(t, y) ? y : -1;
+}
+
 // Turn k continues the exchange of turn k-1 for counting turns: it answers it, and k-1 is
 // not a story of three paragraphs or more, after which nobody can count on the order.
 static int in_exchange(const Dialogue *d, size_t k) {
@@ -564,9 +608,13 @@ static void alternation(Dialogue *d) {
         if (anchor[k] >= 0 || t->group || t->nested) continue;
         size_t hi = last[k];
         SideView left = side_view(anchor, k, lo, hi, -1), right = side_view(anchor, k, lo, hi, +1);
-        int who;
+        int who, addressee = addressee_of(d, k);
         float conf;
-        if (left.pos >= 0 || right.pos >= 0) {
+        if (addressee >= 0 && (left.pos < 0 || left.pos == addressee || (right.pos >= 0 && right.pos != left.pos))) {
+            // the one called by name answers, unless the count of turns says who else does
+            who = addressee;
+            conf = left.pos == addressee ? 0.90f : 0.80f;
+        } else if (left.pos >= 0 || right.pos >= 0) {
             who = left.pos >= 0 ? left.pos : right.pos;
             if ((right.pos >= 0 && right.pos != who) || left.neg == who || right.neg == who)
                 continue;  // the two sides disagree: a third person, or a broken exchange
@@ -584,8 +632,9 @@ static void alternation(Dialogue *d) {
             }
             if (conf < CONF_WEAK) conf = CONF_WEAK;
         } else {
-            // Only "not x" is known (the turn next to it, or the person it addresses): in an
-            // exchange between x and one other person, that is the other.
+            // Only "not x" is known (the turn next to it, or the person it addresses). The
+            // turn before, x's, called someone by name: that one answers. Otherwise, in an
+            // exchange between x and one other person, the other.
             int x = left.neg >= 0    ? left.neg
                     : right.neg >= 0 ? right.neg
                     : t->n_addressed ? t->addressed[0]
@@ -595,7 +644,7 @@ static void alternation(Dialogue *d) {
             if (who < 0 || who == left.neg || who == right.neg) continue;
             conf = 0.80f;
         }
-        if (is_addressed(t, who)) continue;
+        if (is_addressed(t, who) || names_in_third_person(t, who)) continue;
         if (t->tag.kind == SUBJ_PRONOUN &&
             (!compatible(d, who, t->tag.gender) || who == cast_narrator(&d->cast)))
             continue;

@@ -107,6 +107,8 @@ typedef struct {
     size_t tag_para;
     int addressed[4];  // entities the quotation addresses by name
     int n_addressed;
+    int named[4];      // entities it names otherwise, in the third person: not its speaker
+    int n_named;
 } Turn;
 
 typedef struct {

@@ -2,6 +2,7 @@
 #include "persona_speakers.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -182,6 +183,15 @@ static Gender title_gender(const char *w) {
 
 static int is_title(const char *w) { return title_gender(w) != GENDER_UNKNOWN || in_list(w, OTHER_TITLES); }
 
+// The class of a title that tells people of one surname apart (see the header): 'm', 'w',
+// 'g', or 't' for the titles that do not say which of them (Dr., Colonel, King).
+static char title_class(const char *w) {
+    static const char *const men[] = {"mr", "mister", "sir", "lord", "monsieur", "herr", "signor", NULL};
+    static const char *const wives[] = {"mrs", "madam", "madame", "mme", "lady", "frau", "signora", "mistress", NULL};
+    static const char *const girls[] = {"miss", "ms", "mlle", "mademoiselle", NULL};
+    return in_list(w, men) ? 'm' : in_list(w, wives) ? 'w' : in_list(w, girls) ? 'g' : 't';
+}
+
 // ---------------------------------------------------------------------------------------
 // The cast
 
@@ -304,31 +314,75 @@ static void join_words(const char *s, const Words *w, size_t a, size_t b, int lo
     out[k] = '\0';
 }
 
+// The entity of key (with its title class cls, 0 for none) if it may be the person named so:
+// one stored under key and the class, or under the key alone when the classes agree.
+static int32_t lookup(const Cast *c, const char *key, char cls) {
+    char classed[272];
+    if (cls) {
+        snprintf(classed, sizeof classed, "%s#%c", key, cls);
+        int32_t e = strmap_get(&c->keys, classed, strlen(classed));
+        if (e >= 0) return e;
+    }
+    int32_t e = strmap_get(&c->keys, key, strlen(key));
+    if (e < 0) return -1;
+    // someone with another title is someone else ("Miss Roylott" is not "Dr. Roylott"); a
+    // surname without a title is a man's (Mr. Bingley, not Miss Bingley), unless it is one of
+    // the character's names as given
+    char other = c->entities[e].title_class;
+    if (!other) return !cls || e == ENTITY_CHARACTER || (cls != 'w' && cls != 'g') ? e : -1;
+    return !cls || other == cls ? e : -1;
+}
+
+// Stores key#cls for entity e, and key alone for a man's or an untitled name (a surname
+// alone is not a Miss's or a Mrs.'s), where no one has them yet.
+static void store(Cast *c, const char *key, char cls, int e) {
+    char classed[272];
+    if (cls != 'w' && cls != 'g') strmap_put(&c->keys, key, strlen(key), e);
+    if (cls) {
+        snprintf(classed, sizeof classed, "%s#%c", key, cls);
+        strmap_put(&c->keys, classed, strlen(classed), e);
+    }
+}
+
 // A name written as the words [a, b): titles dropped, then the whole name looked up, then
-// (for a name of several words) its last word, the key other people's names are stored
-// under. With create, an unknown name becomes a new entity. Returns the entity or -1.
+// (for a name of several words) its last word, the surname other people's names are also
+// stored under, for someone known by title and surname only or of the same title. With
+// create, an unknown name becomes a new entity. Returns the entity or -1.
 static int resolve_name(Cast *c, const char *s, const Words *w, size_t a, size_t b, int create) {
     char buf[64], key[256], last[64];
     Gender g = GENDER_UNKNOWN;
+    char cls = 0;
     size_t first = a;
-    for (; first < b && is_title(lower_word(s, &w->w[first], buf, sizeof buf)); first++)
+    for (; first < b && is_title(lower_word(s, &w->w[first], buf, sizeof buf)); first++) {
         if (title_gender(buf)) g = title_gender(buf);
+        if (!cls || cls == 't') cls = title_class(buf);
+    }
     if (first == b) return -1;
     join_words(s, w, first, b, 1, key, sizeof key);
-    int32_t e = strmap_get(&c->keys, key, strlen(key));
-    if (e >= 0) return e;
-    if (b - first > 1) {
+    int32_t e = lookup(c, key, cls);
+    if (e >= 0) {
+        // "Bingley", then "Mr. Bingley": now known to be a man, not "Miss Bingley"
+        if (!c->entities[e].title_class && cls && e != ENTITY_CHARACTER) c->entities[e].title_class = cls;
+        return e;
+    }
+    int several = b - first > 1;
+    if (several) {
         lower_word(s, &w->w[b - 1], last, sizeof last);
         if (strmap_get(&c->keys, last, strlen(last)) != ENTITY_CHARACTER) {
-            memcpy(key, last, strlen(last) + 1);
-            e = strmap_get(&c->keys, key, strlen(key));
-            if (e >= 0) return e;
+            e = lookup(c, last, cls);
+            // "Jane Bennet" is not "Mr. Bennet": a first name meets a title only when both
+            // have the same one
+            if (e >= 0 && (!c->entities[e].title_class || c->entities[e].title_class == cls)) return e;
         }
     }
     if (!create) return -1;
     char name[256];
     join_words(s, w, a, b, 0, name, sizeof name);
-    return add_entity(c, name, key, g);
+    e = add_entity(c, name, NULL, g);
+    c->entities[e].title_class = cls;
+    store(c, key, cls, e);
+    if (several && strmap_get(&c->keys, last, strlen(last)) != ENTITY_CHARACTER) store(c, last, cls, e);
+    return e;
 }
 
 int cast_person(Cast *c, const char *name, size_t len) {
@@ -347,11 +401,15 @@ int cast_person(Cast *c, const char *name, size_t len) {
 // ---------------------------------------------------------------------------------------
 // Subjects
 
+// Verbs of thinking: a quotation tagged with one ("thought she") is not said aloud.
+static const char *const THOUGHT_VERBS[] = {"thought", "thinks", "wondered", "reflected", NULL};
+static const char *const SELVES[] = {"herself", "himself", "myself", "themselves", "ourselves", "yourself", NULL};
+
 static int verb_len(const char *s, const Words *w, size_t i) {
     if (i >= w->n) return 0;
     char a[64], b[64];
     lower_word(s, &w->w[i], a, sizeof a);
-    if (in_list(a, SPEECH_VERBS)) return 1;
+    if (in_list(a, SPEECH_VERBS) || in_list(a, THOUGHT_VERBS)) return 1;
     if (i + 1 < w->n && w->w[i].punct == 0) {
         lower_word(s, &w->w[i + 1], b, sizeof b);
         for (int k = 0; VERB_PAIRS[k]; k += 2)
@@ -375,8 +433,10 @@ static size_t parse_name(Cast *c, const char *s, const Words *w, size_t i, int c
     size_t a = i;
     while (a < j && in_list(lower_word(s, &w->w[a], buf, sizeof buf), CONNECTORS)) a++;
     *e = -1;
-    // A name not known as a whole may end in a known one ("Then Holmes").
-    for (size_t k = a; k < j && *e < 0; k++) *e = resolve_name(c, s, w, k, j, 0);
+    // A name not known as a whole may end in a known one ("Then Holmes"); a title stays with
+    // its name ("Mrs. Bennet" is not "Bennet").
+    for (size_t k = a; k < j && *e < 0; k++)
+        if (k == a || !is_title(lower_word(s, &w->w[k - 1], buf, sizeof buf))) *e = resolve_name(c, s, w, k, j, 0);
     if (*e < 0 && create && a < j) *e = resolve_name(c, s, w, a, j, 1);
     return a < j ? j - i : 0;
 }
@@ -489,6 +549,22 @@ static Subject sentence_subject(Cast *c, const char *s, const Words *w, size_t i
     return (Subject){0};
 }
 
+// Whether the tag whose verb is word v tells a thought: a verb of thinking, or "said" (or
+// "cried", "exclaimed") with "to herself" or "within himself" among the four words after it
+// ("said she to herself"; "he chuckled to himself" is still heard).
+static int is_thought(const char *s, const Words *w, size_t v) {
+    static const char *const saying[] = {"said", "says", "cried", "exclaimed", NULL};
+    char buf[64];
+    if (in_list(lower_word(s, &w->w[v], buf, sizeof buf), THOUGHT_VERBS)) return 1;
+    if (!in_list(buf, saying)) return 0;
+    for (size_t j = v + 1; j + 1 < w->n && j <= v + 4; j++) {
+        lower_word(s, &w->w[j], buf, sizeof buf);
+        if (strcmp(buf, "to") && strcmp(buf, "within")) continue;
+        if (in_list(lower_word(s, &w->w[j + 1], buf, sizeof buf), SELVES)) return 1;
+    }
+    return 0;
+}
+
 // SUBJECT [adverb] VERB starting at word i: the subject (created if new) or SUBJ_NONE.
 static Subject subject_then_verb(Cast *c, const char *s, const Words *w, size_t i, size_t *verb_at) {
     Subject sub;
@@ -517,7 +593,9 @@ Subject tag_after(Cast *c, const char *text, size_t start, size_t end, int ends_
         if (at < w.n && w.w[at].punct == 0 && is_adverb(lower_word(text, &w.w[at], buf, sizeof buf))) at++;
         parse_subject(c, text, &w, at, 1, &sub);
     }
-    if (sub.kind == SUBJ_NONE) sub = subject_then_verb(c, text, &w, 0, &v);
+    if (sub.kind != SUBJ_NONE) sub.thought = is_thought(text, &w, 0);
+    if (sub.kind == SUBJ_NONE && (sub = subject_then_verb(c, text, &w, 0, &v)).kind != SUBJ_NONE)
+        sub.thought = is_thought(text, &w, v);
     if (sub.kind != SUBJ_NONE) {
         sub.speech = 1;
     } else if (ends_sentence) {
@@ -561,8 +639,16 @@ Subject tag_before(Cast *c, const char *text, size_t start, size_t end) {
             sub = subject_then_verb(c, text, &w, j, &at);
             if (at != v) sub = (Subject){0};
         }
+        // "... when she instantly drew back, and said": the nearest he, she or I before the verb
+        for (size_t j = v; sub.kind == SUBJ_NONE && j-- > s0;) {
+            char buf[64];
+            lower_word(text, &w.w[j], buf, sizeof buf);
+            if (!strcmp(buf, "he") || !strcmp(buf, "she") || (!strcmp(buf, "i") && text[w.w[j].start] == 'I'))
+                parse_subject(c, text, &w, j, 0, &sub);
+        }
         if (sub.kind == SUBJ_NONE) sub = sentence_subject(c, text, &w, s0);  // He turned and said,
         if (sub.kind == SUBJ_GROUP || sub.kind == SUBJ_THING || person(&sub)) sub.speech = 1;
+        sub.thought = sub.speech && is_thought(text, &w, v);
     } else {
         sub = sentence_subject(c, text, &w, s0);
     }
@@ -676,7 +762,9 @@ void mentions_scan(Cast *c, const char *text, size_t start, size_t end, Mentions
     free(w.w);
 }
 
-void vocatives_scan(Cast *c, const char *text, size_t start, size_t end, Mentions *out) {
+void quotation_names(Cast *c, const char *text, size_t start, size_t end, Mentions *addressed, Mentions *named) {
+    static const char *const after_call[] = {"you", "your", "i", "we", "pray", "do", "let", "come", "tell",
+                                             "what", "how", "why", "is", "are", "will", "shall", "can", NULL};
     Words w = {0};
     words_split(text, start, end, &w, (size_t)-1);
     char buf[64];
@@ -684,10 +772,21 @@ void vocatives_scan(Cast *c, const char *text, size_t start, size_t end, Mention
         int e = -1;
         size_t k = w.w[i].cap ? parse_name(c, text, &w, i, 0, &e) : 0;
         if (k && e >= 0) {
-            int after_ok = i + k == w.n || (w.w[i + k - 1].punct && strchr(",.!?;", w.w[i + k - 1].punct));
+            char after = w.w[i + k - 1].punct;
+            int after_ok = i + k == w.n || (after && strchr(",.!?;", after));
             int before_ok = i == 0 || w.w[i - 1].punct == ',' ||
                             !strcmp(lower_word(text, &w.w[i - 1], buf, sizeof buf), "dear");
-            if (after_ok && before_ok) push_mention(out, e, w.w[i].start, 0, 0);
+            // "...dancing? Mr. Darcy, you must": a sentence that starts with the name and a
+            // comma, then speaks to them
+            int opens = i > 0 && ends_sentence(w.w[i - 1].punct) && after == ',' && i + k < w.n &&
+                        in_list(lower_word(text, &w.w[i + k], buf, sizeof buf), after_call);
+            // "My name is Sherlock Holmes", "I am Holmes": a speaker naming themselves
+            char before[64] = "";
+            if (i > 0) lower_word(text, &w.w[i - 1], before, sizeof before);
+            int self = !strcmp(before, "am") || (!strcmp(before, "is") && i > 1 &&
+                                                  !strcmp(lower_word(text, &w.w[i - 2], buf, sizeof buf), "name"));
+            if ((after_ok && before_ok) || opens) push_mention(addressed, e, w.w[i].start, 0, 0);
+            else if (!self) push_mention(named, e, w.w[i].start, 0, 0);
         }
         i += k ? k : 1;
     }
