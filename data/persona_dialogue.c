@@ -11,6 +11,7 @@
 #define CONF_TAG 0.95f
 #define CONF_COLON_TAG 0.90f
 #define CONF_BEAT 0.85f
+#define CONF_PREVIOUS_BEAT 0.75f
 #define CONF_ANCHOR 0.75f  // a turn this sure is evidence for its neighbours
 #define CONF_WEAK 0.50f
 #define CONF_ADDRESSED 0.30f
@@ -273,6 +274,31 @@ static Subject announcement(Dialogue *d, size_t p) {
     return colon && q->n == 0 ? (Subject){.kind = SUBJ_THING, .speech = 1} : (Subject){0};
 }
 
+// The one who acts in the short last sentence of the narrative paragraph p, when the next
+// paragraph's quotation has no tag of its own: "Lady Catherine seemed pleased." / "And will
+// you promise me ...", "...: Charlotte tried to console her." / "I dare say ...". Not when
+// that sentence says they do not speak ("Elizabeth made no answer.", "he was silent"), and
+// not after a long one, which tells of more than who speaks next.
+#define PREVIOUS_BEAT_WORDS 15
+static Subject previous_beat(Dialogue *d, size_t p) {
+    static const char *const silent[] = {" no ", " not ", "n't ", " nothing", " never", " silent", " silence",
+                                         " without ", NULL};
+    const char *s = d->prose[p];
+    if (!is_narrative_paragraph(d, p)) return (Subject){0};
+    size_t last = 0;  // where the last sentence (or clause after a colon) starts
+    for (size_t i = 0; i + 1 < d->prose_len[p]; i++)
+        if (strchr(".!?:;", s[i]) && s[i + 1] == ' ') last = i + 2;
+    int words = 1;
+    for (size_t i = last; i < d->prose_len[p]; i++) words += s[i] == ' ';
+    if (words > PREVIOUS_BEAT_WORDS) return (Subject){0};
+    for (int k = 0; silent[k]; k++) {
+        const char *hit = strstr(s + last, silent[k]);
+        if (hit) return (Subject){0};
+    }
+    Subject beat = tag_before(&d->cast, s, last, d->prose_len[p]);
+    return !beat.speech && (beat.kind == SUBJ_ENTITY || beat.kind == SUBJ_PRONOUN) ? beat : (Subject){0};
+}
+
 static void prose_turns(Dialogue *d) {
     const Book *b = d->book;
     // Phrases that are the character's names, then the tags of every quotation: they name
@@ -303,6 +329,8 @@ static void prose_turns(Dialogue *d) {
     for (size_t p = 0; p < b->n; p++) {
         if (!d->prose[p] || d->scans[p].n == 0) continue;
         Subject colon = p > 0 && !b->paras[p].scene ? announcement(d, p - 1) : (Subject){0};
+        if (colon.speech && colon.kind != SUBJ_THING && is_narrative_paragraph(d, p - 1)) d->announces[p - 1] = 1;
+        if (colon.kind == SUBJ_NONE && p > 0 && !b->paras[p].scene) colon = previous_beat(d, p - 1);
         size_t first_turn = d->n;
         paragraph_turns(d, p, tags + at, colon);
         for (size_t k = first_turn; k < d->n; k++) {
@@ -310,7 +338,9 @@ static void prose_turns(Dialogue *d) {
             if (t->tag.kind != SUBJ_ENTITY || t->speaker >= 0 || t->nested) continue;
             t->speaker = t->tag.entity;
             t->method = t->tag.speech ? ATTR_TAG : ATTR_BEAT;
-            t->confidence = !t->tag.speech ? CONF_BEAT : t->tag_para < p ? CONF_COLON_TAG : CONF_TAG;
+            t->confidence = !t->tag.speech   ? (t->tag_para < p ? CONF_PREVIOUS_BEAT : CONF_BEAT)
+                            : t->tag_para < p ? CONF_COLON_TAG
+                                              : CONF_TAG;
             // A quotation that calls its speaker by name was misread.
             if (is_addressed(t, t->speaker)) t->confidence = CONF_ADDRESSED;
         }
@@ -411,8 +441,10 @@ static void script_turns(Dialogue *d) {
 int dialogue_adjacent(const Dialogue *d, size_t k) {
     if (k == 0) return 0;
     size_t p = d->turns[k].first_para, prev = d->turns[k - 1].last_para;
-    return p == prev || (p == prev + 1 && !d->book->paras[p].scene && d->trailing[prev] <= ACTION_WORDS &&
-                         d->leading[p] <= ACTION_WORDS);
+    if (p == prev) return 1;
+    if (d->book->paras[p].scene || d->trailing[prev] > ACTION_WORDS || d->leading[p] > ACTION_WORDS) return 0;
+    // next to each other, or a paragraph between that only announces the next speaker
+    return p == prev + 1 || (p == prev + 2 && d->announces[prev + 1] && !d->book->paras[prev + 1].scene);
 }
 
 
@@ -446,6 +478,57 @@ static size_t near_mentions(const Mentions *m, size_t at) {
     return lo;
 }
 
+// The turns that make turn k's conversation, for telling who takes part in it: the 12 turns
+// before it (a talk goes on after an interruption) and those after it in its exchange, at
+// most 8; the caller keeps those of its scene.
+static void conversation(const Dialogue *d, size_t k, size_t *from, size_t *to) {
+    *from = k > 12 ? k - 12 : 0;
+    *to = k;
+    while (*to + 1 < d->n && *to - k < 8 && dialogue_adjacent(d, *to + 1)) (*to)++;
+}
+
+static int same_scene(const Dialogue *d, size_t j, size_t k) {
+    size_t a = j < k ? d->turns[j].last_para : d->turns[k].last_para;
+    size_t b = j < k ? d->turns[k].first_para : d->turns[j].first_para;
+    for (size_t p = a + 1; p <= b; p++)
+        if (d->book->paras[p].scene) return 0;
+    return 1;
+}
+
+// The one person who can be turn k's "he" or "she" (can_be) among those who speak, known,
+// in the turns from..to of its scene, when someone of the other sex speaks there too.
+// -1 when there is not exactly one, or nobody of the other sex; -2 when nobody of that sex.
+static int gender_speaker(const Dialogue *d, size_t k, Gender g, size_t from, size_t to) {
+    int found = -2, other_sex = 0;
+    for (size_t j = from; j <= to; j++) {
+        const Turn *u = &d->turns[j];
+        if (j == k || !known(u) || !same_scene(d, j, k)) continue;
+        Gender sex = d->cast.entities[u->speaker].gender;
+        other_sex |= sex != GENDER_UNKNOWN && sex != g;
+        if (sex != g || !can_be(d, k, u->speaker, g)) continue;
+        if (found >= 0 && found != u->speaker) return -1;
+        found = u->speaker;
+    }
+    return other_sex || found < 0 ? found : -1;
+}
+
+// In a conversation between a man and a woman, "she" is the woman, whoever the narrative
+// named last: the one speaker of the pronoun's sex in turn k's exchange (at most 8 turns
+// either way), or, when nobody of that sex speaks known in it, in its conversation (the talk
+// may have been interrupted). -1 if none.
+static int exchange_speaker(const Dialogue *d, size_t k, Gender g) {
+    if (g == GENDER_UNKNOWN) return -1;
+    size_t from = k, to = k;
+    while (from > 0 && k - from < 8 && dialogue_adjacent(d, from)) from--;
+    while (to + 1 < d->n && to - k < 8 && dialogue_adjacent(d, to + 1)) to++;
+    int found = gender_speaker(d, k, g, from, to);
+    if (found == -2) {
+        conversation(d, k, &from, &to);
+        found = gender_speaker(d, k, g, from, to);
+    }
+    return found >= 0 ? found : -1;
+}
+
 static void resolve_pronoun(Dialogue *d, size_t k) {
     Turn *t = &d->turns[k];
     Gender g = t->tag.gender;
@@ -462,6 +545,12 @@ static void resolve_pronoun(Dialogue *d, size_t k) {
     }
     if (subject >= 0) {
         t->speaker = subject, t->confidence = 0.90f;
+        return;
+    }
+    // the exchange: the one person of the pronoun's gender who speaks near it, tagged
+    int speaker = exchange_speaker(d, k, g);
+    if (speaker >= 0) {
+        t->speaker = speaker, t->confidence = 0.85f;
         return;
     }
     // b. the last person named in the narrative paragraph just before (someone new counts
@@ -552,13 +641,14 @@ static SideView side_view(const int *anchor, size_t k, size_t lo, size_t hi, int
     return v;
 }
 
-// The one person besides x who speaks (confidently) within 10 turns of turn k in its scene,
-// or -1 when that is not exactly one person: an exchange between two people.
-static int the_other_one(const Dialogue *d, const int *anchor, const int *scene, size_t k, int x) {
+// The one person besides x who speaks (confidently) in turn k's conversation, or -1 when
+// that is not exactly one person: an exchange between two people.
+static int the_other_one(const Dialogue *d, const int *anchor, size_t k, int x) {
     int people[2] = {-1, -1}, n = 0, has_x = 0;
-    size_t from = k > 10 ? k - 10 : 0, to = k + 10 < d->n ? k + 10 : d->n - 1;
+    size_t from, to;
+    conversation(d, k, &from, &to);
     for (size_t j = from; j <= to; j++) {
-        if (anchor[j] < 0 || scene[d->turns[j].first_para] != scene[d->turns[k].first_para]) continue;
+        if (anchor[j] < 0 || !same_scene(d, j, k)) continue;
         if (anchor[j] == x) {
             has_x = 1;
             continue;
@@ -595,7 +685,9 @@ static int in_exchange(const Dialogue *d, size_t k) {
 
 static void alternation(Dialogue *d) {
     int *anchor = xmalloc((d->n ? d->n : 1) * sizeof(int));
-    for (size_t k = 0; k < d->n; k++) anchor[k] = known(&d->turns[k]) ? d->turns[k].speaker : -1;
+    // anchors: what the text says (tags, beats, pronouns), not what an earlier count guessed
+    for (size_t k = 0; k < d->n; k++)
+        anchor[k] = known(&d->turns[k]) && d->turns[k].method != ATTR_ALTERNATION ? d->turns[k].speaker : -1;
     int *scene = xmalloc((d->book->n ? d->book->n : 1) * sizeof(int));
     for (size_t p = 0, scenes = 0; p < d->book->n; p++) scene[p] = (int)(scenes += d->book->paras[p].scene);
     // the last turn of the exchange that each turn is in
@@ -640,7 +732,7 @@ static void alternation(Dialogue *d) {
                     : t->n_addressed ? t->addressed[0]
                                      : -1;
             if (x < 0 || (left.neg >= 0 && right.neg >= 0 && left.neg != right.neg)) continue;
-            who = the_other_one(d, anchor, scene, k, x);
+            who = the_other_one(d, anchor, k, x);
             if (who < 0 || who == left.neg || who == right.neg) continue;
             conf = 0.80f;
         }
@@ -658,13 +750,31 @@ static void alternation(Dialogue *d) {
     free(anchor);
 }
 
+// Pronouns, then the count of turns; then once more the pronouns left unresolved or weak,
+// now that the count has found their neighbours, and the count again, afresh, from the
+// anchors they make.
 static void resolve(Dialogue *d) {
-    for (size_t k = 0; k < d->n; k++)
-        if (d->turns[k].tag.kind == SUBJ_PRONOUN && d->turns[k].speaker < 0 && !d->turns[k].nested) {
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t k = 0; k < d->n; k++) {
+            Turn *t = &d->turns[k];
+            if (t->tag.kind != SUBJ_PRONOUN || t->nested || (t->speaker >= 0 && t->confidence > CONF_WEAK)) continue;
+            int before = t->speaker;
+            float conf = t->confidence;
+            AttrMethod method = t->method;
+            t->speaker = -1;
             resolve_pronoun(d, k);
-            if (d->turns[k].speaker >= 0) d->turns[k].method = ATTR_PRONOUN;
+            if (t->speaker >= 0 && t->confidence > conf) t->method = ATTR_PRONOUN;
+            else t->speaker = before, t->confidence = conf, t->method = method;
         }
-    alternation(d);
+        if (pass == 1)
+            for (size_t k = 0; k < d->n; k++)
+                if (d->turns[k].method == ATTR_ALTERNATION) {
+                    d->turns[k].speaker = -1;
+                    d->turns[k].confidence = 0;
+                    d->turns[k].method = ATTR_NONE;
+                }
+        alternation(d);
+    }
 }
 
 void dialogue_build(Dialogue *d, const Book *b, const DialogueOptions *o) {
@@ -677,6 +787,7 @@ void dialogue_build(Dialogue *d, const Book *b, const DialogueOptions *o) {
     d->mentions = xcalloc(b->n, sizeof(Mentions));
     d->leading = xcalloc(b->n, sizeof(int));
     d->trailing = xcalloc(b->n, sizeof(int));
+    d->announces = xcalloc(b->n ? b->n : 1, 1);
     for (size_t p = 0; p < b->n; p++)
         if (!b->paras[p].heading)
             d->prose[p] = book_unwrap(b->paras[p].text, b->paras[p].len, &d->prose_len[p]);
@@ -731,6 +842,7 @@ void dialogue_free(Dialogue *d) {
     free(d->mentions);
     free(d->leading);
     free(d->trailing);
+    free(d->announces);
     cast_free(&d->cast);
     memset(d, 0, sizeof *d);
 }

@@ -129,6 +129,8 @@ typedef struct {
     Mentions *mentions;  // per paragraph: people named in its narrative
     int *leading;        // per paragraph: words of narrative before its first quotation
     int *trailing;       // per paragraph: words of narrative after its last quotation
+    char *announces;     // per paragraph: a narrative paragraph whose speech tag belongs to
+                         // the next paragraph's quotation ("and then replied,--")
     Turn *turns;
     size_t n, cap;
     size_t quotations;   // quotations found

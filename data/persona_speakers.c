@@ -87,11 +87,14 @@ static void words_split(const char *s, size_t start, size_t end, Words *out, siz
     }
 }
 
-// The word lower-cased into buf (cut to fit); a trailing period and a possessive 's go.
+// The word lower-cased into buf (cut to fit); a trailing period and a possessive 's (or ’s)
+// go.
 static const char *lower_word(const char *s, const Word *w, char *buf, size_t cap) {
     size_t n = w->end - w->start, k = 0;
-    if (n && s[w->start + n - 1] == '.') n--;
-    if (n > 2 && s[w->start + n - 2] == '\'' && s[w->start + n - 1] == 's') n -= 2;
+    const char *e = s + w->start;
+    if (n && e[n - 1] == '.') n--;
+    if (n > 2 && e[n - 2] == '\'' && e[n - 1] == 's') n -= 2;
+    else if (n > 4 && !memcmp(e + n - 4, "\xE2\x80\x99s", 4)) n -= 4;
     for (; k < n && k + 1 < cap; k++) buf[k] = (char)tolower((unsigned char)s[w->start + k]);
     buf[k] = '\0';
     return buf;
@@ -115,7 +118,8 @@ static const char *const SPEECH_VERBS[] = {
     "panted", "faltered", "concluded", "commented", "mused", "breathed", "hissed", "wailed",
     "moaned", "sneered", "shrieked", "bellowed", "barked", "mumbled", "announced", "warned",
     "assented", "objected", "corrected", "proceeded", "remonstrated", "stormed", "sang",
-    "croaked", "drawled", "lisped", "quavered", "screeched", "snarled", "spluttered", NULL};
+    "croaked", "drawled", "lisped", "quavered", "screeched", "snarled", "spluttered", "addressed",
+    "accosted", NULL};
 
 // Two-word verbs: "went on", "broke in", "put in".
 static const char *const VERB_PAIRS[] = {"went", "on", "broke", "in", "put", "in", "cut", "in", NULL};
@@ -565,6 +569,36 @@ static int is_thought(const char *s, const Words *w, size_t v) {
     return 0;
 }
 
+// The subject nearest before word v in the sentence that starts at word s0, walking back: he,
+// she or I, unless a subordinate clause's ("when she ceased speaking"), or a known person
+// named there, unless the object of a preposition ("gave it to Mr. Darcy"). SUBJ_NONE if none.
+static Subject nearest_subject(Cast *c, const char *s, const Words *w, size_t s0, size_t v) {
+    static const char *const subordinators[] = {"when", "while", "whilst", "as", "if", "after", "before", "till",
+                                                "until", "since", "because", "though", "although", "that", NULL};
+    static const char *const prepositions[] = {"to", "at", "with", "of", "from", "by", "for", "on", "upon",
+                                               "towards", "toward", "into", "than", "like", "about", "between", NULL};
+    char buf[64];
+    Subject sub = {0};
+    for (size_t j = v; j-- > s0;) {
+        lower_word(s, &w->w[j], buf, sizeof buf);
+        int pronoun = !strcmp(buf, "he") || !strcmp(buf, "she") || (!strcmp(buf, "i") && s[w->w[j].start] == 'I');
+        if (!pronoun && !w->w[j].cap) continue;
+        size_t start = j;  // a name's first word: back over its capitalised words and titles
+        while (!pronoun && start > s0 && w->w[start - 1].cap && w->w[start - 1].punct == 0 &&
+               !in_list(lower_word(s, &w->w[start - 1], buf, sizeof buf), CONNECTORS))
+            start--;
+        const char *const *blockers = pronoun ? subordinators : prepositions;
+        if (start > s0 && in_list(lower_word(s, &w->w[start - 1], buf, sizeof buf), blockers)) {
+            j = start;
+            continue;
+        }
+        if (parse_subject(c, s, w, start, 0, &sub) && person(&sub)) return sub;
+        sub = (Subject){0};
+        j = start;
+    }
+    return sub;
+}
+
 // SUBJECT [adverb] VERB starting at word i: the subject (created if new) or SUBJ_NONE.
 static Subject subject_then_verb(Cast *c, const char *s, const Words *w, size_t i, size_t *verb_at) {
     Subject sub;
@@ -574,9 +608,11 @@ static Subject subject_then_verb(Cast *c, const char *s, const Words *w, size_t 
     char buf[64];
     if (j < w->n && w->w[j - 1].punct == 0 && is_adverb(lower_word(s, &w->w[j], buf, sizeof buf))) j++;
     if (j < w->n && w->w[j - 1].punct == 0 && verb_len(s, w, j)) {
-        parse_subject(c, s, w, i, 1, &sub);
+        // a phrase before the verb is someone when it ends with a noun for people ("the
+        // stout gentleman said"), not "in a constrained manner said"
+        parse_subject(c, s, w, i, CREATE_PERSON, &sub);
         *verb_at = j;
-        return sub;
+        return sub.kind == SUBJ_NONE ? (Subject){0} : sub;
     }
     return (Subject){0};
 }
@@ -615,6 +651,7 @@ Subject tag_before(Cast *c, const char *text, size_t start, size_t end) {
     Words w = {0};
     words_split(text, start, end, &w, 200);
     Subject sub = {0};
+    char buf[64];
     if (w.n == 0) return free(w.w), sub;
     size_t s0 = 0;
     for (size_t k = w.n - 1; k-- > 0;)
@@ -635,22 +672,24 @@ Subject tag_before(Cast *c, const char *text, size_t start, size_t end) {
             else sub = (Subject){0};
         }
         for (size_t j = v; sub.kind == SUBJ_NONE && j-- > s0;) {                               // Holmes said,
+            // the whole name: "Lady Catherine began", not "Catherine began"
+            if (j > s0 && w.w[j - 1].cap && w.w[j - 1].punct == 0 &&
+                !in_list(lower_word(text, &w.w[j - 1], buf, sizeof buf), CONNECTORS))
+                continue;
             size_t at = w.n;
             sub = subject_then_verb(c, text, &w, j, &at);
             if (at != v) sub = (Subject){0};
         }
-        // "... when she instantly drew back, and said": the nearest he, she or I before the verb
-        for (size_t j = v; sub.kind == SUBJ_NONE && j-- > s0;) {
-            char buf[64];
-            lower_word(text, &w.w[j], buf, sizeof buf);
-            if (!strcmp(buf, "he") || !strcmp(buf, "she") || (!strcmp(buf, "i") && text[w.w[j].start] == 'I'))
-                parse_subject(c, text, &w, j, 0, &sub);
-        }
+        // "... when she instantly drew back, and said"; "Darcy spoke, and in a constrained manner said"
+        if (sub.kind == SUBJ_NONE) sub = nearest_subject(c, text, &w, s0, v);
         if (sub.kind == SUBJ_NONE) sub = sentence_subject(c, text, &w, s0);  // He turned and said,
         if (sub.kind == SUBJ_GROUP || sub.kind == SUBJ_THING || person(&sub)) sub.speech = 1;
         sub.thought = sub.speech && is_thought(text, &w, v);
     } else {
-        sub = sentence_subject(c, text, &w, s0);
+        // a beat: the one doing the last thing before the quotation ("... and even Lydia was too
+        // much fatigued to utter more than the occasional exclamation of")
+        sub = nearest_subject(c, text, &w, s0, w.n);
+        if (sub.kind == SUBJ_NONE) sub = sentence_subject(c, text, &w, s0);
     }
     free(w.w);
     return sub;

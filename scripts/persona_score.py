@@ -4,11 +4,12 @@
 Reads the turns file that `persona extract --turns FILE.tsv` writes (every turn of the book:
 line, speaker, method, confidence, emitted, text) and two hand-made fixtures:
 
-  --recall FILE   every line the character speaks in some stories (test/fixtures/persona/
-                  holmes_recall_lines.tsv): `range` rows give each story's first and last
+  --recall FILE   every line the character speaks in some stories or chapters (test/fixtures/
+                  persona/*_recall_lines.tsv): `range` rows give each one's first and last
                   file line, the other rows `story, line, opening words`.
-  --sample FILE   emitted lines labelled by reading the book (holmes_precision_sample.tsv):
-                  `line, method, confidence, label (correct|wrong), text, note`.
+  --sample FILE   emitted lines labelled by reading the book (*_precision_sample.tsv):
+                  `line, method, confidence, label (correct|wrong), text, drawn, note`.
+  --name NAME     the prefix of the goals' names (default holmes: holmes_recall, ...).
 
 An emitted line matches a listed one when both start on the same file line and the emitted
 text starts with the listed opening words (white space normalised). It prints, as the test
@@ -58,6 +59,7 @@ def main():
     ap.add_argument("--min-recall", type=float, default=0.80)
     ap.add_argument("--min-precision", type=float, default=0.95)
     ap.add_argument("--min-sample", type=int, default=100)
+    ap.add_argument("--name", default="holmes")
     a = ap.parse_args()
 
     turns = list(rows(a.turns))[1:]  # the header
@@ -83,7 +85,7 @@ def main():
         f = sum(1 for s, _, _ in found if s == story)
         e = sum(1 for l, _, _ in in_stories if a0 <= l <= b0)
         r = sum(1 for l, _, _ in right if a0 <= l <= b0)
-        print(f"# {story} (lines {a0}-{b0}): {f}/{n} of Holmes's lines found, {r}/{e} emitted lines right")
+        print(f"# {story} (lines {a0}-{b0}): {f}/{n} of the character's lines found, {r}/{e} emitted lines right")
     for l, t, m in in_stories:
         if not is_listed(l, t):
             print(f"#   wrong ({m}): {l} {t[:70]}")
@@ -108,13 +110,13 @@ def main():
     def verdict(name, ok, what):
         print(f"{'PASS' if ok else 'FAIL'} {name}: {what}")
 
-    verdict("holmes_recall", recall >= a.min_recall,
+    verdict(f"{a.name}_recall", recall >= a.min_recall,
             f"{len(found)}/{len(listed)} = {100 * recall:.1f}% (goal {100 * a.min_recall:.0f}%)")
-    verdict("holmes_precision_in_stories", precision >= a.min_precision,
+    verdict(f"{a.name}_precision_in_stories", precision >= a.min_precision,
             f"{len(right)}/{len(in_stories)} = {100 * precision:.1f}% (goal {100 * a.min_precision:.0f}%)")
-    verdict("holmes_sample_still_emitted", len(labelled) >= a.min_sample,
+    verdict(f"{a.name}_sample_still_emitted", len(labelled) >= a.min_sample,
             f"{len(labelled)} of the {len(sample)} labelled lines are emitted (need {a.min_sample})")
-    verdict("holmes_precision_sample", sample_precision >= a.min_precision,
+    verdict(f"{a.name}_precision_sample", sample_precision >= a.min_precision,
             f"{correct}/{len(labelled)} = {100 * sample_precision:.1f}% (goal {100 * a.min_precision:.0f}%)")
     return 0
 
