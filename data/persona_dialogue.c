@@ -329,7 +329,9 @@ static void prose_turns(Dialogue *d) {
     for (size_t p = 0; p < b->n; p++) {
         if (!d->prose[p] || d->scans[p].n == 0) continue;
         Subject colon = p > 0 && !b->paras[p].scene ? announcement(d, p - 1) : (Subject){0};
-        if (colon.speech && colon.kind != SUBJ_THING && is_narrative_paragraph(d, p - 1)) d->announces[p - 1] = 1;
+        // (not "she added": then the one who spoke before may be going on)
+        if (colon.speech && !colon.goes_on && colon.kind != SUBJ_THING && is_narrative_paragraph(d, p - 1))
+            d->announces[p - 1] = 1;
         if (colon.kind == SUBJ_NONE && p > 0 && !b->paras[p].scene) colon = previous_beat(d, p - 1);
         size_t first_turn = d->n;
         paragraph_turns(d, p, tags + at, colon);
@@ -454,7 +456,11 @@ static int can_be(const Dialogue *d, size_t k, int entity, Gender g) {
     const Turn *t = &d->turns[k];
     if (entity == cast_narrator(&d->cast)) return 0;
     if (is_addressed(t, entity) || names_in_third_person(t, entity) || !compatible(d, entity, g)) return 0;
-    if (dialogue_adjacent(d, k) && known(&d->turns[k - 1]) && d->turns[k - 1].speaker == entity) return 0;
+    // (not across a paragraph that announces the speaker: "Lady Catherine talked on till ...
+    // she added,--" may go on with the one who just spoke)
+    if (dialogue_adjacent(d, k) && d->turns[k].first_para <= d->turns[k - 1].last_para + 1 &&
+        known(&d->turns[k - 1]) && d->turns[k - 1].speaker == entity)
+        return 0;
     // "...," he cried, grasping Sherlock Holmes by the shoulder: not Holmes.
     if (t->tag.kind == SUBJ_PRONOUN && d->prose[t->tag_para]) {
         const Mentions *m = &d->mentions[t->tag_para];
@@ -529,57 +535,41 @@ static int exchange_speaker(const Dialogue *d, size_t k, Gender g) {
     return found >= 0 ? found : -1;
 }
 
-static void resolve_pronoun(Dialogue *d, size_t k) {
+// Rules b to e of resolve_pronoun. Returns 1 when a rule decided, with *who and *conf set.
+static int pronoun_rules(Dialogue *d, size_t k, size_t near, int *who, float *conf) {
     Turn *t = &d->turns[k];
     Gender g = t->tag.gender;
     size_t p = t->tag_para;
     const Mentions *m = &d->mentions[p];
-    size_t near = near_mentions(m, t->tag.at);
-    // a. the last subject earlier in the paragraph; c. the only person named in it
-    int subject = -1, only = -1, several = 0;
-    for (size_t i = near; i < m->n && m->m[i].at < t->tag.at; i++) {
-        if (!can_be(d, k, m->m[i].entity, g)) continue;
-        if (m->m[i].initial) subject = m->m[i].entity;
-        if (only >= 0 && only != m->m[i].entity) several = 1;
-        only = m->m[i].entity;
-    }
-    if (subject >= 0) {
-        t->speaker = subject, t->confidence = 0.90f;
-        return;
-    }
-    // the exchange: the one person of the pronoun's gender who speaks near it, tagged
-    int speaker = exchange_speaker(d, k, g);
-    if (speaker >= 0) {
-        t->speaker = speaker, t->confidence = 0.85f;
-        return;
-    }
-    // b. the last person named in the narrative paragraph just before (someone new counts
-    // when a sentence is about them: "A man entered ...", not "as on a man whose ...")
-    if (t->first_para > 0 && !d->book->paras[t->first_para].scene &&
-        is_narrative_paragraph(d, t->first_para - 1)) {
+    // b. the last person who is the subject of a sentence in the narrative paragraph just
+    // before ("A man entered ..."; not "reading Jane's letter": "she" there is whoever the
+    // narrative follows)
+    if (t->first_para > 0 && !d->book->paras[t->first_para].scene && is_narrative_paragraph(d, t->first_para - 1)) {
         const Mentions *prev = &d->mentions[t->first_para - 1];
         int last = -1, others = 0;
         for (size_t i = prev->n; i-- > 0;) {
-            if (!can_be(d, k, prev->m[i].entity, g) || (prev->m[i].someone && !prev->m[i].initial)) continue;
+            if (!can_be(d, k, prev->m[i].entity, g) || !prev->m[i].initial) continue;
             if (last < 0) last = prev->m[i].entity;
             else others |= prev->m[i].entity != last;
         }
-        if (last >= 0 && !others) {
-            t->speaker = last, t->confidence = 0.85f;
-            return;
-        }
+        if (last >= 0 && !others) return *who = last, *conf = 0.85f, 1;
     }
-    if (only >= 0 && !several) {
-        t->speaker = only, t->confidence = 0.85f;
-        return;
+    // c. the only person named earlier in the paragraph, as someone who does something (the
+    // subject of a sentence, or someone new: "hauling after him a companion")
+    int only = -1, several = 0;
+    for (size_t i = near; i < m->n && m->m[i].at < t->tag.at; i++) {
+        if (!can_be(d, k, m->m[i].entity, g) || !(m->m[i].initial || m->m[i].someone)) continue;
+        if (only >= 0 && only != m->m[i].entity) several = 1;
+        only = m->m[i].entity;
     }
-    // d. the speaker two turns back in an exchange
-    if (k >= 2 && dialogue_adjacent(d, k) && dialogue_adjacent(d, k - 1) && known(&d->turns[k - 2]) &&
+    if (only >= 0 && !several) return *who = only, *conf = 0.85f, 1;
+    // d. the speaker two turns back in an exchange (right after each other: a paragraph that
+    // announces the speaker may say that the one before goes on)
+    if (k >= 2 && dialogue_adjacent(d, k) && dialogue_adjacent(d, k - 1) &&
+        d->turns[k].first_para <= d->turns[k - 1].last_para + 1 && known(&d->turns[k - 2]) &&
         known(&d->turns[k - 1]) && d->turns[k - 2].speaker != d->turns[k - 1].speaker &&
-        can_be(d, k, d->turns[k - 2].speaker, g)) {
-        t->speaker = d->turns[k - 2].speaker, t->confidence = 0.85f;
-        return;
-    }
+        can_be(d, k, d->turns[k - 2].speaker, g))
+        return *who = d->turns[k - 2].speaker, *conf = 0.85f, 1;
     // e. the people of the last paragraphs: named in the narrative, or speaking
     size_t from = t->first_para > WINDOW_PARAGRAPHS ? t->first_para - WINDOW_PARAGRAPHS : 0;
     for (size_t q = t->first_para + 1; q > from; q--)
@@ -607,10 +597,35 @@ static void resolve_pronoun(Dialogue *d, size_t k) {
         for (int c = 0; c < candidates && c < 8; c++) dup |= seen[c] == e;
         if (!dup && candidates < 8) seen[candidates++] = e;
     }
-    if (latest >= 0) {
-        t->speaker = candidates == 1 ? seen[0] : latest;
-        t->confidence = candidates == 1 ? 0.80f : CONF_WEAK;
+    if (latest < 0) return 0;
+    *who = candidates == 1 ? seen[0] : latest;
+    *conf = candidates == 1 ? 0.80f : CONF_WEAK;
+    return 1;
+}
+
+static void resolve_pronoun(Dialogue *d, size_t k) {
+    Turn *t = &d->turns[k];
+    Gender g = t->tag.gender;
+    size_t p = t->tag_para;
+    const Mentions *m = &d->mentions[p];
+    size_t near = near_mentions(m, t->tag.at);
+    // a. the last subject earlier in the paragraph
+    int subject = -1;
+    for (size_t i = near; i < m->n && m->m[i].at < t->tag.at; i++)
+        if (m->m[i].initial && can_be(d, k, m->m[i].entity, g)) subject = m->m[i].entity;
+    if (subject >= 0) {
+        t->speaker = subject, t->confidence = 0.90f;
+        return;
     }
+    // the exchange: the one person of the pronoun's gender who speaks near it, tagged
+    int speaker = exchange_speaker(d, k, g);
+    if (speaker >= 0) {
+        t->speaker = speaker, t->confidence = 0.85f;
+        return;
+    }
+    int who;
+    float conf;
+    if (pronoun_rules(d, k, near, &who, &conf)) t->speaker = who, t->confidence = conf;
 }
 
 // What the nearest anchors on one side of turn k say: the speaker (pos) of the nearest

@@ -147,15 +147,15 @@ static const char *const CONNECTORS[] = {
 
 static const char *const MALE_TITLES[] = {
     "mr", "sir", "lord", "monsieur", "herr", "signor", "master", "king", "prince", "duke",
-    "count", "baron", "father", "brother", "uncle", "mister", NULL};
+    "count", "baron", "father", "brother", "uncle", "mister",
+    // ranks that were men's in the books this reads
+    "colonel", "col", "captain", "capt", "major", "general", "gen", "lieutenant", "lt", "sergeant",
+    "sgt", "inspector", "constable", NULL};
 static const char *const FEMALE_TITLES[] = {
     "mrs", "ms", "miss", "lady", "madam", "madame", "mme", "mlle", "mademoiselle", "frau",
     "signora", "mistress", "queen", "princess", "duchess", "countess", "baroness", "mother",
     "sister", "aunt", NULL};
-static const char *const OTHER_TITLES[] = {
-    "dr", "doctor", "colonel", "col", "captain", "capt", "major", "general", "gen",
-    "lieutenant", "lt", "sergeant", "sgt", "inspector", "constable", "professor", "prof",
-    "rev", "reverend", "hon", NULL};
+static const char *const OTHER_TITLES[] = {"dr", "doctor", "professor", "prof", "rev", "reverend", "hon", NULL};
 
 static const char *const MALE_NOUNS[] = {
     "man", "gentleman", "fellow", "boy", "lad", "king", "prince", "husband", "father", "son",
@@ -685,6 +685,8 @@ Subject tag_before(Cast *c, const char *text, size_t start, size_t end) {
         if (sub.kind == SUBJ_NONE) sub = sentence_subject(c, text, &w, s0);  // He turned and said,
         if (sub.kind == SUBJ_GROUP || sub.kind == SUBJ_THING || person(&sub)) sub.speech = 1;
         sub.thought = sub.speech && is_thought(text, &w, v);
+        static const char *const going_on[] = {"continued", "added", "resumed", "pursued", "repeated", "went", NULL};
+        sub.goes_on = sub.speech && in_list(lower_word(text, &w.w[v], buf, sizeof buf), going_on);
     } else {
         // a beat: the one doing the last thing before the quotation ("... and even Lydia was too
         // much fatigued to utter more than the occasional exclamation of")

@@ -96,6 +96,7 @@ typedef struct {
     Gender gender;  // SUBJ_PRONOUN
     int speech;     // 1: a speech tag; 0: an action beat
     int thought;    // the tag tells a thought, not speech ("thought she", "said he to himself")
+    int goes_on;    // its verb says the speaker goes on: continued, added, resumed, went on
     size_t at;      // where the subject is in the text
 } Subject;
 
