@@ -256,6 +256,14 @@ static void scan_mentions(Dialogue *d, size_t p, size_t from, size_t to) {
     mentions_scan(&d->cast, d->prose[p], from, to, &d->mentions[p]);
 }
 
+// Whether s[0..n) contains word.
+static int has_text(const char *s, size_t n, const char *word) {
+    size_t k = strlen(word);
+    for (size_t i = 0; i + k <= n; i++)
+        if (!memcmp(s + i, word, k)) return 1;
+    return 0;
+}
+
 // The tag that the narrative at the end of paragraph p gives the quotation of the next
 // paragraph, announcing it with a colon or a dash: "and he said:", "said with some
 // discomposure to Sir William,--". A narrative paragraph that ends with a colon but has no
@@ -269,6 +277,14 @@ static Subject announcement(Dialogue *d, size_t p) {
     int colon = s[n - 1] == ':';
     int dash = (n >= 2 && !memcmp(s + n - 2, "--", 2)) || (n >= 3 && !memcmp(s + n - 3, "\xE2\x80\x94", 3));
     if (from >= n || q->open_at_end || (!colon && !dash)) return (Subject){0};
+    // "... and immediately wrote as follows:--": a letter, not a turn
+    size_t last = from;
+    for (size_t i = from; i + 1 < n; i++)
+        if (strchr(".!?", s[i]) && s[i + 1] == ' ') last = i + 2;
+    static const char *const writing[] = {" wrote", " writes", " read ", " reads ", " as follows", NULL};
+    for (int k = 0; writing[k]; k++)
+        if (has_text(s + last, n - last, writing[k]) && !has_text(s + last, n - last, " said"))
+            return (Subject){.kind = SUBJ_THING, .speech = 1};
     Subject tag = tag_before(&d->cast, s, from, n);
     if (tag.speech) return tag;
     return colon && q->n == 0 ? (Subject){.kind = SUBJ_THING, .speech = 1} : (Subject){0};
@@ -633,12 +649,13 @@ static void resolve_pronoun(Dialogue *d, size_t k) {
 // anchor an odd number away. When those two anchors are the same person, the exchange did
 // not alternate between them, and only the nearer one is believed.
 typedef struct {
-    int pos, neg;  // entities, -1 for none
-    size_t dist;   // turns from k to the pos anchor
+    int pos, neg;     // entities, -1 for none
+    size_t dist;      // turns from k to the pos anchor
+    size_t neg_dist;  // turns from k to the neg anchor
 } SideView;
 
 static SideView side_view(const int *anchor, size_t k, size_t lo, size_t hi, int dir) {
-    SideView v = {-1, -1, 0};
+    SideView v = {-1, -1, 0, 0};
     size_t even = 0, odd = 0;
     for (size_t step = 1; step <= WINDOW_TURNS; step++) {
         if (dir < 0 ? step > k - lo : k + step > hi) break;
@@ -653,6 +670,18 @@ static SideView side_view(const int *anchor, size_t k, size_t lo, size_t hi, int
         else v.pos = -1;
     }
     v.dist = even;
+    v.neg_dist = odd;
+    return v;
+}
+
+// Evidence against the count (an anchor that says otherwise) that is far away, at least 8
+// turns and three times as far as the nearest anchor that agrees, is not believed: over a
+// long untagged exchange one miscounted turn (a letter read out, someone new) would
+// otherwise silence all of it. Returns the side view without it.
+static SideView without_far_dissent(SideView v, int who, size_t agree) {
+    size_t far = agree * 3 > 8 ? agree * 3 : 8;
+    if (v.pos >= 0 && v.pos != who && v.dist >= far) v.pos = -1;
+    if (v.neg == who && v.neg_dist >= far) v.neg = -1;
     return v;
 }
 
@@ -723,6 +752,9 @@ static void alternation(Dialogue *d) {
             conf = left.pos == addressee ? 0.90f : 0.80f;
         } else if (left.pos >= 0 || right.pos >= 0) {
             who = left.pos >= 0 ? left.pos : right.pos;
+            size_t agree = left.pos == who && (right.pos != who || left.dist <= right.dist) ? left.dist : right.dist;
+            left = without_far_dissent(left, who, agree);
+            right = without_far_dissent(right, who, agree);
             if ((right.pos >= 0 && right.pos != who) || left.neg == who || right.neg == who)
                 continue;  // the two sides disagree: a third person, or a broken exchange
             size_t dist = left.pos >= 0 && (right.pos < 0 || left.dist <= right.dist) ? left.dist : right.dist;

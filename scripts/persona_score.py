@@ -6,7 +6,8 @@ line, speaker, method, confidence, emitted, text) and two hand-made fixtures:
 
   --recall FILE   every line the character speaks in some stories or chapters (test/fixtures/
                   persona/*_recall_lines.tsv): `range` rows give each one's first and last
-                  file line, the other rows `story, line, opening words`.
+                  file line, the other rows `story, line, opening words` and, for words of the
+                  character's that are not a spoken line (a letter), a fourth column `optional`.
   --sample FILE   emitted lines labelled by reading the book (*_precision_sample.tsv):
                   `line, method, confidence, label (correct|wrong), text, drawn, note`.
   --name NAME     the prefix of the goals' names (default holmes: holmes_recall, ...).
@@ -65,15 +66,17 @@ def main():
     turns = list(rows(a.turns))[1:]  # the header
     emitted = [(int(t[0]), norm(unescape(t[5])), t[2]) for t in turns if t[4] == "1"]
 
-    ranges, listed = [], []
+    ranges, listed, optional = [], [], []
     for r in rows(a.recall):
         if r[0] == "range":
             ranges.append((r[1], int(r[2]), int(r[3])))
         elif r[0] != "story":
-            listed.append((r[0], int(r[1]), norm(r[2])))
+            # an "optional" row is the character's words but not a spoken line (a letter she
+            # writes): right when emitted, not missed when not
+            (optional if len(r) > 3 and r[3] == "optional" else listed).append((r[0], int(r[1]), norm(r[2])))
 
     def is_listed(line, text):
-        return any(line == l and text.startswith(o) for _, l, o in listed)
+        return any(line == l and text.startswith(o) for _, l, o in listed + optional)
 
     found = [x for x in listed if any(l == x[1] and t.startswith(x[2]) for l, t, _ in emitted)]
     in_stories = [(l, t, m) for l, t, m in emitted if any(a0 <= l <= b0 for _, a0, b0 in ranges)]
@@ -86,6 +89,10 @@ def main():
         e = sum(1 for l, _, _ in in_stories if a0 <= l <= b0)
         r = sum(1 for l, _, _ in right if a0 <= l <= b0)
         print(f"# {story} (lines {a0}-{b0}): {f}/{n} of the character's lines found, {r}/{e} emitted lines right")
+    for part in sorted({s.split(":")[0] for s, _, _ in ranges if ":" in s}):
+        n = sum(1 for s, _, _ in listed if s.startswith(part + ":"))
+        f = sum(1 for s, _, _ in found if s.startswith(part + ":"))
+        print(f"# {part}: {f}/{n} = {100 * f / max(1, n):.1f}% of the character's lines found")
     for l, t, m in in_stories:
         if not is_listed(l, t):
             print(f"#   wrong ({m}): {l} {t[:70]}")
