@@ -519,9 +519,9 @@ static int same_scene(const Dialogue *d, size_t j, size_t k) {
 
 // The one person who can be turn k's "he" or "she" (can_be) among those who speak, known,
 // in the turns from..to of its scene, when someone of the other sex speaks there too.
-// -1 when there is not exactly one, or nobody of the other sex; -2 when nobody of that sex.
+// -1 when there is not exactly one, or nobody of the other sex.
 static int gender_speaker(const Dialogue *d, size_t k, Gender g, size_t from, size_t to) {
-    int found = -2, other_sex = 0;
+    int found = -1, other_sex = 0;
     for (size_t j = from; j <= to; j++) {
         const Turn *u = &d->turns[j];
         if (j == k || !known(u) || !same_scene(d, j, k)) continue;
@@ -531,23 +531,19 @@ static int gender_speaker(const Dialogue *d, size_t k, Gender g, size_t from, si
         if (found >= 0 && found != u->speaker) return -1;
         found = u->speaker;
     }
-    return other_sex || found < 0 ? found : -1;
+    return other_sex ? found : -1;
 }
 
 // In a conversation between a man and a woman, "she" is the woman, whoever the narrative
 // named last: the one speaker of the pronoun's sex in turn k's exchange (at most 8 turns
-// either way), or, when nobody of that sex speaks known in it, in its conversation (the talk
-// may have been interrupted). -1 if none.
+// either way). -1 if none. (Not farther: a talk resumed after an interruption would be
+// found, but so would the mother who has just come in.)
 static int exchange_speaker(const Dialogue *d, size_t k, Gender g) {
     if (g == GENDER_UNKNOWN) return -1;
     size_t from = k, to = k;
     while (from > 0 && k - from < 8 && dialogue_adjacent(d, from)) from--;
     while (to + 1 < d->n && to - k < 8 && dialogue_adjacent(d, to + 1)) to++;
     int found = gender_speaker(d, k, g, from, to);
-    if (found == -2) {
-        conversation(d, k, &from, &to);
-        found = gender_speaker(d, k, g, from, to);
-    }
     return found >= 0 ? found : -1;
 }
 

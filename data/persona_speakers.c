@@ -574,13 +574,29 @@ static int is_thought(const char *s, const Words *w, size_t v) {
 // named there, unless the object of a preposition ("gave it to Mr. Darcy"). SUBJ_NONE if none.
 static Subject nearest_subject(Cast *c, const char *s, const Words *w, size_t s0, size_t v) {
     static const char *const subordinators[] = {"when", "while", "whilst", "as", "if", "after", "before", "till",
-                                                "until", "since", "because", "though", "although", "that", NULL};
-    static const char *const prepositions[] = {"to", "at", "with", "of", "from", "by", "for", "on", "upon",
-                                               "towards", "toward", "into", "than", "like", "about", "between", NULL};
+                                                "until", "since", "because", "though", "although", "that", "which",
+                                                "whom", "whose", "where", NULL};
+    static const char *const prepositions[] = {"to", "at", "with", "of", "from", "by", "for", "on", "upon", "towards",
+                                               "toward", "into", "than", "like", "about", "between", "near", "beside",
+                                               "behind", "over", "round", "around", "against", "among", "through",
+                                               "after", "before", NULL};
     char buf[64];
     Subject sub = {0};
     for (size_t j = v; j-- > s0;) {
         lower_word(s, &w->w[j], buf, sizeof buf);
+        // "the voice of her companion, who ... said": the subject is the one "who" stands for
+        if (!strcmp(buf, "who") && j > s0 && w->w[j - 1].punct == ',') {
+            // the antecedent: a name (its capitalised words) or a phrase (back to its determiner)
+            size_t start = j - 1;
+            if (w->w[start].cap)
+                while (start > s0 && w->w[start - 1].cap && w->w[start - 1].punct == 0) start--;
+            else
+                while (start > s0 && j - start < 4 && w->w[start - 1].punct == 0 &&
+                       !in_list(lower_word(s, &w->w[start], buf, sizeof buf), DETERMINERS))
+                    start--;
+            parse_subject(c, s, w, start, CREATE_PERSON, &sub);
+            return person(&sub) ? sub : (Subject){0};
+        }
         int pronoun = !strcmp(buf, "he") || !strcmp(buf, "she") || (!strcmp(buf, "i") && s[w->w[j].start] == 'I');
         if (!pronoun && !w->w[j].cap) continue;
         size_t start = j;  // a name's first word: back over its capitalised words and titles
@@ -588,7 +604,11 @@ static Subject nearest_subject(Cast *c, const char *s, const Words *w, size_t s0
                !in_list(lower_word(s, &w->w[start - 1], buf, sizeof buf), CONNECTORS))
             start--;
         const char *const *blockers = pronoun ? subordinators : prepositions;
-        if (start > s0 && in_list(lower_word(s, &w->w[start - 1], buf, sizeof buf), blockers)) {
+        // ("impossible for Darcy to leave her, or to refrain from saying": "for" and "to"
+        // around a name make it the subject)
+        int infinitive = !pronoun && j + 1 < w->n && !strcmp(lower_word(s, &w->w[j + 1], buf, sizeof buf), "to") &&
+                         start > s0 && !strcmp(lower_word(s, &w->w[start - 1], buf, sizeof buf), "for");
+        if (start > s0 && !infinitive && in_list(lower_word(s, &w->w[start - 1], buf, sizeof buf), blockers)) {
             j = start;
             continue;
         }
