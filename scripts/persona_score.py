@@ -9,7 +9,8 @@ line, speaker, method, confidence, emitted, text) and two hand-made fixtures:
                   file line, the other rows `story, line, opening words` and, for words of the
                   character's that are not a spoken line (a letter), a fourth column `optional`.
   --sample FILE   emitted lines labelled by reading the book (*_precision_sample.tsv):
-                  `line, method, confidence, label (correct|wrong), text, drawn, note`.
+                  `line, method, confidence, label (correct|wrong), text, drawn, note`; it may
+                  be given more than once (two draws), the goals then count them together.
   --name NAME     the prefix of the goals' names (default holmes: holmes_recall, ...).
 
 An emitted line matches a listed one when both start on the same file line and the emitted
@@ -56,7 +57,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--turns", required=True)
     ap.add_argument("--recall", required=True)
-    ap.add_argument("--sample", required=True)
+    ap.add_argument("--sample", required=True, action="append")
     ap.add_argument("--min-recall", type=float, default=0.80)
     ap.add_argument("--min-precision", type=float, default=0.95)
     ap.add_argument("--min-sample", type=int, default=100)
@@ -100,9 +101,16 @@ def main():
         if (s, l, o) not in found:
             print(f"#   missed: {l} {o}")
 
-    sample = [(int(r[0]), r[1], r[3], norm(unescape(r[4])), r[5]) for r in rows(a.sample) if r[0] != "line"]
     current = {(l, t) for l, t, _ in emitted}
-    labelled = [s for s in sample if (s[0], s[3]) in current]
+    sample, labelled = [], []
+    for path in a.sample:
+        part = [(int(r[0]), r[1], r[3], norm(unescape(r[4])), r[5]) for r in rows(path) if r[0] != "line"]
+        still = [s for s in part if (s[0], s[3]) in current]
+        if len(a.sample) > 1:
+            ok = sum(1 for s in still if s[2] == "correct")
+            print(f"# {path}: {ok}/{len(still)} correct of the {len(part)} labelled lines, {len(still)} still emitted")
+        sample += part
+        labelled += still
     correct = sum(1 for s in labelled if s[2] == "correct")
     md5 = [s for s in labelled if s[4] == "md5"]
     print(f"# md5-drawn part of the sample: {sum(1 for s in md5 if s[2] == 'correct')}/{len(md5)} correct")
