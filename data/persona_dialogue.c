@@ -390,17 +390,32 @@ static int is_stage_direction(const char *s, size_t n) {
     return 0;
 }
 
-// Speech text without bracketed stage directions ("[Aside.]", "(rising)"); *depth carries
-// a bracket left open to the next line.
+// Speech text without bracketed stage directions ("[Aside.]", "(rising)"), without the
+// braces of a speech said together ("MACBETH |" over "| What's the matter."), tabs made
+// spaces, trimmed; *depth carries a bracket left open to the next line.
 static void add_speech_line(Turn *t, const char *s, size_t n, int *depth) {
     ByteBuf clean = {0};
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '[' || s[i] == '(') (*depth)++;
         else if ((s[i] == ']' || s[i] == ')') && *depth) (*depth)--;
-        else if (!*depth) bytebuf_push(&clean, s[i]);
+        else if (!*depth && s[i] != '|') bytebuf_push(&clean, s[i] == '\t' ? ' ' : s[i]);
     }
-    if (clean.len) add_text(t, clean.data, clean.len, "\n");
+    size_t a = 0, z = clean.len;
+    while (a < z && (clean.data[a] == ' ' || clean.data[a] == '\r')) a++;
+    while (z > a && (clean.data[z - 1] == ' ' || clean.data[z - 1] == '\r')) z--;
+    if (z > a) add_text(t, clean.data + a, z - a, "\n");
     bytebuf_free(&clean);
+}
+
+// A line that opens with a bracketed direction and goes on with words ("[Aside]  This
+// supernatural soliciting"): speech, not a direction.
+static int direction_then_speech(const char *s, size_t n) {
+    if (!n || s[0] != '[') return 0;
+    const char *close = memchr(s, ']', n);
+    if (!close) return 0;
+    for (const char *c = close + 1; c < s + n; c++)
+        if (!isspace((unsigned char)*c) && *c != '|') return 1;
+    return 0;
 }
 
 // A play: every line that starts with a speaker starts a turn; the lines after it are the
@@ -427,6 +442,12 @@ static void script_turns(Dialogue *d) {
                 t->method = ATTR_SCRIPT;
                 t->confidence = CONF_SCRIPT;
                 add_speech_line(t, s + rest, n - rest, &depth);
+            } else if (!depth && direction_then_speech(s, n)) {
+                if (!t && s == para->text && speaking) t = speaking;
+                if (t) {
+                    add_speech_line(t, s, n, &depth);
+                    t->last_para = p;
+                }
             } else if (depth || is_stage_direction(s, n)) {
                 t = NULL;
                 int k = 0;  // a bracket opened here may close lines later

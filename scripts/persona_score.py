@@ -113,7 +113,8 @@ def main():
         labelled += still
     correct = sum(1 for s in labelled if s[2] == "correct")
     md5 = [s for s in labelled if s[4] == "md5"]
-    print(f"# md5-drawn part of the sample: {sum(1 for s in md5 if s[2] == 'correct')}/{len(md5)} correct")
+    if md5:
+        print(f"# md5-drawn part of the sample: {sum(1 for s in md5 if s[2] == 'correct')}/{len(md5)} correct")
     sample_precision = correct / max(1, len(labelled))
     by_method = {}
     for s in labelled:
