@@ -739,7 +739,10 @@ int book_parse(Book *b, const char *name, const char *data, size_t len, const Bo
     for (size_t i = 0; i < b->n; i++) {
         Paragraph *p = &b->paras[i];
         Line all = {p->text, p->len};
-        if (in_title_page && !p->heading && (paragraph_words(p) >= 8 || has_double_quote(all)))
+        size_t rest;  // (in a play, the first speech, however short: "BERNARDO\nWho's there?")
+        if (in_title_page && !p->heading &&
+            (paragraph_words(p) >= 8 || has_double_quote(all) ||
+             (b->format == BOOK_SCRIPT && book_script_speaker(b, p->text, strcspn(p->text, "\n"), &rest))))
             in_title_page = 0;
         if (in_title_page && !p->heading) {
             free(p->text);

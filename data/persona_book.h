@@ -48,7 +48,8 @@
  *      is dropped. The text ends at the last "THE END"; what follows is dropped. A book
  *      without chapter headings keeps everything.
  *   9. Title page: the short paragraphs (under 8 words, no quotation mark) before the first
- *      real one ("by", the author's name) are dropped.
+ *      real one ("by", the author's name) are dropped; in a play, before its first speech
+ *      however short.
  * Every step's removals are counted and their line ranges kept, for the report.
  */
 #ifndef PERSONA_BOOK_H
