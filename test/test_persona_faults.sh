@@ -88,7 +88,7 @@ stopped() {
     exec 3<>"$out.tmp"  # the reader that never reads (read-write: the open does not block)
     for _ in $(seq 600); do
         state=$(cat "/proc/$pid/wchan" 2>/dev/null)
-        [ "$state" = pipe_write ] && break
+        [[ "$state" == *pipe_write ]] && break  # (anon_pipe_write on newer kernels)
         sleep 0.05
     done
     kill -"$sig" "$pid"
