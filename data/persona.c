@@ -154,8 +154,11 @@ static int check_book_options(const BookOptions *o) {
 
 static void print_book_config(const BookOptions *o) {
     printf("  book             %s", o->book);
-    if (o->parse.start_line || o->parse.end_line) printf(" (lines %d to %d)", o->parse.start_line ? o->parse.start_line : 1,
-                                                          o->parse.end_line);
+    if (o->parse.start_line || o->parse.end_line) {
+        printf(" (lines %d to ", o->parse.start_line ? o->parse.start_line : 1);
+        if (o->parse.end_line) printf("%d)", o->parse.end_line);
+        else printf("the end)");
+    }
     printf("\n  character        %s", o->character);
     for (size_t i = 0; i < o->n_aliases; i++) printf("%s%s", i ? ", " : " (aliases: ", o->aliases[i]);
     printf("%s%s\n", o->n_aliases ? ")" : "", o->narrator ? ", the narrator" : "");

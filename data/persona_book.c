@@ -679,8 +679,8 @@ int book_parse(Book *b, const char *name, const char *data, size_t len, const Bo
     size_t first = 0, last = nlines;
     if (o->start_line > (int)nlines || (o->end_line && o->end_line < (o->start_line ? o->start_line : 1))) {
         free(lines);
-        return set_error(err, "%s: --start-line %d and --end-line %d leave no text (the file has %zu lines)",
-                         name, o->start_line, o->end_line, nlines);
+        return set_error(err, "%s: lines %d to %d leave no text (--start-line, --end-line; the file has %zu lines)",
+                         name, o->start_line ? o->start_line : 1, o->end_line ? o->end_line : (int)nlines, nlines);
     }
     if (o->start_line) {
         first = (size_t)o->start_line - 1;
