@@ -723,14 +723,17 @@ static int ends_sentence(char p) { return p == '.' || p == '!' || p == '?'; }
 
 size_t sentence_end(const char *text, size_t from, size_t end) {
     Words w = {0};
-    words_split(text, from, end, &w, MAX_SENTENCE_WORDS);
     size_t at = end;
-    for (size_t i = 0; i < w.n; i++)
-        if (ends_sentence(w.w[i].punct)) {
-            at = w.w[i].end;
-            while (at < end && text[at] != ' ') at++;
-            break;
-        }
+    // most sentences end within 40 words: look that far first
+    for (size_t max = 40;; max = MAX_SENTENCE_WORDS) {
+        words_split(text, from, end, &w, max);
+        for (size_t i = 0; i < w.n && at == end; i++)
+            if (ends_sentence(w.w[i].punct)) {
+                at = w.w[i].end;
+                while (at < end && text[at] != ' ') at++;
+            }
+        if (at < end || w.n < max || max == MAX_SENTENCE_WORDS) break;
+    }
     // no end within the longest sentence: cut after its last word, so that the work of
     // whoever walks a text sentence by sentence stays linear in the text
     if (at == end && w.n == MAX_SENTENCE_WORDS) at = w.w[w.n - 1].end;
