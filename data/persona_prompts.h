@@ -13,7 +13,8 @@
  * their lines.
  *
  * Requests. Each kept chunk gives one request per task, one JSON line in the OpenAI batch
- * input format, so that any OpenAI-compatible batch tool (or `chat --batch`) can answer it:
+ * input format, so that any OpenAI-compatible batch tool, or any command that reads such
+ * requests as JSONL and writes answers as JSONL (`persona build --teacher`), can answer it:
  *   {"custom_id": "c00042-9f3a61b2:rewrite", "method": "POST", "url": "/v1/chat/completions",
  *    "body": {"model": M, "messages": [{"role": "user", "content": PROMPT}],
  *             "max_tokens": N, "temperature": 0.7},
