@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,16 +78,26 @@ static int run_teacher(const char *command, const char *requests, OutFile *answe
     }
     fflush(stdout);
     fflush(answers->f);
+    // A signal between the fork and outfile_set_child would leave the teacher running: the
+    // signals wait until the handler knows its pid.
+    sigset_t stop, old;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGHUP);
+    sigprocmask(SIG_BLOCK, &stop, &old);
     pid_t pid = fork();
     if (pid == 0) {
+        sigprocmask(SIG_SETMASK, &old, NULL);
         if (!named && (dup2(in, 0) < 0 || dup2(fileno(answers->f), 1) < 0)) _exit(127);
         execl("/bin/sh", "sh", "-c", cmd.data, (char *)NULL);
         _exit(127);
     }
+    if (pid > 0) outfile_set_child((long)pid);
+    sigprocmask(SIG_SETMASK, &old, NULL);
     if (in >= 0) close(in);
     bytebuf_free(&cmd);
     if (pid < 0) return set_error(err, "teacher: cannot start the command: %s", strerror(errno));
-    outfile_set_child((long)pid);
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
