@@ -249,22 +249,10 @@ static int cmd_extract(int argc, char **argv) {
         written = extract_written(&st, &below);
     }
     if (rc == 0 && written == 0) {
-        if (below == 0)
-            fprintf(stderr, "error: %s: \"%s\" never speaks: none of the %zu turns found is attributed to them%s\n",
-                    bo.book, bo.character, st.turns,
-                    book.layout_unclear ? " (the book's paragraphs could not be told apart: see --layout)" : "");
-        else
-            fprintf(stderr, "error: %s: none of the %zu lines attributed to \"%s\" reaches --min-confidence %.2f\n",
-                    bo.book, below, bo.character, bo.min_confidence);
+        extract_say_nothing(&st, bo.book, bo.character, bo.min_confidence, book.layout_unclear, stderr);
         rc = 1;
     }
-    if (rc) {
-        outfile_abort(&files[0]);
-        outfile_abort(&files[1]);
-    } else if (outfiles_commit(files, 2, err)) {
-        fprintf(stderr, "error: %s\n", err);
-        rc = 2;
-    }
+    rc = outfiles_finish(files, 2, rc);
     if (rc == 0) {
         extract_report(&d, &st, bo.character, stdout);
         printf("written: %s%s%s\n", out, turns ? ", " : "", turns ? turns : "");

@@ -232,19 +232,11 @@ int build_run(const BuildOptions *o) {
             extract_conversations(&d, &eo, files[0].f, &est);
             extract_write_turns(&d, &eo, files[1].f);
             if (extract_written(&est, &below) == 0) {
-                fprintf(stderr, "error: %s: no line of \"%s\" was found (%zu attributed below --min-confidence %.2f)%s\n",
-                        o->book, name, below, o->min_confidence,
-                        book.layout_unclear ? " (the book's paragraphs could not be told apart: see --layout)" : "");
+                extract_say_nothing(&est, o->book, name, o->min_confidence, book.layout_unclear, stderr);
                 rc = 1;
             }
         }
-        if (rc) {
-            outfile_abort(&files[0]);
-            outfile_abort(&files[1]);
-        } else if (outfiles_commit(files, 2, err)) {
-            fprintf(stderr, "error: %s\n", err);
-            rc = 2;
-        }
+        rc = outfiles_finish(files, 2, rc);
         if (rc == 0) {
             fprintf(log.f, "\n(A) the character's own lines: %s\n", paths[F_DIALOGUE]);
             extract_report(&d, &est, name, log.f);

@@ -204,6 +204,19 @@ size_t extract_written(const ExtractStats *st, size_t *below) {
     return written;
 }
 
+void extract_say_nothing(const ExtractStats *st, const char *book, const char *character, double min_confidence,
+                         int layout_unclear, FILE *f) {
+    size_t below = 0;
+    extract_written(st, &below);
+    if (below == 0)
+        fprintf(f, "error: %s: \"%s\" never speaks: none of the %zu turns found is attributed to them%s\n", book,
+                character, st->turns,
+                layout_unclear ? " (the book's paragraphs could not be told apart: see --layout)" : "");
+    else
+        fprintf(f, "error: %s: none of the %zu lines attributed to \"%s\" reaches --min-confidence %.2f\n", book,
+                below, character, min_confidence);
+}
+
 void extract_report(const Dialogue *d, const ExtractStats *st, const char *character, FILE *f) {
     size_t below, written = extract_written(st, &below);
     fprintf(f,

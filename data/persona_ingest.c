@@ -420,12 +420,7 @@ int ingest_files(const char *requests, const char *answers, const char *const ou
             rc = 1;
         }
     }
-    if (rc) {
-        for (int k = 0; k < 3; k++) outfile_abort(&files[k]);
-    } else if (outfiles_commit(files, 3, err)) {
-        fprintf(stderr, "error: %s\n", err);
-        rc = 2;
-    }
+    rc = outfiles_finish(files, 3, rc);
     if (st->answers) ingest_report(st, stdout);  // what was rejected, even when nothing could be written
     requests_free(rq);
     return rc;

@@ -110,6 +110,19 @@ int outfiles_commit(OutFile *files, size_t n, char *err) {
 
 int outfile_commit(OutFile *o, char *err) { return outfiles_commit(o, 1, err); }
 
+int outfiles_finish(OutFile *files, size_t n, int rc) {
+    char err[ERR_LEN];
+    if (rc) {
+        for (size_t i = 0; i < n; i++) outfile_abort(&files[i]);
+        return rc;
+    }
+    if (outfiles_commit(files, n, err)) {
+        fprintf(stderr, "error: %s\n", err);
+        return 2;
+    }
+    return 0;
+}
+
 void outfile_abort(OutFile *o) {
     if (!o->path) return;
     if (o->f) fclose(o->f);

@@ -38,6 +38,9 @@ int outfile_open(OutFile *o, const char *path, char *err);
 // "PATH.tmp: write failed: reason" (or the rename's failure) in err.
 int outfiles_commit(OutFile *files, size_t n, char *err);
 int outfile_commit(OutFile *o, char *err);
+// Ends a step that wrote files[0..n): when rc is 0, commits them (a failure is printed as
+// "error: reason" and gives 2); otherwise removes them. Returns the step's status.
+int outfiles_finish(OutFile *files, size_t n, int rc);
 // Closes and removes the temporary file (a run that failed half-way); nothing if not open.
 void outfile_abort(OutFile *o);
 // From now on SIGINT, SIGTERM and SIGHUP remove the open temporary files, then kill the

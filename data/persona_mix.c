@@ -187,13 +187,7 @@ int mix_to_dir(MixOptions *o, const char *dir, FILE *report) {
         fprintf(stderr, "error: %s\n", err);
         rc = 1;
     }
-    if (rc) {
-        outfile_abort(&files[0]);
-        outfile_abort(&files[1]);
-    } else if (outfiles_commit(files, 2, err)) {
-        fprintf(stderr, "error: %s\n", err);
-        rc = 2;
-    }
+    rc = outfiles_finish(files, 2, rc);
     if (rc == 0) {
         size_t lines = 0, dup = 0, tr = 0, va = 0;
         for (size_t s = 0; s < o->n; s++) {

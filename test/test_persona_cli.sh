@@ -89,7 +89,7 @@ expect_fail lines_leave_no_text "$tmp/silent.txt: lines 50 to 7 leave no text (-
     "$PERSONA" extract --book "$tmp/silent.txt" "${who[@]}" --out "$tmp/out.jsonl" --start-line 50
 no_output lines_leave_no_text_writes_nothing "$tmp/out.jsonl"
 expect_fail build_needs_out "--out DIR is required" "$PERSONA" build --book "$tmp/silent.txt" "${who[@]}"
-expect_fail build_character_never_speaks "no line of \"Sherlock Holmes\" was found" \
+expect_fail build_character_never_speaks "\"Sherlock Holmes\" never speaks" \
     "$PERSONA" build --book "$tmp/silent.txt" "${who[@]}" --out "$tmp/b"
 no_output build_never_speaks_writes_no_train "$tmp/b/train.jsonl"
 
