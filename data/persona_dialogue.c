@@ -744,6 +744,20 @@ static int in_exchange(const Dialogue *d, size_t k) {
     return dialogue_adjacent(d, k) && d->turns[k - 1].last_para < d->turns[k - 1].first_para + 2;
 }
 
+// Whether turns lo..hi, an exchange, have at most two speakers among their anchors and no
+// turn of a group ("said they").
+static int two_speakers(const Dialogue *d, const int *anchor, size_t lo, size_t hi) {
+    int a = -1, b = -1;
+    for (size_t j = lo; j <= hi; j++) {
+        if (d->turns[j].group) return 0;
+        if (anchor[j] < 0 || anchor[j] == a || anchor[j] == b) continue;
+        if (a < 0) a = anchor[j];
+        else if (b < 0) b = anchor[j];
+        else return 0;
+    }
+    return 1;
+}
+
 static void alternation(Dialogue *d) {
     int *anchor = xmalloc((d->n ? d->n : 1) * sizeof(int));
     // anchors: what the text says (tags, beats, pronouns), not what an earlier count guessed
@@ -782,7 +796,9 @@ static void alternation(Dialogue *d) {
                 conf = 0.92f - 0.005f * (float)(dist - 2);
                 if (conf < 0.80f) conf = 0.80f;
             } else if (other == &right) {  // counted forward, from an exchange under way
-                conf = 0.90f - 0.03f * (float)(dist - 2);
+                // (slowly where no third person speaks in the exchange: a change of speaker
+                // is what printed dialogue marks best, a newcomer is what it tags)
+                conf = 0.90f - (two_speakers(d, anchor, lo, hi) ? 0.01f : 0.03f) * (float)(dist - 2);
             } else {  // counted backward: the anchor may be someone who has just joined in
                 conf = 0.85f - 0.04f * (float)(dist - 2);
             }

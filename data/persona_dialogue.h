@@ -55,7 +55,9 @@
  *               the turn unattributed, unless the disagreeing anchor is far (8 turns or
  *               more and three times the agreeing one: one miscounted turn must not
  *               silence a long exchange). Counting from an anchor before the turn: 0.90 at
- *               2 turns, 0.03 less per turn further; from an anchor after it (the anchor may
+ *               2 turns, 0.03 less per turn further (0.01 where no third person speaks
+ *               in the exchange: a change of speaker is what printed dialogue marks
+ *               best, a newcomer is what it tags); from an anchor after it (the anchor may
  *               be someone who has just joined in): 0.85, 0.04 less per turn. When the other
  *               side agrees, a missed change of speaker would have broken the count, so
  *               distance matters little: 0.92, 0.005 less per turn, at least 0.80. A short
