@@ -81,6 +81,7 @@
 
 #include "common.cuh"
 #include "ptx.cuh"
+#include "random.cuh"
 
 #define LORA_MAX_R 64
 #define LORA_MAX_GROUP 3
@@ -130,11 +131,10 @@ static inline uint64_t lora_dropout_threshold(float p) { return (uint64_t)ceil((
 // The state of a generator after `draws` more draws (rng_next adds the constant per draw).
 static inline uint64_t lora_dropout_advance(uint64_t state, uint64_t draws) { return state + draws * 0x9E3779B97F4A7C15ULL; }
 
+// Whether element i of a mask whose generator starts in `state` is kept (random_mix is
+// SplitMix64's output function, common/util.c's rng_next's).
 __host__ __device__ __forceinline__ bool lora_kept(uint64_t state, int64_t i, uint64_t threshold) {
-    uint64_t z = state + (uint64_t)(i + 1) * 0x9E3779B97F4A7C15ULL;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return ((z ^ (z >> 31)) >> 11) >= threshold;
+    return random_mix(state + (uint64_t)(i + 1) * 0x9E3779B97F4A7C15ULL) >> 11 >= threshold;
 }
 
 // A bf16 pair of X (elements i_lo, i_hi of the [M, in] matrix) through the mask: each kept
