@@ -66,6 +66,14 @@
  * lora_backward, which reads x), then the frozen dx products, then the LoRA part of dx
  * (one lora_backward_dx).
  *
+ * LoRA dropout (PEFT's, on the input of each adapted projection while training; the LoRA
+ * kernels only): the masks are train/model.c's, drawn from the run's generator in its order
+ * (per micro-batch, layer by layer, the adapted projections in order, each an [N, in] mask
+ * of N·in draws), so that train_gpu and train_cpu draw the same ones from the same state.
+ * Never stored: kernels/lora.cuh regenerates each element from the generator's state before
+ * the projection's mask (gpu_lora_group computes it), in the forward, in its recompute and
+ * in the backward alike.
+ *
  * Packed conversations: the batch's segment ids are distinct across its rows (the
  * dataloader's rule), so the B rows are one sequence of N tokens to attention, and every
  * product runs over all N tokens at once.
@@ -190,6 +198,7 @@ typedef struct {
     float lora_scale;       // s = alpha / r (or alpha / sqrt(r) with rsLoRA)
     int training;           // 0: forward only (no gradients, moments or backward buffers)
     int lora_impl;          // LORA_CUBLAS or LORA_KERNELS
+    float lora_dropout;     // PEFT's lora_dropout while training, in [0, 1) (LORA_KERNELS only)
 } GpuSettings;
 
 typedef struct {
@@ -241,6 +250,12 @@ typedef struct {
     float *norm_partial, *norm_squared;  // the gradient norm's scratch (kernels/adamw.cuh)
     const float **norm_tensors;
     size_t *norm_offsets;
+    // LoRA dropout (the top comment): the generator's state before the next training
+    // micro-batch's masks (the caller sets it from the run's, and reads it back after each
+    // step), and the tokens of the micro-batch whose training step is running (0 otherwise:
+    // evaluation and sampling draw no masks).
+    uint64_t dropout_rng;
+    int dropout_tokens;
 
     // the micro-batch on the device [N] each
     int32_t *inputs, *targets, *positions, *segments;
@@ -274,10 +289,21 @@ static inline int gpu_has_lora(const GpuModel *m, int p) {
     return m->s.lora_r > 0 && (m->s.lora_targets >> p & 1u);
 }
 
+// The dropout draws per token of a micro-batch before projection p of layer l's mask: the
+// inputs of every adapted projection before it, layer by layer (l = L, p = 0: all of them).
+static inline uint64_t gpu_dropout_draws_before(const GpuModel *m, int l, int p) {
+    uint64_t n = 0;
+    for (int i = 0; i < l * N_PROJ + p; i++)
+        if (gpu_has_lora(m, i % N_PROJ)) n += (uint64_t)m->layers[i / N_PROJ].proj[i % N_PROJ].in;
+    return n;
+}
+
 // The projections first..last of layer l that carry LoRA (first..last share an input: q..v,
 // gate..up, o, down), as one kernels/lora.cuh group in g, their numbers in proj[]; returns
 // how many (0: none). Before the layout has placed the LoRA tensors only the shapes are set.
-static inline int gpu_lora_group(const GpuModel *m, int l, int first, int last, LoraGroup *g, int proj[3]) {
+// While a training step runs with dropout, each projection's mask state: its input's rows
+// from t0 on (an MLP chunk) start t0·in draws into the projection's mask.
+static inline int gpu_lora_group(const GpuModel *m, int l, int first, int last, int t0, LoraGroup *g, int proj[3]) {
     memset(g, 0, sizeof(*g));
     for (int p = first; p <= last; p++) {
         if (!gpu_has_lora(m, p)) continue;
@@ -285,10 +311,14 @@ static inline int gpu_lora_group(const GpuModel *m, int l, int first, int last, 
         g->in = lin->in;
         g->out[g->P] = lin->out;
         g->A[g->P] = lin->A16, g->B[g->P] = lin->B16, g->dA[g->P] = lin->dA, g->dB[g->P] = lin->dB;
+        if (m->dropout_tokens > 0)
+            g->dropout_state[g->P] = lora_dropout_advance(
+                m->dropout_rng, (uint64_t)m->dropout_tokens * gpu_dropout_draws_before(m, l, p) + (uint64_t)t0 * lin->in);
         proj[g->P++] = p;
     }
     g->r = m->s.lora_r;
     g->scale = m->s.lora_scale;
+    g->dropout = m->dropout_tokens > 0 ? m->s.lora_dropout : 0.0f;
     return g->P;
 }
 
@@ -470,7 +500,7 @@ static inline void gpu_model_layout(GpuModel *m, MemoryPlan *plan) {
         for (int i = 0; i < 4; i++) {
             LoraGroup g;
             int proj[3], rows = groups[i][0] >= PROJ_GATE ? m->mlp_rows : (int)N;
-            if (!gpu_lora_group(m, 0, groups[i][0], groups[i][1], &g, proj)) continue;
+            if (!gpu_lora_group(m, 0, groups[i][0], groups[i][1], 0, &g, proj)) continue;
             size_t f = lora_scratch_floats(&g, rows, ls->chunk_rows, ls->split_cols), gs = (size_t)rows * g.P * r;
             if (f > ls->partial_capacity) ls->partial_capacity = f;
             if (s->training && gs > ls->g_capacity) ls->g_capacity = gs;
@@ -502,6 +532,8 @@ static inline void gpu_model_init(GpuModel *m, const ModelConfig *c, const GpuSe
     m->c = *c;
     m->s = *s;
     m->N = s->batch * s->seq_len;
+    lora_require(s->lora_dropout == 0.0f || s->lora_impl == LORA_KERNELS,
+                 "model_gpu: LoRA dropout is applied by the LoRA kernels only (not with LORA_CUBLAS)");
     m->layers = (GpuLayer *)xcalloc((size_t)c->num_hidden_layers, sizeof(GpuLayer));
     m->acts = (LayerActs *)xcalloc((size_t)c->num_hidden_layers, sizeof(LayerActs));
     m->x_in = (bf16 **)xcalloc((size_t)c->num_hidden_layers, sizeof(bf16 *));
@@ -880,13 +912,13 @@ static inline void linear_forward(GpuModel *m, const GpuLinear *lin, const bf16 
 }
 
 // With the LoRA kernels: the LoRA of projections first..last of layer l (sharing the input
-// x [n, in]) after their frozen products: u[p] written, y[p] += s u_p B_p^T (y[p] NULL: u
-// only). y and u are indexed by projection.
-static inline void lora_group_forward(GpuModel *m, int l, int first, int last, const bf16 *x, bf16 *const *y,
-                                      bf16 *const *u, int n) {
+// x [n, in], the micro-batch's tokens from t0 on) after their frozen products: u[p] written,
+// y[p] += s u_p B_p^T (y[p] NULL: u only). y and u are indexed by projection.
+static inline void lora_group_forward(GpuModel *m, int l, int first, int last, int t0, const bf16 *x,
+                                      bf16 *const *y, bf16 *const *u, int n) {
     LoraGroup g;
     int proj[3];
-    if (m->s.lora_impl != LORA_KERNELS || !gpu_lora_group(m, l, first, last, &g, proj)) return;
+    if (m->s.lora_impl != LORA_KERNELS || !gpu_lora_group(m, l, first, last, t0, &g, proj)) return;
     bf16 *gy[3] = {NULL, NULL, NULL}, *gu[3] = {NULL, NULL, NULL};
     for (int i = 0; i < g.P; i++) gy[i] = y[proj[i]], gu[i] = u[proj[i]];
     lora_forward(&g, x, n, gu, gy, &m->lora_scratch, m->stream);
@@ -895,20 +927,20 @@ static inline void lora_group_forward(GpuModel *m, int l, int first, int last, c
 // With the LoRA kernels, a group's backward in two halves around its frozen dx products:
 // the weight gradients (dA, dB: G kept in the scratch; x still read), then dx += the
 // group's LoRA part. dy and u are indexed by projection.
-static inline void lora_group_backward(GpuModel *m, int l, int first, int last, const bf16 *x, bf16 *const *u,
-                                       const bf16 *const *dy, int n) {
+static inline void lora_group_backward(GpuModel *m, int l, int first, int last, int t0, const bf16 *x,
+                                       bf16 *const *u, const bf16 *const *dy, int n) {
     LoraGroup g;
     int proj[3];
-    if (m->s.lora_impl != LORA_KERNELS || !gpu_lora_group(m, l, first, last, &g, proj)) return;
+    if (m->s.lora_impl != LORA_KERNELS || !gpu_lora_group(m, l, first, last, t0, &g, proj)) return;
     const bf16 *gdy[3] = {NULL, NULL, NULL}, *gu[3] = {NULL, NULL, NULL};
     for (int i = 0; i < g.P; i++) gdy[i] = dy[proj[i]], gu[i] = u[proj[i]];
     lora_backward(&g, x, gu, gdy, n, &m->lora_scratch, m->stream);
 }
 
-static inline void lora_group_backward_dx(GpuModel *m, int l, int first, int last, bf16 *dx, int n) {
+static inline void lora_group_backward_dx(GpuModel *m, int l, int first, int last, int t0, bf16 *dx, int n) {
     LoraGroup g;
     int proj[3];
-    if (m->s.lora_impl != LORA_KERNELS || !gpu_lora_group(m, l, first, last, &g, proj)) return;
+    if (m->s.lora_impl != LORA_KERNELS || !gpu_lora_group(m, l, first, last, t0, &g, proj)) return;
     lora_backward_dx(&g, n, dx, &m->lora_scratch, m->stream);
 }
 
@@ -944,10 +976,10 @@ static inline void mlp_forward(GpuModel *m, int l, LayerActs *a, int t0, int n, 
     y[PROJ_GATE] = gate, y[PROJ_UP] = up, y[PROJ_DOWN] = recompute ? NULL : m->down_out + (size_t)t0 * H;
     linear_forward(m, &ly->proj[PROJ_GATE], h2, gate, u[PROJ_GATE], n);
     linear_forward(m, &ly->proj[PROJ_UP], h2, up, u[PROJ_UP], n);
-    lora_group_forward(m, l, PROJ_GATE, PROJ_UP, h2, y, u, n);
+    lora_group_forward(m, l, PROJ_GATE, PROJ_UP, t0, h2, y, u, n);
     swiglu_forward(act, gate, up, (size_t)n * I, m->stream);
     linear_forward(m, &ly->proj[PROJ_DOWN], act, y[PROJ_DOWN], u[PROJ_DOWN], n);
-    lora_group_forward(m, l, PROJ_DOWN, PROJ_DOWN, act, y, u, n);
+    lora_group_forward(m, l, PROJ_DOWN, PROJ_DOWN, t0, act, y, u, n);
 }
 
 // The MLP's backward for tokens [t0, t0 + n): dx (the gradient at the layer's output) gives
@@ -962,14 +994,14 @@ static inline void mlp_backward(GpuModel *m, int l, LayerActs *a, int t0, int n)
     for (int p = PROJ_GATE; p <= PROJ_DOWN; p++) u[p] = a->u[p] ? a->u[p] + (size_t)t0 * r : NULL;
     const bf16 *dy[N_PROJ] = {NULL};
     dy[PROJ_GATE] = gate, dy[PROJ_UP] = up, dy[PROJ_DOWN] = m->dx + row;
-    lora_group_backward(m, l, PROJ_DOWN, PROJ_DOWN, act, u, dy, n);
+    lora_group_backward(m, l, PROJ_DOWN, PROJ_DOWN, t0, act, u, dy, n);
     linear_backward(m, &ly->proj[PROJ_DOWN], act, u[PROJ_DOWN], m->dx + row, act, 0.0f, n);  // act := d act
-    lora_group_backward_dx(m, l, PROJ_DOWN, PROJ_DOWN, act, n);
+    lora_group_backward_dx(m, l, PROJ_DOWN, PROJ_DOWN, t0, act, n);
     swiglu_backward(gate, up, act, gate, up, (size_t)n * I, m->stream);
-    lora_group_backward(m, l, PROJ_GATE, PROJ_UP, h2, u, dy, n);
+    lora_group_backward(m, l, PROJ_GATE, PROJ_UP, t0, h2, u, dy, n);
     linear_backward(m, &ly->proj[PROJ_UP], h2, u[PROJ_UP], up, m->dh + row, 0.0f, n);
     linear_backward(m, &ly->proj[PROJ_GATE], h2, u[PROJ_GATE], gate, m->dh + row, 1.0f, n);
-    lora_group_backward_dx(m, l, PROJ_GATE, PROJ_UP, m->dh + row, n);
+    lora_group_backward_dx(m, l, PROJ_GATE, PROJ_UP, t0, m->dh + row, n);
 }
 
 // Layer l's forward (the top comment) into a. Its input is bf16(res + add), which the first
@@ -989,11 +1021,11 @@ static inline void layer_forward(GpuModel *m, int l, LayerActs *a, const bf16 *r
     linear_forward(m, &ly->proj[PROJ_Q], a->h1, a->q, a->u[PROJ_Q], N);
     linear_forward(m, &ly->proj[PROJ_K], a->h1, a->k, a->u[PROJ_K], N);
     linear_forward(m, &ly->proj[PROJ_V], a->h1, a->v, a->u[PROJ_V], N);
-    lora_group_forward(m, l, PROJ_Q, PROJ_V, a->h1, y, a->u, N);
+    lora_group_forward(m, l, PROJ_Q, PROJ_V, 0, a->h1, y, a->u, N);
     rope_forward(a->q, a->k, m->positions, N, Hq, Hkv, D, c->rope_theta, st);
     attention_forward(a->att, a->lse, a->q, a->k, a->v, m->segments, N, Hq, Hkv, D, c->sliding_window, NULL, st);
     linear_forward(m, &ly->proj[PROJ_O], a->att, m->o_out, a->u[PROJ_O], N);
-    lora_group_forward(m, l, PROJ_O, PROJ_O, a->att, y, a->u, N);
+    lora_group_forward(m, l, PROJ_O, PROJ_O, 0, a->att, y, a->u, N);
     rmsnorm_forward(a->x_mid, a->h2, a->rstd2, x_in, m->o_out, ly->ln2, N, H, c->rms_norm_eps, st);
     if (recompute) return;
     for (int t0 = 0; t0 < N; t0 += GPU_MLP_CHUNK) mlp_forward(m, l, a, t0, min(GPU_MLP_CHUNK, N - t0), 0);
@@ -1017,17 +1049,17 @@ static inline void layer_backward(GpuModel *m, int l, LayerActs *a, int N) {
     // attention: x_mid = x_in + o(attention(rope(q(h1)), rope(k(h1)), v(h1)))
     const bf16 *dy[N_PROJ] = {NULL};
     dy[PROJ_Q] = m->dq, dy[PROJ_K] = m->dk, dy[PROJ_V] = m->dv, dy[PROJ_O] = m->dx;
-    lora_group_backward(m, l, PROJ_O, PROJ_O, a->att, a->u, dy, N);
+    lora_group_backward(m, l, PROJ_O, PROJ_O, 0, a->att, a->u, dy, N);
     linear_backward(m, &ly->proj[PROJ_O], a->att, a->u[PROJ_O], m->dx, m->d_att, 0.0f, N);
-    lora_group_backward_dx(m, l, PROJ_O, PROJ_O, m->d_att, N);
+    lora_group_backward_dx(m, l, PROJ_O, PROJ_O, 0, m->d_att, N);
     attention_backward(m->dq, m->dk, m->dv, m->delta, a->q, a->k, a->v, a->att, m->d_att, a->lse, m->segments, N, Hq,
                        Hkv, D, c->sliding_window, NULL, st);
     rope_backward(m->dq, m->dk, m->positions, N, Hq, Hkv, D, c->rope_theta, st);
-    lora_group_backward(m, l, PROJ_Q, PROJ_V, a->h1, a->u, dy, N);
+    lora_group_backward(m, l, PROJ_Q, PROJ_V, 0, a->h1, a->u, dy, N);
     linear_backward(m, &ly->proj[PROJ_Q], a->h1, a->u[PROJ_Q], m->dq, m->dh, 0.0f, N);
     linear_backward(m, &ly->proj[PROJ_K], a->h1, a->u[PROJ_K], m->dk, m->dh, 1.0f, N);
     linear_backward(m, &ly->proj[PROJ_V], a->h1, a->u[PROJ_V], m->dv, m->dh, 1.0f, N);
-    lora_group_backward_dx(m, l, PROJ_Q, PROJ_V, m->dh, N);
+    lora_group_backward_dx(m, l, PROJ_Q, PROJ_V, 0, m->dh, N);
     rmsnorm_backward(m->dx, m->dh, m->dx, m->x_in[l], ly->ln1, a->rstd1, N, H, st);
 }
 
@@ -1070,12 +1102,13 @@ static inline void gpu_model_forward(GpuModel *m, int N, int keep) {
 
 // The forward, then the loss: returns the sum over tokens of weight · cross-entropy. With
 // backward, LoRA gradients accumulate grad_scale · d(that sum)/d(A, B) (the caller zeroes
-// them per optimizer step).
+// them per optimizer step), and with dropout the masks are drawn: dropout_rng moves past them.
 static inline double gpu_model_step(GpuModel *m, int N, float grad_scale, int backward) {
     const ModelConfig *c = &m->c;
     int L = c->num_hidden_layers, H = c->hidden_size, V = c->vocab_size;
     int level = m->s.recompute, offload = level == 2 && backward;
     cudaStream_t st = m->stream;
+    m->dropout_tokens = backward && m->s.lora_dropout > 0.0f ? N : 0;
     gpu_model_forward(m, N, backward);
     cross_entropy_forward_backward(&m->mm, m->loss, backward ? m->dh : NULL, m->hf, m->head, m->targets, m->weights,
                                    N, H, V, GPU_CE_CHUNK, grad_scale, m->ce_scratch, st);
@@ -1091,6 +1124,9 @@ static inline double gpu_model_step(GpuModel *m, int N, float grad_scale, int ba
             layer_backward(m, l, a, N);
         }
     }
+    if (m->dropout_tokens)
+        m->dropout_rng = lora_dropout_advance(m->dropout_rng, (uint64_t)N * gpu_dropout_draws_before(m, L, 0));
+    m->dropout_tokens = 0;
     cuda_check(cudaStreamSynchronize(st));
     return loss;
 }

@@ -77,7 +77,7 @@ static const RunFlag gpu_flags[] = {
     {"--lora-impl", "IMPL", FLAG_STRING, &g_opt.lora_impl,
      "LoRA products: kernels (kernels/lora.cuh, the projections\n"
      "that share an input in one launch; default) or cublas\n"
-     "(cuBLASLt calls, projection by projection)"},
+     "(cuBLASLt calls, projection by projection; no --lora-dropout)"},
 };
 
 static double seconds_now(void) {
@@ -189,7 +189,7 @@ static int longest_fitting(const ModelConfig *c, const GpuSettings *s, int recom
 static GpuSettings settings_of(const RunOptions *o, int recompute) {
     GpuSettings s = {o->batch, o->seq_len, recompute, o->lora_r, o->target_mask,
                      lora_scaling(o->lora_alpha, o->lora_r, o->rslora), 1,
-                     strcmp(g_opt.lora_impl, "cublas") ? LORA_KERNELS : LORA_CUBLAS};
+                     strcmp(g_opt.lora_impl, "cublas") ? LORA_KERNELS : LORA_CUBLAS, o->lora_dropout};
     return s;
 }
 
@@ -368,7 +368,8 @@ int main(int argc, char **argv) {
                       : g_opt.memory_gb < 0 ? "--memory must be positive"
                       : strcmp(g_opt.lora_impl, "cublas") && strcmp(g_opt.lora_impl, "kernels")
                           ? "--lora-impl must be kernels or cublas"
-                      : o.lora_dropout > 0 ? "--lora-dropout: train_gpu does not apply LoRA dropout yet; use 0"
+                      : o.lora_dropout > 0 && !strcmp(g_opt.lora_impl, "cublas")
+                          ? "--lora-dropout needs --lora-impl kernels (the cuBLASLt path applies no dropout)"
                       : o.no_nf4 ? "--no-nf4: train_gpu keeps the frozen weights in NF4 (train_cpu has --no-nf4)"
                       : NULL;
     if (bad) {
@@ -453,6 +454,7 @@ int main(int argc, char **argv) {
     for (int a = 0; a < o.grad_accum; a++) batch_init(&micro[a], o.batch, o.seq_len);
     double peak_flops = bf16_peak();
     size_t peak_used = 0;
+    m.dropout_rng = run.state.dropout_rng;  // the masks come from the run's generator (train_cpu's)
     while (rc == 0 && run_next(&run)) {
         double step_start = seconds_now(), flops = 0;
         int64_t trained = 0;
@@ -483,6 +485,7 @@ int main(int argc, char **argv) {
         int step = (int)run.state.step + 1;
         float lr = (float)(o.lr * schedule_multiplier(o.schedule_kind, run.state.step, o.warmup, o.steps));
         gpu_lora_update(&m, step, lr, o.weight_decay, scale);
+        run.state.dropout_rng = m.dropout_rng;
         double seconds = seconds_now() - step_start;
         size_t free_now, total;
         cuda_check(cudaMemGetInfo(&free_now, &total));
