@@ -5,7 +5,7 @@
 # window of 16 shorter than the sequence of 64, packed conversations, LoRA on all seven
 # projections, a vocabulary of 512 (test/make_shards: a copy task, so the loss falls). The
 # LoRA products are kernels/lora.cuh's (the default) except in 1c, which runs the cuBLASLt
-# path (--lora-impl cublas) against train_cpu too.
+# path (--lora-impl cublas) against train_cpu too; 1d trains with LoRA dropout on both.
 #
 # The harness is slow (a fiber per CUDA thread), so the long runs use its -O2 build
 # (build/test/train_gpu) and the sanitizer build (build/san/train_gpu) runs the short ones:
@@ -118,6 +118,18 @@ losses "$tmp/short_cpu/log.jsonl" >"$tmp/short_cpu.loss"
 losses "$tmp/short_cublas/log.jsonl" >"$tmp/short_cublas.loss"
 within_rel cublas_lora_tracks_train_cpu "$tmp/short_cublas.loss" "$tmp/short_cpu.loss" 1e-2
 
+# 1d. --lora-dropout 0.1: the LoRA kernels regenerate train_cpu's masks from the run's
+# generator, so the two runs see the same masks. Bound 5e-4, tighter than the others: the
+# same masks differ by bf16 noise (measured 6e-5), while train_cpu's own steps 3 and 4 move
+# by 2e-3 without dropout (its masks change the loss that much; steps 1 and 2 not yet, B
+# being near 0). test_cuda_model_gpu checks the masks' gradients themselves.
+"$SAN_BIN/train_cpu" "${SHORT[@]}" --lora-dropout 0.1 --out "$tmp/drop_cpu" >/dev/null 2>&1
+"$FAST_BIN/train_gpu" "${SHORT[@]}" --lora-dropout 0.1 --out "$tmp/drop_gpu" >"$tmp/drop_gpu.out" 2>&1 ||
+    tail -3 "$tmp/drop_gpu.out"
+losses "$tmp/drop_cpu/log.jsonl" >"$tmp/drop_cpu.loss"
+losses "$tmp/drop_gpu/log.jsonl" >"$tmp/drop_gpu.loss"
+within_rel lora_dropout_tracks_train_cpu "$tmp/drop_gpu.loss" "$tmp/drop_cpu.loss" 5e-4
+
 # 2. --recompute 0, 1 and 2 train the same bits; a rerun under another harness schedule too
 for level in 0 1 2; do
     "$FAST_BIN/train_gpu" "${SHORT[@]}" --recompute "$level" --out "$tmp/r$level" >"$tmp/r$level.out" 2>&1 ||
@@ -216,6 +228,8 @@ expect_fail other_tokenizer_shards_refused "re-run prep" "$SAN_BIN/train_gpu" --
     --out "$tmp/x5"
 expect_fail lora_impl_unknown_refused "--lora-impl must be kernels or cublas" "$SAN_BIN/train_gpu" "${SHORT[@]}" \
     --lora-impl cudnn --out "$tmp/x6"
+expect_fail dropout_with_cublas_refused "--lora-dropout needs --lora-impl kernels" "$SAN_BIN/train_gpu" "${SHORT[@]}" \
+    --lora-impl cublas --lora-dropout 0.1 --out "$tmp/x7"
 nothing=1
-for d in x1 x2 x3 x4 x5 x6; do [ -e "$tmp/$d" ] && nothing=0; done
+for d in x1 x2 x3 x4 x5 x6 x7; do [ -e "$tmp/$d" ] && nothing=0; done
 [ $nothing = 1 ] && echo "PASS refused_runs_write_nothing" || echo "FAIL refused_runs_write_nothing"
