@@ -744,18 +744,22 @@ static int in_exchange(const Dialogue *d, size_t k) {
     return dialogue_adjacent(d, k) && d->turns[k - 1].last_para < d->turns[k - 1].first_para + 2;
 }
 
-// Whether turns lo..hi, an exchange, have at most two speakers among their anchors and no
-// turn of a group ("said they").
-static int two_speakers(const Dialogue *d, const int *anchor, size_t lo, size_t hi) {
+// How many people speak among the anchors of turns lo..hi, an exchange: 0, 1, 2, or 3 for
+// more than two or a turn of a group ("said they"). *sexed: whether the sex of each is known
+// (when it is not, a "she asked" may have been given to the wrong one of them, and the two
+// may be three).
+static int exchange_speakers(const Dialogue *d, const int *anchor, size_t lo, size_t hi, int *sexed) {
     int a = -1, b = -1;
+    *sexed = 1;
     for (size_t j = lo; j <= hi; j++) {
-        if (d->turns[j].group) return 0;
+        if (d->turns[j].group) return 3;
         if (anchor[j] < 0 || anchor[j] == a || anchor[j] == b) continue;
+        *sexed &= d->cast.entities[anchor[j]].gender != GENDER_UNKNOWN;
         if (a < 0) a = anchor[j];
         else if (b < 0) b = anchor[j];
-        else return 0;
+        else return 3;
     }
-    return 1;
+    return (a >= 0) + (b >= 0);
 }
 
 static void alternation(Dialogue *d) {
@@ -790,6 +794,7 @@ static void alternation(Dialogue *d) {
                 continue;  // the two sides disagree: a third person, or a broken exchange
             size_t dist = left.pos >= 0 && (right.pos < 0 || left.dist <= right.dist) ? left.dist : right.dist;
             const SideView *other = dist == left.dist && left.pos >= 0 ? &right : &left;
+            int sexed, speakers = exchange_speakers(d, anchor, lo, hi, &sexed);
             // Confirmed from the other side, the count of turns between two anchors has the
             // right parity: one missed speaker change would break it, so distance matters little.
             if (other->pos == who || (other->neg >= 0 && other->neg != who)) {
@@ -798,9 +803,10 @@ static void alternation(Dialogue *d) {
             } else if (other == &right) {  // counted forward, from an exchange under way
                 // (slowly where no third person speaks in the exchange: a change of speaker
                 // is what printed dialogue marks best, a newcomer is what it tags)
-                conf = 0.90f - (two_speakers(d, anchor, lo, hi) ? 0.01f : 0.03f) * (float)(dist - 2);
-            } else {  // counted backward: the anchor may be someone who has just joined in
-                conf = 0.85f - 0.04f * (float)(dist - 2);
+                conf = 0.90f - (speakers <= 2 ? 0.01f : 0.03f) * (float)(dist - 2);
+            } else {  // counted backward: the anchor may be someone who has just joined in,
+                // unless the exchange is known to be between two people who both speak in it
+                conf = 0.85f - (speakers == 2 && sexed ? 0.01f : 0.04f) * (float)(dist - 2);
             }
             if (conf < CONF_WEAK) conf = CONF_WEAK;
         } else {

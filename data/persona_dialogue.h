@@ -58,7 +58,9 @@
  *               2 turns, 0.03 less per turn further (0.01 where no third person speaks
  *               in the exchange: a change of speaker is what printed dialogue marks
  *               best, a newcomer is what it tags); from an anchor after it (the anchor may
- *               be someone who has just joined in): 0.85, 0.04 less per turn. When the other
+ *               be someone who has just joined in): 0.85, 0.04 less per turn (0.01 where
+ *               exactly two people speak in the exchange and the sex of both is known: their
+ *               "he" and "she" tags would show a third one who joined in untagged). When the other
  *               side agrees, a missed change of speaker would have broken the count, so
  *               distance matters little: 0.92, 0.005 less per turn, at least 0.80. A short
  *               turn (one paragraph, under 60 words) that calls one person by name is
