@@ -477,6 +477,7 @@ static void script_turns(Dialogue *d) {
 
 #define ACTION_WORDS 15  // narrative between two turns that still lets the second answer the first
 
+
 int dialogue_adjacent(const Dialogue *d, size_t k) {
     if (k == 0) return 0;
     size_t p = d->turns[k].first_para, prev = d->turns[k - 1].last_para;
@@ -704,21 +705,29 @@ static SideView without_far_dissent(SideView v, int who, size_t agree) {
 
 // The one person besides x who speaks (confidently) in turn k's conversation, or -1 when
 // that is not exactly one person: an exchange between two people.
-static int the_other_one(const Dialogue *d, const int *anchor, size_t k, int x) {
-    int people[2] = {-1, -1}, n = 0, has_x = 0;
+static int the_other_one(const Dialogue *d, const int *anchor, size_t lo, size_t k, int x) {
     size_t from, to;
     conversation(d, k, &from, &to);
-    for (size_t j = from; j <= to; j++) {
-        if (anchor[j] < 0 || !same_scene(d, j, k)) continue;
-        if (anchor[j] == x) {
-            has_x = 1;
-            continue;
+    // the anchors first; when x is the only one of them, also the turns of k's exchange
+    // (from lo) before it, with what this count found for them (turns are counted in order)
+    // where it was sure ("Another time, Lizzy." made the next turn Elizabeth's)
+    for (int counted = 0; counted < 2; counted++) {
+        int people[2] = {-1, -1}, n = 0, has_x = 0;
+        for (size_t j = from; j <= to; j++) {
+            int who = anchor[j];
+            if (who < 0 && counted && j >= lo && j < k && d->turns[j].confidence >= 0.80f) who = d->turns[j].speaker;
+            if (who < 0 || !same_scene(d, j, k)) continue;
+            if (who == x) {
+                has_x = 1;
+                continue;
+            }
+            if (n == 1 && people[0] == who) continue;
+            if (n == 1) return -1;
+            people[n++] = who;
         }
-        if (n == 1 && people[0] == anchor[j]) continue;
-        if (n == 1) return -1;
-        people[n++] = anchor[j];
+        if (n || !has_x) return has_x && n == 1 ? people[0] : -1;
     }
-    return has_x && n == 1 ? people[0] : -1;
+    return -1;
 }
 
 // The one person whom turn k-1, right before turn k in an exchange and attributed with 0.8
@@ -818,7 +827,7 @@ static void alternation(Dialogue *d) {
                     : t->n_addressed ? t->addressed[0]
                                      : -1;
             if (x < 0 || (left.neg >= 0 && right.neg >= 0 && left.neg != right.neg)) continue;
-            who = the_other_one(d, anchor, k, x);
+            who = the_other_one(d, anchor, lo, k, x);
             if (who < 0 || who == left.neg || who == right.neg) continue;
             conf = 0.80f;
         }

@@ -68,7 +68,10 @@
  *               count says otherwise: 0.90 when the count agrees, else 0.80. With no anchor
  *               an even number away, a turn that is "not x" (next to x, or addressing x) in
  *               a conversation where only x and one other person speak (12 turns before it
- *               and its exchange after) is that other person: 0.80. An exchange ends at a
+ *               and its exchange after) is that other person: 0.80; when x is the only
+ *               anchor there, the turns of its exchange already counted (0.80 or more) say
+ *               who the other is (Jane, then "Lizzy"'s answer, then "not Jane": Elizabeth).
+ *               An exchange ends at a
  *               story (a speech of three paragraphs or more) and where a paragraph has more
  *               than 15 words of narrative after its last quotation or before its first; a
  *               paragraph that only announces the next speaker does not end it.

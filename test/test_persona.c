@@ -706,6 +706,23 @@ TEST(counted_back_in_an_exchange_of_two_known_people) {
     if (t) CHECK(t->confidence < 0.70f);
 }
 
+TEST(the_other_one_from_the_turns_already_counted) {
+    // Elizabeth is never named in a tag: Jane's "Lizzy" makes the next turn hers, and then
+    // that turn is what tells who "not Jane" is, three turns after Jane's tag
+    static const char *const lizzy[] = {"Lizzy"};
+    build_for("Miss Bennet still looked all amazement, and her sister again, and more seriously, "
+              "assured her of its truth.\n\n"
+              "\"Good heaven! can it be really so?\" cried Jane. \"My dear Lizzy, are you certain?\"\n\n"
+              "\"There can be no doubt of that.\"\n\n"
+              "\"And do you really love him quite well enough?\"\n\n"
+              "\"Oh, yes! You will only think I feel more than I ought.\"\n",
+              &(BookParseOptions){0}, "Elizabeth Bennet", lizzy, 1);
+    CHECK_STR(speaker("There can be no doubt"), "Elizabeth Bennet");
+    CHECK_STR(speaker("And do you really love him"), "Jane");
+    CHECK_STR(speaker("Oh, yes!"), "Elizabeth Bennet");
+    CHECK_INT(method("Oh, yes!"), ATTR_ALTERNATION);
+}
+
 // ---------------------------------------------------------------------------------------
 // Conversations
 
@@ -829,6 +846,7 @@ int main(void) {
     RUN(titles_tell_one_family_apart);
     RUN(the_one_called_by_name_answers);
     RUN(counted_back_in_an_exchange_of_two_known_people);
+    RUN(the_other_one_from_the_turns_already_counted);
     RUN(conversations_from_an_exchange);
     RUN(chunks_keep_budget_overlap_and_presence);
     RUN(templates_are_checked);
