@@ -730,20 +730,42 @@ static int the_other_one(const Dialogue *d, const int *anchor, size_t lo, size_t
     return -1;
 }
 
+// The one whom turn t's own speech tag says it is spoken to: "said she to Charlotte", the
+// person named right after "to" in the tag's sentence. -1 if none.
+static int spoken_to(const Dialogue *d, const Turn *t) {
+    if (!t->tag.speech || t->tag.thought || (t->tag.kind != SUBJ_ENTITY && t->tag.kind != SUBJ_PRONOUN) ||
+        !d->prose[t->tag_para])
+        return -1;
+    const char *s = d->prose[t->tag_para];
+    const Mentions *m = &d->mentions[t->tag_para];
+    size_t end = sentence_end(s, t->tag.at, d->prose_len[t->tag_para]);
+    for (size_t i = 0; i < m->n; i++) {
+        size_t at = m->m[i].at;
+        if (at <= t->tag.at || at >= end) continue;
+        return at >= 3 && !memcmp(s + at - 3, "to ", 3) && at - t->tag.at < 40 ? m->m[i].entity : -1;
+    }
+    return -1;
+}
+
 // The one person whom turn k-1, right before turn k in an exchange and attributed with 0.8
-// or more (by now: turns are counted in order), addresses by name ("Another time, Lizzy."),
-// when turn k is untagged: the one who answers. Only a short turn (one paragraph, at most 60
-// words) counts: a long speech or a letter read aloud names people in passing. -1 if none.
+// or more (by now: turns are counted in order), speaks to, when turn k is untagged: the one
+// who answers. That is the one its tag says it is said to ("said she to Charlotte"), or the
+// one it calls by name ("Another time, Lizzy."), where only a short turn (one paragraph, at
+// most 60 words) counts: a long speech or a letter read aloud names people in passing. -1
+// if none.
 static int addressee_of(const Dialogue *d, size_t k) {
     if (k == 0) return -1;
     const Turn *t = &d->turns[k], *before = &d->turns[k - 1];
-    if (before->speaker < 0 || before->confidence < 0.80f || t->tag.kind != SUBJ_NONE || !dialogue_adjacent(d, k) ||
-        before->n_addressed != 1 || before->first_para != before->last_para)
+    if (before->speaker < 0 || before->confidence < 0.80f || t->tag.kind != SUBJ_NONE || !dialogue_adjacent(d, k))
         return -1;
-    int words = 0;
-    for (size_t i = 0; i < before->len; i++) words += before->text[i] == ' ';
-    if (words >= 60) return -1;
-    int y = before->addressed[0];
+    int y = spoken_to(d, before);
+    if (y < 0) {
+        if (before->n_addressed != 1 || before->first_para != before->last_para) return -1;
+        int words = 0;
+        for (size_t i = 0; i < before->len; i++) words += before->text[i] == ' ';
+        if (words >= 60) return -1;
+        y = before->addressed[0];
+    }
     return y != before->speaker && y != cast_narrator(&d->cast) && !names_in_third_person(t, y) ? y : -1;
 }
 

@@ -64,7 +64,8 @@
  *               side agrees, a missed change of speaker would have broken the count, so
  *               distance matters little: 0.92, 0.005 less per turn, at least 0.80. A short
  *               turn (one paragraph, under 60 words) that calls one person by name is
- *               answered by that person ("Another time, Lizzy." -> Elizabeth), unless the
+ *               answered by that person ("Another time, Lizzy." -> Elizabeth), and so is a
+ *               turn whose tag says to whom it is said ("said she to Charlotte"), unless the
  *               count says otherwise: 0.90 when the count agrees, else 0.80. With no anchor
  *               an even number away, a turn that is "not x" (next to x, or addressing x) in
  *               a conversation where only x and one other person speak (12 turns before it

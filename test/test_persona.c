@@ -672,6 +672,13 @@ TEST(the_one_called_by_name_answers) {
           "\"That it was done by a left-handed man.\"\n",
           BOOK_AUTO, QUOTES_AUTO);
     CHECK_STR(speaker("That it was done"), NARRATOR);
+    // the one a tag says the line is said to answers it, named or not in the line
+    build("Lestrade and I sat together by the fire, and Holmes stood at the window.\n\n"
+          "\"What does it mean?\" said Lestrade to Holmes.\n\n"
+          "\"That the man is lying.\"\n",
+          BOOK_AUTO, QUOTES_AUTO);
+    CHECK_STR(speaker("That the man is lying"), HOLMES);
+    CHECK_INT(method("That the man is lying"), ATTR_ALTERNATION);
 }
 
 // An exchange between a man and a woman, its first turns untagged, counted backward from the
