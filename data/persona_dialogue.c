@@ -489,7 +489,8 @@ int dialogue_adjacent(const Dialogue *d, size_t k) {
 
 
 // Who turn k's "he"/"she" can be, whatever the rule: not the narrator, not someone it
-// addresses, not the speaker of the turn just before in the exchange, and the right gender.
+// addresses, not the speaker of the turn just before in the exchange nor the one a tag names
+// in the turn right after, and the right gender.
 static int can_be(const Dialogue *d, size_t k, int entity, Gender g) {
     const Turn *t = &d->turns[k];
     if (entity == cast_narrator(&d->cast)) return 0;
@@ -498,6 +499,11 @@ static int can_be(const Dialogue *d, size_t k, int entity, Gender g) {
     // she added,--" may go on with the one who just spoke)
     if (dialogue_adjacent(d, k) && d->turns[k].first_para <= d->turns[k - 1].last_para + 1 &&
         known(&d->turns[k - 1]) && d->turns[k - 1].speaker == entity)
+        return 0;
+    // nor the one whose own tag names them in the turn right after ("I often think," said she.
+    // / "This is the consequence," said Elizabeth.: she is not Elizabeth)
+    if (k + 1 < d->n && dialogue_adjacent(d, k + 1) && d->turns[k + 1].first_para == d->turns[k].last_para + 1 &&
+        d->turns[k + 1].method == ATTR_TAG && d->turns[k + 1].speaker == entity)
         return 0;
     // "...," he cried, grasping Sherlock Holmes by the shoulder: not Holmes.
     if (t->tag.kind == SUBJ_PRONOUN && d->prose[t->tag_para]) {

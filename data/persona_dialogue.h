@@ -42,7 +42,7 @@
  *                  paragraphs                                               0.80
  *                  several: the latest, with                                0.50
  *               Never the narrator, the speaker of the turn just before (when the two
- *               are next to each other), a person the quotation addresses by name or names
+ *               are next to each other), the one a tag names in the turn right after, a person the quotation addresses by name or names
  *               in the third person ("Mr. Darcy is all politeness"), a person the tag's own
  *               sentence names after the pronoun ("he cried, grasping Holmes"), or a person
  *               of the other gender. Several quotations of one paragraph, one tagged with a

@@ -621,6 +621,15 @@ TEST(she_between_two_women_and_in_a_mixed_exchange) {
     CHECK_STR(speaker("Then I shall not ask you."), "Mr. Darcy");
     CHECK_STR(speaker("You are very kind."), "Elizabeth Bennet");
     CHECK_INT(method("You are very kind."), ATTR_PRONOUN);
+    // "she" is not the woman whose own tag names her in the turn right after: the one woman
+    // of the exchange is Elizabeth, but she answers this line
+    build_for("Elizabeth was tired, and she said little. Elizabeth knew that she could not help it.\n\n"
+              "The loss of her daughter made Mrs. Bennet very dull for several days.\n\n"
+              "\"I often think,\" said she, \"that there is nothing so bad as parting with friends.\"\n\n"
+              "\"This is the consequence, you see, madam,\" said Elizabeth.\n\n"
+              "\"Nonsense,\" said Mr. Bennet.\n",
+              NULL, "Elizabeth Bennet", lizzy, 1);
+    CHECK_STR(speaker("I often think"), "Mrs. Bennet");
 }
 
 TEST(a_thought_is_not_a_turn) {
