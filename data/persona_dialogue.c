@@ -94,12 +94,29 @@ static void add_unique(int *list, int *n, int entity) {
     if (*n < 4) list[(*n)++] = entity;
 }
 
+// Whether byte at of a paragraph is inside one of the quotations of inner, found in the
+// paragraph's text from byte offset on.
+static int inside(const QuoteScan *inner, size_t offset, size_t at) {
+    for (size_t j = 0; j < inner->n; j++)
+        if (at >= offset + inner->quotes[j].start && at < offset + inner->quotes[j].end) return 1;
+    return 0;
+}
+
 // The people quotation q of paragraph p addresses and names (quotation_names).
 static void add_names(Dialogue *d, Turn *t, size_t p, const Span *q) {
     Mentions addressed = {0}, named = {0};
     quotation_names(&d->cast, d->prose[p], q->start, q->end, &addressed, &named);
-    for (size_t i = 0; i < addressed.n; i++) add_unique(t->addressed, &t->n_addressed, addressed.m[i].entity);
-    for (size_t i = 0; i < named.n; i++) add_unique(t->named, &t->n_named, named.m[i].entity);
+    // a name inside the speech's own quotations ("And what do you think she said? 'Ah! Mrs.
+    // Bennet, we shall have her at last!'") is called or named by someone else
+    QuoteScan inner = {0};
+    quotes_scan(d->family == QUOTES_SINGLE ? QUOTES_DOUBLE : QUOTES_SINGLE, d->prose[p] + q->start, q->end - q->start,
+                &inner);
+    for (size_t i = 0; i < addressed.n; i++)
+        if (!inside(&inner, q->start, addressed.m[i].at))
+            add_unique(t->addressed, &t->n_addressed, addressed.m[i].entity);
+    for (size_t i = 0; i < named.n; i++)
+        if (!inside(&inner, q->start, named.m[i].at)) add_unique(t->named, &t->n_named, named.m[i].entity);
+    quotes_free(&inner);
     free(addressed.m);
     free(named.m);
 }

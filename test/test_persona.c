@@ -311,6 +311,15 @@ TEST(alternation_in_a_two_person_exchange) {
     CHECK_STR(speaker("Another cup?"), "(none)");
 }
 
+TEST(a_name_called_in_a_quotation_inside_the_speech_is_not_addressed) {
+    // the boy calls Mrs. Hudson by name, inside her own speech: she is still its speaker
+    build("Mrs. Hudson came up the stairs with the tray and the letters.\n\n"
+          "\"Well,\" said she, \"the boy at the door said to me, 'Ah! Mrs. Hudson, here is a letter,' "
+          "and off he ran.\"\n",
+          BOOK_AUTO, QUOTES_AUTO);
+    CHECK_STR(speaker("Well, the boy at the door"), "Mrs. Hudson");
+}
+
 TEST(a_line_that_addresses_the_character_is_not_theirs) {
     build("\"Sit down,\" said Holmes.\n\n"
           "\"Thank you.\"\n\n"
@@ -846,6 +855,7 @@ int main(void) {
     RUN(pronoun_tags);
     RUN(alternation_in_a_two_person_exchange);
     RUN(a_line_that_addresses_the_character_is_not_theirs);
+    RUN(a_name_called_in_a_quotation_inside_the_speech_is_not_addressed);
     RUN(speech_over_several_paragraphs);
     RUN(a_story_inside_a_speech_is_not_attributed);
     RUN(a_text_read_aloud_is_not_a_turn);
