@@ -42,11 +42,11 @@
  *                  paragraphs                                               0.80
  *                  several: the latest, with                                0.50
  *               Never the narrator, the speaker of the turn just before (when the two
- *               are next to each other), the one a tag names in the turn right after, a person the quotation addresses by name or names
- *               in the third person ("Mr. Darcy is all politeness"; not inside the
- *               speech's own quotations: "she said, 'Ah! Mrs. Bennet, ...'"), a person the tag's own
- *               sentence names after the pronoun ("he cried, grasping Holmes"), or a person
- *               of the other gender. Several quotations of one paragraph, one tagged with a
+ *               are next to each other), the one a tag names in the turn right after, a
+ *               person the quotation addresses by name or names in the third person ("Mr.
+ *               Darcy is all politeness"; not inside the speech's own quotations: "she
+ *               said, 'Ah! Mrs. Bennet, ...'"), a person the tag's own sentence names after
+ *               the pronoun ("he cried, grasping Holmes"), or a person of the other gender. Several quotations of one paragraph, one tagged with a
  *               name and another with a pronoun, are that person's ("...," said Jones.
  *               "...!" he added.).
  *   alternation untagged turns of an exchange (turns in consecutive paragraphs) take the
