@@ -795,7 +795,9 @@ void mentions_scan(Cast *c, const char *text, size_t start, size_t end, Mentions
     int last = -1;          // the latest mention, for the gender vote
     size_t last_word = 0;
     for (size_t i = 0; i < w.n;) {
-        int initial = i == 0 ? starts_sentence(text, start) : ends_sentence(w.w[i - 1].punct);
+        // (a clause after a semicolon has a subject of its own: "They walked on in silence;
+        // Elizabeth was determined to say nothing")
+        int initial = i == 0 ? starts_sentence(text, start) : ends_sentence(w.w[i - 1].punct) || w.w[i - 1].punct == ';';
         lower_word(text, &w.w[i], buf, sizeof buf);
         if ((!strcmp(buf, "he") || !strcmp(buf, "she")) && last >= 0 && i - last_word <= 12) {
             c->entities[last].votes[buf[0] == 'h' ? GENDER_MALE : GENDER_FEMALE]++;

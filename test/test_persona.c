@@ -639,6 +639,13 @@ TEST(she_between_two_women_and_in_a_mixed_exchange) {
               "\"Nonsense,\" said Mr. Bennet.\n",
               NULL, "Elizabeth Bennet", lizzy, 1);
     CHECK_STR(speaker("I often think"), "Mrs. Bennet");
+    // the subject of a clause after a semicolon acts as a sentence's does: "she" is the one
+    // who was determined, not the woman she would not talk to
+    build_for("They proceeded in silence along the gravel walk; Elizabeth was determined to make no effort "
+              "for conversation with a woman so insolent.\n\n"
+              "\"How could I ever think her like her nephew?\" said she, as she looked in her face.\n",
+              NULL, "Elizabeth Bennet", lizzy, 1);
+    CHECK_STR(speaker("How could I ever think"), "Elizabeth Bennet");
 }
 
 TEST(a_thought_is_not_a_turn) {
