@@ -762,9 +762,9 @@ static int spoken_to(const Dialogue *d, const Turn *t) {
     const char *s = d->prose[t->tag_para];
     const Mentions *m = &d->mentions[t->tag_para];
     size_t end = sentence_end(s, t->tag.at, d->prose_len[t->tag_para]);
-    for (size_t i = 0; i < m->n; i++) {
+    for (size_t i = near_mentions(m, t->tag.at); i < m->n && m->m[i].at < end; i++) {
         size_t at = m->m[i].at;
-        if (at <= t->tag.at || at >= end) continue;
+        if (at <= t->tag.at) continue;
         return at >= 3 && !memcmp(s + at - 3, "to ", 3) && at - t->tag.at < 40 ? m->m[i].entity : -1;
     }
     return -1;
