@@ -609,54 +609,53 @@ TEST(illustrations_markup_and_separators) {
 // ---------------------------------------------------------------------------------------
 // Attribution: people of one sex, thoughts, titles, who is addressed
 
-TEST(she_between_two_women_and_in_a_mixed_exchange) {
+// Cleans text as a book and finds its dialogue, the character being Elizabeth Bennet.
+static void build_elizabeth(const char *text) {
     static const char *const lizzy[] = {"Elizabeth"};
+    build_for(text, NULL, "Elizabeth Bennet", lizzy, 1);
+}
+
+TEST(she_between_two_women_and_in_a_mixed_exchange) {
     // two women: "she" is not the one who has just spoken, but the other
-    build_for("Lady Catherine sat down opposite Elizabeth in the little parlour.\n\n"
+    build_elizabeth("Lady Catherine sat down opposite Elizabeth in the little parlour.\n\n"
               "\"You are a very obstinate girl,\" said Lady Catherine.\n\n"
               "\"I am only resolved to act as I think best,\" replied Elizabeth.\n\n"
               "\"And this is your final answer?\" she cried.\n\n"
-              "\"It is.\"\n",
-              NULL, "Elizabeth Bennet", lizzy, 1);
+              "\"It is.\"\n");
     CHECK_STR(speaker("And this is your final answer?"), "Lady Catherine");
     CHECK_STR(speaker("It is."), "Elizabeth Bennet");
     // a man and a woman: "she" is the woman of the exchange
-    build_for("Mr. Darcy came up to Elizabeth at the end of the room.\n\n"
+    build_elizabeth("Mr. Darcy came up to Elizabeth at the end of the room.\n\n"
               "\"Do you dance?\" said Mr. Darcy.\n\n"
               "\"Not to-night,\" said Elizabeth.\n\n"
               "\"Then I shall not ask you.\"\n\n"
-              "\"You are very kind,\" she said, laughing.\n",
-              NULL, "Elizabeth Bennet", lizzy, 1);
+              "\"You are very kind,\" she said, laughing.\n");
     CHECK_STR(speaker("Then I shall not ask you."), "Mr. Darcy");
     CHECK_STR(speaker("You are very kind."), "Elizabeth Bennet");
     CHECK_INT(method("You are very kind."), ATTR_PRONOUN);
     // "she" is not the woman whose own tag names her in the turn right after: the one woman
     // of the exchange is Elizabeth, but she answers this line
-    build_for("Elizabeth was tired, and she said little. Elizabeth knew that she could not help it.\n\n"
+    build_elizabeth("Elizabeth was tired, and she said little. Elizabeth knew that she could not help it.\n\n"
               "The loss of her daughter made Mrs. Bennet very dull for several days.\n\n"
               "\"I often think,\" said she, \"that there is nothing so bad as parting with friends.\"\n\n"
               "\"This is the consequence, you see, madam,\" said Elizabeth.\n\n"
-              "\"Nonsense,\" said Mr. Bennet.\n",
-              NULL, "Elizabeth Bennet", lizzy, 1);
+              "\"Nonsense,\" said Mr. Bennet.\n");
     CHECK_STR(speaker("I often think"), "Mrs. Bennet");
     // the subject of a clause after a semicolon acts as a sentence's does: "she" is the one
     // who was determined, not the woman she would not talk to
-    build_for("They proceeded in silence along the gravel walk; Elizabeth was determined to make no effort "
+    build_elizabeth("They proceeded in silence along the gravel walk; Elizabeth was determined to make no effort "
               "for conversation with a woman so insolent.\n\n"
-              "\"How could I ever think her like her nephew?\" said she, as she looked in her face.\n",
-              NULL, "Elizabeth Bennet", lizzy, 1);
+              "\"How could I ever think her like her nephew?\" said she, as she looked in her face.\n");
     CHECK_STR(speaker("How could I ever think"), "Elizabeth Bennet");
 }
 
 TEST(a_thought_is_not_a_turn) {
-    static const char *const lizzy[] = {"Elizabeth"};
-    build_for("Elizabeth walked on alone, and Lady Catherine's carriage drove away.\n\n"
+    build_elizabeth("Elizabeth walked on alone, and Lady Catherine's carriage drove away.\n\n"
               "\"Insolent woman!\" thought Elizabeth.\n\n"
               "\"I shall not be so easily frightened,\" said she to herself.\n\n"
               "Jane met her at the door of the house.\n\n"
               "\"You look tired, Lizzy,\" said Jane.\n\n"
-              "\"I am perfectly well,\" said Elizabeth.\n",
-              NULL, "Elizabeth Bennet", lizzy, 1);
+              "\"I am perfectly well,\" said Elizabeth.\n");
     CHECK_INT(dlg.thoughts, 2);
     CHECK(!has_turn("Insolent woman!"));
     CHECK(!has_turn("I shall not be so easily frightened."));
@@ -665,14 +664,12 @@ TEST(a_thought_is_not_a_turn) {
 }
 
 TEST(titles_tell_one_family_apart) {
-    static const char *const lizzy[] = {"Elizabeth"};
-    build_for("The family were at breakfast in the morning room at Longbourn.\n\n"
+    build_elizabeth("The family were at breakfast in the morning room at Longbourn.\n\n"
               "\"My dear Mr. Bennet,\" said his lady to him one day, \"have you heard the news?\"\n\n"
               "\"I have not,\" said Mr. Bennet.\n\n"
               "\"It is true,\" said Mrs. Bennet.\n\n"
               "\"Is it indeed?\" said Miss Bennet.\n\n"
-              "\"Very likely,\" said Bennet, folding his paper.\n",
-              NULL, "Elizabeth Bennet", lizzy, 1);
+              "\"Very likely,\" said Bennet, folding his paper.\n");
     CHECK_STR(speaker("I have not."), "Mr. Bennet");
     CHECK_STR(speaker("It is true."), "Mrs. Bennet");
     CHECK_STR(speaker("Is it indeed?"), "Miss Bennet");
