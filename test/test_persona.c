@@ -288,6 +288,14 @@ TEST(pronoun_tags) {
     CHECK_STR(speaker("It is signed."), "Lestrade");                 // the paragraph before
     // "he" is not Holmes, whom the tag's own sentence names: Lestrade again
     CHECK(strcmp(speaker("Then it is genuine."), HOLMES) != 0);
+    // the subject of a clause opened by "when" is someone who acts, as a sentence's is
+    build("Lestrade looked sadly at my companion, and hurried away.\n\n"
+          "He had hardly shut the door behind him when Holmes rose to put on his overcoat. \"There is "
+          "something in what the fellow says,\" he remarked.\n",
+          BOOK_AUTO, QUOTES_AUTO);
+    CHECK_STR(speaker("There is something in what"), HOLMES);
+    const Turn *t = turn("There is something in what");
+    if (t) CHECK(t->confidence >= 0.85f);  // not the latest of several people named (0.50)
 }
 
 TEST(alternation_in_a_two_person_exchange) {
