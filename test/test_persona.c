@@ -686,27 +686,29 @@ TEST(titles_tell_one_family_apart) {
     for (size_t k = 0; k < dlg.n; k++) CHECK(dlg.turns[k].speaker != 0);
 }
 
+// The fire-side scene of the tests below, with dialogue after it.
+static void by_the_fire(const char *dialogue) {
+    char text[1024];
+    snprintf(text, sizeof text, "Lestrade and I sat together by the fire, and Holmes stood at the window.\n\n%s",
+             dialogue);
+    build(text, BOOK_AUTO, QUOTES_AUTO);
+}
+
 TEST(the_one_called_by_name_answers) {
-    build("Lestrade and I sat together by the fire, and Holmes stood at the window.\n\n"
-          "\"What do you make of it, Holmes?\" asked Lestrade.\n\n"
-          "\"That it was done by a left-handed man.\"\n",
-          BOOK_AUTO, QUOTES_AUTO);
+    by_the_fire("\"What do you make of it, Holmes?\" asked Lestrade.\n\n"
+                "\"That it was done by a left-handed man.\"\n");
     // no count of turns can tell (one speaker so far, three people in the room): the
     // question named Holmes
     CHECK_STR(speaker("That it was done"), HOLMES);
     CHECK_INT(method("That it was done"), ATTR_ALTERNATION);
     // but a count of turns that says otherwise wins: the narrator spoke two turns before
-    build("Lestrade and I sat together by the fire, and Holmes stood at the window.\n\n"
-          "\"A dreadful business,\" said I.\n\n"
-          "\"What do you make of it, Holmes?\" asked Lestrade.\n\n"
-          "\"That it was done by a left-handed man.\"\n",
-          BOOK_AUTO, QUOTES_AUTO);
+    by_the_fire("\"A dreadful business,\" said I.\n\n"
+                "\"What do you make of it, Holmes?\" asked Lestrade.\n\n"
+                "\"That it was done by a left-handed man.\"\n");
     CHECK_STR(speaker("That it was done"), NARRATOR);
     // the one a tag says the line is said to answers it, named or not in the line
-    build("Lestrade and I sat together by the fire, and Holmes stood at the window.\n\n"
-          "\"What does it mean?\" said Lestrade to Holmes.\n\n"
-          "\"That the man is lying.\"\n",
-          BOOK_AUTO, QUOTES_AUTO);
+    by_the_fire("\"What does it mean?\" said Lestrade to Holmes.\n\n"
+                "\"That the man is lying.\"\n");
     CHECK_STR(speaker("That the man is lying"), HOLMES);
     CHECK_INT(method("That the man is lying"), ATTR_ALTERNATION);
 }
