@@ -318,15 +318,36 @@ TEST(atomics_known_answers) {
 // ---------------------------------------------------------------------------------------
 // Bugs the harness must catch
 
+// The race detector's report: the launch faulted with a message that names a race, both
+// lines of this file (line_a, line_b; 0: not checked) and contains `why`. Returns the number
+// of failed conditions and clears the fault.
+static int expect_race(cudaError_t err, int line_a, int line_b, const char *why) {
+    int bad = 0;
+    const char *msg = cuda_host_fault();
+    char a[64], b[64];
+    snprintf(a, sizeof(a), "test_cuda_harness.cpp:%d ", line_a);
+    snprintf(b, sizeof(b), "test_cuda_harness.cpp:%d ", line_b);
+    if (err != cudaErrorLaunchFailure) printf("  returned %s, expected cudaErrorLaunchFailure\n", cudaGetErrorName(err)), bad++;
+    if (!msg || !strstr(msg, "race") || !strstr(msg, why) || (line_a && !strstr(msg, a)) || (line_b && !strstr(msg, b))) {
+        printf("  fault message \"%s\" is not a race report naming lines %d and %d and \"%s\"\n", msg ? msg : "(none)",
+               line_a, line_b, why);
+        bad++;
+    }
+    cuda_host_clear_fault();
+    return bad;
+}
+
 // Every thread writes its slot; the last thread sums them all, but nothing makes it wait
 // for the others (the __syncthreads() is missing).
+static const int missing_sync_write = __LINE__ + 4, missing_sync_read = __LINE__ + 8;
 __global__ void missing_sync_kernel(int *out) {
     DYNAMIC_SHARED(int, s);
     int n = blockDim.x, t = threadIdx.x;
     s[t] = t + 1;
     if (t == n - 1) {
         int sum = 0;
-        for (int i = 0; i < n; i++) sum += s[i];
+        for (int i = 0; i < n; i++)
+            sum += s[i];
         out[0] = sum;
     }
 }
@@ -343,6 +364,19 @@ static int missing_sync_sum(uint64_t seed) {
 
 TEST(missing_syncthreads_is_caught) {
     const uint64_t saved_seed = cuda_host_seed();
+    int *d;
+    cuda_check(cudaMalloc(&d, sizeof(int)));
+    // The race detector reports the read of another warp's slot under every schedule, the
+    // order a reader imagines (seed 0) included, with both lines.
+    for (uint64_t seed = 0; seed < 4; seed++) {
+        cuda_host_set_seed(seed);
+        CHECK_INT(expect_race(TRY_LAUNCH(missing_sync_kernel, 1, 64, 64 * sizeof(int), d), missing_sync_read,
+                              missing_sync_write, "no __syncthreads between them"),
+                  0);
+    }
+    cuda_check(cudaFree(d));
+    // Without it, the schedules alone show the bug in the result.
+    cuda_host_set_racecheck(false);
     const int right = 64 * 65 / 2;
     // In thread order the summing thread runs last and the bug hides: the reason the
     // harness shuffles.
@@ -350,15 +384,17 @@ TEST(missing_syncthreads_is_caught) {
     // The default seed of `make test` catches it...
     CHECK(missing_sync_sum(1) != right);
     // ...and so does almost every seed: the bug hides only when the summing thread
-    // happens to run last, 1 time in 64.
+    // happens to run last.
     int caught = 0;
     for (uint64_t seed = 1; seed <= 32; seed++) caught += missing_sync_sum(seed) != right;
     CHECK(caught >= 28);
+    cuda_host_set_racecheck(true);
     cuda_host_set_seed(saved_seed);
 }
 
 // block_sum of common.cuh without its first barrier: warps read the other warps'
 // partial sums before they are written.
+static const int block_sum_write = __LINE__ + 5, block_sum_read = __LINE__ + 6;
 __device__ float block_sum_missing_barrier(float v) {
     __shared__ float partial[32];
     int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
@@ -384,8 +420,13 @@ TEST(block_sum_without_its_barrier_is_caught) {
         LAUNCH(block_sum_kernel, 1, 128, 0, 0, d, 0);
         from_device(h, d, 128);
         for (int t = 0; t < 128; t++) CHECK(h[t] == 128 * 64.0f);  // sum of 0.5 + t
+        CHECK_INT(expect_race(TRY_LAUNCH(block_sum_kernel, 1, 128, 0, d, 1), block_sum_read, block_sum_write,
+                              "with no __sync"),  // (__syncthreads, or __syncwarp when two lanes meet first)
+                  0);
+        cuda_host_set_racecheck(false);  // (the kernel runs when from_device waits for it)
         LAUNCH(block_sum_kernel, 1, 128, 0, 0, d, 1);
         from_device(h, d, 128);
+        cuda_host_set_racecheck(true);
         int wrong = 0;
         for (int t = 0; t < 128; t++) wrong += !(h[t] == 128 * 64.0f);
         caught += wrong > 0;
@@ -512,7 +553,7 @@ TEST(warp_operations_that_cannot_meet_are_reported) {
 // Launches and memory a GPU refuses
 
 __global__ void touch_kernel(int *out) {
-    if (threadIdx.x == 0 && blockIdx.x == 0) out[0] = 1;
+    if (threadIdx.x + threadIdx.y + threadIdx.z + blockIdx.x == 0) out[0] = 1;  // one thread writes
 }
 
 __global__ void big_shared_kernel(unsigned char *out, int bytes) {
@@ -574,7 +615,9 @@ TEST(launch_configurations_a_gpu_refuses) {
 
 TEST(host_pointer_kernel_argument_is_a_sticky_fault) {
     int host[4] = {0, 0, 0, 0};
-    CHECK_INT(expect_fault(TRY_LAUNCH(touch_kernel, 1, 32, 0, host), cudaErrorLaunchFailure, "not device memory"), 0);
+    CHECK_INT(expect_fault(TRY_LAUNCH(touch_kernel, 1, 32, 0, host), cudaErrorLaunchFailure,
+                           "neither device memory (inside a cudaMalloc allocation) nor pinned host memory"),
+              0);
     CHECK(host[0] == 0);
     // Sticky until cleared, as on a GPU.
     CHECK(TRY_LAUNCH(touch_kernel, 1, 32, 0, host) == cudaErrorLaunchFailure);
@@ -671,21 +714,25 @@ static void dynamic_overrun(void) {
     float *d;
     cuda_check(cudaMalloc(&d, 32 * sizeof(float)));
     LAUNCH(dynamic_shared_overrun_kernel, 1, 32, 32 * sizeof(float), 0, d);
+    cuda_check(cudaDeviceSynchronize());
 }
 static void static_overrun(void) {
     float *d;
     cuda_check(cudaMalloc(&d, 32 * sizeof(float)));
     LAUNCH(static_shared_overrun_kernel, 1, 32, 0, 0, d);
+    cuda_check(cudaDeviceSynchronize());
 }
 static void local_overrun(void) {
     float *d;
     cuda_check(cudaMalloc(&d, 32 * sizeof(float)));
     LAUNCH(local_array_overrun_kernel, 1, 32, 0, 0, d, 1);
+    cuda_check(cudaDeviceSynchronize());
 }
 static void global_overrun(void) {
     float *d;
     cuda_check(cudaMalloc(&d, 31 * sizeof(float)));
     LAUNCH(global_overrun_kernel, 1, 1, 0, 0, d, 31);
+    cuda_check(cudaDeviceSynchronize());
 }
 
 static int sanitizer_reports(void (*fn)(void), const char *kind) {
@@ -702,7 +749,7 @@ TEST(out_of_bounds_accesses_are_reported) {
     CHECK_INT(sanitizer_reports(dynamic_overrun, "heap-buffer-overflow"), 0);
     CHECK_INT(sanitizer_reports(static_overrun, "global-buffer-overflow"), 0);
     CHECK_INT(sanitizer_reports(local_overrun, "stack-buffer-overflow"), 0);
-    CHECK_INT(sanitizer_reports(global_overrun, "heap-buffer-overflow"), 0);
+    CHECK_INT(sanitizer_reports(global_overrun, "use-after-poison"), 0);  // device memory: the harness's poison
 }
 
 // ---------------------------------------------------------------------------------------
@@ -734,8 +781,17 @@ TEST(math_intrinsics) {
 // ---------------------------------------------------------------------------------------
 // Events, stream waits and the device's properties
 
+// 20 ms of "work" (a harness-only kernel: a GPU has no nanosleep of the host's).
+__global__ void sleep_kernel(int *out) {
+    struct timespec pause = {0, 20 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    out[0] = 1;
+}
+
 TEST(events_time_the_work_between_records) {
     cudaEvent_t start, stop, untimed;
+    int *d;
+    cuda_check(cudaMalloc(&d, sizeof(int)));
     cudaStream_t stream;
     cuda_check(cudaEventCreate(&start));
     cuda_check(cudaEventCreate(&stop));
@@ -745,13 +801,18 @@ TEST(events_time_the_work_between_records) {
     // never recorded: the toolkit's documented error
     CHECK_INT(expect_fault(QUIETLY(cudaEventElapsedTime(&ms, start, stop)), cudaErrorInvalidResourceHandle,
                            "never recorded"), 0);
+    // The records are stamped when they run, so the time between them is the work's, not
+    // the host's: the host sleeps 30 ms after queueing, which does not count.
     cuda_check(cudaEventRecord(start));
-    struct timespec pause = {0, 20 * 1000 * 1000};  // 20 ms of "work" between the records
+    LAUNCH(sleep_kernel, 1, 1, 0, 0, d);
+    cuda_check(cudaEventRecord(stop, stream));  // (a blocking stream: after the kernel on stream 0)
+    CHECK_INT(expect_fault(QUIETLY(cudaEventElapsedTime(&ms, start, stop)), cudaErrorNotReady, "not completed"), 0);
+    struct timespec pause = {0, 30 * 1000 * 1000};
     nanosleep(&pause, NULL);
-    cuda_check(cudaEventRecord(stop, stream));
     cuda_check(cudaEventSynchronize(stop));
+    CHECK_INT(cudaEventQuery(stop), cudaSuccess);
     cuda_check(cudaEventElapsedTime(&ms, start, stop));
-    CHECK(ms >= 20.0f && ms < 2000.0f);
+    CHECK(ms >= 20.0f && ms < 30.0f + 20.0f);
     // an event made without timing cannot be timed, but can be waited on
     cuda_check(cudaEventRecord(untimed, stream));
     CHECK_INT(expect_fault(QUIETLY(cudaEventElapsedTime(&ms, start, untimed)), cudaErrorInvalidResourceHandle,
@@ -770,6 +831,7 @@ TEST(events_time_the_work_between_records) {
     cuda_check(cudaEventDestroy(start));
     cuda_check(cudaEventDestroy(stop));
     cuda_check(cudaStreamDestroy(stream));
+    cuda_check(cudaFree(d));
 }
 
 // What NVIDIA publishes for the H100 SXM5 80GB and CUDA's sm_90 limits, written out here.
