@@ -13,7 +13,11 @@
  *   redzones around each __shared__ variable (gcc leaves variables in named sections
  *   unprotected without it) and reports an index past the end. gcc refuses a section that
  *   holds both ordinary statics and the COMDAT statics of inline functions, so kernel code
- *   is compiled with -fno-weak (Makefile), which makes none of them COMDAT.
+ *   is compiled with -fno-weak (Makefile), which makes none of them COMDAT. gcc also drops
+ *   the section of a function template's statics (they would land in .bss, shared by the
+ *   blocks alive at once, never poisoned nor checked), so __shared__ inside a template is
+ *   a compile error here: such a kernel declares its shared memory in a non-template
+ *   function or uses DYNAMIC_SHARED.
  * - threadIdx, blockIdx, blockDim, gridDim read the running fiber's values.
  * - Math intrinsics compute the exact (libm) function; the GPU's fast versions (rsqrtf,
  *   __expf, __fdividef: a few ulp) differ in the last bits, which kernel tests cover with
@@ -53,7 +57,21 @@ namespace cuda_host {
 constexpr int launch_bound(int max_threads, int min_blocks = 0) { return (void)min_blocks, max_threads; }
 }
 #define __align__(n) __attribute__((aligned(n)))
-#define __shared__ static __attribute__((section("cuda_host_shared")))
+#define __shared__                                                                                           \
+    ;                                                                                                    \
+    static_assert(!cuda_host::in_template(__PRETTY_FUNCTION__),                                          \
+                  "__shared__ inside a template: gcc drops the section of a template's statics, so the " \
+                  "harness could not give each block its own copy; declare it in a non-template function " \
+                  "(as common.cuh's block_sum does) or use DYNAMIC_SHARED");                               \
+    static __attribute__((section("cuda_host_shared")))
+namespace cuda_host {
+// Whether a __PRETTY_FUNCTION__ is a template's ("... [with T = ...]").
+constexpr bool in_template(const char *f) {
+    for (; *f; f++)
+        if (f[0] == '[' && f[1] == 'w' && f[2] == 'i' && f[3] == 't' && f[4] == 'h' && f[5] == ' ') return true;
+    return false;
+}
+}  // namespace cuda_host
 // `extern __shared__` (dynamic shared memory) does not compile here on purpose: kernels
 // declare it with DYNAMIC_SHARED from kernels/common.cuh.
 
