@@ -80,22 +80,42 @@ struct AgentRange {
 };
 std::vector<AgentRange> agents;  // by first agent, increasing
 uint32_t next_agent = 1;
-size_t agent_hit = 0;            // the range the last lookup found
 uint64_t op_agent_op = 0;        // the agent of the running non-kernel operation
 uint32_t op_agent = 0;
 
 const AgentRange &agent_range(uint32_t agent) {
-    if (agent_hit < agents.size() && agent >= agents[agent_hit].first &&
-        agent - agents[agent_hit].first < agents[agent_hit].count)
-        return agents[agent_hit];
     size_t lo = 0, hi = agents.size();
     while (hi - lo > 1) {
         size_t mid = (lo + hi) / 2;
         if (agents[mid].first <= agent) lo = mid;
         else hi = mid;
     }
-    agent_hit = lo;
     return agents[lo];
+}
+
+// Whether the operation an agent belongs to is ordered before the running one, from a
+// few remembered answers (a kernel's words were mostly written by a few operations).
+struct Known {
+    uint32_t first;
+    uint64_t count;
+    bool ordered;
+};
+Known known[4];
+uint64_t known_op = 0;  // the running operation the answers are for
+unsigned known_next = 0;
+
+bool agent_ordered(uint32_t agent) {
+    uint64_t running = running_op();
+    if (running != known_op) {
+        for (Known &k : known) k = Known{0, 0, false};
+        known_op = running;
+    }
+    for (const Known &k : known)
+        if (agent - k.first < k.count) return k.ordered;
+    const AgentRange &r = agent_range(agent);
+    bool ordered = r.op != running && ordered_before_running(r.op);
+    known[known_next++ % 4] = Known{r.first, r.count, ordered};
+    return ordered;
 }
 
 // ---- ordering ---------------------------------------------------------------------------
@@ -108,8 +128,7 @@ bool ordered(const Access &p, const Cur &c) {
         return c.t->clock[p.tid & 31] >= p.clock;        // a __syncwarp of both lanes between
     }
     if (c.shared) return true;  // another block's shared memory: records of a finished block
-    uint64_t op = agent_range(p.agent).op;
-    return op != running_op() && ordered_before_running(op);
+    return agent_ordered(p.agent);
 }
 
 // ---- reports ----------------------------------------------------------------------------
@@ -295,20 +314,24 @@ void host_access(uintptr_t addr, size_t bytes, int kind, uint32_t site) {
 
 // ---- the access path ----------------------------------------------------------------------
 
-inline void note(const Thread *t, uintptr_t addr, size_t bytes, int kind, uint32_t site, int extra_flags) {
+// Whether the detector keeps records of addr for an access by thread t (null: not a kernel
+// thread). Inline, without locals and not instrumented: the hooks call it for every load and
+// store.
+__attribute__((no_sanitize_address)) inline bool covered(const Thread *t, uintptr_t addr) {
+    return addr - arena_lo < arena_span || (t && (addr - static_lo < static_span || addr - dynamic_lo < dynamic_span));
+}
+
+__attribute__((noinline)) void note_covered(const Thread *t, uintptr_t addr, size_t bytes, int kind, uint32_t site,
+                                            int extra_flags) {
     if (t) {
         Cur c{t->block->agent, t->block->interval, t->clock[t->lane], (uint16_t)t->tid, t, true};
-        if (addr - static_lo < static_span) return check_range(static_shadow.data(), static_lo, addr, bytes, kind, c,
-                                                                site, extra_flags);
-        if (addr - dynamic_lo < dynamic_span) return check_range(dynamic_records, dynamic_lo, addr, bytes, kind, c,
-                                                                  site, extra_flags);
-        if (addr - arena_lo < arena_span) {
-            c.shared = false;
-            return check_range(arena_shadow, arena_lo, addr, bytes, kind, c, site, extra_flags);
-        }
-        return;
+        if (addr - static_lo < static_span)
+            return check_range(static_shadow.data(), static_lo, addr, bytes, kind, c, site, extra_flags);
+        if (addr - dynamic_lo < dynamic_span)
+            return check_range(dynamic_records, dynamic_lo, addr, bytes, kind, c, site, extra_flags);
+        c.shared = false;
+        return check_range(arena_shadow, arena_lo, addr, bytes, kind, c, site, extra_flags);
     }
-    if (addr - arena_lo >= arena_span) return;
     uint64_t op = running_op();
     if (!op) return host_access(addr, bytes, kind, site);
     if (sticky_error()) return;
@@ -317,6 +340,10 @@ inline void note(const Thread *t, uintptr_t addr, size_t bytes, int kind, uint32
         op_agent_op = op;
     }
     check_range(arena_shadow, arena_lo, addr, bytes, kind, Cur{op_agent, 0, 0, 0, nullptr, false}, site, extra_flags);
+}
+
+inline void note(const Thread *t, uintptr_t addr, size_t bytes, int kind, uint32_t site, int extra_flags) {
+    if (covered(t, addr)) note_covered(t, addr, bytes, kind, site, extra_flags);
 }
 
 // ---- sites ------------------------------------------------------------------------------
@@ -473,7 +500,8 @@ void cuda_host_set_racecheck(bool on) { cuda_host::race_enabled = on; }
 // points, so they first do its check, exactly as its inline instrumentation would: the
 // shadow byte of each 8-byte granule says how many of its bytes are addressable.
 
-using cuda_host::note;
+using cuda_host::covered;
+using cuda_host::note_covered;
 using cuda_host::site_of_pc;
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -491,30 +519,34 @@ __attribute__((no_sanitize_address)) static inline void asan_check(uintptr_t a, 
         else __asan_report_load_n(a, n);
     }
 }
-#define CUDA_HOST_HOOK(name, n, kind)                                                         \
-    extern "C" void name(uintptr_t a) {                                                       \
-        asan_check(a, n, kind != cuda_host::ACCESS_READ);                                     \
-        if (cuda_host::race_enabled)                                                          \
-            note(cuda_host::current_thread, a, n, kind, site_of_pc((uintptr_t)__builtin_return_address(0)), 0);         \
+#define CUDA_HOST_HOOK(name, n, kind)                                                                 \
+    extern "C" __attribute__((no_sanitize_address)) void name(uintptr_t a) {                          \
+        asan_check(a, n, kind != cuda_host::ACCESS_READ);                                             \
+        if (cuda_host::race_enabled && covered(cuda_host::current_thread, a))                         \
+            note_covered(cuda_host::current_thread, a, n, kind,                                       \
+                         site_of_pc((uintptr_t)__builtin_return_address(0)), 0);                      \
     }
-#define CUDA_HOST_HOOK_N(name, kind)                                                          \
-    extern "C" void name(uintptr_t a, uintptr_t n) {                                          \
-        asan_check(a, n, kind != cuda_host::ACCESS_READ);                                     \
-        if (cuda_host::race_enabled && n)                                                     \
-            note(cuda_host::current_thread, a, n, kind, site_of_pc((uintptr_t)__builtin_return_address(0)), 0);         \
+#define CUDA_HOST_HOOK_N(name, kind)                                                                  \
+    extern "C" __attribute__((no_sanitize_address)) void name(uintptr_t a, uintptr_t n) {             \
+        asan_check(a, n, kind != cuda_host::ACCESS_READ);                                             \
+        if (cuda_host::race_enabled && n && covered(cuda_host::current_thread, a))                    \
+            note_covered(cuda_host::current_thread, a, n, kind,                                       \
+                         site_of_pc((uintptr_t)__builtin_return_address(0)), 0);                      \
     }
 #else
 // The optimised build has no AddressSanitizer runtime: the kernel translation units are
 // compiled with the kernel flavour of the instrumentation, whose hooks are these.
-#define CUDA_HOST_HOOK(name, n, kind)                                                         \
-    extern "C" void name##_noabort(uintptr_t a) {                                             \
-        if (cuda_host::race_enabled)                                                          \
-            note(cuda_host::current_thread, a, n, kind, site_of_pc((uintptr_t)__builtin_return_address(0)), 0);         \
+#define CUDA_HOST_HOOK(name, n, kind)                                                                 \
+    extern "C" void name##_noabort(uintptr_t a) {                                                     \
+        if (cuda_host::race_enabled && covered(cuda_host::current_thread, a))                         \
+            note_covered(cuda_host::current_thread, a, n, kind,                                       \
+                         site_of_pc((uintptr_t)__builtin_return_address(0)), 0);                      \
     }
-#define CUDA_HOST_HOOK_N(name, kind)                                                          \
-    extern "C" void name##_noabort(uintptr_t a, uintptr_t n) {                                \
-        if (cuda_host::race_enabled && n)                                                     \
-            note(cuda_host::current_thread, a, n, kind, site_of_pc((uintptr_t)__builtin_return_address(0)), 0);         \
+#define CUDA_HOST_HOOK_N(name, kind)                                                                  \
+    extern "C" void name##_noabort(uintptr_t a, uintptr_t n) {                                        \
+        if (cuda_host::race_enabled && n && covered(cuda_host::current_thread, a))                    \
+            note_covered(cuda_host::current_thread, a, n, kind,                                       \
+                         site_of_pc((uintptr_t)__builtin_return_address(0)), 0);                      \
     }
 extern "C" void __asan_handle_no_return(void) {}
 #endif

@@ -113,6 +113,7 @@ static void thread_returned(Thread *t) {
         }
     }
     t->state = RETURNED;
+    b->gone[t->warp] |= 1u << t->lane;
     b->returned++;
 }
 
@@ -145,43 +146,49 @@ int block_barrier(int op, const char *name, int pred, const char *file, int line
 void warp_meet(Thread *t) {
     Block *b = t->block;
     WarpOp *op = &t->op;
-    unsigned mask = op->mask;
-    if (!(mask >> t->lane & 1u))
+    unsigned mask = op->mask, bit = 1u << t->lane;
+    if (!(mask & bit))
         thread_fault("%s (%s:%d): mask 0x%08x does not name the calling lane %d", op->name, op->file, op->line, mask,
                      t->lane);
-    Thread *lanes[32] = {};
     int base = t->warp * 32, size = b->nthreads - base < 32 ? b->nthreads - base : 32;
-    for (int l = 0; l < 32; l++) {
-        if (!(mask >> l & 1u)) continue;
-        if (l >= size)
-            thread_fault("%s (%s:%d): mask 0x%08x names lane %d, but warp %d has %d threads (blockDim (%u,%u,%u))",
-                         op->name, op->file, op->line, mask, l, t->warp, size, b->dim.x, b->dim.y, b->dim.z);
-        lanes[l] = &b->threads[base + l];
-        if (lanes[l]->state == RETURNED)
-            thread_fault("%s (%s:%d): mask 0x%08x names lane %d, which has returned from the kernel", op->name,
-                         op->file, op->line, mask, l);
-    }
+    uint32_t exists = size == 32 ? 0xffffffffu : (1u << size) - 1;
+    if (mask & ~exists)
+        thread_fault("%s (%s:%d): mask 0x%08x names lane %d, but warp %d has %d threads (blockDim (%u,%u,%u))",
+                     op->name, op->file, op->line, mask, __builtin_ctz(mask & ~exists), t->warp, size, b->dim.x,
+                     b->dim.y, b->dim.z);
+    if (mask & b->gone[t->warp])
+        thread_fault("%s (%s:%d): mask 0x%08x names lane %d, which has returned from the kernel", op->name, op->file,
+                     op->line, mask, __builtin_ctz(mask & b->gone[t->warp]));
     t->state = AT_WARP;
-    bool all_here = true;
-    for (int l = 0; l < 32 && all_here; l++)
-        if (lanes[l] && (lanes[l]->state != AT_WARP || lanes[l]->op.mask != mask)) all_here = false;
-    if (all_here) {
-        bool aligned = op->kind == WARP_LDMATRIX || op->kind == WARP_MMA;
-        for (int l = 0; l < 32; l++) {
-            const WarpOp *o = lanes[l] ? &lanes[l]->op : nullptr;
-            if (o && (o->kind != op->kind || o->qual != op->qual))
-                thread_fault("lanes %d and %d of warp %d meet with mask 0x%08x at different operations: %s (%s:%d) "
-                             "and %s (%s:%d)",
-                             t->lane, l, t->warp, mask, op->name, op->file, op->line, o->name, o->file, o->line);
-            if (o && aligned && (o->line != op->line || strcmp(o->file, op->file)))
-                thread_fault("lanes %d and %d of warp %d execute %s at different call sites, %s:%d and %s:%d: "
-                             ".aligned requires every lane of the warp to execute the same instruction (a warp "
-                             "diverged around it)",
-                             t->lane, l, t->warp, op->name, op->file, op->line, o->file, o->line);
-        }
-        op->complete(lanes, mask);
+    uint32_t &waiting = b->waiting[t->warp];
+    waiting |= bit;
+    if ((waiting & mask) == mask) {  // every lane of the mask waits: at this operation?
+        Thread *lanes[32] = {};
+        bool all_here = true;
         for (int l = 0; l < 32; l++)
-            if (lanes[l]) lanes[l]->state = RUNNABLE;
+            if (mask >> l & 1u) {
+                lanes[l] = &b->threads[base + l];
+                all_here = all_here && lanes[l]->op.mask == mask;
+            }
+        if (all_here) {
+            bool aligned = op->kind == WARP_LDMATRIX || op->kind == WARP_MMA;
+            for (int l = 0; l < 32; l++) {
+                const WarpOp *o = lanes[l] ? &lanes[l]->op : nullptr;
+                if (o && (o->kind != op->kind || o->qual != op->qual))
+                    thread_fault("lanes %d and %d of warp %d meet with mask 0x%08x at different operations: %s (%s:%d) "
+                                 "and %s (%s:%d)",
+                                 t->lane, l, t->warp, mask, op->name, op->file, op->line, o->name, o->file, o->line);
+                if (o && aligned && (o->line != op->line || strcmp(o->file, op->file)))
+                    thread_fault("lanes %d and %d of warp %d execute %s at different call sites, %s:%d and %s:%d: "
+                                 ".aligned requires every lane of the warp to execute the same instruction (a warp "
+                                 "diverged around it)",
+                                 t->lane, l, t->warp, op->name, op->file, op->line, o->file, o->line);
+            }
+            op->complete(lanes, mask);
+            for (int l = 0; l < 32; l++)
+                if (lanes[l]) lanes[l]->state = RUNNABLE;
+            waiting &= ~mask;
+        }
     }
     // Parked until the set is complete; the completing lane also yields, so that the order
     // in which the lanes go on is the scheduler's to choose.
@@ -270,6 +277,7 @@ void block_start(Block *b) {
         t->async_groups.clear();
         fiber_start(t->fiber, thread_main, t);
     }
+    for (int w = 0; w < 32; w++) b->waiting[w] = b->gone[w] = 0;
     b->interval = 0;
     b->returned = 0;
     b->failed = false;

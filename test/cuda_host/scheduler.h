@@ -126,6 +126,7 @@ struct Block {
     const std::function<void()> *body;  // the kernel call every thread makes
     uint32_t agent;                 // the race detector's name for this block
     uint32_t interval;              // barrier releases so far
+    uint32_t waiting[32], gone[32];  // per warp: lanes at a warp operation, lanes returned
     int returned;                   // threads that have returned from the kernel
     bool failed;
 };
