@@ -149,6 +149,15 @@ build/san/obj/test/test_cuda_types_nvidia.o: test/test_cuda_types_nvidia.cpp tes
 	@mkdir -p $(dir $@)
 	$(CXX) $(SANFLAGS) $(CUDA_HOST_FLAGS) -fno-weak $(if $(CUDA_INCLUDE),-I$(CUDA_INCLUDE),-DNO_CUDA_TOOLKIT) -c -o $@ $<
 
+# test_cuda_mutants' copies of kernels/attention.cuh, each without the end-of-loop
+# __syncthreads of one of its tile kernels (test/cuda_host/drop_last_barrier.awk).
+ATTENTION_MUTANTS = $(foreach k,forward dkdv dq,build/mutants/attention_no_$(k)_barrier.cuh)
+build/mutants/attention_no_%_barrier.cuh: kernels/attention.cuh test/cuda_host/drop_last_barrier.awk
+	@mkdir -p $(dir $@)
+	awk -v kernel=attention_$*_kernel -v space=attention_no_$*_barrier -v file=$< \
+	    -f test/cuda_host/drop_last_barrier.awk $< > $@.tmp && mv $@.tmp $@
+build/obj/test/test_cuda_mutants.o build/san/obj/test/test_cuda_mutants.o: $(ATTENTION_MUTANTS)
+
 build/test/test_cuda_types: build/obj/test/test_cuda_types_nvidia.o
 build/san/test_cuda_types: build/san/obj/test/test_cuda_types_nvidia.o
 $(addprefix build/test/,$(CUDA_HOST_TESTS)): build/test/%: build/obj/test/%.o $(CUDA_HOST_OBJ) $(OBJ)

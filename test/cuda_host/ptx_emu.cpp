@@ -152,9 +152,8 @@ void cp_async(const char *name, void *dst, const void *src, int bytes, const cha
         thread_fault("%s: destination %p is not %d bytes of the block's shared memory", name, dst, bytes);
     if (!cuda_host_is_device(src, (size_t)bytes))
         thread_fault("%s: source %p is not %d bytes of global (cudaMalloc) memory", name, src, bytes);
-    AsyncCopy copy{dst, {}, bytes, site_named(name, file, line)};
-    race_access(src, (size_t)bytes, ACCESS_READ, copy.site);
-    race_async_issue(dst, (size_t)bytes, copy.site);
+    AsyncCopy copy{dst, src, {}, bytes, site_named(name, file, line)};
+    race_async_issue(dst, src, (size_t)bytes, copy.site);
     memcpy(copy.data, src, (size_t)bytes);
     memset(dst, 0xff, (size_t)bytes);
     t->async_open.push_back(copy);
@@ -170,7 +169,7 @@ void cp_async_wait(int n) {
     Thread *t = self("cp.async.wait_group");
     while (t->async_groups.size() > (size_t)n) {
         for (const AsyncCopy &c : t->async_groups.front()) {
-            race_async_land(c.dst, (size_t)c.bytes, c.site);
+            race_async_land(c.dst, c.src, (size_t)c.bytes, c.site);
             memcpy(c.dst, c.data, (size_t)c.bytes);
         }
         t->async_groups.erase(t->async_groups.begin());

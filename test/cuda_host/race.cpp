@@ -157,9 +157,12 @@ void describe_site(char *buf, size_t n, uint32_t site);
 
 // Why p and the current access are not ordered.
 void describe_why(char *buf, size_t n, const Access &p, const Cur &c) {
-    if (p.flags & F_PENDING) {
+    if ((p.flags & F_PENDING) && (p.flags & F_WRITE)) {
         snprintf(buf, n, "the cp.async has not landed: its data are there only after cp.async.wait_group in the issuing "
                          "thread and, for the other threads, a __syncthreads after that");
+    } else if (p.flags & F_PENDING) {
+        snprintf(buf, n, "a cp.async reads its source until its cp.async.wait_group: a store to the source before "
+                         "then races with the copy");
     } else if (p.agent == c.agent && (p.tid >> 5) == (c.tid >> 5)) {
         snprintf(buf, n, "lanes %d and %d of warp %d with no __syncwarp between them (shuffles, votes, ldmatrix and mma "
                          "do not order memory)", p.tid & 31, c.tid & 31, c.tid >> 5);
@@ -220,9 +223,11 @@ void add_reader(Word *w, const Access &a, const Cur &c) {
 }
 
 // Returns false after a report (the caller stops).
-bool check_word(Word *w, uint8_t mask, int kind, const Cur &c, uint32_t site, uintptr_t addr, size_t bytes) {
+bool check_word(Word *w, uint8_t mask, int kind, const Cur &c, uint32_t site, int extra, uintptr_t addr,
+                size_t bytes) {
     Access &last = w->w;
-    bool overlaps = last.agent && (last.mask & mask);
+    // (in shared memory, another agent's records are an earlier block's: stale)
+    bool overlaps = last.agent && (last.mask & mask) && (!c.shared || last.agent == c.agent);
     if (overlaps && (last.flags & F_PENDING) && !(kind == ACCESS_WRITE && last.agent == c.agent && last.tid == c.tid)) {
         report(last, c, kind, site, addr, bytes);  // (the issuer's own landing is a write of its own)
         return false;
@@ -232,7 +237,7 @@ bool check_word(Word *w, uint8_t mask, int kind, const Cur &c, uint32_t site, ui
             report(last, c, kind, site, addr, bytes);
             return false;
         }
-        add_reader(w, make(c, site, 0, mask), c);
+        add_reader(w, make(c, site, extra, mask), c);
         return true;
     }
     bool atomic = kind == ACCESS_ATOMIC;
@@ -243,14 +248,17 @@ bool check_word(Word *w, uint8_t mask, int kind, const Cur &c, uint32_t site, ui
     if (!atomic) {
         Access *slots[2] = {&w->r1, &w->r2};
         for (Access *r : slots) {
-            if (r->agent && (r->mask & mask) && !ordered(*r, c)) {
+            bool live = r->agent && (r->mask & mask) && (!c.shared || r->agent == c.agent);
+            // a cp.async's source read lasts until its wait (or its launch's end)
+            bool pending = (r->flags & F_PENDING) && (c.shared || !agent_ordered(r->agent));
+            if (live && (pending || !ordered(*r, c))) {
                 report(*r, c, kind, site, addr, bytes);
                 return false;
             }
             if ((r->mask & ~mask) == 0) r->agent = 0;  // read before this write: ordered or reported
         }
     }
-    last = make(c, site, atomic ? F_WRITE | F_ATOMIC : F_WRITE, mask);
+    last = make(c, site, (atomic ? F_WRITE | F_ATOMIC : F_WRITE) | extra, mask);
     return true;
 }
 
@@ -261,8 +269,7 @@ void check_range(Word *shadow, uintptr_t lo, uintptr_t addr, size_t bytes, int k
         uintptr_t word = lo + i * 4;
         uintptr_t from = addr > word ? addr - word : 0, to = addr + bytes < word + 4 ? addr + bytes - word : 4;
         uint8_t mask = (uint8_t)(((1u << to) - 1) & ~((1u << from) - 1));
-        if (!check_word(&shadow[i], mask, kind, c, site, addr, bytes)) return;
-        if (extra_flags) shadow[i].w.flags |= (uint8_t)extra_flags;
+        if (!check_word(&shadow[i], mask, kind, c, site, extra_flags, addr, bytes)) return;
     }
 }
 
@@ -474,12 +481,16 @@ void race_access_by(const Thread *t, const void *p, size_t bytes, int kind, uint
     if (race_enabled && bytes) note(t, (uintptr_t)p, bytes, kind, site, 0);
 }
 
-void race_async_issue(const void *dst, size_t bytes, uint32_t site) {
-    if (race_enabled) note(current_thread, (uintptr_t)dst, bytes, ACCESS_WRITE, site, F_PENDING);
+void race_async_issue(const void *dst, const void *src, size_t bytes, uint32_t site) {
+    if (!race_enabled) return;
+    note(current_thread, (uintptr_t)src, bytes, ACCESS_READ, site, F_PENDING);
+    note(current_thread, (uintptr_t)dst, bytes, ACCESS_WRITE, site, F_PENDING);
 }
 
-void race_async_land(const void *dst, size_t bytes, uint32_t site) {
-    if (race_enabled) note(current_thread, (uintptr_t)dst, bytes, ACCESS_WRITE, site, 0);
+void race_async_land(const void *dst, const void *src, size_t bytes, uint32_t site) {
+    if (!race_enabled) return;
+    note(current_thread, (uintptr_t)src, bytes, ACCESS_READ, site, 0);  // the source is free again
+    note(current_thread, (uintptr_t)dst, bytes, ACCESS_WRITE, site, 0);
 }
 
 void atomic_read(void *out, const void *p, size_t bytes) {

@@ -81,10 +81,11 @@ void race_access(const void *p, size_t bytes, int kind, uint32_t site);
 // The same on behalf of thread t of the running block (ldmatrix: the lane that gave a row).
 struct Thread;
 void race_access_by(const Thread *t, const void *p, size_t bytes, int kind, uint32_t site);
-// cp.async: the copy's write is pending from issue to wait; reads of pending bytes are
-// reported whoever makes them.
-void race_async_issue(const void *dst, size_t bytes, uint32_t site);
-void race_async_land(const void *dst, size_t bytes, uint32_t site);
+// cp.async: from the issue to the wait that lands it, the copy's write of dst and its read
+// of src are pending: a read of dst or a store to src by anyone (the issuer too) is
+// reported.
+void race_async_issue(const void *dst, const void *src, size_t bytes, uint32_t site);
+void race_async_land(const void *dst, const void *src, size_t bytes, uint32_t site);
 
 // Agents: a launch takes one per block (block linear index order; grid and block are its
 // dimensions, for reports), any other operation one (dimensions 0). Returns the first.

@@ -90,7 +90,8 @@ struct WarpOp {
 // at the thread's matching wait.
 struct AsyncCopy {
     void *dst;
-    unsigned char data[16];
+    const void *src;
+    unsigned char data[16];  // the source's bytes at the issue
     int bytes;
     uint32_t site;
 };
