@@ -8,6 +8,7 @@
 // cannot meet, launch configurations a GPU refuses, out-of-bounds shared memory) and passes
 // only if the harness reports each one.
 #include "../kernels/common.cuh"
+#include "../kernels/ptx.cuh"
 #include "cuda_host/cuda_host_testing.h"
 #include "test.h"
 
@@ -318,23 +319,39 @@ TEST(atomics_known_answers) {
 // ---------------------------------------------------------------------------------------
 // Bugs the harness must catch
 
-// The race detector's report: the launch faulted with a message that names a race, both
-// lines of this file (line_a, line_b; 0: not checked) and contains `why`. Returns the number
-// of failed conditions and clears the fault.
-static int expect_race(cudaError_t err, int line_a, int line_b, const char *why) {
+// Whether msg names line `line` of this file ("test_cuda_harness.cpp:LINE", not a longer
+// number).
+static bool names_line(const char *msg, int line) {
+    char at[64];
+    int n = snprintf(at, sizeof(at), "test_cuda_harness.cpp:%d", line);
+    for (const char *p = msg; (p = strstr(p, at)); p++)
+        if (p[n] < '0' || p[n] > '9') return true;
+    return false;
+}
+
+// A fault report: err is `want` and the message contains `text` and names lines line_a and
+// line_b of this file (0: not checked). Returns the number of failed conditions, printing
+// each, and clears the fault.
+static int expect_report(cudaError_t err, cudaError_t want, const char *text, int line_a, int line_b) {
     int bad = 0;
     const char *msg = cuda_host_fault();
-    char a[64], b[64];
-    snprintf(a, sizeof(a), "test_cuda_harness.cpp:%d ", line_a);
-    snprintf(b, sizeof(b), "test_cuda_harness.cpp:%d ", line_b);
-    if (err != cudaErrorLaunchFailure) printf("  returned %s, expected cudaErrorLaunchFailure\n", cudaGetErrorName(err)), bad++;
-    if (!msg || !strstr(msg, "race") || !strstr(msg, why) || (line_a && !strstr(msg, a)) || (line_b && !strstr(msg, b))) {
-        printf("  fault message \"%s\" is not a race report naming lines %d and %d and \"%s\"\n", msg ? msg : "(none)",
-               line_a, line_b, why);
+    if (err != want) printf("  returned %s, expected %s\n", cudaGetErrorName(err), cudaGetErrorName(want)), bad++;
+    if (!msg || !strstr(msg, text) || (line_a && !names_line(msg, line_a)) || (line_b && !names_line(msg, line_b))) {
+        printf("  fault message \"%s\" does not contain \"%s\" and lines %d and %d\n", msg ? msg : "(none)", text,
+               line_a, line_b);
         bad++;
     }
     cuda_host_clear_fault();
     return bad;
+}
+
+// The race detector's report (race.h): a launch failure whose message names a race, both
+// accesses' lines and why nothing orders them.
+static int expect_race(cudaError_t err, int line_a, int line_b, const char *why) {
+    const char *msg = cuda_host_fault();
+    int bad = msg && strstr(msg, "race: ") ? 0 : 1;
+    if (bad) printf("  not a race report:\n");
+    return bad + expect_report(err, cudaErrorLaunchFailure, why, line_a, line_b);
 }
 
 // Every thread writes its slot; the last thread sums them all, but nothing makes it wait
@@ -546,6 +563,289 @@ TEST(warp_operations_that_cannot_meet_are_reported) {
     CHECK_INT(expect_fault(TRY_LAUNCH(warp_case_kernel, 1, 32, 0, d, 3), cudaErrorLaunchFailure,
                            "width 12 is not a power of two"),
               0);
+    cuda_check(cudaFree(d));
+}
+
+// ---------------------------------------------------------------------------------------
+// What a GPU may break and the harness reports, each with its site
+
+// Write-after-read across warps, far apart: warp 0 reads its slot first thing after the
+// barrier, warp 1 overwrites it only after 300 shuffles, and nothing orders the two. Warps
+// that advance in step never show it; a warp that runs ahead does.
+static const int far_read = __LINE__ + 7, far_write = __LINE__ + 11;
+__global__ void far_war_kernel(float *out, int steps) {
+    __shared__ float s[32];
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    if (warp == 0) s[lane] = (float)lane;
+    __syncthreads();
+    if (warp == 0) {
+        out[lane] = s[lane];
+    } else {
+        float y = (float)lane;
+        for (int i = 0; i < steps; i++) y = __shfl_xor_sync(0xffffffffu, y, 1);
+        s[lane] = y + 1000.0f;
+    }
+}
+
+TEST(write_after_read_across_warps_far_apart_is_reported) {
+    const uint64_t saved_seed = cuda_host_seed();
+    float *d, h[32];
+    cuda_check(cudaMalloc(&d, sizeof(h)));
+    for (uint64_t seed = 0; seed < 4; seed++) {
+        cuda_host_set_seed(seed);
+        CHECK_INT(expect_race(TRY_LAUNCH(far_war_kernel, 1, 64, 0, d, 300), far_write, far_read,
+                              "warps 0 and 1 with no __syncthreads between them"),
+                  0);
+    }
+    // The schedules alone: warp 1 running ahead overwrites the slots before warp 0 reads
+    // them under some seeds (in thread order never).
+    cuda_host_set_racecheck(false);
+    int wrong = 0;
+    for (uint64_t seed = 0; seed < 32; seed++) {
+        cuda_host_set_seed(seed);
+        LAUNCH(far_war_kernel, 1, 64, 0, 0, d, 300);
+        from_device(h, d, 32);
+        int bad = 0;
+        for (int l = 0; l < 32; l++) bad += h[l] != (float)l;
+        if (seed == 0) CHECK_INT(bad, 0);
+        wrong += bad > 0;
+    }
+    cuda_host_set_racecheck(true);
+    CHECK(wrong >= 2);
+    printf("  seeds whose schedule let warp 1 overwrite first: %d of 32\n", wrong);
+    cuda_host_set_seed(saved_seed);
+    cuda_check(cudaFree(d));
+}
+
+// Lanes store an 8x8 tile (lane l: row l / 4, columns 2(l % 4), +1), then ldmatrix hands each
+// lane back what it stored; the rows are read by lanes 0-7 (who give their addresses), so
+// each lane's data is read by another lane: only a __syncwarp between orders that.
+static const int tile_store = __LINE__ + 5, tile_load = __LINE__ + 8;
+__global__ void ldmatrix_tile_kernel(unsigned *out, int sync) {
+    __shared__ __align__(16) unsigned short tile[8 * 8];
+    int lane = threadIdx.x;
+    unsigned short *mine = tile + (lane / 4) * 8 + 2 * (lane % 4);
+    mine[0] = (unsigned short)(100 + 2 * lane), mine[1] = (unsigned short)(101 + 2 * lane);
+    if (sync) __syncwarp();
+    unsigned r[1];
+    ldmatrix_x1(r, tile + (lane % 8) * 8);
+    out[lane] = r[0];
+}
+
+TEST(missing_syncwarp_before_ldmatrix_is_reported) {
+    unsigned *d, h[32];
+    cuda_check(cudaMalloc(&d, sizeof(h)));
+    CHECK_INT(expect_race(TRY_LAUNCH(ldmatrix_tile_kernel, 1, 32, 0, d, 0), tile_load, tile_store,
+                          "with no __syncwarp between them"),
+              0);
+    CHECK_INT(TRY_LAUNCH(ldmatrix_tile_kernel, 1, 32, 0, d, 1), cudaSuccess);
+    from_device(h, d, 32);
+    int bad = 0;
+    for (unsigned l = 0; l < 32; l++) bad += h[l] != ((100 + 2 * l) | (101 + 2 * l) << 16);
+    CHECK_INT(bad, 0);
+    cuda_check(cudaFree(d));
+}
+
+// Half a warp at one mma.sync, half at another: .aligned wants one instruction for all.
+static const int mma_site_a = __LINE__ + 7, mma_site_b = __LINE__ + 9;
+__global__ void divergent_mma_kernel(float *out, int diverge) {
+    unsigned a[4] = {0x3f803f80u, 0x3f803f80u, 0x3f803f80u, 0x3f803f80u}, b[2] = {0x3f803f80u, 0x3f803f80u};
+    float c[4] = {0, 0, 0, 0}, d[4];
+    int lane = threadIdx.x;
+    if (diverge) {
+        if (lane < 16)
+            mma_m16n8k16_bf16(d, a, b, c);
+        else
+            mma_m16n8k16_bf16(d, a, b, c);
+    } else {
+        mma_m16n8k16_bf16(d, a, b, c);
+    }
+    out[lane] = d[0];
+}
+
+TEST(divergent_mma_sync_sites_are_reported) {
+    float *d, h[32];
+    cuda_check(cudaMalloc(&d, sizeof(h)));
+    CHECK_INT(expect_report(TRY_LAUNCH(divergent_mma_kernel, 1, 32, 0, d, 1), cudaErrorLaunchFailure,
+                            "at different call sites", mma_site_a, mma_site_b),
+              0);
+    CHECK_INT(TRY_LAUNCH(divergent_mma_kernel, 1, 32, 0, d, 0), cudaSuccess);
+    from_device(h, d, 32);
+    int bad = 0;
+    for (int l = 0; l < 32; l++) bad += h[l] != 16.0f;  // 16 products of 1 x 1
+    CHECK_INT(bad, 0);
+    cuda_check(cudaFree(d));
+}
+
+__global__ void __launch_bounds__(128) bounded_kernel(int *out) {
+    if (threadIdx.x + threadIdx.y == 0) out[0] = (int)(blockDim.x * blockDim.y);
+}
+template <int N>
+__global__ void __launch_bounds__(2 * N, 1) bounded_template_kernel(int *out) {
+    if (threadIdx.x == 0) out[0] = N;
+}
+
+TEST(launches_over_launch_bounds_are_refused) {
+    int *d, h = 0;
+    cuda_check(cudaMalloc(&d, sizeof(int)));
+    cudaError_t e = TRY_LAUNCH(bounded_kernel, 1, 256, 0, d);
+    CHECK(cudaGetLastError() == cudaErrorLaunchOutOfResources);  // reported, and not sticky
+    CHECK(cudaGetLastError() == cudaSuccess);
+    CHECK_INT(expect_report(e, cudaErrorLaunchOutOfResources,
+                            "launch of bounded_kernel refused: blockDim (256,1,1) = 256 threads, more than its "
+                            "__launch_bounds__ (128)",
+                            0, 0),
+              0);
+    CHECK_INT(TRY_LAUNCH(bounded_kernel, 1, dim3(32, 4), 0, d), cudaSuccess);
+    from_device(&h, d, 1);
+    CHECK_INT(h, 128);
+    // a template's bound, an expression
+    CHECK_INT(expect_report(TRY_LAUNCH(bounded_template_kernel<32>, 1, 96, 0, d), cudaErrorLaunchOutOfResources,
+                            "__launch_bounds__ (64)", 0, 0),
+              0);
+    CHECK_INT(TRY_LAUNCH(bounded_template_kernel<32>, 1, 64, 0, d), cudaSuccess);
+    cuda_check(cudaFree(d));
+}
+
+// Thread 0 copies src to shared memory with cp.async, then stores to src before waiting:
+// the copy may still be reading it.
+static const int cp_issue = __LINE__ + 4, cp_store = __LINE__ + 5;
+__global__ void cp_async_source_kernel(float *src, float *out) {
+    __shared__ __align__(16) float s[4];
+    if (threadIdx.x == 0) {
+        cp_async16_ca(s, src);
+        src[0] = -1.0f;
+        cp_async_commit();
+        cp_async_wait<0>();
+        out[0] = s[0];
+    }
+}
+
+TEST(cp_async_source_overwritten_before_its_wait_is_reported) {
+    float h[4] = {5, 6, 7, 8}, *src, *out, got = 0;
+    cuda_check(cudaMalloc(&src, sizeof(h)));
+    cuda_check(cudaMalloc(&out, sizeof(float)));
+    cuda_check(cudaMemcpy(src, h, sizeof(h), cudaMemcpyHostToDevice));
+    CHECK_INT(expect_race(TRY_LAUNCH(cp_async_source_kernel, 1, 32, 0, src, out), cp_store, cp_issue,
+                          "a cp.async reads its source until its cp.async.wait_group"),
+              0);
+    // Without the detector: the copy took its source at the issue.
+    cuda_check(cudaMemcpy(src, h, sizeof(h), cudaMemcpyHostToDevice));
+    cuda_host_set_racecheck(false);
+    LAUNCH(cp_async_source_kernel, 1, 32, 0, 0, src, out);
+    from_device(&got, out, 1);
+    cuda_host_set_racecheck(true);
+    CHECK(got == 5.0f);
+    cuda_check(cudaFree(src));
+    cuda_check(cudaFree(out));
+}
+
+static const int fill_line = __LINE__ + 2, copy_line = __LINE__ + 5;
+__global__ void fill_kernel(float *x, int n, float v) {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) x[i] = v;
+}
+__global__ void copy_kernel(float *dst, const float *src, int n) {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) dst[i] = src[i];
+}
+
+TEST(a_stream_reading_another_streams_writes_without_an_event_is_reported) {
+    const uint64_t saved_seed = cuda_host_seed();
+    const int n = 256;
+    float *buf, *out, h[n];
+    cudaStream_t s1, s2;
+    cudaEvent_t filled;
+    cuda_check(cudaMalloc(&buf, n * sizeof(float)));
+    cuda_check(cudaMalloc(&out, n * sizeof(float)));
+    cuda_check(cudaStreamCreate(&s1));
+    cuda_check(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking));
+    cuda_check(cudaEventCreateWithFlags(&filled, cudaEventDisableTiming));
+    for (uint64_t seed = 0; seed < 4; seed++) {
+        cuda_host_set_seed(seed);
+        LAUNCH(fill_kernel, 1, 64, 0, s1, buf, n, 7.0f);
+        LAUNCH(copy_kernel, 1, 64, 0, s2, out, buf, n);
+        CHECK_INT(expect_race(QUIETLY(cudaDeviceSynchronize()), copy_line, fill_line,
+                              "with no event (cudaEventRecord, cudaStreamWaitEvent) or synchronisation"),
+                  0);
+        // with the event: ordered, under every schedule
+        LAUNCH(fill_kernel, 1, 64, 0, s1, buf, n, 7.0f + (float)seed);
+        cuda_check(cudaEventRecord(filled, s1));
+        cuda_check(cudaStreamWaitEvent(s2, filled, 0));
+        LAUNCH(copy_kernel, 1, 64, 0, s2, out, buf, n);
+        cuda_check(cudaStreamSynchronize(s2));
+        from_device(h, out, n);
+        int bad = 0;
+        for (int i = 0; i < n; i++) bad += h[i] != 7.0f + (float)seed;
+        CHECK_INT(bad, 0);
+    }
+    // Without the detector, the seeded order of the two streams shows it in the data.
+    cuda_host_set_racecheck(false);
+    int wrong = 0;
+    for (uint64_t seed = 1; seed <= 16; seed++) {
+        cuda_host_set_seed(seed);
+        LAUNCH(fill_kernel, 1, 64, 0, s1, buf, n, 100.0f + (float)seed);
+        LAUNCH(copy_kernel, 1, 64, 0, s2, out, buf, n);
+        cuda_check(cudaDeviceSynchronize());
+        from_device(h, out, n);
+        wrong += h[0] != 100.0f + (float)seed;
+    }
+    cuda_host_set_racecheck(true);
+    CHECK(wrong >= 2 && wrong <= 14);
+    cuda_check(cudaEventDestroy(filled));
+    cuda_check(cudaStreamDestroy(s1));
+    cuda_check(cudaStreamDestroy(s2));
+    cuda_check(cudaFree(buf));
+    cuda_check(cudaFree(out));
+    cuda_host_set_seed(saved_seed);
+}
+
+// Thread 0 of every block increments one counter, or atomically.
+static const int counter_line = __LINE__ + 4;
+__global__ void counter_kernel(int *counter, int atomic) {
+    if (threadIdx.x != 0) return;
+    if (atomic) atomicAdd(counter, 1);
+    else *counter = *counter + 1;
+}
+
+TEST(blocks_incrementing_one_counter_without_an_atomic_are_reported) {
+    int *d, h = -1;
+    cuda_check(cudaMalloc(&d, sizeof(int)));
+    cuda_check(cudaMemset(d, 0, sizeof(int)));
+    CHECK_INT(expect_race(TRY_LAUNCH(counter_kernel, 2, 32, 0, d, 0), counter_line, counter_line,
+                          "two blocks of one launch, which nothing orders"),
+              0);
+    cuda_check(cudaMemset(d, 0, sizeof(int)));
+    CHECK_INT(TRY_LAUNCH(counter_kernel, 7, 32, 0, d, 1), cudaSuccess);
+    from_device(&h, d, 1);
+    CHECK_INT(h, 7);
+    cuda_check(cudaFree(d));
+}
+
+// Each block counts itself in, crosses a barrier, notes how many blocks are in, and leaves:
+// with blocks switched at barriers, two are in at once under some seeds.
+__global__ void alive_kernel(int *alive, int *most) {
+    if (threadIdx.x == 0) atomicAdd(alive, 1);
+    __syncthreads();
+    if (threadIdx.x == 0) atomicMax(most, atomicAdd(alive, 0));
+    __syncthreads();
+    if (threadIdx.x == 0) atomicSub(alive, 1);
+}
+
+TEST(blocks_of_one_launch_interleave_at_barriers) {
+    const uint64_t saved_seed = cuda_host_seed();
+    int *d, h[2];
+    cuda_check(cudaMalloc(&d, sizeof(h)));
+    int together = 0;
+    for (uint64_t seed = 0; seed < 8; seed++) {
+        cuda_host_set_seed(seed);
+        cuda_check(cudaMemset(d, 0, sizeof(h)));
+        LAUNCH(alive_kernel, 8, 64, 0, 0, d, d + 1);
+        from_device(h, d, 2);
+        CHECK_INT(h[0], 0);
+        CHECK(h[1] == 1 || (seed && h[1] == 2));  // one block at a time in thread order, else at most 2
+        together += h[1] == 2;
+    }
+    CHECK(together >= 4);
+    cuda_host_set_seed(saved_seed);
     cuda_check(cudaFree(d));
 }
 
@@ -885,6 +1185,14 @@ int main(void) {
     RUN(correct_kernel_is_schedule_independent);
     RUN(barrier_divergence_is_reported);
     RUN(warp_operations_that_cannot_meet_are_reported);
+    RUN(write_after_read_across_warps_far_apart_is_reported);
+    RUN(missing_syncwarp_before_ldmatrix_is_reported);
+    RUN(divergent_mma_sync_sites_are_reported);
+    RUN(launches_over_launch_bounds_are_refused);
+    RUN(cp_async_source_overwritten_before_its_wait_is_reported);
+    RUN(a_stream_reading_another_streams_writes_without_an_event_is_reported);
+    RUN(blocks_incrementing_one_counter_without_an_atomic_are_reported);
+    RUN(blocks_of_one_launch_interleave_at_barriers);
     RUN(launch_configurations_a_gpu_refuses);
     RUN(host_pointer_kernel_argument_is_a_sticky_fault);
     RUN(memcpy_and_free_are_checked);

@@ -153,9 +153,9 @@ void cp_async(const char *name, void *dst, const void *src, int bytes, const cha
     if (!cuda_host_is_device(src, (size_t)bytes))
         thread_fault("%s: source %p is not %d bytes of global (cudaMalloc) memory", name, src, bytes);
     AsyncCopy copy{dst, src, {}, bytes, site_named(name, file, line)};
-    race_async_issue(dst, src, (size_t)bytes, copy.site);
     memcpy(copy.data, src, (size_t)bytes);
     memset(dst, 0xff, (size_t)bytes);
+    race_async_issue(dst, src, (size_t)bytes, copy.site);
     t->async_open.push_back(copy);
 }
 
@@ -169,8 +169,8 @@ void cp_async_wait(int n) {
     Thread *t = self("cp.async.wait_group");
     while (t->async_groups.size() > (size_t)n) {
         for (const AsyncCopy &c : t->async_groups.front()) {
-            race_async_land(c.dst, c.src, (size_t)c.bytes, c.site);
             memcpy(c.dst, c.data, (size_t)c.bytes);
+            race_async_land(c.dst, c.src, (size_t)c.bytes, c.site);
         }
         t->async_groups.erase(t->async_groups.begin());
     }

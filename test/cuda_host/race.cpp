@@ -328,9 +328,14 @@ __attribute__((no_sanitize_address)) inline bool covered(const Thread *t, uintpt
     return addr - arena_lo < arena_span || (t && (addr - static_lo < static_span || addr - dynamic_lo < dynamic_span));
 }
 
+void remember_load(Thread *t, uintptr_t addr, size_t bytes, uint32_t site);
+
 __attribute__((noinline)) void note_covered(const Thread *t, uintptr_t addr, size_t bytes, int kind, uint32_t site,
                                             int extra_flags) {
     if (t) {
+        // a plain load of the running thread's own (the harness's loads on a thread's behalf,
+        // ldmatrix and cp.async, are followed by no uninstrumented store)
+        if (kind == ACCESS_READ && !extra_flags && t == current_thread) remember_load(current_thread, addr, bytes, site);
         Cur c{t->block->agent, t->block->interval, t->clock[t->lane], (uint16_t)t->tid, t, true};
         if (addr - static_lo < static_span)
             return check_range(static_shadow.data(), static_lo, addr, bytes, kind, c, site, extra_flags);
@@ -351,6 +356,41 @@ __attribute__((noinline)) void note_covered(const Thread *t, uintptr_t addr, siz
 
 inline void note(const Thread *t, uintptr_t addr, size_t bytes, int kind, uint32_t site, int extra_flags) {
     if (covered(t, addr)) note_covered(t, addr, bytes, kind, site, extra_flags);
+}
+
+// ---- loads remembered, for the stores the compiler did not instrument ---------------------
+// (Not instrumented: a word may reach past the end of a buffer whose last bytes are loaded.)
+
+__attribute__((no_sanitize_address)) uint32_t word_value(uintptr_t word) { return *(const volatile uint32_t *)word; }
+
+// The memo's word changed since the load: the thread stored the changed bytes.
+void settle_memo(Thread *t, const LoadMemo &m) {
+    uint32_t now = word_value(m.word), changed = now ^ m.value;
+    if (!changed) return;
+    int first = __builtin_ctz(changed) / 8, last = (31 - __builtin_clz(changed)) / 8;
+    note_covered(t, m.word + first, (size_t)(last - first + 1), ACCESS_WRITE, m.site, 0);
+}
+
+// The harness itself wrote [addr, addr + bytes) for the running thread (an atomic, a
+// cp.async): not a store to find later.
+void refresh_memos(uintptr_t addr, size_t bytes) {
+    Thread *t = current_thread;
+    if (!t) return;
+    for (int i = 0; i < t->memo_count; i++) {
+        LoadMemo &m = t->memos[(t->memo_first + i) % kLoadMemos];
+        if (m.word + 4 > addr && m.word < addr + bytes) m.value = word_value(m.word);
+    }
+}
+
+void remember_load(Thread *t, uintptr_t addr, size_t bytes, uint32_t site) {
+    for (uintptr_t word = addr & ~(uintptr_t)3; word < addr + bytes; word += 4) {
+        if (t->memo_count == kLoadMemos) {  // push the oldest out: settle it first
+            settle_memo(t, t->memos[t->memo_first]);
+            t->memo_first = (t->memo_first + 1) % kLoadMemos;
+            t->memo_count--;
+        }
+        t->memos[(t->memo_first + t->memo_count++) % kLoadMemos] = LoadMemo{word, word_value(word), site};
+    }
 }
 
 // ---- sites ------------------------------------------------------------------------------
@@ -477,18 +517,27 @@ void race_access(const void *p, size_t bytes, int kind, uint32_t site) {
     if (race_enabled && bytes) note(current_thread, (uintptr_t)p, bytes, kind, site, 0);
 }
 
+void race_settle(Thread *t) {
+    if (race_enabled)
+        for (; t->memo_count; t->memo_count--, t->memo_first = (t->memo_first + 1) % kLoadMemos)
+            settle_memo(t, t->memos[t->memo_first]);
+    t->memo_count = 0;
+}
+
 void race_access_by(const Thread *t, const void *p, size_t bytes, int kind, uint32_t site) {
     if (race_enabled && bytes) note(t, (uintptr_t)p, bytes, kind, site, 0);
 }
 
 void race_async_issue(const void *dst, const void *src, size_t bytes, uint32_t site) {
     if (!race_enabled) return;
+    refresh_memos((uintptr_t)dst, bytes);
     note(current_thread, (uintptr_t)src, bytes, ACCESS_READ, site, F_PENDING);
     note(current_thread, (uintptr_t)dst, bytes, ACCESS_WRITE, site, F_PENDING);
 }
 
 void race_async_land(const void *dst, const void *src, size_t bytes, uint32_t site) {
     if (!race_enabled) return;
+    refresh_memos((uintptr_t)dst, bytes);
     note(current_thread, (uintptr_t)src, bytes, ACCESS_READ, site, 0);  // the source is free again
     note(current_thread, (uintptr_t)dst, bytes, ACCESS_WRITE, site, 0);
 }
@@ -499,7 +548,10 @@ void atomic_read(void *out, const void *p, size_t bytes) {
     memcpy(out, p, bytes);
 }
 
-void atomic_write(void *p, const void *in, size_t bytes) { memcpy(p, in, bytes); }
+void atomic_write(void *p, const void *in, size_t bytes) {
+    memcpy(p, in, bytes);
+    refresh_memos((uintptr_t)p, bytes);
+}
 
 }  // namespace cuda_host
 

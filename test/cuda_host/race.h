@@ -38,7 +38,12 @@
  * in its "call" form (Makefile: CUDA_HOST_KERNEL_FLAGS), so every load and store of the
  * kernel's translation unit calls __asan_loadN/__asan_storeN, which race.cpp defines: it
  * does AddressSanitizer's own check (sanitizer build) and, when the address is shared or
- * harness memory, the record above. The harness's own emulation (ldmatrix, cp.async,
+ * harness memory, the record above. The compiler checks an address once per basic block,
+ * so the store of `x = x + 1` makes no call after its load's; hence each thread also
+ * remembers the last words it loaded with their values (LoadMemo, scheduler.h), and a
+ * word whose value changed before the thread's next synchronisation point (or before the
+ * memo is pushed out by newer loads) is recorded as stored by it then, at the load's site
+ * (nobody else runs in between). A store of the value already there goes unseen. The harness's own emulation (ldmatrix, cp.async,
  * copies, the cuBLASLt and NCCL stand-ins) records its accesses explicitly. Host code of
  * an instrumented translation unit that touches device memory, or pinned memory that a
  * queued copy has not finished with, is reported too.
@@ -53,6 +58,7 @@
 
 namespace cuda_host {
 
+struct Thread;
 enum AccessKind { ACCESS_READ, ACCESS_WRITE, ACCESS_ATOMIC };
 
 // A site: a code address (kernel code; symbolized when reported) or a named harness
@@ -79,13 +85,16 @@ void *race_dynamic_shadow(int slot, size_t bytes);
 // operation, or else of the host. Reports and faults on a conflict.
 void race_access(const void *p, size_t bytes, int kind, uint32_t site);
 // The same on behalf of thread t of the running block (ldmatrix: the lane that gave a row).
-struct Thread;
 void race_access_by(const Thread *t, const void *p, size_t bytes, int kind, uint32_t site);
 // cp.async: from the issue to the wait that lands it, the copy's write of dst and its read
 // of src are pending: a read of dst or a store to src by anyone (the issuer too) is
-// reported.
+// reported. Both come after the harness has written dst (poison, then the data).
 void race_async_issue(const void *dst, const void *src, size_t bytes, uint32_t site);
 void race_async_land(const void *dst, const void *src, size_t bytes, uint32_t site);
+
+// At each synchronisation point of thread t (before it takes effect): the words t loaded
+// since the last one and has changed since were stored by t (race.h, "read-modify-write").
+void race_settle(Thread *t);
 
 // Agents: a launch takes one per block (block linear index order; grid and block are its
 // dimensions, for reports), any other operation one (dimensions 0). Returns the first.

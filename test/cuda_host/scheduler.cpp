@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "race.h"
+
 namespace cuda_host {
 
 const Builtins *builtins = nullptr;
@@ -90,6 +92,7 @@ static void describe_wait(char *buf, size_t n, const Thread *t) {
 
 static void thread_returned(Thread *t) {
     Block *b = t->block;
+    race_settle(t);
     size_t pending = t->async_open.size();
     for (const auto &g : t->async_groups) pending += g.size();
     if (pending)
@@ -125,6 +128,7 @@ static void thread_main(void *arg) {
 
 int block_barrier(int op, const char *name, int pred, const char *file, int line) {
     Thread *t = self(name);
+    race_settle(t);
     if (t->block->returned) {
         const Thread *gone = t->block->threads;
         while (gone->state != RETURNED) gone++;
@@ -145,6 +149,7 @@ int block_barrier(int op, const char *name, int pred, const char *file, int line
 
 void warp_meet(Thread *t) {
     Block *b = t->block;
+    race_settle(t);
     WarpOp *op = &t->op;
     unsigned mask = op->mask, bit = 1u << t->lane;
     if (!(mask & bit))
@@ -273,6 +278,7 @@ void block_start(Block *b) {
         t->state = RUNNABLE;
         for (int l = 0; l < 32; l++) t->clock[l] = 0;
         t->clock[t->lane] = 1;
+        t->memo_first = t->memo_count = 0;
         t->async_open.clear();
         t->async_groups.clear();
         fiber_start(t->fiber, thread_main, t);

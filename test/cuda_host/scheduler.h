@@ -98,6 +98,15 @@ struct AsyncCopy {
 
 enum ThreadState { RUNNABLE, AT_BARRIER, AT_WARP, RETURNED };
 
+// A word the thread loaded since its last synchronisation point, with its value then: the
+// race detector's way to see the store of a read-modify-write, whose instrumentation the
+// compiler drops (race.h).
+struct LoadMemo {
+    uintptr_t word;
+    uint32_t value, site;
+};
+static const int kLoadMemos = 16;
+
 struct Thread {
     Builtins builtins;  // threadIdx and friends, as the kernel reads them
     Block *block;
@@ -110,6 +119,8 @@ struct Thread {
     int bar_line, bar_pred, bar_result;
     WarpOp op;  // at a warp operation
     uint32_t clock[32];  // __syncwarp vector clock over the lanes of its warp (race.h)
+    LoadMemo memos[kLoadMemos];  // a ring: memo_count entries, the oldest at memo_first
+    int memo_first, memo_count;
     std::vector<AsyncCopy> async_open;                  // cp.async not yet committed
     std::vector<std::vector<AsyncCopy>> async_groups;   // committed groups, oldest first
 };
