@@ -952,6 +952,185 @@ TEST(memcpy_and_free_are_checked) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Device memory as a driver plans it, pinned host memory
+
+static const int listed_alloc_line = __LINE__ + 3;
+static void list_one_allocation(void) {
+    void *p;
+    cuda_check(cudaMalloc(&p, 1234));
+    cuda_host_print_allocations();
+}
+
+TEST(device_memory_is_accounted) {
+    CudaHostMemoryStats before, now;
+    cuda_host_memory_stats(&before);
+    size_t free0, free1, total;
+    cuda_check(cudaMemGetInfo(&free0, &total));
+    CHECK(total > 79ull << 30 && total <= 80ull << 30);  // the H100's
+    CHECK_INT(total - free0, before.device_live_bytes);
+    cuda_host_reset_peak_memory();
+    void *a, *b;
+    cuda_check(cudaMalloc(&a, 1000));
+    cuda_check(cudaMalloc(&b, 3000));
+    CHECK_INT((uintptr_t)a % 256, 0);  // cudaMalloc's alignment
+    cuda_host_memory_stats(&now);
+    CHECK_INT(now.device_live_bytes, before.device_live_bytes + 4000);
+    CHECK_INT(now.device_live_allocations, before.device_live_allocations + 2);
+    CHECK_INT(now.device_allocations, before.device_allocations + 2);
+    cuda_check(cudaMemGetInfo(&free1, &total));
+    CHECK_INT(free0 - free1, 4000);
+    cuda_check(cudaFree(a));
+    cuda_host_memory_stats(&now);
+    CHECK_INT(now.device_live_bytes, before.device_live_bytes + 3000);
+    CHECK_INT(now.device_peak_bytes, before.device_live_bytes + 4000);  // the peak stays
+    cuda_host_reset_peak_memory();
+    cuda_host_memory_stats(&now);
+    CHECK_INT(now.device_peak_bytes, now.device_live_bytes);
+    cuda_check(cudaFree(b));
+    CHECK_INT(expect_fault(QUIETLY(cudaMemGetInfo(NULL, &total)), cudaErrorInvalidValue, "null result pointer"), 0);
+    // the listing gives each live allocation's size and the line that made it
+    char report[4096];
+    CHECK_INT(run_in_child(list_one_allocation, report, sizeof(report)), 0);
+    CHECK(strstr(report, ": 1234 bytes at ") && names_line(report, listed_alloc_line));
+}
+
+static const int pinned_read_line = __LINE__ + 1;
+static float read_first(const float *p) { return p[0]; }
+static const int pinned_write_line = __LINE__ + 1;
+static void write_first(float *p, float v) { p[0] = v; }
+
+TEST(pinned_host_memory_is_host_memory_the_device_can_address) {
+    const int n = 64;
+    float *pinned, *mapped, *dev, h[n];
+    CudaHostMemoryStats before, now;
+    cuda_host_memory_stats(&before);
+    cuda_check(cudaMallocHost(&pinned, n * sizeof(float)));
+    cuda_check(cudaHostAlloc(&mapped, n * sizeof(float), cudaHostAllocMapped | cudaHostAllocPortable));
+    cuda_host_memory_stats(&now);
+    CHECK_INT(now.pinned_live_bytes, before.pinned_live_bytes + 2 * n * sizeof(float));
+    CHECK_INT(now.device_live_bytes, before.device_live_bytes);
+    CHECK(!cuda_host_is_device(pinned, 4));
+    for (int i = 0; i < n; i++) pinned[i] = (float)i;
+    cuda_check(cudaMalloc(&dev, n * sizeof(float)));
+    cuda_check(cudaMemcpy(dev, pinned, n * sizeof(float), cudaMemcpyHostToDevice));  // pinned memory is host memory
+    CHECK_INT(expect_fault(QUIETLY(cudaMemcpy(dev, pinned, n * sizeof(float), cudaMemcpyDeviceToDevice)),
+                           cudaErrorInvalidValue, "is host memory"),
+              0);
+    // a kernel may address it (unified addressing)
+    LAUNCH(copy_kernel, 1, 64, 0, 0, mapped, dev, n);
+    cuda_check(cudaDeviceSynchronize());
+    int bad = 0;
+    for (int i = 0; i < n; i++) bad += mapped[i] != (float)i;
+    CHECK_INT(bad, 0);
+    // each kind is freed by its own call
+    CHECK_INT(expect_fault(QUIETLY(cudaFree(pinned)), cudaErrorInvalidDevicePointer, "not a pointer cudaMalloc returned"),
+              0);
+    CHECK_INT(expect_fault(QUIETLY(cudaFreeHost(dev)), cudaErrorInvalidValue, "not a pointer cudaMallocHost"), 0);
+    float *other;
+    CHECK_INT(expect_fault(QUIETLY(cudaHostAlloc(&other, 4, 0x40)), cudaErrorInvalidValue, "not emulated"), 0);
+
+    // Copies into and out of pinned memory run when the stream does: the host reading the
+    // destination (or writing the source) before it synchronises is reported (this file is
+    // instrumented as kernels are).
+    cudaStream_t s;
+    cuda_check(cudaStreamCreate(&s));
+    for (int i = 0; i < n; i++) h[i] = 7.0f;
+    cuda_check(cudaMemcpy(dev, h, n * sizeof(float), cudaMemcpyHostToDevice));
+    cuda_check(cudaMemcpyAsync(pinned, dev, n * sizeof(float), cudaMemcpyDeviceToHost, s));
+    CHECK(QUIETLY(read_first(pinned)) == 0.0f);  // not copied yet
+    CHECK_INT(expect_report(QUIETLY(cudaStreamSynchronize(s)), cudaErrorLaunchFailure,
+                            "host code reads 4 bytes of pinned host allocation", pinned_read_line, 0),
+              0);
+    cuda_check(cudaMemcpyAsync(pinned, dev, n * sizeof(float), cudaMemcpyDeviceToHost, s));
+    cuda_check(cudaStreamSynchronize(s));
+    CHECK(read_first(pinned) == 7.0f);  // ordered now: no report
+    cuda_check(cudaMemcpyAsync(dev, pinned, n * sizeof(float), cudaMemcpyHostToDevice, s));
+    QUIETLY((write_first(pinned, 1.0f), 0));
+    CHECK_INT(expect_report(QUIETLY(cudaDeviceSynchronize()), cudaErrorLaunchFailure,
+                            "host code writes 4 bytes of pinned host allocation", pinned_write_line, 0),
+              0);
+    // a pageable destination makes the copy wait for itself: no synchronisation needed
+    cuda_check(cudaMemcpyAsync(h, dev, sizeof(float), cudaMemcpyDeviceToHost, s));
+    CHECK(h[0] == 7.0f);
+    cuda_check(cudaStreamDestroy(s));
+    cuda_check(cudaFreeHost(pinned));
+    cuda_check(cudaFreeHost(mapped));
+    cuda_check(cudaFree(dev));
+    cuda_host_memory_stats(&now);
+    CHECK_INT(now.pinned_live_bytes, before.pinned_live_bytes);
+}
+
+// ---------------------------------------------------------------------------------------
+// Streams: the orders CUDA promises, and no other
+
+TEST(streams_order_what_cuda_orders) {
+    const uint64_t saved_seed = cuda_host_seed();
+    const int n = 64;
+    float *a, *b, h[n];
+    cudaStream_t blocking, nb1, nb2;
+    cuda_check(cudaMalloc(&a, n * sizeof(float)));
+    cuda_check(cudaMalloc(&b, n * sizeof(float)));
+    cuda_check(cudaStreamCreateWithFlags(&blocking, cudaStreamDefault));
+    cuda_check(cudaStreamCreateWithFlags(&nb1, cudaStreamNonBlocking));
+    cuda_check(cudaStreamCreateWithFlags(&nb2, cudaStreamNonBlocking));
+    for (uint64_t seed = 0; seed < 4; seed++) {
+        cuda_host_set_seed(seed);
+        float v = 10.0f + (float)seed;
+        // the legacy default stream (cudaMemcpy's) waits for a blocking stream's work...
+        LAUNCH(fill_kernel, 1, 32, 0, blocking, a, n, v);
+        from_device(h, a, n);
+        CHECK(h[0] == v && h[n - 1] == v);
+        // ...and a blocking stream for the legacy stream's
+        LAUNCH(fill_kernel, 1, 32, 0, 0, a, n, v + 1);
+        LAUNCH(copy_kernel, 1, 32, 0, blocking, b, a, n);
+        from_device(h, b, n);
+        CHECK(h[0] == v + 1 && h[n - 1] == v + 1);
+        // what the host waited for is ordered before what it queues next
+        LAUNCH(fill_kernel, 1, 32, 0, nb1, a, n, v + 2);
+        cuda_check(cudaStreamSynchronize(nb1));
+        LAUNCH(copy_kernel, 1, 32, 0, nb2, b, a, n);
+        cuda_check(cudaStreamSynchronize(nb2));
+        from_device(h, b, n);
+        CHECK(h[0] == v + 2);
+        // but nothing waits for a non-blocking stream: cudaMemcpy reads what it writes (the
+        // report comes from whichever of the two runs second: at the latest at the end)
+        LAUNCH(fill_kernel, 1, 32, 0, nb1, a, n, v + 3);
+        QUIETLY(cudaMemcpy(h, a, n * sizeof(float), cudaMemcpyDeviceToHost));
+        CHECK_INT(expect_race(QUIETLY(cudaDeviceSynchronize()), fill_line, 0,
+                              "no event (cudaEventRecord, cudaStreamWaitEvent) or synchronisation"),
+                  0);
+        cuda_check(cudaDeviceSynchronize());  // (the host after everything again)
+    }
+    // a stream destroyed with work queued still runs it
+    cudaStream_t gone;
+    cuda_check(cudaStreamCreate(&gone));
+    LAUNCH(fill_kernel, 1, 32, 0, gone, a, n, 99.0f);
+    cuda_check(cudaStreamDestroy(gone));
+    from_device(h, a, n);
+    CHECK(h[0] == 99.0f);
+    // a query runs the stream's work a step at a time until it is done
+    for (int k = 0; k < 3; k++) LAUNCH(fill_kernel, 1, 32, 0, nb1, a, n, (float)k);
+    int polls = 0;
+    cudaError_t q;
+    while ((q = cudaStreamQuery(nb1)) == cudaErrorNotReady) polls++;
+    CHECK_INT(q, cudaSuccess);
+    CHECK(polls >= 2);
+    // what is not emulated is refused
+    CHECK_INT(expect_fault(QUIETLY(cudaStreamSynchronize(cudaStreamPerThread)), cudaErrorNotSupported,
+                           "legacy default stream only"),
+              0);
+    cudaStream_t bad;
+    CHECK_INT(expect_fault(QUIETLY(cudaStreamCreateWithFlags(&bad, 0x4)), cudaErrorInvalidValue, "not emulated"), 0);
+    cuda_check(cudaStreamSynchronize(cudaStreamLegacy));
+    cuda_host_set_seed(saved_seed);
+    cuda_check(cudaStreamDestroy(blocking));
+    cuda_check(cudaStreamDestroy(nb1));
+    cuda_check(cudaStreamDestroy(nb2));
+    cuda_check(cudaFree(a));
+    cuda_check(cudaFree(b));
+}
+
+// ---------------------------------------------------------------------------------------
 // Memory starts as garbage
 
 __global__ void read_uninitialised_kernel(unsigned *out) {
@@ -1196,6 +1375,9 @@ int main(void) {
     RUN(launch_configurations_a_gpu_refuses);
     RUN(host_pointer_kernel_argument_is_a_sticky_fault);
     RUN(memcpy_and_free_are_checked);
+    RUN(device_memory_is_accounted);
+    RUN(pinned_host_memory_is_host_memory_the_device_can_address);
+    RUN(streams_order_what_cuda_orders);
     RUN(shared_and_device_memory_start_poisoned);
     RUN(out_of_bounds_accesses_are_reported);
     RUN(math_intrinsics);
