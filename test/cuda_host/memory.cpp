@@ -287,7 +287,7 @@ cudaError_t copy(const char *call, void *dst, const void *src, size_t bytes, cud
     if (sticky_error()) return sticky_error();
     if (async && !valid_stream(stream)) return refuse_stream(call, stream);
     if (bytes == 0) return cudaSuccess;
-    bool dst_dev, src_dev;
+    bool dst_dev = false, src_dev = false;
     cudaError_t e = check_copy(call, dst, src, bytes, kind, &dst_dev, &src_dev);
     if (e != cudaSuccess) return e;
     bool dst_pinned = is_pinned(dst, bytes), src_pinned = is_pinned(src, bytes);
