@@ -9,6 +9,7 @@
 #include "attention.h"
 #include "bnb4bit.h"
 #include "cross_entropy.h"
+#include "gguf.h"
 #include "lora.h"
 #include "matmul.h"
 #include "model_files.h"
@@ -30,33 +31,47 @@ static float *load_float(const ModelFiles *f, const char *name, int64_t rows, in
     return t ? st_to_f32(t) : NULL;
 }
 
-static int load_linear(Linear *l, const ModelFiles *f, const ModelConfig *c, int layer, int p, int nf4, char *err) {
+void model_linear_shape(Linear *l, const ModelConfig *c, int p) {
     int H = c->hidden_size, I = c->intermediate_size, q = c->num_attention_heads * c->head_dim,
         kv = c->num_key_value_heads * c->head_dim;
     static const int sizes_in[N_PROJ] = {0, 0, 0, 1, 0, 0, 2}, sizes_out[N_PROJ] = {1, 3, 3, 0, 2, 2, 0};
     int dims[4] = {H, q, I, kv};  // indices used by the two tables above
     l->in = dims[sizes_in[p]];
     l->out = dims[sizes_out[p]];
+}
+
+void model_linear_set(Linear *l, float *w, int nf4) {
+    if (!nf4) {
+        l->w = w;
+        return;
+    }
+    nf4_weight_quantize(&l->q, w, l->out, l->in, 64, 1);
+    free(w);
+}
+
+static int load_linear(Linear *l, const ModelFiles *f, const ModelConfig *c, int layer, int p, int nf4, char *err) {
+    model_linear_shape(l, c, p);
     char prefix[128], name[160];
     snprintf(prefix, sizeof(prefix), "model.layers.%d.%s", layer, proj_names[p]);
     if (c->bnb_4bit) return bnb4bit_load_linear(&l->q, f, prefix, l->out, l->in, err);
     snprintf(name, sizeof(name), "%s.weight", prefix);
     float *w = load_float(f, name, l->out, l->in, err);
     if (!w) return -1;
-    if (!nf4) {
-        l->w = w;
-        return 0;
-    }
-    nf4_weight_quantize(&l->q, w, l->out, l->in, 64, 1);
-    free(w);
+    model_linear_set(l, w, nf4);
     return 0;
+}
+
+int model_config_load(ModelConfig *c, const char *dir, char *err) {
+    if (gguf_is_gguf(dir)) return gguf_model_config(c, dir, err);
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    return config_load(c, path, err);
 }
 
 int model_load(Model *m, const char *dir, int nf4, char *err) {
     memset(m, 0, sizeof(*m));
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/config.json", dir);
-    if (config_load(&m->c, path, err)) return -1;
+    if (gguf_is_gguf(dir)) return gguf_model_load(m, dir, nf4, err);
+    if (model_config_load(&m->c, dir, err)) return -1;
     ModelFiles f;
     if (model_files_open(&f, dir, err)) return -1;
     const ModelConfig *c = &m->c;
@@ -75,8 +90,7 @@ int model_load(Model *m, const char *dir, int nf4, char *err) {
     m->layers = xcalloc((size_t)c->num_hidden_layers, sizeof(Layer));
     m->embed = load_float(&f, "model.embed_tokens.weight", V, H, err);
     m->norm = m->embed ? load_float(&f, "model.norm.weight", H, 0, err) : NULL;
-    m->head = m->norm ? load_float(&f, c->tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight", V, H, err)
-                      : NULL;
+    m->head = !m->norm ? NULL : c->tie_word_embeddings ? m->embed : load_float(&f, "lm_head.weight", V, H, err);
     if (!m->head) rc = -1;
     for (int i = 0; i < c->num_hidden_layers && rc == 0; i++) {
         Layer *L = &m->layers[i];
@@ -106,9 +120,9 @@ void model_free(Model *m) {
         }
     }
     free(m->layers);
+    if (m->head != m->embed) free(m->head);  // tied embeddings: one array
     free(m->embed);
     free(m->norm);
-    free(m->head);
     memset(m, 0, sizeof(*m));
 }
 
@@ -190,8 +204,9 @@ static void linear_backward(const Model *m, Layer *ly, const LayerActs *a, int p
 
 static float *zalloc(size_t n) { return xcalloc(n ? n : 1, sizeof(float)); }
 
-// The activations of one layer; with dropout, each adapted projection gets a fresh mask.
-static void acts_alloc(LayerActs *a, Model *m, const Layer *ly, int T, int dropout) {
+// The activations of layer i; with dropout, each adapted projection gets a fresh mask.
+static void acts_alloc(LayerActs *a, Model *m, int i, int T, int dropout) {
+    const Layer *ly = &m->layers[i];
     const ModelConfig *c = &m->c;
     size_t H = (size_t)c->hidden_size, Q = (size_t)c->num_attention_heads * c->head_dim,
            KV = (size_t)c->num_key_value_heads * c->head_dim, I = (size_t)c->intermediate_size;
@@ -206,7 +221,8 @@ static void acts_alloc(LayerActs *a, Model *m, const Layer *ly, int T, int dropo
         size_t n = (size_t)T * ly->proj[p].in;
         a->mask[p] = zalloc(n);
         a->xd[p] = zalloc(n);
-        lora_dropout_mask(a->mask[p], n, m->lora_dropout, &m->dropout_rng);
+        if (m->dropout_masks) m->dropout_masks(m->dropout_masks_ctx, i, p, a->mask[p], T, ly->proj[p].in);
+        else lora_dropout_mask(a->mask[p], n, m->lora_dropout, &m->dropout_rng);
     }
 }
 
@@ -229,7 +245,7 @@ double model_step(Model *m, const ModelInput *b, float grad_scale, int backward,
     for (int i = 0; i < L; i++) {
         Layer *ly = &m->layers[i];
         LayerActs *a = &acts[i];
-        acts_alloc(a, m, ly, T, backward && m->lora_dropout > 0.0f);
+        acts_alloc(a, m, i, T, backward && m->lora_dropout > 0.0f);
         memcpy(a->x_in, x, (size_t)T * H * sizeof(float));
         rmsnorm_forward(x, ly->ln1, a->h1, a->rstd1, T, H, c->rms_norm_eps);
         linear_forward(m, ly, a, PROJ_Q, a->h1, T, a->q, scratch);

@@ -41,13 +41,18 @@ typedef struct {
 
 typedef struct {
     ModelConfig c;
-    float *embed, *norm, *head;  // [V, H], [H], [V, H]
+    float *embed, *norm, *head;  // [V, H], [H], [V, H]; head == embed when they are tied
     Layer *layers;
     int lora_r;
     float lora_alpha, lora_scale;
     int lora_rslora;
     float lora_dropout;    // probability of dropping a LoRA input element while training
     uint64_t dropout_rng;  // the generator of the dropout masks (part of a run's state)
+    // Where the dropout masks come from: NULL draws them from dropout_rng; check_fixture
+    // sets it to feed the masks its reference used. Fills mask [T, in] (0 or 1 / (1 - p))
+    // for projection proj of layer `layer`.
+    void (*dropout_masks)(void *ctx, int layer, int proj, float *mask, int T, int in);
+    void *dropout_masks_ctx;
 } Model;
 
 typedef struct {
@@ -56,11 +61,22 @@ typedef struct {
     const float *weights;
 } ModelInput;
 
-// Loads config.json and the weights of a model directory (float32, bf16 or fp16, or a
-// bitsandbytes-4bit checkpoint). With nf4 set, float projection weights are quantized to
-// NF4 (blocksize 64, double quantization) as QLoRA does.
+// Loads a model: a Hugging Face directory (config.json and the weights: float32, bf16 or
+// fp16, or a bitsandbytes-4bit checkpoint) or a GGUF file (gguf_model.c). With nf4 set,
+// float projection weights are quantized to NF4 (blocksize 64, double quantization) as
+// QLoRA does.
 int model_load(Model *m, const char *dir, int nf4, char *err);
 void model_free(Model *m);
+// Only the configuration of what model_load would load (config.json, or a GGUF file's
+// metadata), without reading weights.
+int model_config_load(ModelConfig *c, const char *dir, char *err);
+// A GGUF file (architecture llama), see gguf_model.c.
+int gguf_model_load(Model *m, const char *path, int nf4, char *err);
+int gguf_model_config(ModelConfig *c, const char *path, char *err);
+// For loaders: sets a projection's in/out sizes from the config; takes a float32 weight
+// [out, in] (malloc'ed) as the frozen weight, kept or quantized to NF4 (and freed).
+void model_linear_shape(Linear *l, const ModelConfig *c, int p);
+void model_linear_set(Linear *l, float *w, int nf4);
 
 // "all" or a comma-separated list of projections ("q" or "q_proj", ..., "down" or
 // "down_proj") into a mask (bit i = projection i). Returns 0, or -1 when a name is unknown
