@@ -567,6 +567,14 @@ using cuda_host::covered;
 using cuda_host::note_covered;
 using cuda_host::site_of_pc;
 
+// What every hook does after AddressSanitizer's check: the record, when the address is
+// covered (pc: the hook's return address, in the code that made the access).
+__attribute__((no_sanitize_address, always_inline)) static inline void hook(uintptr_t a, size_t n, int kind,
+                                                                            void *pc) {
+    if (cuda_host::race_enabled && n && covered(cuda_host::current_thread, a))
+        note_covered(cuda_host::current_thread, a, n, kind, site_of_pc((uintptr_t)pc), 0);
+}
+
 #if defined(__SANITIZE_ADDRESS__)
 // (Not instrumented itself: AddressSanitizer would check the shadow of the shadow.)
 __attribute__((no_sanitize_address)) static inline void asan_check(uintptr_t a, size_t n, bool write) {
@@ -582,47 +590,33 @@ __attribute__((no_sanitize_address)) static inline void asan_check(uintptr_t a, 
         else __asan_report_load_n(a, n);
     }
 }
-#define CUDA_HOST_HOOK(name, n, kind)                                                                 \
-    extern "C" __attribute__((no_sanitize_address)) void name(uintptr_t a) {                          \
-        asan_check(a, n, kind != cuda_host::ACCESS_READ);                                             \
-        if (cuda_host::race_enabled && covered(cuda_host::current_thread, a))                         \
-            note_covered(cuda_host::current_thread, a, n, kind,                                       \
-                         site_of_pc((uintptr_t)__builtin_return_address(0)), 0);                      \
+#define CUDA_HOST_HOOK(name, n, kind)                                                            \
+    extern "C" __attribute__((no_sanitize_address)) void name(uintptr_t a) {                     \
+        asan_check(a, n, kind != cuda_host::ACCESS_READ);                                        \
+        hook(a, n, kind, __builtin_return_address(0));                                           \
     }
-#define CUDA_HOST_HOOK_N(name, kind)                                                                  \
-    extern "C" __attribute__((no_sanitize_address)) void name(uintptr_t a, uintptr_t n) {             \
-        asan_check(a, n, kind != cuda_host::ACCESS_READ);                                             \
-        if (cuda_host::race_enabled && n && covered(cuda_host::current_thread, a))                    \
-            note_covered(cuda_host::current_thread, a, n, kind,                                       \
-                         site_of_pc((uintptr_t)__builtin_return_address(0)), 0);                      \
+#define CUDA_HOST_HOOK_N(name, kind)                                                             \
+    extern "C" __attribute__((no_sanitize_address)) void name(uintptr_t a, uintptr_t n) {        \
+        asan_check(a, n, kind != cuda_host::ACCESS_READ);                                        \
+        hook(a, n, kind, __builtin_return_address(0));                                           \
     }
 #else
 // The optimised build has no AddressSanitizer runtime: the kernel translation units are
 // compiled with the kernel flavour of the instrumentation, whose hooks are these.
-#define CUDA_HOST_HOOK(name, n, kind)                                                                 \
-    extern "C" void name##_noabort(uintptr_t a) {                                                     \
-        if (cuda_host::race_enabled && covered(cuda_host::current_thread, a))                         \
-            note_covered(cuda_host::current_thread, a, n, kind,                                       \
-                         site_of_pc((uintptr_t)__builtin_return_address(0)), 0);                      \
-    }
-#define CUDA_HOST_HOOK_N(name, kind)                                                                  \
-    extern "C" void name##_noabort(uintptr_t a, uintptr_t n) {                                        \
-        if (cuda_host::race_enabled && n && covered(cuda_host::current_thread, a))                    \
-            note_covered(cuda_host::current_thread, a, n, kind,                                       \
-                         site_of_pc((uintptr_t)__builtin_return_address(0)), 0);                      \
-    }
+#define CUDA_HOST_HOOK(name, n, kind) \
+    extern "C" void name##_noabort(uintptr_t a) { hook(a, n, kind, __builtin_return_address(0)); }
+#define CUDA_HOST_HOOK_N(name, kind) \
+    extern "C" void name##_noabort(uintptr_t a, uintptr_t n) { hook(a, n, kind, __builtin_return_address(0)); }
 extern "C" void __asan_handle_no_return(void) {}
 #endif
 
-CUDA_HOST_HOOK(__asan_load1, 1, cuda_host::ACCESS_READ)
-CUDA_HOST_HOOK(__asan_load2, 2, cuda_host::ACCESS_READ)
-CUDA_HOST_HOOK(__asan_load4, 4, cuda_host::ACCESS_READ)
-CUDA_HOST_HOOK(__asan_load8, 8, cuda_host::ACCESS_READ)
-CUDA_HOST_HOOK(__asan_load16, 16, cuda_host::ACCESS_READ)
-CUDA_HOST_HOOK_N(__asan_loadN, cuda_host::ACCESS_READ)
-CUDA_HOST_HOOK(__asan_store1, 1, cuda_host::ACCESS_WRITE)
-CUDA_HOST_HOOK(__asan_store2, 2, cuda_host::ACCESS_WRITE)
-CUDA_HOST_HOOK(__asan_store4, 4, cuda_host::ACCESS_WRITE)
-CUDA_HOST_HOOK(__asan_store8, 8, cuda_host::ACCESS_WRITE)
-CUDA_HOST_HOOK(__asan_store16, 16, cuda_host::ACCESS_WRITE)
-CUDA_HOST_HOOK_N(__asan_storeN, cuda_host::ACCESS_WRITE)
+// __asan_load1 ... __asan_load16, __asan_loadN, and the same for stores.
+#define CUDA_HOST_HOOKS(access, kind)                      \
+    CUDA_HOST_HOOK(__asan_##access##1, 1, kind)           \
+    CUDA_HOST_HOOK(__asan_##access##2, 2, kind)           \
+    CUDA_HOST_HOOK(__asan_##access##4, 4, kind)           \
+    CUDA_HOST_HOOK(__asan_##access##8, 8, kind)           \
+    CUDA_HOST_HOOK(__asan_##access##16, 16, kind)         \
+    CUDA_HOST_HOOK_N(__asan_##access##N, kind)
+CUDA_HOST_HOOKS(load, cuda_host::ACCESS_READ)
+CUDA_HOST_HOOKS(store, cuda_host::ACCESS_WRITE)
