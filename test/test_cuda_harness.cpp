@@ -1041,6 +1041,8 @@ TEST(pinned_host_memory_is_host_memory_the_device_can_address) {
     CHECK_INT(expect_report(QUIETLY(cudaStreamSynchronize(s)), cudaErrorLaunchFailure,
                             "host code reads 4 bytes of pinned host allocation", pinned_read_line, 0),
               0);
+    // (the fault dropped the queued work, as a GPU's lost context would: copy again)
+    cuda_check(cudaMemcpy(dev, h, n * sizeof(float), cudaMemcpyHostToDevice));
     cuda_check(cudaMemcpyAsync(pinned, dev, n * sizeof(float), cudaMemcpyDeviceToHost, s));
     cuda_check(cudaStreamSynchronize(s));
     CHECK(read_first(pinned) == 7.0f);  // ordered now: no report
@@ -1100,6 +1102,13 @@ TEST(streams_order_what_cuda_orders) {
                               "no event (cudaEventRecord, cudaStreamWaitEvent) or synchronisation"),
                   0);
         cuda_check(cudaDeviceSynchronize());  // (the host after everything again)
+        // cudaMemcpy from pageable memory returns once the source is staged: a non-blocking
+        // stream must still wait for the copy before reading its destination
+        for (int i = 0; i < n; i++) h[i] = v;
+        cuda_check(cudaMemcpy(a, h, n * sizeof(float), cudaMemcpyHostToDevice));
+        LAUNCH(copy_kernel, 1, 32, 0, nb1, b, a, n);
+        CHECK_INT(expect_race(QUIETLY(cudaDeviceSynchronize()), copy_line, 0, "no event"), 0);
+        cuda_check(cudaDeviceSynchronize());
     }
     // a stream destroyed with work queued still runs it
     cudaStream_t gone;

@@ -19,11 +19,13 @@
  * run only when the host waits for them, in a seeded order that keeps only what CUDA
  * promises (stream order, events, the legacy default stream's implicit synchronisation with
  * blocking streams); the per-thread default stream is not emulated (cudaStreamPerThread is
- * refused). cudaMemcpy is queued on the legacy default stream and waited for (so it also
- * waits for every blocking stream's earlier work, but not for non-blocking streams).
- * cudaMemcpyAsync stages a pageable host source at the call and waits for itself when its
- * destination is pageable host memory, as CUDA does; pinned memory is read and written
- * when the copy runs. cudaEventRecord is stamped with the host's monotonic clock when its
+ * refused). cudaMemcpy is queued on the legacy default stream (so it comes after every
+ * blocking stream's earlier work, but not after non-blocking streams'); the host waits for
+ * it when it copies into host memory or out of pinned memory; from pageable memory it
+ * waits for the stream's earlier work and stages the source, and between device buffers it
+ * does not wait: CUDA's "API synchronization behavior". cudaMemcpyAsync stages a pageable
+ * host source at the call and waits for itself when its destination is pageable host
+ * memory, as CUDA does; pinned memory is read and written when the copy runs. cudaEventRecord is stamped with the host's monotonic clock when its
  * marker runs, so an elapsed time is the CPU time the harness spent on the work between
  * two records (and on whatever other stream it interleaved), not a GPU's. The device it
  * describes, in cudaGetDeviceProperties and cudaDeviceGetAttribute, is an H100 SXM5 80GB

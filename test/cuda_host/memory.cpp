@@ -295,13 +295,19 @@ cudaError_t copy(const char *call, void *dst, const void *src, size_t bytes, cud
         memmove(dst, src, bytes);
         return cudaSuccess;
     }
-    // Pageable host memory: the source is staged at the call; a pageable destination makes
-    // the call wait for the copy (CUDA's rules for pageable memory). Pinned memory is read
-    // and written when the copy runs. The operation records its accesses for the race
-    // detector, then copies.
+    // When the host waits, by CUDA's "API synchronization behavior": a pageable source is
+    // staged at the call (cudaMemcpy first synchronises its stream), and the copy itself
+    // runs later; a pageable destination, or any cudaMemcpy but from pageable memory or
+    // between device buffers, makes the call wait for the copy. Pinned memory is read and
+    // written when the copy runs. The operation records its accesses for the race detector,
+    // then copies.
+    bool src_pageable = !src_dev && !src_pinned, dst_pageable = !dst_dev && !dst_pinned;
+    bool wait = dst_pageable || (!async && !src_pageable && !(src_dev && dst_dev));
     std::shared_ptr<std::vector<unsigned char>> staged;
-    if (!src_dev && !src_pinned)
+    if (src_pageable) {
+        if (!async) host_wait_stream(nullptr);
         staged = std::make_shared<std::vector<unsigned char>>((const unsigned char *)src, (const unsigned char *)src + bytes);
+    }
     uint64_t id = enqueue(async ? stream : nullptr, call, caller, [staged, dst, src, bytes, caller]() {
         uint32_t site = site_of_pc(caller);
         const void *from = staged ? staged->data() : src;
@@ -311,7 +317,7 @@ cudaError_t copy(const char *call, void *dst, const void *src, size_t bytes, cud
     });
     if (src_pinned) race_note_pinned(id, src, bytes, false);
     if (dst_pinned) race_note_pinned(id, dst, bytes, true);
-    if (!async || (!dst_dev && !dst_pinned)) host_wait(id);
+    if (wait) host_wait(id);
     return sticky_error();
 }
 

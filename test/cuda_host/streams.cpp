@@ -191,6 +191,8 @@ void host_wait(uint64_t id) {
     join(host_clock, infos[id].clock);  // the operation and everything ordered before it
 }
 
+void host_wait_stream(cudaStream_t stream) { host_wait(stream_of(stream)->last); }
+
 void host_wait_all() {
     while (!pending.empty()) run_some();
     for (CUstream_st *s : all_streams) {

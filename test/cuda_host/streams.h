@@ -5,9 +5,11 @@
  * Every stream-ordered call (a kernel launch, cudaMemcpyAsync, cudaMemsetAsync, cudaMemset,
  * cudaMemcpy, cudaEventRecord, cudaStreamWaitEvent, cublasLtMatmul) checks its arguments at
  * once, as CUDA does, and queues an operation. Nothing runs until the host waits for
- * something: cudaStreamSynchronize, cudaEventSynchronize, cudaDeviceSynchronize, cudaMemcpy,
- * cudaMemcpyAsync into pageable host memory, cudaFree (which synchronises the device), a
- * query (which runs one operation per call). Then the harness runs queued operations, one
+ * something: cudaStreamSynchronize, cudaEventSynchronize, cudaDeviceSynchronize, a copy
+ * into host memory (cudaMemcpy, or cudaMemcpyAsync into pageable memory), cudaMemcpy from
+ * pinned memory, cudaFree (which synchronises the device), a query (which runs one
+ * operation per call). cudaMemcpy from pageable memory waits for its stream's earlier work
+ * only (then stages the source), and between device buffers not at all, as CUDA's. Then the harness runs queued operations, one
  * at a time, in a seeded random order among those whose predecessors are done, until what
  * the host waits for is done. The orders CUDA promises, and nothing else:
  *   - one stream runs its operations in the order they were queued;
@@ -58,8 +60,10 @@ uint64_t enqueue(cudaStream_t stream, const char *what, uintptr_t caller, std::f
 // legacy default stream); a message names the refusal.
 bool valid_stream(cudaStream_t stream);
 cudaError_t refuse_stream(const char *call, cudaStream_t stream);
-// Runs operation id (and what it depends on) if not done, and orders the host after it.
+// Runs operation id (and what it depends on) if not done, and orders the host after it;
+// host_wait_stream: the same for the newest operation of a stream (a valid handle).
 void host_wait(uint64_t id);
+void host_wait_stream(cudaStream_t stream);
 // Runs everything queued; the host is ordered after all of it.
 void host_wait_all();
 // Runs operation id (and what it depends on) now, without ordering the host after it (the
