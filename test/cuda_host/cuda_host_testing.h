@@ -18,6 +18,9 @@
  * - run_in_child(fn, report, size): runs fn in a forked child and returns its exit status
  *   (-1 if it died of a signal), with what it wrote on stderr in report: how a test checks
  *   that AddressSanitizer stops a program (the sanitizer ends the process it reports in).
+ * The harness's controls that any program built against it may call (a driver checking its
+ * memory plan against cuda_host_memory_stats, a test choosing schedules with
+ * cuda_host_set_seed or switching the race detector) are declared in cuda_host_api.h.
  */
 #ifndef CUDA_HOST_TESTING_H
 #define CUDA_HOST_TESTING_H
