@@ -51,6 +51,7 @@ enum cudaError_t {
     cudaErrorInvalidConfiguration = 9,
     cudaErrorInvalidDevicePointer = 17,
     cudaErrorInvalidMemcpyDirection = 21,
+    cudaErrorNoDevice = 100,
     cudaErrorInvalidDevice = 101,
     cudaErrorInvalidResourceHandle = 400,
     cudaErrorNotReady = 600,
@@ -177,8 +178,13 @@ bool cuda_host_is_device(const void *p, size_t bytes);
 // Device memory as cudaMalloc saw it (what a driver's memory plan can be checked against),
 // and pinned host memory: bytes live now and the most live at once since the start (or the
 // last cuda_host_reset_peak_memory), and how many device allocations are live and were
-// ever made. cuda_host_print_allocations lists the live allocations on stderr, each with
-// its size and the code that made it.
+// ever made. cuda_host_peak_allocated is device_peak_bytes; a program run with the
+// environment variable CUDA_HOST_REPORT_PEAK set prints it on stderr at exit ("cuda_host:
+// peak cudaMalloc total N bytes"). cuda_host_print_allocations lists the live allocations
+// on stderr, each with its size and the code that made it. CUDA_HOST_MEMORY makes the
+// device that many bytes (default 81559 MiB, an H100 80GB; the harness itself holds at most
+// 16 GiB): cudaMalloc refuses beyond it, cudaMemGetInfo reports it. With
+// CUDA_HOST_NO_DEVICE set, cudaGetDeviceCount finds no device (cudaErrorNoDevice).
 struct CudaHostMemoryStats {
     size_t device_live_bytes, device_peak_bytes, device_live_allocations;
     uint64_t device_allocations;
@@ -186,6 +192,7 @@ struct CudaHostMemoryStats {
 };
 void cuda_host_memory_stats(CudaHostMemoryStats *stats);
 void cuda_host_reset_peak_memory(void);
+size_t cuda_host_peak_allocated(void);
 void cuda_host_print_allocations(void);
 // The race detector (race.h): on unless CUDA_HOST_RACECHECK=0; a test may switch it.
 void cuda_host_set_racecheck(bool on);

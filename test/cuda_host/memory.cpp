@@ -188,8 +188,24 @@ bool cuda_host_is_device(const void *p, size_t bytes) {
     return a && a->part == &device_part;
 }
 
+// The device's memory: an H100 80GB's 81559 MiB unless CUDA_HOST_MEMORY sets a smaller
+// device (so that tests can run programs out of memory).
+static size_t device_memory() {
+    const char *env = getenv("CUDA_HOST_MEMORY");
+    return env && atoll(env) > 0 ? (size_t)atoll(env) : (size_t)81559 << 20;
+}
+
+// With CUDA_HOST_REPORT_PEAK set, the program says at exit how much it had allocated at most.
+static void report_peak() { fprintf(stderr, "cuda_host: peak cudaMalloc total %zu bytes\n", device_part.peak); }
+
 cudaError_t cudaMalloc(void **p, size_t bytes) {
     if (sticky_error()) return sticky_error();
+    static bool registered = false;
+    if (!registered && getenv("CUDA_HOST_REPORT_PEAK")) atexit(report_peak);
+    registered = true;
+    if (bytes > device_memory() - device_part.live)
+        return refuse(cudaErrorMemoryAllocation, "cudaMalloc: out of memory for %zu bytes (%zu of %zu in use)", bytes,
+                      device_part.live, device_memory());
     return allocate(device_part, "cudaMalloc", p, bytes, (uintptr_t)__builtin_return_address(0));
 }
 
@@ -220,10 +236,8 @@ cudaError_t cudaFreeHost(void *p) {
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
     if (sticky_error()) return sticky_error();
     if (!free_bytes || !total_bytes) return refuse(cudaErrorInvalidValue, "cudaMemGetInfo: null result pointer");
-    cudaDeviceProp prop;
-    cudaGetDeviceProperties(&prop, 0);
-    *total_bytes = prop.totalGlobalMem;
-    *free_bytes = prop.totalGlobalMem - device_part.live;
+    *total_bytes = device_memory();
+    *free_bytes = *total_bytes > device_part.live ? *total_bytes - device_part.live : 0;
     return cudaSuccess;
 }
 
@@ -235,6 +249,8 @@ void cuda_host_memory_stats(CudaHostMemoryStats *s) {
     s->pinned_live_bytes = pinned_part.live;
     s->pinned_peak_bytes = pinned_part.peak;
 }
+
+size_t cuda_host_peak_allocated(void) { return device_part.peak; }
 
 void cuda_host_reset_peak_memory(void) {
     device_part.peak = device_part.live;
