@@ -53,7 +53,7 @@ def hf_from_gguf(path):
         if f.types[0] == 9:  # an array
             if f.types[1] == 8:
                 return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
-            return [int(f.parts[i][0]) for i in f.data]
+            return [f.parts[i][0].item() for i in f.data]  # ints, or floats (scores)
         if f.types[0] == 8:
             return bytes(f.parts[f.data[0]]).decode("utf-8")
         return f.parts[f.data[0]][0].item()

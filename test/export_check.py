@@ -15,7 +15,25 @@ Prints one PASS/FAIL line per check, for test/test_export.sh.
       merged weights with llama.cpp's Q/K row permutation applied (written out here from
       convert_hf_to_gguf.py's LlamaModel.permute), so what the package dequantizes equals our
       merged weights as rounded to the type.
+  chat LABEL GGUF TOKENIZER CONV.jsonl [SYSTEM]
+      GGUF written with TOKENIZER (SentencePiece or Tekken) and a Mistral chat format: every
+      conversation rendered by transformers' Jinja renderer with the file's chat template, then
+      tokenized the way llama.cpp tokenizes a rendered prompt (llama-vocab.cpp: the text is cut
+      at every special-token string, longest tokens first; each stretch of text between them
+      is encoded alone, SentencePiece giving each its dummy-prefix space; encoding by the
+      sentencepiece package or mistral-common's Tekkenizer) must give the ids of mistral-common's
+      own encode_chat_completion of the conversation. With SYSTEM, the file's default system
+      prompt: mistral-common gets it as a system message when the conversation has none.
+      "weight" keys are dropped (inference has none); conversations whose text holds a special
+      token's string are left out (llama.cpp would parse it as the token; mistral-common reads
+      it as text) and counted.
+  chatml LABEL GGUF BASE_GGUF CONV.jsonl [SYSTEM]
+      GGUF written with the byte-level tokenizer of BASE_GGUF in ChatML: our template renders
+      every conversation (with and without the generation prompt) as the base model's own
+      template does; with SYSTEM, as the base template renders the conversation with a system
+      message SYSTEM first when it has none there.
 """
+import hashlib
 import json
 import sys
 
@@ -55,6 +73,30 @@ def field(r, key):
     if f.types[0] == 8:
         return bytes(f.parts[f.data[0]]).decode("utf-8")
     return f.parts[f.data[0]][0].item()
+
+
+def digest(path):
+    """sha256 of what decides a file's logits: general.architecture, the llama.* keys, and every
+    tensor's name, type, shape and bytes (not the tokenizer, template or name)."""
+    r = GGUFReader(path)
+    h = hashlib.sha256()
+    for k in sorted(r.fields):
+        if k.startswith("llama.") or k == "general.architecture":
+            h.update(f"{k}={field(r, k)!r};".encode())
+    for t in r.tensors:
+        h.update(f"{t.name}:{t.tensor_type.name}:{[int(n) for n in t.shape]};".encode())
+        h.update(np.asarray(t.data).tobytes())
+    return h.hexdigest()
+
+
+def check_digest(label, path, fixture):
+    from safetensors import safe_open
+    with safe_open(fixture, "np") as f:
+        want = (f.metadata() or {}).get(f"{label}.digest")
+    got = digest(path)
+    report(f"export_{label}_file_is_the_one_transformers_read",
+           [] if got == want else [f"digest {got}, the fixture's {want}: the file changed since "
+                                   "scripts/export_fixtures.py ran (rerun it if that is intended)"])
 
 
 def permute(w, heads):  # convert_hf_to_gguf.py LlamaModel.permute
@@ -120,12 +162,119 @@ def tensors(label, gguf_path, merged_dir, type_name):
     report(f"export_{label}_tensors_equal_merged_weights_rounded_by_gguf", problems)
 
 
+def chat_parts(r):
+    """The template, the tokens and the special-token strings of a GGUF we wrote."""
+    tokens = [bytes(r.fields["tokenizer.ggml.tokens"].parts[i]).decode("utf-8") for i in r.fields["tokenizer.ggml.tokens"].data]
+    types = [int(r.fields["tokenizer.ggml.token_type"].parts[i][0]) for i in r.fields["tokenizer.ggml.token_type"].data]
+    specials = sorted({t for t, ty in zip(tokens, types) if ty in (3, 4) and t}, key=len, reverse=True)
+    return field(r, "tokenizer.chat_template"), tokens, specials
+
+
+def render(tpl, tokens, r, msgs, generation):
+    from transformers.utils.chat_template_utils import render_jinja_template
+    bos, eos = field(r, "tokenizer.ggml.bos_token_id"), field(r, "tokenizer.ggml.eos_token_id")
+    out, _ = render_jinja_template(conversations=[msgs], chat_template=tpl, add_generation_prompt=generation,
+                                   bos_token=tokens[bos] if bos is not None else "",
+                                   eos_token=tokens[eos] if eos is not None else "")
+    return out[0]
+
+
+def llama_cpp_tokenize(text, specials, ids_of, encode):
+    """llama.cpp's tokenizer_st_partition, then each text fragment encoded by itself."""
+    parts = [text]  # str: text, int: a special token
+    for s in specials:  # longest first, as llama.cpp orders its special-token cache
+        out = []
+        for p in parts:
+            if isinstance(p, int):
+                out.append(p)
+                continue
+            pieces = p.split(s)
+            for k, piece in enumerate(pieces):
+                if piece:
+                    out.append(piece)
+                if k + 1 < len(pieces):
+                    out.append(ids_of[s])
+        parts = out
+    ids = []
+    for p in parts:
+        ids += [p] if isinstance(p, int) else encode(p)
+    return ids
+
+
+def conversations(path):
+    convs = [json.loads(line)["messages"] for line in open(path, encoding="utf-8") if line.strip()]
+    return [[{"role": m["role"], "content": m["content"]} for m in c] for c in convs]
+
+
+def chat(label, gguf_path, tokenizer, conv_path, system=None):
+    from mistral_common.protocol.instruct.request import ChatCompletionRequest
+    from mistral_common.protocol.instruct.validator import ValidationMode
+    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+    sys.path.insert(0, "scripts")
+    from tokenizer_reference import build_messages
+    r = GGUFReader(gguf_path)
+    tpl, tokens, specials = chat_parts(r)
+    ids_of = {t: i for i, t in enumerate(tokens) if t in specials}
+    if field(r, "tokenizer.ggml.model") == "llama":
+        import sentencepiece
+        sp = sentencepiece.SentencePieceProcessor(model_file=tokenizer)
+        encode = sp.encode
+    else:
+        raw = MistralTokenizer.from_file(tokenizer).instruct_tokenizer.tokenizer
+        encode = lambda s: raw.encode(s, bos=False, eos=False)  # noqa: E731
+    problems, skipped, n = [], 0, 0
+    by_mode = {mode: MistralTokenizer.from_file(tokenizer, mode=mode)
+               for mode in (ValidationMode.test, ValidationMode.finetuning)}
+    for msgs in conversations(conv_path):
+        if any(sp_ in m["content"] for m in msgs for sp_ in specials):
+            skipped += 1
+            continue
+        ref_msgs = msgs
+        if system and not any(m["role"] == "system" for m in msgs):
+            ref_msgs = [{"role": "system", "content": system}] + msgs
+        generation = msgs[-1]["role"] == "user"
+        mt = by_mode[ValidationMode.test if generation else ValidationMode.finetuning]
+        want = mt.encode_chat_completion(ChatCompletionRequest(messages=build_messages(ref_msgs))).tokens
+        text = render(tpl, tokens, r, msgs, generation)
+        got = llama_cpp_tokenize(text, specials, ids_of, encode)
+        n += 1
+        if got != want:
+            at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+            problems.append(f"{msgs!r:.120}: rendered {text!r:.200}; ids differ at {at}: "
+                            f"{got[max(0, at - 3):at + 4]} vs mistral-common {want[max(0, at - 3):at + 4]}")
+    report(f"export_{label}_chat_template_equals_mistral_common ({n} conversations, {skipped} with special-token "
+           f"text left out)", problems if n else ["no conversation was compared"])
+
+
+def chatml(label, gguf_path, base_path, conv_path, system=None):
+    r, base = GGUFReader(gguf_path), GGUFReader(base_path)
+    tpl, tokens, _ = chat_parts(r)
+    base_tpl, base_tokens, _ = chat_parts(base)
+    problems, n = [], 0
+    for msgs in conversations(conv_path):
+        ref_msgs = msgs
+        if system and msgs[0]["role"] != "system":
+            ref_msgs = [{"role": "system", "content": system}] + msgs
+        for generation in (False, True):
+            got, want = render(tpl, tokens, r, msgs, generation), render(base_tpl, base_tokens, base, ref_msgs, generation)
+            n += 1
+            if got != want:
+                problems.append(f"{msgs!r:.100}: {got!r:.300} vs the base template's {want!r:.300}")
+    report(f"export_{label}_chatml_template_renders_as_the_base_template ({n} renderings)", problems)
+
+
 def main():
     cmd = sys.argv[1]
     if cmd == "quant":
         quant(sys.argv[2])
     elif cmd == "tensors":
         tensors(*sys.argv[2:6])
+    elif cmd == "digest":
+        check_digest(*sys.argv[2:5])
+    elif cmd == "chat":
+        chat(*sys.argv[2:7])
+    elif cmd == "chatml":
+        chatml(*sys.argv[2:7])
     else:
         sys.exit(f"unknown command {cmd}")
 

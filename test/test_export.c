@@ -12,10 +12,14 @@
 //   test_export --logits LABEL MODEL[:ADAPTER] FIXTURE NAME TOL
 //                                   our float32 logits (model_load, + the PEFT adapter) of
 //                                   the fixture's NAME.ids against NAME.logits (what
-//                                   transformers computed from a GGUF file we wrote); TOL is
+//                                   transformers computed from a GGUF file we wrote; only the
+//                                   vocabulary ids NAME.columns when it has them); TOL is
 //                                   a number, or rounding*K: K times NAME.rounding (how far
 //                                   the rounding of the file's type moved torch's own logits)
 //                                   plus 1e-5. Prints PASS/FAIL LABEL with the error.
+//   test_export --roundtrip LABEL MODEL_A MODEL_B T TOL
+//                                   our logits of two models (MODEL[:ADAPTER]: a directory, a
+//                                   GGUF file) on the same T random tokens, within TOL
 #include <math.h>
 #include <unistd.h>
 
@@ -236,19 +240,26 @@ static int logits(const char *label, const char *model, const char *fixture, con
     const StTensor *ref = st_find(&st, key);
     snprintf(key, sizeof(key), "%s.rounding", name);
     const StTensor *rounding = st_find(&st, key);
-    int V = m.c.vocab_size, T = ids ? (int)ids->numel : 0;
+    snprintf(key, sizeof(key), "%s.columns", name);
+    const StTensor *columns = st_find(&st, key);
+    int V = m.c.vocab_size, T = ids ? (int)ids->numel : 0, C = columns ? (int)columns->numel : V;
     double tol = strncmp(tol_spec, "rounding*", 9) == 0 && rounding
                      ? atof(tol_spec + 9) * ((const float *)rounding->data)[0] + 1e-5
                      : atof(tol_spec);
-    if (!ids || !ref || ref->numel != (int64_t)T * V || !(tol > 0)) {
-        printf("FAIL %s\n  %s: no %s.ids/.logits of %d columns, or a bad tolerance %s\n", label, fixture, name, V, tol_spec);
+    int bad_column = 0;
+    for (int k = 0; columns && k < C; k++) bad_column |= ((const int32_t *)columns->data)[k] >= V;
+    if (!ids || !ref || ref->numel != (int64_t)T * C || bad_column || !(tol > 0)) {
+        printf("FAIL %s\n  %s: no %s.ids/.logits of %d columns of a vocabulary of %d, or a bad tolerance %s\n", label,
+               fixture, name, C, V, tol_spec);
     } else {
         int32_t *pos = xmalloc((size_t)T * sizeof(int32_t)), *zero = xcalloc((size_t)T, sizeof(int32_t));
         float *w = xcalloc((size_t)T, sizeof(float)), *out = xmalloc((size_t)T * V * sizeof(float));
         for (int t = 0; t < T; t++) pos[t] = t;
         ModelInput in = {T, ids->data, pos, zero, zero, w};
         model_step(&m, &in, 1.0f, 0, out);
-        double e = max_rel_error(out, ref->data, (size_t)T * V);
+        for (int t = 0; columns && t < T; t++)  // the fixture's columns, packed in place
+            for (int k = 0; k < C; k++) out[(size_t)t * C + k] = out[(size_t)t * V + ((const int32_t *)columns->data)[k]];
+        double e = max_rel_error(out, ref->data, (size_t)T * C);
         printf("%s %s: logits max relative error %.2e (tol %.1e)\n", e <= tol ? "PASS" : "FAIL", label, e, tol);
         free(pos), free(zero), free(w), free(out);
     }
@@ -257,9 +268,45 @@ static int logits(const char *label, const char *model, const char *fixture, con
     return 0;
 }
 
+// Our logits of two models (each MODEL[:ADAPTER]) on the same T seeded random tokens.
+static int roundtrip(const char *label, const char *a, const char *b, int T, double tol) {
+    char err[ERR_LEN], path[2][4096];
+    Model m[2];
+    float *out[2] = {NULL, NULL};
+    int V = 0, rc = 0;
+    for (int k = 0; k < 2 && rc == 0; k++) {
+        snprintf(path[k], sizeof(path[k]), "%s", k ? b : a);
+        char *adapter = strchr(path[k], ':');
+        if (adapter) *adapter++ = '\0';
+        if (model_load(&m[k], path[k], 0, err) || (adapter && peft_adapter_load(&m[k], adapter, err))) {
+            printf("FAIL %s\n  %s\n", label, err);
+            rc = 1;
+            if (k) model_free(&m[0]);
+        }
+    }
+    if (rc) return 0;
+    V = m[0].c.vocab_size;
+    int32_t *ids = xmalloc((size_t)T * sizeof(int32_t)), *pos = xmalloc((size_t)T * sizeof(int32_t)),
+            *zero = xcalloc((size_t)T, sizeof(int32_t));
+    float *w = xcalloc((size_t)T, sizeof(float));
+    uint64_t rng = 19;
+    for (int t = 0; t < T; t++) ids[t] = (int32_t)rng_below(&rng, (uint64_t)V), pos[t] = t;
+    ModelInput in = {T, ids, pos, zero, zero, w};
+    for (int k = 0; k < 2; k++) {
+        out[k] = xmalloc((size_t)T * V * sizeof(float));
+        model_step(&m[k], &in, 1.0f, 0, out[k]);
+    }
+    double e = m[1].c.vocab_size == V ? max_rel_error(out[1], out[0], (size_t)T * V) : INFINITY;
+    printf("%s %s: logits max relative error %.2e over %d tokens (tol %.1e)\n", e <= tol ? "PASS" : "FAIL", label, e, T, tol);
+    for (int k = 0; k < 2; k++) free(out[k]), model_free(&m[k]);
+    free(ids), free(pos), free(zero), free(w);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "--quant-cases")) return quant_cases(argv[2]);
     if (argc == 7 && !strcmp(argv[1], "--logits")) return logits(argv[2], argv[3], argv[4], argv[5], argv[6]);
+    if (argc == 7 && !strcmp(argv[1], "--roundtrip")) return roundtrip(argv[2], argv[3], argv[4], atoi(argv[5]), atof(argv[6]));
     if (!mkdtemp(dir)) return 2;
     RUN(f16_round_trips_every_finite_half);
     RUN(f16_midpoints_go_to_even_and_overflow_to_inf);

@@ -40,7 +40,8 @@ static void put_literal(ByteBuf *b, const char *s, size_t n) {
     "{{- " strip " + eos_token -}}"
 
 static void mistral(ByteBuf *b, ChatFormat f) {
-    put(b, "{%- set ns = namespace(system='', has_system=false, first='', last_user=-1, text='', seen_user=false) -%}");
+    put(b, "{%- set ns = namespace(system='', has_system=false, first='', last_user=-1, text='', seen_user=false, "
+           "after_text=false) -%}");
     if (f == CHAT_V7) {
         put(b, "{%- for m in messages -%}" CHECK_ROLE
                "{%- if m['role'] == 'system' -%}{%- set ns.has_system = true -%}{%- endif -%}{%- endfor -%}"
@@ -67,14 +68,20 @@ static void mistral(ByteBuf *b, ChatFormat f) {
            "{%- endif -%}{%- endfor -%}"
            "{%- if not ns.has_system -%}{%- set ns.system = default_system -%}{%- endif -%}"
            "{{- bos_token -}}");
-    if (f == CHAT_V1) {  // the system prompt goes to the first user message, the inserted one if any
+    if (f == CHAT_V1) {
+        // The system prompt goes to the first user message, the inserted one if any. Each user
+        // or answer text is its own encode() in chat.c, which starts it with the dummy prefix
+        // "▁": after a special token (<s>, </s>) the tokenizer adds it, after text (an answer
+        // after " [/INST]", a user message after another) a space stands for it.
         put(b, "{%- if ns.first != 'user' -%}{{- '[INST] ' + (ns.system + '\\n\\n' if ns.system else '') + ' [/INST]' -}}"
-               "{%- endif -%}"
+               "{%- set ns.seen_user = true -%}{%- set ns.after_text = true -%}{%- endif -%}"
                "{%- for m in messages -%}{%- if m['role'] != 'system' -%}" GROUP_BEGIN
                "{%- if m['role'] == 'user' -%}"
-               "{{- '[INST] ' + (ns.system + '\\n\\n' if ns.system and ns.first == 'user' and not ns.seen_user else '')"
-               " + ns.text + ' [/INST]' -}}{%- set ns.seen_user = true -%}"
-               "{%- else -%}" ANSWER("' ' + ns.text") "{%- endif -%}" GROUP_END "{%- endif -%}{%- endfor -%}");
+               "{{- (' ' if ns.after_text else '') + '[INST] ' + "
+               "(ns.system + '\\n\\n' if ns.system and not ns.seen_user else '') + ns.text + ' [/INST]' -}}"
+               "{%- set ns.seen_user = true -%}{%- set ns.after_text = true -%}"
+               "{%- else -%}" ANSWER("' ' + ns.text") "{%- set ns.after_text = false -%}{%- endif -%}" GROUP_END
+               "{%- endif -%}{%- endfor -%}");
         return;
     }
     // V2, V3: the system prompt goes to the last user message, the inserted one if it is the only one

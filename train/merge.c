@@ -34,6 +34,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../tokenizer/bytelevel.h"
 #include "../tokenizer/chat.h"
 #include "../tokenizer/utf8.h"
 #include "export_gguf.h"
@@ -259,6 +260,7 @@ typedef struct {
     GgufExport ex;
     GgmlType type;
     char name[256];
+    const char *system_from;  // where the template's default system prompt comes from
 } GgufPlan;
 
 static int plan_gguf(const Options *o, const Model *m, GgufPlan *g, char *err) {
@@ -283,6 +285,11 @@ static int plan_gguf(const Options *o, const Model *m, GgufPlan *g, char *err) {
     g->ex.tokenizer_path = path;
     g->ex.chat_format = f;
     if (read_system(o, &g->system_owned, &g->ex.system, &g->ex.system_len, err)) return -1;
+    g->system_from = o->system ? "--system" : o->system_file ? o->system_file : "none";
+    if (!g->ex.system && f == CHAT_CHATML && g->tok.kind == TOKENIZER_BYTELEVEL) {  // chat.c's: the template's
+        g->ex.system = bytelevel_default_system(g->tok.bytelevel, &g->ex.system_len);
+        if (g->ex.system) g->system_from = "the tokenizer's chat template's";
+    }
     return export_gguf_check(m, &g->ex, err);
 }
 
@@ -295,8 +302,8 @@ static int write_gguf(const Model *m, GgufPlan *g, GgufWriter *w, const char *pa
     const ModelConfig *c = &m->c;
     printf("  gguf %s: %s matrices, ", path, g->type == GGML_F16 ? "f16" : g->type == GGML_BF16 ? "bf16" : "q8_0");
     if (g->ex.tok)
-        printf("tokenizer %s, chat format %s, %s\n", g->ex.tokenizer_path, chat_format_name(g->ex.chat_format),
-               g->ex.system ? "the persona system prompt as the default" : "no default system prompt");
+        printf("tokenizer %s, chat format %s, default system prompt: %s\n", g->ex.tokenizer_path, chat_format_name(g->ex.chat_format),
+               g->system_from);
     else
         printf("no tokenizer\n");
     if (c->sliding_window && c->sliding_window < c->max_position_embeddings)
