@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """export_check.py: the GGUF files `merge --gguf` writes, read by the `gguf` package (0.19.0,
 requirements.txt), and checked against references computed here with numpy and that package.
-Prints one PASS/FAIL line per check, for test/test_export.sh.
+Prints one PASS/FAIL line per check, for test/test_export.sh and test_export_tokenizers.sh.
+Several commands may be given, separated by "--": they share one reading of each file.
 
   quant FILE
       FILE from `test_export --quant-cases`: float32 inputs and our F16, BF16 and Q8_0 bytes;
@@ -15,6 +16,25 @@ Prints one PASS/FAIL line per check, for test/test_export.sh.
       merged weights with llama.cpp's Q/K row permutation applied (written out here from
       convert_hf_to_gguf.py's LlamaModel.permute), so what the package dequantizes equals our
       merged weights as rounded to the type.
+  digest LABEL GGUF FIXTURE
+      the file's digest (see digest()) must be the one scripts/export_fixtures.py recorded in
+      FIXTURE's metadata as LABEL.digest: the file the test writes is the one transformers read.
+  vocab LABEL GGUF TOKENIZER
+      the tokenizer.ggml.* keys as llama.cpp's converter derives them from TOKENIZER:
+      SentencePiece (model "llama", pre "default"): every piece and score as the sentencepiece
+      package reports them (convert_hf_to_gguf.py _create_vocab_sentencepiece), each type as
+      the file declares it (the converter writes user-defined pieces, which that package does
+      not report, as normal; as user-defined, llama.cpp matches them whole in text as
+      SentencePiece does), its bos/eos/unk ids, add_space_prefix; Tekken (model "gpt2", pre "tekken", read from the
+      JSON here): the special tokens' strings as control tokens, then every ordinary token's
+      bytes in GPT-2's byte-to-unicode spelling (gguf-py vocab.py MistralVocab), and one merge
+      rule for each token of the inner vocabulary past the 256 bytes, joining two tokens into
+      it, in rank order; a byte-level GGUF (model "gpt2"): the same tokens, types, merges,
+      pre-tokenizer and special ids as that file. add_bos_token: true for the Mistral
+      tokenizers, false for the byte-level (ChatML) one; add_eos_token false.
+  encode LABEL GGUF TEXT IDS
+      transformers' tokenizer built from GGUF (transformers' own GGUF tokenizer code, without
+      torch: scripts/bytelevel_reference.py) encodes TEXT into IDS (./tokenize's output).
   chat LABEL GGUF TOKENIZER CONV.jsonl [SYSTEM]
       GGUF written with TOKENIZER (SentencePiece or Tekken) and a Mistral chat format: every
       conversation rendered by transformers' Jinja renderer with the file's chat template, then
@@ -43,6 +63,15 @@ from gguf import GGUFReader, quants
 from safetensors.numpy import load_file
 
 TYPES = {"f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}
+_readers = {}
+
+
+def reader(path):
+    """The gguf package's reader of path, one per file in a run (reading a vocabulary of 131,072
+    tokens and their merges takes it seconds)."""
+    if path not in _readers:
+        _readers[path] = GGUFReader(path)
+    return _readers[path]
 FILE_TYPES = {"f16": 1, "bf16": 32, "q8_0": 7}
 
 
@@ -75,10 +104,133 @@ def field(r, key):
     return f.parts[f.data[0]][0].item()
 
 
+def array(r, key):
+    f = r.fields.get(key)
+    if f is None:
+        return None
+    if f.types[1] == 8:
+        return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
+    return [f.parts[i][0].item() for i in f.data]
+
+
+def bytes_to_unicode():  # GPT-2's byte alphabet (openai/gpt-2 encoder.py)
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+KEYS = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id", "tokenizer.ggml.add_bos_token",
+        "tokenizer.ggml.add_eos_token", "tokenizer.ggml.add_space_prefix")
+ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.scores", "tokenizer.ggml.merges")
+
+
+def tekken_vocab(tokenizer, merges, problems):
+    import base64
+    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+    t = json.load(open(tokenizer, encoding="utf-8"))
+    n_special, n = t["config"]["default_num_special_tokens"], t["config"]["default_vocab_size"]
+    mt = MistralTokenizer.from_file(tokenizer).instruct_tokenizer.tokenizer
+    spell = bytes_to_unicode()
+    inner = ["".join(spell[b] for b in base64.b64decode(v["token_bytes"])) for v in t["vocab"][:n - n_special]]
+    rank = {tok: i for i, tok in enumerate(inner)}
+    formed = [rank.get(m.replace(" ", ""), -1) for m in merges or []]
+    if formed != list(range(256, n - n_special)):
+        problems.append(f"{len(merges or [])} merges: they should form the tokens of rank 256..{n - n_special - 1}, "
+                        "each once, in rank order")
+    bad = [m for m in merges or [] if m.count(" ") != 1 or any(part not in rank for part in m.split(" "))]
+    if bad:
+        problems.append(f"{len(bad)} merges do not join two tokens, e.g. {bad[0]!r}")
+    return {"tokenizer.ggml.tokens": [mt.id_to_piece(i) for i in range(n_special)] + inner,
+            "tokenizer.ggml.token_type": [3] * n_special + [1] * (n - n_special),
+            "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "tekken", "tokenizer.ggml.bos_token_id": mt.bos_id,
+            "tokenizer.ggml.eos_token_id": mt.eos_id, "tokenizer.ggml.unknown_token_id": mt.unk_id,
+            "tokenizer.ggml.add_bos_token": True, "tokenizer.ggml.add_eos_token": False}
+
+
+def declared_types(path):
+    """Each piece's type as the tokenizer.model protobuf declares it (ModelProto field 1, the
+    pieces; SentencePiece field 3, the type, 1 when absent): the sentencepiece package reports
+    user-defined pieces (type 4) as ordinary ones."""
+    data = open(path, "rb").read()
+
+    def varint(p):
+        x = shift = 0
+        while True:
+            b = data[p]
+            x |= (b & 0x7F) << shift
+            p, shift = p + 1, shift + 7
+            if not b & 0x80:
+                return x, p
+
+    def fields(p, end):
+        while p < end:
+            tag, p = varint(p)
+            wire = tag & 7
+            if wire == 0:
+                v, p = varint(p)
+                yield tag >> 3, v, None
+            elif wire == 2:
+                n, p = varint(p)
+                yield tag >> 3, None, (p, p + n)
+                p += n
+            else:  # fixed32 / fixed64
+                p += 4 if wire == 5 else 8
+    types = []
+    for f, _, span in fields(0, len(data)):
+        if f == 1:
+            types.append(next((v for g, v, _ in fields(*span) if g == 3), 1))
+    return types
+
+
+def sentencepiece_vocab(tokenizer):
+    import sentencepiece
+    sp = sentencepiece.SentencePieceProcessor(model_file=tokenizer)
+    n = sp.vocab_size()
+    return {"tokenizer.ggml.tokens": [sp.id_to_piece(i) for i in range(n)],
+            "tokenizer.ggml.scores": [float(np.float32(sp.get_score(i))) for i in range(n)],
+            "tokenizer.ggml.token_type": declared_types(tokenizer),
+            "tokenizer.ggml.model": "llama", "tokenizer.ggml.pre": "default", "tokenizer.ggml.bos_token_id": sp.bos_id(),
+            "tokenizer.ggml.eos_token_id": sp.eos_id(), "tokenizer.ggml.unknown_token_id": sp.unk_id(),
+            "tokenizer.ggml.add_bos_token": True, "tokenizer.ggml.add_eos_token": False,
+            "tokenizer.ggml.add_space_prefix": True}
+
+
+def vocab(label, gguf_path, tokenizer):
+    r = reader(gguf_path)
+    got = {**{k: array(r, k) for k in ARRAYS}, **{k: field(r, k) for k in KEYS}}
+    problems = []
+    if tokenizer.endswith(".gguf"):
+        base = reader(tokenizer)
+        want = {k: array(base, k) for k in ARRAYS if k != "tokenizer.ggml.scores"}
+        want.update({k: field(base, k) for k in KEYS[:6]})
+        want.update({"tokenizer.ggml.add_bos_token": False, "tokenizer.ggml.add_eos_token": False})
+    elif tokenizer.endswith(".json"):
+        want = tekken_vocab(tokenizer, got["tokenizer.ggml.merges"], problems)
+    else:
+        want = sentencepiece_vocab(tokenizer)
+    for k, v in want.items():
+        g = got.get(k)
+        if g == v:
+            continue
+        if isinstance(v, list) and isinstance(g, list):
+            at = next((i for i, (a, b) in enumerate(zip(g, v)) if a != b), min(len(g), len(v)))
+            problems.append(f"{k}: {len(g)} values, expected {len(v)}; first difference at {at}: "
+                            f"{g[at] if at < len(g) else None!r} vs {v[at] if at < len(v) else None!r}")
+        else:
+            problems.append(f"{k}: {g!r:.80}, expected {v!r:.80}")
+    report(f"export_{label}_vocabulary_as_llama_cpp_converts_it", problems)
+
+
 def digest(path):
     """sha256 of what decides a file's logits: general.architecture, the llama.* keys, and every
     tensor's name, type, shape and bytes (not the tokenizer, template or name)."""
-    r = GGUFReader(path)
+    r = reader(path)
     h = hashlib.sha256()
     for k in sorted(r.fields):
         if k.startswith("llama.") or k == "general.architecture":
@@ -104,7 +256,7 @@ def permute(w, heads):  # convert_hf_to_gguf.py LlamaModel.permute
 
 
 def tensors(label, gguf_path, merged_dir, type_name):
-    r = GGUFReader(gguf_path)
+    r = reader(gguf_path)
     cfg = json.load(open(f"{merged_dir}/config.json"))
     H, heads, kv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     D = cfg.get("head_dim") or H // heads
@@ -212,7 +364,7 @@ def chat(label, gguf_path, tokenizer, conv_path, system=None):
     from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
     sys.path.insert(0, "scripts")
     from tokenizer_reference import build_messages
-    r = GGUFReader(gguf_path)
+    r = reader(gguf_path)
     tpl, tokens, specials = chat_parts(r)
     ids_of = {t: i for i, t in enumerate(tokens) if t in specials}
     if field(r, "tokenizer.ggml.model") == "llama":
@@ -247,7 +399,7 @@ def chat(label, gguf_path, tokenizer, conv_path, system=None):
 
 
 def chatml(label, gguf_path, base_path, conv_path, system=None):
-    r, base = GGUFReader(gguf_path), GGUFReader(base_path)
+    r, base = reader(gguf_path), reader(base_path)
     tpl, tokens, _ = chat_parts(r)
     base_tpl, base_tokens, _ = chat_parts(base)
     problems, n = [], 0
@@ -263,20 +415,35 @@ def chatml(label, gguf_path, base_path, conv_path, system=None):
     report(f"export_{label}_chatml_template_renders_as_the_base_template ({n} renderings)", problems)
 
 
+def encode(label, gguf_path, text_path, ids_path):
+    """transformers' tokenizer built from the file (scripts/bytelevel_reference.py hf_from_gguf,
+    its GGUF tokenizer code without torch) encodes the text into the ids of ids_path (one
+    line of ids, what ./tokenize printed for the same text with the original tokenizer)."""
+    sys.path.insert(0, "scripts")
+    from bytelevel_reference import hf_from_gguf
+    tok = hf_from_gguf(gguf_path, reader(gguf_path))
+    text = open(text_path, "rb").read().decode("utf-8", errors="replace")
+    got = tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    want = [int(x) for x in open(ids_path).read().split()]
+    at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+    report(f"export_{label}_transformers_tokenizer_from_gguf_encodes_as_ours ({len(want)} tokens)",
+           [] if got == want else [f"{len(got)} ids, ours {len(want)}; first difference at {at}: "
+                                   f"{got[at:at + 5]} vs {want[at:at + 5]}"])
+
+
+COMMANDS = {"quant": quant, "tensors": tensors, "digest": check_digest, "vocab": vocab, "chat": chat, "chatml": chatml,
+            "encode": encode}
+
+
 def main():
-    cmd = sys.argv[1]
-    if cmd == "quant":
-        quant(sys.argv[2])
-    elif cmd == "tensors":
-        tensors(*sys.argv[2:6])
-    elif cmd == "digest":
-        check_digest(*sys.argv[2:5])
-    elif cmd == "chat":
-        chat(*sys.argv[2:7])
-    elif cmd == "chatml":
-        chatml(*sys.argv[2:7])
-    else:
-        sys.exit(f"unknown command {cmd}")
+    """Several commands in one run, separated by "--" (the files are read once)."""
+    args = sys.argv[1:]
+    while args:
+        cut = args.index("--") if "--" in args else len(args)
+        cmd, rest, args = args[0], args[1:cut], args[cut + 1:]
+        if cmd not in COMMANDS:
+            sys.exit(f"unknown command {cmd}")
+        COMMANDS[cmd](*rest)
 
 
 if __name__ == "__main__":

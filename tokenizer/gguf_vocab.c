@@ -83,25 +83,32 @@ static void put_tekken_merges(GgufWriter *w, const Tokenizer *t) {
     free(left), free(right);
 }
 
+// llama.cpp's name of the tokenizer's pre-tokenizer ("default" for SentencePiece), or NULL.
+static const char *pre_name(const Tokenizer *t) {
+    if (t->kind == TOKENIZER_SENTENCEPIECE) return "default";
+    if (t->kind == TOKENIZER_BYTELEVEL) return bytelevel_pre_name(t->bytelevel);
+    const char *pattern = tekken_pattern(t->tekken), *name = bytelevel_pre_name_of(&pattern, 1, 1);
+    return name && !strcmp(name, "tekken") ? name : NULL;
+}
+
+int gguf_vocab_check(const Tokenizer *t, const char *path, int n_vocab, char *err) {
+    if (t->vocab_size > n_vocab)
+        return set_error(err, "%s: the tokenizer has %d ids, more than the model's %d embedding rows (the tokenizer of "
+                         "another model?)", path, t->vocab_size, n_vocab);
+    if (!pre_name(t))
+        return set_error(err, "%s: %s is not one of llama.cpp's pre-tokenizers (smollm, gpt-2, tekken and their "
+                         "aliases); llama.cpp would split text differently", path,
+                         t->kind == TOKENIZER_TEKKEN ? "config.pattern" : "the pre_tokenizer");
+    return 0;
+}
+
 int gguf_vocab_write(GgufWriter *w, const Tokenizer *t, const char *path, int n_vocab, int add_bos, char *err) {
+    if (gguf_vocab_check(t, path, n_vocab, err)) return -1;
     int n = t->vocab_size;
-    if (n > n_vocab)
-        return set_error(err, "%s: the tokenizer has %d ids, more than the model's %d embedding rows (a tokenizer of "
-                         "another model?)", path, n, n_vocab);
-    const char *pre = NULL;
-    if (t->kind == TOKENIZER_TEKKEN) {
-        const char *pattern = tekken_pattern(t->tekken);
-        pre = bytelevel_pre_name_of(&pattern, 1, 1);
-        if (!pre || strcmp(pre, "tekken"))
-            return set_error(err, "%s: config.pattern is not the pre-tokenizer regex llama.cpp knows as \"tekken\"; "
-                             "llama.cpp would split text differently", path);
-    } else if (t->kind == TOKENIZER_BYTELEVEL && !(pre = bytelevel_pre_name(t->bytelevel))) {
-        return set_error(err, "%s: its pre-tokenizer is none of llama.cpp's (smollm, gpt-2, tekken and their "
-                         "aliases); llama.cpp would split text differently", path);
-    }
+    const char *pre = pre_name(t);
     int spm = t->kind == TOKENIZER_SENTENCEPIECE;
     gguf_add_string(w, "tokenizer.ggml.model", spm ? "llama" : "gpt2", spm ? 5 : 4);
-    gguf_add_string(w, "tokenizer.ggml.pre", spm ? "default" : pre, strlen(spm ? "default" : pre));
+    gguf_add_string(w, "tokenizer.ggml.pre", pre, strlen(pre));
     int32_t *types = xmalloc((size_t)n_vocab * sizeof(int32_t));
     put_tokens(w, t, n, n_vocab, types);
     if (spm) {

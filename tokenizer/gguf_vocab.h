@@ -6,7 +6,11 @@
  *   SentencePiece   model "llama", pre "default"; tokens = the pieces ("▁the", "<0x0A>",
  *                   "[INST]"), scores = their scores, token_type = their types (SentencePiece's
  *                   numbering is GGUF's: 1 normal, 2 unknown, 3 control, 4 user-defined,
- *                   5 unused, 6 byte); add_space_prefix = the model's add_dummy_prefix
+ *                   5 unused, 6 byte); add_space_prefix = the model's add_dummy_prefix.
+ *                   User-defined pieces (v3's [REFERENCE_DOC_0..19]) stay type 4, so llama.cpp
+ *                   and transformers match them whole in text, as SentencePiece does; the
+ *                   converter, reading types through the sentencepiece package (which does not
+ *                   report that one), writes them as normal pieces
  *   Tekken          model "gpt2", pre "tekken" (the file's pre-split regex must be the one
  *                   llama.cpp calls "tekken", which also looks whole pieces up first, as
  *                   tiktoken does); tokens = the special tokens' strings (type 3) then every
@@ -27,9 +31,11 @@
 #include "../train/gguf_write.h"
 #include "tokenizer.h"
 
-// Adds the keys to w for a model of n_vocab embedding rows. Returns 0, or -1 with the
-// reason in err (the vocabulary does not fit, a pre-tokenizer llama.cpp does not have).
+// Whether the tokenizer can be written for a model of n_vocab embedding rows: 0, or -1 with
+// the reason in err (the vocabulary does not fit, a pre-tokenizer llama.cpp does not have).
 // path names the tokenizer in messages.
+int gguf_vocab_check(const Tokenizer *t, const char *path, int n_vocab, char *err);
+// Adds the keys to w (after the same checks).
 int gguf_vocab_write(GgufWriter *w, const Tokenizer *t, const char *path, int n_vocab, int add_bos, char *err);
 
 #endif

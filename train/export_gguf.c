@@ -45,9 +45,7 @@ static void permute_rows(const float *src, float *dst, int heads, int64_t rows, 
 int export_gguf_check(const Model *m, const GgufExport *o, char *err) {
     const Tokenizer *t = o->tok;
     if (!t) return 0;
-    if (t->vocab_size > m->c.vocab_size)
-        return set_error(err, "%s: the tokenizer has %d ids, more than the model's %d embedding rows (the tokenizer of "
-                         "another model?)", o->tokenizer_path, t->vocab_size, m->c.vocab_size);
+    if (gguf_vocab_check(t, o->tokenizer_path, m->c.vocab_size, err)) return -1;
     static const char *const needs[][2] = {[CHAT_V2] = {"[INST]", "[/INST]"}, [CHAT_V3] = {"[INST]", "[/INST]"},
                                            [CHAT_V7] = {"[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"}};
     ChatFormat f = o->chat_format;
