@@ -20,6 +20,9 @@
 //   test_export --roundtrip LABEL MODEL_A MODEL_B T TOL
 //                                   our logits of two models (MODEL[:ADAPTER]: a directory, a
 //                                   GGUF file) on the same T random tokens, within TOL
+//   test_export --logits-of MODEL[:ADAPTER] ID,ID,... OUT
+//                                   our logits of those tokens, "logits" [T, V] in OUT (for
+//                                   scripts/llama_cpp_check.py)
 #include <math.h>
 #include <unistd.h>
 
@@ -222,16 +225,42 @@ static int quant_cases(const char *out) {
     return 0;
 }
 
-static int logits(const char *label, const char *model, const char *fixture, const char *name, const char *tol_spec) {
-    char err[ERR_LEN], key[160], path[4096];
-    snprintf(path, sizeof(path), "%s", model);
+// MODEL[:ADAPTER]: a model directory or GGUF file, and optionally a PEFT adapter on it.
+static int load(Model *m, const char *spec, char *err) {
+    char path[4096];
+    snprintf(path, sizeof(path), "%s", spec);
     char *adapter = strchr(path, ':');
     if (adapter) *adapter++ = '\0';
+    if (model_load(m, path, 0, err)) return -1;
+    if (adapter && peft_adapter_load(m, adapter, err)) {
+        model_free(m);
+        return -1;
+    }
+    return 0;
+}
+
+// The [T, V] logits of one sequence starting at position 0 (a new array).
+static float *forward(Model *m, const int32_t *ids, int T) {
+    int32_t *pos = xmalloc((size_t)T * sizeof(int32_t)), *zero = xcalloc((size_t)T, sizeof(int32_t));
+    float *w = xcalloc((size_t)T, sizeof(float)), *out = xmalloc((size_t)T * m->c.vocab_size * sizeof(float));
+    for (int t = 0; t < T; t++) pos[t] = t;
+    ModelInput in = {T, ids, pos, zero, zero, w};
+    model_step(m, &in, 1.0f, 0, out);
+    free(pos), free(zero), free(w);
+    return out;
+}
+
+static int logits(const char *label, const char *model, const char *fixture, const char *name, const char *tol_spec) {
+    char err[ERR_LEN], key[160];
     Model m;
     SafeTensors st;
-    if (model_load(&m, path, 0, err) || (adapter && peft_adapter_load(&m, adapter, err)) ||
-        st_open(&st, fixture, err)) {
+    if (load(&m, model, err)) {
         printf("FAIL %s\n  %s\n", label, err);
+        return 0;
+    }
+    if (st_open(&st, fixture, err)) {
+        printf("FAIL %s\n  %s\n", label, err);
+        model_free(&m);
         return 0;
     }
     snprintf(key, sizeof(key), "%s.ids", name);
@@ -252,61 +281,64 @@ static int logits(const char *label, const char *model, const char *fixture, con
         printf("FAIL %s\n  %s: no %s.ids/.logits of %d columns of a vocabulary of %d, or a bad tolerance %s\n", label,
                fixture, name, C, V, tol_spec);
     } else {
-        int32_t *pos = xmalloc((size_t)T * sizeof(int32_t)), *zero = xcalloc((size_t)T, sizeof(int32_t));
-        float *w = xcalloc((size_t)T, sizeof(float)), *out = xmalloc((size_t)T * V * sizeof(float));
-        for (int t = 0; t < T; t++) pos[t] = t;
-        ModelInput in = {T, ids->data, pos, zero, zero, w};
-        model_step(&m, &in, 1.0f, 0, out);
+        float *out = forward(&m, ids->data, T);
         for (int t = 0; columns && t < T; t++)  // the fixture's columns, packed in place
             for (int k = 0; k < C; k++) out[(size_t)t * C + k] = out[(size_t)t * V + ((const int32_t *)columns->data)[k]];
         double e = max_rel_error(out, ref->data, (size_t)T * C);
         printf("%s %s: logits max relative error %.2e (tol %.1e)\n", e <= tol ? "PASS" : "FAIL", label, e, tol);
-        free(pos), free(zero), free(w), free(out);
+        free(out);
     }
     st_close(&st);
     model_free(&m);
     return 0;
 }
 
-// Our logits of two models (each MODEL[:ADAPTER]) on the same T seeded random tokens.
+// Our logits of two models on the same T seeded random tokens.
 static int roundtrip(const char *label, const char *a, const char *b, int T, double tol) {
-    char err[ERR_LEN], path[2][4096];
+    char err[ERR_LEN];
     Model m[2];
-    float *out[2] = {NULL, NULL};
-    int V = 0, rc = 0;
-    for (int k = 0; k < 2 && rc == 0; k++) {
-        snprintf(path[k], sizeof(path[k]), "%s", k ? b : a);
-        char *adapter = strchr(path[k], ':');
-        if (adapter) *adapter++ = '\0';
-        if (model_load(&m[k], path[k], 0, err) || (adapter && peft_adapter_load(&m[k], adapter, err))) {
-            printf("FAIL %s\n  %s\n", label, err);
-            rc = 1;
-            if (k) model_free(&m[0]);
-        }
+    if (load(&m[0], a, err) || (load(&m[1], b, err) && (model_free(&m[0]), 1))) {
+        printf("FAIL %s\n  %s\n", label, err);
+        return 0;
     }
-    if (rc) return 0;
-    V = m[0].c.vocab_size;
-    int32_t *ids = xmalloc((size_t)T * sizeof(int32_t)), *pos = xmalloc((size_t)T * sizeof(int32_t)),
-            *zero = xcalloc((size_t)T, sizeof(int32_t));
-    float *w = xcalloc((size_t)T, sizeof(float));
+    int V = m[0].c.vocab_size;
+    int32_t *ids = xmalloc((size_t)T * sizeof(int32_t));
     uint64_t rng = 19;
-    for (int t = 0; t < T; t++) ids[t] = (int32_t)rng_below(&rng, (uint64_t)V), pos[t] = t;
-    ModelInput in = {T, ids, pos, zero, zero, w};
-    for (int k = 0; k < 2; k++) {
-        out[k] = xmalloc((size_t)T * V * sizeof(float));
-        model_step(&m[k], &in, 1.0f, 0, out[k]);
-    }
-    double e = m[1].c.vocab_size == V ? max_rel_error(out[1], out[0], (size_t)T * V) : INFINITY;
+    for (int t = 0; t < T; t++) ids[t] = (int32_t)rng_below(&rng, (uint64_t)V);
+    float *out[2] = {forward(&m[0], ids, T), m[1].c.vocab_size == V ? forward(&m[1], ids, T) : NULL};
+    double e = out[1] ? max_rel_error(out[1], out[0], (size_t)T * V) : INFINITY;
     printf("%s %s: logits max relative error %.2e over %d tokens (tol %.1e)\n", e <= tol ? "PASS" : "FAIL", label, e, T, tol);
     for (int k = 0; k < 2; k++) free(out[k]), model_free(&m[k]);
-    free(ids), free(pos), free(zero), free(w);
+    free(ids);
     return 0;
+}
+
+// Our logits of a comma-separated list of ids, written to OUT as "logits" [T, V] (for
+// scripts/llama_cpp_check.py, which compares them with llama.cpp's).
+static int logits_of(const char *model, const char *list, const char *out_path) {
+    char err[ERR_LEN];
+    Model m;
+    if (load(&m, model, err)) {
+        fprintf(stderr, "error: %s\n", err);
+        return 1;
+    }
+    int T = 0;
+    int32_t *ids = xmalloc((strlen(list) / 2 + 2) * sizeof(int32_t));
+    for (const char *p = list; *p; p += *p == ',') ids[T++] = (int32_t)strtol(p, (char **)&p, 10);
+    float *out = forward(&m, ids, T);
+    StWrite w = {"logits", ST_F32, 2, {T, m.c.vocab_size}, out};
+    int rc = st_write(out_path, &w, 1, NULL, NULL, 0, err);
+    if (rc) fprintf(stderr, "error: %s\n", err);
+    free(out), free(ids);
+    model_free(&m);
+    return rc ? 2 : 0;
 }
 
 int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "--quant-cases")) return quant_cases(argv[2]);
     if (argc == 7 && !strcmp(argv[1], "--logits")) return logits(argv[2], argv[3], argv[4], argv[5], argv[6]);
     if (argc == 7 && !strcmp(argv[1], "--roundtrip")) return roundtrip(argv[2], argv[3], argv[4], atoi(argv[5]), atof(argv[6]));
+    if (argc == 5 && !strcmp(argv[1], "--logits-of")) return logits_of(argv[2], argv[3], argv[4]);
     if (!mkdtemp(dir)) return 2;
     RUN(f16_round_trips_every_finite_half);
     RUN(f16_midpoints_go_to_even_and_overflow_to_inf);
