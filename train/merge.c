@@ -24,7 +24,8 @@
  * --system gives one. Written to a temporary file beside OUT.gguf (created first, so an output
  * that cannot be written is reported before any work) and renamed into place.
  * Without --adapter the base model alone is written. An existing output is refused without
- * --force.
+ * --force, and refused always when it is, or holds, the base model or the adapter (replacing
+ * it would delete the inputs).
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -348,11 +349,37 @@ static int write_dir(const Model *m, const Options *o, char *err) {
     return rc;
 }
 
+// Whether directory or file `outer` is `inner` or one of its parents (compared by device and
+// inode, so any spelling of the paths, links included, is seen through).
+static int dir_holds(const char *outer, const char *inner) {
+    struct stat o, d, up;
+    if (!outer || !inner || stat(outer, &o) || stat(inner, &d)) return 0;
+    char path[4096];
+    snprintf(path, sizeof(path), "%s", inner);
+    for (int depth = 0; depth < 256; depth++) {
+        if (d.st_dev == o.st_dev && d.st_ino == o.st_ino) return 1;
+        size_t n = strlen(path);
+        if (n + 4 >= sizeof(path)) return 0;
+        memcpy(path + n, "/..", 4);
+        if (stat(path, &up) || (up.st_dev == d.st_dev && up.st_ino == d.st_ino)) return 0;  // the root
+        d = up;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     Options o = {.dtype = "bf16", .type = "f16"};
     if (parse_args(argc, argv, &o)) return 1;
+    const char *outputs[2] = {o.out, o.gguf}, *flags[2] = {"--out", "--gguf"};
+    for (int k = 0; k < 2; k++) {
+        const char *input = dir_holds(outputs[k], o.model) ? o.model : dir_holds(outputs[k], o.adapter) ? o.adapter : NULL;
+        if (input) {
+            fprintf(stderr, "error: %s %s is or holds %s, an input: write the merged model elsewhere\n", flags[k],
+                    outputs[k], input);
+            return 1;
+        }
+    }
     struct stat sb;
-    const char *outputs[2] = {o.out, o.gguf};
     for (int k = 0; k < 2; k++)
         if (outputs[k] && stat(outputs[k], &sb) == 0 && !o.force) {
             fprintf(stderr, "error: %s exists; pass --force to replace it\n", outputs[k]);

@@ -77,6 +77,16 @@ int gguf_model_config(ModelConfig *c, const char *path, char *err);
 // [out, in] (malloc'ed) as the frozen weight, kept or quantized to NF4 (and freed).
 void model_linear_shape(Linear *l, const ModelConfig *c, int p);
 void model_linear_set(Linear *l, float *w, int nf4);
+// For loaders: x (n float32 weights of tensor `name` in `file`, malloc'ed) when every value
+// is finite; otherwise frees it and returns NULL with "FILE: tensor 'NAME' holds nan at
+// element I" in err. A NaN weight would make every loss NaN, or, quantized to NF4, silently
+// become a finite number.
+float *model_weight_finite(float *x, int64_t n, const char *file, const char *name, char *err);
+
+// A model of this configuration holding no weights: the layers and their projections'
+// shapes only, ready for model_lora_init, peft_adapter_save and the checkpoint's tensor
+// list (train_gpu keeps the weights themselves on the GPU). model_free frees it.
+void model_init_empty(Model *m, const ModelConfig *c);
 
 // "all" or a comma-separated list of projections ("q" or "q_proj", ..., "down" or
 // "down_proj") into a mask (bit i = projection i). Returns 0, or -1 when a name is unknown
