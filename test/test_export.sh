@@ -83,6 +83,8 @@ expect_fail export_refuses_missing_tokenizer "no tokenizer beside the model" \
     "$MERGE" --model $FXT/llama --gguf "$tmp/bad/x.gguf"
 expect_fail export_refuses_chat_format_without_its_tokens "chat format v7 needs the special token [SYSTEM_PROMPT]" \
     "$MERGE" --model "$tmp/v1" --gguf "$tmp/bad/x.gguf" --tokenizer "$TOK/tokenizer.model.v1" --chat-format v7
+expect_fail export_refuses_to_replace_its_input "--gguf $tmp/llama_f16.gguf is or holds $tmp/llama_f16.gguf, an input" \
+    "$MERGE" --model "$tmp/llama_f16.gguf" --gguf "$tmp/llama_f16.gguf" --force --no-vocab
 expect_fail export_refuses_existing_output "exists; pass --force" \
     "$MERGE" --model $FXT/llama --gguf "$tmp/quant.safetensors" --no-vocab
 # a write that fails midway (the file size limit; SIGXFSZ ignored so write() reports it)
