@@ -203,22 +203,26 @@ static int parse_args(int argc, char **argv, Options *o) {
             return -1;
         }
     }
-    const char *why = !o->model                  ? "--model is required"
-                      : !o->out && !o->gguf      ? "--out DIR or --gguf FILE is required"
-                      : strcmp(o->dtype, "bf16") && strcmp(o->dtype, "f32") ? "--dtype: expected bf16 or f32"
-                      : strcmp(o->type, "f16") && strcmp(o->type, "bf16") && strcmp(o->type, "q8_0")
-                          ? "--type: expected f16, bf16 or q8_0 (llama-quantize makes the smaller types from an f16 file)"
-                      : o->system && o->system_file ? "--system and --system-file exclude each other"
-                      : o->no_vocab && (o->tokenizer || o->chat_format || o->system || o->system_file)
-                          ? "--no-vocab writes no tokenizer and no chat template: drop --tokenizer, --chat-format, --system"
-                      : !o->gguf && (o->tokenizer || o->chat_format || o->system || o->system_file || o->no_vocab)
-                          ? "--tokenizer, --chat-format, --system and --no-vocab are for --gguf"
-                          : NULL;
+    if (strcmp(o->dtype, "bf16") && strcmp(o->dtype, "f32")) {
+        fprintf(stderr, "error: --dtype '%s': expected bf16 or f32\n", o->dtype);
+        return -1;
+    }
+    if (strcmp(o->type, "f16") && strcmp(o->type, "bf16") && strcmp(o->type, "q8_0")) {
+        fprintf(stderr, "error: --type '%s': expected f16, bf16 or q8_0 (llama.cpp's llama-quantize makes the smaller "
+                "types from an f16 file)\n", o->type);
+        return -1;
+    }
+    int vocab_flags = o->tokenizer || o->chat_format || o->system || o->system_file;
+    const char *why = !o->model                      ? "--model is required"
+                      : !o->out && !o->gguf          ? "--out DIR or --gguf FILE is required"
+                      : o->system && o->system_file  ? "--system and --system-file exclude each other"
+                      : o->no_vocab && vocab_flags   ? "--no-vocab writes no tokenizer and no chat template: drop "
+                                                       "--tokenizer, --chat-format and --system"
+                      : !o->gguf && (vocab_flags || o->no_vocab) ? "--tokenizer, --chat-format, --system and --no-vocab "
+                                                                   "are for --gguf"
+                                                                 : NULL;
     if (why) {
-        const char *value = strstr(why, "--dtype") == why ? o->dtype : strstr(why, "--type") == why ? o->type : NULL;
-        if (value) fprintf(stderr, "error: %.*s '%s': %s (see --help)\n", (int)strcspn(why, ":"), why, value,
-                           why + strcspn(why, ":") + 2);
-        else fprintf(stderr, "error: %s (see --help)\n", why);
+        fprintf(stderr, "error: %s (see --help)\n", why);
         return -1;
     }
     return 0;
