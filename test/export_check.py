@@ -32,9 +32,10 @@ Several commands may be given, separated by "--": they share one reading of each
       it, in rank order; a byte-level GGUF (model "gpt2"): the same tokens, types, merges,
       pre-tokenizer and special ids as that file. add_bos_token: true for the Mistral
       tokenizers, false for the byte-level (ChatML) one; add_eos_token false.
-  encode LABEL GGUF TEXT IDS
+  encode LABEL GGUF TEXT IDS [WHOSE]
       transformers' tokenizer built from GGUF (transformers' own GGUF tokenizer code, without
-      torch: scripts/bytelevel_reference.py) encodes TEXT into IDS (./tokenize's output).
+      torch: scripts/bytelevel_reference.py) encodes TEXT into IDS: ./tokenize's output, or
+      WHOSE names where IDS come from otherwise (the test name says so).
   chat LABEL GGUF TOKENIZER CONV.jsonl [SYSTEM]
       GGUF written with TOKENIZER (SentencePiece or Tekken) and a Mistral chat format: every
       conversation rendered by transformers' Jinja renderer with the file's chat template, then
@@ -415,10 +416,11 @@ def chatml(label, gguf_path, base_path, conv_path, system=None):
     report(f"export_{label}_chatml_template_renders_as_the_base_template ({n} renderings)", problems)
 
 
-def encode(label, gguf_path, text_path, ids_path):
+def encode(label, gguf_path, text_path, ids_path, whose="ours"):
     """transformers' tokenizer built from the file (scripts/bytelevel_reference.py hf_from_gguf,
     its GGUF tokenizer code without torch) encodes the text into the ids of ids_path (one
-    line of ids, what ./tokenize printed for the same text with the original tokenizer)."""
+    line of ids: by default what ./tokenize printed for the same text with the original
+    tokenizer; `whose` names another source)."""
     sys.path.insert(0, "scripts")
     from bytelevel_reference import hf_from_gguf
     tok = hf_from_gguf(gguf_path, reader(gguf_path))
@@ -426,8 +428,8 @@ def encode(label, gguf_path, text_path, ids_path):
     got = tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
     want = [int(x) for x in open(ids_path).read().split()]
     at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-    report(f"export_{label}_transformers_tokenizer_from_gguf_encodes_as_ours ({len(want)} tokens)",
-           [] if got == want else [f"{len(got)} ids, ours {len(want)}; first difference at {at}: "
+    report(f"export_{label}_transformers_tokenizer_from_gguf_encodes_as_{whose} ({len(want)} tokens)",
+           [] if got == want else [f"{len(got)} ids, {whose} {len(want)}; first difference at {at}: "
                                    f"{got[at:at + 5]} vs {want[at:at + 5]}"])
 
 

