@@ -250,8 +250,15 @@ static float *forward(Model *m, const int32_t *ids, int T) {
     return out;
 }
 
+// The fixture's tensor NAME.WHAT (NULL when it has none).
+static const StTensor *fixture_tensor(const SafeTensors *st, const char *name, const char *what) {
+    char key[160];
+    snprintf(key, sizeof(key), "%s.%s", name, what);
+    return st_find(st, key);
+}
+
 static int logits(const char *label, const char *model, const char *fixture, const char *name, const char *tol_spec) {
-    char err[ERR_LEN], key[160];
+    char err[ERR_LEN];
     Model m;
     SafeTensors st;
     if (load(&m, model, err)) {
@@ -263,14 +270,8 @@ static int logits(const char *label, const char *model, const char *fixture, con
         model_free(&m);
         return 0;
     }
-    snprintf(key, sizeof(key), "%s.ids", name);
-    const StTensor *ids = st_find(&st, key);
-    snprintf(key, sizeof(key), "%s.logits", name);
-    const StTensor *ref = st_find(&st, key);
-    snprintf(key, sizeof(key), "%s.rounding", name);
-    const StTensor *rounding = st_find(&st, key);
-    snprintf(key, sizeof(key), "%s.columns", name);
-    const StTensor *columns = st_find(&st, key);
+    const StTensor *ids = fixture_tensor(&st, name, "ids"), *ref = fixture_tensor(&st, name, "logits"),
+                   *rounding = fixture_tensor(&st, name, "rounding"), *columns = fixture_tensor(&st, name, "columns");
     int V = m.c.vocab_size, T = ids ? (int)ids->numel : 0, C = columns ? (int)columns->numel : V;
     double tol = strncmp(tol_spec, "rounding*", 9) == 0 && rounding
                      ? atof(tol_spec + 9) * ((const float *)rounding->data)[0] + 1e-5
