@@ -19,9 +19,11 @@ The mistral-common tokenizer files and SmolLM2's GGUF are found through `make ve
     base + adapter (max |difference| / max |ours|). llama.cpp's CPU matrix products round the
     activations to the weights' type (f16, bf16, or 8-bit blocks for quantized weights), so it
     agrees with us to that rounding, not to float32's: the tolerances are 1e-2 (f16), 3e-2
-    (bf16) and, for q8_0, twice the error llama.cpp shows against our reading of a file nobody
-    here wrote (SmolLM2's own Q4_1 GGUF, measured first). How often the top token is the same
-    is printed too (random tiny models have near ties).
+    (bf16) and, for q8_0, twice the error llama.cpp shows against our reading of a Q8_0 file
+    of the same model that llama.cpp quantized itself (llama_model_quantize of our f16 file,
+    measured first: on SmolLM2's 30 layers its 8-bit activations alone move the logits by
+    6e-2 to 9e-2, more than they move them on SmolLM2's own Q4_1 file, also printed). How
+    often the top token is the same is printed too (random tiny models have near ties).
  2. Tokenization. llama.cpp's tokenizer (tokenize(text, add_bos=False, special=False)) of the
     novel, whole and line by line, from our SentencePiece v3, Tekken and SmolLM2 files, against
     ./tokenize with the original tokenizer files.
@@ -121,6 +123,22 @@ def compare_logits(name, gguf, model_specs, ids, tol, tmp):
     return err
 
 
+def own_q8_0_baseline(name, f16_gguf, ids, tmp):
+    """llama.cpp's own Q8_0 quantization of our f16 file, run by llama.cpp against our reading of
+    it: what llama.cpp's 8-bit arithmetic costs on a file we did not quantize."""
+    import ctypes
+    import llama_cpp
+    from llama_cpp._utils import suppress_stdout_stderr
+    out = os.path.join(tmp, f"{name}_q8_0_by_llama_cpp.gguf")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+    with suppress_stdout_stderr(disable=False):
+        rc = llama_cpp.llama_model_quantize(f16_gguf.encode(), out.encode(), ctypes.byref(params))
+    if rc != 0:
+        sys.exit(f"llama_model_quantize {f16_gguf}: status {rc}")
+    return compare_logits(f"{name}_q8_0_by_llama_cpp_baseline", out, [("same_file", out)], ids, 1.0, tmp)
+
+
 def smollm2_adapter(path, out):
     """A PEFT adapter for SmolLM2-135M: rank 4 on every projection, A uniform in +-1/sqrt(in),
     B normal(0, 0.02), so the merge moves every weight."""
@@ -148,19 +166,20 @@ def check_logits(tmp, smol):
     conv = os.path.join(tmp, "prompt.jsonl")
     json.dump({"messages": [{"role": "user", "content": "What do you make of Dr. Watson?"}]}, open(conv, "w"))
     smol_ids = json.loads(run("./tokenize", "--tokenizer", smol, "--chat", conv))["ids"]
-    # the baseline: llama.cpp on a file nobody here wrote, SmolLM2's own Q4_1 GGUF, against our
-    # reading of it: what llama.cpp's 8-bit activations cost
-    baseline = compare_logits("smollm2_original_q4_1_baseline", smol, [("same_file", smol)], smol_ids, 1.0, tmp)
-    tols = {"f16": 1e-2, "bf16": 3e-2, "q8_0": 2 * baseline}
+    # for comparison: llama.cpp on a file nobody here wrote, SmolLM2's own Q4_1 GGUF, against
+    # our reading of it
+    compare_logits("smollm2_original_q4_1_baseline", smol, [("same_file", smol)], smol_ids, 1.0, tmp)
+    tols = {"f16": 1e-2, "bf16": 3e-2}
     models = [(m, f"{tiny}/{m}") for m in ("mistral_gqa", "llama", "mistral_window")]
     models.append(("tied_headdim", os.path.join(ROOT, "test/fixtures/export/tied_headdim")))
     for name, d in models:
         T = 5 if name == "mistral_window" else 16
         vocab = json.load(open(f"{d}/config.json"))["vocab_size"]
         ids = [int(i) for i in rng.integers(0, vocab, T)]
-        for type_name, tol in tols.items():
+        for type_name in ("f16", "bf16", "q8_0"):
             gguf = os.path.join(tmp, f"{name}_{type_name}.gguf")
             run("./merge", "--model", d, "--adapter", f"{d}/adapter", "--gguf", gguf, "--type", type_name, "--no-vocab")
+            tol = tols.get(type_name) or 2 * own_q8_0_baseline(name, os.path.join(tmp, f"{name}_f16.gguf"), ids, tmp)
             compare_logits(f"{name}_{type_name}", gguf, [("read_back", gguf), ("merged_model", f"{d}:{d}/adapter")],
                            ids, tol, tmp)
     adapter = os.path.join(tmp, "smollm2_adapter")
@@ -168,8 +187,10 @@ def check_logits(tmp, smol):
     for type_name in ("f16", "q8_0"):
         gguf = os.path.join(tmp, f"smollm2_{type_name}.gguf")
         run("./merge", "--model", smol, "--adapter", adapter, "--gguf", gguf, "--type", type_name)
+        tol = tols.get(type_name) or 2 * own_q8_0_baseline("smollm2_adapter", os.path.join(tmp, "smollm2_f16.gguf"),
+                                                           smol_ids, tmp)
         compare_logits(f"smollm2_adapter_{type_name}", gguf,
-                       [("read_back", gguf), ("merged_model", f"{smol}:{adapter}")], smol_ids, tols[type_name], tmp)
+                       [("read_back", gguf), ("merged_model", f"{smol}:{adapter}")], smol_ids, tol, tmp)
 
 
 def export(tmp, name, tokenizer, vocab, *flags):
