@@ -2,7 +2,7 @@
 # scripts/gpu_check.sh: everything a machine with an NVIDIA GPU can tell us that ours cannot,
 # in one run of at most about 8 minutes, with no network: it builds the CUDA programs, runs
 # every kernel bench with --check (each kernel against its CPU reference on the GPU),
-# trains a tiny model with train_gpu and with train_cpu and compares their losses, and
+# times the nf4_matmul and lora benches on their default shapes (their goals printed), trains a tiny model with train_gpu and with train_cpu and compares their losses, and
 # measures train_gpu on Mistral-7B's shape with random weights (--random-weights) at
 # sequence lengths 2048 and 4096: tokens/s, MFU, and the peak device memory against the
 # memory plan. Everything goes into one markdown file, the results README's GPU table is
@@ -63,6 +63,21 @@ if [ "$harness" != 1 ]; then
         p=$(basename "$src" .cu)
         if timeout 90 "./$p" --check >"$tmp/$p.log" 2>&1; then note "| $p | pass |"; else
             note "| $p | FAIL (exit $?): $(tail -1 "$tmp/$p.log") |"; failures=$((failures + 1)); fi
+    done
+    # The two benches whose goals README's kernel table states, timed on their default
+    # shapes (Mistral-7B's projections): the small-M NF4 product at M = 1..64 against
+    # dequantize + cuBLASLt and bf16 cuBLASLt, the LoRA forward + backward at r = 8, 16, 64
+    # and M = 2048, 8192 against the cuBLASLt sequence; each prints its goals beside its times.
+    for p in nf4_matmul lora; do
+        note ""
+        note "## $p bench (default shapes)"
+        note ""
+        note '```'
+        timeout 150 "./$p" >"$tmp/$p.timed" 2>&1
+        rc=$?
+        cat "$tmp/$p.timed" >>"$out"
+        note '```'
+        [ $rc -eq 0 ] || { note "- $p: FAIL (exit $rc)"; failures=$((failures + 1)); }
     done
 fi
 

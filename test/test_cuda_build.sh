@@ -144,10 +144,11 @@ ptx_kernels_lack adamw_ieee_arithmetic kernels/bench/adamw.cu adamw_kernel ".app
 ptx_contains embedding_packed_loads kernels/bench/embedding.cu "ld.global.v4.u32" "st.global.v4.u32"
 ptx_contains swiglu_packed_loads kernels/bench/swiglu.cu "ld.global.v4.u32" "st.global.v4.u32"
 ptx_contains rope_packed_loads kernels/bench/rope.cu "ld.global.v4.u32" "st.global.v4.u32"
-# NF4: 16-byte loads of 32 codes (dequantize, GEMV) and 16-byte stores of 8 bf16
-# (dequantize); the double-quantized absmax code·absmax2 + offset rounded twice as in
-# train/nf4.c, not fused into an FMA (the harness cannot see a fusion; this can)
-ptx_contains nf4_packed_loads kernels/bench/nf4.cu "ld.global.v4.u32" "st.global.v4.u32" "mul.rn.f32" "add.rn.f32"
+# NF4 dequantization: 16-byte loads of 32 codes, the warp's word exchange (shuffles) and
+# 16-byte stores of 8 bf16; the double-quantized absmax code·absmax2 + offset rounded twice
+# as in train/nf4.c, not fused into an FMA (the harness cannot see a fusion; this can)
+ptx_contains nf4_packed_loads kernels/bench/nf4.cu "ld.global.v4.u32" "st.global.v4.u32" "shfl.sync.idx.b32" \
+    "mul.rn.f32" "add.rn.f32"
 # NF4 quantization and dequantization are bit-exact with train/nf4.c on the GPU too
 # (kernels/bench/nf4.cu checks the bits): no fused multiply-add (nvcc contracts a·b + c
 # unless written with __fmul_rn/__fadd_rn, whose PTX .rn forms are never fused), no
@@ -161,3 +162,20 @@ ptx_kernels_lack nf4_bit_exact_kernels kernels/bench/nf4.cu \
 ptx_contains attention_tensor_cores kernels/bench/attention.cu \
     "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" "ldmatrix.sync.aligned.m8n8.x4.shared.b16" \
     "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16" "cp.async.cg.shared.global" "cp.async.wait_group 1"
+# The small-M NF4 product: tensor cores, 16-byte code (and X) loads, the byte table's 8-byte
+# shared loads, NF4·absmax rounded on its own (mul.rn, no FMA) so that its bf16 weights are
+# nf4_dequantize's bits; no atomics (the split-K sum is a second kernel, in order).
+ptx_contains nf4_matmul_tensor_cores kernels/bench/nf4_matmul.cu \
+    "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" "ld.global.v4.u32" "ld.shared.v2.f32" "mul.rn.f32"
+ptx_kernels_lack nf4_matmul_ieee_no_atomics kernels/bench/nf4_matmul.cu "nf4_matmul_kernel nf4_matmul_reduce_kernel" \
+    "fma.rn.f32" ".approx" ".ftz" "atom." "red.global."
+# LoRA: tensor cores, ldmatrix (plain and transposed), cp.async double buffering, 16-byte
+# read-modify-write of Y and dX, the cast's float4 loads; and no atomics anywhere (the
+# split reductions are deterministic by construction).
+ptx_contains lora_tensor_cores kernels/bench/lora.cu \
+    "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" "ldmatrix.sync.aligned.m8n8.x4.shared.b16" \
+    "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16" "cp.async.cg.shared.global" "cp.async.wait_group 1" \
+    "ld.global.v4.u32" "st.global.v4.u32" "ld.global.v4.f32"
+ptx_kernels_lack lora_no_atomics kernels/bench/lora.cu \
+    "lora_down_kernel lora_up_kernel lora_g_kernel lora_db_kernel lora_da_kernel lora_dx_kernel lora_reduce_kernel lora_cast_kernel" \
+    "atom." "red.global." "red.shared."

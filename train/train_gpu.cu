@@ -55,7 +55,7 @@ typedef struct {
     const char *lora_impl;   // "cublas" or "kernels"
 } GpuOptions;
 
-static GpuOptions g_opt = {-1, 0.0f, 0, 0, "cublas"};
+static GpuOptions g_opt = {-1, 0.0f, 0, 0, "kernels"};
 
 static const RunFlag gpu_flags[] = {
     {"--recompute", "N", FLAG_INT, &g_opt.recompute,
@@ -75,8 +75,9 @@ static const RunFlag gpu_flags[] = {
      "seeded random weights of config.json's shape, made on the\n"
      "GPU, instead of the checkpoint (to measure where there is none)"},
     {"--lora-impl", "IMPL", FLAG_STRING, &g_opt.lora_impl,
-     "LoRA products: cublas (cuBLASLt; default) or kernels\n"
-     "(kernels/lora.cuh: not available yet)"},
+     "LoRA products: kernels (kernels/lora.cuh, the projections\n"
+     "that share an input in one launch; default) or cublas\n"
+     "(cuBLASLt calls, projection by projection; no --lora-dropout)"},
 };
 
 static double seconds_now(void) {
@@ -187,7 +188,8 @@ static int longest_fitting(const ModelConfig *c, const GpuSettings *s, int recom
 // The settings a run of these options plans with.
 static GpuSettings settings_of(const RunOptions *o, int recompute) {
     GpuSettings s = {o->batch, o->seq_len, recompute, o->lora_r, o->target_mask,
-                     lora_scaling(o->lora_alpha, o->lora_r, o->rslora), 1, LORA_CUBLAS};
+                     lora_scaling(o->lora_alpha, o->lora_r, o->rslora), 1,
+                     strcmp(g_opt.lora_impl, "cublas") ? LORA_KERNELS : LORA_CUBLAS, o->lora_dropout};
     return s;
 }
 
@@ -216,8 +218,8 @@ static int dry_run(const RunOptions *o) {
     MemoryPlan plan = gpu_memory_plan(&c, &s);
     config_describe(&c, desc, sizeof(desc));
     printf("train_gpu --dry-run: %s\n", desc);
-    printf("  batch %d x %d tokens, LoRA r %d on %s, --recompute %d%s\n", o->batch, o->seq_len, o->lora_r, o->targets,
-           level, g_opt.recompute < 0 ? " (the fastest that fits)" : "");
+    printf("  batch %d x %d tokens, LoRA r %d on %s (--lora-impl %s), --recompute %d%s\n", o->batch, o->seq_len,
+           o->lora_r, o->targets, g_opt.lora_impl, level, g_opt.recompute < 0 ? " (the fastest that fits)" : "");
     print_plan(&plan);
     GpuSettings s2 = s;
     s2.recompute = 2;
@@ -365,10 +367,9 @@ int main(int argc, char **argv) {
     const char *bad = g_opt.recompute < -1 || g_opt.recompute > 2 ? "--recompute must be 0, 1 or 2"
                       : g_opt.memory_gb < 0 ? "--memory must be positive"
                       : strcmp(g_opt.lora_impl, "cublas") && strcmp(g_opt.lora_impl, "kernels")
-                          ? "--lora-impl must be cublas or kernels"
-                      : !strcmp(g_opt.lora_impl, "kernels")
-                          ? "--lora-impl kernels: the LoRA kernels (kernels/lora.cuh) are not available yet; use cublas"
-                      : o.lora_dropout > 0 ? "--lora-dropout: train_gpu does not apply LoRA dropout yet; use 0"
+                          ? "--lora-impl must be kernels or cublas"
+                      : o.lora_dropout > 0 && !strcmp(g_opt.lora_impl, "cublas")
+                          ? "--lora-dropout needs --lora-impl kernels (the cuBLASLt path applies no dropout)"
                       : o.no_nf4 ? "--no-nf4: train_gpu keeps the frozen weights in NF4 (train_cpu has --no-nf4)"
                       : NULL;
     if (bad) {
@@ -442,8 +443,8 @@ int main(int argc, char **argv) {
     if (rc == 0) {
         params_to_device(&m, params, n_params);
         run_print_config(&run, "train_gpu", c->bnb_4bit ? "NF4 (bitsandbytes checkpoint)" : "NF4");
-        printf("  %s; %s weights in %.1f s; --recompute %d%s; memory plan %.2f GB (%.2f GB free):\n", device,
-               g_opt.random_weights ? "random" : "loaded", load_seconds, level,
+        printf("  %s; %s weights in %.1f s; --lora-impl %s; --recompute %d%s; memory plan %.2f GB (%.2f GB free):\n",
+               device, g_opt.random_weights ? "random" : "loaded", load_seconds, g_opt.lora_impl, level,
                g_opt.recompute < 0 ? " (the fastest that fits)" : "", plan_total(&m.plan) / 1e9, free_bytes / 1e9);
         print_plan(&m.plan);
     }
@@ -453,6 +454,7 @@ int main(int argc, char **argv) {
     for (int a = 0; a < o.grad_accum; a++) batch_init(&micro[a], o.batch, o.seq_len);
     double peak_flops = bf16_peak();
     size_t peak_used = 0;
+    m.dropout_rng = run.state.dropout_rng;  // the masks come from the run's generator (train_cpu's)
     while (rc == 0 && run_next(&run)) {
         double step_start = seconds_now(), flops = 0;
         int64_t trained = 0;
@@ -483,6 +485,7 @@ int main(int argc, char **argv) {
         int step = (int)run.state.step + 1;
         float lr = (float)(o.lr * schedule_multiplier(o.schedule_kind, run.state.step, o.warmup, o.steps));
         gpu_lora_update(&m, step, lr, o.weight_decay, scale);
+        run.state.dropout_rng = m.dropout_rng;
         double seconds = seconds_now() - step_start;
         size_t free_now, total;
         cuda_check(cudaMemGetInfo(&free_now, &total));
