@@ -10,7 +10,7 @@
  * Every projection P may carry a LoRA adapter: P(x) = x W^T + s (x A^T) B^T (lora.h). Only
  * A and B get gradients; embeddings, norms, frozen weights and the head do not. Frozen
  * projection weights are kept as float32 or, for QLoRA, in NF4 (nf4.h), dequantized when
- * used. A batch is a packed sequence of T tokens with, per token, its position (restarting
+ * used (or, for inference, in bf16: half the bytes of float32 to read per token). A batch is a packed sequence of T tokens with, per token, its position (restarting
  * at 0 in each conversation), its conversation id, the target id (the next token) and the
  * target's loss weight (0 = not trained).
  */
@@ -26,10 +26,14 @@ enum { PROJ_Q, PROJ_K, PROJ_V, PROJ_O, PROJ_GATE, PROJ_UP, PROJ_DOWN, N_PROJ };
 extern const char *const proj_names[N_PROJ];  // "self_attn.q_proj", ..., "mlp.down_proj"
 extern const char *const proj_short[N_PROJ];  // "q_proj", ..., "down_proj"
 
+// How the frozen projection weights are held (model_load's `frozen`).
+enum { FROZEN_F32 = 0, FROZEN_NF4 = 1, FROZEN_BF16 = 2 };
+
 typedef struct {
     int in, out;
-    float *w;         // frozen weight [out, in] in float32, or NULL when held in NF4
-    Nf4Weight q;
+    float *w;         // frozen weight [out, in] in float32, or NULL when held otherwise:
+    uint16_t *w_bf16; //   in bf16 (round to nearest even),
+    Nf4Weight q;      //   or in NF4 (q.packed not NULL)
     float *A, *B;     // LoRA [r, in] and [out, r]; NULL when this projection has none
     float *dA, *dB;   // their gradients, accumulated by model_step
 } Linear;
@@ -41,7 +45,8 @@ typedef struct {
 
 typedef struct {
     ModelConfig c;
-    float *embed, *norm, *head;  // [V, H], [H], [V, H]
+    float *embed, *norm, *head;  // [V, H], [H], [V, H]; head is NULL after model_head_to_bf16
+    uint16_t *head_bf16;         // the head in bf16 after model_head_to_bf16, else NULL
     Layer *layers;
     int lora_r;
     float lora_alpha, lora_scale;
@@ -57,10 +62,18 @@ typedef struct {
 } ModelInput;
 
 // Loads config.json and the weights of a model directory (float32, bf16 or fp16, or a
-// bitsandbytes-4bit checkpoint). With nf4 set, float projection weights are quantized to
-// NF4 (blocksize 64, double quantization) as QLoRA does.
-int model_load(Model *m, const char *dir, int nf4, char *err);
+// bitsandbytes-4bit checkpoint). frozen says how the projection weights are held:
+// FROZEN_F32; FROZEN_NF4, quantized (blocksize 64, double quantization) as QLoRA does;
+// FROZEN_BF16, rounded to bf16. A bitsandbytes-4bit checkpoint stays in NF4 whatever it says.
+int model_load(Model *m, const char *dir, int frozen, char *err);
 void model_free(Model *m);
+
+// Replaces the float32 LM head by its bf16 rounding (decoding reads the head once per token,
+// and in NF4 or bf16 models it is the biggest matrix read; exact for a bf16 checkpoint).
+void model_head_to_bf16(Model *m);
+
+// The frozen weight of a projection as float32 [out, in], into w.
+void linear_frozen_f32(const Linear *l, float *w);
 
 // "all" or a comma-separated list of projections ("q" or "q_proj", ..., "down" or
 // "down_proj") into a mask (bit i = projection i). Returns 0, or -1 when a name is unknown
