@@ -30,6 +30,7 @@ PROGRAM_MAINS += data/persona.c
 PROGRAM_MAINS += train/merge.c
 PROGRAM_MAINS += train/init_model.c
 PROGRAM_MAINS += train/train_cpu.c
+PROGRAM_MAINS += train/chat.c
 PROGRAM_MAINS += data/prep.c
 PROGRAM_MAINS += train/check_fixture.c
 PROGRAM_MAINS += train/bench_matmul.c

@@ -80,7 +80,7 @@ static void answer(Model *m, KvCache *c, int n) {
     float *logits = malloc((size_t)V * 4);
     DecodeSeq s = {c, NULL, 1};
     for (int i = 0; i < n; i++) {
-        int32_t next = i == 0 ? random_token(m) : sample_token(logits, V, &(SampleConfig){0, 1, 0}, &seed);
+        int32_t next = i == 0 ? random_token(m) : sample_token(logits, V, &(SampleConfig){0, 1, 0, 0}, &seed);
         s.tokens = &next;
         CHECK_INT(decode_forward(m, &s, 1, logits, 0), 0);
         check_rows(m, c->tokens.ids, (int)c->tokens.len, logits, 1, "generated");
@@ -286,7 +286,7 @@ TEST(full_context_refuses_the_step) {
     CHECK_INT(c.tokens.len, 9);
     s.n = 1;
     CHECK_INT(decode_forward(&m, &s, 1, logits, 0), 0);
-    SampleConfig greedy = {0, 1, 0};
+    SampleConfig greedy = {0, 1, 0, 0};
     TokenVec answer = {0}, prompt = {0};
     for (size_t i = 0; i < c.tokens.len; i++) tokvec_push(&prompt, c.tokens.ids[i]);
     CHECK_INT(generate_answer(&m, &c, prompt.ids, prompt.len, 5, -1, &greedy, &seed, &answer, NULL, NULL), STOP_CONTEXT);

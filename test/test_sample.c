@@ -63,8 +63,8 @@ static const float small[8] = {2.0f, 1.0f, 0.5f, 2.0f, -1.0f, 0.0f, 1.5f, -3.0f}
 
 TEST(top_p_top_k_and_temperature_match_the_distribution) {
     static const SampleConfig settings[] = {
-        {1.0f, 1.0f, 0}, {0.7f, 1.0f, 0}, {1.0f, 0.9f, 0}, {0.7f, 0.9f, 0}, {1.0f, 0.5f, 0}, {1.0f, 1.0f, 3},
-        {1.0f, 1.0f, 1}, {0.7f, 0.8f, 4}, {2.0f, 0.6f, 5}, {1.0f, 0.01f, 0},
+        {1.0f, 1.0f, 0, 0}, {0.7f, 1.0f, 0, 0}, {1.0f, 0.9f, 0, 0},  {0.7f, 0.9f, 0, 0}, {1.0f, 0.5f, 0, 0},
+        {1.0f, 1.0f, 3, 0}, {1.0f, 1.0f, 1, 0}, {0.7f, 0.8f, 4, 0},  {2.0f, 0.6f, 5, 0}, {1.0f, 0.01f, 0, 0},
     };
     int off = 0;
     for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) off += draw_and_compare(small, 8, settings[i]);
@@ -77,8 +77,8 @@ TEST(large_vocabulary_matches_the_distribution) {
     float *logits = malloc((size_t)V * 4);
     uint64_t rng = 3;
     for (int v = 0; v < V; v++) logits[v] = (float)(rng_uniform(&rng) * 8);
-    CHECK_INT(draw_and_compare(logits, V, (SampleConfig){0.7f, 0.9f, 0}), 0);
-    CHECK_INT(draw_and_compare(logits, V, (SampleConfig){1.0f, 0.95f, 50}), 0);
+    CHECK_INT(draw_and_compare(logits, V, (SampleConfig){0.7f, 0.9f, 0, 0}), 0);
+    CHECK_INT(draw_and_compare(logits, V, (SampleConfig){1.0f, 0.95f, 50, 0}), 0);
     free(logits);
 }
 
@@ -87,28 +87,32 @@ TEST(large_vocabulary_matches_the_distribution) {
 // at T 1 keeps 0 and 3, whose mass 2 e^2 / sum is 0.59 of the total.
 TEST(oracle_keeps_what_the_settings_say) {
     double want[8];
-    expected(small, 8, &(SampleConfig){1.0f, 1.0f, 3}, want);
+    expected(small, 8, &(SampleConfig){1.0f, 1.0f, 3, 0}, want);
     CHECK(want[0] > 0 && want[3] > 0 && want[6] > 0 && want[1] == 0 && want[2] == 0);
     CHECK(fabs(want[0] - exp(2) / (2 * exp(2) + exp(1.5))) < 1e-12);
-    expected(small, 8, &(SampleConfig){1.0f, 0.5f, 0}, want);
+    expected(small, 8, &(SampleConfig){1.0f, 0.5f, 0, 0}, want);
     CHECK(fabs(want[0] - 0.5) < 1e-12 && fabs(want[3] - 0.5) < 1e-12);
 }
 
 // Temperature 0: the largest logit (the lowest id among equals), the generator untouched.
 TEST(greedy_is_argmax_and_draws_nothing) {
     uint64_t rng = 99;
-    SampleConfig g = {0.0f, 0.9f, 40};
+    SampleConfig g = {0.0f, 0.9f, 40, 0};
     for (int i = 0; i < 10; i++) CHECK_INT(sample_token(small, 8, &g, &rng), 0);
     CHECK_INT(rng, 99);
     float shifted[8];
     memcpy(shifted, small, sizeof(shifted));
     shifted[6] = 5.0f;
     CHECK_INT(sample_token(shifted, 8, &g, &rng), 6);
+    g.vocab = 6;  // ids from 6 on are not the tokenizer's: never chosen
+    CHECK_INT(sample_token(shifted, 8, &g, &rng), 0);
+    g.temperature = 1.0f;
+    for (int i = 0; i < 1000; i++) CHECK(sample_token(shifted, 8, &g, &rng) < 6);
 }
 
 // The same seed gives the same tokens; another seed other tokens.
 TEST(seeded_sampling_repeats) {
-    SampleConfig c = {0.7f, 0.9f, 0};
+    SampleConfig c = {0.7f, 0.9f, 0, 0};
     uint64_t a = 42, b = 42, d = 43;
     int same = 1, differ = 0;
     for (int i = 0; i < 200; i++) {

@@ -48,7 +48,7 @@ StopReason generate_answer(const Model *m, KvCache *cache, const int32_t *prompt
 void generate(Model *m, TokenVec *ids, int max_new, int32_t eos_id, float temperature, float top_p, uint64_t *rng) {
     KvCache cache;
     kv_cache_init(&cache, &m->c, (int64_t)ids->len + max_new);
-    SampleConfig sc = {temperature, top_p, 0};
+    SampleConfig sc = {temperature, top_p, 0, 0};
     TokenVec answer = {0};
     if (generate_answer(m, &cache, ids->ids, ids->len, max_new, eos_id, &sc, rng, &answer, NULL, NULL) == STOP_EOS)
         tokvec_push(&answer, eos_id);

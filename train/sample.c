@@ -40,6 +40,7 @@ static float pop(Candidate *heap, int *n, Candidate *order, int *kept) {
 }
 
 int32_t sample_token(const float *logits, int V, const SampleConfig *c, uint64_t *rng) {
+    if (c->vocab > 0 && c->vocab < V) V = c->vocab;
     int32_t best = 0;
     for (int v = 1; v < V; v++)
         if (logits[v] > logits[best]) best = v;

@@ -23,8 +23,11 @@ typedef struct {
     float temperature;  // 0: greedy
     float top_p;        // in (0, 1]; 1: off
     int top_k;          // 0: off
+    int vocab;          // sample among ids below this (a tokenizer smaller than the model's
+                        // embedding table); 0: all
 } SampleConfig;
 
+// The next token among the V logits (c->vocab, when set, limits V further).
 int32_t sample_token(const float *logits, int V, const SampleConfig *c, uint64_t *rng);
 
 #endif
