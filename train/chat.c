@@ -383,6 +383,16 @@ int main(int argc, char **argv) {
                                                   : 8192;
     ChatFormat fmt = chat_format_for(&tok);
     SampleConfig sample = {o.temperature, o.top_p, o.top_k, tok.vocab_size};
+    BatchOptions b = {o.batch, o.out, o.slots, o.max_tokens, sample, o.given_max_tokens, o.given_temperature,
+                      o.given_top_p, o.seed, context};
+    BatchJob *job = NULL;
+    if (o.batch && !(job = batch_job_prepare(&b, &tok, fmt, err))) {  // bad requests: before anything is printed
+        fprintf(stderr, "error: %s\n", err);
+        model_free(&m);
+        free(system);
+        tokenizer_free(&tok);
+        return 1;
+    }
     config_describe(&m.c, desc, sizeof(desc));
     fprintf(stderr, "chat: %s\n  weights %s%s, threads %d\n", desc, m.c.bnb_4bit ? "nf4 (bitsandbytes checkpoint)" : weights,
             frozen != FROZEN_F32 ? ", head bf16" : "", omp_get_max_threads());
@@ -395,10 +405,9 @@ int main(int argc, char **argv) {
             m.c.sliding_window ? "sliding window" : "context",
             (long long)(m.c.sliding_window ? m.c.sliding_window : context));
     int rc = 0;
-    if (o.batch) {
-        BatchOptions b = {o.batch, o.out, o.slots, o.max_tokens, sample, o.given_max_tokens, o.given_temperature,
-                          o.given_top_p, o.seed, context};
-        rc = chat_batch(&m, &tok, fmt, &b);
+    if (job) {
+        rc = batch_job_run(job, &m);
+        batch_job_free(job);
     } else {
         Chat c = {&m, &tok, {0}, {0}, sample, o.seed, o.max_tokens, isatty(0), context};
         session_init(&c.session, &tok, fmt, o.system ? o.system : system);

@@ -256,22 +256,43 @@ static int finish(Slot *s, Tokenizer *tok, FILE *out, const char *why, const cha
     return rc;
 }
 
-int chat_batch(const Model *m, Tokenizer *tok, ChatFormat fmt, const BatchOptions *o) {
-    char err[ERR_LEN];
+struct BatchJob {
+    BatchOptions o;
+    Tokenizer *tok;
     Requests q;
-    if (load_requests(o, tok, fmt, &q, err)) {
-        fprintf(stderr, "error: %s\n", err);
-        requests_free(&q);
-        return 1;
+    char *done;  // per request: answered already
+    long skipped;
+};
+
+BatchJob *batch_job_prepare(const BatchOptions *o, Tokenizer *tok, ChatFormat fmt, char *err) {
+    BatchJob *job = xcalloc(1, sizeof(BatchJob));
+    job->o = *o;
+    job->tok = tok;
+    if (load_requests(o, tok, fmt, &job->q, err) == 0) {
+        job->done = xcalloc(job->q.n, 1);
+        job->skipped = answers_done(o->out, &job->q, job->done, err);
+        if (job->skipped >= 0) return job;
     }
-    char *done = xcalloc(q.n, 1);
-    long skipped = answers_done(o->out, &q, done, err);
-    FILE *out = skipped < 0 ? NULL : fopen(o->out, "a");
+    batch_job_free(job);
+    return NULL;
+}
+
+void batch_job_free(BatchJob *job) {
+    requests_free(&job->q);
+    free(job->done);
+    free(job);
+}
+
+int batch_job_run(BatchJob *job, const Model *m) {
+    const BatchOptions *o = &job->o;
+    Tokenizer *tok = job->tok;
+    Requests q = job->q;
+    char *done = job->done;
+    long skipped = job->skipped;
+    FILE *out = fopen(o->out, "a");
     if (!out) {
-        fprintf(stderr, "error: %s\n", skipped < 0 ? err : strerror(errno));
-        free(done);
-        requests_free(&q);
-        return skipped < 0 ? 1 : 2;
+        fprintf(stderr, "error: %s: %s\n", o->out, strerror(errno));
+        return 2;
     }
     fprintf(stderr, "batch: %zu requests in %s, %ld already answered in %s; %d sequences at a time\n", q.n, o->requests,
             skipped, o->out, o->slots);
@@ -349,7 +370,6 @@ int chat_batch(const Model *m, Tokenizer *tok, ChatFormat fmt, const BatchOption
         if (slots[s].cache.k) kv_cache_free(&slots[s].cache);
         tokvec_free(&slots[s].answer);
     }
-    free(slots), free(seqs), free(of), free(logits), free(done);
-    requests_free(&q);
+    free(slots), free(seqs), free(of), free(logits);
     return rc;
 }

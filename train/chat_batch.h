@@ -42,7 +42,13 @@ typedef struct {
     int64_t context;  // positions a model without a window may hold per sequence
 } BatchOptions;
 
-// Returns the program's exit status: 0, 1 (bad input, reported) or 2 (cannot write).
-int chat_batch(const Model *m, Tokenizer *tok, ChatFormat fmt, const BatchOptions *o);
+typedef struct BatchJob BatchJob;
+
+// Reads and checks the requests (every prompt encoded) and the answers already written (a
+// cut last line removed). Returns NULL with `file:line: reason` in err.
+BatchJob *batch_job_prepare(const BatchOptions *o, Tokenizer *tok, ChatFormat fmt, char *err);
+// Answers what is left. Returns the program's exit status: 0, or 2 (cannot write, reported).
+int batch_job_run(BatchJob *job, const Model *m);
+void batch_job_free(BatchJob *job);
 
 #endif
