@@ -116,23 +116,17 @@ static int write_text_atomically(const char *path, const char *text, char *err) 
     return rc;
 }
 
-int peft_adapter_save(const Model *m, const char *dir, const char *base_model, float dropout, char *err) {
+int peft_adapter_write(const char *dir, const PeftMatrix *mats, int n, const PeftSettings *s, char *err) {
     if (mkdir(dir, 0755) && errno != EEXIST) return set_error(err, "%s: cannot create: %s", dir, strerror(errno));
-    int L = m->c.num_hidden_layers, n = 0;
-    StWrite *w = xcalloc((size_t)L * N_PROJ * 2 + 1, sizeof(StWrite));
-    char (*names)[160] = xcalloc((size_t)L * N_PROJ * 2 + 1, sizeof(*names));
+    StWrite *w = xcalloc((size_t)n + 1, sizeof(StWrite));
+    char (*names)[160] = xcalloc((size_t)n + 1, sizeof(*names));
     unsigned targets = 0;
-    for (int i = 0; i < L; i++)
-        for (int p = 0; p < N_PROJ; p++) {
-            const Linear *l = &m->layers[i].proj[p];
-            if (!l->A) continue;
-            targets |= 1u << p;
-            for (int k = 0; k < 2; k++) {
-                peft_lora_key(names[n], sizeof(names[n]), i, p, k);
-                w[n] = (StWrite){names[n], ST_F32, 2, {k ? l->out : m->lora_r, k ? m->lora_r : l->in}, k ? l->B : l->A};
-                n++;
-            }
-        }
+    for (int i = 0; i < n; i++) {
+        const PeftMatrix *a = &mats[i];
+        targets |= 1u << a->proj;
+        peft_lora_key(names[i], sizeof(names[i]), a->layer, a->proj, a->is_b);
+        w[i] = (StWrite){names[i], ST_F32, 2, {a->rows, a->cols}, a->data};
+    }
     char path[4096];
     const char *keys[] = {"format"}, *values[] = {"pt"};
     snprintf(path, sizeof(path), "%s/adapter_model.safetensors", dir);
@@ -143,26 +137,41 @@ int peft_adapter_save(const Model *m, const char *dir, const char *base_model, f
     cJSON *c = cJSON_CreateObject(), *list = cJSON_CreateArray();
     for (int p = 0; p < N_PROJ; p++)
         if (targets & (1u << p)) cJSON_AddItemToArray(list, cJSON_CreateString(proj_short[p]));
-    if (base_model) cJSON_AddStringToObject(c, "base_model_name_or_path", base_model);
+    if (s->base_model) cJSON_AddStringToObject(c, "base_model_name_or_path", s->base_model);
     else cJSON_AddNullToObject(c, "base_model_name_or_path");
     cJSON_AddStringToObject(c, "bias", "none");
     cJSON_AddFalseToObject(c, "fan_in_fan_out");
     cJSON_AddTrueToObject(c, "inference_mode");
     cJSON_AddTrueToObject(c, "init_lora_weights");
-    cJSON_AddNumberToObject(c, "lora_alpha", m->lora_alpha);
-    cJSON_AddNumberToObject(c, "lora_dropout", dropout);
+    cJSON_AddNumberToObject(c, "lora_alpha", s->alpha);
+    cJSON_AddNumberToObject(c, "lora_dropout", s->dropout);
     cJSON_AddNullToObject(c, "modules_to_save");
     cJSON_AddStringToObject(c, "peft_type", "LORA");
-    cJSON_AddNumberToObject(c, "r", m->lora_r);
+    cJSON_AddNumberToObject(c, "r", s->r);
     cJSON_AddNullToObject(c, "revision");
     cJSON_AddItemToObject(c, "target_modules", list);
     cJSON_AddStringToObject(c, "task_type", "CAUSAL_LM");
     cJSON_AddFalseToObject(c, "use_dora");
-    cJSON_AddBoolToObject(c, "use_rslora", m->lora_rslora);
+    cJSON_AddBoolToObject(c, "use_rslora", s->rslora);
     char *text = cJSON_Print(c);
     snprintf(path, sizeof(path), "%s/adapter_config.json", dir);
     rc = write_text_atomically(path, text, err);
     free(text);
     cJSON_Delete(c);
+    return rc;
+}
+
+int peft_adapter_save(const Model *m, const char *dir, const char *base_model, float dropout, char *err) {
+    int L = m->c.num_hidden_layers, n = 0;
+    PeftMatrix *mats = xcalloc((size_t)L * N_PROJ * 2 + 1, sizeof(PeftMatrix));
+    for (int i = 0; i < L; i++)
+        for (int p = 0; p < N_PROJ; p++) {
+            const Linear *l = &m->layers[i].proj[p];
+            for (int k = 0; k < 2 && l->A; k++)
+                mats[n++] = (PeftMatrix){i, p, k, k ? l->out : m->lora_r, k ? m->lora_r : l->in, k ? l->B : l->A};
+        }
+    PeftSettings s = {m->lora_r, m->lora_rslora, m->lora_alpha, dropout, base_model};
+    int rc = peft_adapter_write(dir, mats, n, &s, err);
+    free(mats);
     return rc;
 }

@@ -22,8 +22,25 @@ void peft_lora_key(char *out, size_t n, int layer, int p, int is_b);
 // under its adapter key as F32 [r, in] or [out, r]; other tensors in st are ignored.
 // Returns 0 or -1 with "FILE: tensor 'KEY' reason" in err.
 int peft_lora_read(Model *m, const SafeTensors *st, char *err);
-// Writes the model's LoRA weights and config to DIR (created if needed), each file via a
-// temporary name and rename. base_model may be NULL.
+// One LoRA matrix of an adapter: A [r, in] (is_b = 0) or B [out, r] of projection proj of a
+// layer, float32.
+typedef struct {
+    int layer, proj, is_b;
+    int64_t rows, cols;
+    const float *data;
+} PeftMatrix;
+
+// What adapter_config.json says besides the targets (which are those the matrices cover).
+typedef struct {
+    int r, rslora;
+    float alpha, dropout;
+    const char *base_model;  // may be NULL
+} PeftSettings;
+
+// Writes the matrices (in their order) and the config to DIR (created if needed), each file
+// via a temporary name and rename. Returns 0 or -1 with err.
+int peft_adapter_write(const char *dir, const PeftMatrix *mats, int n, const PeftSettings *s, char *err);
+// The model's LoRA weights through peft_adapter_write. base_model may be NULL.
 int peft_adapter_save(const Model *m, const char *dir, const char *base_model, float dropout, char *err);
 
 #endif
