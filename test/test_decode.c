@@ -289,7 +289,7 @@ TEST(full_context_refuses_the_step) {
     SampleConfig greedy = {0, 1, 0, 0};
     TokenVec answer = {0}, prompt = {0};
     for (size_t i = 0; i < c.tokens.len; i++) tokvec_push(&prompt, c.tokens.ids[i]);
-    CHECK_INT(generate_answer(&m, &c, prompt.ids, prompt.len, 5, -1, &greedy, &seed, &answer, NULL, NULL), STOP_CONTEXT);
+    CHECK_INT(generate_with_cache(&m, &c, prompt.ids, prompt.len, 5, -1, &greedy, &seed, &answer, NULL, NULL), STOP_CONTEXT);
     CHECK_INT(answer.len, 1);
     tokvec_free(&answer), tokvec_free(&prompt);
     kv_cache_free(&c);

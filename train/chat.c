@@ -250,7 +250,7 @@ static void user_turn(Chat *c, const char *text, size_t len) {
     token_stream_init(&st.stream, c->tok, stdout);
     interrupted = 0;
     double t0 = seconds_now();
-    StopReason why = generate_answer(c->m, &c->cache, ids.ids, ids.len, c->max_tokens, c->tok->eos_id, &c->sample,
+    StopReason why = generate_with_cache(c->m, &c->cache, ids.ids, ids.len, c->max_tokens, c->tok->eos_id, &c->sample,
                                      &c->rng, &answer, on_token, &st);
     double dt = seconds_now() - t0;
     token_stream_finish(&st.stream);

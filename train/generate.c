@@ -14,8 +14,9 @@ const char *stop_reason_text(StopReason r) {
     }
 }
 
-StopReason generate_answer(const Model *m, KvCache *cache, const int32_t *prompt, size_t n, int max_new, int32_t eos,
-                           const SampleConfig *sc, uint64_t *rng, TokenVec *answer, TokenCallback cb, void *ctx) {
+StopReason generate_with_cache(const Model *m, KvCache *cache, const int32_t *prompt, size_t n, int max_new,
+                               int32_t eos, const SampleConfig *sc, uint64_t *rng, TokenVec *answer, TokenCallback cb,
+                               void *ctx) {
     int V = m->c.vocab_size;
     float *logits = xmalloc((size_t)V * sizeof(float));
     StopReason why = STOP_MAX_TOKENS;
@@ -50,7 +51,7 @@ void generate(Model *m, TokenVec *ids, int max_new, int32_t eos_id, float temper
     kv_cache_init(&cache, &m->c, (int64_t)ids->len + max_new);
     SampleConfig sc = {temperature, top_p, 0, 0};
     TokenVec answer = {0};
-    if (generate_answer(m, &cache, ids->ids, ids->len, max_new, eos_id, &sc, rng, &answer, NULL, NULL) == STOP_EOS)
+    if (generate_with_cache(m, &cache, ids->ids, ids->len, max_new, eos_id, &sc, rng, &answer, NULL, NULL) == STOP_EOS)
         tokvec_push(&answer, eos_id);
     for (size_t i = 0; i < answer.len; i++) tokvec_push(ids, answer.ids[i]);
     tokvec_free(&answer);
