@@ -34,6 +34,7 @@ PROGRAM_MAINS += train/chat.c
 PROGRAM_MAINS += data/prep.c
 PROGRAM_MAINS += train/check_fixture.c
 PROGRAM_MAINS += train/bench_matmul.c
+PROGRAM_MAINS += train/bench_decode.c
 CPU_PROGRAMS   = $(basename $(notdir $(PROGRAM_MAINS)))
 LIB_SRC  = $(filter-out $(PROGRAM_MAINS),$(wildcard common/*.c tokenizer/*.c data/*.c train/*.c))
 HEADERS  = $(wildcard common/*.h tokenizer/*.h data/*.h train/*.h test/*.h)

@@ -12,7 +12,7 @@
 // committed fixtures (window 5 with GQA 4/2 and its PEFT adapter, GQA 6/2 without window,
 // Llama 4/4), in float32, bf16 and NF4, and a random model built here with GQA 8/2,
 // window 7 and dimensions that take matvec's grouped NF4 path. The conversations run to
-// ~80 positions, so a window of 5 or 7 wraps the rolling buffer more than ten times.
+// ~110 positions, so a window of 5 or 7 wraps the rolling buffer more than ten times.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,9 +92,9 @@ static void answer(Model *m, KvCache *c, int n) {
 static void conversation(Model *m) {
     KvCache c;
     kv_cache_init(&c, &m->c, 256);
-    read_tokens(m, &c, 13, 5);  // system prompt and first user turn, in chunks
+    read_tokens(m, &c, 23, 17);  // system prompt and first user turn: a chunk of matrix products, then 6 rows
     answer(m, &c, 9);
-    read_tokens(m, &c, 11, 11);  // the next user turn in one chunk
+    read_tokens(m, &c, 18, 18);  // the next user turn in one chunk, on top of the cache
     answer(m, &c, 12);
     read_tokens(m, &c, 7, 1);  // one token at a time
     answer(m, &c, 6);
@@ -222,21 +222,22 @@ TEST(gqa_8_2_no_window_cached_logits_equal_full_forward) {
 // ---------------------------------------------------------------------------------------
 // batching, rewinding, a full context, generate()
 
-// Three sequences stepped together (prompt chunks and single tokens mixed in one step) get
-// the same bits as each stepped alone: what makes batch answers independent of the batch.
+// Three sequences stepped together (prompt chunks, long and short, and single tokens mixed
+// in one step) get the same bits as each stepped alone: what makes batch answers
+// independent of the batch.
 TEST(sequences_batched_or_alone_decode_to_the_same_bits) {
     Model m;
     random_model(&m, FROZEN_NF4, 7);
-    int V = m.c.vocab_size, lens[3] = {1, 9, 4};
+    int V = m.c.vocab_size, lens[3] = {1, 20, 4};  // 20: matrix products, the others matvec
     KvCache together[3], alone[3];
     float *lt = malloc((size_t)3 * V * 4), *la = malloc((size_t)V * 4);
-    int32_t toks[3][9];
+    int32_t toks[3][20];
     for (int s = 0; s < 3; s++) kv_cache_init(&together[s], &m.c, 64), kv_cache_init(&alone[s], &m.c, 64);
     int same = 1;
     for (int step = 0; step < 6; step++) {
         DecodeSeq ds[3];
         for (int s = 0; s < 3; s++) {
-            int n = step == 0 ? lens[s] : 1 + (step + s) % 2;
+            int n = step == 0 ? lens[s] : step == 3 && s == 0 ? 17 : 1 + (step + s) % 2;
             for (int i = 0; i < n; i++) toks[s][i] = random_token(&m);
             ds[s] = (DecodeSeq){&together[s], toks[s], n};
         }

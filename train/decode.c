@@ -8,6 +8,8 @@
 #include "../common/util.h"
 #include "attention.h"
 #include "exp_approx.h"
+#include "lora.h"
+#include "matmul.h"
 #include "matvec.h"
 #include "rmsnorm.h"
 #include "rope.h"
@@ -72,8 +74,18 @@ size_t kv_cache_reuse(KvCache *c, const int32_t *ids, size_t n) {
 // ---------------------------------------------------------------------------------------
 // the step
 
-// y = x W^T (+ s (x A^T) B^T) for M rows; u [M, r] is scratch for the LoRA branch.
-static void project(const Model *m, const Linear *l, const float *x, int M, float *y, float *u) {
+// y = x W^T (+ s (x A^T) B^T) for M rows, the first Mm of them (the rows of prompt chunks)
+// as one matrix product over the float32 weight (dequantized into w32 when it is not
+// float32), the others through matvec. u [M, r] is scratch for the LoRA branch.
+static void project(const Model *m, const Linear *l, const float *x, int Mm, int M, float *y, float *u, float *w32) {
+    if (Mm > 0) {
+        const float *w = l->w;
+        if (!w) linear_frozen_f32(l, w32), w = w32;
+        matmul(y, l->out, x, l->in, 0, w, l->in, 1, Mm, l->out, l->in, 1.0f, 0);
+        if (l->A) lora_forward(x, NULL, l->A, l->B, y, u, NULL, Mm, l->in, m->lora_r, l->out, m->lora_scale);
+    }
+    x += (size_t)Mm * l->in, y += (size_t)Mm * l->out, M -= Mm;
+    if (M == 0) return;
     if (l->w) matvec_f32(y, x, l->w, M, l->out, l->in, 1.0f, 0);
     else if (l->w_bf16) matvec_bf16(y, x, l->w_bf16, M, l->out, l->in, 1.0f, 0);
     else matvec_nf4(y, x, &l->q, M, 1.0f, 0);
@@ -171,22 +183,33 @@ static void attention_step(DecodeSeq *seqs, int nseq, const int *first, int laye
 int decode_forward(const Model *m, DecodeSeq *seqs, int nseq, float *logits, int all_logits) {
     const ModelConfig *c = &m->c;
     int H = c->hidden_size, D = c->head_dim, Hq = c->num_attention_heads, Hkv = c->num_key_value_heads,
-        I = c->intermediate_size, V = c->vocab_size, Q = Hq * D, KV = Hkv * D, N = 0;
+        I = c->intermediate_size, V = c->vocab_size, Q = Hq * D, KV = Hkv * D, N = 0, Nm = 0;
     for (int s = 0; s < nseq; s++)
         if (seqs[s].n > kv_cache_room(seqs[s].cache)) return -1;
+    // rows: the tokens of prompt chunks (DECODE_MATMUL_MIN or more new tokens) first, for
+    // matrix products; then the others, for matvec. A sequence's rows are contiguous.
     int *first = xmalloc((size_t)nseq * sizeof(int));
-    for (int s = 0; s < nseq; s++) {
-        first[s] = N;
-        N += seqs[s].n;
-        reserve(seqs[s].cache, (int64_t)seqs[s].cache->tokens.len + seqs[s].n);
-    }
+    for (int pass = 0; pass < 2; pass++)
+        for (int s = 0; s < nseq; s++)
+            if ((seqs[s].n >= DECODE_MATMUL_MIN) == (pass == 0)) {
+                first[s] = N;
+                N += seqs[s].n;
+                Nm += pass == 0 ? seqs[s].n : 0;
+                reserve(seqs[s].cache, (int64_t)seqs[s].cache->tokens.len + seqs[s].n);
+            }
     int32_t *pos = xmalloc((size_t)N * sizeof(int32_t));
+    size_t biggest = 0;  // the largest frozen weight, dequantized for the matrix products
+    for (int p = 0; Nm && p < N_PROJ; p++) {
+        size_t n = (size_t)m->layers[0].proj[p].in * m->layers[0].proj[p].out;
+        biggest = n > biggest ? n : biggest;
+    }
     float *x = xmalloc((size_t)N * H * sizeof(float)), *h = xmalloc((size_t)N * H * sizeof(float)),
           *rstd = xmalloc((size_t)N * sizeof(float)), *q = xmalloc((size_t)N * Q * sizeof(float)),
           *k = xmalloc((size_t)N * KV * sizeof(float)), *v = xmalloc((size_t)N * KV * sizeof(float)),
           *att = xmalloc((size_t)N * Q * sizeof(float)), *tmp = xmalloc((size_t)N * H * sizeof(float)),
           *g = xmalloc((size_t)N * I * sizeof(float)), *up = xmalloc((size_t)N * I * sizeof(float)),
-          *u = xmalloc((size_t)N * (m->lora_r > 0 ? m->lora_r : 1) * sizeof(float));
+          *u = xmalloc((size_t)N * (m->lora_r > 0 ? m->lora_r : 1) * sizeof(float)),
+          *w32 = biggest ? xmalloc(biggest * sizeof(float)) : NULL;
     for (int s = 0; s < nseq; s++)
         for (int i = 0; i < seqs[s].n; i++) {
             int t = first[s] + i;
@@ -196,26 +219,27 @@ int decode_forward(const Model *m, DecodeSeq *seqs, int nseq, float *logits, int
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const Layer *ly = &m->layers[l];
         rmsnorm_forward(x, ly->ln1, h, rstd, N, H, c->rms_norm_eps);
-        project(m, &ly->proj[PROJ_Q], h, N, q, u);
-        project(m, &ly->proj[PROJ_K], h, N, k, u);
-        project(m, &ly->proj[PROJ_V], h, N, v, u);
+        project(m, &ly->proj[PROJ_Q], h, Nm, N, q, u, w32);
+        project(m, &ly->proj[PROJ_K], h, Nm, N, k, u, w32);
+        project(m, &ly->proj[PROJ_V], h, Nm, N, v, u, w32);
         rope_apply(q, pos, N, Hq, D, c->rope_theta, 1);
         rope_apply(k, pos, N, Hkv, D, c->rope_theta, 1);
         attention_step(seqs, nseq, first, l, q, k, v, N, Hq, D, att);
-        project(m, &ly->proj[PROJ_O], att, N, tmp, u);
+        project(m, &ly->proj[PROJ_O], att, Nm, N, tmp, u, w32);
         for (size_t j = 0; j < (size_t)N * H; j++) x[j] += tmp[j];
         rmsnorm_forward(x, ly->ln2, h, rstd, N, H, c->rms_norm_eps);
-        project(m, &ly->proj[PROJ_GATE], h, N, g, u);
-        project(m, &ly->proj[PROJ_UP], h, N, up, u);
+        project(m, &ly->proj[PROJ_GATE], h, Nm, N, g, u, w32);
+        project(m, &ly->proj[PROJ_UP], h, Nm, N, up, u, w32);
         swiglu_forward(g, up, g, (size_t)N * I);
-        project(m, &ly->proj[PROJ_DOWN], g, N, tmp, u);
+        project(m, &ly->proj[PROJ_DOWN], g, Nm, N, tmp, u, w32);
         for (size_t j = 0; j < (size_t)N * H; j++) x[j] += tmp[j];
     }
-    int R = all_logits ? N : nseq;  // the rows whose logits are wanted, gathered into tmp
-    for (int r = 0; r < R; r++) {
-        int t = all_logits ? r : first[r] + seqs[r].n - 1;
-        memcpy(tmp + (size_t)r * H, x + (size_t)t * H, (size_t)H * sizeof(float));
-    }
+    // the rows whose logits are wanted, in the caller's order, gathered into tmp; the head
+    // always through matvec (one row's logits never depend on the others)
+    int R = 0;
+    for (int s = 0; s < nseq; s++)
+        for (int i = all_logits ? 0 : seqs[s].n - 1; i < seqs[s].n; i++)
+            memcpy(tmp + (size_t)R++ * H, x + (size_t)(first[s] + i) * H, (size_t)H * sizeof(float));
     rmsnorm_forward(tmp, m->norm, h, rstd, R, H, c->rms_norm_eps);
     if (m->head) matvec_f32(logits, h, m->head, R, V, H, 1.0f, 0);
     else matvec_bf16(logits, h, m->head_bf16, R, V, H, 1.0f, 0);
@@ -225,7 +249,7 @@ int decode_forward(const Model *m, DecodeSeq *seqs, int nseq, float *logits, int
         if ((int64_t)kc->tokens.len > kc->written) kc->written = (int64_t)kc->tokens.len;
     }
     free(first), free(pos), free(x), free(h), free(rstd), free(q), free(k), free(v), free(att), free(tmp), free(g);
-    free(up), free(u);
+    free(up), free(u), free(w32);
     return 0;
 }
 

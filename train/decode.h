@@ -17,7 +17,9 @@
  * conversation costs little whatever the window or context.
  *
  * What a sequence gets never depends on the other sequences of the step: attention is per
- * sequence and the projections go through matvec.h, whose sums do not depend on the batch.
+ * sequence; a sequence with DECODE_MATMUL_MIN or more new tokens (a prompt chunk) has its
+ * projections computed as matrix products (matmul.h, the weights dequantized once for the
+ * step), the others through matvec.h, and neither's sums depend on the other rows.
  */
 #ifndef PERSONA_DECODE_H
 #define PERSONA_DECODE_H
@@ -72,6 +74,8 @@ int decode_forward(const Model *m, DecodeSeq *seqs, int nseq, float *logits, int
 // The most tokens decode_forward should get for one sequence in one step: a longer prompt
 // is read in chunks of this many (bounding the step's activations).
 #define DECODE_CHUNK 512
+// New tokens of a sequence from which its projections are matrix products.
+#define DECODE_MATMUL_MIN 16
 
 // Reads ids[0..n) into the cache in chunks (after kv_cache_reuse), leaving the last id's
 // logits [V] in logits. Returns 0 or -1 when the context is full.

@@ -10,7 +10,8 @@
  * Every projection P may carry a LoRA adapter: P(x) = x W^T + s (x A^T) B^T (lora.h). Only
  * A and B get gradients; embeddings, norms, frozen weights and the head do not. Frozen
  * projection weights are kept as float32 or, for QLoRA, in NF4 (nf4.h), dequantized when
- * used (or, for inference, in bf16: half the bytes of float32 to read per token). A batch is a packed sequence of T tokens with, per token, its position (restarting
+ * used (or, for inference, in bf16: half the bytes of float32 to read per token). A batch
+ * is a packed sequence of T tokens with, per token, its position (restarting
  * at 0 in each conversation), its conversation id, the target id (the next token) and the
  * target's loss weight (0 = not trained).
  */
