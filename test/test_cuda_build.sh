@@ -136,7 +136,7 @@ ptx_kernels_lack nf4_bit_exact_kernels kernels/bench/nf4.cu \
 ptx_contains attention_decode_async_copies kernels/bench/attention_decode.cu "cp.async.cg.shared.global" \
     "cp.async.wait_group 0"
 ptx_kernels_lack attention_decode_no_atomics kernels/bench/attention_decode.cu \
-    "attention_decode_kernel attention_decode_combine_kernel" "atom." "red.global" "red.shared"
+    "attention_decode_kernel attention_decode_combine_kernel" $'\tatom.' $'\tred.'
 ptx_contains attention_tensor_cores kernels/bench/attention.cu \
     "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" "ldmatrix.sync.aligned.m8n8.x4.shared.b16" \
     "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16" "cp.async.cg.shared.global" "cp.async.wait_group 1"
