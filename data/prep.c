@@ -89,7 +89,7 @@ static void usage(FILE *f) {
             "  --val-fraction F     share of each source's lines held out for validation (default 0.1;\n"
             "                       not with --val)\n"
             "  --seed N             seed of the validation split (default 0)\n"
-            "  --chat-format V      v1, v2, v3 or v7 (default: the tokenizer's own)\n"
+            "  --chat-format V      v1, v2, v3, v7 or chatml (default: the tokenizer's own)\n"
             "  --system TEXT        default system prompt for conversations that have none\n"
             "  --system-file FILE   the same, read from FILE\n"
             "  --max-len N          longest conversation in tokens (default 0: no limit; the\n"
@@ -878,7 +878,7 @@ static int print_config(const Options *o, Worker *w0, uint64_t *fingerprint) {
     char err[ERR_LEN];
     ChatMessage probe[] = {{ROLE_USER, "a", 1, -1}, {ROLE_ASSISTANT, "b", 1, -1}};
     if (o->chat_format && chat_format_parse(o->chat_format, &w0->format)) {
-        fprintf(stderr, "error: --chat-format '%s': expected v1, v2, v3 or v7\n", o->chat_format);
+        fprintf(stderr, "error: --chat-format '%s': expected v1, v2, v3, v7 or chatml\n", o->chat_format);
         return -1;
     }
     if (shard_fingerprint_file(o->tokenizer, fingerprint, err) ||
@@ -888,7 +888,7 @@ static int print_config(const Options *o, Worker *w0, uint64_t *fingerprint) {
     }
     const Tokenizer *t = &w0->tok;
     printf("prep: %s (%s v%d, %d ids, fingerprint %016llx), chat format %s\n", o->tokenizer,
-           t->kind == TOKENIZER_TEKKEN ? "tekken" : "sentencepiece", t->version, t->vocab_size,
+           t->kind == TOKENIZER_TEKKEN ? "tekken" : t->kind == TOKENIZER_BYTELEVEL ? "byte-level BPE" : "sentencepiece", t->version, t->vocab_size,
            (unsigned long long)*fingerprint, chat_format_name(w0->format));
     printf("prep: %s, max-len %ld%s%s, ", o->check ? "--check (nothing is written)" : o->out, o->max_len,
            o->max_len ? ", long conversations: " : "", o->max_len ? long_names[o->long_policy] : "");

@@ -113,7 +113,7 @@ static int header_decode(ShardHeader *h, const uint8_t *b, uint64_t file_len, co
     // A header with a valid CRC was written by a writer; these catch a writer's bugs.
     if (h->vocab_size == 0 || h->token_bytes != (h->vocab_size <= 65536 ? 2u : 4u))
         return set_error(err, "%s: token width %u bytes does not fit vocab size %u", path, h->token_bytes, h->vocab_size);
-    if (h->chat_format != 1 && h->chat_format != 2 && h->chat_format != 3 && h->chat_format != 7)
+    if (h->chat_format != 1 && h->chat_format != 2 && h->chat_format != 3 && h->chat_format != 7 && h->chat_format != 100)
         return set_error(err, "%s: unknown chat format %u", path, h->chat_format);
     if (!(h->weight > 0) || h->weight > 1e300) return set_error(err, "%s: source weight %g is not a positive number", path, h->weight);
     if (!memchr(h->source, 0, SHARD_NAME_BYTES)) return set_error(err, "%s: source name is not NUL-terminated", path);

@@ -3,7 +3,8 @@
 # prints the closing summary `N passed, N failed`.
 #
 # Each test prints `PASS name` or `FAIL name` lines (test/test.h for C programs,
-# test/lib.sh for scripts). A program that exits non-zero without reporting a failure
+# test/lib.sh for scripts), or `SKIP name (reason)` for a check whose optional input is not
+# installed; skips are counted and listed in the summary, never as passes. A program that exits non-zero without reporting a failure
 # (a crash, a sanitizer report) counts as one more failure, so nothing fails silently.
 # C programs receive the directory of mistral-common's tokenizer files as argv[1]; the
 # scripts find everything through the environment set here.
@@ -20,6 +21,7 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:exitco
 
 passed=0
 failed=0
+skipped=0
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 for t in "$@"; do
@@ -33,17 +35,19 @@ for t in "$@"; do
     cat "$log"
     p=$(grep -c '^PASS ' "$log")
     f=$(grep -c '^FAIL ' "$log")
+    s=$(grep -c '^SKIP ' "$log")
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
         echo "FAIL $t exited with status $rc without reporting a failure"
         f=1
     fi
-    if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then
+    if [ "$p" -eq 0 ] && [ "$f" -eq 0 ] && [ "$s" -eq 0 ]; then
         echo "FAIL $t ran no test"
         f=1
     fi
     passed=$((passed + p))
     failed=$((failed + f))
-    echo "-- $t: $p passed, $f failed ($(( $(date +%s) - start ))s)"
+    skipped=$((skipped + s))
+    echo "-- $t: $p passed, $f failed$([ "$s" -gt 0 ] && echo ", $s skipped") ($(( $(date +%s) - start ))s)"
 done
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed$([ "$skipped" -gt 0 ] && echo ", $skipped skipped")"
 [ "$failed" -eq 0 ]

@@ -4,12 +4,20 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#include "bytelevel.h"
 
 ChatFormat chat_format_for(const Tokenizer *t) {
+    if (t->kind == TOKENIZER_BYTELEVEL) return CHAT_CHATML;
     return t->version >= 7 ? CHAT_V7 : t->version >= 3 ? CHAT_V3 : t->version == 2 ? CHAT_V2 : CHAT_V1;
 }
 
 int chat_format_parse(const char *name, ChatFormat *f) {
+    if (strcasecmp(name, "chatml") == 0) {
+        *f = CHAT_CHATML;
+        return 0;
+    }
     if (tolower((unsigned char)name[0]) == 'v') name++;
     static const ChatFormat all[] = {CHAT_V1, CHAT_V2, CHAT_V3, CHAT_V7};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
@@ -21,7 +29,7 @@ int chat_format_parse(const char *name, ChatFormat *f) {
 }
 
 const char *chat_format_name(ChatFormat f) {
-    return f == CHAT_V1 ? "v1" : f == CHAT_V2 ? "v2" : f == CHAT_V3 ? "v3" : "v7";
+    return f == CHAT_V1 ? "v1" : f == CHAT_V2 ? "v2" : f == CHAT_V3 ? "v3" : f == CHAT_V7 ? "v7" : "chatml";
 }
 
 // A message after normalisation: its text owned here, joined from one or more inputs.
@@ -153,10 +161,59 @@ static int encode_turns(Tokenizer *t, ChatFormat f, const Turn *turns, size_t co
     return rc;
 }
 
+// One ChatML turn: <|im_start|> encode(role + "\n" + content) <|im_end|> encode("\n"), the
+// content tokens and <|im_end|> marked `trained`. The role header and the content are one
+// encode (as the template's text is), so the mask starts at the first token that holds
+// content bytes.
+static void chatml_turn(Tokenizer *t, int32_t start, int32_t end, const char *role, const char *content, size_t len,
+                        int trained, int closed, TokenVec *ids, ByteBuf *mask) {
+    ByteBuf text = {0};
+    tokvec_push(ids, start);
+    mask_to_end(mask, ids, 0);
+    bytebuf_append(&text, role, strlen(role));
+    bytebuf_push(&text, '\n');
+    size_t header = text.len, at = 0;
+    bytebuf_append(&text, content, len);
+    size_t first = ids->len;
+    tokenizer_encode(t, text.data, text.len, ids);
+    for (size_t i = first; i < ids->len; i++) {  // a token ending past the header holds content
+        const char *piece;
+        at += tokenizer_piece(t, ids->ids[i], &piece);
+        bytebuf_push(mask, (char)(trained && at > header));
+    }
+    if (closed) {
+        tokvec_push(ids, end);
+        bytebuf_push(mask, (char)trained);
+        tokenizer_encode(t, "\n", 1, ids);
+        mask_to_end(mask, ids, 0);
+    }
+    bytebuf_free(&text);
+}
+
+static int encode_chatml(Tokenizer *t, const ChatMessage *msgs, size_t n, TokenVec *ids, ByteBuf *mask, char *err) {
+    int32_t start, end;
+    if (special(t, CHAT_CHATML, "<|im_start|>", &start, err) || special(t, CHAT_CHATML, "<|im_end|>", &end, err)) return -1;
+    size_t sys_len = 0;
+    const char *sys = t->kind == TOKENIZER_BYTELEVEL ? bytelevel_default_system(t->bytelevel, &sys_len) : NULL;
+    if (sys && (n == 0 || msgs[0].role != ROLE_SYSTEM)) chatml_turn(t, start, end, "system", sys, sys_len, 0, 1, ids, mask);
+    static const char *const roles[] = {[ROLE_SYSTEM] = "system", [ROLE_USER] = "user", [ROLE_ASSISTANT] = "assistant"};
+    for (size_t k = 0; k < n; k++)
+        chatml_turn(t, start, end, roles[msgs[k].role], msgs[k].content, msgs[k].len,
+                    msgs[k].role == ROLE_ASSISTANT && trained(msgs[k].weight), 1, ids, mask);
+    if (n && msgs[n - 1].role == ROLE_USER) chatml_turn(t, start, end, "assistant", "", 0, 0, 0, ids, mask);
+    return 0;
+}
+
 int chat_encode(Tokenizer *t, ChatFormat f, const ChatMessage *msgs, size_t n, TokenVec *ids,
                 ByteBuf *mask, char *err) {
     if (ids->len != mask->len)
         return set_error(err, "chat_encode: ids (%zu) and mask (%zu) differ in length", ids->len, mask->len);
+    if (f == CHAT_CHATML) {
+        size_t ids_before = ids->len, mask_before = mask->len;
+        int rc = encode_chatml(t, msgs, n, ids, mask, err);
+        if (rc) ids->len = ids_before, mask->len = mask_before;
+        return rc;
+    }
     Turn *turns = xcalloc(n + 1, sizeof(Turn));
     ByteBuf system = {0};
     size_t count = normalize(f, msgs, n, turns, &system);

@@ -23,9 +23,21 @@
  * one system prompt, and an empty user message is inserted when the conversation does not
  * start with a user message; from V7 on, system messages stay where they are.
  *
+ *   ChatML (byte-level BPE tokenizers that define <|im_start|> and <|im_end|>: SmolLM2, ...)
+ *     [<|im_start|> encode("system\n" + DEFAULT) <|im_end|> encode("\n")]   when the first
+ *         message is not a system message and the tokenizer's chat template has a default
+ *     per message: <|im_start|> encode(role + "\n" + content) <|im_end|> encode("\n")
+ *     and, when the conversation ends with a user message, the generation prompt
+ *     <|im_start|> encode("assistant\n")
+ *   (the text Hugging Face's ChatML templates render, tokenized as transformers does: the
+ *   special tokens split the text and each span between them is encoded by itself). No
+ *   message is joined or moved; no BOS.
+ *
  * Loss mask (mistral-finetune's tokenize_instruct): BOS, system and user tokens are never
  * trained; an assistant message's tokens and its closing EOS are trained unless the
  * message carries a weight other than 1 (`"weight": 0` turns it off).
+ * ChatML: an assistant message's content tokens and its <|im_end|> are trained (not the
+ * "assistant\n" header, not the "\n" after <|im_end|>), unless its weight says otherwise.
  * mask[i] = 1 means "token i is a target" (the trainer predicts ids[i] from ids[i-1]).
  */
 #ifndef PERSONA_CHAT_H
@@ -33,7 +45,7 @@
 
 #include "tokenizer.h"
 
-typedef enum { CHAT_V1 = 1, CHAT_V2 = 2, CHAT_V3 = 3, CHAT_V7 = 7 } ChatFormat;
+typedef enum { CHAT_V1 = 1, CHAT_V2 = 2, CHAT_V3 = 3, CHAT_V7 = 7, CHAT_CHATML = 100 } ChatFormat;
 typedef enum { ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT } ChatRole;
 
 typedef struct {
@@ -43,9 +55,10 @@ typedef struct {
     double weight;  // assistant loss weight; < 0 means "not given" (trained)
 } ChatMessage;
 
-// The format the tokenizer's version implies (v1 -> V1, v2 -> V2, v3 -> V3, v7+ -> V7).
+// The format the tokenizer implies: byte-level BPE -> ChatML; Mistral's by version (v1 -> V1,
+// v2 -> V2, v3 -> V3, v7+ -> V7).
 ChatFormat chat_format_for(const Tokenizer *t);
-// "v1", "v2", "v3", "v7" (case-insensitive, the "v" optional). Returns -1 if unknown.
+// "v1", "v2", "v3", "v7" (case-insensitive, the "v" optional) or "chatml". Returns -1 if unknown.
 int chat_format_parse(const char *name, ChatFormat *f);
 const char *chat_format_name(ChatFormat f);
 

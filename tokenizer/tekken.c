@@ -32,18 +32,15 @@
  * plain text. The input is bytes but mistral-common takes a Python str, so malformed UTF-8
  * is first replaced as bytes.decode("utf-8", errors="replace") would (utf8.h).
  *
- * The regex engine: tiktoken runs the pattern with Rust's fancy_regex, where `\s` is the
- * Unicode White_Space property and \p{..} are general categories. PCRE2 in UTF+UCP mode
- * agrees on \p{..}, but its `\s` also matches U+180E, which is not White_Space, so
- * `\s`/`\S` are rewritten into explicit White_Space classes before compiling
- * (translate_pattern below). One difference remains: each library carries its own Unicode
- * tables, and characters assigned in a Unicode version newer than PCRE2's (Debian's PCRE2
- * 10.42 has Unicode 14; tiktoken 0.14 has 16: e.g. CJK Extensions H and I, Kawi, Garay)
+ * The pre-split regex and the merge loop are the engine in bpe.h (shared with the GPT-2-style
+ * tokenizer); here the join of two parts is tiktoken's: the rank of their joined bytes as a
+ * token. One difference from mistral-common remains: each regex library carries its own
+ * Unicode tables, and characters assigned in a Unicode version newer than PCRE2's (Debian's
+ * PCRE2 10.42 has Unicode 14; tiktoken 0.14 has 16: e.g. CJK Extensions H and I, Kawi, Garay)
  * are unassigned to PCRE2, which can move the piece boundaries next to them.
  *
- * Speed: whole-piece lookups and a bounded cache of merged pieces make the merge loop
- * rare; the merge itself is tiktoken's simple O(n^2) scan for short pieces and a heap
- * with the same choice order for long ones (a megabyte of spaces is one piece).
+ * Speed: whole-piece lookups and the engine's cache of merged pieces make the merge loop
+ * rare.
  */
 #include "tekken.h"
 
@@ -51,27 +48,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PCRE2_CODE_UNIT_WIDTH 8
 #include <cjson/cJSON.h>
-#include <pcre2.h>
 
 #include "../common/strmap.h"
+#include "bpe.h"
 #include "utf8.h"
 
-#define NO_RANK UINT32_MAX     // "these bytes are not a token"
-#define MERGE_SMALL_MAX 128    // pieces up to this many bytes use the O(n^2) scan
-#define CACHE_MAX_PIECE 256    // longer pieces are rare and rarely repeat: not cached
-#define CACHE_MAX_ENTRIES (1 << 16)
-#define CACHE_MAX_IDS (1 << 20)
-#define CACHE_MAX_BYTES (1 << 22)
+#define NO_RANK BPE_NONE  // "these bytes are not a token"
 #define MAX_SPECIAL (1 << 20)
-
-// One part of a piece during the short-piece merge.
-typedef struct {
-    size_t start;   // offset of its first byte in the piece
-    uint32_t token; // its rank
-    uint32_t join;  // rank of it joined with the next part, NO_RANK if that is no token
-} Part;
 
 struct Tekken {
     int version, vocab_size, num_special, inner;  // inner = vocab_size - num_special ranks
@@ -87,19 +71,8 @@ struct Tekken {
     char *spec_str;
     size_t *spec_off;
     StrMap special;  // special string -> rank
-    // The compiled split pattern and the state reused across matches.
-    pcre2_code *re;
-    pcre2_match_data *md;
-    pcre2_match_context *mctx;
-    pcre2_jit_stack *jit_stack;
-    int jit;
-    // Encode cache: piece bytes -> index i into cache_ids, where cache_ids[i] is the
-    // number of ids and the ids follow.
-    StrMap cache;
-    int32_t *cache_ids;
-    size_t cache_len, cache_cap;
-    Part parts[MERGE_SMALL_MAX + 1];  // scratch for merge_small
-
+    BpeSplitter split;  // the file's pattern
+    BpeMerger merge;    // byte-pair merging by the rank of the joined bytes, and its cache
 };
 
 // mistral-common's Tekkenizer.DEPRECATED_SPECIAL_TOKENS, ranks 0..19: the special tokens
@@ -168,137 +141,6 @@ static const char *get_str(const cJSON *obj, const char *key, const char *path,
         return NULL;
     }
     return item->valuestring;
-}
-
-// The members of Unicode's White_Space property (PropList.txt), the set Rust's regex
-// crate matches with \s, as PCRE2 class members. Written with \x{..} so that a space is
-// not dropped if the pattern turns on extended mode.
-#define WHITE_SPACE_MEMBERS                                                                 \
-    "\\x{9}-\\x{D}\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}"      \
-    "\\x{202F}\\x{205F}\\x{3000}"
-
-// A translated pattern, and for each of its bytes the offset in the file's pattern it came
-// from (so PCRE2's compile errors can point into the file's pattern).
-typedef struct {
-    ByteBuf text;
-    size_t *from;
-    size_t cap;
-} Translation;
-
-static void emit(Translation *tr, const char *s, size_t n, size_t from) {
-    while (tr->text.len + n > tr->cap) {
-        tr->cap = tr->cap ? tr->cap * 2 : 256;
-        tr->from = xrealloc(tr->from, tr->cap * sizeof(size_t));
-    }
-    for (size_t k = 0; k < n; k++) tr->from[tr->text.len + k] = from;
-    bytebuf_append(&tr->text, s, n);
-}
-
-// Rewrites a Rust-regex pattern into a PCRE2 pattern with the same meaning: `\s` becomes
-// [White_Space] outside a class and its members inside one, `\S` becomes [^White_Space].
-// Everything else is copied: the Tekken patterns use only syntax the two engines share.
-// Rust syntax with no PCRE2 equivalent that would silently change meaning (nested classes,
-// class set operations, \S inside a class) is refused. Returns 0, or -1 with the reason.
-static int translate_pattern(const char *pat, size_t n, Translation *tr, const char *path,
-                             char *err) {
-    static const char ws_class[] = "[" WHITE_SPACE_MEMBERS "]";
-    static const char non_ws_class[] = "[^" WHITE_SPACE_MEMBERS "]";
-    int in_class = 0;
-    size_t i = 0;
-    while (i < n) {
-        char c = pat[i];
-        if (c == '\\' && i + 1 < n) {
-            char d = pat[i + 1];
-            if (d == 's' && in_class) {
-                emit(tr, WHITE_SPACE_MEMBERS, strlen(WHITE_SPACE_MEMBERS), i);
-            } else if (d == 'S' && in_class) {
-                return set_error(err, "%s: config.pattern: \\S inside a character class "
-                                 "(offset %zu) is not supported", path, i);
-            } else if (d == 's' || d == 'S') {
-                const char *cls = d == 's' ? ws_class : non_ws_class;
-                emit(tr, cls, strlen(cls), i);
-            } else if (d == 'Q') {  // \Q...\E quotes: copied whole, nothing inside is syntax
-                const char *e = strstr(pat + i + 2, "\\E");
-                size_t end = e ? (size_t)(e - pat) + 2 : n;
-                emit(tr, pat + i, end - i, i);
-                i = end;
-                continue;
-            } else {  // any other escape (\p{L}, \r, \x{..}, \\, \[ ...) is the same in both
-                emit(tr, pat + i, 2, i);
-            }
-            i += 2;
-            continue;
-        }
-        if (c == '[' && !in_class) {
-            // A class opens; a ']' right after '[' or '[^' is a literal in both engines.
-            size_t j = i + 1;
-            if (j < n && pat[j] == '^') j++;
-            if (j < n && pat[j] == ']') j++;
-            emit(tr, pat + i, j - i, i);
-            in_class = 1;
-            i = j;
-            continue;
-        }
-        if (in_class && c == '[') {
-            const char *e = i + 1 < n && pat[i + 1] == ':' ? strstr(pat + i, ":]") : NULL;
-            if (!e)
-                return set_error(err, "%s: config.pattern: nested character class at offset "
-                                 "%zu is not supported", path, i);
-            size_t end = (size_t)(e - pat) + 2;  // a POSIX class [:alpha:] means the same
-            emit(tr, pat + i, end - i, i);
-            i = end;
-            continue;
-        }
-        if (in_class && (c == '&' || c == '-' || c == '~') && i + 1 < n && pat[i + 1] == c)
-            return set_error(err, "%s: config.pattern: character class set operation \"%c%c\" "
-                             "at offset %zu is not supported", path, c, c, i);
-        if (in_class && c == ']') in_class = 0;
-        emit(tr, pat + i, 1, i);
-        i++;
-    }
-    return 0;
-}
-
-// Compiles the file's pattern into t->re (JIT when PCRE2 has it) with its match state.
-static int compile_pattern(Tekken *t, const char *pat, const char *path, char *err) {
-    Translation tr = {0};
-    size_t n = strlen(pat);
-    int rc = translate_pattern(pat, n, &tr, path, err);
-    if (rc == 0) {
-        int code;
-        PCRE2_SIZE off;
-        t->re = pcre2_compile((PCRE2_SPTR)(tr.text.data ? tr.text.data : ""), tr.text.len,
-                              PCRE2_UTF | PCRE2_UCP, &code, &off, NULL);
-        if (!t->re) {
-            PCRE2_UCHAR msg[256];
-            pcre2_get_error_message(code, msg, sizeof(msg));
-            rc = set_error(err, "%s: config.pattern does not compile: %s at offset %zu", path,
-                           (const char *)msg, off < tr.text.len ? tr.from[off] : n);
-        }
-    }
-    bytebuf_free(&tr.text);
-    free(tr.from);
-    if (rc) return -1;
-    // JIT is several times faster than the interpreter; without it (a PCRE2 built without
-    // JIT support, or no executable memory) the interpreter gives the same matches.
-    t->jit = pcre2_jit_compile(t->re, PCRE2_JIT_COMPLETE) == 0;
-    t->md = pcre2_match_data_create_from_pattern(t->re, NULL);
-    t->mctx = pcre2_match_context_create(NULL);
-    if (!t->md || !t->mctx) return set_error(err, "%s: out of memory for the regex", path);
-    // PCRE2's default limit of 10 million backtracking steps is reached by ordinary long
-    // runs (20 MB of capital letters: `[\p{Lu}..]*` takes the run, then gives it back one
-    // character at a time before the next alternative matches), and failing there would
-    // cost a failed search per character. With the Tekken patterns the work per match is
-    // linear in the run, so no limit is needed short of the 32-bit counters.
-    pcre2_set_match_limit(t->mctx, UINT32_MAX);
-    pcre2_set_depth_limit(t->mctx, UINT32_MAX);
-    if (t->jit) {
-        // The default 32 KiB JIT stack is enough for these patterns; a larger one keeps a
-        // user pattern with nested groups from failing on long pieces.
-        t->jit_stack = pcre2_jit_stack_create(32 * 1024, 8 * 1024 * 1024, NULL);
-        if (t->jit_stack) pcre2_jit_stack_assign(t->mctx, NULL, t->jit_stack);
-    }
-    return 0;
 }
 
 // Fills t->spec_str / spec_off / special from the file's `special_tokens` (NULL when the
@@ -436,6 +278,21 @@ done:
     return rc;
 }
 
+static inline uint32_t rank_of(const Tekken *t, const char *p, size_t n) {
+    int32_t r = strmap_get(&t->ranks, p, n);
+    return r < 0 ? NO_RANK : (uint32_t)r;
+}
+
+// tiktoken's join: two parts join when their bytes together are a token, ranked by that
+// token's rank (two single bytes through the pair table, without hashing).
+static uint32_t join_bytes(const void *ctx, const char *p, size_t a, size_t b, size_t c, uint32_t left, uint32_t right,
+                           uint32_t *joined) {
+    (void)b, (void)left, (void)right;
+    const Tekken *t = ctx;
+    *joined = c - a == 2 ? t->pair_rank[(unsigned char)p[a] << 8 | (unsigned char)p[a + 1]] : rank_of(t, p + a, c - a);
+    return *joined;
+}
+
 static int load(Tekken *t, const char *path, const cJSON *root, char *err) {
     if (!cJSON_IsObject(root)) return set_error(err, "%s: not a JSON object", path);
     const cJSON *config = cJSON_GetObjectItemCaseSensitive(root, "config");
@@ -474,8 +331,9 @@ static int load(Tekken *t, const char *path, const cJSON *root, char *err) {
     if (cJSON_IsNull(specials)) specials = NULL;  // Python reads null like a missing key
     if (load_specials(t, specials, path, err)) return -1;
     if (load_vocab(t, vocab, path, err)) return -1;
-    if (compile_pattern(t, pattern, path, err)) return -1;
-    strmap_init(&t->cache, 1024);
+    if (bpe_splitter_compile(&t->split, pattern, path, "config.pattern", err)) return -1;
+    bpe_merger_init(&t->merge, join_bytes, t, t->num_special);
+    for (int b = 0; b < 256; b++) t->merge.byte_token[b] = (uint32_t)b;  // ranks 0..255 are the bytes
     return 0;
 }
 
@@ -518,136 +376,15 @@ void tekken_free(Tekken *t) {
     free(t->spec_off);
     if (t->ranks.slots) strmap_free(&t->ranks);
     if (t->special.slots) strmap_free(&t->special);
-    if (t->cache.slots) strmap_free(&t->cache);
-    free(t->cache_ids);
-    pcre2_match_data_free(t->md);
-    pcre2_match_context_free(t->mctx);
-    pcre2_jit_stack_free(t->jit_stack);
-    pcre2_code_free(t->re);
+    bpe_merger_free(&t->merge);
+    bpe_splitter_free(&t->split);
     free(t);
 }
 
 // ---------------------------------------------------------------------------------------
 // Encoding
 
-static inline uint32_t rank_of(const Tekken *t, const char *p, size_t n) {
-    int32_t r = strmap_get(&t->ranks, p, n);
-    return r < 0 ? NO_RANK : (uint32_t)r;
-}
-
-static inline uint32_t pair_rank_of(const Tekken *t, const char *p) {
-    return t->pair_rank[(unsigned char)p[0] << 8 | (unsigned char)p[1]];
-}
-
-// tiktoken's _byte_pair_merge for a piece of 2..MERGE_SMALL_MAX bytes. The parts are an
-// array (entry m-1, at offset n, closes the last part); each step scans for the lowest
-// join rank (the first one wins ties), joins that pair by deleting the right part's entry
-// (the joined part's token is the join's rank), and re-ranks the joins of the joined part
-// and its left neighbour. O(n) per merge, but n is small and everything stays in cache.
-static void merge_small(Tekken *t, const char *p, size_t n, TokenVec *out) {
-    Part *part = t->parts;
-    for (size_t i = 0; i < n; i++)  // ranks 0..255 are the bytes
-        part[i] = (Part){i, (unsigned char)p[i], i + 1 < n ? pair_rank_of(t, p + i) : NO_RANK};
-    part[n] = (Part){n, NO_RANK, NO_RANK};
-    size_t m = n + 1;
-    for (;;) {
-        size_t best = 0;
-        uint32_t best_rank = NO_RANK;
-        for (size_t k = 0; k + 1 < m; k++)
-            if (part[k].join < best_rank) best_rank = part[k].join, best = k;
-        if (best_rank == NO_RANK) break;
-        memmove(part + best + 1, part + best + 2, (m - best - 2) * sizeof(Part));
-        m--;
-        // Part k joined with part k+1 spans part[k].start .. part[k+2].start.
-        size_t at = part[best].start;
-        part[best].token = best_rank;
-        part[best].join = best + 2 < m ? rank_of(t, p + at, part[best + 2].start - at) : NO_RANK;
-        if (best > 0) {
-            size_t left = part[best - 1].start;
-            part[best - 1].join = rank_of(t, p + left, part[best + 1].start - left);
-        }
-    }
-    for (size_t k = 0; k + 1 < m; k++) tokvec_push(out, (int32_t)part[k].token + t->num_special);
-}
-
-// A candidate join: the part starting at byte pos with its right neighbour, of this rank.
-typedef struct {
-    uint32_t rank;
-    size_t pos;
-} Pair;
-
-// Heap order = tiktoken's choice order: lowest rank, then leftmost.
-static inline int pair_before(Pair a, Pair b) {
-    return a.rank < b.rank || (a.rank == b.rank && a.pos < b.pos);
-}
-
-static void heap_push(Pair *h, size_t *len, Pair x) {
-    size_t i = (*len)++;
-    for (; i > 0 && pair_before(x, h[(i - 1) / 2]); i = (i - 1) / 2) h[i] = h[(i - 1) / 2];
-    h[i] = x;
-}
-
-static Pair heap_pop(Pair *h, size_t *len) {
-    Pair top = h[0], x = h[--*len];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= *len) break;
-        if (c + 1 < *len && pair_before(h[c + 1], h[c])) c++;
-        if (!pair_before(h[c], x)) break;
-        h[i] = h[c];
-        i = c;
-    }
-    if (*len) h[i] = x;
-    return top;
-}
-
-// The same merge for long pieces in O(n log n): parts form a linked list over byte
-// offsets (next[i] = start of the part after the one starting at i, token[i] its token)
-// and candidate joins sit in a heap. pair[i] is the current join rank of the part at i; a
-// heap entry whose rank no longer equals it is stale (a join only ever grows a part, so a
-// part's join rank never returns to an old value) and is skipped. Popping the lowest
-// (rank, pos) each time makes exactly the choices of the scan in merge_small.
-static void merge_large(const Tekken *t, const char *p, size_t n, TokenVec *out) {
-    size_t *next = xmalloc((n + 1) * sizeof(size_t)), *prev = xmalloc(n * sizeof(size_t));
-    uint32_t *pair = xmalloc(n * sizeof(uint32_t)), *token = xmalloc(n * sizeof(uint32_t));
-    Pair *heap = xmalloc(3 * n * sizeof(Pair));  // n - 1 initial entries + 2 per join
-    size_t heap_len = 0;
-    for (size_t i = 0; i < n; i++) {
-        next[i] = i + 1;
-        prev[i] = i - 1;  // unused for i = 0
-        token[i] = (unsigned char)p[i];
-        pair[i] = i + 1 < n ? pair_rank_of(t, p + i) : NO_RANK;
-        if (pair[i] != NO_RANK) heap_push(heap, &heap_len, (Pair){pair[i], i});
-    }
-    next[n] = n;
-    while (heap_len) {
-        Pair top = heap_pop(heap, &heap_len);
-        size_t i = top.pos;
-        if (pair[i] != top.rank) continue;
-        size_t r = next[i];
-        next[i] = next[r];
-        if (next[i] < n) prev[next[i]] = i;
-        pair[r] = NO_RANK;
-        token[i] = top.rank;
-        pair[i] = next[i] < n ? rank_of(t, p + i, next[next[i]] - i) : NO_RANK;
-        if (pair[i] != NO_RANK) heap_push(heap, &heap_len, (Pair){pair[i], i});
-        if (i > 0) {
-            size_t l = prev[i];
-            pair[l] = rank_of(t, p + l, next[i] - l);
-            if (pair[l] != NO_RANK) heap_push(heap, &heap_len, (Pair){pair[l], l});
-        }
-    }
-    for (size_t i = 0; i < n; i = next[i]) tokvec_push(out, (int32_t)token[i] + t->num_special);
-    free(next);
-    free(prev);
-    free(pair);
-    free(token);
-    free(heap);
-}
-
-// Appends the ids of one regex piece: a whole-token lookup, then the cache, then a merge
-// whose result is cached.
+// Appends the ids of one regex piece: a whole-token lookup (tiktoken's), then the engine.
 static void encode_piece(Tekken *t, const char *p, size_t n, TokenVec *out) {
     if (n == 1) {  // ranks 0..255 are the single bytes (checked at load)
         tokvec_push(out, (int32_t)(unsigned char)p[0] + t->num_special);
@@ -658,61 +395,7 @@ static void encode_piece(Tekken *t, const char *p, size_t n, TokenVec *out) {
         tokvec_push(out, r + t->num_special);
         return;
     }
-    int cacheable = n <= CACHE_MAX_PIECE;
-    if (cacheable) {
-        int32_t at = strmap_get(&t->cache, p, n);
-        if (at >= 0) {
-            const int32_t *ids = t->cache_ids + at;
-            for (int32_t k = 1; k <= ids[0]; k++) tokvec_push(out, ids[k]);
-            return;
-        }
-    }
-    size_t before = out->len;
-    if (n <= MERGE_SMALL_MAX) merge_small(t, p, n, out);
-    else merge_large(t, p, n, out);
-    if (!cacheable) return;
-    size_t count = out->len - before;
-    // Bound the cache: start afresh once it is full, so a huge input of distinct words
-    // cannot grow memory without limit (the working set refills it quickly).
-    if (t->cache.count >= CACHE_MAX_ENTRIES || t->cache_len + count + 1 > CACHE_MAX_IDS ||
-        t->cache.arena_len + n > CACHE_MAX_BYTES) {
-        strmap_free(&t->cache);
-        strmap_init(&t->cache, 1024);
-        t->cache_len = 0;
-    }
-    if (t->cache_len + count + 1 > t->cache_cap) {
-        t->cache_cap = t->cache_cap ? t->cache_cap * 2 : 4096;
-        if (t->cache_cap < t->cache_len + count + 1) t->cache_cap = t->cache_len + count + 1;
-        t->cache_ids = xrealloc(t->cache_ids, t->cache_cap * sizeof(int32_t));
-    }
-    strmap_put(&t->cache, p, n, (int32_t)t->cache_len);
-    t->cache_ids[t->cache_len] = (int32_t)count;
-    memcpy(t->cache_ids + t->cache_len + 1, out->ids + before, count * sizeof(int32_t));
-    t->cache_len += count + 1;
-}
-
-// Finds the next match of the split pattern in s[0..n) at or after pos. Returns 1 with the
-// match in [*ms, *me), or 0 when nothing more matches.
-static int next_match(Tekken *t, const char *s, size_t n, size_t pos, size_t *ms, size_t *me) {
-    int rc = 0;
-    if (t->jit) rc = pcre2_jit_match(t->re, (PCRE2_SPTR)s, n, pos, 0, t->md, t->mctx);
-    // Without JIT, or if the JIT ran out of stack, the interpreter gives the same answer.
-    if (!t->jit || (rc < 0 && rc != PCRE2_ERROR_NOMATCH))
-        rc = pcre2_match(t->re, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, t->md,
-                         t->mctx);
-    if (rc == PCRE2_ERROR_NOMATCH) return 0;
-    if (rc < 0) {
-        // A resource limit even the interpreter hits (out of memory, or the step counters
-        // above overflowing on gigabytes of one run): take the next character as a piece
-        // of its own rather than lose text.
-        *ms = pos;
-        *me = pos + utf8_char_len((const unsigned char *)s + pos, n - pos, NULL);
-        return 1;
-    }
-    PCRE2_SIZE *ov = pcre2_get_ovector_pointer(t->md);
-    *ms = ov[0];
-    *me = ov[1];
-    return 1;
+    bpe_merge(&t->merge, p, n, out);
 }
 
 void tekken_encode(Tekken *t, const char *text, size_t len, TokenVec *out) {
@@ -724,7 +407,7 @@ void tekken_encode(Tekken *t, const char *text, size_t len, TokenVec *out) {
     }
     size_t pos = 0, ms, me;
     // Text between matches (none with the shipped patterns) is skipped, as tiktoken does.
-    while (pos < len && next_match(t, text, len, pos, &ms, &me)) {
+    while (pos < len && bpe_splitter_next(&t->split, text, len, pos, &ms, &me)) {
         if (me == ms) {  // an empty match carries no bytes: step over one character
             if (ms >= len) break;
             pos = ms + utf8_char_len((const unsigned char *)text + ms, len - ms, NULL);

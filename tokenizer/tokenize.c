@@ -40,7 +40,7 @@ static void usage(FILE *f) {
             "  --chat CONV.jsonl    encode conversations with the instruct format; prints one\n"
             "                       {\"ids\": [...], \"mask\": [...]} line per conversation\n"
             "                       (mask 1 = trained token: assistant answers and their EOS)\n"
-            "  --chat-format V      v1, v2, v3 or v7 (default: the tokenizer's own version)\n"
+            "  --chat-format V      v1, v2, v3, v7 or chatml (default: the tokenizer's own)\n"
             "  --bench              time encoding of the input (single thread) and print\n"
             "                       MB/s and tokens/s instead of the ids\n"
             "  --repeat N           repetitions for --bench, each with a fresh tokenizer (default 5)\n"
@@ -156,7 +156,7 @@ static int chat_line(Tokenizer *t, ChatFormat f, const char *path, size_t line_n
 static int run_chat(Tokenizer *t, const Options *o) {
     ChatFormat f = chat_format_for(t);
     if (o->chat_format && chat_format_parse(o->chat_format, &f)) {
-        fprintf(stderr, "error: --chat-format '%s': expected v1, v2, v3 or v7\n", o->chat_format);
+        fprintf(stderr, "error: --chat-format '%s': expected v1, v2, v3, v7 or chatml\n", o->chat_format);
         return 1;
     }
     char err[ERR_LEN];
@@ -285,7 +285,7 @@ int main(int argc, char **argv) {
     int rc = 0;
     if (o.info) {
         printf("%s: %s v%d, %d ids, bos %d, eos %d, unk %d, pad %d, chat format %s\n", o.tokenizer,
-               t.kind == TOKENIZER_TEKKEN ? "tekken" : "sentencepiece", t.version, t.vocab_size,
+               t.kind == TOKENIZER_TEKKEN ? "tekken" : t.kind == TOKENIZER_BYTELEVEL ? "byte-level BPE" : "sentencepiece", t.version, t.vocab_size,
                t.bos_id, t.eos_id, t.unk_id, t.pad_id, chat_format_name(chat_format_for(&t)));
     } else if (o.chat) {
         rc = run_chat(&t, &o);

@@ -1,9 +1,11 @@
 // tokenizer.c: loading and dispatch for the two tokenizer families (see tokenizer.h).
 #include "tokenizer.h"
 
+#include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "bytelevel.h"
 #include "sentencepiece.h"
 #include "tekken.h"
 
@@ -40,14 +42,45 @@ static int spm_version_from_pieces(const SentencePiece *m) {
     return sys ? 7 : inst && img ? 3 : inst ? 2 : 1;
 }
 
+// A GGUF model's tokenizer, or a Hugging Face tokenizer.json (root, parsed).
+static int load_bytelevel(Tokenizer *t, const char *path, const cJSON *root, char *err) {
+    t->kind = TOKENIZER_BYTELEVEL;
+    if (root) {
+        t->bytelevel = bytelevel_from_json(path, root, err);
+    } else {
+        Gguf g;
+        if (gguf_open(&g, path, err)) return -1;
+        t->bytelevel = bytelevel_from_gguf(&g, err);
+        gguf_close(&g);
+    }
+    if (!t->bytelevel) return -1;
+    t->vocab_size = bytelevel_vocab_size(t->bytelevel);
+    bytelevel_ids(t->bytelevel, &t->bos_id, &t->eos_id, &t->unk_id, &t->pad_id);
+    if (t->eos_id < 0) t->eos_id = bytelevel_special_id(t->bytelevel, "<|im_end|>");
+    if (t->eos_id < 0) {
+        tokenizer_free(t);
+        return set_error(err, "%s: the tokenizer names no end-of-sequence token", path);
+    }
+    return 0;
+}
+
 int tokenizer_load(Tokenizer *t, const char *path, char *err) {
     memset(t, 0, sizeof(*t));
+    if (gguf_is_gguf(path)) return load_bytelevel(t, path, NULL, err);
     size_t len;
     char *data = read_file(path, &len, err);
     if (!data) return -1;
     size_t i = 0;
     while (i < len && strchr(" \t\r\n", data[i])) i++;
-    if (i < len && data[i] == '{') {  // a JSON object: tekken.json
+    if (i < len && data[i] == '{') {  // a JSON object: tokenizer.json (it has "model") or tekken.json
+        cJSON *root = cJSON_ParseWithLength(data, len);
+        if (cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(root, "model"))) {
+            free(data);
+            int rc = load_bytelevel(t, path, root, err);
+            cJSON_Delete(root);
+            return rc;
+        }
+        cJSON_Delete(root);
         t->kind = TOKENIZER_TEKKEN;
         t->tekken = tekken_load(path, data, len, err);
         free(data);
@@ -81,22 +114,27 @@ int tokenizer_load(Tokenizer *t, const char *path, char *err) {
 void tokenizer_free(Tokenizer *t) {
     spm_free(t->spm);
     tekken_free(t->tekken);
+    bytelevel_free(t->bytelevel);
     memset(t, 0, sizeof(*t));
 }
 
 void tokenizer_encode(Tokenizer *t, const char *text, size_t len, TokenVec *out) {
-    if (t->kind == TOKENIZER_TEKKEN)
+    if (t->kind == TOKENIZER_BYTELEVEL)
+        bytelevel_encode(t->bytelevel, text, len, out);
+    else if (t->kind == TOKENIZER_TEKKEN)
         tekken_encode(t->tekken, text, len, out);
     else
         spm_encode(t->spm, text, len, out);
 }
 
 int tokenizer_decode(const Tokenizer *t, const int32_t *ids, size_t n, ByteBuf *out, char *err) {
+    if (t->kind == TOKENIZER_BYTELEVEL) return bytelevel_decode(t->bytelevel, ids, n, out, err);
     return t->kind == TOKENIZER_TEKKEN ? tekken_decode(t->tekken, ids, n, out, err)
                                        : spm_decode(t->spm, ids, n, out, err);
 }
 
 int32_t tokenizer_special_id(const Tokenizer *t, const char *piece) {
+    if (t->kind == TOKENIZER_BYTELEVEL) return bytelevel_special_id(t->bytelevel, piece);
     if (t->kind == TOKENIZER_TEKKEN) return tekken_special_id(t->tekken, piece);
     int32_t id = spm_piece_id(t->spm, piece, strlen(piece));
     int type = spm_piece_type(t->spm, id);
@@ -104,5 +142,6 @@ int32_t tokenizer_special_id(const Tokenizer *t, const char *piece) {
 }
 
 size_t tokenizer_piece(const Tokenizer *t, int32_t id, const char **s) {
+    if (t->kind == TOKENIZER_BYTELEVEL) return bytelevel_piece(t->bytelevel, id, s);
     return t->kind == TOKENIZER_TEKKEN ? tekken_piece(t->tekken, id, s) : spm_piece(t->spm, id, s);
 }

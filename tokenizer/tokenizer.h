@@ -1,11 +1,14 @@
 /*
- * tokenizer.h: one interface over Mistral's two tokenizer families.
+ * tokenizer.h: one interface over the tokenizer families we read.
  *
  * - SentencePiece BPE (`tokenizer.model`, Mistral v1/v2/v3/v7): sentencepiece.h
  * - Tekken, tiktoken-style byte-level BPE (`tekken.json`, Nemo, Ministral): tekken.h
+ * - GPT-2-style byte-level BPE from a GGUF model file or a Hugging Face `tokenizer.json`
+ *   (SmolLM2 and the like), with the ChatML chat format: bytelevel.h
  *
- * tokenizer_load() tells them apart by content (a protobuf vs a JSON object), so the file
- * name never matters for loading. The *version* (which chat format the model was trained
+ * tokenizer_load() tells them apart by content (the GGUF magic, a JSON object with a
+ * "model" (tokenizer.json) or without (tekken.json), else a protobuf), so the file name
+ * never matters for loading. The *version* (which chat format the model was trained
  * with) is read the way mistral-common reads it: for SentencePiece from the file-name
  * suffix `.model.vN` when there is one, otherwise from the control tokens the file defines
  * (see sentencepiece.c); for Tekken from `config.version`.
@@ -33,21 +36,25 @@ typedef struct {
 void tokvec_push(TokenVec *v, int32_t id);
 void tokvec_free(TokenVec *v);
 
-typedef enum { TOKENIZER_SENTENCEPIECE = 1, TOKENIZER_TEKKEN = 2 } TokenizerKind;
+typedef enum { TOKENIZER_SENTENCEPIECE = 1, TOKENIZER_TEKKEN = 2, TOKENIZER_BYTELEVEL = 3 } TokenizerKind;
 
 typedef struct SentencePiece SentencePiece;
 typedef struct Tekken Tekken;
+typedef struct ByteLevel ByteLevel;
 
 typedef struct {
     TokenizerKind kind;
-    int version;     // Mistral tokenizer version: 1, 2, 3, 7, 11, 13, ...
+    int version;     // Mistral tokenizer version: 1, 2, 3, 7, 11, 13, ...; 0 for byte-level BPE
     int vocab_size;  // number of ids, special tokens included
-    int32_t bos_id, eos_id, unk_id, pad_id;  // looked up by string in the file; -1 if absent
+    int32_t bos_id, eos_id, unk_id, pad_id;  // looked up by string in the file (byte-level
+                                             // BPE: the ids it names); -1 if absent
     SentencePiece *spm;
     Tekken *tekken;
+    ByteLevel *bytelevel;
 } Tokenizer;
 
-// Loads tokenizer.model or tekken.json. Returns 0, or -1 with a one-line reason in err.
+// Loads tokenizer.model, tekken.json, tokenizer.json or a GGUF model's tokenizer. Returns 0,
+// or -1 with a one-line reason in err.
 int tokenizer_load(Tokenizer *t, const char *path, char *err);
 void tokenizer_free(Tokenizer *t);
 

@@ -45,6 +45,19 @@ static int read_quantization(ModelConfig *c, const cJSON *q, const char *path, c
     return 0;
 }
 
+int config_check_heads(const ModelConfig *c, const char *path, const char *kv_name, const char *heads_name,
+                       const char *dim_name, char *err) {
+    if (c->num_attention_heads % c->num_key_value_heads)
+        return set_error(err, "%s: %s %d does not divide %s %d", path, kv_name, c->num_key_value_heads, heads_name,
+                         c->num_attention_heads);
+    if (c->head_dim % 2) return set_error(err, "%s: %s %d is odd (RoPE rotates pairs)", path, dim_name, c->head_dim);
+    // the projections' widths are ints like the sizes themselves (at most 1e9 each)
+    if ((int64_t)c->num_attention_heads * c->head_dim > 1000000000)
+        return set_error(err, "%s: %s x %s = %lld is beyond any model", path, heads_name, dim_name,
+                         (long long)c->num_attention_heads * c->head_dim);
+    return 0;
+}
+
 static int read_config(ModelConfig *c, const cJSON *root, const char *path, char *err) {
     if (!cJSON_IsObject(root)) return set_error(err, "%s: not a JSON object", path);
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
@@ -74,14 +87,7 @@ static int read_config(ModelConfig *c, const cJSON *root, const char *path, char
     if (!cJSON_GetObjectItemCaseSensitive(root, "head_dim") && c->hidden_size % c->num_attention_heads)
         return set_error(err, "%s: hidden_size %d is not a multiple of num_attention_heads %d and head_dim is not given",
                          path, c->hidden_size, c->num_attention_heads);
-    if (c->num_attention_heads % c->num_key_value_heads)
-        return set_error(err, "%s: num_key_value_heads %d does not divide num_attention_heads %d", path,
-                         c->num_key_value_heads, c->num_attention_heads);
-    if (c->head_dim % 2) return set_error(err, "%s: head_dim %d is odd (RoPE rotates pairs)", path, c->head_dim);
-    // the projections' widths are ints like the sizes themselves (at most 1e9 each)
-    if ((int64_t)c->num_attention_heads * c->head_dim > 1000000000)
-        return set_error(err, "%s: num_attention_heads x head_dim = %lld is beyond any model", path,
-                         (long long)c->num_attention_heads * c->head_dim);
+    if (config_check_heads(c, path, "num_key_value_heads", "num_attention_heads", "head_dim", err)) return -1;
 
     c->sliding_window = 0;
     const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");

@@ -40,6 +40,12 @@ typedef struct {
 // Reads path (a config.json). Returns 0, or -1 with "path: field: reason" in err.
 int config_load(ModelConfig *c, const char *path, char *err);
 
+// The checks every source of a config makes on the attention sizes: the KV heads divide
+// the heads, head_dim is even, heads x head_dim is at most 1e9. The names are the fields as
+// the source calls them, for the message. Returns 0, or -1 with "path: field ..." in err.
+int config_check_heads(const ModelConfig *c, const char *path, const char *kv_name, const char *heads_name,
+                       const char *dim_name, char *err);
+
 // One line describing the model, for programs' resolved-configuration output.
 void config_describe(const ModelConfig *c, char *out, size_t n);
 

@@ -9,6 +9,7 @@
 #include "attention.h"
 #include "bnb4bit.h"
 #include "cross_entropy.h"
+#include "gguf.h"
 #include "lora.h"
 #include "matmul.h"
 #include "model_files.h"
@@ -30,22 +31,19 @@ static float *load_float(const ModelFiles *f, const char *name, int64_t rows, in
     return t ? st_to_f32(t) : NULL;
 }
 
-static int load_linear(Linear *l, const ModelFiles *f, const ModelConfig *c, int layer, int p, int frozen, char *err) {
+void model_linear_shape(Linear *l, const ModelConfig *c, int p) {
     int H = c->hidden_size, I = c->intermediate_size, q = c->num_attention_heads * c->head_dim,
         kv = c->num_key_value_heads * c->head_dim;
     static const int sizes_in[N_PROJ] = {0, 0, 0, 1, 0, 0, 2}, sizes_out[N_PROJ] = {1, 3, 3, 0, 2, 2, 0};
     int dims[4] = {H, q, I, kv};  // indices used by the two tables above
     l->in = dims[sizes_in[p]];
     l->out = dims[sizes_out[p]];
-    char prefix[128], name[160];
-    snprintf(prefix, sizeof(prefix), "model.layers.%d.%s", layer, proj_names[p]);
-    if (c->bnb_4bit) return bnb4bit_load_linear(&l->q, f, prefix, l->out, l->in, err);
-    snprintf(name, sizeof(name), "%s.weight", prefix);
-    float *w = load_float(f, name, l->out, l->in, err);
-    if (!w) return -1;
+}
+
+void model_linear_set(Linear *l, float *w, int frozen) {
     if (frozen == FROZEN_F32) {
         l->w = w;
-        return 0;
+        return;
     }
     size_t n = (size_t)l->out * l->in;
     if (frozen == FROZEN_BF16) {
@@ -55,14 +53,31 @@ static int load_linear(Linear *l, const ModelFiles *f, const ModelConfig *c, int
         nf4_weight_quantize(&l->q, w, l->out, l->in, 64, 1);
     }
     free(w);
+}
+
+static int load_linear(Linear *l, const ModelFiles *f, const ModelConfig *c, int layer, int p, int frozen, char *err) {
+    model_linear_shape(l, c, p);
+    char prefix[128], name[160];
+    snprintf(prefix, sizeof(prefix), "model.layers.%d.%s", layer, proj_names[p]);
+    if (c->bnb_4bit) return bnb4bit_load_linear(&l->q, f, prefix, l->out, l->in, err);
+    snprintf(name, sizeof(name), "%s.weight", prefix);
+    float *w = load_float(f, name, l->out, l->in, err);
+    if (!w) return -1;
+    model_linear_set(l, w, frozen);
     return 0;
+}
+
+int model_config_load(ModelConfig *c, const char *dir, char *err) {
+    if (gguf_is_gguf(dir)) return gguf_model_config(c, dir, err);
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    return config_load(c, path, err);
 }
 
 int model_load(Model *m, const char *dir, int frozen, char *err) {
     memset(m, 0, sizeof(*m));
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/config.json", dir);
-    if (config_load(&m->c, path, err)) return -1;
+    if (gguf_is_gguf(dir)) return gguf_model_load(m, dir, frozen, err);
+    if (model_config_load(&m->c, dir, err)) return -1;
     ModelFiles f;
     if (model_files_open(&f, dir, err)) return -1;
     const ModelConfig *c = &m->c;
@@ -81,8 +96,7 @@ int model_load(Model *m, const char *dir, int frozen, char *err) {
     m->layers = xcalloc((size_t)c->num_hidden_layers, sizeof(Layer));
     m->embed = load_float(&f, "model.embed_tokens.weight", V, H, err);
     m->norm = m->embed ? load_float(&f, "model.norm.weight", H, 0, err) : NULL;
-    m->head = m->norm ? load_float(&f, c->tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight", V, H, err)
-                      : NULL;
+    m->head = !m->norm ? NULL : c->tie_word_embeddings ? m->embed : load_float(&f, "lm_head.weight", V, H, err);
     if (!m->head) rc = -1;
     for (int i = 0; i < c->num_hidden_layers && rc == 0; i++) {
         Layer *L = &m->layers[i];
@@ -113,9 +127,9 @@ void model_free(Model *m) {
         }
     }
     free(m->layers);
+    if (m->head != m->embed) free(m->head);  // tied embeddings: one array
     free(m->embed);
     free(m->norm);
-    free(m->head);
     free(m->head_bf16);
     memset(m, 0, sizeof(*m));
 }
@@ -125,7 +139,7 @@ void model_head_to_bf16(Model *m) {
     size_t n = (size_t)m->c.vocab_size * m->c.hidden_size;
     m->head_bf16 = xmalloc(n * sizeof(uint16_t));
     for (size_t i = 0; i < n; i++) m->head_bf16[i] = f32_to_bf16(m->head[i]);
-    free(m->head);
+    if (m->head != m->embed) free(m->head);  // (tied: the embedding stays)
     m->head = NULL;
 }
 

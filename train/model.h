@@ -46,7 +46,8 @@ typedef struct {
 
 typedef struct {
     ModelConfig c;
-    float *embed, *norm, *head;  // [V, H], [H], [V, H]; head is NULL after model_head_to_bf16
+    float *embed, *norm, *head;  // [V, H], [H], [V, H]; head == embed when they are tied,
+                                 // NULL after model_head_to_bf16
     uint16_t *head_bf16;         // the head in bf16 after model_head_to_bf16, else NULL
     Layer *layers;
     int lora_r;
@@ -62,12 +63,23 @@ typedef struct {
     const float *weights;
 } ModelInput;
 
-// Loads config.json and the weights of a model directory (float32, bf16 or fp16, or a
-// bitsandbytes-4bit checkpoint). frozen says how the projection weights are held:
-// FROZEN_F32; FROZEN_NF4, quantized (blocksize 64, double quantization) as QLoRA does;
-// FROZEN_BF16, rounded to bf16. A bitsandbytes-4bit checkpoint stays in NF4 whatever it says.
+// Loads a model: a Hugging Face directory (config.json and the weights: float32, bf16 or
+// fp16, or a bitsandbytes-4bit checkpoint) or a GGUF file (gguf_model.c). frozen says how
+// the projection weights are held: FROZEN_F32; FROZEN_NF4, quantized (blocksize 64, double
+// quantization) as QLoRA does; FROZEN_BF16, rounded to bf16 (1 = FROZEN_NF4, so a flag
+// "nf4" passes as it is). A bitsandbytes-4bit checkpoint stays in NF4 whatever it says.
 int model_load(Model *m, const char *dir, int frozen, char *err);
 void model_free(Model *m);
+// Only the configuration of what model_load would load (config.json, or a GGUF file's
+// metadata), without reading weights.
+int model_config_load(ModelConfig *c, const char *dir, char *err);
+// A GGUF file (architecture llama), see gguf_model.c.
+int gguf_model_load(Model *m, const char *path, int frozen, char *err);
+int gguf_model_config(ModelConfig *c, const char *path, char *err);
+// For loaders: sets a projection's in/out sizes from the config; takes a float32 weight
+// [out, in] (malloc'ed) as the frozen weight, kept, or held as `frozen` says (and freed).
+void model_linear_shape(Linear *l, const ModelConfig *c, int p);
+void model_linear_set(Linear *l, float *w, int frozen);
 
 // Replaces the float32 LM head by its bf16 rounding (decoding reads the head once per token,
 // and in NF4 or bf16 models it is the biggest matrix read; exact for a bf16 checkpoint).

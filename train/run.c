@@ -24,7 +24,8 @@
 // The shared flags, in --help's order, pointing into o.
 static int shared_flags(RunOptions *o, RunFlag *f) {
     RunFlag all[] = {
-        {"--model", "DIR", FLAG_STRING, &o->model, "Hugging Face model directory (safetensors, or bitsandbytes 4-bit)"},
+        {"--model", "DIR|FILE", FLAG_STRING, &o->model,
+         "Hugging Face model directory (safetensors, or bitsandbytes 4-bit),\nor a GGUF file (Llama architecture)"},
         {"--train", "SHARD", FLAG_PATHS, &o->train, "a training shard written by prep (repeatable: each is a source)"},
         {"--val", "SHARD", FLAG_PATHS, &o->val, "a validation shard (repeatable)"},
         {"--out", "DIR", FLAG_STRING, &o->out, "run directory; resumed if it holds a checkpoint"},
@@ -359,9 +360,8 @@ int run_stop_signal(void) { return stop_requested; }
 int run_open(Run *r, const RunOptions *o) {
     memset(r, 0, sizeof(*r));
     r->o = o;
-    char err[ERR_LEN], path[4096];
-    snprintf(path, sizeof(path), "%s/config.json", o->model);
-    if (config_load(&r->config, path, err)) goto bad;
+    char err[ERR_LEN];
+    if (model_config_load(&r->config, o->model, err)) goto bad;
     if (o->tokenizer &&
         (tokenizer_load(&r->tok, o->tokenizer, err) || shard_fingerprint_file(o->tokenizer, &r->fingerprint, err)))
         goto bad;
