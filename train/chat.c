@@ -37,6 +37,7 @@
 #include "chat_session.h"
 #include "decode.h"
 #include "generate.h"
+#include "gguf.h"
 #include "model.h"
 #include "peft_adapter.h"
 #include "token_stream.h"
@@ -57,7 +58,8 @@ static void usage(FILE *f) {
             "\n"
             "Talk to the model (and its adapter) on the CPU; or answer a file of requests.\n"
             "\n"
-            "  --model DIR          Hugging Face model directory (base, merged, or bitsandbytes 4-bit)\n"
+            "  --model DIR          Hugging Face model directory (base, merged, or bitsandbytes 4-bit),\n"
+            "                       or a GGUF file (its tokenizer too)\n"
             "  --adapter DIR        LoRA adapter, applied unmerged: a PEFT adapter directory or a\n"
             "                       train_cpu run directory (its adapter/)\n"
             "  --tokenizer FILE     tokenizer.model or tekken.json (default: the one in --model)\n"
@@ -162,11 +164,13 @@ static int resolve_adapter(const char *path, char *dir, size_t n, char *err) {
                           "(adapter/)", path);
 }
 
-// --tokenizer, or the tokenizer file that sits in the model directory.
+// --tokenizer, or the tokenizer file that sits in the model directory, or the GGUF model
+// itself (which holds its tokenizer).
 static int find_tokenizer(const Options *o, char *path, size_t n, char *err) {
     static const char *names[] = {"tekken.json",        "tokenizer.model.v7", "tokenizer.model.v3", "tokenizer.model.v2",
                                   "tokenizer.model.v1", "tokenizer.model",    "tokenizer.json"};
     if (o->tokenizer) return snprintf(path, n, "%s", o->tokenizer), 0;
+    if (gguf_is_gguf(o->model)) return snprintf(path, n, "%s", o->model), 0;
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (exists(o->model, names[i])) return snprintf(path, n, "%s/%s", o->model, names[i]), 0;
     return set_error(err, "%s: no tokenizer file in it (tekken.json, tokenizer.model[.vN], tokenizer.json); pass "
@@ -250,8 +254,9 @@ static void user_turn(Chat *c, const char *text, size_t len) {
     token_stream_init(&st.stream, c->tok, stdout);
     interrupted = 0;
     double t0 = seconds_now();
-    StopReason why = generate_with_cache(c->m, &c->cache, ids.ids, ids.len, c->max_tokens, c->tok->eos_id, &c->sample,
-                                     &c->rng, &answer, on_token, &st);
+    StopReason why = generate_with_cache(c->m, &c->cache, ids.ids, ids.len, c->max_tokens,
+                                         chat_stop_token(c->tok, c->session.fmt), &c->sample, &c->rng, &answer, on_token,
+                                         &st);
     double dt = seconds_now() - t0;
     token_stream_finish(&st.stream);
     fputc('\n', stdout);

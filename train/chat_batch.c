@@ -259,6 +259,7 @@ static int finish(Slot *s, Tokenizer *tok, FILE *out, const char *why, const cha
 struct BatchJob {
     BatchOptions o;
     Tokenizer *tok;
+    int32_t stop;  // the token that ends an answer
     Requests q;
     char *done;  // per request: answered already
     long skipped;
@@ -268,6 +269,7 @@ BatchJob *batch_job_prepare(const BatchOptions *o, Tokenizer *tok, ChatFormat fm
     BatchJob *job = xcalloc(1, sizeof(BatchJob));
     job->o = *o;
     job->tok = tok;
+    job->stop = chat_stop_token(tok, fmt);
     if (load_requests(o, tok, fmt, &job->q, err) == 0) {
         job->done = xcalloc(job->q.n, 1);
         job->skipped = answers_done(o->out, &job->q, job->done, err);
@@ -345,7 +347,7 @@ int batch_job_run(BatchJob *job, const Model *m) {
             SampleConfig sc = sl->r->sample;
             int32_t t = sample_token(logits + (size_t)i * V, V, &sc, &sl->rng);
             const char *why = NULL;
-            if (t == tok->eos_id) why = "stop";
+            if (t == job->stop) why = "stop";
             else {
                 tokvec_push(&sl->answer, t);
                 pr.tokens++;

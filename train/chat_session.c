@@ -19,6 +19,11 @@ int chat_prompt(Tokenizer *tok, ChatFormat fmt, const ChatMessage *msgs, size_t 
     return rc;
 }
 
+int32_t chat_stop_token(const Tokenizer *tok, ChatFormat fmt) {
+    int32_t end = fmt == CHAT_CHATML ? tokenizer_special_id(tok, "<|im_end|>") : -1;
+    return end >= 0 ? end : tok->eos_id;
+}
+
 void session_init(ChatSession *s, Tokenizer *tok, ChatFormat fmt, const char *system) {
     memset(s, 0, sizeof(*s));
     s->tok = tok;

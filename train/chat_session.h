@@ -18,6 +18,8 @@
 // The generation prompt of messages (the last one the user's): the chat format's tokens up
 // to where the answer starts. Returns 0 or -1 with the reason in err.
 int chat_prompt(Tokenizer *tok, ChatFormat fmt, const ChatMessage *msgs, size_t n, TokenVec *ids, char *err);
+// The token that ends an answer in the format: ChatML's <|im_end|>, else the end of sequence.
+int32_t chat_stop_token(const Tokenizer *tok, ChatFormat fmt);
 
 typedef struct {
     ChatRole role;
