@@ -30,3 +30,15 @@ expect_fail() {
         echo "  wanted exit status 1 and one line containing: $want"
     fi
 }
+
+# passes NAME CMD...: passes when CMD succeeds; otherwise prints the start of its output.
+passes() {
+    local name=$1 out
+    shift
+    if out=$("$@" 2>&1); then
+        echo "PASS $name"
+    else
+        echo "FAIL $name"
+        printf '%s\n' "$out" | head -5 | sed 's/^/  /'
+    fi
+}

@@ -22,17 +22,11 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export OMP_NUM_THREADS=1
 
-check() {
-    local name=$1
-    shift
-    if "$@" >"$tmp/check.out" 2>&1; then echo "PASS $name"; else echo "FAIL $name"; head -5 "$tmp/check.out" | sed 's/^/  /'; fi
-}
-
 head -c 20000 ../shared/corpus/sherlock-holmes.txt >"$tmp/book.txt"
 "$PERSONA" prompts --book "$tmp/book.txt" --character "Sherlock Holmes" --alias Holmes --tasks rewrite \
     --tokenizer "$V3" --out "$tmp/requests.jsonl" >/dev/null
 n=$(wc -l <"$tmp/requests.jsonl")
-check persona_prompts_made_requests test "$n" -ge 8
+passes persona_prompts_made_requests test "$n" -ge 8
 "$SAN_BIN/init_model" --out "$tmp/model" --vocab 32768 --hidden 64 --intermediate 128 --layers 2 --heads 4 \
     --kv-heads 2 --window 8 >/dev/null
 batch=("$CHAT" --model "$tmp/model" --tokenizer "$V3" --batch "$tmp/requests.jsonl" --temperature 0 --max-tokens 16
@@ -42,9 +36,9 @@ batch=("$CHAT" --model "$tmp/model" --tokenizer "$V3" --batch "$tmp/requests.jso
 ids() { "$PYTHON" -c "import json,sys; [print(json.loads(l)['custom_id']) for l in open(sys.argv[1])]" "$1" | sort; }
 
 "${batch[@]}" --out "$tmp/ref.jsonl" >/dev/null 2>"$tmp/ref.err"
-check every_request_answered test "$(ids "$tmp/ref.jsonl" | uniq | wc -l)" -eq "$n" -a "$(wc -l <"$tmp/ref.jsonl")" -eq "$n"
-check progress_on_stderr grep -q "batch: done: $n answered" "$tmp/ref.err"
-check answers_in_openai_batch_format "$PYTHON" -c "
+passes every_request_answered test "$(ids "$tmp/ref.jsonl" | uniq | wc -l)" -eq "$n" -a "$(wc -l <"$tmp/ref.jsonl")" -eq "$n"
+passes progress_on_stderr grep -q "batch: done: $n answered" "$tmp/ref.err"
+passes answers_in_openai_batch_format "$PYTHON" -c "
 import json, sys
 for line in open(sys.argv[1]):
     a = json.loads(line)
@@ -63,10 +57,10 @@ done
 kill -9 "$pid" 2>/dev/null
 wait "$pid" 2>/dev/null
 partial=$(wc -l <"$tmp/killed.jsonl")
-check killed_part_way test "$partial" -ge 3 -a "$partial" -lt "$n"
+passes killed_part_way test "$partial" -ge 3 -a "$partial" -lt "$n"
 "${batch[@]}" --out "$tmp/killed.jsonl" >/dev/null 2>"$tmp/resume.err"
-check resume_skips_what_was_answered grep -q "$partial already answered" "$tmp/resume.err"
-check resumed_run_answers_each_id_once test "$(ids "$tmp/killed.jsonl" | uniq | wc -l)" -eq "$n" \
+passes resume_skips_what_was_answered grep -q "$partial already answered" "$tmp/resume.err"
+passes resumed_run_answers_each_id_once test "$(ids "$tmp/killed.jsonl" | uniq | wc -l)" -eq "$n" \
     -a "$(wc -l <"$tmp/killed.jsonl")" -eq "$n"
 same_output resumed_answers_equal_uninterrupted <(sort "$tmp/ref.jsonl") <(sort "$tmp/killed.jsonl")
 
@@ -74,7 +68,7 @@ same_output resumed_answers_equal_uninterrupted <(sort "$tmp/ref.jsonl") <(sort 
 head -n 4 "$tmp/ref.jsonl" >"$tmp/cut.jsonl"
 sed -n 5p "$tmp/ref.jsonl" | head -c 40 >>"$tmp/cut.jsonl"
 "${batch[@]}" --out "$tmp/cut.jsonl" >/dev/null 2>"$tmp/cut.err"
-check unfinished_line_reported grep -q "removing an unfinished last line" "$tmp/cut.err"
+passes unfinished_line_reported grep -q "removing an unfinished last line" "$tmp/cut.err"
 same_output unfinished_line_repaired <(sort "$tmp/ref.jsonl") <(sort "$tmp/cut.jsonl")
 
 # bad requests: file:line and the reason
@@ -92,7 +86,7 @@ bad batch_refuses_answer_last '{"custom_id": "a", "body": {"messages": [{"role":
 bad batch_refuses_bad_role '{"custom_id": "a", "body": {"messages": [{"role": "robot", "content": "x"}]}}' "unknown role"
 bad batch_refuses_bad_max_tokens '{"custom_id": "a", "body": {"messages": [{"role": "user", "content": "x"}], "max_tokens": -3}}' \
     "max_tokens is not a positive whole number"
-check bad_requests_write_nothing test ! -e "$tmp/bad.out"
+passes bad_requests_write_nothing test ! -e "$tmp/bad.out"
 
 # a prompt longer than a windowless model's context: an error line for it
 "$SAN_BIN/init_model" --out "$tmp/short" --vocab 32768 --hidden 64 --intermediate 128 --layers 2 --heads 4 \
@@ -100,7 +94,7 @@ check bad_requests_write_nothing test ! -e "$tmp/bad.out"
 head -n 2 "$tmp/requests.jsonl" >"$tmp/two.jsonl"
 "$CHAT" --model "$tmp/short" --tokenizer "$V3" --batch "$tmp/two.jsonl" --out "$tmp/short.jsonl" --context 100 \
     >/dev/null 2>&1
-check prompt_too_long_gets_an_error_line "$PYTHON" -c "
+passes prompt_too_long_gets_an_error_line "$PYTHON" -c "
 import json, sys
 a = [json.loads(l) for l in open(sys.argv[1])]
 assert len(a) == 2 and all(x['response'] is None and x['error']['code'] == 'context_length_exceeded' for x in a), a" \
@@ -112,6 +106,6 @@ text="I remember that morning well: my friend stood by the window while we waite
 "$PYTHON" scripts/chat_chain_model.py "$tmp/chain" 4 $(printf '%s' "$text" | "$SAN_BIN/tokenize" --tokenizer "$V3") 2
 "$CHAT" --model "$tmp/chain" --tokenizer "$V3" --batch "$tmp/requests.jsonl" --out "$tmp/answers.jsonl" --seed 3 \
     >/dev/null 2>&1
-check ingest_accepts_the_batch_answers "$PERSONA" ingest --requests "$tmp/requests.jsonl" --answers "$tmp/answers.jsonl" \
+passes ingest_accepts_the_batch_answers "$PERSONA" ingest --requests "$tmp/requests.jsonl" --answers "$tmp/answers.jsonl" \
     --out-narrative "$tmp/narrative.jsonl"
-check every_rewrite_became_a_conversation test "$(grep -c "$text" "$tmp/narrative.jsonl")" -eq "$n"
+passes every_rewrite_became_a_conversation test "$(grep -c "$text" "$tmp/narrative.jsonl")" -eq "$n"

@@ -48,14 +48,6 @@ json.dump({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_p
 PY
 turns=$'Who are you?\nWhere were you last night?\nAnd the dog?'
 chat() { printf '%s\n' "$turns" | "$CHAT" --tokenizer "$V3" --max-tokens 12 "$@"; }
-
-# check NAME COMMAND...: PASS when the command succeeds.
-check() {
-    local name=$1
-    shift
-    if "$@" >"$tmp/check.out" 2>&1; then echo "PASS $name"; else echo "FAIL $name"; head -5 "$tmp/check.out" | sed 's/^/  /'; fi
-}
-
 differ() { ! cmp -s "$1" "$2"; }
 
 # --help names every flag; bad invocations are one line and exit 1
@@ -65,7 +57,7 @@ for f in --model --adapter --tokenizer --weights --system --system-file --temper
     --seed --context --threads --batch --out --slots; do
     grep -q -- "$f" "$tmp/help" || missing="$missing $f"
 done
-check help_lists_every_flag test -z "$missing"
+passes help_lists_every_flag test -z "$missing"
 expect_fail chat_needs_model "--model is required" "$CHAT" --tokenizer "$V3"
 expect_fail chat_unknown_flag "unknown option" "$CHAT" --model "$tmp/base" --frobnicate 1
 expect_fail chat_bad_top_p "--top-p '2'" "$CHAT" --model "$tmp/base" --top-p 2
@@ -76,14 +68,14 @@ expect_fail chat_no_tokenizer "no tokenizer file in it" "$CHAT" --model "$tmp/ba
 # a pipe: one answer line per input line on stdout, the stop reasons on stderr
 chat --model "$tmp/base" --temperature 0 >"$tmp/greedy1" 2>"$tmp/greedy1.err"
 chat --model "$tmp/base" --temperature 0 --seed 99 >"$tmp/greedy2" 2>/dev/null
-check pipe_gives_one_answer_line_per_turn test "$(wc -l <"$tmp/greedy1")" -eq 3
-check pipe_reports_why_each_answer_stopped test "$(grep -c 'stopped at --max-tokens: 12 tokens' "$tmp/greedy1.err")" -eq 3
+passes pipe_gives_one_answer_line_per_turn test "$(wc -l <"$tmp/greedy1")" -eq 3
+passes pipe_reports_why_each_answer_stopped test "$(grep -c 'stopped at --max-tokens: 12 tokens' "$tmp/greedy1.err")" -eq 3
 same_output greedy_is_deterministic "$tmp/greedy1" "$tmp/greedy2"
 chat --model "$tmp/base" --seed 5 >"$tmp/s5a" 2>/dev/null
 chat --model "$tmp/base" --seed 5 >"$tmp/s5b" 2>/dev/null
 chat --model "$tmp/base" --seed 6 >"$tmp/s6" 2>/dev/null
 same_output seeded_sampling_repeats "$tmp/s5a" "$tmp/s5b"
-check other_seed_samples_otherwise differ "$tmp/s5a" "$tmp/s6"
+passes other_seed_samples_otherwise differ "$tmp/s5a" "$tmp/s6"
 
 # base + adapter unmerged against the merged model, float32 weights
 "$SAN_BIN/merge" --model "$tmp/base" --adapter "$tmp/adapter" --out "$tmp/merged" --dtype f32 >/dev/null
@@ -91,7 +83,7 @@ chat --model "$tmp/base" --adapter "$tmp/adapter" --weights f32 --temperature 0 
 chat --model "$tmp/merged" --weights f32 --temperature 0 >"$tmp/merged.out" 2>/dev/null
 chat --model "$tmp/base" --weights f32 --temperature 0 >"$tmp/base.out" 2>/dev/null
 same_output adapter_unmerged_equals_merged_model "$tmp/unmerged" "$tmp/merged.out"
-check adapter_changes_the_answers differ "$tmp/unmerged" "$tmp/base.out"
+passes adapter_changes_the_answers differ "$tmp/unmerged" "$tmp/base.out"
 mkdir -p "$tmp/run" && cp -r "$tmp/adapter" "$tmp/run/adapter" && touch "$tmp/run/log.jsonl"
 chat --model "$tmp/base" --adapter "$tmp/run" --weights f32 --temperature 0 >"$tmp/run.out" 2>/dev/null
 same_output train_run_directory_as_adapter "$tmp/unmerged" "$tmp/run.out"
@@ -111,33 +103,33 @@ expect_fail tokenizer_of_another_model_refused "not this model's tokenizer" "$CH
 printf '%s\n' "Hello" "/system You are Sherlock Holmes." "/system" "How do you do?" "/save $tmp/saved.jsonl" "/reset" \
     "/save $tmp/saved.jsonl" "/bogus" "//slash first" "/quit" "never read" |
     "$CHAT" --model "$tmp/base" --tokenizer "$V3" --max-tokens 6 --temperature 0 >"$tmp/cmd.out" 2>"$tmp/cmd.err"
-check commands_answer_only_user_turns test "$(wc -l <"$tmp/cmd.out")" -eq 3
-check system_command_sets_the_prompt grep -q "(system prompt: You are Sherlock Holmes.)" "$tmp/cmd.err"
-check save_after_reset_has_nothing grep -q "(nothing to save yet)" "$tmp/cmd.err"
-check unknown_command_is_named grep -q "unknown command /bogus" "$tmp/cmd.err"
-check save_writes_one_line test "$(wc -l <"$tmp/saved.jsonl")" -eq 1
-check saved_line_has_the_conversation "$PYTHON" -c "
+passes commands_answer_only_user_turns test "$(wc -l <"$tmp/cmd.out")" -eq 3
+passes system_command_sets_the_prompt grep -q "(system prompt: You are Sherlock Holmes.)" "$tmp/cmd.err"
+passes save_after_reset_has_nothing grep -q "(nothing to save yet)" "$tmp/cmd.err"
+passes unknown_command_is_named grep -q "unknown command /bogus" "$tmp/cmd.err"
+passes save_writes_one_line test "$(wc -l <"$tmp/saved.jsonl")" -eq 1
+passes saved_line_has_the_conversation "$PYTHON" -c "
 import json, sys
 m = json.loads(open(sys.argv[1]).read())['messages']
 assert [x['role'] for x in m] == ['system', 'user', 'assistant', 'user', 'assistant'], m
 assert m[0]['content'] == 'You are Sherlock Holmes.' and m[1]['content'] == 'Hello', m" "$tmp/saved.jsonl"
-check saved_line_passes_prep_check "$SAN_BIN/prep" --tokenizer "$V3" --check "$tmp/saved.jsonl"
+passes saved_line_passes_prep_check "$SAN_BIN/prep" --tokenizer "$V3" --check "$tmp/saved.jsonl"
 
 # a model without a window and a small context: the oldest turns go, the answers continue
 printf '%s\n' "one two three four five six seven" "eight nine ten eleven" "twelve thirteen fourteen" "fifteen" |
     "$CHAT" --model "$tmp/nowindow" --tokenizer "$V3" --max-tokens 10 --context 48 --temperature 0 \
         --system "You are Holmes." >"$tmp/ctx.out" 2>"$tmp/ctx.err"
-check full_context_drops_oldest_turns grep -q "context full: the oldest turn is dropped" "$tmp/ctx.err"
-check full_context_keeps_answering test "$(wc -l <"$tmp/ctx.out")" -eq 4
+passes full_context_drops_oldest_turns grep -q "context full: the oldest turn is dropped" "$tmp/ctx.err"
+passes full_context_keeps_answering test "$(wc -l <"$tmp/ctx.out")" -eq 4
 printf 'word %.0s' $(seq 60) >"$tmp/long"
 echo >>"$tmp/long"
 "$CHAT" --model "$tmp/nowindow" --tokenizer "$V3" --max-tokens 4 --context 48 <"$tmp/long" >/dev/null 2>"$tmp/long.err"
-check message_longer_than_context_not_sent grep -q "do not fit the context of 48" "$tmp/long.err"
+passes message_longer_than_context_not_sent grep -q "do not fit the context of 48" "$tmp/long.err"
 
 # the chain model ends its answer with its end-of-sequence token
 ids=$(printf '%s' "I remember it well." | "$SAN_BIN/tokenize" --tokenizer "$V3")
 # shellcheck disable=SC2086
 "$PYTHON" scripts/chat_chain_model.py "$tmp/chain" 4 $ids 2
 echo "Tell me." | "$CHAT" --model "$tmp/chain" --tokenizer "$V3" --seed 1 >"$tmp/chain.out" 2>"$tmp/chain.err"
-check answer_stops_at_end_of_sequence grep -q "end of sequence: 5 tokens" "$tmp/chain.err"
-check chain_model_answers_its_text test "$(cat "$tmp/chain.out")" = "I remember it well."
+passes answer_stops_at_end_of_sequence grep -q "end of sequence: 5 tokens" "$tmp/chain.err"
+passes chain_model_answers_its_text test "$(cat "$tmp/chain.out")" = "I remember it well."

@@ -201,23 +201,18 @@ static void random_model(Model *m, int frozen, int window) {
         }
 }
 
-TEST(gqa_8_2_window_7_nf4_cached_logits_equal_full_forward) {
+static void random_conversation(int frozen, int window) {
     Model m;
-    random_model(&m, FROZEN_NF4, 7);
+    random_model(&m, frozen, window);
     worst = 0;
     conversation(&m);
-    printf("  random GQA 8/2, window 7, NF4 + LoRA: largest relative difference %.2g\n", worst);
+    printf("  random GQA 8/2, window %d, %s + LoRA: largest relative difference %.2g\n", window,
+           frozen == FROZEN_NF4 ? "NF4" : "f32", worst);
     model_free(&m);
 }
 
-TEST(gqa_8_2_no_window_cached_logits_equal_full_forward) {
-    Model m;
-    random_model(&m, FROZEN_F32, 0);
-    worst = 0;
-    conversation(&m);
-    printf("  random GQA 8/2, no window, f32 + LoRA: largest relative difference %.2g\n", worst);
-    model_free(&m);
-}
+TEST(gqa_8_2_window_7_nf4_cached_logits_equal_full_forward) { random_conversation(FROZEN_NF4, 7); }
+TEST(gqa_8_2_no_window_cached_logits_equal_full_forward) { random_conversation(FROZEN_F32, 0); }
 
 // ---------------------------------------------------------------------------------------
 // batching, rewinding, a full context, generate()
