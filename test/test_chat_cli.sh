@@ -13,7 +13,8 @@
 #     yet, a tokenizer of another vocabulary: refused in one line, exit 1;
 #   - /system, /reset, /save (the line passes `prep --check`); a model without a window drops
 #     its oldest turns when --context is full, with a notice, and keeps answering;
-#   - the model of scripts/chat_chain_model.py stops at its end-of-sequence token and says so.
+#   - the model of scripts/chat_chain_model.py stops at its end-of-sequence token and says so;
+#   - SmolLM2-135M-Instruct (the GGUF make venv installs) answers in ChatML and stops at <|im_end|>.
 set -u
 cd "$(dirname "$0")/.."
 . test/lib.sh
@@ -133,3 +134,15 @@ ids=$(printf '%s' "I remember it well." | "$SAN_BIN/tokenize" --tokenizer "$V3")
 echo "Tell me." | "$CHAT" --model "$tmp/chain" --tokenizer "$V3" --seed 1 >"$tmp/chain.out" 2>"$tmp/chain.err"
 passes answer_stops_at_end_of_sequence grep -q "end of sequence: 5 tokens" "$tmp/chain.err"
 passes chain_model_answers_its_text test "$(cat "$tmp/chain.out")" = "I remember it well."
+
+# a real model: SmolLM2-135M-Instruct from its GGUF (its own tokenizer, ChatML) answers a
+# question it knows and ends the answer with <|im_end|>
+if gguf=$("$PYTHON" scripts/smollm2.py 2>&1); then
+    echo "What is the capital of France?" | "$CHAT" --model "$gguf" --temperature 0 --max-tokens 20 \
+        --system "You are a helpful assistant." >"$tmp/smol.out" 2>"$tmp/smol.err"
+    passes smollm2_uses_chatml grep -q "chat format chatml" "$tmp/smol.err"
+    passes smollm2_answers test "$(cat "$tmp/smol.out")" = "The capital of France is Paris."
+    passes smollm2_stops_at_im_end grep -q "end of sequence: 7 tokens" "$tmp/smol.err"
+else
+    echo "FAIL smollm2_installed: $gguf"
+fi
