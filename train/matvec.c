@@ -14,7 +14,7 @@
 #define HAVE_AVX512_KERNELS 1
 #endif
 
-enum { LANES = 16, MATVEC_MB = 8 };  // lanes of a sum; rows of x per pass over a row of W
+enum { LANES = 16, MATVEC_MB = 16 };  // lanes of a sum; rows of x per pass over a row of W
 #define MATVEC_PARALLEL_MIN 65536    // multiply-adds below which one thread does it all
 
 static int use_avx512 = -1;  // -1: not decided yet
@@ -137,16 +137,24 @@ AVX512 static inline __attribute__((always_inline)) void dot_nf4_avx512(const ui
 }
 
 // mb as a constant in each case, so each becomes its own fully unrolled function.
-#define SWITCH_MB(call)     \
-    switch (mb) {           \
-    case 1: call(1); break; \
-    case 2: call(2); break; \
-    case 3: call(3); break; \
-    case 4: call(4); break; \
-    case 5: call(5); break; \
-    case 6: call(6); break; \
-    case 7: call(7); break; \
-    default: call(8); break; \
+#define SWITCH_MB(call)       \
+    switch (mb) {             \
+    case 1: call(1); break;   \
+    case 2: call(2); break;   \
+    case 3: call(3); break;   \
+    case 4: call(4); break;   \
+    case 5: call(5); break;   \
+    case 6: call(6); break;   \
+    case 7: call(7); break;   \
+    case 8: call(8); break;   \
+    case 9: call(9); break;   \
+    case 10: call(10); break; \
+    case 11: call(11); break; \
+    case 12: call(12); break; \
+    case 13: call(13); break; \
+    case 14: call(14); break; \
+    case 15: call(15); break; \
+    default: call(16); break; \
     }
 
 AVX512 static void rows_f32_avx512(const float *w, const float *x, int in, int mb, float *sums) {
