@@ -14,7 +14,8 @@
 #   - /system, /reset, /save (the line passes `prep --check`); a model without a window drops
 #     its oldest turns when --context is full, with a notice, and keeps answering;
 #   - the model of scripts/chat_chain_model.py stops at its end-of-sequence token and says so;
-#   - SmolLM2-135M-Instruct (the GGUF make venv installs) answers in ChatML and stops at <|im_end|>.
+#   - SmolLM2-135M-Instruct (the GGUF make venv installs) answers two ChatML turns as
+#     transformers does, token for token, each ended at <|im_end|>.
 set -u
 cd "$(dirname "$0")/.."
 . test/lib.sh
@@ -135,14 +136,20 @@ echo "Tell me." | "$CHAT" --model "$tmp/chain" --tokenizer "$V3" --seed 1 >"$tmp
 passes answer_stops_at_end_of_sequence grep -q "end of sequence: 5 tokens" "$tmp/chain.err"
 passes chain_model_answers_its_text test "$(cat "$tmp/chain.out")" = "I remember it well."
 
-# a real model: SmolLM2-135M-Instruct from its GGUF (its own tokenizer, ChatML) answers a
-# question it knows and ends the answer with <|im_end|>
+# a real model: SmolLM2-135M-Instruct from its GGUF (its own tokenizer, ChatML), two turns,
+# greedy, float32 weights: the answers transformers generates from the same file
+# (test/fixtures/chat/smollm2_greedy.json, written by scripts/chat_greedy_fixture.py), each
+# ended at <|im_end|>
+FX_CHAT=test/fixtures/chat/smollm2_greedy.json
 if gguf=$("$PYTHON" scripts/smollm2.py 2>&1); then
-    echo "What is the capital of France?" | "$CHAT" --model "$gguf" --temperature 0 --max-tokens 20 \
-        --system "You are a helpful assistant." >"$tmp/smol.out" 2>"$tmp/smol.err"
+    "$PYTHON" -c "import json,sys; [print(t['user']) for t in json.load(open(sys.argv[1]))['turns']]" "$FX_CHAT" |
+        "$CHAT" --model "$gguf" --weights f32 --temperature 0 --max-tokens 40 --system "You are a helpful assistant." \
+            >"$tmp/smol.out" 2>"$tmp/smol.err"
+    "$PYTHON" -c "import json,sys; [print(t['answer']) for t in json.load(open(sys.argv[1]))['turns']]" "$FX_CHAT" \
+        >"$tmp/smol.want"
     passes smollm2_uses_chatml grep -q "chat format chatml" "$tmp/smol.err"
-    passes smollm2_answers test "$(cat "$tmp/smol.out")" = "The capital of France is Paris."
-    passes smollm2_stops_at_im_end grep -q "end of sequence: 7 tokens" "$tmp/smol.err"
+    same_output smollm2_greedy_answers_equal_transformers "$tmp/smol.out" "$tmp/smol.want"
+    passes smollm2_answers_end_at_im_end test "$(grep -c "end of sequence" "$tmp/smol.err")" -eq 2
 else
     echo "FAIL smollm2_installed: $gguf"
 fi
