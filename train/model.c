@@ -229,8 +229,9 @@ static void linear_backward(const Model *m, Layer *ly, const LayerActs *a, int p
 
 static float *zalloc(size_t n) { return xcalloc(n ? n : 1, sizeof(float)); }
 
-// The activations of one layer; with dropout, each adapted projection gets a fresh mask.
-static void acts_alloc(LayerActs *a, Model *m, const Layer *ly, int T, int dropout) {
+// The activations of layer i; with dropout, each adapted projection gets a fresh mask.
+static void acts_alloc(LayerActs *a, Model *m, int i, int T, int dropout) {
+    const Layer *ly = &m->layers[i];
     const ModelConfig *c = &m->c;
     size_t H = (size_t)c->hidden_size, Q = (size_t)c->num_attention_heads * c->head_dim,
            KV = (size_t)c->num_key_value_heads * c->head_dim, I = (size_t)c->intermediate_size;
@@ -245,7 +246,8 @@ static void acts_alloc(LayerActs *a, Model *m, const Layer *ly, int T, int dropo
         size_t n = (size_t)T * ly->proj[p].in;
         a->mask[p] = zalloc(n);
         a->xd[p] = zalloc(n);
-        lora_dropout_mask(a->mask[p], n, m->lora_dropout, &m->dropout_rng);
+        if (m->dropout_masks) m->dropout_masks(m->dropout_masks_ctx, i, p, a->mask[p], T, ly->proj[p].in);
+        else lora_dropout_mask(a->mask[p], n, m->lora_dropout, &m->dropout_rng);
     }
 }
 
@@ -268,7 +270,7 @@ double model_step(Model *m, const ModelInput *b, float grad_scale, int backward,
     for (int i = 0; i < L; i++) {
         Layer *ly = &m->layers[i];
         LayerActs *a = &acts[i];
-        acts_alloc(a, m, ly, T, backward && m->lora_dropout > 0.0f);
+        acts_alloc(a, m, i, T, backward && m->lora_dropout > 0.0f);
         memcpy(a->x_in, x, (size_t)T * H * sizeof(float));
         rmsnorm_forward(x, ly->ln1, a->h1, a->rstd1, T, H, c->rms_norm_eps);
         linear_forward(m, ly, a, PROJ_Q, a->h1, T, a->q, scratch);

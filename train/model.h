@@ -55,6 +55,11 @@ typedef struct {
     int lora_rslora;
     float lora_dropout;    // probability of dropping a LoRA input element while training
     uint64_t dropout_rng;  // the generator of the dropout masks (part of a run's state)
+    // Where the dropout masks come from: NULL draws them from dropout_rng; check_fixture
+    // sets it to feed the masks its reference used. Fills mask [T, in] (0 or 1 / (1 - p))
+    // for projection proj of layer `layer`.
+    void (*dropout_masks)(void *ctx, int layer, int proj, float *mask, int T, int in);
+    void *dropout_masks_ctx;
 } Model;
 
 typedef struct {
