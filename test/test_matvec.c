@@ -84,19 +84,20 @@ static int check_shape(int kind, int M, int out, int in, uint64_t *rng) {
 static void check_all(const char *kernel) {
     CHECK_INT(matvec_select(kernel), 0);
     uint64_t rng = 5;
-    static const int Ms[] = {1, 3, 16, 17, 33}, outs[] = {1, 7, 70}, ins[] = {48, 64, 80, 256};
+    static const int Ms[] = {1, 3, 16, 17, 33}, outs[] = {1, 7, 70}, ins[] = {48, 64, 80, 96, 256};
     int bad = 0;
     for (int kind = 0; kind < 3; kind++)
         for (size_t a = 0; a < 5; a++)
             for (size_t b = 0; b < 3; b++)
-                for (size_t c = 0; c < 4; c++) bad += check_shape(kind, Ms[a], outs[b], ins[c], &rng);
+                for (size_t c = 0; c < 5; c++) bad += check_shape(kind, Ms[a], outs[b], ins[c], &rng);
     CHECK_INT(bad, 0);
     matvec_select("auto");
 }
 
 TEST(matvec_generic_kernels_against_double) { check_all("generic"); }
 
-// AVX-512 where the CPU has it (the NF4 grouped path at in 64 and 256); elsewhere this runs
+// AVX-512 where the CPU has it (the NF4 grouped path at in 64, 96 and 256: rows that start in
+// the middle of a block at 96); elsewhere this runs
 // the generic kernels again and says so.
 TEST(matvec_fastest_kernels_against_double) {
     printf("  kernel: %s\n", matvec_kernel_name());

@@ -230,13 +230,24 @@ static float block_absmax(const Nf4Weight *W, size_t b) {
     return W->code[W->qabsmax[b]] * W->absmax2[b / NF4_DQ_BLOCKSIZE] + W->offset;
 }
 
-// Row o of W as float32 (what nf4_weight_dequantize gives for it).
+// Row o of W as float32 (what nf4_weight_dequantize gives for it). The block index is kept
+// as a running count: a division per weight would cost more than everything else here.
 static void nf4_row(const Nf4Weight *W, int o, float *row) {
-    size_t e0 = (size_t)o * (size_t)W->cols, bs = (size_t)W->blocksize;
-    for (size_t k = 0; k < (size_t)W->cols; k++) {
-        size_t e = e0 + k;
+    size_t e = (size_t)o * (size_t)W->cols, bs = (size_t)W->blocksize, b = e / bs, left = bs - e % bs;
+    float a = block_absmax(W, b);
+    for (size_t k = 0; k < (size_t)W->cols; k++, e++) {
         uint8_t byte = W->packed[e / 2];
-        row[k] = nf4_code[e % 2 ? byte & 15 : byte >> 4] * block_absmax(W, e / bs);
+        row[k] = nf4_code[e & 1 ? byte & 15 : byte >> 4] * a;
+        if (--left == 0) left = bs, a = block_absmax(W, ++b);
+    }
+}
+
+// The absmax of each 32-weight group of row o (in and the block size multiples of 32).
+static void nf4_group_absmax(const Nf4Weight *W, int o, float *absmax) {
+    size_t e = (size_t)o * (size_t)W->cols, bs = (size_t)W->blocksize, b = e / bs, left = bs - e % bs;
+    for (int g = 0; g < (int)W->cols / 32; g++) {
+        absmax[g] = block_absmax(W, b);
+        if ((left -= 32) == 0) left = bs, b++;
     }
 }
 
@@ -260,11 +271,8 @@ void matvec_nf4(float *y, const float *x, const Nf4Weight *W, int M, float alpha
 #pragma omp for schedule(static)
         for (int o = 0; o < out; o++) {
             float sums[MATVEC_MB];
-            if (grouped)  // row holds each group's absmax
-                for (int g = 0; g < in / 32; g++)
-                    row[g] = block_absmax(W, ((size_t)o * in + (size_t)g * 32) / (size_t)W->blocksize);
-            else
-                nf4_row(W, o, row);
+            if (grouped) nf4_group_absmax(W, o, row);  // row holds each group's absmax
+            else nf4_row(W, o, row);
             for (int m0 = 0; m0 < M; m0 += MATVEC_MB) {
                 int mb = M - m0 < MATVEC_MB ? M - m0 : MATVEC_MB;
 #ifdef HAVE_AVX512_KERNELS
