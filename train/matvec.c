@@ -15,6 +15,7 @@
 #endif
 
 enum { LANES = 16, MATVEC_MB = 16 };  // lanes of a sum; rows of x per pass over a row of W
+enum { NF4_MB = 4 };                  // the same for the NF4 register path (below)
 #define MATVEC_PARALLEL_MIN 65536    // multiply-adds below which one thread does it all
 
 static int use_avx512 = -1;  // -1: not decided yet
@@ -116,24 +117,37 @@ AVX512 static inline __attribute__((always_inline)) void dot_bf16_avx512(const u
 // (low). The 16 bytes widened to 16 lanes give the even elements' codes (>> 4) and the odd
 // ones' (& 15); a permute looks the 16 codes up in the NF4 table, held in one register.
 // x comes de-interleaved (xd: per group, its 16 even elements, then its 16 odd ones).
-// absmax[g] is the absmax of group g's block.
+// absmax[g] is the absmax of group g's block. Each row has four partial sums (even and odd
+// elements of even and odd groups), so that its fused multiply-adds do not wait on each
+// other (one sum would make a row a chain of dependent additions, 4 cycles each); hence at
+// most NF4_MB rows a pass (4 x 4 accumulators).
+
+#define NF4_GROUP(g, c)                                                                                          \
+    do {                                                                                                         \
+        __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(packed + (size_t)(g) * 16)));    \
+        __m512 scale = _mm512_set1_ps(absmax[g]);                                                                \
+        __m512 even = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table), scale);           \
+        __m512 odd = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_and_si512(bytes, low4), table), scale);          \
+        for (int j = 0; j < mb; j++) {                                                                           \
+            const float *xj = xd + (size_t)j * in + (size_t)(g) * 32;                                            \
+            acc[j][c] = _mm512_fmadd_ps(even, _mm512_loadu_ps(xj), acc[j][c]);                                   \
+            acc[j][(c) + 1] = _mm512_fmadd_ps(odd, _mm512_loadu_ps(xj + 16), acc[j][(c) + 1]);                   \
+        }                                                                                                        \
+    } while (0)
+
 AVX512 static inline __attribute__((always_inline)) void dot_nf4_avx512(const uint8_t *packed, const float *absmax,
                                                                         const float *xd, int in, int mb, float *sums) {
-    __m512 table = _mm512_loadu_ps(nf4_code), acc[MATVEC_MB];
+    __m512 table = _mm512_loadu_ps(nf4_code), acc[NF4_MB][4];
     __m512i low4 = _mm512_set1_epi32(15);
-    for (int j = 0; j < mb; j++) acc[j] = _mm512_setzero_ps();
-    for (int g = 0; g < in / 32; g++) {
-        __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(packed + (size_t)g * 16)));
-        __m512 scale = _mm512_set1_ps(absmax[g]);
-        __m512 even = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), table), scale);
-        __m512 odd = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_and_si512(bytes, low4), table), scale);
-        for (int j = 0; j < mb; j++) {
-            const float *xj = xd + (size_t)j * in + (size_t)g * 32;
-            acc[j] = _mm512_fmadd_ps(even, _mm512_loadu_ps(xj), acc[j]);
-            acc[j] = _mm512_fmadd_ps(odd, _mm512_loadu_ps(xj + 16), acc[j]);
-        }
+    for (int j = 0; j < mb; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = _mm512_setzero_ps();
+    int g = 0, groups = in / 32;
+    for (; g + 1 < groups; g += 2) {
+        NF4_GROUP(g, 0);
+        NF4_GROUP(g + 1, 2);
     }
-    for (int j = 0; j < mb; j++) sums[j] = zmm_sum(acc[j]);
+    if (g < groups) NF4_GROUP(g, 0);
+    for (int j = 0; j < mb; j++)
+        sums[j] = zmm_sum(_mm512_add_ps(_mm512_add_ps(acc[j][0], acc[j][1]), _mm512_add_ps(acc[j][2], acc[j][3])));
 }
 
 // mb as a constant in each case, so each becomes its own fully unrolled function.
@@ -169,9 +183,12 @@ AVX512 static void rows_bf16_avx512(const uint16_t *w, const float *x, int in, i
 }
 AVX512 static void rows_nf4_avx512(const uint8_t *packed, const float *absmax, const float *xd, int in, int mb,
                                    float *sums) {
-#define CALL(n) dot_nf4_avx512(packed, absmax, xd, in, n, sums)
-    SWITCH_MB(CALL)
-#undef CALL
+    switch (mb) {
+    case 1: dot_nf4_avx512(packed, absmax, xd, in, 1, sums); break;
+    case 2: dot_nf4_avx512(packed, absmax, xd, in, 2, sums); break;
+    case 3: dot_nf4_avx512(packed, absmax, xd, in, 3, sums); break;
+    default: dot_nf4_avx512(packed, absmax, xd, in, 4, sums); break;
+    }
 }
 #endif
 
@@ -273,8 +290,9 @@ void matvec_nf4(float *y, const float *x, const Nf4Weight *W, int M, float alpha
             float sums[MATVEC_MB];
             if (grouped) nf4_group_absmax(W, o, row);  // row holds each group's absmax
             else nf4_row(W, o, row);
-            for (int m0 = 0; m0 < M; m0 += MATVEC_MB) {
-                int mb = M - m0 < MATVEC_MB ? M - m0 : MATVEC_MB;
+            int step = grouped ? NF4_MB : MATVEC_MB;
+            for (int m0 = 0; m0 < M; m0 += step) {
+                int mb = M - m0 < step ? M - m0 : step;
 #ifdef HAVE_AVX512_KERNELS
                 if (grouped) rows_nf4_avx512(W->packed + (size_t)o * in / 2, row, xd + (size_t)m0 * in, in, mb, sums);
 #endif

@@ -11,7 +11,8 @@
  *
  * The sum: element (m, o) is one thread's sum over k in 16 lanes (lane l takes the k with
  * k mod 16 = l, in increasing k; NF4 weights are read as groups of 32 where lane l takes
- * elements 2l and 2l + 1 of the group), the lanes then added in a fixed tree. Nothing in it
+ * elements 2l and 2l + 1 of the group, in four partial sums: even and odd elements of even
+ * and odd groups, added at the end), the lanes then added in a fixed tree. Nothing in it
  * depends on M, on a row's place among the M, or on the number of threads: a sequence
  * decodes to the same bits alone or batched with any others (what makes `chat --batch`
  * resumable to identical answers). An NF4 weight is nf4_code[c] * absmax, the same float as
