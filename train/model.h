@@ -93,6 +93,17 @@ void model_head_to_bf16(Model *m);
 // The frozen weight of a projection as float32 [out, in], into w.
 void linear_frozen_f32(const Linear *l, float *w);
 
+// For loaders: x (n float32 weights of tensor `name` in `file`, malloc'ed) when every value
+// is finite; otherwise frees it and returns NULL with "FILE: tensor 'NAME' holds nan at
+// element I" in err. A NaN weight would make every loss NaN, or, quantized to NF4, silently
+// become a finite number.
+float *model_weight_finite(float *x, int64_t n, const char *file, const char *name, char *err);
+
+// A model of this configuration holding no weights: the layers and their projections'
+// shapes only, ready for model_lora_init, peft_adapter_save and the checkpoint's tensor
+// list (train_gpu keeps the weights themselves on the GPU). model_free frees it.
+void model_init_empty(Model *m, const ModelConfig *c);
+
 // "all" or a comma-separated list of projections ("q" or "q_proj", ..., "down" or
 // "down_proj") into a mask (bit i = projection i). Returns 0, or -1 when a name is unknown
 // or the list is empty.
