@@ -7,9 +7,11 @@
  * Shapes (bf16 unless said; b a sequence, i < nq its new tokens, h < Hq, kh < Hkv):
  *   q, out          [B, nq, Hq, D]   the new tokens' queries (after RoPE) and the output
  *   k_new, v_new    [B, nq, Hkv, D]  their keys (after RoPE) and values
- *   k_cache, v_cache [B, slots, Hkv, D]  what each sequence read before: position p in slot
+ *   k_cache, v_cache [S, slots, Hkv, D]  what the sequences read before: position p in slot
  *                   p mod slots (Mistral's rolling buffer when slots is the window W;
  *                   otherwise slots must exceed every cached position)
+ *   cache_index     [B] int32        sequence b's cache is k_cache[cache_index[b]] (NULL: b),
+ *                   so the sequences of a step can be any of the S caches
  *   pos0            [B] int32        positions already cached: new token i is at pos0 + i
  * Query (b, i, h) at p = pos0[b] + i sees key positions j with j <= p and, with a window,
  * p - j <= W - 1; key j is k_new row j - pos0 when j >= pos0, else cache slot j mod slots.
@@ -76,13 +78,14 @@ template <int D>
 __global__ void __launch_bounds__(ATTD_THREADS)
     attention_decode_kernel(float *part_o, float *part_ml, const __nv_bfloat16 *q, const __nv_bfloat16 *k_new,
                             const __nv_bfloat16 *v_new, const __nv_bfloat16 *k_cache, const __nv_bfloat16 *v_cache,
-                            const int32_t *pos0, int nq, int Hq, int Hkv, int slots, int window, int splits) {
+                            const int32_t *cache_index, const int32_t *pos0, int nq, int Hq, int Hkv, int slots,
+                            int window, int splits) {
     constexpr int E = D / 32, RS = attd_row_stride(D), CHUNKS = D / 8;  // O elements a lane; 16-byte chunks a row
     DYNAMIC_SHARED(unsigned char, smem);
     float *qs = (float *)smem;  // [rows][D]
     __nv_bfloat16 *tiles = (__nv_bfloat16 *)(qs + ATTD_MAX_ROWS * D);
     int b = blockIdx.x / Hkv, kh = blockIdx.x % Hkv, split = blockIdx.y, G = Hq / Hkv, rows = G * nq;
-    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, p0 = pos0[b];
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, p0 = pos0[b], cb = cache_index ? cache_index[b] : b;
     int lo = attd_first_key(p0, window), hi = p0 + nq - 1;  // the keys any row of the block sees
     int k0 = lo + split * ATTD_SPLIT, k1 = min(hi + 1, k0 + ATTD_SPLIT);  // this split's keys [k0, k1)
 
@@ -108,7 +111,7 @@ __global__ void __launch_bounds__(ATTD_THREADS)
             int key = c / CHUNKS, part = c % CHUNKS, j = t0 + key;
             __nv_bfloat16 *kd = kt + key * RS + part * 8, *vd = vt + key * RS + part * 8;
             if (j < k1) {
-                size_t row = j >= p0 ? ((size_t)b * nq + (j - p0)) * Hkv + kh : ((size_t)b * slots + j % slots) * Hkv + kh;
+                size_t row = j >= p0 ? ((size_t)b * nq + (j - p0)) * Hkv + kh : ((size_t)cb * slots + j % slots) * Hkv + kh;
                 const __nv_bfloat16 *ks = (j >= p0 ? k_new : k_cache) + row * D + part * 8;
                 const __nv_bfloat16 *vs = (j >= p0 ? v_new : v_cache) + row * D + part * 8;
                 cp_async16_cg(kd, ks);
@@ -212,15 +215,17 @@ __global__ void __launch_bounds__(ATTD_COMBINE_THREADS)
 }
 
 // The new tokens' keys and values into their cache slots: (b, i) to slot (pos0[b] + i) mod
-// slots. One thread per 8 elements (16 bytes).
+// slots of cache cache_index[b] (NULL: b). One thread per 8 elements (16 bytes).
 __global__ void attention_decode_append_kernel(__nv_bfloat16 *k_cache, __nv_bfloat16 *v_cache,
                                                const __nv_bfloat16 *k_new, const __nv_bfloat16 *v_new,
-                                               const int32_t *pos0, int B, int nq, int kv_dim, int slots) {
+                                               const int32_t *cache_index, const int32_t *pos0, int B, int nq,
+                                               int kv_dim, int slots) {
     size_t packs = (size_t)B * nq * kv_dim / 8, x = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (x >= packs) return;
     size_t e = x * 8, row = e / kv_dim;  // row = b·nq + i
     int b = (int)(row / nq), i = (int)(row % nq);
-    size_t dst = ((size_t)b * slots + (pos0[b] + i) % slots) * kv_dim + e % kv_dim;
+    size_t cb = cache_index ? (size_t)cache_index[b] : (size_t)b;
+    size_t dst = (cb * slots + (pos0[b] + i) % slots) * kv_dim + e % kv_dim;
     *(Bf16Pack<8> *)(k_cache + dst) = *(const Bf16Pack<8> *)(k_new + e);
     *(Bf16Pack<8> *)(v_cache + dst) = *(const Bf16Pack<8> *)(v_new + e);
 }
@@ -246,14 +251,15 @@ static inline size_t attention_decode_workspace(int B, int nq, int Hq, int D, in
 template <int D>
 inline void attention_decode_d(__nv_bfloat16 *out, const __nv_bfloat16 *q, const __nv_bfloat16 *k_new,
                                const __nv_bfloat16 *v_new, const __nv_bfloat16 *k_cache,
-                               const __nv_bfloat16 *v_cache, const int32_t *pos0, int B, int nq, int Hq, int Hkv,
-                               int slots, int window, int max_keys, float *workspace, cudaStream_t stream) {
+                               const __nv_bfloat16 *v_cache, const int32_t *cache_index, const int32_t *pos0, int B,
+                               int nq, int Hq, int Hkv, int slots, int window, int max_keys, float *workspace,
+                               cudaStream_t stream) {
     int splits = attention_decode_splits(max_keys), rows = Hq / Hkv * nq;
     float *part_o = workspace, *part_ml = workspace + (size_t)B * Hkv * splits * rows * D;
     size_t smem = attd_smem(D);
     cuda_check(cudaFuncSetAttribute(attention_decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     LAUNCH(attention_decode_kernel<D>, dim3(B * Hkv, splits), ATTD_THREADS, smem, stream, part_o, part_ml, q, k_new,
-           v_new, k_cache, v_cache, pos0, nq, Hq, Hkv, slots, window, splits);
+           v_new, k_cache, v_cache, cache_index, pos0, nq, Hq, Hkv, slots, window, splits);
     LAUNCH(attention_decode_combine_kernel, B * Hkv, ATTD_COMBINE_THREADS, 0, stream, out, part_o, part_ml, nq, Hq, Hkv,
            D, splits);
 }
@@ -264,8 +270,8 @@ inline void attention_decode_d(__nv_bfloat16 *out, const __nv_bfloat16 *q, const
 // floats. Every pointer 16-byte aligned; D 64, 96 or 128; (Hq / Hkv)·nq at most 16.
 inline void attention_decode(__nv_bfloat16 *out, const __nv_bfloat16 *q, const __nv_bfloat16 *k_new,
                              const __nv_bfloat16 *v_new, const __nv_bfloat16 *k_cache, const __nv_bfloat16 *v_cache,
-                             const int32_t *pos0, int B, int nq, int Hq, int Hkv, int D, int slots, int window,
-                             int max_keys, float *workspace, cudaStream_t stream) {
+                             const int32_t *cache_index, const int32_t *pos0, int B, int nq, int Hq, int Hkv, int D,
+                             int slots, int window, int max_keys, float *workspace, cudaStream_t stream) {
     attention_decode_require(D == 64 || D == 96 || D == 128, "head_dim must be 64, 96 or 128");
     attention_decode_require(Hkv > 0 && Hq % Hkv == 0, "the KV heads must divide the query heads");
     attention_decode_require(nq >= 1 && Hq / Hkv * nq <= ATTD_MAX_ROWS,
@@ -274,22 +280,28 @@ inline void attention_decode(__nv_bfloat16 *out, const __nv_bfloat16 *q, const _
     const void *ptrs[] = {out, q, k_new, v_new, k_cache, v_cache, workspace};
     for (const void *p : ptrs) attention_decode_require(aligned16(p), "every tensor must be 16-byte aligned");
     if (B == 0) return;
-    if (D == 64) attention_decode_d<64>(out, q, k_new, v_new, k_cache, v_cache, pos0, B, nq, Hq, Hkv, slots, window, max_keys, workspace, stream);
-    if (D == 96) attention_decode_d<96>(out, q, k_new, v_new, k_cache, v_cache, pos0, B, nq, Hq, Hkv, slots, window, max_keys, workspace, stream);
-    if (D == 128) attention_decode_d<128>(out, q, k_new, v_new, k_cache, v_cache, pos0, B, nq, Hq, Hkv, slots, window, max_keys, workspace, stream);
+#define ATTD_CALL(d)                                                                                               \
+    attention_decode_d<d>(out, q, k_new, v_new, k_cache, v_cache, cache_index, pos0, B, nq, Hq, Hkv, slots, window, \
+                          max_keys, workspace, stream)
+    if (D == 64) ATTD_CALL(64);
+    if (D == 96) ATTD_CALL(96);
+    if (D == 128) ATTD_CALL(128);
+#undef ATTD_CALL
 }
 
-// The new keys and values into their slots (after attention_decode of the same step).
+// The new keys and values into their slots (after attention_decode of the same step). Two
+// new tokens of one sequence must not share a slot (nq <= slots).
 inline void attention_decode_append(__nv_bfloat16 *k_cache, __nv_bfloat16 *v_cache, const __nv_bfloat16 *k_new,
-                                    const __nv_bfloat16 *v_new, const int32_t *pos0, int B, int nq, int kv_dim,
-                                    int slots, cudaStream_t stream) {
+                                    const __nv_bfloat16 *v_new, const int32_t *cache_index, const int32_t *pos0,
+                                    int B, int nq, int kv_dim, int slots, cudaStream_t stream) {
     attention_decode_require(kv_dim % 8 == 0, "KV heads x head_dim must be a multiple of 8");
+    attention_decode_require(nq <= slots, "more new tokens than cache slots");
     const void *ptrs[] = {k_cache, v_cache, k_new, v_new};
     for (const void *p : ptrs) attention_decode_require(aligned16(p), "every tensor must be 16-byte aligned");
     size_t packs = (size_t)B * nq * kv_dim / 8;
     if (packs == 0) return;
     LAUNCH(attention_decode_append_kernel, (unsigned)CEIL_DIV(packs, (size_t)256), 256, 0, stream, k_cache, v_cache,
-           k_new, v_new, pos0, B, nq, kv_dim, slots);
+           k_new, v_new, cache_index, pos0, B, nq, kv_dim, slots);
 }
 
 // ---------------------------------------------------------------------------------------

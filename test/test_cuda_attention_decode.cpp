@@ -114,8 +114,8 @@ static void problem_free(Problem *p) {
 
 static void run(Problem *p) {
     const Case &c = p->c;
-    attention_decode(p->dout, p->dq, p->dkn, p->dvn, p->dkc, p->dvc, p->dpos, c.B, c.nq, c.Hq, c.Hkv, c.D, p->slots,
-                     c.W, p->max_keys, p->work, 0);
+    attention_decode(p->dout, p->dq, p->dkn, p->dvn, p->dkc, p->dvc, NULL, p->dpos, c.B, c.nq, c.Hq, c.Hkv, c.D,
+                     p->slots, c.W, p->max_keys, p->work, 0);
 }
 
 // The kernel's output as floats [B, nq, Hq, D].
@@ -204,11 +204,44 @@ TEST(bits_do_not_depend_on_the_schedule) {
     problem_free(&p);
 }
 
+// cache_index: the same caches stored in reverse order, each sequence told where its own is,
+// give the same bits; append writes into the indexed cache.
+TEST(cache_index_picks_each_sequence_cache) {
+    Case c = {40, 8, 2, 64, 2, 4, {1, 39, 40, 125}, 0};
+    Problem p = problem_create(c, 21);
+    run(&p);
+    float *want = output(&p);
+    size_t per = (size_t)p.slots * c.Hkv * c.D, n = (size_t)c.B * per;
+    uint16_t *rk = (uint16_t *)xmalloc(n * 2), *rv = (uint16_t *)xmalloc(n * 2);
+    int32_t index[4];
+    for (int b = 0; b < c.B; b++) {
+        index[b] = c.B - 1 - b;
+        memcpy(rk + (size_t)index[b] * per, p.kc + (size_t)b * per, per * 2);
+        memcpy(rv + (size_t)index[b] * per, p.vc + (size_t)b * per, per * 2);
+    }
+    __nv_bfloat16 *dk = device_copy(rk, n), *dv = device_copy(rv, n);
+    int32_t *dindex;
+    cuda_check(cudaMalloc(&dindex, sizeof(index)));
+    cuda_check(cudaMemcpy(dindex, index, sizeof(index), cudaMemcpyHostToDevice));
+    attention_decode(p.dout, p.dq, p.dkn, p.dvn, dk, dv, dindex, p.dpos, c.B, c.nq, c.Hq, c.Hkv, c.D, p.slots, c.W,
+                     p.max_keys, p.work, 0);
+    float *got = output(&p);
+    CHECK(memcmp(got, want, (size_t)c.B * c.nq * c.Hq * c.D * 4) == 0);
+    attention_decode_append(dk, dv, p.dkn, p.dvn, dindex, p.dpos, c.B, c.nq, c.Hkv * c.D, p.slots, 0);
+    cuda_check(cudaMemcpy(rk, dk, n * 2, cudaMemcpyDeviceToHost));
+    int wrong = 0;  // sequence 3's new token 1 (position 126, slot 6) lands in cache 0
+    wrong += memcmp(rk + 6 * (size_t)c.Hkv * c.D, p.kn + ((size_t)3 * c.nq + 1) * c.Hkv * c.D, (size_t)c.Hkv * c.D * 2) != 0;
+    CHECK_INT(wrong, 0);
+    free(want), free(got), free(rk), free(rv);
+    cuda_check(cudaFree(dk)), cuda_check(cudaFree(dv)), cuda_check(cudaFree(dindex));
+    problem_free(&p);
+}
+
 // attention_decode_append writes (b, i) to slot (pos0 + i) mod slots and nothing else.
 TEST(append_writes_the_new_slots) {
     Case c = {8, 4, 2, 64, 3, 2, {6, 13}, 0};  // 6 + 0..2 wraps to slot 0; 13 + 0..2 is slots 5..7
     Problem p = problem_create(c, 3);
-    attention_decode_append(p.dkc, p.dvc, p.dkn, p.dvn, p.dpos, c.B, c.nq, c.Hkv * c.D, p.slots, 0);
+    attention_decode_append(p.dkc, p.dvc, p.dkn, p.dvn, NULL, p.dpos, c.B, c.nq, c.Hkv * c.D, p.slots, 0);
     size_t kd = (size_t)c.Hkv * c.D, n = (size_t)c.B * p.slots * kd;
     uint16_t *k = (uint16_t *)xmalloc(n * 2), *v = (uint16_t *)xmalloc(n * 2);
     cuda_check(cudaMemcpy(k, p.dkc, n * 2, cudaMemcpyDeviceToHost));
@@ -237,7 +270,7 @@ static void with(int Hq, int Hkv, int D, int nq, int window, int slots) {
     cuda_check(cudaMalloc(&x, 1 << 16));
     cuda_check(cudaMalloc(&w, 1 << 16));
     cuda_check(cudaMalloc(&pos, 16));
-    attention_decode(x, x, x, x, x, x, pos, 1, nq, Hq, Hkv, D, slots, window, 1, w, 0);
+    attention_decode(x, x, x, x, x, x, NULL, pos, 1, nq, Hq, Hkv, D, slots, window, 1, w, 0);
 }
 static void head_dim_80(void) { with(2, 1, 80, 1, 0, 8); }
 static void too_many_rows(void) { with(8, 1, 64, 3, 0, 8); }
@@ -260,6 +293,7 @@ TEST(bad_shapes_are_refused) {
 int main() {
     RUN(decode_attention_matches_the_full_sequence);
     RUN(bits_do_not_depend_on_the_schedule);
+    RUN(cache_index_picks_each_sequence_cache);
     RUN(append_writes_the_new_slots);
     RUN(bad_shapes_are_refused);
     return test_summary();

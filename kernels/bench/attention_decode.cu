@@ -83,7 +83,7 @@ static int run_shape(const int *s, int repeat, ColdL2 cold) {
     cuda_check(cudaMalloc(&work, work_n * sizeof(float)));
     cuda_check(cudaMalloc(&dpos, (size_t)B * sizeof(int32_t)));
     cuda_check(cudaMemcpy(dpos, pos, (size_t)B * sizeof(int32_t), cudaMemcpyHostToDevice));
-    auto run = [&] { attention_decode(out, q, kn, vn, kc, vc, dpos, B, nq, Hq, Hkv, D, slots, W, keys, work, 0); };
+    auto run = [&] { attention_decode(out, q, kn, vn, kc, vc, NULL, dpos, B, nq, Hq, Hkv, D, slots, W, keys, work, 0); };
 
     run();
     cuda_check(cudaDeviceSynchronize());
