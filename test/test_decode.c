@@ -105,7 +105,8 @@ static void conversation(Model *m) {
     ids.ids[ids.len - 10] = (ids.ids[ids.len - 10] + 1) % m->c.vocab_size;
     for (int i = 0; i < 9; i++) tokvec_push(&ids, random_token(m));
     float *logits = malloc((size_t)m->c.vocab_size * 4);
-    CHECK_INT(decode_prompt(m, &c, ids.ids, ids.len, logits), 0);
+    Decoder d = decoder_cpu(m);
+    CHECK_INT(decode_prompt(&d, &c, ids.ids, ids.len, logits), 0);
     CHECK_INT(c.tokens.len, ids.len);
     check_rows(m, ids.ids, (int)ids.len, logits, 1, "after a changed history");
     answer(m, &c, 8);
@@ -285,7 +286,9 @@ TEST(full_context_refuses_the_step) {
     SampleConfig greedy = {0, 1, 0, 0};
     TokenVec answer = {0}, prompt = {0};
     for (size_t i = 0; i < c.tokens.len; i++) tokvec_push(&prompt, c.tokens.ids[i]);
-    CHECK_INT(generate_with_cache(&m, &c, prompt.ids, prompt.len, 5, -1, &greedy, &seed, &answer, NULL, NULL), STOP_CONTEXT);
+    Decoder d = decoder_cpu(&m);
+    CHECK_INT(generate_with_cache(&d, &c, prompt.ids, prompt.len, 5, -1, &greedy, &seed, &answer, NULL, NULL),
+              STOP_CONTEXT);
     CHECK_INT(answer.len, 1);
     tokvec_free(&answer), tokvec_free(&prompt);
     kv_cache_free(&c);

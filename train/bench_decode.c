@@ -111,7 +111,8 @@ static void run(const Model *m, int B, const Options *o, uint64_t *rng, double *
     for (int b = 0; b < B; b++) {
         kv_cache_init(&caches[b], &m->c, o->prompt + o->tokens + 1);
         for (int i = 0; i < o->prompt; i++) prompt[i] = (int32_t)rng_below(rng, (uint64_t)V);
-        decode_prompt(m, &caches[b], prompt, (size_t)o->prompt, logits + (size_t)b * V);
+        Decoder d = decoder_cpu(m);
+        decode_prompt(&d, &caches[b], prompt, (size_t)o->prompt, logits + (size_t)b * V);
     }
     double t1 = omp_get_wtime(), c1 = cpu_seconds();
     for (int step = 0; step < o->tokens; step++) {

@@ -285,7 +285,7 @@ void batch_job_free(BatchJob *job) {
     free(job);
 }
 
-int batch_job_run(BatchJob *job, const Model *m) {
+int batch_job_run(BatchJob *job, const Decoder *d) {
     const BatchOptions *o = &job->o;
     Tokenizer *tok = job->tok;
     Requests q = job->q;
@@ -298,7 +298,7 @@ int batch_job_run(BatchJob *job, const Model *m) {
     }
     fprintf(stderr, "batch: %zu requests in %s, %ld already answered in %s; %d sequences at a time\n", q.n, o->requests,
             skipped, o->out, o->slots);
-    int V = m->c.vocab_size, S = o->slots, rc = 0;
+    int V = d->config->vocab_size, S = o->slots, rc = 0;
     Slot *slots = xcalloc((size_t)S, sizeof(Slot));
     DecodeSeq *seqs = xmalloc((size_t)S * sizeof(DecodeSeq));
     int *of = xmalloc((size_t)S * sizeof(int));  // the slot of each sequence of the step
@@ -312,7 +312,7 @@ int batch_job_run(BatchJob *job, const Model *m) {
                 const Request *r = &q.r[next++];
                 if (done[r - q.r]) continue;
                 Slot *sl = &slots[s];
-                if (!sl->cache.k) kv_cache_init(&sl->cache, &m->c, o->context);
+                if (!sl->cache.k) kv_cache_init(&sl->cache, d->config, o->context);
                 kv_cache_rewind(&sl->cache, 0);
                 sl->r = r, sl->read = 0, sl->answer.len = 0;
                 sl->rng = o->seed ^ fnv1a64(r->id, strlen(r->id), FNV1A64_INIT);
@@ -340,7 +340,7 @@ int batch_job_run(BatchJob *job, const Model *m) {
             of[n++] = s;
         }
         if (n == 0 || rc) break;
-        decode_forward(m, seqs, n, logits, 0);  // (room was checked: every step fits)
+        d->step(d->ctx, seqs, n, logits, 0);  // (room was checked: every step fits)
         for (int i = 0; i < n && rc == 0; i++) {
             Slot *sl = &slots[of[i]];
             if (sl->read < sl->r->prompt.len) continue;  // more prompt to read first

@@ -29,6 +29,7 @@
 #include <stdint.h>
 
 #include "../tokenizer/chat.h"
+#include "decode.h"
 #include "model.h"
 #include "sample.h"
 
@@ -48,7 +49,7 @@ typedef struct BatchJob BatchJob;
 // cut last line removed). Returns NULL with `file:line: reason` in err.
 BatchJob *batch_job_prepare(const BatchOptions *o, Tokenizer *tok, ChatFormat fmt, char *err);
 // Answers what is left. Returns the program's exit status: 0, or 2 (cannot write, reported).
-int batch_job_run(BatchJob *job, const Model *m);
+int batch_job_run(BatchJob *job, const Decoder *d);
 void batch_job_free(BatchJob *job);
 
 #endif

@@ -253,13 +253,19 @@ int decode_forward(const Model *m, DecodeSeq *seqs, int nseq, float *logits, int
     return 0;
 }
 
-int decode_prompt(const Model *m, KvCache *c, const int32_t *ids, size_t n, float *logits) {
+static int cpu_step(void *ctx, DecodeSeq *seqs, int nseq, float *logits, int all_logits) {
+    return decode_forward((const Model *)ctx, seqs, nseq, logits, all_logits);
+}
+
+Decoder decoder_cpu(const Model *m) { return (Decoder){cpu_step, (void *)m, &m->c}; }
+
+int decode_prompt(const Decoder *d, KvCache *c, const int32_t *ids, size_t n, float *logits) {
     size_t done = kv_cache_reuse(c, ids, n);
     if ((int64_t)(n - done) > kv_cache_room(c)) return -1;
     while (done < n) {
         int chunk = n - done < DECODE_CHUNK ? (int)(n - done) : DECODE_CHUNK;
         DecodeSeq s = {c, ids + done, chunk};
-        if (decode_forward(m, &s, 1, logits, 0)) return -1;
+        if (d->step(d->ctx, &s, 1, logits, 0)) return -1;
         done += (size_t)chunk;
     }
     return 0;

@@ -77,8 +77,18 @@ int decode_forward(const Model *m, DecodeSeq *seqs, int nseq, float *logits, int
 // New tokens of a sequence from which its projections are matrix products.
 #define DECODE_MATMUL_MIN 16
 
+// What runs a step: the CPU model (decoder_cpu: decode_forward) or another with the same
+// contract (chat_gpu's device model), so the generation loop and the batch driver serve both.
+typedef struct {
+    int (*step)(void *ctx, DecodeSeq *seqs, int nseq, float *logits, int all_logits);
+    void *ctx;
+    const ModelConfig *config;
+} Decoder;
+
+Decoder decoder_cpu(const Model *m);
+
 // Reads ids[0..n) into the cache in chunks (after kv_cache_reuse), leaving the last id's
 // logits [V] in logits. Returns 0 or -1 when the context is full.
-int decode_prompt(const Model *m, KvCache *c, const int32_t *ids, size_t n, float *logits);
+int decode_prompt(const Decoder *d, KvCache *c, const int32_t *ids, size_t n, float *logits);
 
 #endif

@@ -14,13 +14,13 @@ const char *stop_reason_text(StopReason r) {
     }
 }
 
-StopReason generate_with_cache(const Model *m, KvCache *cache, const int32_t *prompt, size_t n, int max_new,
+StopReason generate_with_cache(const Decoder *d, KvCache *cache, const int32_t *prompt, size_t n, int max_new,
                                int32_t eos, const SampleConfig *sc, uint64_t *rng, TokenVec *answer, TokenCallback cb,
                                void *ctx) {
-    int V = m->c.vocab_size;
+    int V = d->config->vocab_size;
     float *logits = xmalloc((size_t)V * sizeof(float));
     StopReason why = STOP_MAX_TOKENS;
-    if (decode_prompt(m, cache, prompt, n, logits)) {
+    if (decode_prompt(d, cache, prompt, n, logits)) {
         free(logits);
         return STOP_CONTEXT;
     }
@@ -37,7 +37,7 @@ StopReason generate_with_cache(const Model *m, KvCache *cache, const int32_t *pr
         }
         if (made + 1 == max_new) break;
         DecodeSeq s = {cache, &next, 1};
-        if (decode_forward(m, &s, 1, logits, 0)) {
+        if (d->step(d->ctx, &s, 1, logits, 0)) {
             why = STOP_CONTEXT;
             break;
         }
@@ -51,7 +51,8 @@ void generate(Model *m, TokenVec *ids, int max_new, int32_t eos_id, float temper
     kv_cache_init(&cache, &m->c, (int64_t)ids->len + max_new);
     SampleConfig sc = {temperature, top_p, 0, 0};
     TokenVec answer = {0};
-    if (generate_with_cache(m, &cache, ids->ids, ids->len, max_new, eos_id, &sc, rng, &answer, NULL, NULL) == STOP_EOS)
+    Decoder d = decoder_cpu(m);
+    if (generate_with_cache(&d, &cache, ids->ids, ids->len, max_new, eos_id, &sc, rng, &answer, NULL, NULL) == STOP_EOS)
         tokvec_push(&answer, eos_id);
     for (size_t i = 0; i < answer.len; i++) tokvec_push(ids, answer.ids[i]);
     tokvec_free(&answer);

@@ -26,7 +26,7 @@ typedef int (*TokenCallback)(void *ctx, int32_t id);
 // Reads prompt[0..n) into the cache and generates at most max_new tokens after it,
 // appending them to answer (the end-of-sequence token eos is not appended). The cache then
 // holds the prompt and every generated token but the last. Returns why it stopped.
-StopReason generate_with_cache(const Model *m, KvCache *cache, const int32_t *prompt, size_t n, int max_new,
+StopReason generate_with_cache(const Decoder *d, KvCache *cache, const int32_t *prompt, size_t n, int max_new,
                                int32_t eos, const SampleConfig *sc, uint64_t *rng, TokenVec *answer, TokenCallback cb,
                                void *ctx);
 
