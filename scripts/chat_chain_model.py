@@ -4,15 +4,17 @@
     python3 scripts/chat_chain_model.py OUT_DIR START_ID ID ID ... EOS_ID
 
 For tests of the programs around a model (`chat --batch` between `persona prompts` and
-`persona ingest`), where a random model's answers would be rejected: the model is random
-(normal(0, 0.02) weights, sliding window 16, so attention and the KV cache run as usual),
-except that the embedding of the i-th id of the chain START_ID, ID, ..., is 4 times the i-th
-basis vector, and the LM head row of the (i+1)-th id (the last: EOS_ID) is 3 times that
-vector. After RMSNorm an embedding is 8 times its basis vector, so after START_ID (the end of
-the prompt: [/INST]) the next id of the chain has logit 24 and every other about 0 (the
-layers add ~0.03 to the residual stream): greedy decoding, and sampling at temperature 0.7,
-give the chain and stop at EOS whatever the prompt. The ids of the chain must differ from
-each other (a token has one successor) and number at most 64 (the hidden size).
+`persona ingest`, chat_gpu against chat), where a random model's answers would be rejected
+or would differ by rounding: the model is random (normal(0, 0.02) weights, sliding window 16,
+so attention and the KV cache run as usual; head_dim 64, 2 query heads, 1 KV head: sizes
+the GPU kernels take), except that the embedding of the i-th id of the chain START_ID, ID,
+..., is 4 times the i-th basis vector, and the LM head row of the (i+1)-th id (the last:
+EOS_ID) is 3 times that vector. After RMSNorm an embedding is sqrt(128) = 11.3 times its
+basis vector, so after START_ID (the end of the prompt: [/INST]) the next id of the chain
+has logit 34 and every other about 0 (the layers add ~0.03 to the residual stream): greedy
+decoding, and sampling at temperature 0.7, give the chain and stop at EOS whatever the
+prompt, on the CPU and on the GPU alike. The ids of the chain must differ from each other
+(a token has one successor) and number at most 128 (the hidden size).
 
 Needs numpy and safetensors (requirements.txt); stated versions: numpy 2.3, safetensors 0.8.
 """
@@ -23,7 +25,7 @@ import sys
 import numpy as np
 from safetensors.numpy import save_file
 
-HIDDEN, INTER, LAYERS, HEADS, KV_HEADS, VOCAB, WINDOW = 64, 128, 2, 4, 2, 32768, 16
+HIDDEN, INTER, LAYERS, HEADS, KV_HEADS, VOCAB, WINDOW = 128, 256, 2, 2, 1, 32768, 16
 
 
 def main():

@@ -40,6 +40,6 @@ static void cpu_free(Decoder *d) {
 }
 
 int main(int argc, char **argv) {
-    static const ChatBackend cpu = {"chat", "on the CPU", cpu_load, cpu_free};
+    static const ChatBackend cpu = {"chat", "on the CPU", NULL, cpu_load, cpu_free};
     return chat_main(argc, argv, &cpu);
 }

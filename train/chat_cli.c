@@ -370,7 +370,10 @@ int chat_main(int argc, char **argv, const ChatBackend *b) {
         release(&tok, system, NULL, b, NULL);
         return 1;
     }
-    const char *weights = o.weights ? o.weights : o.adapter ? "nf4" : "bf16";
+    const char *weights = o.weights           ? o.weights
+                          : b->default_weights ? b->default_weights
+                          : o.adapter          ? "nf4"
+                                               : "bf16";
     ChatLoad load = {o.model, o.adapter ? adapter_dir : NULL,
                      !strcmp(weights, "nf4") ? FROZEN_NF4 : !strcmp(weights, "bf16") ? FROZEN_BF16 : FROZEN_F32,
                      o.threads, job ? o.slots : 1, context};

@@ -40,8 +40,9 @@ typedef struct {
 } ChatLoad;
 
 typedef struct {
-    const char *program;  // "chat", "chat_gpu"
-    const char *where;    // for --help: "on the CPU", ...
+    const char *program;          // "chat", "chat_gpu"
+    const char *where;            // for --help: "on the CPU", ...
+    const char *default_weights;  // --weights when not given (NULL: nf4 with an adapter, else bf16)
     // Loads the model (and adapter) and sets *d; info gets a line for the banner (where it
     // runs, the adapter's settings). Returns 0, or 1 (bad input) / 2 with err.
     int (*load)(const ChatLoad *l, Decoder *d, char *info, size_t n, char *err);
