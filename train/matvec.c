@@ -255,7 +255,8 @@ static void nf4_row(const Nf4Weight *W, int o, float *row) {
     for (size_t k = 0; k < (size_t)W->cols; k++, e++) {
         uint8_t byte = W->packed[e / 2];
         row[k] = nf4_code[e & 1 ? byte & 15 : byte >> 4] * a;
-        if (--left == 0) left = bs, a = block_absmax(W, ++b);
+        // the next block's absmax, unless the row (maybe the matrix) ends with this block
+        if (--left == 0 && k + 1 < (size_t)W->cols) left = bs, a = block_absmax(W, ++b);
     }
 }
 
