@@ -44,7 +44,7 @@ SAN_OBJ  = $(patsubst %.c,build/san/obj/%.o,$(LIB_SRC))
 # Every kernels/bench/NAME.cu is a CUDA program NAME (a kernel's validation + benchmark, in
 # llm.c's dev/cuda manner); each links the CPU library for its reference.
 CUDA_PROGRAMS = $(basename $(notdir $(wildcard kernels/bench/*.cu)))
-GPU_PROGRAMS  = train_gpu chat_gpu
+GPU_PROGRAMS  = train_gpu chat_gpu bench_decode_gpu
 CUDA_LDLIBS   = -lcublasLt -lcublas
 TESTS = $(patsubst test/%.c,%,$(wildcard test/test_*.c))
 
@@ -94,11 +94,12 @@ cuda: $(CUDA_PROGRAMS) $(GPU_PROGRAMS)
 $(CUDA_PROGRAMS): %: kernels/bench/%.cu $(wildcard kernels/*.cuh kernels/bench/*.cuh) $(OBJ)
 	$(NVCC) $(NVFLAGS) -Xcompiler $(OPENMP) -o $@ $< $(OBJ) $(LDLIBS) $(CUDA_LDLIBS)
 
-# The GPU programs: train_gpu, the GPU trainer, and chat_gpu, chat on the GPU. Each is one
-# CUDA translation unit train/NAME.cu (its kernels come in through train/model_gpu.cuh)
-# linked with the CPU library (the shared run logic, chat's driver, loaders, data). The same
-# source is also built for the host with the CUDA-on-CPU harness (build/test/ and
-# build/san/, below), which is how `make test` runs it without a GPU.
+# The GPU programs: train_gpu, the GPU trainer, chat_gpu, chat on the GPU, and
+# bench_decode_gpu, chat_gpu's decoding speed. Each is one CUDA translation unit
+# train/NAME.cu (its kernels come in through train/model_gpu.cuh) linked with the CPU library
+# (the shared run logic, chat's driver, loaders, data). The same source is also built for
+# the host with the CUDA-on-CPU harness (build/test/ and build/san/, below), which is how
+# `make test` runs it without a GPU.
 GPU_DEPS = $(wildcard kernels/*.cuh train/*.cuh) $(HEADERS)
 $(GPU_PROGRAMS): %: train/%.cu $(GPU_DEPS) $(OBJ)
 	$(NVCC) $(NVFLAGS) -Xcompiler $(OPENMP) -o $@ train/$@.cu $(OBJ) $(LDLIBS) $(CUDA_LDLIBS)

@@ -8,7 +8,8 @@
 #   - --batch on persona prompts' requests, 3 sequences at a time (prompt chunks one sequence
 #     at a time, single tokens together): every answer chat --batch gives, and persona ingest
 #     takes them all;
-#   - no GPU, and frozen weights other than NF4: refused in one line.
+#   - no GPU, and frozen weights other than NF4: refused in one line;
+#   - bench_decode_gpu runs its batch sizes.
 # (test_cuda_decode_gpu checks the logits themselves against the CPU's.)
 set -u
 cd "$(dirname "$0")/.."
@@ -43,6 +44,13 @@ passes chat_gpu_batch_answers_every_request test "$n" -ge 3 -a "$(wc -l <"$tmp/g
 same_output chat_gpu_batch_equals_chat <(sort "$tmp/gpu.jsonl") <(sort "$tmp/cpu.jsonl")
 passes chat_gpu_batch_answers_ingested "$SAN_BIN/persona" ingest --requests "$tmp/requests.jsonl" \
     --answers "$tmp/gpu.jsonl" --out-narrative "$tmp/narrative.jsonl"
+
+# bench_decode_gpu (the GPU speed bench; scripts/gpu_check.sh times it) runs its batches in
+# the harness: prompts longer than the window, then steps of 1 and of 3 sequences with LoRA
+"$SAN_BIN/bench_decode_gpu" --model "$tmp/chain" --batch 1,3 --prompt 20 --tokens 4 --repeat 1 --lora-r 4 \
+    >"$tmp/bench.out" 2>&1
+passes bench_decode_gpu_times_each_batch test "$(grep -cE '^batch  [13]: decode +[0-9.]+ tokens/s' "$tmp/bench.out")" -eq 2
+expect_fail bench_decode_gpu_needs_a_model "model is required" "$SAN_BIN/bench_decode_gpu" --batch 1
 
 expect_fail chat_gpu_needs_a_gpu "no CUDA GPU found" env CUDA_HOST_NO_DEVICE=1 "$CHAT_GPU" --model "$tmp/chain" \
     --tokenizer "$V3"
