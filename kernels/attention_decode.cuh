@@ -74,8 +74,10 @@ __host__ __device__ constexpr size_t attd_smem(int D) {
 // The first key position the queries of a sequence see (its first new token's window).
 __device__ __forceinline__ int attd_first_key(int p0, int window) { return window > 0 && p0 - window + 1 > 0 ? p0 - window + 1 : 0; }
 
+// (at least 1 block an SM, not ptxas's default target: at D = 96 that capped it at 128
+// registers and spilled, where 143 hold everything; the shared memory allows 2 or 3 anyway)
 template <int D>
-__global__ void __launch_bounds__(ATTD_THREADS)
+__global__ void __launch_bounds__(ATTD_THREADS, 1)
     attention_decode_kernel(float *part_o, float *part_ml, const __nv_bfloat16 *q, const __nv_bfloat16 *k_new,
                             const __nv_bfloat16 *v_new, const __nv_bfloat16 *k_cache, const __nv_bfloat16 *v_cache,
                             const int32_t *cache_index, const int32_t *pos0, int nq, int Hq, int Hkv, int slots,
