@@ -15,6 +15,9 @@ set -u
 cd "$(dirname "$0")/.."
 . test/lib.sh
 : "${SAN_BIN:?}" "${PYTHON:?}" "${TOKENIZER_DATA:?}"
+# The harness is slow (a fiber per CUDA thread): --batch and the bench run its -O2 build
+# (build/test/), the sanitizer build (build/san/) the turns on a pipe and the refusals.
+FAST_BIN="${FAST_BIN:-$PWD/build/test}"
 CHAT_GPU="$SAN_BIN/chat_gpu"
 V3="$TOKENIZER_DATA/mistral_instruct_tokenizer_240323.model.v3"
 tmp=$(mktemp -d)
@@ -36,7 +39,7 @@ head -c 12000 ../shared/corpus/sherlock-holmes.txt >"$tmp/book.txt"
 "$SAN_BIN/persona" prompts --book "$tmp/book.txt" --character "Sherlock Holmes" --alias Holmes --tasks rewrite \
     --tokenizer "$V3" --out "$tmp/requests.jsonl" >/dev/null
 n=$(wc -l <"$tmp/requests.jsonl")
-"$CHAT_GPU" --model "$tmp/chain" --tokenizer "$V3" --batch "$tmp/requests.jsonl" --out "$tmp/gpu.jsonl" --slots 3 \
+"$FAST_BIN/chat_gpu" --model "$tmp/chain" --tokenizer "$V3" --batch "$tmp/requests.jsonl" --out "$tmp/gpu.jsonl" --slots 3 \
     --seed 3 >/dev/null 2>"$tmp/batch.err"
 "$SAN_BIN/chat" --model "$tmp/chain" --tokenizer "$V3" --batch "$tmp/requests.jsonl" --out "$tmp/cpu.jsonl" --slots 3 \
     --seed 3 --weights nf4 >/dev/null 2>&1
@@ -47,7 +50,7 @@ passes chat_gpu_batch_answers_ingested "$SAN_BIN/persona" ingest --requests "$tm
 
 # bench_decode_gpu (the GPU speed bench; scripts/gpu_check.sh times it) runs its batches in
 # the harness: prompts longer than the window, then steps of 1 and of 3 sequences with LoRA
-"$SAN_BIN/bench_decode_gpu" --model "$tmp/chain" --batch 1,3 --prompt 20 --tokens 4 --repeat 1 --lora-r 4 \
+"$FAST_BIN/bench_decode_gpu" --model "$tmp/chain" --batch 1,3 --prompt 20 --tokens 4 --repeat 1 --lora-r 4 \
     >"$tmp/bench.out" 2>&1
 passes bench_decode_gpu_times_each_batch test "$(grep -cE '^batch  [13]: decode +[0-9.]+ tokens/s' "$tmp/bench.out")" -eq 2
 expect_fail bench_decode_gpu_needs_a_model "model is required" "$SAN_BIN/bench_decode_gpu" --batch 1
