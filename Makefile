@@ -30,9 +30,11 @@ PROGRAM_MAINS += data/persona.c
 PROGRAM_MAINS += train/merge.c
 PROGRAM_MAINS += train/init_model.c
 PROGRAM_MAINS += train/train_cpu.c
+PROGRAM_MAINS += train/chat.c
 PROGRAM_MAINS += data/prep.c
 PROGRAM_MAINS += train/check_fixture.c
 PROGRAM_MAINS += train/bench_matmul.c
+PROGRAM_MAINS += train/bench_decode.c
 CPU_PROGRAMS   = $(basename $(notdir $(PROGRAM_MAINS)))
 LIB_SRC  = $(filter-out $(PROGRAM_MAINS),$(wildcard common/*.c tokenizer/*.c data/*.c train/*.c))
 HEADERS  = $(wildcard common/*.h tokenizer/*.h data/*.h train/*.h test/*.h)
@@ -42,6 +44,7 @@ SAN_OBJ  = $(patsubst %.c,build/san/obj/%.o,$(LIB_SRC))
 # Every kernels/bench/NAME.cu is a CUDA program NAME (a kernel's validation + benchmark, in
 # llm.c's dev/cuda manner); each links the CPU library for its reference.
 CUDA_PROGRAMS = $(basename $(notdir $(wildcard kernels/bench/*.cu)))
+GPU_PROGRAMS  = train_gpu chat_gpu bench_decode_gpu
 CUDA_LDLIBS   = -lcublasLt -lcublas
 TESTS = $(patsubst test/%.c,%,$(wildcard test/test_*.c))
 
@@ -51,17 +54,17 @@ TESTS = $(patsubst test/%.c,%,$(wildcard test/test_*.c))
 .DEFAULT_GOAL := all
 
 ifneq ($(HAVE_NVCC),)
-all: $(CPU_PROGRAMS) $(CUDA_PROGRAMS) train_gpu
+all: $(CPU_PROGRAMS) $(CUDA_PROGRAMS) $(GPU_PROGRAMS)
 else
 all: $(CPU_PROGRAMS)
-	@echo "note: nvcc not found on PATH; CUDA programs (train_gpu $(CUDA_PROGRAMS)) not built"
+	@echo "note: nvcc not found on PATH; CUDA programs ($(GPU_PROGRAMS) $(CUDA_PROGRAMS)) not built"
 endif
 
 help:
 	@echo "persona.c targets:"
 	@echo "  make              build every CPU program, and the CUDA programs when nvcc is on PATH"
 	@echo "  make NAME         one program: $(CPU_PROGRAMS) (each has --help)"
-	@echo "  make cuda         the CUDA programs (train_gpu $(CUDA_PROGRAMS)) for GENCODE=\"$(GENCODE)\""
+	@echo "  make cuda         the CUDA programs ($(GPU_PROGRAMS) $(CUDA_PROGRAMS)) for GENCODE=\"$(GENCODE)\""
 	@echo "  make test         build with -Werror and with ASan+UBSan, run every test, print 'N passed, N failed'"
 	@echo "  make test-gpu     on a machine with a GPU: every CUDA program validates its kernels (--check), no timing"
 	@echo "  make bench        on a machine with a GPU: every CUDA program validates, then times its kernels"
@@ -86,18 +89,20 @@ build/san/$(1): build/san/obj/$(2:.c=.o) $$(SAN_OBJ)
 endef
 $(foreach m,$(PROGRAM_MAINS),$(eval $(call program_rules,$(basename $(notdir $(m))),$(m))))
 
-cuda: $(CUDA_PROGRAMS) train_gpu
+cuda: $(CUDA_PROGRAMS) $(GPU_PROGRAMS)
 
 $(CUDA_PROGRAMS): %: kernels/bench/%.cu $(wildcard kernels/*.cuh kernels/bench/*.cuh) $(OBJ)
 	$(NVCC) $(NVFLAGS) -Xcompiler $(OPENMP) -o $@ $< $(OBJ) $(LDLIBS) $(CUDA_LDLIBS)
 
-# train_gpu, the GPU trainer: one CUDA translation unit (its kernels come in through
-# train/model_gpu.cuh) linked with the CPU library (the shared run logic, loaders, data).
-# The same source is also built for the host with the CUDA-on-CPU harness (build/test/ and
-# build/san/, below), which is how `make test` runs it without a GPU.
-TRAIN_GPU_DEPS = train/train_gpu.cu $(wildcard kernels/*.cuh train/*.cuh) $(HEADERS)
-train_gpu: $(TRAIN_GPU_DEPS) $(OBJ)
-	$(NVCC) $(NVFLAGS) -Xcompiler $(OPENMP) -o $@ train/train_gpu.cu $(OBJ) $(LDLIBS) $(CUDA_LDLIBS)
+# The GPU programs: train_gpu, the GPU trainer, chat_gpu, chat on the GPU, and
+# bench_decode_gpu, chat_gpu's decoding speed. Each is one CUDA translation unit
+# train/NAME.cu (its kernels come in through train/model_gpu.cuh) linked with the CPU library
+# (the shared run logic, chat's driver, loaders, data). The same source is also built for
+# the host with the CUDA-on-CPU harness (build/test/ and build/san/, below), which is how
+# `make test` runs it without a GPU.
+GPU_DEPS = $(wildcard kernels/*.cuh train/*.cuh) $(HEADERS)
+$(GPU_PROGRAMS): %: train/%.cu $(GPU_DEPS) $(OBJ)
+	$(NVCC) $(NVFLAGS) -Xcompiler $(OPENMP) -o $@ train/$@.cu $(OBJ) $(LDLIBS) $(CUDA_LDLIBS)
 
 # The GPU runs: each program exits non-zero when a kernel disagrees with its CPU reference.
 test-gpu: $(CUDA_PROGRAMS)
@@ -166,16 +171,16 @@ build/mutants/attention_no_%_barrier.cuh: kernels/attention.cuh test/cuda_host/d
 	    -f test/cuda_host/drop_last_barrier.awk $< > $@.tmp && mv $@.tmp $@
 build/obj/test/test_cuda_mutants.o build/san/obj/test/test_cuda_mutants.o: $(ATTENTION_MUTANTS)
 
-build/obj/train/train_gpu_host.o: $(TRAIN_GPU_DEPS) $(CUDA_HOST_DEPS)
+build/obj/train/%_host.o: train/%.cu $(GPU_DEPS) $(CUDA_HOST_DEPS)
 	@mkdir -p $(dir $@)
-	$(CXX) -O2 $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_FLAGS) -x c++ -c -o $@ train/train_gpu.cu
-build/san/obj/train/train_gpu_host.o: $(TRAIN_GPU_DEPS) $(CUDA_HOST_DEPS)
+	$(CXX) -O2 $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_FLAGS) -x c++ -c -o $@ $<
+build/san/obj/train/%_host.o: train/%.cu $(GPU_DEPS) $(CUDA_HOST_DEPS)
 	@mkdir -p $(dir $@)
-	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_SANFLAGS) -x c++ -c -o $@ train/train_gpu.cu
-build/test/train_gpu: build/obj/train/train_gpu_host.o $(CUDA_HOST_OBJ) $(OBJ)
+	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_SANFLAGS) -x c++ -c -o $@ $<
+$(addprefix build/test/,$(GPU_PROGRAMS)): build/test/%: build/obj/train/%_host.o $(CUDA_HOST_OBJ) $(OBJ)
 	@mkdir -p $(dir $@)
 	$(CXX) $(OPENMP) -o $@ $^ $(LDLIBS)
-build/san/train_gpu: build/san/obj/train/train_gpu_host.o $(CUDA_HOST_SAN_OBJ) $(SAN_OBJ)
+$(addprefix build/san/,$(GPU_PROGRAMS)): build/san/%: build/san/obj/train/%_host.o $(CUDA_HOST_SAN_OBJ) $(SAN_OBJ)
 	@mkdir -p $(dir $@)
 	$(CXX) $(SANFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -257,11 +262,11 @@ $(VENV)/.installed: requirements.txt
 venv: $(VENV)/.installed
 
 # (test/make_shards.c is a helper the trainer tests run, not a test itself)
-test-build: all $(addprefix build/test/,$(TESTS) $(CUDA_HOST_TESTS) train_gpu) \
-            $(addprefix build/san/,$(TESTS) $(CUDA_HOST_TESTS) $(CPU_PROGRAMS) train_gpu make_shards)
+test-build: all $(addprefix build/test/,$(TESTS) $(CUDA_HOST_TESTS) $(GPU_PROGRAMS)) \
+            $(addprefix build/san/,$(TESTS) $(CUDA_HOST_TESTS) $(CPU_PROGRAMS) $(GPU_PROGRAMS) make_shards)
 
 test: test-build venv
 	@bash test/run.sh $(addprefix build/san/,$(TESTS) $(CUDA_HOST_TESTS)) test/test_*.sh
 
 clean:
-	rm -rf build $(CPU_PROGRAMS) $(CUDA_PROGRAMS) train_gpu
+	rm -rf build $(CPU_PROGRAMS) $(CUDA_PROGRAMS) $(GPU_PROGRAMS)

@@ -5,8 +5,9 @@
 # times the nf4_matmul and lora benches on their default shapes (their goals printed), trains a tiny model with train_gpu and with train_cpu and compares their losses, and
 # measures train_gpu on Mistral-7B's shape with random weights (--random-weights) at
 # sequence lengths 2048 and 4096: tokens/s, MFU, and the peak device memory against the
-# memory plan. Everything goes into one markdown file, the results README's GPU table is
-# filled from.
+# memory plan; and times chat_gpu's decoding on the same shape at batch 1 and 32
+# (bench_decode_gpu). Everything goes into one markdown file, the results README's GPU table
+# is filled from.
 #
 #   bash scripts/gpu_check.sh [RESULTS.md]      (default gpu_check_results.md)
 #
@@ -26,6 +27,22 @@ start=$(date +%s)
 failures=0
 
 note() { printf '%s\n' "$*" >>"$out"; printf '%s\n' "$*"; }
+# fenced NAME SECONDS CMD...: CMD's output into the results as a code block, or a FAIL line.
+fenced() {
+    local name=$1 limit=$2 rc
+    shift 2
+    timeout "$limit" "$@" >"$tmp/$name.out" 2>&1
+    rc=$?
+    if [ $rc -eq 0 ]; then
+        note '```'
+        cat "$tmp/$name.out" >>"$out"
+        cat "$tmp/$name.out"
+        note '```'
+    else
+        note "- $name: FAIL (exit $rc): $(tail -1 "$tmp/$name.out")"
+        failures=$((failures + 1))
+    fi
+}
 elapsed() { echo $(( $(date +%s) - start ))s; }
 
 : >"$out"
@@ -43,7 +60,8 @@ fi
 note ""
 note "## Build"
 if [ "$harness" = 1 ]; then
-    make -s -j"$jobs" train_cpu init_model build/test/train_gpu build/test/make_shards >"$tmp/build.log" 2>&1
+    make -s -j"$jobs" train_cpu init_model build/test/train_gpu build/test/bench_decode_gpu build/test/make_shards \
+        >"$tmp/build.log" 2>&1
     TRAIN_GPU=build/test/train_gpu
 else
     make -s -j"$jobs" cuda train_cpu init_model build/test/make_shards >"$tmp/build.log" 2>&1
@@ -150,6 +168,24 @@ if [ "$harness" != 1 ]; then
         done
     done
 fi
+
+# 5. chat_gpu's decoding (bench_decode_gpu): Mistral-7B's shape on a GPU, the tiny model in
+# the harness (which checks the script, not the speed)
+note ""
+if [ "$harness" = 1 ]; then
+    note "## chat_gpu decoding (bench_decode_gpu), tiny model"
+    decode=(build/test/bench_decode_gpu --model "$tmp/tiny" --random-weights --batch 1,2 --prompt 16 --tokens 4
+            --repeat 1 --lora-r 4)
+else
+    note "## chat_gpu decoding (bench_decode_gpu), Mistral-7B v0.3 shape, --random-weights, LoRA r 16"
+    note ""
+    note "Goal at batch 1: >= 75% of the DRAM-bandwidth bound of the NF4 weight bytes a token. Prompts of"
+    note "128 random tokens, then 64 greedy steps timed (best of 3), the logits back on the host each step."
+    decode=(./bench_decode_gpu --model "$tmp/m7b" --random-weights --batch 1,32 --prompt 128 --tokens 64 --repeat 3)
+fi
+note ""
+fenced bench_decode_gpu 300 "${decode[@]}"
+[ "$harness" = 1 ] || fenced attention_decode 120 ./attention_decode  # its attention alone: GB/s of K and V
 
 note ""
 note "Total time $(elapsed); $failures failure(s)."

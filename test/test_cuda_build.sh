@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # test/test_cuda_build.sh: the CUDA code compiles with nvcc for sm_80 and sm_90, warnings as
 # errors, and ptxas reports no local memory (no register spills, no stack frames): every
-# program in kernels/bench/ and train_gpu (through the Makefile) and every kernel-only test file
-# test/test_cuda_*_kernels.cu (the kernels the CUDA-on-CPU harness also runs, so what the
-# harness checks is what ptxas accepts); and the 2-rank collective test builds against the
-# real NCCL and Open MPI. The PTX must also contain the instructions the code exists for,
-# so that a change that silently falls off them fails here: each wrapper of kernels/ptx.cuh,
-# and the 16-byte packed loads and stores of the memory-bound kernels. Every kernel of the
-# programs declares __launch_bounds__ (what makes the harness's launch check cover the
-# register file too). Compiling is not
-# running: this checks the build only (see README, "What is verified where").
+# program in kernels/bench/ and train/*.cu (through the Makefile) and every
+# kernel-only test file test/test_cuda_*_kernels.cu (the kernels the CUDA-on-CPU harness also
+# runs, so what the harness checks is what ptxas accepts); and the 2-rank collective test
+# builds against the real NCCL and Open MPI. The PTX must also contain the instructions the
+# code exists for, so that a change that silently falls off them fails here: each wrapper of
+# kernels/ptx.cuh, and the 16-byte packed loads and stores of the memory-bound kernels. Every
+# kernel of the programs declares __launch_bounds__ (what makes the harness's launch check
+# cover the register file too). Compiling is not running: this checks the build only (see
+# README, "What is verified where").
 set -u
 cd "$(dirname "$0")/.."
 . test/lib.sh
@@ -113,11 +113,14 @@ for src in kernels/bench/*.cu; do
     no_local_memory "$name" "$src"
     every_kernel_bounded "$name" "$src"
 done
-# train_gpu, the trainer (its kernels come in through train/model_gpu.cuh; the harness runs
-# the same source in test_train_gpu.sh)
-if make -s -B train_gpu >"$tmp/log" 2>&1; then echo "PASS nvcc_build_train_gpu_sm80_sm90"; else
-    echo "FAIL nvcc_build_train_gpu_sm80_sm90"; sed 's/^/  /' "$tmp/log" | head -20; fi
-no_local_memory train_gpu train/train_gpu.cu
+# the GPU programs: train_gpu, the trainer, chat_gpu and bench_decode_gpu (their kernels come
+# in through train/model_gpu.cuh and train/decode_gpu.cuh; the harness runs the same sources
+# in test_train_gpu.sh and test_chat_gpu.sh); bench_decode_gpu's kernels are chat_gpu's
+for name in train_gpu chat_gpu bench_decode_gpu; do
+    if make -s -B "$name" >"$tmp/log" 2>&1; then echo "PASS nvcc_build_${name}_sm80_sm90"; else
+        echo "FAIL nvcc_build_${name}_sm80_sm90"; sed 's/^/  /' "$tmp/log" | head -20; fi
+    [ "$name" = bench_decode_gpu ] || no_local_memory "$name" "train/$name.cu"
+done
 # kernels/comm.cuh against the real NCCL (shipped with the toolkit) and Open MPI: the 2-rank
 # collective test built by nvcc (the harness runs the same source with NCCL stood in by MPI)
 if ! command -v mpicxx >/dev/null 2>&1; then
@@ -159,6 +162,12 @@ ptx_contains nf4_packed_loads kernels/bench/nf4.cu "ld.global.v4.u32" "st.global
 ptx_kernels_lack nf4_bit_exact_kernels kernels/bench/nf4.cu \
     "nf4_quantize_blocks_kernel nf4_absmax_partial_kernel nf4_absmax_mean_kernel nf4_quantize_absmax_kernel nf4_dequantize_kernel" \
     "fma." ".approx" ".ftz"
+# decode attention: its tiles copied with cp.async; the split combine and the warp merge in a
+# fixed order, no atomics (the same bits on every run)
+ptx_contains attention_decode_async_copies kernels/bench/attention_decode.cu "cp.async.cg.shared.global" \
+    "cp.async.wait_group 0"
+ptx_kernels_lack attention_decode_no_atomics kernels/bench/attention_decode.cu \
+    "attention_decode_kernel attention_decode_combine_kernel" $'\tatom.' $'\tred.'
 ptx_contains attention_tensor_cores kernels/bench/attention.cu \
     "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" "ldmatrix.sync.aligned.m8n8.x4.shared.b16" \
     "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16" "cp.async.cg.shared.global" "cp.async.wait_group 1"

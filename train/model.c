@@ -49,12 +49,18 @@ void model_linear_shape(Linear *l, const ModelConfig *c, int p) {
     l->out = dims[sizes_out[p]];
 }
 
-void model_linear_set(Linear *l, float *w, int nf4) {
-    if (!nf4) {
+void model_linear_set(Linear *l, float *w, int frozen) {
+    if (frozen == FROZEN_F32) {
         l->w = w;
         return;
     }
-    nf4_weight_quantize(&l->q, w, l->out, l->in, 64, 1);
+    size_t n = (size_t)l->out * l->in;
+    if (frozen == FROZEN_BF16) {
+        l->w_bf16 = xmalloc(n * sizeof(uint16_t));
+        for (size_t i = 0; i < n; i++) l->w_bf16[i] = f32_to_bf16(w[i]);
+    } else {
+        nf4_weight_quantize(&l->q, w, l->out, l->in, 64, 1);
+    }
     free(w);
 }
 
@@ -66,7 +72,7 @@ void model_init_empty(Model *m, const ModelConfig *c) {
         for (int p = 0; p < N_PROJ; p++) model_linear_shape(&m->layers[i].proj[p], c, p);
 }
 
-static int load_linear(Linear *l, const ModelFiles *f, const ModelConfig *c, int layer, int p, int nf4, char *err) {
+static int load_linear(Linear *l, const ModelFiles *f, const ModelConfig *c, int layer, int p, int frozen, char *err) {
     model_linear_shape(l, c, p);
     char prefix[128], name[160];
     snprintf(prefix, sizeof(prefix), "model.layers.%d.%s", layer, proj_names[p]);
@@ -74,7 +80,7 @@ static int load_linear(Linear *l, const ModelFiles *f, const ModelConfig *c, int
     snprintf(name, sizeof(name), "%s.weight", prefix);
     float *w = load_float(f, name, l->out, l->in, err);
     if (!w) return -1;
-    model_linear_set(l, w, nf4);
+    model_linear_set(l, w, frozen);
     return 0;
 }
 
@@ -85,9 +91,9 @@ int model_config_load(ModelConfig *c, const char *dir, char *err) {
     return config_load(c, path, err);
 }
 
-int model_load(Model *m, const char *dir, int nf4, char *err) {
+int model_load(Model *m, const char *dir, int frozen, char *err) {
     memset(m, 0, sizeof(*m));
-    if (gguf_is_gguf(dir)) return gguf_model_load(m, dir, nf4, err);
+    if (gguf_is_gguf(dir)) return gguf_model_load(m, dir, frozen, err);
     if (model_config_load(&m->c, dir, err)) return -1;
     ModelFiles f;
     if (model_files_open(&f, dir, err)) return -1;
@@ -117,7 +123,7 @@ int model_load(Model *m, const char *dir, int nf4, char *err) {
         snprintf(name, sizeof(name), "model.layers.%d.post_attention_layernorm.weight", i);
         L->ln2 = L->ln1 ? load_float(&f, name, H, 0, err) : NULL;
         if (!L->ln2) rc = -1;
-        for (int p = 0; p < N_PROJ && rc == 0; p++) rc = load_linear(&L->proj[p], &f, c, i, p, nf4, err);
+        for (int p = 0; p < N_PROJ && rc == 0; p++) rc = load_linear(&L->proj[p], &f, c, i, p, frozen, err);
     }
     model_files_close(&f);
     if (rc) model_free(m);
@@ -132,6 +138,7 @@ void model_free(Model *m) {
         for (int p = 0; p < N_PROJ; p++) {
             Linear *l = &L->proj[p];
             free(l->w);
+            free(l->w_bf16);
             nf4_weight_free(&l->q);
             free(l->A), free(l->B), free(l->dA), free(l->dB);
         }
@@ -140,7 +147,25 @@ void model_free(Model *m) {
     if (m->head != m->embed) free(m->head);  // tied embeddings: one array
     free(m->embed);
     free(m->norm);
+    free(m->head_bf16);
     memset(m, 0, sizeof(*m));
+}
+
+void model_head_to_bf16(Model *m) {
+    if (!m->head) return;
+    size_t n = (size_t)m->c.vocab_size * m->c.hidden_size;
+    m->head_bf16 = xmalloc(n * sizeof(uint16_t));
+    for (size_t i = 0; i < n; i++) m->head_bf16[i] = f32_to_bf16(m->head[i]);
+    if (m->head != m->embed) free(m->head);  // (tied: the embedding stays)
+    m->head = NULL;
+}
+
+void linear_frozen_f32(const Linear *l, float *w) {
+    size_t n = (size_t)l->out * l->in;
+    if (l->w) memcpy(w, l->w, n * sizeof(float));
+    else if (l->w_bf16)
+        for (size_t i = 0; i < n; i++) w[i] = bf16_to_f32(l->w_bf16[i]);
+    else nf4_weight_dequantize(&l->q, w);
 }
 
 int model_parse_targets(const char *list, unsigned *mask) {
@@ -189,10 +214,10 @@ typedef struct {
 // ---------------------------------------------------------------------------------------
 // projections: y = x W^T (+ LoRA), and their backward
 
-// The frozen weight as float32: itself, or dequantized into scratch.
+// The frozen weight as float32: itself, or widened or dequantized into scratch.
 static const float *frozen_weight(const Linear *l, float *scratch) {
     if (l->w) return l->w;
-    nf4_weight_dequantize(&l->q, scratch);
+    linear_frozen_f32(l, scratch);
     return scratch;
 }
 
@@ -284,8 +309,14 @@ double model_step(Model *m, const ModelInput *b, float grad_scale, int backward,
 
     float *hf = zalloc((size_t)T * H), *rstdf = zalloc(T), *dh = backward ? zalloc((size_t)T * H) : NULL;
     rmsnorm_forward(x, m->norm, hf, rstdf, T, H, c->rms_norm_eps);
-    double loss = cross_entropy(hf, m->head, b->targets, b->weights, T, H, V, grad_scale, dh);
-    if (logits) matmul(logits, V, hf, H, 0, m->head, H, 1, T, V, H, 1.0f, 0);
+    float *head = m->head, *widened = NULL;
+    if (!head) {  // a bf16 head (model_head_to_bf16), widened for this step
+        head = widened = xmalloc((size_t)V * H * sizeof(float));
+        for (size_t j = 0; j < (size_t)V * H; j++) widened[j] = bf16_to_f32(m->head_bf16[j]);
+    }
+    double loss = cross_entropy(hf, head, b->targets, b->weights, T, H, V, grad_scale, dh);
+    if (logits) matmul(logits, V, hf, H, 0, head, H, 1, T, V, H, 1.0f, 0);
+    free(widened);
 
     if (backward) {
         // dx: the gradient flowing along the residual stream

@@ -282,7 +282,8 @@ static int hook_generate(void *ctx, TokenVec *ids, int max_new, int32_t eos_id, 
         for (int t = 0; t < n; t++) g->ids[t] = ids->ids[t], g->positions[t] = t;
         gpu_set_batch(g->m, g->ids, g->zeros, g->no_weights, g->positions, g->zeros, n);
         gpu_model_last_logits(g->m, n, g->logits);
-        int32_t next = sample_token(g->logits, V, temperature, top_p, rng);
+        SampleConfig sc = {temperature, top_p, 0, 0};
+        int32_t next = sample_token(g->logits, V, &sc, rng);
         tokvec_push(ids, next);
         if (next == eos_id) break;
     }
