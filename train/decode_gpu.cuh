@@ -7,9 +7,9 @@
  *
  * A step's rows: the sequences with one new token each go through the layers together (the
  * rows of a batch); a sequence with a prompt chunk goes through by itself. Per layer:
- *   h1 = rmsnorm(x); q, k, v = h1 W^T (+ LoRA)     one row: the NF4 GEMV (kernels/nf4.cuh),
- *                                                   which reads the codes once (0.53 bytes a
- *                                                   weight); more: model_gpu's dequantize +
+ *   h1 = rmsnorm(x); q, k, v = h1 W^T (+ LoRA)     one row: nf4_matmul (kernels/
+ *                                                   nf4_matmul.cuh), which reads the codes once
+ *                                                   (0.52 bytes a weight); more: model_gpu's dequantize +
  *                                                   cuBLASLt product; LoRA by its products
  *   RoPE on q, k at each token's position
  *   attention                                       kernels/attention_decode.cuh against
@@ -32,6 +32,7 @@
 #define PERSONA_DECODE_GPU_CUH
 
 #include "../kernels/attention_decode.cuh"
+#include "../kernels/nf4_matmul.cuh"
 #include "model_gpu.cuh"
 extern "C" {
 #include "decode.h"
@@ -60,7 +61,7 @@ static inline void gpu_decoder_init(GpuDecoder *g, const ModelConfig *c, int lor
                                     float lora_scale, int sequences, int64_t context) {
     memset(g, 0, sizeof(*g));
     GpuSettings s = {1, DECODE_CHUNK > sequences ? DECODE_CHUNK : sequences, 1, lora_r, lora_targets, lora_scale,
-                     0, LORA_CUBLAS};
+                     0, LORA_CUBLAS, 0.0f};
     gpu_model_init(&g->m, c, &s);
     gpu_model_allocate(&g->m);
     int G = c->num_attention_heads / c->num_key_value_heads, V = c->vocab_size, rows = g->m.N;
@@ -115,12 +116,14 @@ static inline void gpu_decoder_forget(GpuDecoder *g, const KvCache *c) {
         if (g->owner[i] == c) g->owner[i] = NULL;
 }
 
-// y [N, out] = x W^T (+ LoRA): the GEMV for one row, the dequantized product for more.
+// y [N, out] = x W^T (+ LoRA by cuBLASLt, the decoder's setting): nf4_matmul straight from
+// the codes for one row (no K split: the decoder keeps no split scratch), the dequantized
+// product for more.
 static inline void gpu_decoder_project(GpuDecoder *g, const GpuLinear *lin, const bf16 *x, bf16 *y, bf16 *u, int N) {
     GpuModel *m = &g->m;
     if (N > 1) return linear_forward(m, lin, x, y, u, N);
-    nf4_gemv(y, x, lin->w, m->stream);
-    if (lin->A16) lora_forward(m, lin, x, y, u, 1);
+    nf4_matmul(y, x, lin->w, 1, NULL, m->stream);
+    if (lin->A16) lora_forward_cublas(m, lin, x, y, u, 1);
 }
 
 static inline void gpu_decoder_upload(int32_t *dev, const int32_t *host, int n, cudaStream_t st) {
