@@ -358,6 +358,13 @@ static uint32_t crc_of(const StWrite *w, int n) {
 
 static const char *const moment_suffix[3] = {"", ".adam_m", ".adam_v"};
 
+// For a run stopped by a failure: what it keeps on disk.
+static const char *what_is_kept(const Run *r, char *buf, size_t n) {
+    if (r->saved_step > 0) snprintf(buf, n, "the checkpoint of step %lld is kept", (long long)r->saved_step);
+    else snprintf(buf, n, "no checkpoint was written yet");
+    return buf;
+}
+
 // The CRC32 of this rank's LoRA weights and AdamW moments (in the host mirrors).
 static uint32_t params_crc(const Run *r) {
     uLong crc = crc32(0L, Z_NULL, 0);
@@ -394,9 +401,10 @@ static int checkpoint_save(Run *r) {
     ranks_gather(r, &crc, crcs, sizeof(crc));
     for (int k = 1; k < world && rc == 0 && is_lead(r); k++)
         if (crcs[k] != crcs[0]) {
+            char kept[96];
             fprintf(stderr, "error: step %lld: rank %d's LoRA weights and AdamW moments differ from rank 0's (CRC32 %08x "
-                            "and %08x): the ranks have diverged; stopped, the checkpoint of step %lld is kept\n",
-                    (long long)r->state.step, k, crcs[k], crcs[0], (long long)r->saved_step);
+                            "and %08x): the ranks have diverged; stopped (%s)\n",
+                    (long long)r->state.step, k, crcs[k], crcs[0], what_is_kept(r, kept, sizeof(kept)));
             rc = 2;
         }
     if (is_lead(r) && rc == 0) {
@@ -1067,12 +1075,11 @@ int run_step_done(Run *r, const RunStep *s) {
     int64_t step = ++r->state.step;
     int rc = is_lead(r) ? log_step(r, s) : 0;
     if (rc == 0 && (!isfinite(s->loss) || !isfinite(s->grad_norm))) {  // the same numbers on every rank
-        char kept[96] = "no checkpoint was written yet";
-        if (r->saved_step > 0) snprintf(kept, sizeof(kept), "the checkpoint of step %lld is kept", (long long)r->saved_step);
+        char kept[96];
         if (is_lead(r))
             fprintf(stderr, "error: step %lld: the loss is %g and the gradient norm %g: training diverged; stopped "
                             "without saving this step (%s); a lower --lr or a --clip may help\n",
-                    (long long)step, s->loss, s->grad_norm, kept);
+                    (long long)step, s->loss, s->grad_norm, what_is_kept(r, kept, sizeof(kept)));
         rc = 2;
     }
     rc = agree(r, rc);
