@@ -9,14 +9,18 @@
 # train, micro-batch by micro-batch, the very conversations one rank of --batch 4 does, only
 # packed in other rows. Checked:
 # - the step's trained targets, summed over the ranks, equal the one rank's, every step;
-# - the loss and gradient norm of every step, and the evaluations (split across the ranks,
-#   summed), within 1e-3 relative of the one rank's, and step 1's loss within 1e-6. Step 1
-#   is the same weights on the same tokens, so only the order of the sums differs (measured
-#   1.6e-7). After it the runs drift apart as AdamW moves every weight by about lr whatever
-#   its gradient's size, so an element whose gradient is within rounding of 0 may step the
-#   other way (measured: 7.2e-5 worst at lr 1e-2 over 8 steps). A rank normalising by its
-#   own trained targets doubles step 1's loss; averaging the gradients instead of summing
-#   them halves the gradient norm;
+# - step 1, the same weights on the same tokens: the loss within 1e-5 relative of the one
+#   rank's (measured 1.6e-7), the gradient norm within 1e-3 (measured 1.8e-4). Not bit for
+#   bit: the gradient sums run in another order, and a conversation packed at another offset
+#   falls across another boundary of the attention kernel's tiles, so its online softmax
+#   rounds otherwise and a few bf16 activations differ by a unit. A rank normalising by its
+#   own trained targets doubles the gradient norm, averaging the ranks' gradients instead of
+#   summing them halves it;
+# - every step's loss within 1e-3 (measured 7.2e-5 worst over 8 steps at lr 1e-2), gradient
+#   norm within 5e-3 (measured 1.5e-3), and the evaluations (each rank its share, the sums
+#   reduced) within 1e-3 (measured 1.4e-5): after step 1 the runs drift apart as AdamW moves
+#   every weight by about lr whatever its gradient's size, so an element whose gradient is
+#   within rounding of 0 may step the other way;
 # - the ranks' LoRA weights and moments are bit-identical at every checkpoint, the last one
 #   (the adapter's) included: rank 0 compares every rank's CRC32 there and stops the run
 #   naming a rank that differs, which a rank started with another --lr (Open MPI's MPMD
@@ -56,7 +60,11 @@ ARGS=(--model "$tmp/model" --train "$tmp/shards/train.bin" --val "$tmp/shards/va
       --steps 8 --lr 1e-2 --warmup 2 --lora-r 4 --checkpoint-every 2 --eval-every 4)
 numbers() { sed -E 's/, "(tokens_per_s|ms|mfu|peak_memory_gb)": [0-9.e+-]+//g' "$1"; }
 field() { grep "\"$2\"" "$1" | sed -E "s/.*\"$2\": ([0-9.e+-]+).*/\\1/"; }
-steps_logged() { grep -c '"loss"' "$1/log.jsonl" 2>/dev/null || echo 0; }
+steps_logged() {
+    local n
+    n=$(grep -c '"loss"' "$1/log.jsonl" 2>/dev/null)
+    echo "${n:-0}"
+}
 # within_rel NAME FILE_A FILE_B TOL: the numbers line by line within TOL relative
 within_rel() {
     local worst
@@ -113,9 +121,10 @@ for f in trained loss grad_norm val_loss; do
 done
 [ "$(wc -l <"$tmp/one.trained")" = 8 ] && same_output trained_targets_summed_over_ranks_every_step "$tmp/one.trained" \
     "$tmp/two.trained" || echo "FAIL trained_targets_summed_over_ranks_every_step (no 8 steps)"
-within_rel step_1_loss_same_tokens_same_weights <(head -1 "$tmp/two.loss") <(head -1 "$tmp/one.loss") 1e-6
+within_rel step_1_loss_same_tokens_same_weights <(head -1 "$tmp/two.loss") <(head -1 "$tmp/one.loss") 1e-5
+within_rel step_1_grad_norm_same_tokens_same_weights <(head -1 "$tmp/two.grad_norm") <(head -1 "$tmp/one.grad_norm") 1e-3
 within_rel losses_track_one_rank_of_twice_the_batch "$tmp/two.loss" "$tmp/one.loss" 1e-3
-within_rel grad_norms_track_one_rank "$tmp/two.grad_norm" "$tmp/one.grad_norm" 1e-3
+within_rel grad_norms_track_one_rank "$tmp/two.grad_norm" "$tmp/one.grad_norm" 5e-3
 [ "$(wc -l <"$tmp/one.val_loss")" = 2 ] && within_rel evaluation_split_across_ranks_tracks_one_rank \
     "$tmp/two.val_loss" "$tmp/one.val_loss" 1e-3 || echo "FAIL evaluation_split_across_ranks_tracks_one_rank (no 2 evaluations)"
 [ "$(field "$tmp/two/log.jsonl" val_trained | sort -u)" = "$(field "$tmp/one/log.jsonl" val_trained | sort -u)" ] &&
@@ -143,7 +152,8 @@ mpirun -np 1 "$TWO" "${ARGS[@]}" --batch 4 --out "$tmp/plain" >"$tmp/plain.2.out
     { echo "FAIL np1_resume_runs"; tail -3 "$tmp/plain.2.out"; }
 same_output plain_and_np1_log_equal_build_without_mpi <(numbers "$tmp/one/log.jsonl") <(numbers "$tmp/plain/log.jsonl")
 for f in checkpoint.safetensors adapter/adapter_model.safetensors; do
-    same_output "plain_and_np1_${f%%.*}_equal_build_without_mpi" "$tmp/one/$f" "$tmp/plain/$f"
+    g=${f##*/}
+    same_output "plain_and_np1_${g%%.*}_equal_build_without_mpi" "$tmp/one/$f" "$tmp/plain/$f"
 done
 
 # 4. faults, one after the other in one run directory, each resumed
@@ -190,5 +200,6 @@ rc=$?
     { echo "FAIL resumed_after_the_faults (status $rc)"; grep -v '^ ' "$tmp/f4.out" | tail -4; }
 same_output interrupted_two_ranks_log_equals_uninterrupted <(numbers "$tmp/two/log.jsonl") <(numbers "$tmp/f/log.jsonl")
 for f in checkpoint.safetensors adapter/adapter_model.safetensors; do
-    same_output "interrupted_two_ranks_${f%%.*}_equals_uninterrupted" "$tmp/two/$f" "$tmp/f/$f"
+    g=${f##*/}
+    same_output "interrupted_two_ranks_${g%%.*}_equals_uninterrupted" "$tmp/two/$f" "$tmp/f/$f"
 done
