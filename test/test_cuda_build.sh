@@ -96,6 +96,13 @@ done
 if make -s -B train_gpu >"$tmp/log" 2>&1; then echo "PASS nvcc_build_train_gpu_sm80_sm90"; else
     echo "FAIL nvcc_build_train_gpu_sm80_sm90"; sed 's/^/  /' "$tmp/log" | head -20; fi
 no_local_memory train_gpu train/train_gpu.cu
+# with Open MPI and NCCL installed (as here), train_gpu is built for mpirun: kernels/comm.cuh
+# with USE_MPI, linked with NCCL and MPI
+if command -v mpicxx >/dev/null 2>&1; then
+    if ldd train_gpu 2>/dev/null | grep -q libnccl && ldd train_gpu | grep -q libmpi; then
+        echo "PASS train_gpu_built_for_mpirun"
+    else echo "FAIL train_gpu_built_for_mpirun: not linked with NCCL and MPI"; fi
+fi
 # kernels/comm.cuh against the real NCCL (shipped with the toolkit) and Open MPI: the 2-rank
 # collective test built by nvcc (the harness runs the same source with NCCL stood in by MPI)
 if ! command -v mpicxx >/dev/null 2>&1; then
