@@ -37,9 +37,10 @@
  * would compute for the same rows (summed in another order), the same bits on every rank
  * (comm.cuh), clips by the same norm and takes the same AdamW step. The optimizer is not
  * sharded across the ranks (ZeRO): its state is the LoRA weights and two moments in fp32,
- * 12 bytes per trainable parameter, about 0.5 GB for r 16 on all seven projections of
- * Mistral-7B (41.9 M parameters) and 0.13 GB at r 4, beside the 3.8 GB of NF4 weights
- * every rank holds whole anyway; sharding would save at most that and add a gather per step.
+ * 12 bytes per trainable parameter, 0.50 GB for r 16 on all seven projections of
+ * Mistral-7B (41.9 M parameters; --dry-run's plan) and 0.13 GB at r 4, beside the 4.1 GB
+ * of frozen weights every rank holds whole anyway; sharding would save at most that, and
+ * cost a gather of the updated weights every step.
  * Rank 0 writes the run directory (run.h); the others print only errors.
  *
  * Each step prints, llm.c-style, and log.jsonl records: loss, gradient norm, learning rate,
