@@ -232,8 +232,32 @@ build/san/train_gpu_mpi: build/san/obj/train/train_gpu_mpi_host.o build/san/obj/
                          $(CUDA_HOST_SAN_OBJ) $(SAN_OBJ)
 	@mkdir -p $(dir $@)
 	$(CXX) $(SANFLAGS) -o $@ $^ $(LDLIBS) $(MPI_LIBS)
+# test_train_gpu_mpi's mutants: train_gpu_mpi with one of the two waits that order the
+# gradients' sums dropped from model_gpu.cuh (the comm stream's wait for a layer's backward
+# before it sums the layer's gradients; the main stream's wait for the last sum before the
+# optimizer reads them). The harness's race detector must stop each. The copy of train/
+# links every file but the mutant header, so that train_gpu.cu includes the mutant.
+COMM_MUTANTS = $(foreach w,grads_ready grads_reduced,build/test/train_gpu_mpi_no_$(w)_wait)
+comm_mutant_line_grads_ready   = cudaStreamWaitEvent(m->comm_stream, m->grads_ready
+comm_mutant_line_grads_reduced = cudaStreamWaitEvent(st, m->grads_reduced
+build/mutants/comm_no_%_wait/train/model_gpu.cuh: train/model_gpu.cuh
+	@mkdir -p $(dir $@)
+	@[ "$$(grep -cF '$(comm_mutant_line_$*)' $<)" = 1 ] || { echo "$<: no single line '$(comm_mutant_line_$*)'"; exit 1; }
+	grep -vF '$(comm_mutant_line_$*)' $< >$@.tmp && mv $@.tmp $@
+	cd $(dir $@) && for f in ../../../../train/*; do [ "$${f##*/}" = model_gpu.cuh ] || ln -sf "$$f" .; done
+	cd $(dir $@).. && for d in common data kernels tokenizer; do ln -sfn ../../../$$d .; done
+build/obj/mutants/train_gpu_mpi_no_%_wait.o: build/mutants/comm_no_%_wait/train/model_gpu.cuh $(TRAIN_GPU_DEPS) \
+                                              $(CUDA_HOST_DEPS)
+	@mkdir -p $(dir $@)
+	$(CXX) -O1 $(CUDA_HOST_FLAGS) -fno-weak -Itest/cuda_host -DUSE_MPI $(MPI_CFLAGS) -x c++ -c -o $@ \
+	    build/mutants/comm_no_$*_wait/train/train_gpu.cu
+build/test/train_gpu_mpi_no_%_wait: build/obj/mutants/train_gpu_mpi_no_%_wait.o build/obj/test/cuda_host/nccl_mpi.o \
+                                     $(CUDA_HOST_OBJ) $(OBJ)
+	@mkdir -p $(dir $@)
+	$(CXX) $(OPENMP) -o $@ $^ $(LDLIBS) $(MPI_LIBS)
 ifneq ($(HAVE_MPI),)
-test-build: build/test/$(MPI_TEST) build/san/$(MPI_TEST) build/test/train_gpu_mpi build/san/train_gpu_mpi
+test-build: build/test/$(MPI_TEST) build/san/$(MPI_TEST) build/test/train_gpu_mpi build/san/train_gpu_mpi \
+            $(COMM_MUTANTS)
 endif
 # (end of the MPI block)
 

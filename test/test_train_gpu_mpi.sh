@@ -32,6 +32,10 @@
 #   SIGKILL of rank 1 in the middle of a step (the job ends within 30 s naming rank 1), each
 #   resumed: the finished run equals the uninterrupted one bit for bit (log, checkpoint,
 #   adapter); resuming with one rank is refused, saying both numbers.
+# - the stream order of the gradients' sums: every run above is watched by the harness's
+#   race detector (streams asynchronous), and two mutants of model_gpu.cuh (the Makefile's
+#   COMM_MUTANTS), each without one of the two waits, are stopped by it at their first step
+#   with a report naming ncclAllReduce and the unordered streams.
 # Needs Open MPI (apt-get install openmpi-bin libopenmpi-dev); without it one FAIL line.
 set -u
 cd "$(dirname "$0")/.."
@@ -42,7 +46,8 @@ if ! command -v mpirun >/dev/null 2>&1; then
     echo "FAIL train_gpu_mpi_needs_open_mpi: mpirun not found (apt-get install openmpi-bin libopenmpi-dev)"
     exit 1
 fi
-for b in "$FAST_BIN/train_gpu_mpi" "$FAST_BIN/train_gpu" "$SAN_BIN/train_gpu_mpi"; do
+MUTANTS=("$FAST_BIN/train_gpu_mpi_no_grads_ready_wait" "$FAST_BIN/train_gpu_mpi_no_grads_reduced_wait")
+for b in "$FAST_BIN/train_gpu_mpi" "$FAST_BIN/train_gpu" "$SAN_BIN/train_gpu_mpi" "${MUTANTS[@]}"; do
     [ -x "$b" ] || { echo "FAIL train_gpu_mpi_built: $b is missing (make test-build)"; exit 1; }
 done
 tmp=$(mktemp -d)
@@ -202,4 +207,20 @@ same_output interrupted_two_ranks_log_equals_uninterrupted <(numbers "$tmp/two/l
 for f in checkpoint.safetensors adapter/adapter_model.safetensors; do
     g=${f##*/}
     same_output "interrupted_two_ranks_${g%%.*}_equals_uninterrupted" "$tmp/two/$f" "$tmp/f/$f"
+done
+
+# 5. the waits that order the sums: without the comm stream's wait for a layer's backward,
+# its sum reads gradients a matmul of the main stream writes; without the main stream's wait
+# for the sums, the gradient norm reads what a sum writes. The race detector stops both.
+for b in "${MUTANTS[@]}"; do
+    name=${b##*/}
+    "${MPIRUN[@]}" "$b" "${ARGS[@]}" --batch 2 --steps 1 --out "$tmp/$name" >"$tmp/$name.out" 2>&1
+    rc=$?
+    if [ $rc -ne 0 ] && grep -q "race: .*ncclAllReduce (stream [0-9]*) .*streams [0-9]* and [0-9]* with no event" \
+        "$tmp/$name.out"; then
+        echo "PASS ${name#train_gpu_mpi_}_found_by_the_race_detector"
+    else
+        echo "FAIL ${name#train_gpu_mpi_}_found_by_the_race_detector (status $rc)"
+        grep -v '^ ' "$tmp/$name.out" | tail -4 | sed 's/^/  /'
+    fi
 done
