@@ -25,7 +25,8 @@
  *   comm_sum, comm_max, comm_broadcast, comm_gather
  *                        host values between the ranks, over MPI: double sums and int
  *                        maxima on every rank; rank 0's bytes to every rank; every rank's
- *                        bytes, in rank order, to rank 0.
+ *                        bytes, in rank order, to rank 0. Each waits for the others no
+ *                        longer than the timeout (Faults).
  *   comm_free(&c);       the communicator, then MPI_Finalize when comm_init called MPI_Init.
  * With one rank each call is a no-op (or a copy), so one GPU runs as if this file were not
  * there.
@@ -39,7 +40,12 @@
  * NCCL's asynchronous error (ncclCommGetAsyncError: the network transports report a peer
  * that went away) and a timeout (the wait's length; train_gpu's --comm-timeout). Either ends
  * the communicator (ncclCommAbort, which releases the kernels waiting in it) and the process,
- * with status 2 and a line naming this rank; mpirun then stops the others.
+ * with status 2 and a line naming this rank; mpirun then stops the others. The host
+ * collectives (a few numbers a step, where the ranks agree) are MPI's nonblocking ones,
+ * polled under the same timeout: a rank that stops answering without dying (stopped, stuck
+ * in a file system) makes the others give up there, and MPI_Abort ends the whole job. The
+ * timeout also bounds the legitimate waits at those meetings, rank 0 writing a checkpoint
+ * or answering the probe prompts while the others wait, so it is minutes, not seconds.
  *
  * Built two ways. With USE_MPI (the Makefile defines it where Open MPI and NCCL are found):
  * as above. Without: a single-GPU program, and comm_init refuses a launch of several ranks.
@@ -65,7 +71,7 @@ typedef struct {
     int rank, nranks;  // this process among all (0 and 1 for a single process)
     int device;        // the CUDA device it uses
     int node_ranks;    // ranks on this node
-    double timeout_s;  // comm_wait's limit
+    double timeout_s;  // the longest wait for the device or the other ranks
     int owns_mpi;      // comm_init called MPI_Init (comm_free finalizes)
 #ifdef USE_MPI
     ncclComm_t nccl;   // NULL with one rank
@@ -101,6 +107,25 @@ static inline void mpi_check_at(int e, const char *call, const char *file, int l
     check_failed(call, file, line, msg, NULL);
 }
 #define mpi_check(call) mpi_check_at((call), #call, __FILE__, __LINE__)
+
+// Waits for a nonblocking host collective no longer than the timeout; past it, ends the job.
+static inline void comm_complete(Comm *c, MPI_Request *req, const char *what) {
+    double start = comm_seconds();
+    for (;;) {
+        int done = 0;
+        mpi_check(MPI_Test(req, &done, MPI_STATUS_IGNORE));
+        if (done) return;
+        double waited = comm_seconds() - start;
+        if (waited > c->timeout_s) {
+            fprintf(stderr, "error: rank %d: %s: the other ranks did not answer for %.0f s (--comm-timeout): a rank is "
+                            "lost or stuck; stopping the job\n",
+                    c->rank, what, waited);
+            MPI_Abort(MPI_COMM_WORLD, 2);
+        }
+        struct timespec pause = {0, 200000};  // 0.2 ms
+        nanosleep(&pause, NULL);
+    }
+}
 #endif
 
 static inline void comm_init(Comm *c, double timeout_s) {
@@ -190,10 +215,20 @@ static inline void comm_wait(Comm *c, cudaStream_t stream) {
     cuda_check(cudaStreamSynchronize(stream));
 }
 
+#ifdef USE_MPI
+// x[0..n) of type <- op over the ranks, on every rank (what: the caller, for a timeout's line).
+static inline void comm_host_reduce(Comm *c, void *x, int n, MPI_Datatype type, MPI_Op op, const char *what) {
+    if (c->nranks == 1) return;
+    MPI_Request req;
+    mpi_check(MPI_Iallreduce(MPI_IN_PLACE, x, n, type, op, MPI_COMM_WORLD, &req));
+    comm_complete(c, &req, what);
+}
+#endif
+
 // x[0..n) <- their sums over the ranks, on every rank.
 static inline void comm_sum(Comm *c, double *x, int n) {
 #ifdef USE_MPI
-    if (c->nranks > 1) mpi_check(MPI_Allreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+    comm_host_reduce(c, x, n, MPI_DOUBLE, MPI_SUM, "comm_sum");
 #else
     (void)c, (void)x, (void)n;
 #endif
@@ -202,7 +237,7 @@ static inline void comm_sum(Comm *c, double *x, int n) {
 // x[0..n) <- their maxima over the ranks, on every rank.
 static inline void comm_max(Comm *c, int *x, int n) {
 #ifdef USE_MPI
-    if (c->nranks > 1) mpi_check(MPI_Allreduce(MPI_IN_PLACE, x, n, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+    comm_host_reduce(c, x, n, MPI_INT, MPI_MAX, "comm_max");
 #else
     (void)c, (void)x, (void)n;
 #endif
@@ -212,8 +247,11 @@ static inline void comm_max(Comm *c, int *x, int n) {
 static inline void comm_broadcast(Comm *c, void *buf, size_t n) {
 #ifdef USE_MPI
     const size_t piece = (size_t)1 << 30;  // MPI counts are ints
-    for (size_t at = 0; c->nranks > 1 && at < n; at += piece)
-        mpi_check(MPI_Bcast((char *)buf + at, (int)(n - at < piece ? n - at : piece), MPI_BYTE, 0, MPI_COMM_WORLD));
+    for (size_t at = 0; c->nranks > 1 && at < n; at += piece) {
+        MPI_Request req;
+        mpi_check(MPI_Ibcast((char *)buf + at, (int)(n - at < piece ? n - at : piece), MPI_BYTE, 0, MPI_COMM_WORLD, &req));
+        comm_complete(c, &req, "comm_broadcast");
+    }
 #else
     (void)c, (void)buf, (void)n;
 #endif
@@ -224,9 +262,11 @@ static inline void comm_broadcast(Comm *c, void *buf, size_t n) {
 static inline void comm_gather(Comm *c, const void *mine, void *all, size_t n) {
     if (c->rank == 0) memcpy(all, mine, n);
 #ifdef USE_MPI
-    if (c->nranks > 1)
-        mpi_check(MPI_Gather(c->rank == 0 ? MPI_IN_PLACE : mine, (int)n, MPI_BYTE, all, (int)n, MPI_BYTE, 0,
-                             MPI_COMM_WORLD));
+    if (c->nranks == 1) return;
+    MPI_Request req;
+    mpi_check(MPI_Igather(c->rank == 0 ? MPI_IN_PLACE : mine, (int)n, MPI_BYTE, all, (int)n, MPI_BYTE, 0, MPI_COMM_WORLD,
+                          &req));
+    comm_complete(c, &req, "comm_gather");
 #endif
 }
 

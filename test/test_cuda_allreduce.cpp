@@ -19,6 +19,10 @@
 // harness, also the stand-in's refusals (host buffers, an unknown data type, ranks given
 // different unique ids, a stray ncclGroupEnd) and its asynchronous error (none). Only rank 0
 // prints PASS/FAIL lines; a test fails if it failed on either rank.
+//
+// `test_cuda_allreduce --stuck-rank-1` is a fault instead: rank 1 stops answering (it sleeps
+// 60 s) and rank 0, with a timeout of 1 s, must end the job from its comm_sum, saying so on
+// stderr (test_nccl_mpi.sh checks the line, the status and the time).
 #include "../kernels/comm.cuh"
 #include "test.h"
 
@@ -29,6 +33,7 @@ extern "C" {
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 static Comm comm;
 
@@ -285,11 +290,19 @@ static int failed_tests = 0;
 
 int main(int argc, char **argv) {
     mpi_check(MPI_Init(&argc, &argv));
-    comm_init(&comm, 60.0);
+    int stuck = argc > 1 && !strcmp(argv[1], "--stuck-rank-1");
+    comm_init(&comm, stuck ? 1.0 : 60.0);
     if (comm.nranks != 2) {
         if (comm.rank == 0) printf("FAIL allreduce_two_ranks: run with mpirun -np 2 (got %d ranks)\n", comm.nranks);
         comm_free(&comm);
         MPI_Finalize();
+        return 1;
+    }
+    if (stuck) {
+        if (comm.rank == 1) sleep(60);  // mpirun ends it once rank 0 aborts
+        double x = 1.0;
+        comm_sum(&comm, &x, 1);  // rank 0: gives up after 1 s
+        printf("FAIL comm_sum_returned_on_rank_%d\n", comm.rank);
         return 1;
     }
     RUN_ON_ALL_RANKS(all_reduce_sum_and_avg_fp32_bf16);

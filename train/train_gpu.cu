@@ -99,8 +99,9 @@ static const RunFlag gpu_flags[] = {
      "LoRA products: cublas (cuBLASLt; default) or kernels\n"
      "(kernels/lora.cuh: not available yet)"},
     {"--comm-timeout", "S", FLAG_FLOAT, &g_opt.comm_timeout,
-     "under mpirun: a rank whose device makes no progress for S\n"
-     "seconds (a lost or stuck rank) stops the job (default 600)"},
+     "under mpirun: a rank that waits S seconds for its device or\n"
+     "for the other ranks (a lost or stuck rank) stops the job\n"
+     "(default 600)"},
 };
 
 static double seconds_now(void) {
