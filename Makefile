@@ -97,12 +97,22 @@ $(CUDA_PROGRAMS): %: kernels/bench/%.cu $(wildcard kernels/*.cuh kernels/bench/*
 # The GPU programs: train_gpu, the GPU trainer, chat_gpu, chat on the GPU, and
 # bench_decode_gpu, chat_gpu's decoding speed. Each is one CUDA translation unit
 # train/NAME.cu (its kernels come in through train/model_gpu.cuh) linked with the CPU library
-# (the shared run logic, chat's driver, loaders, data). The same source is also built for
-# the host with the CUDA-on-CPU harness (build/test/ and build/san/, below), which is how
-# `make test` runs it without a GPU.
+# (the shared run logic, chat's driver, loaders, data). Where Open MPI (mpicxx) and NCCL
+# (nccl.h) are found, train_gpu is built for mpirun -np N (-DUSE_MPI: kernels/comm.cuh),
+# else for one GPU (and it refuses an mpirun launch of several ranks); either runs on one
+# GPU when started plainly. The same sources are also built for the host with the
+# CUDA-on-CPU harness (build/test/ and build/san/, below; with MPI, build/*/train_gpu_mpi in
+# the MPI block), which is how `make test` runs them without a GPU.
 GPU_DEPS = $(wildcard kernels/*.cuh train/*.cuh) $(HEADERS)
-$(GPU_PROGRAMS): %: train/%.cu $(GPU_DEPS) $(OBJ)
+$(filter-out train_gpu,$(GPU_PROGRAMS)): %: train/%.cu $(GPU_DEPS) $(OBJ)
 	$(NVCC) $(NVFLAGS) -Xcompiler $(OPENMP) -o $@ train/$@.cu $(OBJ) $(LDLIBS) $(CUDA_LDLIBS)
+TRAIN_GPU_DEPS = train/train_gpu.cu $(GPU_DEPS)
+NCCL_HEADER    = $(firstword $(wildcard $(dir $(HAVE_NVCC))../include/nccl.h /usr/include/nccl.h))
+TRAIN_GPU_MPI  = $(if $(HAVE_MPI),$(NCCL_HEADER))
+train_gpu: $(TRAIN_GPU_DEPS) $(OBJ)
+	$(NVCC) $(NVFLAGS) $(if $(TRAIN_GPU_MPI),-DUSE_MPI $(MPI_CFLAGS)) -Xcompiler $(OPENMP) -o $@ train/train_gpu.cu \
+	    $(OBJ) $(LDLIBS) $(CUDA_LDLIBS) $(if $(TRAIN_GPU_MPI),-lnccl $(MPI_LIBS))
+	@$(if $(TRAIN_GPU_MPI),true,echo "note: train_gpu built for one GPU: no Open MPI (mpicxx) or NCCL (nccl.h) found")
 
 # The GPU runs: each program exits non-zero when a kernel disagrees with its CPU reference.
 test-gpu: $(CUDA_PROGRAMS)
@@ -197,9 +207,11 @@ $(addprefix build/san/,$(CUDA_HOST_TESTS)): build/san/%: build/san/obj/test/%.o 
 # ---------------------------------------------------------------------------------------
 # MPI: the multi-GPU path on CPUs. test/test_cuda_allreduce.cpp runs kernels/comm.cuh on 2
 # MPI ranks in the harness, with NCCL stood in by MPI (test/cuda_host/nccl.h and
-# nccl_mpi.cpp); test/test_nccl_mpi.sh runs it under mpirun. Built only where Open MPI's
-# mpicxx is found (apt-get install openmpi-bin libopenmpi-dev): elsewhere that script
-# reports one FAIL line and everything else builds as usual. build/gpu/test_cuda_allreduce
+# nccl_mpi.cpp); test/test_nccl_mpi.sh runs it under mpirun. build/*/train_gpu_mpi is
+# train_gpu built the same way (-DUSE_MPI against the stand-in), which
+# test/test_train_gpu_mpi.sh runs under mpirun -np 2. Built only where Open MPI's
+# mpicxx is found (apt-get install openmpi-bin libopenmpi-dev): elsewhere those scripts
+# report one FAIL line and everything else builds as usual. build/gpu/test_cuda_allreduce
 # is the same source built by nvcc against the real NCCL (the toolkit's -lnccl), for a
 # machine with 2 GPUs: `mpirun -np 2 build/gpu/test_cuda_allreduce`.
 MPICXX        ?= mpicxx
@@ -218,10 +230,10 @@ build/san/obj/test/cuda_host/nccl_mpi.o: $(NCCL_STAND_IN) $(CUDA_HOST_DEPS)
 	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) $(MPI_CFLAGS) -c -o $@ $<
 build/obj/test/$(MPI_TEST).o: test/$(MPI_TEST).cpp $(CUDA_HOST_DEPS)
 	@mkdir -p $(dir $@)
-	$(CXX) -O2 $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_FLAGS) $(MPI_CFLAGS) -c -o $@ $<
+	$(CXX) -O2 $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_FLAGS) -DUSE_MPI $(MPI_CFLAGS) -c -o $@ $<
 build/san/obj/test/$(MPI_TEST).o: test/$(MPI_TEST).cpp $(CUDA_HOST_DEPS)
 	@mkdir -p $(dir $@)
-	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_SANFLAGS) $(MPI_CFLAGS) -c -o $@ $<
+	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_SANFLAGS) -DUSE_MPI $(MPI_CFLAGS) -c -o $@ $<
 build/test/$(MPI_TEST): build/obj/test/$(MPI_TEST).o build/obj/test/cuda_host/nccl_mpi.o $(CUDA_HOST_OBJ) $(OBJ)
 	@mkdir -p $(dir $@)
 	$(CXX) $(OPENMP) -o $@ $^ $(LDLIBS) $(MPI_LIBS)
@@ -230,9 +242,47 @@ build/san/$(MPI_TEST): build/san/obj/test/$(MPI_TEST).o build/san/obj/test/cuda_
 	$(CXX) $(SANFLAGS) -o $@ $^ $(LDLIBS) $(MPI_LIBS)
 build/gpu/$(MPI_TEST): test/$(MPI_TEST).cpp kernels/comm.cuh kernels/common.cuh test/test.h
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVFLAGS) $(MPI_CFLAGS) -x cu -o $@ $< -lnccl $(MPI_LIBS)
+	$(NVCC) $(NVFLAGS) -DUSE_MPI $(MPI_CFLAGS) -x cu -o $@ $< -lnccl $(MPI_LIBS)
+build/obj/train/train_gpu_mpi_host.o: $(TRAIN_GPU_DEPS) $(CUDA_HOST_DEPS)
+	@mkdir -p $(dir $@)
+	$(CXX) -O2 $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_FLAGS) -DUSE_MPI $(MPI_CFLAGS) -x c++ -c -o $@ train/train_gpu.cu
+build/san/obj/train/train_gpu_mpi_host.o: $(TRAIN_GPU_DEPS) $(CUDA_HOST_DEPS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_SANFLAGS) -DUSE_MPI $(MPI_CFLAGS) -x c++ -c -o $@ \
+	    train/train_gpu.cu
+build/test/train_gpu_mpi: build/obj/train/train_gpu_mpi_host.o build/obj/test/cuda_host/nccl_mpi.o $(CUDA_HOST_OBJ) $(OBJ)
+	@mkdir -p $(dir $@)
+	$(CXX) $(OPENMP) -o $@ $^ $(LDLIBS) $(MPI_LIBS)
+build/san/train_gpu_mpi: build/san/obj/train/train_gpu_mpi_host.o build/san/obj/test/cuda_host/nccl_mpi.o \
+                         $(CUDA_HOST_SAN_OBJ) $(SAN_OBJ)
+	@mkdir -p $(dir $@)
+	$(CXX) $(SANFLAGS) -o $@ $^ $(LDLIBS) $(MPI_LIBS)
+# test_train_gpu_mpi's mutants: train_gpu_mpi with one of the two waits that order the
+# gradients' sums dropped from model_gpu.cuh (the comm stream's wait for a layer's backward
+# before it sums the layer's gradients; the main stream's wait for the last sum before the
+# optimizer reads them). The harness's race detector must stop each. The copy of train/
+# links every file but the mutant header, so that train_gpu.cu includes the mutant.
+COMM_MUTANTS = $(foreach w,grads_ready grads_reduced,build/test/train_gpu_mpi_no_$(w)_wait)
+comm_mutant_line_grads_ready   = cudaStreamWaitEvent(m->comm_stream, m->grads_ready
+comm_mutant_line_grads_reduced = cudaStreamWaitEvent(st, m->grads_reduced
+build/mutants/comm_no_%_wait/train/model_gpu.cuh: train/model_gpu.cuh
+	@mkdir -p $(dir $@)
+	@[ "$$(grep -cF '$(comm_mutant_line_$*)' $<)" = 1 ] || { echo "$<: no single line '$(comm_mutant_line_$*)'"; exit 1; }
+	grep -vF '$(comm_mutant_line_$*)' $< >$@.tmp && mv $@.tmp $@
+	cd $(dir $@) && for f in ../../../../train/*; do [ "$${f##*/}" = model_gpu.cuh ] || ln -sf "$$f" .; done
+	cd $(dir $@).. && for d in common data kernels tokenizer; do ln -sfn ../../../$$d .; done
+build/obj/mutants/train_gpu_mpi_no_%_wait.o: build/mutants/comm_no_%_wait/train/model_gpu.cuh $(TRAIN_GPU_DEPS) \
+                                              $(CUDA_HOST_DEPS)
+	@mkdir -p $(dir $@)
+	$(CXX) -O1 $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_FLAGS) -DUSE_MPI $(MPI_CFLAGS) -x c++ -c -o $@ \
+	    build/mutants/comm_no_$*_wait/train/train_gpu.cu
+build/test/train_gpu_mpi_no_%_wait: build/obj/mutants/train_gpu_mpi_no_%_wait.o build/obj/test/cuda_host/nccl_mpi.o \
+                                     $(CUDA_HOST_OBJ) $(OBJ)
+	@mkdir -p $(dir $@)
+	$(CXX) $(OPENMP) -o $@ $^ $(LDLIBS) $(MPI_LIBS)
 ifneq ($(HAVE_MPI),)
-test-build: build/test/$(MPI_TEST) build/san/$(MPI_TEST)
+test-build: build/test/$(MPI_TEST) build/san/$(MPI_TEST) build/test/train_gpu_mpi build/san/train_gpu_mpi \
+            $(COMM_MUTANTS)
 endif
 # (end of the MPI block)
 

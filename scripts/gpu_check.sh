@@ -2,8 +2,10 @@
 # scripts/gpu_check.sh: everything a machine with an NVIDIA GPU can tell us that ours cannot,
 # in one run of at most about 8 minutes, with no network: it builds the CUDA programs, runs
 # every kernel bench with --check (each kernel against its CPU reference on the GPU),
-# times the nf4_matmul and lora benches on their default shapes (their goals printed), trains a tiny model with train_gpu and with train_cpu and compares their losses, and
-# measures train_gpu on Mistral-7B's shape with random weights (--random-weights) at
+# times the nf4_matmul and lora benches on their default shapes (their goals printed),
+# trains a tiny model with train_gpu and with train_cpu and compares their losses, runs it
+# under mpirun (-np 1; -np 2 against one GPU where there are 2 GPUs), and measures train_gpu
+# on Mistral-7B's shape with random weights (--random-weights) at
 # sequence lengths 2048 and 4096: tokens/s, MFU, and the peak device memory against the
 # memory plan; and times chat_gpu's decoding on the same shape at batch 1 and 32
 # (bench_decode_gpu). Everything goes into one markdown file, the results README's GPU table
@@ -15,7 +17,8 @@
 # with --recompute 1 (mistral-finetune reports 5,720 tokens/s per GPU for bf16 LoRA).
 #
 # Without a GPU, GPU_CHECK_HARNESS=1 runs the same steps on the CUDA-on-CPU harness build
-# (build/test/train_gpu; no kernel benches, no Mistral-7B measurement), to check the script.
+# (build/test/train_gpu and build/test/train_gpu_mpi; no kernel benches, no Mistral-7B
+# measurement), to check the script.
 set -u
 cd "$(dirname "$0")/.."
 out=${1:-gpu_check_results.md}
@@ -61,7 +64,7 @@ note ""
 note "## Build"
 if [ "$harness" = 1 ]; then
     make -s -j"$jobs" train_cpu init_model build/test/train_gpu build/test/bench_decode_gpu build/test/make_shards \
-        >"$tmp/build.log" 2>&1
+        $(command -v mpicxx >/dev/null 2>&1 && echo build/test/train_gpu_mpi) >"$tmp/build.log" 2>&1
     TRAIN_GPU=build/test/train_gpu
 else
     make -s -j"$jobs" cuda train_cpu init_model build/test/make_shards >"$tmp/build.log" 2>&1
@@ -132,6 +135,44 @@ cmp -s <(numbers "$tmp/gpu1/log.jsonl") <(numbers "$tmp/again/log.jsonl") &&
     note "- a second run, same seed: the same bits: pass" ||
     { note "- a second run, same seed: the same bits: FAIL"; failures=$((failures + 1)); }
 note "- took $(elapsed) so far"
+
+# 3b. several GPUs (train_gpu built for mpirun, where Open MPI and NCCL are installed):
+# mpirun -np 1 trains the bits of a plain launch; with 2 GPUs or more, 2 ranks of --batch 2
+# against one of --batch 4 on the same conversations (test_train_gpu_mpi.sh's comparison:
+# trained targets equal, losses within 1e-3), the 2-rank run only on a machine that has 2
+# GPUs (the harness build, build/test/train_gpu_mpi, runs any number of ranks)
+if [ "$harness" = 1 ]; then TRAIN_GPU_MPI=build/test/train_gpu_mpi gpus=2; else
+    TRAIN_GPU_MPI=./train_gpu gpus=$(nvidia-smi -L 2>/dev/null | wc -l); fi
+if command -v mpirun >/dev/null 2>&1 && [ -x "$TRAIN_GPU_MPI" ] && ldd "$TRAIN_GPU_MPI" 2>/dev/null | grep -q libmpi; then
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+    note ""
+    note "## Several GPUs (mpirun)"
+    mpirun -np 1 "$TRAIN_GPU_MPI" "${ARGS[@]}" --recompute 1 --out "$tmp/np1" >"$tmp/np1.log" 2>&1
+    cmp -s <(numbers "$tmp/gpu1/log.jsonl") <(numbers "$tmp/np1/log.jsonl") &&
+        cmp -s "$tmp/gpu1/adapter/adapter_model.safetensors" "$tmp/np1/adapter/adapter_model.safetensors" &&
+        note "- mpirun -np 1: the bits of the plain launch: pass" ||
+        { note "- mpirun -np 1: the bits of the plain launch: FAIL ($(tail -1 "$tmp/np1.log"))"; failures=$((failures + 1)); }
+    if [ "$gpus" -ge 2 ]; then
+        build/test/make_shards "$tmp/dp" 512 1 4  # 10-token conversations: --seq-len 18 holds two
+        DP=(--model "$tmp/tiny" --train "$tmp/dp/train.bin" --seq-len 18 --grad-accum 2 --steps 8 --lr 1e-2 --warmup 2
+            --lora-r 4)
+        "$TRAIN_GPU" "${DP[@]}" --batch 4 --out "$tmp/dp1" >"$tmp/dp1.log" 2>&1
+        mpirun -np 2 --oversubscribe "$TRAIN_GPU_MPI" "${DP[@]}" --batch 2 --out "$tmp/dp2" >"$tmp/dp2.log" 2>&1
+        field() { grep '"loss"' "$1" | sed -E "s/.*\"$2\": ([0-9.e+-]+).*/\\1/"; }
+        worst=$(paste <(field "$tmp/dp2/log.jsonl" loss) <(field "$tmp/dp1/log.jsonl" loss) |
+            awk 'NF != 2 { print "missing"; exit } { d = ($1 - $2) / $2; d = d < 0 ? -d : d; if (d > w) w = d }
+                 END { if (NR == 0) print "missing"; else printf "%.2e", w }')
+        if [ "$worst" != missing ] && awk -v w="$worst" 'BEGIN { exit !(w <= 1e-3) }' &&
+            cmp -s <(field "$tmp/dp2/log.jsonl" trained) <(field "$tmp/dp1/log.jsonl" trained); then
+            note "- mpirun -np 2 --batch 2 against one GPU --batch 4: trained targets equal, losses within $worst: pass"
+        else
+            note "- mpirun -np 2 against one GPU: FAIL (worst loss difference $worst; $(tail -1 "$tmp/dp2.log"))"
+            failures=$((failures + 1))
+        fi
+    else
+        note "- mpirun -np 2: not run ($gpus GPU; it needs 2)"
+    fi
+fi
 
 # 4. Mistral-7B's shape, random weights: tokens/s, MFU, peak memory against the plan
 if [ "$harness" != 1 ]; then

@@ -121,6 +121,13 @@ for name in train_gpu chat_gpu bench_decode_gpu; do
         echo "FAIL nvcc_build_${name}_sm80_sm90"; sed 's/^/  /' "$tmp/log" | head -20; fi
     [ "$name" = bench_decode_gpu ] || no_local_memory "$name" "train/$name.cu"
 done
+# with Open MPI and NCCL installed (as here), train_gpu is built for mpirun: kernels/comm.cuh
+# with USE_MPI, linked with NCCL and MPI
+if command -v mpicxx >/dev/null 2>&1; then
+    if ldd train_gpu 2>/dev/null | grep -q libnccl && ldd train_gpu | grep -q libmpi; then
+        echo "PASS train_gpu_built_for_mpirun"
+    else echo "FAIL train_gpu_built_for_mpirun: not linked with NCCL and MPI"; fi
+fi
 # kernels/comm.cuh against the real NCCL (shipped with the toolkit) and Open MPI: the 2-rank
 # collective test built by nvcc (the harness runs the same source with NCCL stood in by MPI)
 if ! command -v mpicxx >/dev/null 2>&1; then

@@ -77,6 +77,12 @@
  * Packed conversations: the batch's segment ids are distinct across its rows (the
  * dataloader's rule), so the B rows are one sequence of N tokens to attention, and every
  * product runs over all N tokens at once.
+ *
+ * Several GPUs (kernels/comm.cuh; gpu_model_set_comm): the last micro-batch of an optimizer
+ * step sums each layer's LoRA gradients over the ranks as soon as its backward has queued
+ * them, on a stream of its own (comm_stream) ordered by an event, while the main stream goes
+ * on with the layers below (gpu_reduce_layer_grads); the main stream waits for the last sum
+ * before anything reads the gradients.
  */
 #ifndef PERSONA_MODEL_GPU_CUH
 #define PERSONA_MODEL_GPU_CUH
@@ -87,6 +93,7 @@
 
 #include "../kernels/adamw.cuh"
 #include "../kernels/attention.cuh"
+#include "../kernels/comm.cuh"
 #include "../kernels/cross_entropy.cuh"
 #include "../kernels/embedding.cuh"
 #include "../kernels/lora.cuh"
@@ -106,6 +113,10 @@ extern "C" {
 }
 
 typedef __nv_bfloat16 bf16;
+
+// What gpu_model_step does after the forward and loss: nothing, the backward, or the backward
+// and then the sum of the LoRA gradients over the ranks (the optimizer step's last micro-batch).
+enum { STEP_FORWARD, STEP_BACKWARD, STEP_BACKWARD_REDUCE };
 
 // The LoRA products: the kernels of kernels/lora.cuh (lora_group_forward, lora_group_backward,
 // lora_group_backward_dx), or cuBLASLt calls, projection by projection (lora_forward_cublas and
@@ -233,6 +244,9 @@ typedef struct {
     cudaStream_t stream, copy_stream;  // copy_stream: recompute 2's host transfers
     cudaEvent_t main_done, *transfer_done;  // recompute 2 (host_transfer)
     Matmul mm;
+    Comm *comm;                          // the ranks; NULL: this process alone
+    cudaStream_t comm_stream;            // several ranks: the gradients' sums
+    cudaEvent_t grads_ready, grads_reduced;  // (gpu_reduce_layer_grads)
 
     // frozen weights
     bf16 *embed, *head, *norm;  // [V, H], [V, H] (= embed when tied), [H]
@@ -578,7 +592,22 @@ static inline void gpu_model_allocate(GpuModel *m) {
     }
 }
 
+// Trains as one of comm's ranks: gpu_model_step's STEP_BACKWARD_REDUCE sums the LoRA
+// gradients over them (more than one) on a stream of its own.
+static inline void gpu_model_set_comm(GpuModel *m, Comm *comm) {
+    m->comm = comm;
+    if (comm->nranks == 1) return;
+    cuda_check(cudaStreamCreate(&m->comm_stream));
+    cuda_check(cudaEventCreateWithFlags(&m->grads_ready, cudaEventDisableTiming));
+    cuda_check(cudaEventCreateWithFlags(&m->grads_reduced, cudaEventDisableTiming));
+}
+
 static inline void gpu_model_free(GpuModel *m) {
+    if (m->comm_stream) {
+        cuda_check(cudaStreamDestroy(m->comm_stream));
+        cuda_check(cudaEventDestroy(m->grads_ready));
+        cuda_check(cudaEventDestroy(m->grads_reduced));
+    }
     if (m->stream) {
         matmul_destroy(&m->mm);
         cuda_check(cudaStreamDestroy(m->stream));
@@ -1100,13 +1129,31 @@ static inline void gpu_model_forward(GpuModel *m, int N, int keep) {
     rmsnorm_forward(m->x_final, m->hf, m->rstd_f, m->acts[L - 1].x_mid, m->down_out, m->norm, N, H, c->rms_norm_eps, st);
 }
 
-// The forward, then the loss: returns the sum over tokens of weight · cross-entropy. With
-// backward, LoRA gradients accumulate grad_scale · d(that sum)/d(A, B) (the caller zeroes
-// them per optimizer step), and with dropout the masks are drawn: dropout_rng moves past them.
+// Layer l's LoRA gradients are complete: its backward (of the step's last micro-batch) is
+// queued on the main stream. The comm stream waits for that point (an event) and sums them
+// over the ranks there, while the main stream goes on with the backward of layer l - 1,
+// which touches none of them. They are one range of the gradient buffer (its order is
+// layer, projection).
+static inline void gpu_reduce_layer_grads(GpuModel *m, int l) {
+    size_t first = m->layers[l].proj[0].lora_offset;
+    size_t end = l + 1 < m->c.num_hidden_layers ? m->layers[l + 1].proj[0].lora_offset : m->lora_n;
+    cuda_check(cudaEventRecord(m->grads_ready, m->stream));
+    cuda_check(cudaStreamWaitEvent(m->comm_stream, m->grads_ready, 0));
+    comm_all_reduce_sum(m->comm, m->lora_grads + first, end - first, m->comm_stream);
+}
+
+// The forward, then the loss: returns the sum over tokens of weight · cross-entropy. With a
+// backward (STEP_BACKWARD, STEP_BACKWARD_REDUCE), LoRA gradients accumulate grad_scale ·
+// d(that sum)/d(A, B) (the caller zeroes them per optimizer step), and with dropout the
+// masks are drawn: dropout_rng moves past them. With STEP_BACKWARD_REDUCE, and several
+// ranks, they are then summed over the ranks, layer by layer as the backward finishes each
+// (grad_scale is the same on every rank: one over the trained tokens of all of them, so the
+// sum is the gradient of the whole step's loss).
 static inline double gpu_model_step(GpuModel *m, int N, float grad_scale, int backward) {
     const ModelConfig *c = &m->c;
     int L = c->num_hidden_layers, H = c->hidden_size, V = c->vocab_size;
     int level = m->s.recompute, offload = level == 2 && backward;
+    int reduce = backward == STEP_BACKWARD_REDUCE && m->comm && m->comm->nranks > 1;
     cudaStream_t st = m->stream;
     m->dropout_tokens = backward && m->s.lora_dropout > 0.0f ? N : 0;
     gpu_model_forward(m, N, backward);
@@ -1122,12 +1169,18 @@ static inline double gpu_model_step(GpuModel *m, int N, float grad_scale, int ba
             if (offload && l >= 1 && l - 1 < L - 2) host_transfer(m, l - 1, N, 0);  // one layer ahead
             if (level > 0) layer_forward(m, l, a, m->x_in[l], NULL, N, 1);
             layer_backward(m, l, a, N);
+            if (reduce) gpu_reduce_layer_grads(m, l);  // before layer l - 1's backward is queued
         }
     }
     if (m->dropout_tokens)
         m->dropout_rng = lora_dropout_advance(m->dropout_rng, (uint64_t)N * gpu_dropout_draws_before(m, L, 0));
     m->dropout_tokens = 0;
-    cuda_check(cudaStreamSynchronize(st));
+    if (reduce) {  // the optimizer reads the sums on the main stream
+        cuda_check(cudaEventRecord(m->grads_reduced, m->comm_stream));
+        cuda_check(cudaStreamWaitEvent(st, m->grads_reduced, 0));
+    }
+    if (m->comm) comm_wait(m->comm, st);  // a lost rank ends the wait (comm.cuh)
+    else cuda_check(cudaStreamSynchronize(st));
     return loss;
 }
 
