@@ -1,8 +1,9 @@
 // test_matmul.c: the SGEMM of train/matmul.h against a direct double-precision formula, for
 // every kernel this CPU runs (AVX-512, AVX2+FMA where the CPU has them, and the generic one),
 // every transpose combination, overwrite and accumulate, at awkward shapes (1, sizes that
-// are not multiples of the register tile, K across more than one MATMUL_KC block, N across
-// more than one tile, row strides larger than the row); and the determinism promise: the
+// are not multiples of the register tile, K across more than one MATMUL_KC block, M and N
+// across more than one tile, op(B) packed once for all tiles and per tile, row strides
+// larger than the row); and the determinism promise: the
 // result is bit for bit the same with 1, 2 and 3 threads, for every kernel this CPU runs, and
 // the same with the AVX-512 and the AVX2 kernel.
 //
@@ -76,6 +77,8 @@ static const Case cases[] = {
     {300, 270, 40, 1, 1, 0, 1.0f},  {260, 9, 257, 0, 1, 1, 1.5f},  {64, 520, 64, 0, 1, 0, 0.125f},
     {33, 48, 600, 1, 1, 1, 1.0f},   {2, 300, 3, 0, 0, 0, 1.0f},    {129, 257, 255, 1, 0, 0, 1.0f},
     {65, 40, 700, 0, 1, 0, 1.0f},   {5, 70, 300, 1, 0, 0, 2.0f},   {254, 17, 40, 1, 0, 1, 1.0f},
+    {1100, 20, 30, 1, 0, 1, 1.0f},   // more rows than one tile: op(B) packed once for both
+    {20, 1100, 1000, 0, 1, 0, 1.0f},  // op(B) too large to pack whole: threads split the columns
     {260, 300, 300, 0, 1, 1, 1.0f},  // the last: large enough to be shared among threads
 };
 enum { N_CASES = sizeof(cases) / sizeof(cases[0]) };
