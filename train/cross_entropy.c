@@ -11,14 +11,8 @@
 
 enum { LANES = 16 };  // independent partial maxima and sums, which the compiler vectorises
 
-// Where the compiler can build it, softmax_row is compiled twice, for AVX-512 and for the
-// baseline, and the CPU picks at load time; both do the same operations in the same order
-// (LANES is fixed and nothing is contracted into fused multiply-adds), so the same bits.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define VECTOR_CLONES __attribute__((target_clones("avx512f", "default")))
-#else
-#define VECTOR_CLONES
-#endif
+// softmax_row is compiled twice (VECTOR_CLONES, exp_approx.h); LANES is fixed, so both
+// clones take the same sums in the same order.
 
 static float row_max(const float *x, int n) {
     float mx[LANES], m = -INFINITY;

@@ -123,6 +123,7 @@ void model_free(Model *m) {
     if (m->head != m->embed) free(m->head);  // tied embeddings: one array
     free(m->embed);
     free(m->norm);
+    free(m->work);
     memset(m, 0, sizeof(*m));
 }
 
@@ -202,48 +203,90 @@ static void linear_backward(const Model *m, Layer *ly, const LayerActs *a, int p
 // the step
 
 
-static float *zalloc(size_t n) { return xcalloc(n ? n : 1, sizeof(float)); }
+// The buffers of a step are carved out of m->work: counted first (base NULL), then handed
+// out. Every buffer is written before it is read, so none needs clearing. Each starts on a
+// 64-byte line.
+typedef struct {
+    float *base;
+    size_t used;
+} Carve;
 
-// The activations of one layer; with dropout, each adapted projection gets a fresh mask.
-static void acts_alloc(LayerActs *a, Model *m, const Layer *ly, int T, int dropout) {
+static float *carve(Carve *cv, size_t n) {
+    float *p = cv->base ? cv->base + cv->used : NULL;
+    cv->used += (n + 15) / 16 * 16;
+    return p;
+}
+
+// The activations of one layer; with dropout, each adapted projection gets room for a mask
+// and the dropped input.
+static void acts_carve(Carve *cv, LayerActs *a, const Model *m, const Layer *ly, int T, int dropout) {
     const ModelConfig *c = &m->c;
     size_t H = (size_t)c->hidden_size, Q = (size_t)c->num_attention_heads * c->head_dim,
            KV = (size_t)c->num_key_value_heads * c->head_dim, I = (size_t)c->intermediate_size;
-    a->x_in = zalloc(T * H), a->h1 = zalloc(T * H), a->rstd1 = zalloc(T), a->q = zalloc(T * Q);
-    a->k = zalloc(T * KV), a->v = zalloc(T * KV), a->att = zalloc(T * Q), a->lse = zalloc(T * (size_t)c->num_attention_heads);
-    a->x_mid = zalloc(T * H), a->h2 = zalloc(T * H), a->rstd2 = zalloc(T), a->g = zalloc(T * I), a->up = zalloc(T * I);
-    a->act = zalloc(T * I);
+    a->x_in = carve(cv, T * H), a->h1 = carve(cv, T * H), a->rstd1 = carve(cv, T), a->q = carve(cv, T * Q);
+    a->k = carve(cv, T * KV), a->v = carve(cv, T * KV), a->att = carve(cv, T * Q);
+    a->lse = carve(cv, T * (size_t)c->num_attention_heads);
+    a->x_mid = carve(cv, T * H), a->h2 = carve(cv, T * H), a->rstd2 = carve(cv, T), a->g = carve(cv, T * I);
+    a->up = carve(cv, T * I), a->act = carve(cv, T * I);
     for (int p = 0; p < N_PROJ; p++) {
-        a->u[p] = zalloc((size_t)T * (m->lora_r ? m->lora_r : 1));
+        a->u[p] = carve(cv, (size_t)T * (m->lora_r ? m->lora_r : 1));
         a->mask[p] = a->xd[p] = NULL;
         if (!dropout || !ly->proj[p].A) continue;
         size_t n = (size_t)T * ly->proj[p].in;
-        a->mask[p] = zalloc(n);
-        a->xd[p] = zalloc(n);
-        lora_dropout_mask(a->mask[p], n, m->lora_dropout, &m->dropout_rng);
+        a->mask[p] = carve(cv, n);
+        a->xd[p] = carve(cv, n);
     }
 }
 
-static void acts_free(LayerActs *a) {
-    float **all[] = {&a->x_in, &a->h1, &a->rstd1, &a->q, &a->k, &a->v, &a->att, &a->lse, &a->x_mid,
-                     &a->h2, &a->rstd2, &a->g, &a->up, &a->act};
-    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) free(*all[i]);
-    for (int p = 0; p < N_PROJ; p++) free(a->u[p]), free(a->mask[p]), free(a->xd[p]);
+// Everything else a step uses besides the layers' activations.
+typedef struct {
+    float *scratch, *x, *tmp, *hf, *rstdf, *dh;  // dh and below: the backward pass only
+    float *dx, *d1, *d2, *dq, *dk, *dv;
+} StepBuffers;
+
+static void buffers_carve(Carve *cv, StepBuffers *s, LayerActs *acts, const Model *m, int T, int backward) {
+    const ModelConfig *c = &m->c;
+    size_t H = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, Q = (size_t)c->num_attention_heads * c->head_dim,
+           KV = (size_t)c->num_key_value_heads * c->head_dim, wide = I > H ? I : H;
+    s->scratch = carve(cv, wide * (I > Q ? I : Q));  // the largest frozen weight, dequantized
+    s->x = carve(cv, T * H), s->tmp = carve(cv, T * wide), s->hf = carve(cv, T * H), s->rstdf = carve(cv, T);
+    for (int i = 0; i < c->num_hidden_layers; i++)
+        acts_carve(cv, &acts[i], m, &m->layers[i], T, backward && m->lora_dropout > 0.0f);
+    s->dh = s->dx = s->d1 = s->d2 = s->dq = s->dk = s->dv = NULL;
+    if (!backward) return;
+    if (Q > wide) wide = Q;
+    s->dh = carve(cv, T * H), s->dx = carve(cv, T * H), s->d1 = carve(cv, T * wide), s->d2 = carve(cv, T * wide);
+    s->dq = carve(cv, T * Q), s->dk = carve(cv, T * KV), s->dv = carve(cv, T * KV);
+}
+
+// Carves a step's buffers out of m->work, growing it first when this step needs more.
+static void step_buffers(Model *m, StepBuffers *s, LayerActs *acts, int T, int backward) {
+    Carve count = {NULL, 0};
+    buffers_carve(&count, s, acts, m, T, backward);
+    if (count.used > m->work_floats) {
+        free(m->work);
+        m->work = xmalloc(count.used * sizeof(float));
+        m->work_floats = count.used;
+    }
+    Carve cv = {m->work, 0};
+    buffers_carve(&cv, s, acts, m, T, backward);
 }
 
 double model_step(Model *m, const ModelInput *b, float grad_scale, int backward, float *logits) {
     const ModelConfig *c = &m->c;
     int T = b->T, H = c->hidden_size, L = c->num_hidden_layers, D = c->head_dim, Hq = c->num_attention_heads,
         Hkv = c->num_key_value_heads, I = c->intermediate_size, V = c->vocab_size;
-    size_t biggest = (size_t)(I > H ? I : H) * (size_t)(I > Hq * D ? I : Hq * D);
-    float *scratch = zalloc(biggest), *x = zalloc((size_t)T * H), *tmp = zalloc((size_t)T * (I > H ? I : H));
     LayerActs *acts = xcalloc((size_t)L, sizeof(LayerActs));
+    StepBuffers s;
+    step_buffers(m, &s, acts, T, backward);
+    float *scratch = s.scratch, *x = s.x, *tmp = s.tmp;
     for (int t = 0; t < T; t++) memcpy(x + (size_t)t * H, m->embed + (size_t)b->tokens[t] * H, (size_t)H * sizeof(float));
 
     for (int i = 0; i < L; i++) {
         Layer *ly = &m->layers[i];
         LayerActs *a = &acts[i];
-        acts_alloc(a, m, ly, T, backward && m->lora_dropout > 0.0f);
+        for (int p = 0; p < N_PROJ; p++)  // with dropout: each adapted projection draws a fresh mask
+            if (a->mask[p]) lora_dropout_mask(a->mask[p], (size_t)T * ly->proj[p].in, m->lora_dropout, &m->dropout_rng);
         memcpy(a->x_in, x, (size_t)T * H * sizeof(float));
         rmsnorm_forward(x, ly->ln1, a->h1, a->rstd1, T, H, c->rms_norm_eps);
         linear_forward(m, ly, a, PROJ_Q, a->h1, T, a->q, scratch);
@@ -263,17 +306,14 @@ double model_step(Model *m, const ModelInput *b, float grad_scale, int backward,
         for (size_t j = 0; j < (size_t)T * H; j++) x[j] += tmp[j];
     }
 
-    float *hf = zalloc((size_t)T * H), *rstdf = zalloc(T), *dh = backward ? zalloc((size_t)T * H) : NULL;
+    float *hf = s.hf, *rstdf = s.rstdf, *dh = s.dh;
     rmsnorm_forward(x, m->norm, hf, rstdf, T, H, c->rms_norm_eps);
     double loss = cross_entropy(hf, m->head, b->targets, b->weights, T, H, V, grad_scale, dh);
     if (logits) matmul(logits, V, hf, H, 0, m->head, H, 1, T, V, H, 1.0f, 0);
 
     if (backward) {
         // dx: the gradient flowing along the residual stream
-        int wide = I > H ? I : H;
-        if (Hq * D > wide) wide = Hq * D;
-        float *dx = zalloc((size_t)T * H), *d1 = zalloc((size_t)T * wide), *d2 = zalloc((size_t)T * wide);
-        float *dq = zalloc((size_t)T * Hq * D), *dk = zalloc((size_t)T * Hkv * D), *dv = zalloc((size_t)T * Hkv * D);
+        float *dx = s.dx, *d1 = s.d1, *d2 = s.d2, *dq = s.dq, *dk = s.dk, *dv = s.dv;
         rmsnorm_backward(x, m->norm, rstdf, dh, dx, T, H);
         for (int i = L - 1; i >= 0; i--) {
             Layer *ly = &m->layers[i];
@@ -301,9 +341,7 @@ double model_step(Model *m, const ModelInput *b, float grad_scale, int backward,
             rmsnorm_backward(a->x_in, ly->ln1, a->rstd1, dh1, d1, T, H);
             for (size_t j = 0; j < (size_t)T * H; j++) dx[j] += d1[j];
         }
-        free(dx), free(d1), free(d2), free(dq), free(dk), free(dv);
     }
-    for (int i = 0; i < L; i++) acts_free(&acts[i]);
-    free(acts), free(scratch), free(x), free(tmp), free(hf), free(rstdf), free(dh);
+    free(acts);
     return loss;
 }

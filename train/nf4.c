@@ -102,14 +102,49 @@ void nf4_quantize(const float *w, size_t n, int blocksize, uint8_t *packed, floa
     if (n % 2) packed[n / 2] |= nf4_bucket(0.0f);
 }
 
+// Block b of w: w[i] = nf4_code[q_i] * absmax[b], element by element.
+static void dequantize_block(const uint8_t *packed, float a, size_t start, size_t end, float *w) {
+    for (size_t i = start; i < end; i++) w[i] = nf4_code[(packed[i / 2] >> (i % 2 ? 0 : 4)) & 0xF] * a;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+// The same products 32 at a time (a whole block whose size is a multiple of 32): 16 packed
+// bytes widened to 16 lanes, their high and low nibbles looked up in the 16 codes held in
+// one register (vpermps), interleaved back into element order (high nibble first), times
+// absmax. One rounding per element either way, so the same bits as dequantize_block.
+__attribute__((target("avx512f"))) static void dequantize_block_avx512(const uint8_t *packed, float a, size_t start,
+                                                                        size_t end, float *w) {
+    const __m512 codes = _mm512_loadu_ps(nf4_code), scale = _mm512_set1_ps(a);
+    const __m512i low_half = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23),
+                  high_half = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31),
+                  nibble = _mm512_set1_epi32(0xF);
+    for (size_t i = start; i < end; i += 32) {
+        __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(packed + i / 2)));
+        __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), codes),
+               lo = _mm512_permutexvar_ps(_mm512_and_epi32(bytes, nibble), codes);
+        _mm512_storeu_ps(w + i, _mm512_mul_ps(_mm512_permutex2var_ps(hi, low_half, lo), scale));
+        _mm512_storeu_ps(w + i + 16, _mm512_mul_ps(_mm512_permutex2var_ps(hi, high_half, lo), scale));
+    }
+}
+#endif
+
 void nf4_dequantize(const uint8_t *packed, const float *absmax, size_t n, int blocksize, float *w) {
     size_t nb = (n + (size_t)blocksize - 1) / (size_t)blocksize;
+    int wide = 0;  // whole blocks 32 at a time (not the short last one)
+#if defined(__x86_64__) && defined(__GNUC__)
+    wide = blocksize % 32 == 0 && __builtin_cpu_supports("avx512f");
+#endif
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (size_t b = 0; b < nb; b++) {
-        size_t end = (b + 1) * (size_t)blocksize < n ? (b + 1) * (size_t)blocksize : n;
-        float a = absmax[b];
-        for (size_t i = b * (size_t)blocksize; i < end; i++)
-            w[i] = nf4_code[(packed[i / 2] >> (i % 2 ? 0 : 4)) & 0xF] * a;
+        size_t start = b * (size_t)blocksize, end = start + (size_t)blocksize < n ? start + (size_t)blocksize : n;
+#if defined(__x86_64__) && defined(__GNUC__)
+        if (wide && end - start == (size_t)blocksize) {
+            dequantize_block_avx512(packed, absmax[b], start, end, w);
+            continue;
+        }
+#endif
+        dequantize_block(packed, absmax[b], start, end, w);
     }
 }
 
