@@ -203,16 +203,33 @@ static void copy_transposed(float *dst, int stride, const float *src, int ld, in
         for (int k = 0; k < kb; k++) dst[(size_t)k * stride + i] = src[(size_t)i * ld + k];
 }
 
+// Where op(B) comes from: a float matrix, or rows made on demand (matmul_rows).
+typedef struct {
+    const float *B;
+    int ldb, b_t;
+    const MatmulRows *rows;
+} Source;
+
 // op(B)[k0 .. k0+kb, j0 .. j0+nb) into panels of nr columns: dst[q][k][j], zero-padded.
-static void pack_b(float *dst, const float *B, int ldb, int b_t, int j0, int nb, int k0, int kb, int nr) {
+// Rows made on demand go straight into the panels, or with b_t (stored B is [N, K], its rows
+// are the panels' columns) into tmp (nr x kb) first and are transposed from there.
+static void pack_b(float *dst, const Source *s, int j0, int nb, int k0, int kb, int nr, float *tmp) {
     for (int q = 0; q < nb; q += nr) {
         int cols = nb - q < nr ? nb - q : nr;
         float *panel = dst + (size_t)q * kb;
-        if (b_t)  // B is [N, K]
-            copy_transposed(panel, nr, B + (size_t)(j0 + q) * ldb + k0, ldb, cols, kb);
-        else
-            for (int k = 0; k < kb; k++) memcpy(panel + (size_t)k * nr, B + (size_t)(k0 + k) * ldb + j0 + q,
-                                                (size_t)cols * sizeof(float));
+        if (s->b_t) {
+            const float *src = s->B + (size_t)(j0 + q) * s->ldb + k0;
+            int ld = s->ldb;
+            if (s->rows) {
+                for (int c = 0; c < cols; c++) s->rows->row(s->rows->ctx, j0 + q + c, k0, kb, tmp + (size_t)c * kb);
+                src = tmp, ld = kb;
+            }
+            copy_transposed(panel, nr, src, ld, cols, kb);
+        } else
+            for (int k = 0; k < kb; k++) {
+                if (s->rows) s->rows->row(s->rows->ctx, k0 + k, j0 + q, cols, panel + (size_t)k * nr);
+                else memcpy(panel + (size_t)k * nr, s->B + (size_t)(k0 + k) * s->ldb + j0 + q, (size_t)cols * sizeof(float));
+            }
         for (int k = 0; cols < nr && k < kb; k++)
             for (int j = cols; j < nr; j++) panel[(size_t)k * nr + j] = 0.0f;
     }
@@ -259,8 +276,8 @@ static Plan plan_tiles(int M, int N, int K, int mr, int nr) {
     return p;
 }
 
-void matmul(float *C, int ldc, const float *A, int lda, int a_t, const float *B, int ldb, int b_t, int M, int N, int K,
-            float alpha, int accumulate) {
+static void matmul_source(float *C, int ldc, const float *A, int lda, int a_t, const Source *src, int M, int N, int K,
+                          float alpha, int accumulate) {
     if (M <= 0 || N <= 0) return;
     const Kernel *kern = current_kernel();
     int mr = kern->mr, nr = kern->nr;
@@ -273,12 +290,13 @@ void matmul(float *C, int ldc, const float *A, int lda, int a_t, const float *B,
     int k_blocks = (K + MATMUL_KC - 1) / MATMUL_KC;
 #pragma omp parallel if (p.parallel)
     {
+        float *tmp = src->rows && src->b_t ? xmalloc(kc * (size_t)nr * sizeof(float)) : NULL;
         if (p.prepacked) {
 #pragma omp for schedule(static)
             for (int u = 0; u < k_blocks * p.tiles_n; u++) {
                 int k0 = (u / p.tiles_n) * MATMUL_KC, j0 = (u % p.tiles_n) * nc;
                 int kb = K - k0 < MATMUL_KC ? K - k0 : MATMUL_KC, nb = N - j0 < nc ? N - j0 : nc;
-                pack_b(packed + (size_t)k0 * n_pad + (size_t)j0 * kb, B, ldb, b_t, j0, nb, k0, kb, nr);
+                pack_b(packed + (size_t)k0 * n_pad + (size_t)j0 * kb, src, j0, nb, k0, kb, nr, tmp);
             }
         }
         float *bp = p.prepacked ? NULL : xmalloc(kc * (size_t)nc * sizeof(float));
@@ -292,7 +310,7 @@ void matmul(float *C, int ldc, const float *A, int lda, int a_t, const float *B,
                 int kb = K - k0 < MATMUL_KC ? K - k0 : MATMUL_KC;
                 const float *b = bp;
                 if (p.prepacked) b = packed + (size_t)k0 * n_pad + (size_t)j0 * kb;
-                else pack_b(bp, B, ldb, b_t, j0, nb, k0, kb, nr);
+                else pack_b(bp, src, j0, nb, k0, kb, nr, tmp);
                 for (int i = 0; i < mb; i += mr)
                     for (int j = 0; j < nb; j += nr)
                         kern->run(kb, A + (size_t)(i0 + i) * a_row + (size_t)k0 * a_k, a_row, a_k, b + (size_t)j * kb,
@@ -301,6 +319,19 @@ void matmul(float *C, int ldc, const float *A, int lda, int a_t, const float *B,
             }
         }
         free(bp);
+        free(tmp);
     }
     free(packed);
+}
+
+void matmul(float *C, int ldc, const float *A, int lda, int a_t, const float *B, int ldb, int b_t, int M, int N, int K,
+            float alpha, int accumulate) {
+    Source src = {B, ldb, b_t, NULL};
+    matmul_source(C, ldc, A, lda, a_t, &src, M, N, K, alpha, accumulate);
+}
+
+void matmul_rows(float *C, int ldc, const float *A, int lda, int a_t, const MatmulRows *B, int b_t, int M, int N, int K,
+                 float alpha, int accumulate) {
+    Source src = {NULL, 0, b_t, B};
+    matmul_source(C, ldc, A, lda, a_t, &src, M, N, K, alpha, accumulate);
 }

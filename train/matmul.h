@@ -36,6 +36,18 @@
 void matmul(float *C, int ldc, const float *A, int lda, int a_t, const float *B, int ldb, int b_t, int M, int N, int K,
             float alpha, int accumulate);
 
+// B made on demand, for a matrix not held as floats (a frozen weight in NF4): row(ctx, r,
+// c0, n, out) writes elements [c0, c0 + n) of row r of B as stored ([N, K] with b_t, else
+// [K, N]) into out. matmul_rows is matmul with B from it, a block at a time as it packs
+// them: the same blocks and sums, so the same bits as matmul on the matrix it stands for,
+// without that matrix ever existing whole.
+typedef struct {
+    void (*row)(const void *ctx, int r, int c0, int n, float *out);
+    const void *ctx;
+} MatmulRows;
+void matmul_rows(float *C, int ldc, const float *A, int lda, int a_t, const MatmulRows *B, int b_t, int M, int N, int K,
+                 float alpha, int accumulate);
+
 // Which micro-kernel matmul uses: "auto" (the fastest this CPU runs, the default),
 // "avx512", "avx2" (with FMA) or "generic". Returns 0, or -1 when the CPU cannot run it (nothing changes).
 // For tests and benchmarks; not to be called while a matmul runs.

@@ -173,11 +173,31 @@ typedef struct {
 // ---------------------------------------------------------------------------------------
 // projections: y = x W^T (+ LoRA), and their backward
 
-// The frozen weight as float32: itself, or dequantized into scratch.
-static const float *frozen_weight(const Linear *l, float *scratch) {
-    if (l->w) return l->w;
-    nf4_weight_dequantize(&l->q, scratch);
-    return scratch;
+// A frozen NF4 weight as matmul_rows' source: its rows dequantized a block at a time as the
+// product packs them, so the float32 matrix is never written out whole (that pass, and
+// reading it back, cost more than the dequantization itself).
+typedef struct {
+    const Nf4Weight *q;
+    const float *absmax;
+} Nf4Rows;
+
+static void nf4_rows(const void *ctx, int r, int c0, int n, float *out) {
+    const Nf4Rows *s = ctx;
+    nf4_weight_row(s->q, s->absmax, r, c0, n, out);
+}
+
+// C = A op(W), W the frozen weight [out, in] (b_t: its transpose), float32 or NF4 (absmax:
+// room for its per-block scales).
+static void frozen_matmul(float *C, int ldc, const float *A, int lda, const Linear *l, int b_t, int M, int N, int K,
+                          float *absmax) {
+    if (l->w) {
+        matmul(C, ldc, A, lda, 0, l->w, l->in, b_t, M, N, K, 1.0f, 0);
+        return;
+    }
+    nf4_weight_absmax(&l->q, absmax);
+    Nf4Rows src = {&l->q, absmax};
+    MatmulRows rows = {nf4_rows, &src};
+    matmul_rows(C, ldc, A, lda, 0, &rows, b_t, M, N, K, 1.0f, 0);
 }
 
 // Projection p of a layer: y = x W^T (+ s (d(x) A^T) B^T), keeping in a what the
@@ -185,7 +205,7 @@ static const float *frozen_weight(const Linear *l, float *scratch) {
 static void linear_forward(const Model *m, const Layer *ly, const LayerActs *a, int p, const float *x, int T, float *y,
                            float *scratch) {
     const Linear *l = &ly->proj[p];
-    matmul(y, l->out, x, l->in, 0, frozen_weight(l, scratch), l->in, 1, T, l->out, l->in, 1.0f, 0);
+    frozen_matmul(y, l->out, x, l->in, l, 1, T, l->out, l->in, scratch);
     if (l->A) lora_forward(x, a->mask[p], l->A, l->B, y, a->u[p], a->xd[p], T, l->in, m->lora_r, l->out, m->lora_scale);
 }
 
@@ -193,7 +213,7 @@ static void linear_forward(const Model *m, const Layer *ly, const LayerActs *a, 
 static void linear_backward(const Model *m, Layer *ly, const LayerActs *a, int p, const float *x, const float *dy, int T,
                             float *dx, float *scratch) {
     Linear *l = &ly->proj[p];
-    matmul(dx, l->in, dy, l->out, 0, frozen_weight(l, scratch), l->in, 0, T, l->in, l->out, 1.0f, 0);
+    frozen_matmul(dx, l->in, dy, l->out, l, 0, T, l->in, l->out, scratch);
     if (l->A)
         lora_backward(dy, a->mask[p] ? a->xd[p] : x, a->u[p], a->mask[p], l->A, l->B, l->dA, l->dB, dx, T, l->in,
                       m->lora_r, l->out, m->lora_scale);
@@ -240,7 +260,7 @@ static void acts_carve(Carve *cv, LayerActs *a, const Model *m, const Layer *ly,
 
 // Everything else a step uses besides the layers' activations.
 typedef struct {
-    float *scratch, *x, *tmp, *hf, *rstdf, *dh;  // dh and below: the backward pass only
+    float *scratch, *x, *tmp, *hf, *rstdf, *dh;  // scratch: NF4 scales; dh and below: backward only
     float *dx, *d1, *d2, *dq, *dk, *dv;
 } StepBuffers;
 
@@ -248,7 +268,14 @@ static void buffers_carve(Carve *cv, StepBuffers *s, LayerActs *acts, const Mode
     const ModelConfig *c = &m->c;
     size_t H = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, Q = (size_t)c->num_attention_heads * c->head_dim,
            KV = (size_t)c->num_key_value_heads * c->head_dim, wide = I > H ? I : H;
-    s->scratch = carve(cv, wide * (I > Q ? I : Q));  // the largest frozen weight, dequantized
+    size_t scales = 1;  // the most per-block scales of a frozen NF4 weight
+    for (int i = 0; i < c->num_hidden_layers; i++)
+        for (int p = 0; p < N_PROJ; p++) {
+            const Nf4Weight *q = &m->layers[i].proj[p].q;
+            size_t nb = q->packed ? ((size_t)(q->rows * q->cols) + (size_t)q->blocksize - 1) / (size_t)q->blocksize : 0;
+            scales = nb > scales ? nb : scales;
+        }
+    s->scratch = carve(cv, scales);
     s->x = carve(cv, T * H), s->tmp = carve(cv, T * wide), s->hf = carve(cv, T * H), s->rstdf = carve(cv, T);
     for (int i = 0; i < c->num_hidden_layers; i++)
         acts_carve(cv, &acts[i], m, &m->layers[i], T, backward && m->lora_dropout > 0.0f);
