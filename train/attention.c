@@ -4,8 +4,9 @@
 // keys any of its rows may see ([first key of the block, last row]) are one matrix product,
 // masked entries get probability exactly 0 (so they add exact zeros to every later sum),
 // and the products with V (and in the backward pass dP, dQ, dK, dV) are matrix products
-// too. The forward pass is parallel over (head, block) pairs; the backward pass over KV
-// heads, since the queries of one KV head all add into its dK and dV (in a fixed order).
+// too. The forward pass is parallel over (head, block) pairs; the backward pass over (KV
+// head, conversation) pairs, since the queries of one KV head add into its dK and dV (in a
+// fixed order) but never across conversations.
 #include "attention.h"
 
 #include <math.h>
@@ -104,16 +105,24 @@ void attention_backward(const float *q, const float *k, const float *v, const fl
     first_keys(seg, T, window, first);
     memset(dk, 0, (size_t)T * Hkv * D * sizeof(float));
     memset(dv, 0, (size_t)T * Hkv * D * sizeof(float));
+    // Conversations, [start[c], start[c + 1]): no query sees a key of another, so their dK and
+    // dV are separate sums, and (KV head, conversation) pairs are independent pieces of work.
+    // A conversation starts where a query's first key is itself (first[] never decreases).
+    int *start = xmalloc((size_t)(T + 1) * sizeof(int)), convs = 0;
+    for (int i = 0; i < T; i++)
+        if (first[i] == i) start[convs++] = i;
+    start[convs] = T;
     int group = Hq / Hkv;
 #pragma omp parallel
     {
         float *p = xmalloc((size_t)ATT_QB * (T ? T : 1) * sizeof(float));
         float *ds = xmalloc((size_t)ATT_QB * (T ? T : 1) * sizeof(float));
 #pragma omp for schedule(dynamic)
-        for (int kh = 0; kh < Hkv; kh++)
+        for (int u = 0; u < Hkv * convs; u++) {
+            int kh = u / convs, c = u % convs;
             for (int h = kh * group; h < (kh + 1) * group; h++)
-                for (int i0 = 0; i0 < T; i0 += ATT_QB) {
-                    int i1 = i0 + ATT_QB < T ? i0 + ATT_QB : T, lo, nk;
+                for (int i0 = start[c]; i0 < start[c + 1]; i0 += ATT_QB) {
+                    int i1 = i0 + ATT_QB < start[c + 1] ? i0 + ATT_QB : start[c + 1], lo, nk;
                     block_keys(first, i0, i1, &lo);
                     nk = i1 - lo;
                     const float *qb = q + ((size_t)i0 * Hq + h) * D, *dob = dout + ((size_t)i0 * Hq + h) * D;
@@ -129,8 +138,10 @@ void attention_backward(const float *q, const float *k, const float *v, const fl
                     matmul(dk + ((size_t)lo * Hkv + kh) * D, Hkv * D, ds, nk, 1, qb, Hq * D, 0, nk, D, i1 - i0, 1.0f, 1);
                     matmul(dv + ((size_t)lo * Hkv + kh) * D, Hkv * D, p, nk, 1, dob, Hq * D, 0, nk, D, i1 - i0, 1.0f, 1);
                 }
+        }
         free(p);
         free(ds);
     }
+    free(start);
     free(first);
 }
