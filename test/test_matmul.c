@@ -77,6 +77,7 @@ static const Case cases[] = {
     {300, 270, 40, 1, 1, 0, 1.0f},  {260, 9, 257, 0, 1, 1, 1.5f},  {64, 520, 64, 0, 1, 0, 0.125f},
     {33, 48, 600, 1, 1, 1, 1.0f},   {2, 300, 3, 0, 0, 0, 1.0f},    {129, 257, 255, 1, 0, 0, 1.0f},
     {65, 40, 700, 0, 1, 0, 1.0f},   {5, 70, 300, 1, 0, 0, 2.0f},   {254, 17, 40, 1, 0, 1, 1.0f},
+    {100, 16, 520, 1, 0, 1, 0.5f},   // 16 columns: AVX-512's narrow kernel
     {1100, 20, 30, 1, 0, 1, 1.0f},   // more rows than one tile: op(B) packed once for both
     {20, 1100, 1000, 0, 1, 0, 1.0f},  // op(B) too large to pack whole: threads split the columns
     {260, 300, 300, 0, 1, 1, 1.0f},  // the last: large enough to be shared among threads

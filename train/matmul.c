@@ -26,6 +26,8 @@ typedef struct {
     const char *name;
     int mr, nr;
     MicroKernel run;
+    int narrow_nr;  // a kernel narrow_nr columns wide for products that narrow (0: none)
+    MicroKernel narrow;
 } Kernel;
 
 // The start of each of the MR rows a kernel reads: row i, or the last row there is.
@@ -64,21 +66,25 @@ static void kernel_generic(int kb, const float *a, size_t a_row, size_t a_k, con
 #ifdef HAVE_X86_KERNELS
 // AVX-512: 8 rows x 32 columns = 16 zmm accumulators (of 32), enough independent fused
 // multiply-adds in flight to keep both FMA ports busy; A's values are broadcast from memory.
-// Edge tiles use masked loads and stores, so every element gets the same arithmetic.
-enum { AVX512_MR = 8, AVX512_NR = 32 };
-__attribute__((target("avx512f,fma"))) static void kernel_avx512(int kb, const float *a, size_t a_row, size_t a_k,
-                                                                  const float *b, float *c, int ldc, int mr, int nr,
-                                                                  float alpha, int accumulate) {
+// Edge tiles use masked loads and stores, so every element gets the same arithmetic. The
+// same loop one vector wide (8 x 16, 8 accumulators: still one FMA per port per cycle) is
+// the narrow kernel, for products 16 columns wide (LoRA's x A^T, dY B, dY^T u at rank 16),
+// where the wide one would spend half its multiply-adds on zero padding.
+enum { AVX512_MR = 8, AVX512_NR = 32, AVX512_NARROW_NR = 16 };
+__attribute__((target("avx512f,fma"), always_inline)) static inline void avx512_tile(
+    int kb, const float *a, size_t a_row, size_t a_k, const float *b, float *c, int ldc, int mr, int nr, float alpha,
+    int accumulate, const int halves) {
     const float *rows[AVX512_MR];
     row_starts(rows, AVX512_MR, a, a_row, mr);
     __m512 acc[AVX512_MR][2];
     for (int i = 0; i < AVX512_MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     for (int k = 0; k < kb; k++) {
-        __m512 b0 = _mm512_loadu_ps(b + (size_t)k * AVX512_NR), b1 = _mm512_loadu_ps(b + (size_t)k * AVX512_NR + 16);
+        __m512 b0 = _mm512_loadu_ps(b + (size_t)k * 16 * halves),
+               b1 = halves == 2 ? _mm512_loadu_ps(b + (size_t)k * 32 + 16) : b0;
         for (int i = 0; i < AVX512_MR; i++) {
             __m512 ai = _mm512_set1_ps(rows[i][(size_t)k * a_k]);
             acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-            acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+            if (halves == 2) acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
         }
     }
     __mmask16 m0 = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1),
@@ -86,14 +92,25 @@ __attribute__((target("avx512f,fma"))) static void kernel_avx512(int kb, const f
     __m512 va = _mm512_set1_ps(alpha);
     for (int i = 0; i < mr; i++) {
         float *ci = c + (size_t)i * ldc;
-        __m512 r0 = _mm512_mul_ps(va, acc[i][0]), r1 = _mm512_mul_ps(va, acc[i][1]);
-        if (accumulate) {
-            r0 = _mm512_fmadd_ps(va, acc[i][0], _mm512_maskz_loadu_ps(m0, ci));
-            r1 = _mm512_fmadd_ps(va, acc[i][1], _mm512_maskz_loadu_ps(m1, ci + 16));
+        for (int hf = 0; hf < halves; hf++) {
+            __mmask16 m = hf ? m1 : m0;
+            __m512 r = _mm512_mul_ps(va, acc[i][hf]);
+            if (accumulate) r = _mm512_fmadd_ps(va, acc[i][hf], _mm512_maskz_loadu_ps(m, ci + 16 * hf));
+            _mm512_mask_storeu_ps(ci + 16 * hf, m, r);
         }
-        _mm512_mask_storeu_ps(ci, m0, r0);
-        _mm512_mask_storeu_ps(ci + 16, m1, r1);
     }
+}
+
+__attribute__((target("avx512f,fma"))) static void kernel_avx512(int kb, const float *a, size_t a_row, size_t a_k,
+                                                                  const float *b, float *c, int ldc, int mr, int nr,
+                                                                  float alpha, int accumulate) {
+    avx512_tile(kb, a, a_row, a_k, b, c, ldc, mr, nr, alpha, accumulate, 2);
+}
+
+__attribute__((target("avx512f,fma"))) static void kernel_avx512_narrow(int kb, const float *a, size_t a_row,
+                                                                         size_t a_k, const float *b, float *c, int ldc,
+                                                                         int mr, int nr, float alpha, int accumulate) {
+    avx512_tile(kb, a, a_row, a_k, b, c, ldc, mr, nr, alpha, accumulate, 1);
 }
 
 // AVX2 + FMA (16 ymm registers): 6 rows x 16 columns = 12 accumulators, 2 for the row of
@@ -142,10 +159,10 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(int kb, const float 
 
 static const Kernel kernels[] = {
 #ifdef HAVE_X86_KERNELS
-    {"avx512", AVX512_MR, AVX512_NR, kernel_avx512},
-    {"avx2", AVX2_MR, AVX2_NR, kernel_avx2},
+    {"avx512", AVX512_MR, AVX512_NR, kernel_avx512, AVX512_NARROW_NR, kernel_avx512_narrow},
+    {"avx2", AVX2_MR, AVX2_NR, kernel_avx2, 0, NULL},
 #endif
-    {"generic", GENERIC_MR, GENERIC_NR, kernel_generic},
+    {"generic", GENERIC_MR, GENERIC_NR, kernel_generic, 0, NULL},
 };
 enum { N_KERNELS = sizeof(kernels) / sizeof(kernels[0]) };
 
@@ -280,7 +297,9 @@ static void matmul_source(float *C, int ldc, const float *A, int lda, int a_t, c
                           float alpha, int accumulate) {
     if (M <= 0 || N <= 0) return;
     const Kernel *kern = current_kernel();
+    MicroKernel run = kern->run;
     int mr = kern->mr, nr = kern->nr;
+    if (N <= kern->narrow_nr) run = kern->narrow, nr = kern->narrow_nr;
     Plan p = plan_tiles(M, N, K, mr, nr);
     int tiles = p.tiles_m * p.tiles_n, mc = p.mc, nc = p.nc;
     size_t a_row = a_t ? 1 : (size_t)lda, a_k = a_t ? (size_t)lda : 1;  // op(A)(i, k) = A[i * a_row + k * a_k]
@@ -313,9 +332,9 @@ static void matmul_source(float *C, int ldc, const float *A, int lda, int a_t, c
                 else pack_b(bp, src, j0, nb, k0, kb, nr, tmp);
                 for (int i = 0; i < mb; i += mr)
                     for (int j = 0; j < nb; j += nr)
-                        kern->run(kb, A + (size_t)(i0 + i) * a_row + (size_t)k0 * a_k, a_row, a_k, b + (size_t)j * kb,
-                                  C + (size_t)(i0 + i) * ldc + j0 + j, ldc, mb - i < mr ? mb - i : mr,
-                                  nb - j < nr ? nb - j : nr, alpha, accumulate || k0 > 0);
+                        run(kb, A + (size_t)(i0 + i) * a_row + (size_t)k0 * a_k, a_row, a_k, b + (size_t)j * kb,
+                            C + (size_t)(i0 + i) * ldc + j0 + j, ldc, mb - i < mr ? mb - i : mr, nb - j < nr ? nb - j : nr,
+                            alpha, accumulate || k0 > 0);
             }
         }
         free(bp);
