@@ -2,7 +2,9 @@
 #define _XOPEN_SOURCE 700  // nftw
 #include "util.h"
 
+#include <fcntl.h>
 #include <ftw.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <errno.h>
@@ -84,6 +86,46 @@ static int remove_entry(const char *path, const struct stat *sb, int flag, struc
 }
 
 int remove_tree(const char *path) { return nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+int sync_parent_dir(const char *path) {
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? xstrdup(path) : xstrdup(".");
+    if (slash) dir[slash == path ? 1 : slash - path] = '\0';
+    int fd = open(dir, O_RDONLY | O_DIRECTORY), rc = fd < 0 || fsync(fd) ? -1 : 0;
+    if (fd >= 0) close(fd);
+    free(dir);
+    return rc;
+}
+
+int write_file_atomically(const char *path, const void *data, size_t len, char *err) {
+    size_t n = strlen(path) + 16;
+    char *tmp = xmalloc(n);
+    snprintf(tmp, n, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp), rc = 0;
+    const char *p = data;
+    // mkstemp makes the file private (0600); what we write is ordinary data
+    if (fd < 0 || fchmod(fd, 0644)) rc = -1;
+    for (size_t done = 0; rc == 0 && done < len;) {
+        ssize_t w = write(fd, p + done, len - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) rc = -1;
+        else done += (size_t)w;
+    }
+    if (rc == 0 && fsync(fd)) rc = -1;
+    if (fd >= 0 && close(fd) && rc == 0) rc = -1;
+    if (rc) set_error(err, "%s: cannot write: %s", path, strerror(errno ? errno : EIO));
+    else if (rename(tmp, path)) rc = set_error(err, "%s: cannot rename into place: %s", path, strerror(errno));
+    else if (sync_parent_dir(path)) rc = set_error(err, "%s: cannot sync its directory: %s", path, strerror(errno));
+    if (rc && fd >= 0) unlink(tmp);
+    free(tmp);
+    return rc;
+}
+
+int64_t find_non_finite(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return (int64_t)i;
+    return -1;
+}
 
 void bytebuf_append(ByteBuf *b, const void *src, size_t n) {
     if (b->len + n + 1 > b->cap) {

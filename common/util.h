@@ -36,6 +36,18 @@ double max_rel_error(const float *got, const float *ref, size_t n);
 // Removes a file or a directory tree (like rm -rf, without a shell). Returns 0 or -1.
 int remove_tree(const char *path);
 
+// Writes data to path through a temporary file beside it (PATH.tmp.XXXXXX, mode 0644):
+// written, fsynced, renamed into place, and the directory fsynced, so a crash or a kill at
+// any moment leaves the old file or the new one, never a mix, and at worst a stale
+// temporary. Returns 0 or -1 with err.
+int write_file_atomically(const char *path, const void *data, size_t len, char *err);
+// fsyncs the directory that holds path, so that a rename into it survives a crash.
+// Returns 0 or -1 (errno set).
+int sync_parent_dir(const char *path);
+
+// The index of the first NaN or infinity among x[0..n), or -1 when every value is finite.
+int64_t find_non_finite(const float *x, size_t n);
+
 // A growable byte buffer: decoded text, file output, masks.
 typedef struct {
     char *data;

@@ -11,14 +11,26 @@
 # What it shows: that every stage works end to end and the training loss falls as the
 # adapter fits the samples. What it does not show: a useful character. The base model is
 # random, so its answers are not English; a real run starts from a pretrained checkpoint.
+#
+# OUT_DIR (default runs/quickstart in the repository) is taken relative to where you call the
+# script. It is replaced on a rerun only if this script made it (it leaves a marker file
+# there); any other existing path but an empty directory is refused, and nothing is deleted.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-OUT=${1:-runs/quickstart}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${1:-$ROOT/runs/quickstart}
+case $OUT in /*) ;; *) OUT=$PWD/$OUT ;; esac
+MARK=.made-by-quickstart
+if [ -e "$OUT" ] && [ ! -f "$OUT/$MARK" ] && [ -n "$(ls -A "$OUT" 2>/dev/null || echo file)" ]; then
+    echo "error: $OUT exists and this script did not make it; give a new directory (nothing was deleted)" >&2
+    exit 1
+fi
+cd "$ROOT"
 make -s tokenize prep init_model train_cpu
 make -s venv
 TOK="$(.venv/bin/python scripts/tokenizer_reference.py data-dir)/mistral_instruct_tokenizer_240323.model.v3"
-rm -rf "$OUT"
+rm -rf "$OUT"  # our own earlier output (checked above)
 mkdir -p "$OUT"
+touch "$OUT/$MARK"
 ./init_model --out "$OUT/model" --vocab 32768 --hidden 64 --intermediate 192 --layers 2 --heads 4 --kv-heads 2
 ./prep --tokenizer "$TOK" --out "$OUT/shards" --val-fraction 0.1 data/samples/holmes_sample.jsonl
 ./train_cpu --model "$OUT/model" --tokenizer "$TOK" --out "$OUT/run" \

@@ -2,6 +2,7 @@
 #include "bnb4bit.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +74,16 @@ int bnb4bit_load_linear(Nf4Weight *q, const ModelFiles *m, const char *prefix, i
         code = absmax2 ? part(m, prefix, "weight.nested_quant_map", ST_F32, 256, err) : NULL;
         if (!code) return -1;
     }
+    // the packed codes index a finite table; the scales are floats and must be finite
+    const StTensor *scales[3] = {nested ? absmax2 : absmax, code, NULL};
+    for (int i = 0; scales[i]; i++)
+        for (int64_t k = 0; k < scales[i]->numel; k++) {
+            float x;  // (the data of a safetensors tensor need not be 4-byte aligned)
+            memcpy(&x, (const uint8_t *)scales[i]->data + 4 * k, 4);
+            if (!isfinite(x))
+                return set_error(err, "%s: tensor '%s' holds %g at element %lld: a model's weights must be finite",
+                                 model_files_path(m, scales[i]->name), scales[i]->name, (double)x, (long long)k);
+        }
     q->rows = rows;
     q->cols = cols;
     q->blocksize = blocksize;

@@ -50,9 +50,9 @@ static inline float exp_approx(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     float er = p * (r * r) + r + 1.0f;
-    int32_t bits;
+    uint32_t bits;  // unsigned: a NaN x (a diverged run) must give NaN, not overflow an int
     memcpy(&bits, &t, sizeof(bits));  // t's low mantissa bits hold n (plus 2^22)
-    bits = (bits - 0x4B400000 + 127) * (1 << 23);
+    bits = (bits - 0x4B400000u + 127u) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof(scale));
     return er * scale;

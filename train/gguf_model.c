@@ -175,7 +175,7 @@ static float *load(const Gguf *g, const char *name, int64_t rows, int64_t cols, 
                   (long long)t->ne[0], (long long)t->ne[1], t->ndim, (long long)cols, (long long)(rows ? rows : 1));
         return NULL;
     }
-    return gguf_tensor_f32(t);
+    return model_weight_finite(gguf_tensor_f32(t), t->numel, g->path, name, err);
 }
 
 // Undoes llama.cpp's Q/K row permutation in place (see the top of this file).

@@ -8,7 +8,9 @@
  *                [--heads 4] [--kv-heads 2] [--window 0] [--rope-theta 1e6] [--seed 1] [--dtype f32|bf16]
  *
  * Weights follow transformers' initialisation: normal(0, 0.02) for every matrix, ones for
- * the norms. The vocabulary size must match the tokenizer the data is prepared with.
+ * the norms. The vocabulary size must match the tokenizer the data is prepared with. The
+ * directory is assembled under a temporary name beside DIR and renamed into place, so DIR
+ * appears complete or not at all (a full disk leaves nothing to clean up).
  */
 #include <errno.h>
 #include <math.h>
@@ -16,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../common/util.h"
 #include "model.h"
@@ -92,7 +95,16 @@ int main(int argc, char **argv) {
                       : strcmp(o.dtype, "f32") && strcmp(o.dtype, "bf16") ? "--dtype must be f32 or bf16"
                       : NULL;
     if (bad) { fprintf(stderr, "error: %s (see --help)\n", bad); return 1; }
-    if (mkdir(o.out, 0755)) { fprintf(stderr, "error: %s: cannot create: %s\n", o.out, strerror(errno)); return 1; }
+    struct stat sb;
+    if (stat(o.out, &sb) == 0) { fprintf(stderr, "error: %s: cannot create: %s\n", o.out, strerror(EEXIST)); return 1; }
+    size_t tmp_len = strlen(o.out) + 16;
+    char *dir = xmalloc(tmp_len);
+    snprintf(dir, tmp_len, "%s.tmp.XXXXXX", o.out);
+    if (!mkdtemp(dir) || chmod(dir, 0755)) {
+        fprintf(stderr, "error: %s: cannot create: %s\n", dir, strerror(errno));
+        free(dir);
+        return 1;
+    }
 
     int H = o.hidden, D = o.hidden / o.heads, I = o.intermediate;
     StDtype dt = strcmp(o.dtype, "bf16") == 0 ? ST_BF16 : ST_F32;
@@ -116,10 +128,10 @@ int main(int argc, char **argv) {
     add_random(&t, "lm_head.weight", o.vocab, H, dt, &rng);
 
     char path[4096], err[ERR_LEN];
-    snprintf(path, sizeof(path), "%s/model.safetensors", o.out);
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
     int rc = st_list_write(&t, path, err);
     if (rc == 0) {
-        snprintf(path, sizeof(path), "%s/config.json", o.out);
+        snprintf(path, sizeof(path), "%s/config.json", dir);
         FILE *f = fopen(path, "w");
         char window[32] = "null";
         if (o.window) snprintf(window, sizeof(window), "%d", o.window);
@@ -133,14 +145,19 @@ int main(int argc, char **argv) {
                            "  \"torch_dtype\": \"%s\"\n}\n",
                            H, I, o.layers, o.heads, o.kv_heads, D, o.vocab, o.rope_theta, window,
                            dt == ST_BF16 ? "bfloat16" : "float32") < 0;
+        if (f && (fflush(f) || fsync(fileno(f)))) rc = 1;
         if (f && fclose(f)) rc = 1;
         if (rc) set_error(err, "%s: cannot write: %s", path, strerror(errno));
     }
     st_list_free(&t);
+    if (rc == 0 && rename(dir, o.out)) rc = set_error(err, "%s: cannot rename into place: %s", o.out, strerror(errno));
     if (rc) {
         fprintf(stderr, "error: %s\n", err);
+        if (remove_tree(dir)) fprintf(stderr, "warning: could not remove %s\n", dir);
+        free(dir);
         return 2;
     }
+    free(dir);
     printf("init_model: wrote %s (%d layers, hidden %d, vocab %d, %s)\n", o.out, o.layers, H, o.vocab, o.dtype);
     return 0;
 }

@@ -12,7 +12,9 @@
  * config.json is copied with its dtype set and any quantization_config removed; the
  * tokenizer and generation files beside the base model are copied too. The output is
  * assembled in a temporary directory beside OUT_DIR and renamed into place, so OUT_DIR
- * either appears complete or not at all; an existing OUT_DIR is refused without --force.
+ * either appears complete or not at all; an existing OUT_DIR is refused without --force,
+ * and refused always when it is, or holds, the base model or the adapter (replacing it
+ * would delete the inputs).
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -159,9 +161,32 @@ static int parse_args(int argc, char **argv, Options *o) {
     return 0;
 }
 
+// Whether directory `outer` is `inner` or one of its parents (compared by device and
+// inode, so any spelling of the paths, links included, is seen through).
+static int dir_holds(const char *outer, const char *inner) {
+    struct stat o, d, up;
+    if (stat(outer, &o) || stat(inner, &d)) return 0;
+    char path[4096];
+    snprintf(path, sizeof(path), "%s", inner);
+    for (int depth = 0; depth < 256; depth++) {
+        if (d.st_dev == o.st_dev && d.st_ino == o.st_ino) return 1;
+        size_t n = strlen(path);
+        if (n + 4 >= sizeof(path)) return 0;
+        memcpy(path + n, "/..", 4);
+        if (stat(path, &up) || (up.st_dev == d.st_dev && up.st_ino == d.st_ino)) return 0;  // the root
+        d = up;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     Options o = {.dtype = "bf16"};
     if (parse_args(argc, argv, &o)) return 1;
+    const char *input = dir_holds(o.out, o.model) ? o.model : dir_holds(o.out, o.adapter) ? o.adapter : NULL;
+    if (input) {
+        fprintf(stderr, "error: --out %s is or holds %s, an input: write the merged model elsewhere\n", o.out, input);
+        return 1;
+    }
     struct stat sb;
     if (stat(o.out, &sb) == 0 && !o.force) {
         fprintf(stderr, "error: %s exists; pass --force to replace it\n", o.out);

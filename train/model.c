@@ -24,11 +24,20 @@ const char *const proj_short[N_PROJ] = {"q_proj", "k_proj", "v_proj", "o_proj", 
 // ---------------------------------------------------------------------------------------
 // loading
 
-// A float tensor of the expected shape, converted to float32.
+float *model_weight_finite(float *x, int64_t n, const char *file, const char *name, char *err) {
+    int64_t bad = x ? find_non_finite(x, (size_t)n) : -1;
+    if (bad < 0) return x;
+    set_error(err, "%s: tensor '%s' holds %g at element %lld: a model's weights must be finite", file, name,
+              (double)x[bad], (long long)bad);
+    free(x);
+    return NULL;
+}
+
+// A float tensor of the expected shape, converted to float32, finite.
 static float *load_float(const ModelFiles *f, const char *name, int64_t rows, int64_t cols, char *err) {
     int64_t shape[2] = {rows, cols};
     const StTensor *t = model_files_expect(f, name, -1, cols ? 2 : 1, shape, err);
-    return t ? st_to_f32(t) : NULL;
+    return t ? model_weight_finite(st_to_f32(t), t->numel, model_files_path(f, name), name, err) : NULL;
 }
 
 void model_linear_shape(Linear *l, const ModelConfig *c, int p) {
@@ -47,6 +56,14 @@ void model_linear_set(Linear *l, float *w, int nf4) {
     }
     nf4_weight_quantize(&l->q, w, l->out, l->in, 64, 1);
     free(w);
+}
+
+void model_init_empty(Model *m, const ModelConfig *c) {
+    memset(m, 0, sizeof(*m));
+    m->c = *c;
+    m->layers = xcalloc((size_t)c->num_hidden_layers, sizeof(Layer));
+    for (int i = 0; i < c->num_hidden_layers; i++)
+        for (int p = 0; p < N_PROJ; p++) model_linear_shape(&m->layers[i].proj[p], c, p);
 }
 
 static int load_linear(Linear *l, const ModelFiles *f, const ModelConfig *c, int layer, int p, int nf4, char *err) {
@@ -312,8 +329,11 @@ double model_step(Model *m, const ModelInput *b, float grad_scale, int backward,
     for (int i = 0; i < L; i++) {
         Layer *ly = &m->layers[i];
         LayerActs *a = &acts[i];
-        for (int p = 0; p < N_PROJ; p++)  // with dropout: each adapted projection draws a fresh mask
-            if (a->mask[p]) lora_dropout_mask(a->mask[p], (size_t)T * ly->proj[p].in, m->lora_dropout, &m->dropout_rng);
+        for (int p = 0; p < N_PROJ; p++) {  // with dropout: each adapted projection draws a fresh mask
+            if (!a->mask[p]) continue;
+            if (m->dropout_masks) m->dropout_masks(m->dropout_masks_ctx, i, p, a->mask[p], T, ly->proj[p].in);
+            else lora_dropout_mask(a->mask[p], (size_t)T * ly->proj[p].in, m->lora_dropout, &m->dropout_rng);
+        }
         memcpy(a->x_in, x, (size_t)T * H * sizeof(float));
         rmsnorm_forward(x, ly->ln1, a->h1, a->rstd1, T, H, c->rms_norm_eps);
         linear_forward(m, ly, a, PROJ_Q, a->h1, T, a->q, scratch);

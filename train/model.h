@@ -48,6 +48,11 @@ typedef struct {
     int lora_rslora;
     float lora_dropout;    // probability of dropping a LoRA input element while training
     uint64_t dropout_rng;  // the generator of the dropout masks (part of a run's state)
+    // Where the dropout masks come from: NULL draws them from dropout_rng; check_fixture
+    // sets it to feed the masks its reference used. Fills mask [T, in] (0 or 1 / (1 - p))
+    // for projection proj of layer `layer`.
+    void (*dropout_masks)(void *ctx, int layer, int proj, float *mask, int T, int in);
+    void *dropout_masks_ctx;
     float *work;           // model_step's activations and scratch, kept from one call to the next
     size_t work_floats;    //   (the largest any call needed; freed by model_free)
 } Model;
@@ -74,6 +79,16 @@ int gguf_model_config(ModelConfig *c, const char *path, char *err);
 // [out, in] (malloc'ed) as the frozen weight, kept or quantized to NF4 (and freed).
 void model_linear_shape(Linear *l, const ModelConfig *c, int p);
 void model_linear_set(Linear *l, float *w, int nf4);
+// For loaders: x (n float32 weights of tensor `name` in `file`, malloc'ed) when every value
+// is finite; otherwise frees it and returns NULL with "FILE: tensor 'NAME' holds nan at
+// element I" in err. A NaN weight would make every loss NaN, or, quantized to NF4, silently
+// become a finite number.
+float *model_weight_finite(float *x, int64_t n, const char *file, const char *name, char *err);
+
+// A model of this configuration holding no weights: the layers and their projections'
+// shapes only, ready for model_lora_init, peft_adapter_save and the checkpoint's tensor
+// list (train_gpu keeps the weights themselves on the GPU). model_free frees it.
+void model_init_empty(Model *m, const ModelConfig *c);
 
 // "all" or a comma-separated list of projections ("q" or "q_proj", ..., "down" or
 // "down_proj") into a mask (bit i = projection i). Returns 0, or -1 when a name is unknown

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "lora.h"
 #include "safetensors.h"
@@ -100,22 +99,6 @@ int peft_adapter_load(Model *m, const char *dir, char *err) {
     return rc;
 }
 
-// Writes text to path through a temporary file and rename.
-static int write_text_atomically(const char *path, const char *text, char *err) {
-    size_t n = strlen(path) + 16;
-    char *tmp = xmalloc(n);
-    snprintf(tmp, n, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp), rc = 0;
-    size_t len = strlen(text);
-    if (fd < 0 || fchmod(fd, 0644) || write(fd, text, len) != (ssize_t)len || fsync(fd))
-        rc = set_error(err, "%s: cannot write: %s", path, strerror(errno));
-    if (fd >= 0) close(fd);
-    if (rc == 0 && rename(tmp, path)) rc = set_error(err, "%s: cannot rename into place: %s", path, strerror(errno));
-    if (rc) unlink(tmp);
-    free(tmp);
-    return rc;
-}
-
 int peft_adapter_write(const char *dir, const PeftMatrix *mats, int n, const PeftSettings *s, char *err) {
     if (mkdir(dir, 0755) && errno != EEXIST) return set_error(err, "%s: cannot create: %s", dir, strerror(errno));
     StWrite *w = xcalloc((size_t)n + 1, sizeof(StWrite));
@@ -155,7 +138,7 @@ int peft_adapter_write(const char *dir, const PeftMatrix *mats, int n, const Pef
     cJSON_AddBoolToObject(c, "use_rslora", s->rslora);
     char *text = cJSON_Print(c);
     snprintf(path, sizeof(path), "%s/adapter_config.json", dir);
-    rc = write_text_atomically(path, text, err);
+    rc = write_file_atomically(path, text, strlen(text), err);
     free(text);
     cJSON_Delete(c);
     return rc;

@@ -1,13 +1,17 @@
 // run.c: the host side both trainers share (see run.h).
+#define _DEFAULT_SOURCE  // flock
 #include "run.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <cjson/cJSON.h>
@@ -17,6 +21,8 @@
 #include "model.h"
 #include "peft_adapter.h"
 #include "safetensors.h"
+
+#define CHECKPOINT_FORMAT "persona.c checkpoint v2"
 
 // ---------------------------------------------------------------------------------------
 // the command line
@@ -34,7 +40,7 @@ static int shared_flags(RunOptions *o, RunFlag *f) {
         {"--seq-len", "T", FLAG_INT, &o->seq_len, "positions per row (default 512)"},
         {"--batch", "B", FLAG_INT, &o->batch, "rows per micro-batch (default 4)"},
         {"--grad-accum", "N", FLAG_INT, &o->grad_accum, "micro-batches per optimizer step (default 1)"},
-        {"--steps", "N", FLAG_INT, &o->steps, "optimizer steps (default 100)"},
+        {"--steps", "N", FLAG_INT, &o->steps, "optimizer steps (default 100); may grow on resume"},
         {"--lr", "LR", FLAG_FLOAT, &o->lr, "peak learning rate (default 2e-4)"},
         {"--schedule", "S", FLAG_STRING, &o->schedule, "constant, linear or cosine (default cosine)"},
         {"--warmup", "N", FLAG_INT, &o->warmup, "warmup steps (default 10)"},
@@ -52,7 +58,8 @@ static int shared_flags(RunOptions *o, RunFlag *f) {
         {"--checkpoint-every", "N", FLAG_INT, &o->checkpoint_every,
          "write a checkpoint every N steps (default 50; always at the end)"},
         {"--prompts", "FILE", FLAG_STRING, &o->prompts,
-         "persona probe prompts, one per line, answered every\n--sample-every steps into samples.jsonl"},
+         "persona probe prompts, one per line, answered every\n--sample-every steps into samples.jsonl (each prompt and\n"
+         "its answer must fit in --seq-len)"},
         {"--sample-every", "N", FLAG_INT, &o->sample_every, "(default 0: only at the end when --prompts is given)"},
         {"--sample-tokens", "N", FLAG_INT, &o->sample_tokens, "tokens per answer (default 64)"},
         {"--temperature", "T", FLAG_FLOAT, &o->temperature, "0 = greedy (default 0)"},
@@ -85,6 +92,10 @@ static void usage(FILE *f, const RunProgram *p, const RunFlag *shared, int n_sha
         fprintf(f, "\n%s only:\n", p->name);
         print_flags(f, p->flags, p->n_flags);
     }
+    fprintf(f, "\nA run directory with a checkpoint is resumed (run the same command again); --steps and\n"
+               "the evaluation, sampling and checkpoint flags may change then, the rest may not.\n"
+               "Exit status: 0 finished, 130/143 stopped by SIGINT/SIGTERM (resumable), 1 bad input,\n"
+               "2 runtime failure (a loss that is not finite included).\n");
 }
 
 // Stores value v of flag f. Returns 0, or -1 with the reason in err.
@@ -133,6 +144,9 @@ static const RunFlag *find_flag(const char *name, const RunFlag *shared, int n_s
 }
 
 int run_parse_args(RunOptions *o, const RunProgram *p, int argc, char **argv) {
+    // progress is read as it comes (tee, a log file), and must not die in a buffer with a
+    // killed process
+    setvbuf(stdout, NULL, _IOLBF, 0);
     *o = (RunOptions){.seq_len = 512, .batch = 4, .grad_accum = 1, .steps = 100, .warmup = 10, .lora_r = 16,
                       .sample_tokens = 64, .checkpoint_every = 50, .lr = 2e-4f, .clip = 1.0f, .lora_alpha = 32.0f,
                       .top_p = 1.0f, .seed = 1, .targets = "all", .schedule = "cosine"};
@@ -160,23 +174,36 @@ int run_parse_args(RunOptions *o, const RunProgram *p, int argc, char **argv) {
         }
     }
     const char *bad = !o->model ? "--model is required"
-                      : !o->train.n ? "at least one --train shard is required"
-                      : !o->out ? "--out is required"
+                      : !o->train.n && !(p->plans_only && *p->plans_only) ? "at least one --train shard is required"
+                      : !o->out && !(p->plans_only && *p->plans_only) ? "--out is required"
                       : o->seq_len < 2 ? "--seq-len must be at least 2"
                       : o->batch < 1 || o->grad_accum < 1 || o->steps < 1 ? "--batch, --grad-accum and --steps must be positive"
                       : !(o->lr > 0) ? "--lr must be positive"
+                      : o->warmup < 0 ? "--warmup must not be negative"
+                      : !(o->weight_decay >= 0) || !(o->clip >= 0) ? "--weight-decay and --clip must not be negative"
                       : o->lora_r < 1 || !(o->lora_alpha > 0) ? "--lora-r and --lora-alpha must be positive"
                       : !(o->lora_dropout >= 0 && o->lora_dropout < 1) ? "--lora-dropout must be in [0, 1)"
+                      : o->eval_every < 0 || o->checkpoint_every < 0 || o->sample_every < 0
+                          ? "--eval-every, --checkpoint-every and --sample-every must not be negative"
+                      : o->eval_every && !o->val.n ? "--eval-every needs --val shards to evaluate on"
+                      : o->sample_every && !o->prompts ? "--sample-every needs --prompts"
                       : o->prompts && !o->tokenizer ? "--prompts needs --tokenizer"
+                      : o->sample_tokens < 1 ? "--sample-tokens must be positive"
+                      : o->prompts && o->sample_tokens >= o->seq_len ? "--sample-tokens must be below --seq-len, to leave room for a prompt"
+                      : !(o->temperature >= 0) ? "--temperature must not be negative"
                       : !(o->top_p > 0 && o->top_p <= 1) ? "--top-p must be in (0, 1]"
                       : NULL;
     if (bad) {
         fprintf(stderr, "error: %s (see --help)\n", bad);
         return -1;
     }
-    if (model_parse_targets(o->targets, &o->target_mask) || schedule_parse(o->schedule, &o->schedule_kind)) {
-        fprintf(stderr, "error: --lora-targets '%s' or --schedule '%s' not understood (see --help)\n", o->targets,
-                o->schedule);
+    if (model_parse_targets(o->targets, &o->target_mask)) {
+        fprintf(stderr, "error: --lora-targets '%s': expected a comma list of q,k,v,o,gate,up,down or \"all\"\n",
+                o->targets);
+        return -1;
+    }
+    if (schedule_parse(o->schedule, &o->schedule_kind)) {
+        fprintf(stderr, "error: --schedule '%s': expected constant, linear or cosine\n", o->schedule);
         return -1;
     }
     return 0;
@@ -193,13 +220,90 @@ RunParam run_lora_param(int layer, int proj, int is_b, int r, int in, int out, f
     return q;
 }
 
-// What a checkpoint must agree on with the run that resumes it.
-static void settings_json(const RunOptions *o, char *out, size_t n) {
-    snprintf(out, n,
-             "{\"seq_len\": %d, \"batch\": %d, \"grad_accum\": %d, \"lora_r\": %d, \"lora_alpha\": %.9g, "
-             "\"lora_dropout\": %.9g, \"rslora\": %d, \"targets\": %u, \"seed\": %llu, \"nf4\": %d, \"n_train\": %d}",
-             o->seq_len, o->batch, o->grad_accum, o->lora_r, (double)o->lora_alpha, (double)o->lora_dropout, o->rslora,
-             o->target_mask, (unsigned long long)o->seed, !o->no_nf4, o->train.n);
+// What a checkpoint must agree on with the run that resumes it, flag -> value: every flag
+// that changes the numbers a step computes. The values are strings, compared as strings.
+static void settings_json(Run *r, const char *train_ids) {
+    const RunOptions *o = r->o;
+    char desc[512], v[160], targets[128] = "";
+    cJSON *j = cJSON_CreateObject();
+    config_describe(&r->config, desc, sizeof(desc));
+    cJSON_AddStringToObject(j, "--model", desc);
+    cJSON_AddStringToObject(j, "--train", train_ids);
+#define SETTING(flag, fmt, value) (snprintf(v, sizeof(v), fmt, value), cJSON_AddStringToObject(j, flag, v))
+    SETTING("--seq-len", "%d", o->seq_len);
+    SETTING("--batch", "%d", o->batch);
+    SETTING("--grad-accum", "%d", o->grad_accum);
+    SETTING("--lr", "%.9g", (double)o->lr);
+    SETTING("--schedule", "%s", o->schedule);
+    SETTING("--warmup", "%d", o->warmup);
+    SETTING("--weight-decay", "%.9g", (double)o->weight_decay);
+    SETTING("--clip", "%.9g", (double)o->clip);
+    SETTING("--lora-r", "%d", o->lora_r);
+    SETTING("--lora-alpha", "%.9g", (double)o->lora_alpha);
+    SETTING("--rslora", "%s", o->rslora ? "on" : "off");
+    SETTING("--lora-dropout", "%.9g", (double)o->lora_dropout);
+    for (int p = 0; p < N_PROJ; p++)
+        if (o->target_mask & (1u << p))
+            snprintf(targets + strlen(targets), sizeof(targets) - strlen(targets), "%s%s", *targets ? "," : "",
+                     proj_short[p]);
+    SETTING("--lora-targets", "%s", targets);
+    SETTING("--seed", "%llu", (unsigned long long)o->seed);
+    SETTING("--no-nf4", "%s", o->no_nf4 ? "on" : "off");
+#undef SETTING
+    r->settings = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+}
+
+// Compares the checkpoint's settings with this run's; on a difference names the flag and
+// both values.
+static int settings_check(const Run *r, const char *saved, const char *path, char *err) {
+    cJSON *a = cJSON_Parse(saved), *b = cJSON_Parse(r->settings);
+    int rc = 0;
+    if (!cJSON_IsObject(a)) rc = set_error(err, "%s: the settings in its metadata are not a JSON object", path);
+    for (const cJSON *now = b ? b->child : NULL; now && rc == 0; now = now->next) {
+        const cJSON *then = cJSON_GetObjectItemCaseSensitive(a, now->string);
+        if (!cJSON_IsString(then) || strcmp(then->valuestring, now->valuestring) != 0)
+            rc = set_error(err, "%s: %s was '%s' for this run and is '%s' now; it cannot change on resume (--steps and "
+                                "the evaluation, sampling and checkpoint flags can): use the same value, or another --out",
+                           path, now->string, cJSON_IsString(then) ? then->valuestring : "(not recorded)",
+                           now->valuestring);
+    }
+    cJSON_Delete(a), cJSON_Delete(b);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------
+// JSON lines
+
+// ', "key": value' (or '{"key": value' to start a line): printf's format of v, or null when
+// v is not finite, so that every line stays JSON.
+static void json_field(ByteBuf *b, const char *key, const char *fmt, double v) {
+    char num[64];
+    if (isfinite(v)) snprintf(num, sizeof(num), fmt, v);
+    else snprintf(num, sizeof(num), "null");
+    bytebuf_append(b, b->len ? ", \"" : "{\"", b->len ? 3 : 2);
+    bytebuf_append(b, key, strlen(key));
+    bytebuf_append(b, "\": ", 3);
+    bytebuf_append(b, num, strlen(num));
+}
+
+// Appends a line to an append-only file with one write (so a kill leaves whole lines).
+static int append_line(int fd, const char *path, ByteBuf *line, char *err) {
+    bytebuf_push(line, '\n');
+    ssize_t w;
+    do w = write(fd, line->data, line->len);
+    while (w < 0 && errno == EINTR);
+    if (w != (ssize_t)line->len) return set_error(err, "%s: cannot append: %s", path, w < 0 ? strerror(errno) : "short write");
+    return 0;
+}
+
+static int log_append(Run *r, ByteBuf *line) {
+    char err[ERR_LEN];
+    bytebuf_push(line, '}');
+    int rc = append_line(r->log_fd, r->log_path, line, err);
+    if (rc) fprintf(stderr, "error: %s\n", err);
+    bytebuf_free(line);
+    return rc;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -217,8 +321,18 @@ static uint32_t crc_of(const StWrite *w, int n) {
 
 static const char *const moment_suffix[3] = {"", ".adam_m", ".adam_v"};
 
-static int checkpoint_save(Run *r, char *err) {
-    if (r->hooks.to_host && r->hooks.to_host(r->hooks.ctx, err)) return -1;
+// Writes the checkpoint of state.step. The log is synced first, so that the log on disk
+// always covers every step a checkpoint holds.
+static int checkpoint_save(Run *r) {
+    char err[ERR_LEN];
+    if (fsync(r->log_fd)) {
+        fprintf(stderr, "error: %s: cannot sync: %s\n", r->log_path, strerror(errno));
+        return 2;
+    }
+    if (r->hooks.to_host && r->hooks.to_host(r->hooks.ctx, err)) {
+        fprintf(stderr, "error: %s\n", err);
+        return 2;
+    }
     int n = r->n_params;
     StWrite *w = xcalloc((size_t)n * 3 + 2, sizeof(StWrite));
     char (*names)[112] = xcalloc((size_t)n * 3 + 2, sizeof(*names));
@@ -235,16 +349,19 @@ static int checkpoint_save(Run *r, char *err) {
     size_t ds = dataloader_state_size(r->dl);
     uint8_t *dstate = xmalloc(ds);
     dataloader_state_save(r->dl, dstate);
-    const RunState *rs = &r->state;
-    int64_t scalars[3] = {rs->step, (int64_t)rs->sample_rng, (int64_t)rs->dropout_rng};
+    int64_t scalars[2] = {r->state.step, (int64_t)r->state.dropout_rng};
     w[k++] = (StWrite){"run.dataloader", ST_U8, 1, {(int64_t)ds}, dstate};
-    w[k++] = (StWrite){"run.scalars", ST_I64, 1, {3}, scalars};
-    char crc[16];
-    snprintf(crc, sizeof(crc), "%08x", crc_of(w, k));
-    const char *keys[] = {"format", "settings", "crc32"}, *values[] = {"persona.c checkpoint v1", r->settings, crc};
+    w[k++] = (StWrite){"run.scalars", ST_I64, 1, {2}, scalars};
+    snprintf(r->saved_crc, sizeof(r->saved_crc), "%08x", crc_of(w, k));
+    const char *keys[] = {"format", "settings", "crc32"}, *values[] = {CHECKPOINT_FORMAT, r->settings, r->saved_crc};
     int rc = st_write(r->ckpt_path, w, k, keys, values, 3, err);
     free(w), free(names), free(dstate);
-    return rc;
+    if (rc) {
+        fprintf(stderr, "error: %s (the checkpoint of step %lld is still the last one)\n", err, (long long)r->saved_step);
+        return 2;
+    }
+    r->saved_step = r->state.step;
+    return 0;
 }
 
 // A string value of the checkpoint's metadata (NULL if absent); free() it.
@@ -263,12 +380,15 @@ static int checkpoint_load(Run *r, char *err) {
     SafeTensors st;
     if (st_open(&st, path, err)) return -1;
     int rc = 0, n = r->n_params;
-    char *saved_settings = metadata_string(&st, "settings"), *saved_crc = metadata_string(&st, "crc32");
-    if (!saved_settings || !saved_crc)
-        rc = set_error(err, "%s: not a persona.c checkpoint (no settings or crc32 metadata)", path);
-    else if (strcmp(saved_settings, r->settings) != 0)
-        rc = set_error(err, "%s: made with other settings (%s); resume with the same --seq-len, --batch, "
-                            "--grad-accum, LoRA and data options, or use another --out", path, saved_settings);
+    char *format = metadata_string(&st, "format"), *saved_settings = metadata_string(&st, "settings"),
+         *saved_crc = metadata_string(&st, "crc32");
+    if (!format || !saved_settings || !saved_crc)
+        rc = set_error(err, "%s: not a persona.c checkpoint (no format, settings or crc32 metadata)", path);
+    else if (strcmp(format, CHECKPOINT_FORMAT) != 0)
+        rc = set_error(err, "%s: a checkpoint of another persona.c version (\"%s\"; this one reads \"%s\"); use another --out",
+                       path, format, CHECKPOINT_FORMAT);
+    else
+        rc = settings_check(r, saved_settings, path, err);
     StWrite *w = xcalloc((size_t)n * 3 + 2, sizeof(StWrite));
     int k = 0;
     for (int i = 0; i < n && rc == 0; i++) {
@@ -284,15 +404,21 @@ static int checkpoint_load(Run *r, char *err) {
         }
     }
     const StTensor *dstate = st_find(&st, "run.dataloader"), *scal = st_find(&st, "run.scalars");
-    if (rc == 0 && (!dstate || dstate->dtype != ST_U8 || !scal || scal->dtype != ST_I64 || scal->numel != 3))
+    if (rc == 0 && (!dstate || dstate->dtype != ST_U8 || !scal || scal->dtype != ST_I64 || scal->numel != 2))
         rc = set_error(err, "%s: the run state is missing", path);
     if (rc == 0) {
         w[k++] = (StWrite){dstate->name, ST_U8, 1, {dstate->numel}, dstate->data};
-        w[k++] = (StWrite){scal->name, ST_I64, 1, {3}, scal->data};
+        w[k++] = (StWrite){scal->name, ST_I64, 1, {2}, scal->data};
         char crc[16];
         snprintf(crc, sizeof(crc), "%08x", crc_of(w, k));
         if (strcmp(crc, saved_crc) != 0) rc = set_error(err, "%s: CRC32 mismatch: the checkpoint is damaged", path);
     }
+    int64_t scalars[2] = {0, 0};
+    if (rc == 0) memcpy(scalars, scal->data, sizeof(scalars));
+    if (rc == 0 && (scalars[0] < 1 || scalars[0] > r->o->steps))
+        rc = set_error(err, "%s: a checkpoint of step %lld, %s --steps %d; give --steps %lld or more to go on", path,
+                       (long long)scalars[0], scalars[0] < 1 ? "outside" : "beyond", r->o->steps,
+                       (long long)scalars[0]);
     if (rc == 0 && dataloader_state_restore(r->dl, dstate->data, dstate->nbytes, err)) rc = -1;
     if (rc == 0) {  // only now, when everything checked out, touch the parameters
         for (int i = 0, j = 0; i < n; i++, j += 3) {
@@ -301,89 +427,305 @@ static int checkpoint_load(Run *r, char *err) {
             memcpy(q->m, w[j + 1].data, q->n * sizeof(float));
             memcpy(q->v, w[j + 2].data, q->n * sizeof(float));
         }
-        int64_t scalars[3];
-        memcpy(scalars, scal->data, sizeof(scalars));
         r->state.step = scalars[0];
-        r->state.sample_rng = (uint64_t)scalars[1];
-        r->state.dropout_rng = (uint64_t)scalars[2];
+        r->state.dropout_rng = (uint64_t)scalars[1];
+        r->saved_step = scalars[0];
+        snprintf(r->saved_crc, sizeof(r->saved_crc), "%s", saved_crc);
     }
-    free(saved_settings), free(saved_crc), free(w);
+    free(format), free(saved_settings), free(saved_crc), free(w);
     st_close(&st);
     return rc;
 }
 
 // ---------------------------------------------------------------------------------------
-// the run directory's log
+// the run directory
 
-// Keeps the lines of log.jsonl whose "step" is at most `step` (a resumed run rewrites
-// what came after its checkpoint, so the log reads as one uninterrupted run).
-static int log_truncate(const char *path, int64_t step, char *err) {
+// The files we write in a run directory (and its adapter/), whose temporaries
+// (NAME.tmp.XXXXXX, util.h's write_file_atomically and st_write) a killed run leaves.
+static const char *const run_files[] = {"checkpoint.safetensors", "log.jsonl", "samples.jsonl", "DONE", NULL};
+static const char *const adapter_files[] = {"adapter_model.safetensors", "adapter_config.json", NULL};
+
+// Removes dir/NAME.tmp.XXXXXX for each of names, saying so. Returns the number removed.
+static int remove_stale_temporaries(const char *dir, const char *const *names) {
+    DIR *d = opendir(dir);
+    int removed = 0;
+    for (struct dirent *e; d && (e = readdir(d));) {
+        for (int i = 0; names[i]; i++) {
+            size_t n = strlen(names[i]);
+            const char *tail = e->d_name + n;
+            if (strncmp(e->d_name, names[i], n) || strncmp(tail, ".tmp.", 5) || strlen(tail + 5) != 6) continue;
+            char path[4200];
+            snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+            if (unlink(path) == 0) {
+                printf("removed %s, a temporary file left by a run that was killed\n", path);
+                removed++;
+            }
+        }
+    }
+    if (d) closedir(d);
+    return removed;
+}
+
+// What a resumed run keeps of its log: the step lines up to the checkpoint's step and the
+// evaluations before it (the evaluation of that step comes after the checkpoint and is
+// done again), and of samples.jsonl: the samples before it.
+static int keep_log_line(const cJSON *j, int64_t step) {
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "step");
+    if (!cJSON_IsNumber(s)) return 0;
+    return s->valuedouble < (double)step || (s->valuedouble == (double)step && cJSON_HasObjectItem(j, "loss"));
+}
+static int keep_sample_line(const cJSON *j, int64_t step) {
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "step");
+    return cJSON_IsNumber(s) && s->valuedouble < (double)step;
+}
+
+// Rewrites path (when it exists) with the whole lines keep() accepts, atomically; *dropped
+// counts the others (a partial last line included). Returns 0 or -1 with err.
+static int cut_back(const char *path, int64_t step, int (*keep)(const cJSON *, int64_t), int *dropped, char *err) {
     size_t len;
     char e2[ERR_LEN];
+    struct stat sb;
+    *dropped = 0;
+    if (stat(path, &sb)) return 0;  // nothing written yet
     char *text = read_file(path, &len, e2);
-    if (!text) return 0;  // no log yet
-    ByteBuf keep = {0};
+    if (!text) return set_error(err, "%s", e2);
+    ByteBuf keep_buf = {0};
     for (char *line = text, *end = text + len; line < end;) {
         char *nl = memchr(line, '\n', (size_t)(end - line));
         size_t n = nl ? (size_t)(nl - line) + 1 : (size_t)(end - line);
-        cJSON *j = cJSON_ParseWithLength(line, n);
-        const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "step");
-        if (cJSON_IsNumber(s) && s->valuedouble <= (double)step) bytebuf_append(&keep, line, n);
+        cJSON *j = nl ? cJSON_ParseWithLength(line, n) : NULL;
+        if (j && keep(j, step)) bytebuf_append(&keep_buf, line, n);
+        else (*dropped)++;
         cJSON_Delete(j);
         line += n;
     }
-    FILE *f = fopen(path, "w");
-    int rc = !f || (keep.len && fwrite(keep.data, 1, keep.len, f) != keep.len);
-    if (f && fclose(f)) rc = 1;
+    int rc = *dropped ? write_file_atomically(path, keep_buf.data ? keep_buf.data : "", keep_buf.len, err) : 0;
     free(text);
-    bytebuf_free(&keep);
-    return rc ? set_error(err, "%s: cannot rewrite: %s", path, strerror(errno)) : 0;
+    bytebuf_free(&keep_buf);
+    return rc;
 }
 
-static void log_line(FILE *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void log_line(FILE *log, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vfprintf(log, fmt, ap);
-    va_end(ap);
-    fputc('\n', log);
-    fflush(log);
+// Refuses --out when it is an input, or a file.
+static int check_out_dir(const RunOptions *o, char *err) {
+    struct stat out, in;
+    if (stat(o->out, &out)) return 0;  // created in run_start
+    if (!S_ISDIR(out.st_mode)) return set_error(err, "--out %s exists and is not a directory", o->out);
+    if (stat(o->model, &in) == 0 && in.st_dev == out.st_dev && in.st_ino == out.st_ino)
+        return set_error(err, "--out %s is the model directory: the run directory must be another one", o->out);
+    return 0;
+}
+
+// Refuses an input file that is one of the run directory's outputs.
+static int check_not_output(const RunOptions *o, const char *flag, const char *path, char *err) {
+    struct stat in, out;
+    if (!path || stat(path, &in)) return 0;
+    for (int i = 0; run_files[i]; i++) {
+        char p[4200];
+        snprintf(p, sizeof(p), "%s/%s", o->out, run_files[i]);
+        if (stat(p, &out) == 0 && in.st_dev == out.st_dev && in.st_ino == out.st_ino)
+            return set_error(err, "%s %s is the run's own %s: an input is never an output", flag, path, run_files[i]);
+    }
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// the inputs
+
+// The model directory's own tokenizer files and their fingerprints (up to 8).
+typedef struct {
+    char path[8][4200];
+    uint64_t fingerprint[8];
+    int n;
+} ModelTokenizers;
+
+static int model_tokenizers(const char *dir, ModelTokenizers *t, char *err) {
+    t->n = 0;
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d)) && t->n < 8;) {
+        const char *s = e->d_name;
+        if (strcmp(s, "tokenizer.model") && strncmp(s, "tokenizer.model.v", 17) && strcmp(s, "tekken.json") &&
+            strcmp(s, "tokenizer.json"))
+            continue;
+        snprintf(t->path[t->n], sizeof(t->path[0]), "%s/%s", dir, s);
+        if (shard_fingerprint_file(t->path[t->n], &t->fingerprint[t->n], err)) {
+            closedir(d);
+            return -1;
+        }
+        t->n++;
+    }
+    if (d) closedir(d);
+    return 0;
+}
+
+// The model's tokenizer file whose fingerprint is f, or NULL.
+static const char *model_tokenizer_matching(const ModelTokenizers *t, uint64_t f) {
+    for (int i = 0; i < t->n; i++)
+        if (t->fingerprint[i] == f) return t->path[i];
+    return NULL;
+}
+
+// Every shard: made with one tokenizer (each compared with the first), the one of
+// --tokenizer and of the model directory, a vocabulary the model's embeddings cover. The
+// training shards' identities (source name and the CRC32 of their tokens) go into *ids.
+static int check_shards(Run *r, ByteBuf *ids, char *err) {
+    const RunOptions *o = r->o;
+    ModelTokenizers mt;
+    if (model_tokenizers(o->model, &mt, err)) return -1;
+    if (o->tokenizer && mt.n && !model_tokenizer_matching(&mt, r->fingerprint))
+        return set_error(err, "--tokenizer %s is not the model's own tokenizer %s (fingerprints %016llx and %016llx): "
+                              "use the model's, and make the shards with it",
+                         o->tokenizer, mt.path[0], (unsigned long long)r->fingerprint,
+                         (unsigned long long)mt.fingerprint[0]);
+    const char *first = NULL;
+    uint64_t first_fp = 0;
+    for (int i = 0; i < o->train.n + o->val.n; i++) {
+        Shard sh;
+        const char *p = i < o->train.n ? o->train.path[i] : o->val.path[i - o->train.n];
+        if (shard_open(&sh, p, 0, err)) return -1;
+        ShardHeader h = sh.h;
+        shard_close(&sh);
+        if (!first) first = p, first_fp = h.fingerprint;
+        if (h.fingerprint != first_fp)
+            return set_error(err, "%s and %s were made with different tokenizers (fingerprints %016llx and %016llx): "
+                                  "make every shard with the same one",
+                             first, p, (unsigned long long)first_fp, (unsigned long long)h.fingerprint);
+        if (o->tokenizer && h.fingerprint != r->fingerprint)
+            return set_error(err, "%s was made with another tokenizer than %s (fingerprints %016llx and %016llx): "
+                                  "re-run prep with it",
+                             p, o->tokenizer, (unsigned long long)h.fingerprint, (unsigned long long)r->fingerprint);
+        if (!o->tokenizer && mt.n && !model_tokenizer_matching(&mt, h.fingerprint))
+            return set_error(err, "%s was made with another tokenizer than the model's own %s (fingerprints %016llx and "
+                                  "%016llx): re-run prep with it",
+                             p, mt.path[0], (unsigned long long)h.fingerprint, (unsigned long long)mt.fingerprint[0]);
+        if (h.vocab_size > (uint32_t)r->config.vocab_size)
+            return set_error(err, "%s: made with a %u-token vocabulary, but %s has %d embeddings", p, h.vocab_size,
+                             o->model, r->config.vocab_size);
+        if (i < o->train.n) {
+            char id[128];
+            snprintf(id, sizeof(id), "%s%s:%08x", i ? "," : "", h.source, h.section[SHARD_TOKENS].crc32);
+            bytebuf_append(ids, id, strlen(id));
+        }
+    }
+    r->fingerprint = first_fp;  // so the loaders check it once more
+    return 0;
+}
+
+// Reads and encodes --prompts: one prompt a line (empty lines skipped, a final CR
+// dropped); each with its answer must fit in --seq-len, the longest the run trains, so a
+// stray huge line cannot make generation allocate without bound.
+static int read_prompts(Run *r, char *err) {
+    const RunOptions *o = r->o;
+    size_t len;
+    char *text = read_file(o->prompts, &len, err);
+    if (!text) return -1;
+    ChatFormat fmt = chat_format_for(&r->tok);
+    int rc = 0, line_no = 0;
+    for (char *line = text, *end = text + len; line < end && rc == 0;) {
+        char *nl = memchr(line, '\n', (size_t)(end - line));
+        size_t n = nl ? (size_t)(nl - line) : (size_t)(end - line);
+        char *next = line + n + 1;
+        line_no++;
+        if (n && line[n - 1] == '\r') n--;
+        if (memchr(line, '\0', n)) {
+            rc = set_error(err, "%s:%d: a NUL byte in the prompt", o->prompts, line_no);
+        } else if (n) {
+            RunPrompt p = {0};
+            ByteBuf mask = {0};
+            ChatMessage msg = {ROLE_USER, line, n, -1.0};
+            if (chat_encode(&r->tok, fmt, &msg, 1, &p.ids, &mask, err)) rc = -1;
+            else if (p.ids.len + (size_t)o->sample_tokens > (size_t)o->seq_len)
+                rc = set_error(err, "%s:%d: the prompt is %zu tokens; with --sample-tokens %d it does not fit in "
+                                    "--seq-len %d, the longest the run trains (at most %d tokens)",
+                               o->prompts, line_no, p.ids.len, o->sample_tokens, o->seq_len,
+                               o->seq_len - o->sample_tokens);
+            bytebuf_free(&mask);
+            if (rc) {
+                tokvec_free(&p.ids);
+                break;
+            }
+            p.text = xmalloc(n + 1);
+            memcpy(p.text, line, n);
+            p.text[n] = '\0';
+            r->prompts = xrealloc(r->prompts, (size_t)(r->n_prompts + 1) * sizeof(RunPrompt));
+            r->prompts[r->n_prompts++] = p;
+        }
+        line = next;
+    }
+    free(text);
+    if (rc == 0 && !r->n_prompts) rc = set_error(err, "%s: no prompts in it (one per line)", o->prompts);
+    return rc;
 }
 
 // ---------------------------------------------------------------------------------------
 // opening and resuming
 
 static volatile sig_atomic_t stop_requested;
-static void on_signal(int sig) { stop_requested = sig; }
+
+// The first signal asks the run to stop at the next safe point; a second ends it at once
+// (every file is written atomically, so nothing is left half-written either way).
+static void on_signal(int sig) {
+    if (stop_requested) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    stop_requested = sig;
+    static const char msg[] = "\nstopping: the step in progress finishes and is saved (signal again to stop at once)\n";
+    ssize_t ignored = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+    (void)ignored;
+}
+
 int run_stop_signal(void) { return stop_requested; }
 
 int run_open(Run *r, const RunOptions *o) {
     memset(r, 0, sizeof(*r));
     r->o = o;
+    r->lock_fd = r->log_fd = -1;
+    r->saved_step = -1;
     char err[ERR_LEN];
-    if (model_config_load(&r->config, o->model, err)) goto bad;
-    if (o->tokenizer &&
-        (tokenizer_load(&r->tok, o->tokenizer, err) || shard_fingerprint_file(o->tokenizer, &r->fingerprint, err)))
-        goto bad;
-    for (int i = 0; i < o->train.n + o->val.n; i++) {  // every id must have an embedding row
-        Shard sh;
-        const char *p = i < o->train.n ? o->train.path[i] : o->val.path[i - o->train.n];
-        if (shard_open(&sh, p, r->fingerprint, err)) goto bad;
-        uint32_t v = sh.h.vocab_size;
-        shard_close(&sh);
-        if (v > (uint32_t)r->config.vocab_size) {
-            set_error(err, "%s: made with a %u-token vocabulary, but %s has %d embeddings", p, v, o->model,
-                      r->config.vocab_size);
+    ByteBuf train_ids = {0};
+    if (model_config_load(&r->config, o->model, err) || check_out_dir(o, err)) goto bad;
+    if (o->tokenizer) {
+        if (tokenizer_load(&r->tok, o->tokenizer, err) || shard_fingerprint_file(o->tokenizer, &r->fingerprint, err))
+            goto bad;
+        if (r->tok.vocab_size > r->config.vocab_size) {
+            set_error(err, "--tokenizer %s has %d tokens, but %s has %d embeddings", o->tokenizer, r->tok.vocab_size,
+                      o->model, r->config.vocab_size);
             goto bad;
         }
     }
+    if (check_shards(r, &train_ids, err)) goto bad;
+    if (check_not_output(o, "--model", o->model, err) || check_not_output(o, "--tokenizer", o->tokenizer, err) ||
+        check_not_output(o, "--prompts", o->prompts, err))
+        goto bad;
+    for (int i = 0; i < o->train.n + o->val.n; i++)
+        if (check_not_output(o, "--train/--val", i < o->train.n ? o->train.path[i] : o->val.path[i - o->train.n], err))
+            goto bad;
+    if (o->prompts && read_prompts(r, err)) goto bad;
     LoaderConfig lc = {o->batch, o->seq_len, o->seed, 0, 1, r->fingerprint};
     if (!(r->dl = dataloader_open(o->train.path, o->train.n, &lc, err))) goto bad;
     if (o->val.n && !(r->ev = evalloader_open(o->val.path, o->val.n, &lc, err))) goto bad;
+    settings_json(r, train_ids.data);
+    bytebuf_free(&train_ids);
     return 0;
 bad:
+    bytebuf_free(&train_ids);
     fprintf(stderr, "error: %s\n", err);
     return 1;
+}
+
+// Whether DONE says the run finished at the checkpoint's step.
+static int done_matches(const Run *r) {
+    size_t len;
+    char e[ERR_LEN];
+    char *text = read_file(r->done_path, &len, e);
+    cJSON *j = text ? cJSON_ParseWithLength(text, len) : NULL;
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "step"), *c = cJSON_GetObjectItemCaseSensitive(j, "checkpoint_crc32");
+    int ok = cJSON_IsNumber(s) && s->valuedouble == (double)r->state.step && cJSON_IsString(c) &&
+             strcmp(c->valuestring, r->saved_crc) == 0;
+    cJSON_Delete(j);
+    free(text);
+    return ok;
 }
 
 int run_start(Run *r, RunParam *params, int n_params, const RunHooks *hooks) {
@@ -392,30 +734,62 @@ int run_start(Run *r, RunParam *params, int n_params, const RunHooks *hooks) {
     r->params = params;
     r->n_params = n_params;
     r->hooks = *hooks;
+    r->state = (RunState){0, o->seed ^ 0xD120ull};
     if (mkdir(o->out, 0755) && errno != EEXIST) {
         fprintf(stderr, "error: %s: cannot create: %s\n", o->out, strerror(errno));
         return 1;
     }
-    settings_json(o, r->settings, sizeof(r->settings));
+    // one trainer per run directory: a second would interleave its steps with ours
+    r->lock_fd = open(o->out, O_RDONLY | O_DIRECTORY);
+    if (r->lock_fd < 0 || flock(r->lock_fd, LOCK_EX | LOCK_NB)) {
+        fprintf(stderr, "error: %s: %s\n", o->out,
+                errno == EWOULDBLOCK ? "another trainer is using this run directory" : strerror(errno));
+        return 1;
+    }
     snprintf(r->ckpt_path, sizeof(r->ckpt_path), "%s/checkpoint.safetensors", o->out);
     snprintf(r->log_path, sizeof(r->log_path), "%s/log.jsonl", o->out);
     snprintf(r->samples_path, sizeof(r->samples_path), "%s/samples.jsonl", o->out);
     snprintf(r->adapter_path, sizeof(r->adapter_path), "%s/adapter", o->out);
-    r->state = (RunState){0, o->seed ^ 0x5A17ull, o->seed ^ 0xD120ull};
+    snprintf(r->done_path, sizeof(r->done_path), "%s/DONE", o->out);
+    remove_stale_temporaries(o->out, run_files);
+    remove_stale_temporaries(r->adapter_path, adapter_files);
     struct stat sb;
     if (stat(r->ckpt_path, &sb) == 0) {
-        if (checkpoint_load(r, err) || log_truncate(r->log_path, r->state.step, err)) {
+        if (checkpoint_load(r, err)) {
             fprintf(stderr, "error: %s\n", err);
             return 1;
         }
-        printf("resuming %s from step %lld\n", o->out, (long long)r->state.step);
+        char adapter_file[4200];
+        snprintf(adapter_file, sizeof(adapter_file), "%s/adapter_model.safetensors", r->adapter_path);
+        r->done = r->state.step == o->steps && done_matches(r) && stat(adapter_file, &sb) == 0;
     }
-    if (!(r->log = fopen(r->log_path, "a"))) {
+    if (!r->done && unlink(r->done_path) == 0 && sync_parent_dir(r->done_path)) {
+        fprintf(stderr, "error: %s: cannot sync: %s\n", o->out, strerror(errno));
+        return 2;
+    }
+    int cut_log = 0, cut_samples = 0;
+    int64_t keep = r->saved_step < 0 ? 0 : r->saved_step;
+    if (!r->done && (cut_back(r->log_path, keep, keep_log_line, &cut_log, err) ||
+                     cut_back(r->samples_path, keep, keep_sample_line, &cut_samples, err))) {
+        fprintf(stderr, "error: %s\n", err);
+        return 2;
+    }
+    if (r->saved_step > 0)
+        printf("resuming %s from step %lld%s\n", o->out, (long long)r->state.step,
+               cut_log || cut_samples ? " (the log lines after its checkpoint removed)" : "");
+    else if (cut_log || cut_samples)
+        printf("%s: no checkpoint yet: starting over (the %d log line(s) of the earlier try removed)\n", o->out, cut_log);
+    r->post_pending = r->saved_step > 0;
+    if ((r->log_fd = open(r->log_path, O_WRONLY | O_APPEND | O_CREAT, 0644)) < 0) {
         fprintf(stderr, "error: %s: %s\n", r->log_path, strerror(errno));
         return 2;
     }
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     return 0;
 }
 
@@ -433,116 +807,144 @@ void run_print_config(const Run *r, const char *program, const char *frozen) {
 }
 
 // ---------------------------------------------------------------------------------------
-// the steps
-
-int run_next(const Run *r) { return r->state.step < r->o->steps && !stop_requested; }
+// evaluation and samples
 
 // Every `every` steps (0: never) and at the last step.
 static int due(const Run *r, int every) {
     return (every && r->state.step % every == 0) || r->state.step == r->o->steps;
 }
 
-static void evaluate(Run *r) {
+// Evaluates and logs. Returns 0 (done or stopped by a signal), or 2.
+static int evaluate(Run *r) {
     double sum;
     int64_t vt;
-    r->hooks.evaluate(r->hooks.ctx, r->ev, &sum, &vt);
+    if (r->hooks.evaluate(r->hooks.ctx, r->ev, &sum, &vt)) return 0;  // stopped: done again on resume
     double vl = vt ? sum / (double)vt : 0.0;
-    log_line(r->log, "{\"step\": %lld, \"val_loss\": %.6f, \"val_trained\": %lld}", (long long)r->state.step, vl,
-             (long long)vt);
+    ByteBuf line = {0};
+    json_field(&line, "step", "%.0f", (double)r->state.step);
+    json_field(&line, "val_loss", "%.6f", vl);
+    json_field(&line, "val_trained", "%.0f", (double)vt);
     printf("step %5lld | val loss %.4f over %lld trained tokens\n", (long long)r->state.step, vl, (long long)vt);
+    return log_append(r, &line) ? 2 : 0;
 }
 
-// Answers each probe prompt (one per line of the file) as the character would.
-static void write_samples(Run *r) {
+// Answers each probe prompt as the character would, into samples.jsonl. The generator is
+// seeded from the step alone, so that answers done again after a resume are the same.
+// Returns 0 (done or stopped by a signal), or 2.
+static int write_samples(Run *r) {
     const RunOptions *o = r->o;
     char err[ERR_LEN];
-    size_t len;
-    char *text = read_file(o->prompts, &len, err);
-    if (!text) {
-        fprintf(stderr, "warning: %s\n", err);
-        return;
+    int fd = open(r->samples_path, O_WRONLY | O_APPEND | O_CREAT, 0644), rc = 0;
+    if (fd < 0) {
+        fprintf(stderr, "error: %s: %s\n", r->samples_path, strerror(errno));
+        return 2;
     }
-    FILE *f = fopen(r->samples_path, "a");
-    if (!f) {
-        fprintf(stderr, "warning: %s: %s\n", r->samples_path, strerror(errno));
-        free(text);
-        return;
-    }
-    ChatFormat fmt = chat_format_for(&r->tok);
-    for (char *line = text, *end = text + len; line < end;) {
-        char *nl = memchr(line, '\n', (size_t)(end - line));
-        size_t n = nl ? (size_t)(nl - line) : (size_t)(end - line);
-        if (n) {
-            ChatMessage msg = {ROLE_USER, line, n, -1.0};
-            TokenVec ids = {0};
-            ByteBuf mask = {0}, answer = {0};
-            if (chat_encode(&r->tok, fmt, &msg, 1, &ids, &mask, err) == 0) {
-                size_t prompt_len = ids.len;
-                r->hooks.generate(r->hooks.ctx, &ids, o->sample_tokens, r->tok.eos_id, o->temperature, o->top_p,
-                                  &r->state.sample_rng);
-                tokenizer_decode(&r->tok, ids.ids + prompt_len, ids.len - prompt_len, &answer, err);
-                cJSON *j = cJSON_CreateObject();
-                cJSON_AddNumberToObject(j, "step", (double)r->state.step);
-                char *prompt = xmalloc(n + 1);
-                memcpy(prompt, line, n);
-                prompt[n] = '\0';
-                cJSON_AddStringToObject(j, "prompt", prompt);
-                cJSON_AddStringToObject(j, "text", answer.data ? answer.data : "");
-                char *s = cJSON_PrintUnformatted(j);
-                fprintf(f, "%s\n", s);
-                printf("sample: %s\n", s);
-                free(s), free(prompt);
-                cJSON_Delete(j);
-            }
-            tokvec_free(&ids), bytebuf_free(&mask), bytebuf_free(&answer);
+    uint64_t rng = (o->seed ^ 0x5A17ull) + (uint64_t)r->state.step * 0x9E3779B97F4A7C15ull;
+    for (int i = 0; i < r->n_prompts && rc == 0; i++) {
+        TokenVec ids = {0};
+        ByteBuf answer = {0};
+        for (size_t k = 0; k < r->prompts[i].ids.len; k++) tokvec_push(&ids, r->prompts[i].ids.ids[k]);
+        size_t prompt_len = ids.len;
+        if (r->hooks.generate(r->hooks.ctx, &ids, o->sample_tokens, r->tok.eos_id, o->temperature, o->top_p, &rng)) {
+            printf("samples of step %lld stopped by the signal (they are answered again on resume)\n",
+                   (long long)r->state.step);
+            tokvec_free(&ids);
+            break;
         }
-        line += n + 1;
+        if (tokenizer_decode(&r->tok, ids.ids + prompt_len, ids.len - prompt_len, &answer, err)) {
+            fprintf(stderr, "error: %s\n", err);
+            rc = 2;
+        } else {
+            cJSON *j = cJSON_CreateObject();
+            cJSON_AddNumberToObject(j, "step", (double)r->state.step);
+            cJSON_AddStringToObject(j, "prompt", r->prompts[i].text);
+            cJSON_AddStringToObject(j, "text", answer.data ? answer.data : "");
+            char *s = cJSON_PrintUnformatted(j);
+            ByteBuf line = {0};
+            bytebuf_append(&line, s, strlen(s));
+            printf("sample: %s\n", s);
+            if (append_line(fd, r->samples_path, &line, err)) {
+                fprintf(stderr, "error: %s\n", err);
+                rc = 2;
+            }
+            bytebuf_free(&line);
+            free(s);
+            cJSON_Delete(j);
+        }
+        tokvec_free(&ids), bytebuf_free(&answer);
     }
-    fclose(f);
-    free(text);
+    if (fsync(fd) && rc == 0) {  // before the next checkpoint, which covers these lines
+        fprintf(stderr, "error: %s: cannot sync: %s\n", r->samples_path, strerror(errno));
+        rc = 2;
+    }
+    close(fd);
+    return rc;
+}
+
+// The evaluation and samples due after step state.step (the last step's come in
+// run_finish, after the adapter). Skipped once a signal asked to stop: the resumed run does
+// them.
+static int after_step(Run *r) {
+    int rc = 0;
+    if (r->ev && due(r, r->o->eval_every) && !stop_requested) rc = evaluate(r);
+    if (rc == 0 && r->n_prompts && due(r, r->o->sample_every) && !stop_requested) rc = write_samples(r);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------
+// the steps
+
+int run_next(Run *r) {
+    if (r->post_pending && r->state.step < r->o->steps) r->failed = after_step(r);
+    r->post_pending = 0;
+    return !r->failed && !r->done && r->state.step < r->o->steps && !stop_requested;
 }
 
 int run_step_done(Run *r, const RunStep *s) {
     const RunOptions *o = r->o;
     int64_t step = ++r->state.step;
     double tps = s->tokens / s->seconds;
-    ByteBuf json = {0}, console = {0};
-    char num[64];
+    ByteBuf line = {0}, console = {0};
+    json_field(&line, "step", "%.0f", (double)step);
+    json_field(&line, "loss", "%.6f", s->loss);
+    json_field(&line, "lr", "%.6e", s->lr);
+    json_field(&line, "grad_norm", "%.6f", s->grad_norm);
+    json_field(&line, "trained", "%.0f", (double)s->trained);
+    json_field(&line, "tokens_per_s", "%.1f", tps);
     for (int i = 0; i < s->n_extra; i++) {
+        char num[64];
+        json_field(&line, s->extra[i].key, s->extra[i].format, s->extra[i].value);
         snprintf(num, sizeof(num), s->extra[i].format, s->extra[i].value);
-        bytebuf_append(&json, ", \"", 3);
-        bytebuf_append(&json, s->extra[i].key, strlen(s->extra[i].key));
-        bytebuf_append(&json, "\": ", 3);
-        bytebuf_append(&json, num, strlen(num));
         bytebuf_append(&console, " | ", 3);
         bytebuf_append(&console, s->extra[i].key, strlen(s->extra[i].key));
         bytebuf_push(&console, ' ');
         bytebuf_append(&console, num, strlen(num));
     }
-    log_line(r->log,
-             "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6f, \"trained\": %lld, "
-             "\"tokens_per_s\": %.1f%s}",
-             (long long)step, s->loss, s->lr, s->grad_norm, (long long)s->trained, tps, json.data ? json.data : "");
     printf("step %5lld/%d | loss %.4f | lr %.3e | grad norm %.3f | %lld trained | %.0f tok/s%s\n", (long long)step,
            o->steps, s->loss, s->lr, s->grad_norm, (long long)s->trained, tps, console.data ? console.data : "");
-    fflush(stdout);
-    bytebuf_free(&json), bytebuf_free(&console);
-    // A run stopped by a signal only writes its checkpoint: evaluating or sampling here
-    // would put lines in the log that an uninterrupted run does not have.
-    if (r->ev && due(r, o->eval_every)) evaluate(r);
-    if (o->prompts && due(r, o->sample_every)) write_samples(r);
-    if (step == o->steps || stop_requested || (o->checkpoint_every && step % o->checkpoint_every == 0)) {
-        char err[ERR_LEN];
-        if (checkpoint_save(r, err)) {
-            fprintf(stderr, "error: %s\n", err);
-            return 2;
-        }
+    bytebuf_free(&console);
+    if (log_append(r, &line)) return 2;
+    if (!isfinite(s->loss) || !isfinite(s->grad_norm)) {
+        char kept[96] = "no checkpoint was written yet";
+        if (r->saved_step > 0) snprintf(kept, sizeof(kept), "the checkpoint of step %lld is kept", (long long)r->saved_step);
+        fprintf(stderr, "error: step %lld: the loss is %g and the gradient norm %g: training diverged; stopped without "
+                        "saving this step (%s); a lower --lr or a --clip may help\n",
+                (long long)step, s->loss, s->grad_norm, kept);
+        return 2;
     }
-    return 0;
+    if (step == o->steps || stop_requested || (o->checkpoint_every && step % o->checkpoint_every == 0)) {
+        int rc = checkpoint_save(r);
+        if (rc) return rc;
+    }
+    return step < o->steps ? after_step(r) : 0;
 }
 
-static int adapter_export(Run *r, char *err) {
-    if (r->hooks.to_host && r->hooks.to_host(r->hooks.ctx, err)) return -1;
+static int adapter_export(Run *r) {
+    char err[ERR_LEN];
+    if (r->hooks.to_host && r->hooks.to_host(r->hooks.ctx, err)) {
+        fprintf(stderr, "error: %s\n", err);
+        return 2;
+    }
     PeftMatrix *mats = xcalloc((size_t)r->n_params + 1, sizeof(PeftMatrix));
     for (int i = 0; i < r->n_params; i++) {
         const RunParam *q = &r->params[i];
@@ -552,15 +954,7 @@ static int adapter_export(Run *r, char *err) {
     PeftSettings s = {o->lora_r, o->rslora, o->lora_alpha, o->lora_dropout, o->model};
     int rc = peft_adapter_write(r->adapter_path, mats, r->n_params, &s, err);
     free(mats);
-    return rc;
-}
-
-int run_finish(Run *r) {
-    if (stop_requested)
-        printf("stopped by signal %d at step %lld; checkpoint written\n", (int)stop_requested, (long long)r->state.step);
-    if (r->state.step < r->o->steps) return 0;
-    char err[ERR_LEN];
-    if (adapter_export(r, err)) {
+    if (rc) {
         fprintf(stderr, "error: %s\n", err);
         return 2;
     }
@@ -568,8 +962,45 @@ int run_finish(Run *r) {
     return 0;
 }
 
+int run_finish(Run *r) {
+    const RunOptions *o = r->o;
+    if (r->failed) return r->failed;
+    if (r->done) {
+        printf("%s finished at step %lld already (DONE): nothing to do; give a larger --steps to go on\n", o->out,
+               (long long)r->state.step);
+        return 0;
+    }
+    int rc = 0;
+    if (r->state.step == o->steps) {  // the checkpoint of the last step is written
+        if ((rc = adapter_export(r))) return rc;
+        if (r->ev && !stop_requested) rc = evaluate(r);
+        if (rc == 0 && r->n_prompts && !stop_requested) rc = write_samples(r);
+        if (rc) return rc;
+        if (!stop_requested) {
+            char text[96], err[ERR_LEN];
+            snprintf(text, sizeof(text), "{\"step\": %lld, \"checkpoint_crc32\": \"%s\"}\n", (long long)r->state.step,
+                     r->saved_crc);
+            if (write_file_atomically(r->done_path, text, strlen(text), err)) {
+                fprintf(stderr, "error: %s\n", err);
+                return 2;
+            }
+            printf("finished: %s/DONE written\n", o->out);
+            return 0;
+        }
+    }
+    if (r->saved_step != r->state.step && (rc = checkpoint_save(r))) return rc;
+    printf("stopped by signal %d at step %lld; the checkpoint is written: run the same command to go on\n",
+           (int)stop_requested, (long long)r->state.step);
+    return 128 + stop_requested;
+}
+
 void run_close(Run *r) {
-    if (r->log) fclose(r->log);
+    if (!r->o) return;  // never opened
+    if (r->log_fd >= 0) close(r->log_fd);
+    if (r->lock_fd >= 0) close(r->lock_fd);
+    for (int i = 0; i < r->n_prompts; i++) free(r->prompts[i].text), tokvec_free(&r->prompts[i].ids);
+    free(r->prompts);
+    free(r->settings);
     if (r->ev) evalloader_close(r->ev);
     if (r->dl) dataloader_close(r->dl);
     if (r->tok.kind) tokenizer_free(&r->tok);

@@ -8,9 +8,10 @@
  *
  *   RunOptions o;                          the shared flags, plus the driver's own (RunFlag)
  *   run_parse_args(&o, &program, argc, argv);
+ *   ... load the model ...
  *   Run run;
- *   run_open(&run, &o);                    config.json, tokenizer, shards, data loaders
- *   ... load the model, add LoRA, describe each LoRA matrix (run_lora_param) ...
+ *   run_open(&run, &o);                    every input checked; the data loaders
+ *   ... add LoRA to the model, describe each LoRA matrix (run_lora_param) ...
  *   run_start(&run, params, n, &hooks);    run directory; resumes from its checkpoint
  *   run_print_config(&run, ...);
  *   while (run_next(&run)) {               until the last step, or SIGINT/SIGTERM
@@ -20,26 +21,49 @@
  *   rc = rc ? rc : run_finish(&run);       the adapter; the exit status
  *   run_close(&run);
  *
- * The parameters are host arrays (RunParam: name, size, weights, AdamW moments). The CPU
- * driver points them at its model; the GPU driver keeps host mirrors and copies the device
- * state into them in hooks.to_host, which the module calls before it saves a checkpoint or
- * exports the adapter. Model work the module schedules (evaluation, probe answers) goes
- * through RunHooks.
+ * run_open reads the model's config.json itself, so a driver with a long model load may call
+ * it first, to refuse bad data in seconds. The parameters are host arrays (RunParam: name,
+ * size, weights, AdamW moments). The CPU driver points them at its model; the GPU driver
+ * keeps host mirrors and copies the device state into them in hooks.to_host, which the
+ * module calls before it saves a checkpoint or exports the adapter. Model work the module
+ * schedules (evaluation, probe answers) goes through RunHooks.
  *
- * The run directory:
+ * The run directory (every file written through a temporary name and a rename, fsynced):
  *   log.jsonl                 {"step", "loss", "lr", "grad_norm", "trained", "tokens_per_s", and
  *                             the driver's extra fields} per step, {"step", "val_loss",
- *                             "val_trained"} per evaluation
+ *                             "val_trained"} per evaluation; a value that is not finite is null
  *   samples.jsonl             {"step", "prompt", "text"} for each probe prompt
  *   checkpoint.safetensors    every RunParam (NAME, NAME.adam_m, NAME.adam_v, F32), the data
- *                             loader's state (run.dataloader, U8), [step, sample_rng,
- *                             dropout_rng] (run.scalars, I64); metadata: "format", "settings"
- *                             (what must not change on resume) and a CRC32 of every tensor
+ *                             loader's state (run.dataloader, U8), [step, dropout_rng]
+ *                             (run.scalars, I64); metadata: "format" (persona.c checkpoint v2),
+ *                             "settings" (what must not change on resume, flag -> value) and a
+ *                             CRC32 of every tensor
  *   adapter/                  the adapter in PEFT's format, written at the end
- * A run directory with a checkpoint is resumed by either trainer: the log is cut back to the
- * checkpoint's step and training continues exactly as if it had never stopped (same
- * batches, same numbers). SIGINT and SIGTERM finish the current step, write a checkpoint
- * and stop.
+ *   DONE                      {"step", "checkpoint_crc32"}: the run finished; written last
+ * A checkpoint at step s is taken right after step s's update, before that step's evaluation
+ * and samples, whenever one is due (every --checkpoint-every steps, the last step, a stop).
+ *
+ * Resuming. A run directory is resumed by either trainer. The log is cut back to what the
+ * checkpoint covers (the step lines up to s; nothing at all when there is no checkpoint),
+ * samples.jsonl likewise, and the evaluation and samples due at step s are done again, so
+ * that a run stopped at any moment (SIGINT, kill -9, power loss) and resumed writes the same
+ * log, checkpoint and adapter as one that never stopped. The settings that shape the
+ * numbers may not change: --model (its architecture), --train (the shards), --seq-len,
+ * --batch, --grad-accum, --lr, --schedule, --warmup, --weight-decay, --clip, --lora-r,
+ * --lora-alpha, --rslora, --lora-dropout, --lora-targets, --seed, --no-nf4; a change is
+ * refused naming the flag, the checkpoint's value and the new one. Everything else may:
+ * --steps (to extend a run; the schedule is then that of the new length from here on),
+ * --val, --eval-every, --checkpoint-every, --prompts, --sample-every, --sample-tokens,
+ * --temperature, --top-p and each driver's own flags (threads, kernels).
+ *
+ * Stopping. SIGINT or SIGTERM stops the run promptly: the step in progress finishes and is
+ * saved; an evaluation or probe answers in progress are abandoned (the resumed run does them
+ * again); a second signal ends the process at once (the files are whole either way). The
+ * last step writes its checkpoint, then the adapter, then evaluates and answers the probes,
+ * then DONE. Exit status: 0 for a finished run, 128 + the signal (130, 143) for a run
+ * stopped by one (resumable), 1 for bad input, 2 for a runtime failure; a loss or a
+ * gradient norm that is not finite stops the run with status 2 and keeps the last good
+ * checkpoint.
  */
 #ifndef PERSONA_RUN_H
 #define PERSONA_RUN_H
@@ -94,6 +118,9 @@ typedef struct {
     const char *name, *summary;
     const RunFlag *flags;
     int n_flags;
+    // One of the program's own switches (its dest), or NULL: when it is set, nothing is
+    // trained, so --train and --out are not required (train_gpu --dry-run).
+    const int *plans_only;
 } RunProgram;
 
 // Fills o with the defaults, then parses argv: the shared flags into o, the program's own
@@ -125,10 +152,12 @@ RunParam run_lora_param(int layer, int proj, int is_b, int r, int in, int out, f
 typedef struct {
     void *ctx;
     // The summed loss over every trained target of the validation loader's batches (rewound
-    // first) into *loss_sum, their number into *trained. Returns 0.
+    // first) into *loss_sum, their number into *trained. Returns 0, or -1 when it stopped
+    // early because run_stop_signal() became set (checked between batches).
     int (*evaluate)(void *ctx, EvalLoader *ev, double *loss_sum, int64_t *trained);
     // Appends up to max_new tokens to ids (which holds a prompt), stopping after eos_id;
-    // sampling as generate.h says. Returns 0.
+    // sampling as generate.h says. Returns 0, or -1 when a signal stopped it (checked
+    // between tokens).
     int (*generate)(void *ctx, TokenVec *ids, int max_new, int32_t eos_id, float temperature, float top_p,
                     uint64_t *rng);
     // Brings the LoRA weights and AdamW moments into the RunParam arrays (the GPU driver's
@@ -138,7 +167,6 @@ typedef struct {
 
 typedef struct {
     int64_t step;          // optimizer steps done
-    uint64_t sample_rng;   // the probe answers' generator
     uint64_t dropout_rng;  // LoRA dropout's generator: the driver's model draws from it and
                            // stores it back here after each step
 } RunState;
@@ -160,46 +188,67 @@ typedef struct {
     int n_extra;
 } RunStep;
 
+// A probe prompt, read and encoded when the run opens.
+typedef struct {
+    char *text;    // the line, NUL-terminated
+    TokenVec ids;  // chat-encoded: the user turn, ready for the answer
+} RunPrompt;
+
 typedef struct {
     const RunOptions *o;
     ModelConfig config;       // --model's config.json
     Tokenizer tok;            // --tokenizer, when given (tok.kind != 0)
-    uint64_t fingerprint;     // of --tokenizer; 0 = any
+    uint64_t fingerprint;     // the shards' tokenizer; 0 = not known
     Dataloader *dl;           // the training batches
     EvalLoader *ev;           // the validation batches; NULL without --val
+    RunPrompt *prompts;       // --prompts
+    int n_prompts;
     RunParam *params;         // the driver's
     int n_params;
     RunHooks hooks;
     RunState state;
-    FILE *log;
-    char settings[512];
-    char ckpt_path[4096], log_path[4096], samples_path[4096], adapter_path[4096];
+    int64_t saved_step;       // the step of the checkpoint on disk; -1 = none
+    char saved_crc[16];       // and its CRC32
+    int post_pending;         // the evaluation and samples of state.step are still to do
+    int done;                 // DONE was found: the run finished before this process started
+    int failed;               // the exit status of a failure in run_next, or 0
+    int lock_fd, log_fd;
+    char *settings;           // what a resume must agree on (JSON, flag -> value)
+    char ckpt_path[4096], log_path[4096], samples_path[4096], adapter_path[4096], done_path[4096];
 } Run;
 
-// Reads --model's config.json and --tokenizer, checks every shard (fingerprint, a
-// vocabulary within the model's embeddings) and opens the data loaders. Returns 0, or 1
-// (bad input) with one line printed. run_close frees what was opened either way.
+// Checks every input before anything is computed: --model's config.json, --tokenizer (its
+// vocabulary within the model's embeddings), the model directory's own tokenizer files,
+// every shard (all made with one tokenizer, that of --tokenizer and of the model directory
+// when they have one, a vocabulary within the model's embeddings), --prompts (each line
+// encoded; a prompt and its answer must fit in --seq-len), and that no input is an output.
+// Opens the data loaders. Returns 0, or 1 (bad input) with one line printed. run_close frees
+// what was opened either way.
 int run_open(Run *r, const RunOptions *o);
 
 // Creates or resumes the run directory with the driver's parameters (already initialised:
-// a fresh run starts from them; a resumed one overwrites them from the checkpoint) and
-// installs the SIGINT/SIGTERM handlers. Returns 0, 1 (bad input: a checkpoint that does not
-// fit) or 2, with one line printed.
+// a fresh run starts from them; a resumed one overwrites them from the checkpoint): locks
+// it against a second trainer, removes stale temporaries of ours (each named), cuts the log
+// back (see above), and installs the SIGINT/SIGTERM handlers. Returns 0, 1 (bad input: a
+// checkpoint of other settings, a damaged one) or 2, with one line printed.
 int run_start(Run *r, RunParam *params, int n_params, const RunHooks *hooks);
 
 // The resolved configuration, printed first: the program, the model, LoRA, data, schedule.
 // `frozen` names how the frozen weights are held ("NF4", "float32", ...).
 void run_print_config(const Run *r, const char *program, const char *frozen);
 
-// 1 while steps remain and no signal asked to stop.
-int run_next(const Run *r);
+// 1 while steps remain and no signal asked to stop. (First does what a resumed run still
+// owes its checkpoint's step: the evaluation and samples due there.)
+int run_next(Run *r);
 
-// After a step's update: counts it, logs it, then evaluates, samples and writes a
-// checkpoint when they are due. Returns 0, or 2 (runtime failure) with one line printed.
+// After a step's update: counts it and logs it; refuses a loss or gradient norm that is not
+// finite; writes a checkpoint when one is due; then evaluates and samples when due. Returns
+// 0, or 2 (runtime failure) with one line printed.
 int run_step_done(Run *r, const RunStep *s);
 
-// After the loop: reports a stop by signal, or exports the adapter of a finished run.
-// Returns the exit status.
+// After the loop. For a finished run: the adapter, the final evaluation and samples, DONE.
+// For a stopped one: the checkpoint if the stop came after the last one, and a message.
+// Returns the exit status (0, 128 + signal, or 2).
 int run_finish(Run *r);
 
 void run_close(Run *r);

@@ -335,6 +335,8 @@ int st_write(const char *path, const StWrite *tensors, int n, const char *const 
         if (bad || fsync(fd)) rc = set_error(err, "%s: write failed: %s", tmp, strerror(errno));
         if (close(fd) && rc == 0) rc = set_error(err, "%s: close failed: %s", tmp, strerror(errno));
         if (rc == 0 && rename(tmp, path)) rc = set_error(err, "%s: cannot rename into place: %s", path, strerror(errno));
+        // and the directory entry, so the renamed file survives a crash too
+        if (rc == 0 && sync_parent_dir(path)) rc = set_error(err, "%s: cannot sync its directory: %s", path, strerror(errno));
         if (rc) unlink(tmp);
     }
     free(tmp);
