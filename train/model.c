@@ -226,11 +226,11 @@ static void linear_forward(const Model *m, const Layer *ly, const LayerActs *a, 
     if (l->A) lora_forward(x, a->mask[p], l->A, l->B, y, a->u[p], a->xd[p], T, l->in, m->lora_r, l->out, m->lora_scale);
 }
 
-// dx = dy W (+ the LoRA branch's part), and dA, dB accumulated.
+// dx = dy W (+ the LoRA branch's part), and dA, dB accumulated. dx NULL: dA and dB only.
 static void linear_backward(const Model *m, Layer *ly, const LayerActs *a, int p, const float *x, const float *dy, int T,
                             float *dx, float *scratch) {
     Linear *l = &ly->proj[p];
-    frozen_matmul(dx, l->in, dy, l->out, l, 0, T, l->in, l->out, scratch);
+    if (dx) frozen_matmul(dx, l->in, dy, l->out, l, 0, T, l->in, l->out, scratch);
     if (l->A)
         lora_backward(dy, a->mask[p] ? a->xd[p] : x, a->u[p], a->mask[p], l->A, l->B, l->dA, l->dB, dx, T, l->in,
                       m->lora_r, l->out, m->lora_scale);
@@ -316,6 +316,12 @@ static void step_buffers(Model *m, StepBuffers *s, LayerActs *acts, int T, int b
     buffers_carve(&cv, s, acts, m, T, backward);
 }
 
+// out = a + b over n floats (out may be a): the residual stream's additions.
+static void add(float *out, const float *a, const float *b, size_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t j = 0; j < n; j++) out[j] = a[j] + b[j];
+}
+
 double model_step(Model *m, const ModelInput *b, float grad_scale, int backward, float *logits) {
     const ModelConfig *c = &m->c;
     int T = b->T, H = c->hidden_size, L = c->num_hidden_layers, D = c->head_dim, Hq = c->num_attention_heads,
@@ -323,8 +329,11 @@ double model_step(Model *m, const ModelInput *b, float grad_scale, int backward,
     LayerActs *acts = xcalloc((size_t)L, sizeof(LayerActs));
     StepBuffers s;
     step_buffers(m, &s, acts, T, backward);
-    float *scratch = s.scratch, *x = s.x, *tmp = s.tmp;
-    for (int t = 0; t < T; t++) memcpy(x + (size_t)t * H, m->embed + (size_t)b->tokens[t] * H, (size_t)H * sizeof(float));
+    // the residual stream: layer i reads acts[i].x_in, writes acts[i].x_mid and the next
+    // layer's x_in (after the last layer, x)
+    float *scratch = s.scratch, *x = s.x, *tmp = s.tmp, *x0 = L ? acts[0].x_in : x;
+    size_t TH = (size_t)T * H;
+    for (int t = 0; t < T; t++) memcpy(x0 + (size_t)t * H, m->embed + (size_t)b->tokens[t] * H, (size_t)H * sizeof(float));
 
     for (int i = 0; i < L; i++) {
         Layer *ly = &m->layers[i];
@@ -334,8 +343,7 @@ double model_step(Model *m, const ModelInput *b, float grad_scale, int backward,
             if (m->dropout_masks) m->dropout_masks(m->dropout_masks_ctx, i, p, a->mask[p], T, ly->proj[p].in);
             else lora_dropout_mask(a->mask[p], (size_t)T * ly->proj[p].in, m->lora_dropout, &m->dropout_rng);
         }
-        memcpy(a->x_in, x, (size_t)T * H * sizeof(float));
-        rmsnorm_forward(x, ly->ln1, a->h1, a->rstd1, T, H, c->rms_norm_eps);
+        rmsnorm_forward(a->x_in, ly->ln1, a->h1, a->rstd1, T, H, c->rms_norm_eps);
         linear_forward(m, ly, a, PROJ_Q, a->h1, T, a->q, scratch);
         linear_forward(m, ly, a, PROJ_K, a->h1, T, a->k, scratch);
         linear_forward(m, ly, a, PROJ_V, a->h1, T, a->v, scratch);
@@ -343,14 +351,13 @@ double model_step(Model *m, const ModelInput *b, float grad_scale, int backward,
         rope_apply(a->k, b->positions, T, Hkv, D, c->rope_theta, 1);
         attention_forward(a->q, a->k, a->v, b->seg, T, Hq, Hkv, D, c->sliding_window, a->att, a->lse);
         linear_forward(m, ly, a, PROJ_O, a->att, T, tmp, scratch);
-        for (size_t j = 0; j < (size_t)T * H; j++) x[j] += tmp[j];
-        memcpy(a->x_mid, x, (size_t)T * H * sizeof(float));
-        rmsnorm_forward(x, ly->ln2, a->h2, a->rstd2, T, H, c->rms_norm_eps);
+        add(a->x_mid, a->x_in, tmp, TH);
+        rmsnorm_forward(a->x_mid, ly->ln2, a->h2, a->rstd2, T, H, c->rms_norm_eps);
         linear_forward(m, ly, a, PROJ_GATE, a->h2, T, a->g, scratch);
         linear_forward(m, ly, a, PROJ_UP, a->h2, T, a->up, scratch);
         swiglu_forward(a->g, a->up, a->act, (size_t)T * I);
         linear_forward(m, ly, a, PROJ_DOWN, a->act, T, tmp, scratch);
-        for (size_t j = 0; j < (size_t)T * H; j++) x[j] += tmp[j];
+        add(i + 1 < L ? acts[i + 1].x_in : x, a->x_mid, tmp, TH);
     }
 
     float *hf = s.hf, *rstdf = s.rstdf, *dh = s.dh;
@@ -371,22 +378,28 @@ double model_step(Model *m, const ModelInput *b, float grad_scale, int backward,
             float *dh2 = tmp;
             linear_backward(m, ly, a, PROJ_UP, a->h2, d1, T, dh2, scratch);
             linear_backward(m, ly, a, PROJ_GATE, a->h2, d2, T, d1, scratch);
-            for (size_t j = 0; j < (size_t)T * H; j++) dh2[j] += d1[j];
+            add(dh2, dh2, d1, TH);
             rmsnorm_backward(a->x_mid, ly->ln2, a->rstd2, dh2, d1, T, H);
-            for (size_t j = 0; j < (size_t)T * H; j++) dx[j] += d1[j];
+            add(dx, dx, d1, TH);
             // attention: x_mid = x_in + o(attention(rope(q(h1)), rope(k(h1)), v(h1)))
             linear_backward(m, ly, a, PROJ_O, a->att, dx, T, d2, scratch);
             attention_backward(a->q, a->k, a->v, a->att, d2, a->lse, b->seg, T, Hq, Hkv, D, c->sliding_window, dq, dk, dv);
             rope_apply(dq, b->positions, T, Hq, D, c->rope_theta, -1);
             rope_apply(dk, b->positions, T, Hkv, D, c->rope_theta, -1);
+            if (i == 0) {  // the embeddings are frozen: below here only LoRA's gradients are wanted
+                linear_backward(m, ly, a, PROJ_Q, a->h1, dq, T, NULL, scratch);
+                linear_backward(m, ly, a, PROJ_K, a->h1, dk, T, NULL, scratch);
+                linear_backward(m, ly, a, PROJ_V, a->h1, dv, T, NULL, scratch);
+                break;
+            }
             float *dh1 = tmp;
             linear_backward(m, ly, a, PROJ_Q, a->h1, dq, T, dh1, scratch);
             linear_backward(m, ly, a, PROJ_K, a->h1, dk, T, d1, scratch);
-            for (size_t j = 0; j < (size_t)T * H; j++) dh1[j] += d1[j];
+            add(dh1, dh1, d1, TH);
             linear_backward(m, ly, a, PROJ_V, a->h1, dv, T, d1, scratch);
-            for (size_t j = 0; j < (size_t)T * H; j++) dh1[j] += d1[j];
+            add(dh1, dh1, d1, TH);
             rmsnorm_backward(a->x_in, ly->ln1, a->rstd1, dh1, d1, T, H);
-            for (size_t j = 0; j < (size_t)T * H; j++) dx[j] += d1[j];
+            add(dx, dx, d1, TH);
         }
     }
     free(acts);
