@@ -45,18 +45,18 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tokenizer_reference import read_input, split_lines  # the same input rules as ./tokenize
 
 
-def gguf_metadata(path):
+def gguf_metadata(path, reader=None):
     """The GGUF's tokenizer.* metadata and general.architecture as Python values, read by the
-    gguf package's reader."""
+    gguf package's reader (reader: one already open on path)."""
     from gguf import GGUFReader
-    r = GGUFReader(path)
+    r = reader or GGUFReader(path)
 
     def value(key):
         f = r.fields[key]
         if f.types[0] == 9:  # an array
             if f.types[1] == 8:
                 return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
-            return [int(f.parts[i][0]) for i in f.data]
+            return [f.parts[i][0].item() for i in f.data]  # ints, or floats (scores)
         if f.types[0] == 8:
             return bytes(f.parts[f.data[0]]).decode("utf-8")
         return f.parts[f.data[0]][0].item()

@@ -6,7 +6,9 @@
 # harness checks is what ptxas accepts); and the 2-rank collective test builds against the
 # real NCCL and Open MPI. The PTX must also contain the instructions the code exists for,
 # so that a change that silently falls off them fails here: each wrapper of kernels/ptx.cuh,
-# and the 16-byte packed loads and stores of the memory-bound kernels. Compiling is not
+# and the 16-byte packed loads and stores of the memory-bound kernels. Every kernel of the
+# programs declares __launch_bounds__ (what makes the harness's launch check cover the
+# register file too). Compiling is not
 # running: this checks the build only (see README, "What is verified where").
 set -u
 cd "$(dirname "$0")/.."
@@ -43,13 +45,16 @@ no_local_memory() {
     done
 }
 
-# sm_90_ptx NAME SRC: $tmp/NAME.ptx, or a FAIL line and status 1.
+# sm_90_ptx NAME SRC: $tmp/NAME.ptx, or a FAIL line and status 1 (each source is compiled
+# once, however many checks read its PTX).
 sm_90_ptx() {
-    if ! "$NVCC" -std=c++17 -O3 -ptx -arch=sm_90 -o "$tmp/$1.ptx" "$2" >"$tmp/log" 2>&1; then
+    local cached="$tmp/source_$(basename "$2" .cu).ptx"
+    if [ ! -f "$cached" ] && ! "$NVCC" -std=c++17 -O3 -ptx -arch=sm_90 -o "$cached" "$2" >"$tmp/log" 2>&1; then
         echo "FAIL ptx_${1}"
         sed 's/^/  /' "$tmp/log" | head -20
         return 1
     fi
+    cp "$cached" "$tmp/$1.ptx"
 }
 
 # ptx_contains NAME SRC INSTRUCTION...: the sm_90 PTX of SRC has each instruction.
@@ -85,11 +90,28 @@ ptx_kernels_lack() {
         echo "FAIL ptx_${name}"; printf '%s\n' "$found" | head -10 | sed 's/^/  /'; fi
 }
 
+# every_kernel_bounded NAME SRC: every kernel of the sm_90 PTX of SRC declares its
+# __launch_bounds__ (.maxntid). ptxas then keeps registers x threads within the register
+# file for any block up to that size, and the harness refuses bigger blocks at launch
+# (test/cuda_host/README.md), so no launch the harness allows can fail for registers.
+every_kernel_bounded() {
+    sm_90_ptx "$1" "$2" || return
+    local unbounded
+    unbounded=$(awk '
+        /^[.a-z ]*\.entry / { fn = $0; sub(/.*\.entry[ \t]+/, "", fn); sub(/\(.*/, "", fn); bounded = 0; next }
+        fn != "" && /\.maxntid/ { bounded = 1 }
+        fn != "" && /^[ \t]*\{/ { if (!bounded) print fn; fn = "" }
+    ' "$tmp/$1.ptx")
+    if [ -z "$unbounded" ]; then echo "PASS ptx_${1}_kernels_have_launch_bounds"; else
+        echo "FAIL ptx_${1}_kernels_have_launch_bounds"; printf '  no __launch_bounds__: %s\n' $unbounded | head -10; fi
+}
+
 for src in kernels/bench/*.cu; do
     name=$(basename "$src" .cu)
     if make -s -B "$name" >"$tmp/log" 2>&1; then echo "PASS nvcc_build_${name}_sm80_sm90"; else
         echo "FAIL nvcc_build_${name}_sm80_sm90"; sed 's/^/  /' "$tmp/log" | head -20; continue; fi
     no_local_memory "$name" "$src"
+    every_kernel_bounded "$name" "$src"
 done
 # train_gpu, the trainer (its kernels come in through train/model_gpu.cuh; the harness runs
 # the same source in test_train_gpu.sh)
