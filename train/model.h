@@ -60,6 +60,8 @@ typedef struct {
     // for projection proj of layer `layer`.
     void (*dropout_masks)(void *ctx, int layer, int proj, float *mask, int T, int in);
     void *dropout_masks_ctx;
+    float *work;           // model_step's activations and scratch, kept from one call to the next
+    size_t work_floats;    //   (the largest any call needed; freed by model_free)
 } Model;
 
 typedef struct {
@@ -117,7 +119,8 @@ void model_lora_init(Model *m, unsigned targets, int r, float alpha, int rslora,
 // dropout (lora_dropout > 0) is applied, each projection drawing its own mask from
 // dropout_rng as PEFT gives every adapted module its own Dropout. When
 // logits is not NULL it receives the [T, V] logits (tests; the training path never
-// materialises them).
+// materialises them). Its buffers stay allocated in m->work for the next call, so a step
+// does not fault a gigabyte of fresh pages in and out (zeroed by the kernel) each time.
 double model_step(Model *m, const ModelInput *b, float grad_scale, int backward, float *logits);
 
 #endif

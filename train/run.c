@@ -76,7 +76,8 @@ static int shared_flags(RunOptions *o, RunFlag *f) {
         {"--seq-len", "T", FLAG_INT, &o->seq_len, "positions per row (default 512)"},
         {"--batch", "B", FLAG_INT, &o->batch, "rows per micro-batch (default 4)"},
         {"--grad-accum", "N", FLAG_INT, &o->grad_accum, "micro-batches per optimizer step (default 1)"},
-        {"--steps", "N", FLAG_INT, &o->steps, "optimizer steps (default 100); may grow on resume"},
+        {"--steps", "N", FLAG_INT, &o->steps,
+         "optimizer steps (default 100); may grow on resume; 0: no\nstep, only the evaluation and samples of the model as\nit starts (LoRA's B is 0: the base model)"},
         {"--lr", "LR", FLAG_FLOAT, &o->lr, "peak learning rate (default 2e-4)"},
         {"--schedule", "S", FLAG_STRING, &o->schedule, "constant, linear or cosine (default cosine)"},
         {"--warmup", "N", FLAG_INT, &o->warmup, "warmup steps (default 10)"},
@@ -213,7 +214,8 @@ int run_parse_args(RunOptions *o, const RunProgram *p, int argc, char **argv) {
                       : !o->train.n && !(p->plans_only && *p->plans_only) ? "at least one --train shard is required"
                       : !o->out && !(p->plans_only && *p->plans_only) ? "--out is required"
                       : o->seq_len < 2 ? "--seq-len must be at least 2"
-                      : o->batch < 1 || o->grad_accum < 1 || o->steps < 1 ? "--batch, --grad-accum and --steps must be positive"
+                      : o->batch < 1 || o->grad_accum < 1 ? "--batch and --grad-accum must be positive"
+                      : o->steps < 0 ? "--steps must not be negative"
                       : !(o->lr > 0) ? "--lr must be positive"
                       : o->warmup < 0 ? "--warmup must not be negative"
                       : !(o->weight_decay >= 0) || !(o->clip >= 0) ? "--weight-decay and --clip must not be negative"
