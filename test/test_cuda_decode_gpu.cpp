@@ -25,9 +25,7 @@
 #include "cuda_host/cuda_host_testing.h"
 #include "test.h"
 
-extern "C" {
-#include "../train/safetensors.h"
-}
+#include "tiny_gpu_model.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -35,61 +33,11 @@ extern "C" {
 static const int kH = 128, kI = 256, kL = 2, kHeads = 2, kKv = 1, kV = 96, kWindow = 8, kR = 4;
 static char model_dir[256];
 
-static float normal(uint64_t *rng) {
-    double u1 = rng_uniform(rng), u2 = rng_uniform(rng);
-    return (float)(sqrt(-2.0 * log(u1 + 1e-300)) * cos(6.283185307179586 * u2));
-}
-
-static void add_tensor(StList *t, const char *name, int rows, int cols, float mean, float std, uint64_t *rng) {
-    size_t n = (size_t)rows * (cols ? cols : 1);
-    float *x = (float *)xmalloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) x[i] = mean + std * normal(rng);
-    int64_t shape[2] = {rows, cols};
-    st_list_add(t, name, x, cols ? 2 : 1, shape, ST_F32);
-    free(x);
-}
-
-// The tiny model as a Hugging Face directory (weights large enough that attention is far
-// from uniform, so positions, the window and the cache change the result).
+// The tiny model (sizes above) as a Hugging Face directory in a temporary directory.
 static void write_model(void) {
     snprintf(model_dir, sizeof(model_dir), "/tmp/test_cuda_decode_gpu_XXXXXX");
-    if (!mkdtemp(model_dir)) {
-        perror("mkdtemp");
-        exit(2);
-    }
-    StList t = {};
-    uint64_t rng = 9;
-    char name[128], err[ERR_LEN], path[512];
-    add_tensor(&t, "model.embed_tokens.weight", kV, kH, 0.0f, 1.0f, &rng);
-    for (int l = 0; l < kL; l++) {
-        snprintf(name, sizeof(name), "model.layers.%d.input_layernorm.weight", l);
-        add_tensor(&t, name, kH, 0, 1.0f, 0.1f, &rng);
-        snprintf(name, sizeof(name), "model.layers.%d.post_attention_layernorm.weight", l);
-        add_tensor(&t, name, kH, 0, 1.0f, 0.1f, &rng);
-        int rows[N_PROJ] = {kHeads * 64, kKv * 64, kKv * 64, kH, kI, kI, kH};
-        int cols[N_PROJ] = {kH, kH, kH, kHeads * 64, kH, kH, kI};
-        float std[N_PROJ] = {0.125f, 0.125f, 0.1f, 0.1f, 0.08f, 0.08f, 0.06f};
-        for (int p = 0; p < N_PROJ; p++) {
-            snprintf(name, sizeof(name), "model.layers.%d.%s.weight", l, proj_names[p]);
-            add_tensor(&t, name, rows[p], cols[p], 0.0f, std[p], &rng);
-        }
-    }
-    add_tensor(&t, "model.norm.weight", kH, 0, 1.0f, 0.1f, &rng);
-    add_tensor(&t, "lm_head.weight", kV, kH, 0.0f, 0.1f, &rng);
-    snprintf(path, sizeof(path), "%s/model.safetensors", model_dir);
-    if (st_list_write(&t, path, err)) {
-        printf("%s\n", err);
-        exit(2);
-    }
-    st_list_free(&t);
-    snprintf(path, sizeof(path), "%s/config.json", model_dir);
-    FILE *f = fopen(path, "w");
-    fprintf(f,
-            "{\"model_type\": \"mistral\", \"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d,"
-            " \"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": 64, \"vocab_size\": %d,"
-            " \"rope_theta\": 10000.0, \"rms_norm_eps\": 1e-05, \"sliding_window\": %d}\n",
-            kH, kI, kL, kHeads, kKv, kV, kWindow);
-    fclose(f);
+    TinyGpuModel s = {kH, kI, kL, kHeads, kKv, kV, kWindow};
+    tiny_gpu_model_write(model_dir, &s, 9);
 }
 
 static Model cpu;
@@ -111,7 +59,7 @@ static void load_both(void) {
     for (int l = 0; l < kL; l++)
         for (int p = 0; p < N_PROJ; p++) {
             Linear *x = &cpu.layers[l].proj[p];
-            for (int i = 0; i < x->out * kR; i++) x->B[i] = 0.1f * normal(&rng);
+            for (int i = 0; i < x->out * kR; i++) x->B[i] = 0.1f * tiny_normal(&rng);
         }
     gpu_decoder_init(&gpu, &cpu.c, kR, (1u << N_PROJ) - 1, cpu.lora_scale, 2, 256);
     if (gpu_model_load(&gpu.m, model_dir, err)) {
