@@ -178,6 +178,13 @@ mpirun -np 1 "$TWO" "${ARGS[@]}" --batch 2 --out "$tmp/f" >"$tmp/f.np1.out" 2>&1
 rc=$?
 [ $rc -eq 1 ] && grep -q "mpirun -np was '2' for this run and is '1' now" "$tmp/f.np1.out" &&
     echo "PASS mpirun_np1_resume_refused" || echo "FAIL mpirun_np1_resume_refused (status $rc)"
+# LoRA dropout on several ranks: refused in one line, nothing written (each rank would draw
+# the same masks on its own data)
+"${MPIRUN[@]}" "$TWO" "${ARGS[@]}" --batch 2 --lora-dropout 0.1 --out "$tmp/drop" >"$tmp/drop.out" 2>&1
+rc=$?
+[ $rc -eq 1 ] && grep -q -- "--lora-dropout under mpirun with 2 ranks: not supported yet" "$tmp/drop.out" &&
+    [ ! -e "$tmp/drop/log.jsonl" ] && echo "PASS dropout_on_two_ranks_refused" ||
+    { echo "FAIL dropout_on_two_ranks_refused (status $rc)"; tail -3 "$tmp/drop.out"; }
 # 4b. SIGINT to rank 1 alone: both ranks stop after the same step, rank 0 saves it, 130
 start_until 4 "$tmp/f" "$tmp/f2.out" "${MPIRUN[@]}" "$TWO" "${ARGS[@]}" --batch 2
 kill -INT "$(rank_pid "$pid" 1)" 2>/dev/null
