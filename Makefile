@@ -45,7 +45,7 @@ CUDA_PROGRAMS = $(basename $(notdir $(wildcard kernels/bench/*.cu)))
 CUDA_LDLIBS   = -lcublasLt -lcublas
 TESTS = $(patsubst test/%.c,%,$(wildcard test/test_*.c))
 
-.PHONY: all cuda help test test-build test-gpu bench clean venv
+.PHONY: all cuda help test test-build test-gpu bench clean venv fuzz fuzz-build
 # keep the object files of chained rules (make would delete them as intermediates)
 .SECONDARY:
 .DEFAULT_GOAL := all
@@ -65,6 +65,7 @@ help:
 	@echo "  make test         build with -Werror and with ASan+UBSan, run every test, print 'N passed, N failed'"
 	@echo "  make test-gpu     on a machine with a GPU: every CUDA program validates its kernels (--check), no timing"
 	@echo "  make bench        on a machine with a GPU: every CUDA program validates, then times its kernels"
+	@echo "  make fuzz         run every fuzz target (test/fuzz/) for FUZZ_SECONDS=$(FUZZ_SECONDS) seconds each (needs clang)"
 	@echo "  make venv         the Python virtual environment for the reference helpers (requirements.txt)"
 	@echo "  make clean        remove build outputs"
 
@@ -192,6 +193,36 @@ ifneq ($(HAVE_MPI),)
 test-build: build/test/$(MPI_TEST) build/san/$(MPI_TEST)
 endif
 # (end of the MPI block)
+
+# ---------------------------------------------------------------------------------------
+# Fuzzing: one libFuzzer target per parser, test/fuzz/fuzz_NAME.c (test/fuzz/fuzz.h says what
+# they do), built by clang with AddressSanitizer + UBSan against the library compiled for
+# coverage (build/fuzz/). `make fuzz` runs each for FUZZ_SECONDS on its corpus
+# (build/fuzz/corpus/NAME, kept between runs), grown from the seeds scripts/fuzz_seeds.py
+# writes from the test fixtures and from test/fixtures/fuzz/NAME/ (inputs that once failed:
+# each is replayed first). test/test_fuzz.sh, in `make test`, gives each target a few seconds.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS  = $(patsubst test/fuzz/%.c,%,$(wildcard test/fuzz/fuzz_*.c))
+FUZZ_FLAGS    = $(filter-out -O3,$(CFLAGS)) $(SANFLAGS)
+FUZZ_OBJ      = $(patsubst %.c,build/fuzz/obj/%.o,$(LIB_SRC))
+
+build/fuzz/obj/%.o: %.c $(HEADERS) $(wildcard test/fuzz/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+build/fuzz/libpersona.a: $(FUZZ_OBJ)
+	rm -f $@ && ar rcs $@ $^
+# (an archive, so a target links only the objects it uses)
+build/fuzz/fuzz_%: test/fuzz/fuzz_%.c test/fuzz/fuzz.h build/fuzz/obj/test/fuzz/fuzz.o build/fuzz/libpersona.a
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $(filter-out %.h,$^) $(LDLIBS)
+build/fuzz/seeds/.done: scripts/fuzz_seeds.py test/gguf_reference.py prep $(VENV)/.installed $(wildcard test/fixtures/*.*)
+	rm -rf build/fuzz/seeds
+	$(VENV)/bin/python scripts/fuzz_seeds.py build/fuzz/seeds ./prep "$$($(VENV)/bin/python scripts/tokenizer_reference.py data-dir)"
+	touch $@
+
+fuzz-build: $(addprefix build/fuzz/,$(FUZZ_TARGETS)) build/fuzz/seeds/.done
+fuzz: fuzz-build
+	@bash test/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # ---------------------------------------------------------------------------------------
 # Tests. Every test program is built twice: optimised with -Werror (build/test/) and with

@@ -250,6 +250,21 @@ int run_finish(Run *r);
 
 void run_close(Run *r);
 
+// The checkpoint file on its own (run_start and run_step_done go through these; so does the
+// checkpoint reader's fuzz target, which has no whole run).
+// Writes params (weights and AdamW moments), the data loader's state and *state to path
+// (temporary name, rename), with the settings (JSON, flag -> value); crc receives the CRC32
+// it records, as 8 hex digits. Returns 0 or -1 with err.
+int checkpoint_write(const char *path, const RunParam *params, int n, const Dataloader *dl, const RunState *state,
+                     const char *settings, char crc[16], char *err);
+// Reads the checkpoint at path and checks all of it: the format, the settings against this
+// run's (a difference named), every parameter's three tensors by name, type and size, the
+// run state, the CRC32, a step in [1, steps], the data loader's state (restored into dl).
+// Only when all of it checks out are the parameters, *state and crc written. Returns 0 or -1
+// with "path: reason" in err.
+int checkpoint_read(const char *path, const RunParam *params, int n, const char *settings, int steps, Dataloader *dl,
+                    RunState *state, char crc[16], char *err);
+
 // The signal that asked the run to stop (SIGINT, SIGTERM), or 0.
 int run_stop_signal(void);
 
