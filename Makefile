@@ -51,17 +51,17 @@ TESTS = $(patsubst test/%.c,%,$(wildcard test/test_*.c))
 .DEFAULT_GOAL := all
 
 ifneq ($(HAVE_NVCC),)
-all: $(CPU_PROGRAMS) $(CUDA_PROGRAMS)
+all: $(CPU_PROGRAMS) $(CUDA_PROGRAMS) train_gpu
 else
 all: $(CPU_PROGRAMS)
-	@echo "note: nvcc not found on PATH; CUDA programs ($(CUDA_PROGRAMS)) not built"
+	@echo "note: nvcc not found on PATH; CUDA programs (train_gpu $(CUDA_PROGRAMS)) not built"
 endif
 
 help:
 	@echo "persona.c targets:"
 	@echo "  make              build every CPU program, and the CUDA programs when nvcc is on PATH"
 	@echo "  make NAME         one program: $(CPU_PROGRAMS) (each has --help)"
-	@echo "  make cuda         the CUDA programs ($(CUDA_PROGRAMS)) for GENCODE=\"$(GENCODE)\""
+	@echo "  make cuda         the CUDA programs (train_gpu $(CUDA_PROGRAMS)) for GENCODE=\"$(GENCODE)\""
 	@echo "  make test         build with -Werror and with ASan+UBSan, run every test, print 'N passed, N failed'"
 	@echo "  make test-gpu     on a machine with a GPU: every CUDA program validates its kernels (--check), no timing"
 	@echo "  make bench        on a machine with a GPU: every CUDA program validates, then times its kernels"
@@ -87,10 +87,18 @@ build/san/$(1): build/san/obj/$(2:.c=.o) $$(SAN_OBJ)
 endef
 $(foreach m,$(PROGRAM_MAINS),$(eval $(call program_rules,$(basename $(notdir $(m))),$(m))))
 
-cuda: $(CUDA_PROGRAMS)
+cuda: $(CUDA_PROGRAMS) train_gpu
 
 $(CUDA_PROGRAMS): %: kernels/bench/%.cu $(wildcard kernels/*.cuh kernels/bench/*.cuh) $(OBJ)
 	$(NVCC) $(NVFLAGS) -Xcompiler $(OPENMP) -o $@ $< $(OBJ) $(LDLIBS) $(CUDA_LDLIBS)
+
+# train_gpu, the GPU trainer: one CUDA translation unit (its kernels come in through
+# train/model_gpu.cuh) linked with the CPU library (the shared run logic, loaders, data).
+# The same source is also built for the host with the CUDA-on-CPU harness (build/test/ and
+# build/san/, below), which is how `make test` runs it without a GPU.
+TRAIN_GPU_DEPS = train/train_gpu.cu $(wildcard kernels/*.cuh train/*.cuh) $(HEADERS)
+train_gpu: $(TRAIN_GPU_DEPS) $(OBJ)
+	$(NVCC) $(NVFLAGS) -Xcompiler $(OPENMP) -o $@ train/train_gpu.cu $(OBJ) $(LDLIBS) $(CUDA_LDLIBS)
 
 # The GPU runs: each program exits non-zero when a kernel disagrees with its CPU reference.
 test-gpu: $(CUDA_PROGRAMS)
@@ -114,7 +122,7 @@ bench: $(CUDA_PROGRAMS)
 # and the NCCL stand-in need MPI and are built by the MPI block below).
 CUDA_HOST_TESTS   = $(filter-out test_cuda_types_nvidia test_cuda_allreduce,$(patsubst test/%.cpp,%,$(wildcard test/test_cuda_*.cpp)))
 CUDA_HOST_SRC     = $(filter-out test/cuda_host/nccl_mpi.cpp,$(wildcard test/cuda_host/*.cpp))
-CUDA_HOST_DEPS    = $(wildcard test/cuda_host/*.h kernels/*.cuh test/test_cuda_*.cu) $(HEADERS)
+CUDA_HOST_DEPS    = $(wildcard test/cuda_host/*.h kernels/*.cuh train/*.cuh test/test_cuda_*.cu) $(HEADERS)
 CUDA_HOST_OBJ     = $(patsubst %.cpp,build/obj/%.o,$(CUDA_HOST_SRC))
 CUDA_HOST_SAN_OBJ = $(patsubst %.cpp,build/san/obj/%.o,$(CUDA_HOST_SRC))
 CUDA_HOST_FLAGS   = -std=c++17 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L
@@ -141,6 +149,19 @@ build/obj/test/test_cuda_types_nvidia.o: test/test_cuda_types_nvidia.cpp test/te
 build/san/obj/test/test_cuda_types_nvidia.o: test/test_cuda_types_nvidia.cpp test/test_cuda_types_nvidia.h
 	@mkdir -p $(dir $@)
 	$(CXX) $(SANFLAGS) $(CUDA_HOST_FLAGS) -fno-weak $(if $(CUDA_INCLUDE),-I$(CUDA_INCLUDE),-DNO_CUDA_TOOLKIT) -c -o $@ $<
+
+build/obj/train/train_gpu_host.o: $(TRAIN_GPU_DEPS) $(CUDA_HOST_DEPS)
+	@mkdir -p $(dir $@)
+	$(CXX) -O2 $(CUDA_HOST_FLAGS) -fno-weak -Itest/cuda_host -x c++ -c -o $@ train/train_gpu.cu
+build/san/obj/train/train_gpu_host.o: $(TRAIN_GPU_DEPS) $(CUDA_HOST_DEPS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) -fno-weak -Itest/cuda_host -x c++ -c -o $@ train/train_gpu.cu
+build/test/train_gpu: build/obj/train/train_gpu_host.o $(CUDA_HOST_OBJ) $(OBJ)
+	@mkdir -p $(dir $@)
+	$(CXX) $(OPENMP) -o $@ $^ $(LDLIBS)
+build/san/train_gpu: build/san/obj/train/train_gpu_host.o $(CUDA_HOST_SAN_OBJ) $(SAN_OBJ)
+	@mkdir -p $(dir $@)
+	$(CXX) $(SANFLAGS) -o $@ $^ $(LDLIBS)
 
 build/test/test_cuda_types: build/obj/test/test_cuda_types_nvidia.o
 build/san/test_cuda_types: build/san/obj/test/test_cuda_types_nvidia.o
@@ -253,10 +274,12 @@ $(VENV)/.installed: requirements.txt
 
 venv: $(VENV)/.installed
 
-test-build: all $(addprefix build/test/,$(TESTS) $(CUDA_HOST_TESTS)) $(addprefix build/san/,$(TESTS) $(CUDA_HOST_TESTS) $(CPU_PROGRAMS))
+# (test/make_shards.c is a helper the trainer tests run, not a test itself)
+test-build: all $(addprefix build/test/,$(TESTS) $(CUDA_HOST_TESTS) train_gpu) \
+            $(addprefix build/san/,$(TESTS) $(CUDA_HOST_TESTS) $(CPU_PROGRAMS) train_gpu make_shards)
 
 test: test-build venv
 	@bash test/run.sh $(addprefix build/san/,$(TESTS) $(CUDA_HOST_TESTS)) test/test_*.sh
 
 clean:
-	rm -rf build $(CPU_PROGRAMS) $(CUDA_PROGRAMS)
+	rm -rf build $(CPU_PROGRAMS) $(CUDA_PROGRAMS) train_gpu

@@ -80,7 +80,7 @@ static int pack(const Shard *shards, Cursor *cur, Batch *b, NextConversation nex
     for (int row = 0; row < b->B; row++) {
         size_t base = (size_t)row * (size_t)b->T;
         int t = 0;
-        int32_t segment = 0;
+        int32_t segment = row * b->T;  // distinct across rows: see dataloader.h
         while (t < b->T && !out_of_data) {
             if (cur->shard < 0) {
                 if (next(loader, &cur->shard, &cur->conv)) {
@@ -107,7 +107,7 @@ static int pack(const Shard *shards, Cursor *cur, Batch *b, NextConversation nex
         for (; t < b->T; t++) {
             b->inputs[base + t] = b->targets[base + t] = b->positions[base + t] = 0;
             b->weights[base + t] = 0.0f;
-            b->segments[base + t] = -1;
+            b->segments[base + t] = -1 - row;
         }
     }
     return out_of_data;

@@ -7,10 +7,14 @@
  * weight mask[i+1], never a pair that crosses into another conversation. A conversation
  * that does not fit in what is left of the row is cut there; its remainder starts the next
  * row (and so on, for conversations longer than T). Every piece is one *segment*: the
- * positions restart at 0 and the segment id (0, 1, 2, ... within the row) tells attention
+ * positions restart at 0 and the segment id (numbered in order within the row) tells attention
  * to stay inside it. Restarting the positions of a remainder, as mistral-finetune does,
  * changes nothing a model computes: RoPE scores depend only on position differences, and
- * the remainder cannot attend to the piece before it anyway. A piece none of whose targets
+ * the remainder cannot attend to the piece before it anyway. Segment ids are distinct
+ * across the rows of a batch (row r numbers its segments from r·T, and its padding is
+ * -1 - r), so a model may run the B rows as one sequence of B·T tokens, every product over
+ * all of them at once, and attention (which never crosses a segment) still stays inside
+ * each row, as if the rows ran one by one. A piece none of whose targets
  * is trained is skipped without taking room (mistral-finetune skips such pieces too), so
  * every row carries at least one trained target and no compute goes to rows without loss.
  *
@@ -51,7 +55,7 @@ typedef struct {
     int32_t *targets;    // the next token of the same conversation; 0 on padding
     float *weights;      // loss weight of the target: its mask (0 or 1); 0 on padding
     int32_t *positions;  // RoPE position, 0 at the start of each segment; 0 on padding
-    int32_t *segments;   // segment id within the row, 0, 1, ...; -1 on padding
+    int32_t *segments;   // segment id: row r's are r·T, r·T + 1, ...; its padding -1 - r
     int64_t n_trained;   // number of positions with weight > 0
     int rows;            // rows holding data (B, except for the last evaluation batches)
 } Batch;

@@ -21,17 +21,19 @@
  *
  * Global norm: sum over n_tensors gradient tensors of g², a fixed-shape two-pass reduction
  * with no atomics, so the same bits on every run (and on every GPU):
- *   pass 1: GRAD_NORM_BLOCKS blocks; block b owns the slice [b·chunk, (b+1)·chunk) of the
- *           tensors' concatenation (chunk = ceil(total / GRAD_NORM_BLOCKS)); each thread
- *           sums its elements' squares in double, the block adds the threads' sums with
- *           block_sum (fp32, an order fixed by the block size) into partial[b];
- *   pass 2: one block adds the GRAD_NORM_BLOCKS partials the same way into *norm_squared.
+ *   pass 1: B = min(GRAD_NORM_BLOCKS, ceil(total / (4·GRAD_NORM_THREADS))) blocks (at
+ *           least 4 elements a thread, a number that depends on the total size only);
+ *           block b owns the slice [b·chunk, (b+1)·chunk) of the tensors' concatenation
+ *           (chunk = ceil(total / B)); each thread sums its elements' squares in double,
+ *           the block adds the threads' sums with block_sum (fp32, an order fixed by the
+ *           block size) into partial[b];
+ *   pass 2: one block adds the B partials the same way into *norm_squared.
  * The order of every addition depends only on the tensor sizes, never on timing.
  *
  * Memory: AdamW reads p, g, m, v and writes p, m, v (28 bytes per parameter, each touched
- * once), as 16-byte float4 packs when the length is a multiple of 4 and every pointer is
- * 16-byte aligned, else as single floats. The norm reads each gradient once (4 bytes per
- * parameter) plus the tensor table.
+ * once; 30 with the bf16 copy), as 16-byte float4 packs when the length is a multiple of 4
+ * and every pointer is 16-byte aligned, else as single floats. The norm reads each gradient
+ * once (4 bytes per parameter) plus the tensor table.
  */
 #ifndef PERSONA_ADAMW_CUH
 #define PERSONA_ADAMW_CUH
@@ -43,8 +45,9 @@
 
 #define ADAMW_THREADS 256
 #define GRAD_NORM_THREADS 256
-// Fixed, not derived from the device, so that the result's bits do not depend on the GPU:
-// 1024 blocks of 256 threads nearly fill an H100 (132 SMs x 2048 threads).
+// At most this many blocks; their number depends on the size, never on the device, so that
+// the result's bits do not depend on the GPU: 1024 blocks of 256 threads nearly fill an
+// H100 (132 SMs x 2048 threads).
 #define GRAD_NORM_BLOCKS 1024
 
 // V consecutive floats, moved as one aligned load or store (16 bytes for V = 4).
@@ -60,7 +63,8 @@ struct AdamWScalars {
 
 template <int V>
 __global__ void __launch_bounds__(ADAMW_THREADS)
-    adamw_kernel(float *param, const float *grad, float *m, float *v, size_t packs, AdamWScalars s) {
+    adamw_kernel(float *param, const float *grad, float *m, float *v, __nv_bfloat16 *param_bf16, size_t packs,
+                 AdamWScalars s) {
     typedef FloatPack<V> Pack;
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= packs) return;
@@ -74,13 +78,17 @@ __global__ void __launch_bounds__(ADAMW_THREADS)
         p.v[k] -= s.step_size * (mp.v[k] / denom);
     }
     ((Pack *)param)[i] = p, ((Pack *)m)[i] = mp, ((Pack *)v)[i] = vp;
+    if (param_bf16)
+        for (int k = 0; k < V; k++) param_bf16[i * V + k] = __float2bfloat16(p.v[k]);
 }
 
 // One AdamW step (step is 1-based) on n fp32 parameters with their gradients (scaled by
 // grad_scale first) and moments m, v, all device buffers of n floats; param, m, v updated.
+// param_bf16, when given (n bf16), receives the updated parameters rounded to nearest-even:
+// the bf16 copies that mixed-precision products read, refreshed in the same pass.
 inline void adamw_update(float *param, const float *grad, float *m, float *v, size_t n, int step, float lr,
                          float beta1, float beta2, float eps, float weight_decay, float grad_scale,
-                         cudaStream_t stream) {
+                         cudaStream_t stream, __nv_bfloat16 *param_bf16 = NULL) {
     if (n == 0) return;
     double bc1 = 1.0 - pow(beta1, step), bc2 = 1.0 - pow(beta2, step);
     AdamWScalars s;
@@ -93,9 +101,9 @@ inline void adamw_update(float *param, const float *grad, float *m, float *v, si
     size_t packs = packed ? n / 4 : n;
     unsigned blocks = (unsigned)CEIL_DIV(packs, (size_t)ADAMW_THREADS);
     if (packed)
-        LAUNCH(adamw_kernel<4>, blocks, ADAMW_THREADS, 0, stream, param, grad, m, v, packs, s);
+        LAUNCH(adamw_kernel<4>, blocks, ADAMW_THREADS, 0, stream, param, grad, m, v, param_bf16, packs, s);
     else
-        LAUNCH(adamw_kernel<1>, blocks, ADAMW_THREADS, 0, stream, param, grad, m, v, packs, s);
+        LAUNCH(adamw_kernel<1>, blocks, ADAMW_THREADS, 0, stream, param, grad, m, v, param_bf16, packs, s);
 }
 
 // Pass 1. tensors[t] is the t-th gradient tensor; offsets[t] its first element's index in
@@ -132,13 +140,15 @@ __global__ void __launch_bounds__(GRAD_NORM_THREADS)
 }
 
 // The squared global L2 norm of n_tensors gradient tensors into *norm_squared (one device
-// float). tensors, offsets: device arrays as grad_norm_partial_kernel describes; partial:
-// device scratch of GRAD_NORM_BLOCKS floats.
+// float). tensors, offsets: device arrays as grad_norm_partial_kernel describes; total: the
+// tensors' elements (offsets[n_tensors], which the host knows); partial: device scratch of
+// GRAD_NORM_BLOCKS floats.
 inline void grad_norm_squared(float *norm_squared, float *partial, const float *const *tensors,
-                              const size_t *offsets, int n_tensors, cudaStream_t stream) {
-    LAUNCH(grad_norm_partial_kernel, GRAD_NORM_BLOCKS, GRAD_NORM_THREADS, 0, stream, partial, tensors, offsets,
-           n_tensors);
-    LAUNCH(grad_norm_final_kernel, 1, GRAD_NORM_THREADS, 0, stream, norm_squared, partial, GRAD_NORM_BLOCKS);
+                              const size_t *offsets, int n_tensors, size_t total, cudaStream_t stream) {
+    size_t want = CEIL_DIV(total, (size_t)4 * GRAD_NORM_THREADS);
+    int blocks = want < 1 ? 1 : want > GRAD_NORM_BLOCKS ? GRAD_NORM_BLOCKS : (int)want;
+    LAUNCH(grad_norm_partial_kernel, blocks, GRAD_NORM_THREADS, 0, stream, partial, tensors, offsets, n_tensors);
+    LAUNCH(grad_norm_final_kernel, 1, GRAD_NORM_THREADS, 0, stream, norm_squared, partial, blocks);
 }
 
 // torch's clipping factor for a global norm: scale the gradients by max_norm / (norm + 1e-6)

@@ -615,7 +615,7 @@ static inline double attention_delta_max(const double *abs_s, int n, int D) {
 
 // Exact (double) out and lse of the fp32 inputs, and the bounds above (all [T, Hq, D] /
 // [T, Hq]), for the query rows from first_row on (the others are left as they are).
-static void attention_forward_bounds(double *out, double *lse, double *tol_out, double *tol_lse, const float *q,
+static inline void attention_forward_bounds(double *out, double *lse, double *tol_out, double *tol_lse, const float *q,
                                      const float *k, const float *v, const int32_t *seg, int T, int Hq, int Hkv,
                                      int D, int window, int first_row) {
     double *s = (double *)malloc((size_t)T * sizeof(double)), *abs_s = (double *)malloc((size_t)T * sizeof(double));
@@ -646,7 +646,7 @@ static void attention_forward_bounds(double *out, double *lse, double *tol_out, 
 // Exact (double) dq, dk, dv of the fp32 inputs (out, dout and lse as given), and the bounds
 // above, from the query rows from first_row on: complete for dq rows and dk, dv rows (keys)
 // from first_row on, since key j is seen only by queries i >= j.
-static void attention_backward_bounds(double *dq, double *dk, double *dv, double *tol_dq, double *tol_dk,
+static inline void attention_backward_bounds(double *dq, double *dk, double *dv, double *tol_dq, double *tol_dk,
                                       double *tol_dv, const float *q, const float *k, const float *v,
                                       const float *out, const float *dout, const float *lse, const int32_t *seg,
                                       int T, int Hq, int Hkv, int D, int window, int first_row) {

@@ -8,6 +8,11 @@
  * - DYNAMIC_SHARED(T, name): declares `T *name`, the block's dynamic shared memory (the
  *   launch's smem bytes), 16-byte aligned; the one way kernels get dynamic shared memory.
  * - CEIL_DIV for grid sizes; warp_sum and block_sum, the reductions kernels share.
+ * - device_attribute(a): an attribute of the current device; bf16_peak(): its dense BF16
+ *   tensor-core peak in FLOP/s, SMs x SM clock x FLOPs per clock per SM (4096 on sm_90,
+ *   2048 on sm_80; reference/gpu-targets-and-emulation.md §1.1), 0 where the FLOPs per
+ *   clock are not tabulated: the denominator of the benches' "% of BF16 peak" and of
+ *   train_gpu's MFU.
  * - Bf16Pack<V>: V consecutive bf16 moved as one aligned load or store (V = 8: 16 bytes, the
  *   widest a thread can move at once, which memory-bound kernels need to reach the DRAM
  *   peak); aligned16(p) says whether p may be accessed in such packs.
@@ -61,6 +66,21 @@ static inline void cuda_check_at(cudaError_t e, const char *call, const char *fi
     extern __shared__ __align__(16) unsigned char name##_dynamic_shared_[]; \
     T *name = (T *)name##_dynamic_shared_
 #endif
+
+static inline int device_attribute(cudaDeviceAttr a) {
+    int dev = 0, v = 0;
+    cuda_check(cudaGetDevice(&dev));
+    cuda_check(cudaDeviceGetAttribute(&v, a, dev));
+    return v;
+}
+
+static inline double bf16_peak(void) {
+    int major = device_attribute(cudaDevAttrComputeCapabilityMajor);
+    int minor = device_attribute(cudaDevAttrComputeCapabilityMinor);
+    int flops_per_clk = major >= 9 ? 4096 : major == 8 && minor == 0 ? 2048 : 0;
+    return (double)device_attribute(cudaDevAttrMultiProcessorCount) * device_attribute(cudaDevAttrClockRate) * 1e3 *
+           flops_per_clk;
+}
 
 template <int V>
 struct alignas(2 * V) Bf16Pack {

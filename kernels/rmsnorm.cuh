@@ -3,7 +3,7 @@
  * statistics. The CPU reference is train/rmsnorm.c (the norm alone, fp32) after r + x; the
  * error bounds of this kernel against it are at the end of this file.
  *
- * Forward, per row of C (one block of 256 threads per row):
+ * Forward, per row of C (one block per row: 256 threads, fewer for a short row):
  *   h = bf16(r + x)                     the residual stream, rounded as transformers' bf16 add
  *   rstd = rsqrt(mean(float(h)²) + eps) fp32, stored for the backward pass
  *   y = bf16(bf16(h · rstd) · w)        transformers' cast order (reference/mistral.md §4.2,
@@ -18,8 +18,8 @@
  * Memory: each thread works on 16-byte packs of 8 bf16 when C is a multiple of 8 and every
  * pointer is 16-byte aligned, else on single elements. A row is read twice (the second pass
  * re-reads what the same thread read or wrote in the first, from L1/L2), and the row sum
- * goes through block_sum, whose order depends only on the block size, so the results are
- * the same bits on every run.
+ * goes through block_sum, whose order depends only on the block size (set by C), so the
+ * results are the same bits on every run.
  */
 #ifndef PERSONA_RMSNORM_CUH
 #define PERSONA_RMSNORM_CUH
@@ -90,6 +90,13 @@ __global__ void __launch_bounds__(RMSNORM_THREADS)
     }
 }
 
+// The block for a row of `units` packs: RMSNORM_THREADS, or for a shorter row the fewest
+// whole warps that give every thread a pack (idle threads would only wait at the barriers).
+static inline int rmsnorm_threads(int units) {
+    int warps = CEIL_DIV(units, 32);
+    return warps * 32 < RMSNORM_THREADS ? (warps > 0 ? warps : 1) * 32 : RMSNORM_THREADS;
+}
+
 // h: (N, C) or NULL with x NULL; y: (N, C); rstd: (N); r, x: (N, C); w: (C).
 inline void rmsnorm_forward(__nv_bfloat16 *h, __nv_bfloat16 *y, float *rstd, const __nv_bfloat16 *r,
                             const __nv_bfloat16 *x, const __nv_bfloat16 *w, int N, int C, float eps,
@@ -97,9 +104,9 @@ inline void rmsnorm_forward(__nv_bfloat16 *h, __nv_bfloat16 *y, float *rstd, con
     if (N == 0) return;
     bool packed = C % 8 == 0 && aligned16(h) && aligned16(y) && aligned16(r) && aligned16(x) && aligned16(w);
     if (packed)
-        LAUNCH(rmsnorm_forward_kernel<8>, N, RMSNORM_THREADS, 0, stream, h, y, rstd, r, x, w, C, eps);
+        LAUNCH(rmsnorm_forward_kernel<8>, N, rmsnorm_threads(C / 8), 0, stream, h, y, rstd, r, x, w, C, eps);
     else
-        LAUNCH(rmsnorm_forward_kernel<1>, N, RMSNORM_THREADS, 0, stream, h, y, rstd, r, x, w, C, eps);
+        LAUNCH(rmsnorm_forward_kernel<1>, N, rmsnorm_threads(C), 0, stream, h, y, rstd, r, x, w, C, eps);
 }
 
 // dh, dy, dh_in (or NULL), h: (N, C); w: (C); rstd: (N), from the forward pass.
@@ -109,9 +116,9 @@ inline void rmsnorm_backward(__nv_bfloat16 *dh, const __nv_bfloat16 *dy, const _
     if (N == 0) return;
     bool packed = C % 8 == 0 && aligned16(dh) && aligned16(dy) && aligned16(dh_in) && aligned16(h) && aligned16(w);
     if (packed)
-        LAUNCH(rmsnorm_backward_kernel<8>, N, RMSNORM_THREADS, 0, stream, dh, dy, dh_in, h, w, rstd, C);
+        LAUNCH(rmsnorm_backward_kernel<8>, N, rmsnorm_threads(C / 8), 0, stream, dh, dy, dh_in, h, w, rstd, C);
     else
-        LAUNCH(rmsnorm_backward_kernel<1>, N, RMSNORM_THREADS, 0, stream, dh, dy, dh_in, h, w, rstd, C);
+        LAUNCH(rmsnorm_backward_kernel<1>, N, rmsnorm_threads(C), 0, stream, dh, dy, dh_in, h, w, rstd, C);
 }
 
 // ---------------------------------------------------------------------------------------

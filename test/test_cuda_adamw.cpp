@@ -21,6 +21,7 @@
 #include "test.h"
 
 extern "C" {
+#include "../common/half.h"
 #include "../common/util.h"
 #include "../train/adamw.h"
 #include "../train/safetensors.h"
@@ -221,7 +222,7 @@ static void tensors_free(TensorList *l) {
 }
 
 static float kernel_norm_squared(const TensorList &l) {
-    grad_norm_squared(l.out, l.partial, l.dev_table, l.dev_offsets, l.count, 0);
+    grad_norm_squared(l.out, l.partial, l.dev_table, l.dev_offsets, l.count, l.total, 0);
     float got;
     cuda_check(cudaMemcpy(&got, l.out, sizeof(float), cudaMemcpyDeviceToHost));
     return got;
@@ -374,11 +375,42 @@ TEST(bits_do_not_depend_on_the_schedule) {
     tensors_free(&l);
 }
 
+// The bf16 copy written in the same pass is the updated fp32 parameter rounded to nearest-
+// even (common/half.h, bit-exact with CUDA's conversion), on both the packed and the
+// element path (a length of 4k + 3 and an odd offset take the latter).
+TEST(adamw_refreshes_bf16_copy) {
+    for (int offset = 0; offset < 2; offset++) {
+        size_t n = offset ? 1003 : 1024;
+        uint64_t rng = 99;
+        float *p = (float *)xmalloc(n * sizeof(float)), *g = (float *)xmalloc(n * sizeof(float));
+        random_fill(p, n, &rng, 1.0);
+        random_fill(g, n, &rng, 0.1);
+        float *dp = device_copy(p, n, offset), *dg = device_copy(g, n, offset);
+        float *dm = device_copy(g, n, offset);
+        for (size_t i = 0; i < n; i++) g[i] *= g[i];  // a second moment: non-negative
+        float *dv = device_copy(g, n, offset);
+        __nv_bfloat16 *copy;
+        cuda_check(cudaMalloc(&copy, (n + (size_t)offset) * sizeof(__nv_bfloat16)));
+        adamw_update(dp + offset, dg + offset, dm + offset, dv + offset, n, 3, 1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, 1.0f,
+                     0, copy + offset);
+        uint16_t *bits = (uint16_t *)xmalloc(n * sizeof(uint16_t));
+        cuda_check(cudaMemcpy(p, dp + offset, n * sizeof(float), cudaMemcpyDeviceToHost));
+        cuda_check(cudaMemcpy(bits, copy + offset, n * sizeof(uint16_t), cudaMemcpyDeviceToHost));
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++) bad += bits[i] != f32_to_bf16(p[i]);
+        CHECK_INT(bad, 0);
+        cuda_check(cudaFree(dp)), cuda_check(cudaFree(dg)), cuda_check(cudaFree(dm)), cuda_check(cudaFree(dv));
+        cuda_check(cudaFree(copy));
+        free(p), free(g), free(bits);
+    }
+}
+
 int main(void) {
     RUN(adamw_matches_reference);
     RUN(adamw_matches_torch_fixture);
     RUN(grad_norm_matches_double_sum);
     RUN(clipped_step_matches_reference);
     RUN(bits_do_not_depend_on_the_schedule);
+    RUN(adamw_refreshes_bf16_copy);
     return test_summary();
 }

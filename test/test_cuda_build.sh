@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test/test_cuda_build.sh: the CUDA code compiles with nvcc for sm_80 and sm_90, warnings as
 # errors, and ptxas reports no local memory (no register spills, no stack frames): every
-# program in kernels/bench/ (through the Makefile) and every kernel-only test file
+# program in kernels/bench/ and train_gpu (through the Makefile) and every kernel-only test file
 # test/test_cuda_*_kernels.cu (the kernels the CUDA-on-CPU harness also runs, so what the
 # harness checks is what ptxas accepts); and the 2-rank collective test builds against the
 # real NCCL and Open MPI. The PTX must also contain the instructions the code exists for,
@@ -91,6 +91,11 @@ for src in kernels/bench/*.cu; do
         echo "FAIL nvcc_build_${name}_sm80_sm90"; sed 's/^/  /' "$tmp/log" | head -20; continue; fi
     no_local_memory "$name" "$src"
 done
+# train_gpu, the trainer (its kernels come in through train/model_gpu.cuh; the harness runs
+# the same source in test_train_gpu.sh)
+if make -s -B train_gpu >"$tmp/log" 2>&1; then echo "PASS nvcc_build_train_gpu_sm80_sm90"; else
+    echo "FAIL nvcc_build_train_gpu_sm80_sm90"; sed 's/^/  /' "$tmp/log" | head -20; fi
+no_local_memory train_gpu train/train_gpu.cu
 # kernels/comm.cuh against the real NCCL (shipped with the toolkit) and Open MPI: the 2-rank
 # collective test built by nvcc (the harness runs the same source with NCCL stood in by MPI)
 if ! command -v mpicxx >/dev/null 2>&1; then

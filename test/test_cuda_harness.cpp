@@ -808,6 +808,45 @@ TEST(device_properties_describe_an_h100) {
     CHECK_INT(expect_fault(QUIETLY(cudaGetDeviceProperties(&p, 1)), cudaErrorInvalidDevice, "device 1"), 0);
 }
 
+// cudaMemGetInfo sees the allocations, the peak is the most ever live at once, pinned
+// host memory is host memory that only cudaFreeHost frees, and CUDA_HOST_NO_DEVICE makes
+// a machine without a GPU.
+TEST(memory_accounting_and_pinned_memory) {
+    size_t free0, total, free1, peak0 = cuda_host_peak_allocated();
+    cuda_check(cudaMemGetInfo(&free0, &total));
+    CHECK(total > 79ull << 30 && total <= 80ull << 30);
+    void *a, *b, *h;
+    cuda_check(cudaMalloc(&a, 1000));
+    cuda_check(cudaMalloc(&b, 3000));
+    cuda_check(cudaMemGetInfo(&free1, &total));
+    CHECK_INT(free0 - free1, 4000);
+    CHECK(cuda_host_peak_allocated() >= peak0 && cuda_host_peak_allocated() >= total - free1);
+    size_t peak_with_both = cuda_host_peak_allocated();
+    cuda_check(cudaFree(a));
+    cuda_check(cudaMalloc(&a, 500));  // less than before: the peak stays
+    CHECK_INT(cuda_host_peak_allocated(), peak_with_both);
+    cuda_check(cudaFree(a));
+    cuda_check(cudaFree(b));
+    cuda_check(cudaMemGetInfo(&free1, &total));
+    CHECK_INT(free1, free0);
+    CHECK_INT(QUIETLY(cudaMalloc(&a, total + 1)), cudaErrorMemoryAllocation);
+    cuda_host_clear_fault();
+    cuda_check(cudaMallocHost(&h, 64));
+    CHECK(!cuda_host_is_device(h, 64));
+    memset(h, 1, 64);
+    CHECK_INT(QUIETLY(cudaFreeHost((char *)h + 8)), cudaErrorInvalidValue);
+    cuda_host_clear_fault();
+    cuda_check(cudaFreeHost(h));
+    int count = -1;
+    setenv("CUDA_HOST_NO_DEVICE", "1", 1);
+    CHECK_INT(cudaGetDeviceCount(&count), cudaErrorNoDevice);
+    CHECK_INT(count, 0);
+    CHECK_INT(cudaGetLastError(), cudaErrorNoDevice);
+    unsetenv("CUDA_HOST_NO_DEVICE");
+    cuda_check(cudaGetDeviceCount(&count));
+    CHECK_INT(count, 1);
+}
+
 int main(void) {
     RUN(barriers_order_shared_memory);
     RUN(builtins_cover_a_3d_grid);
@@ -831,5 +870,6 @@ int main(void) {
     RUN(math_intrinsics);
     RUN(events_time_the_work_between_records);
     RUN(device_properties_describe_an_h100);
+    RUN(memory_accounting_and_pinned_memory);
     return test_summary();
 }

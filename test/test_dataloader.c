@@ -103,14 +103,14 @@ static int check_batch(const Batch *b, const MaskKind *kinds, int allow_padding,
     int bad = 0;
     int64_t trained = 0;
     for (int r = 0; r < b->B; r++) {
-        int32_t next_segment = 0;
+        int32_t next_segment = r * b->T;  // segment ids are distinct across the rows
         for (int t = 0; t < b->T;) {
             size_t at = (size_t)r * (size_t)b->T + (size_t)t;
             if (b->segments[at] < 0) {  // padding: to the end of the row
                 if (!allow_padding) { printf("  row %d: padding at %d in a training batch\n", r, t); return bad + 1; }
                 for (; t < b->T; t++) {
                     at = (size_t)r * (size_t)b->T + (size_t)t;
-                    if (b->segments[at] != -1 || b->weights[at] != 0 || b->inputs[at] || b->targets[at] || b->positions[at]) {
+                    if (b->segments[at] != -1 - r || b->weights[at] != 0 || b->inputs[at] || b->targets[at] || b->positions[at]) {
                         printf("  row %d position %d: padding is not zero\n", r, t);
                         return bad + 1;
                     }

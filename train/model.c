@@ -58,6 +58,14 @@ void model_linear_set(Linear *l, float *w, int nf4) {
     free(w);
 }
 
+void model_init_empty(Model *m, const ModelConfig *c) {
+    memset(m, 0, sizeof(*m));
+    m->c = *c;
+    m->layers = xcalloc((size_t)c->num_hidden_layers, sizeof(Layer));
+    for (int i = 0; i < c->num_hidden_layers; i++)
+        for (int p = 0; p < N_PROJ; p++) model_linear_shape(&m->layers[i].proj[p], c, p);
+}
+
 static int load_linear(Linear *l, const ModelFiles *f, const ModelConfig *c, int layer, int p, int nf4, char *err) {
     model_linear_shape(l, c, p);
     char prefix[128], name[160];

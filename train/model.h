@@ -83,6 +83,11 @@ void model_linear_set(Linear *l, float *w, int nf4);
 // become a finite number.
 float *model_weight_finite(float *x, int64_t n, const char *file, const char *name, char *err);
 
+// A model of this configuration holding no weights: the layers and their projections'
+// shapes only, ready for model_lora_init, peft_adapter_save and the checkpoint's tensor
+// list (train_gpu keeps the weights themselves on the GPU). model_free frees it.
+void model_init_empty(Model *m, const ModelConfig *c);
+
 // "all" or a comma-separated list of projections ("q" or "q_proj", ..., "down" or
 // "down_proj") into a mask (bit i = projection i). Returns 0, or -1 when a name is unknown
 // or the list is empty.

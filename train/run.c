@@ -174,8 +174,8 @@ int run_parse_args(RunOptions *o, const RunProgram *p, int argc, char **argv) {
         }
     }
     const char *bad = !o->model ? "--model is required"
-                      : !o->train.n ? "at least one --train shard is required"
-                      : !o->out ? "--out is required"
+                      : !o->train.n && !(p->plans_only && *p->plans_only) ? "at least one --train shard is required"
+                      : !o->out && !(p->plans_only && *p->plans_only) ? "--out is required"
                       : o->seq_len < 2 ? "--seq-len must be at least 2"
                       : o->batch < 1 || o->grad_accum < 1 || o->steps < 1 ? "--batch, --grad-accum and --steps must be positive"
                       : !(o->lr > 0) ? "--lr must be positive"

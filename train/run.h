@@ -118,6 +118,9 @@ typedef struct {
     const char *name, *summary;
     const RunFlag *flags;
     int n_flags;
+    // One of the program's own switches (its dest), or NULL: when it is set, nothing is
+    // trained, so --train and --out are not required (train_gpu --dry-run).
+    const int *plans_only;
 } RunProgram;
 
 // Fills o with the defaults, then parses argv: the shared flags into o, the program's own

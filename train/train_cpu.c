@@ -34,22 +34,13 @@
 // ---------------------------------------------------------------------------------------
 // batches into the model
 
-// The rows of a batch that hold data, as one model input: the rows one after the other,
-// their segment ids made distinct across rows (padding too), so attention stays inside each
-// row exactly as if the rows ran one by one (positions are row-local already). One call
-// for the whole batch lets every matrix product work on all its tokens at once.
+// The rows of a batch that hold data, as one model input: the rows one after the other
+// (their segment ids are distinct across rows, data/dataloader.h, so attention stays inside
+// each row exactly as if the rows ran one by one). One call for the whole batch lets every
+// matrix product work on all its tokens at once.
 static double run_batch(Model *m, const Batch *b, float grad_scale, int backward) {
-    int n = b->rows * b->T;
-    int32_t *seg = xmalloc((size_t)(n ? n : 1) * sizeof(int32_t));
-    for (int r = 0; r < b->rows; r++)
-        for (int t = 0; t < b->T; t++) {
-            int32_t s = b->segments[(size_t)r * b->T + t];  // 0, 1, ... < T in the row; -1 on padding
-            seg[(size_t)r * b->T + t] = s < 0 ? -1 - r : s + r * b->T;
-        }
-    ModelInput in = {n, b->inputs, b->positions, seg, b->targets, b->weights};
-    double loss = model_step(m, &in, grad_scale, backward, NULL);
-    free(seg);
-    return loss;
+    ModelInput in = {b->rows * b->T, b->inputs, b->positions, b->segments, b->targets, b->weights};
+    return model_step(m, &in, grad_scale, backward, NULL);
 }
 
 static double seconds_now(void) {
@@ -103,7 +94,7 @@ int main(int argc, char **argv) {
         {"--matmul-kernel", "K", FLAG_STRING, &matmul_kernel,
          "auto, avx512, avx2 or generic (default auto: the fastest this\nCPU runs); to measure or test a slower one"},
     };
-    RunProgram program = {"train_cpu", "QLoRA fine-tuning on the CPU (the reference implementation).", own, 2};
+    RunProgram program = {"train_cpu", "QLoRA fine-tuning on the CPU (the reference implementation).", own, 2, NULL};
     if (run_parse_args(&o, &program, argc, argv)) return 1;
     if (threads < 1) {
         fprintf(stderr, "error: --threads must be positive (see --help)\n");

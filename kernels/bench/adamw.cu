@@ -98,7 +98,7 @@ static int run_size(size_t n, int repeat, ColdL2 cold) {
         cuda_check(cudaMemcpy(dg, g, n * sizeof(float), cudaMemcpyHostToDevice));
         float lr = 1e-3f / (float)step;
         lr_sum += lr;
-        grad_norm_squared(norm_sq, partial, dtable, doffsets, count, 0);
+        grad_norm_squared(norm_sq, partial, dtable, doffsets, count, n, 0);
         float gpu_sq;
         cuda_check(cudaMemcpy(&gpu_sq, norm_sq, sizeof(float), cudaMemcpyDeviceToHost));
         double want_sq = 0;
@@ -142,7 +142,7 @@ static int run_size(size_t n, int repeat, ColdL2 cold) {
             adamw_update(dp, dg, dm, dv, n, 10, 1e-4f, kConfig.beta1, kConfig.beta2, kConfig.eps, kConfig.weight_decay,
                          0.5f, 0);
         }, repeat, cold);
-        float norm_ms = time_cold([&] { grad_norm_squared(norm_sq, partial, dtable, doffsets, count, 0); },
+        float norm_ms = time_cold([&] { grad_norm_squared(norm_sq, partial, dtable, doffsets, count, n, 0); },
                                         repeat, cold);
         print_bandwidth("adamw", adamw_ms, adamw_bytes);
         print_bandwidth("grad norm", norm_ms, norm_bytes);

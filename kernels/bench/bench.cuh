@@ -2,12 +2,9 @@
  * bench.cuh: what the programs of kernels/bench/ share (each bench is one program that
  * checks a kernel against its CPU reference and times it, in llm.c's dev/cuda manner).
  *
- * - device_attribute(a): an attribute of the current device.
  * - dram_peak(): the DRAM bandwidth peak in bytes/s, 2 · memory clock · bus width (double
- *   data rate): the denominator of every "% of DRAM peak".
- * - bf16_peak(): the dense BF16 tensor-core peak in FLOP/s, SMs x SM clock x FLOPs per clock
- *   per SM (4096 on sm_90, 2048 on sm_80; reference/gpu-targets-and-emulation.md §1.1): the
- *   denominator of every "% of BF16 peak"; 0 where the FLOPs per clock are not tabulated.
+ *   data rate): the denominator of every "% of DRAM peak" (device_attribute and bf16_peak,
+ *   the denominator of every "% of BF16 peak", are common.cuh's: train_gpu's MFU uses it).
  * - bench_malloc(bytes): host memory, or exit 2 with a message.
  * - random_bf16(&dev, n, lo, hi, &seed): n bf16 uniform in [lo, hi) on the device; returns
  *   the same values as floats on the host (free them).
@@ -42,24 +39,9 @@
 
 #include "../common.cuh"
 
-static inline int device_attribute(cudaDeviceAttr a) {
-    int dev = 0, v = 0;
-    cuda_check(cudaGetDevice(&dev));
-    cuda_check(cudaDeviceGetAttribute(&v, a, dev));
-    return v;
-}
-
 static inline double dram_peak(void) {
     return 2.0 * device_attribute(cudaDevAttrMemoryClockRate) * 1e3 *
            device_attribute(cudaDevAttrGlobalMemoryBusWidth) / 8;
-}
-
-static inline double bf16_peak(void) {
-    int major = device_attribute(cudaDevAttrComputeCapabilityMajor);
-    int minor = device_attribute(cudaDevAttrComputeCapabilityMinor);
-    int flops_per_clk = major >= 9 ? 4096 : major == 8 && minor == 0 ? 2048 : 0;
-    return (double)device_attribute(cudaDevAttrMultiProcessorCount) * device_attribute(cudaDevAttrClockRate) * 1e3 *
-           flops_per_clk;
 }
 
 static inline void *bench_malloc(size_t bytes) {

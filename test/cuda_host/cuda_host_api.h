@@ -37,6 +37,7 @@ enum cudaError_t {
     cudaErrorInvalidConfiguration = 9,
     cudaErrorInvalidDevicePointer = 17,
     cudaErrorInvalidMemcpyDirection = 21,
+    cudaErrorNoDevice = 100,
     cudaErrorInvalidDevice = 101,
     cudaErrorInvalidResourceHandle = 400,
     cudaErrorNotReady = 600,
@@ -89,6 +90,11 @@ static inline cudaError_t cudaMalloc(T **p, size_t bytes) { return cudaMalloc((v
 cudaError_t cudaFree(void *p);
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind);
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream = 0);
+cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes);
+cudaError_t cudaMallocHost(void **p, size_t bytes);
+template <typename T>
+static inline cudaError_t cudaMallocHost(T **p, size_t bytes) { return cudaMallocHost((void **)p, bytes); }
+cudaError_t cudaFreeHost(void *p);
 cudaError_t cudaMemset(void *p, int value, size_t bytes);
 cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t stream = 0);
 
@@ -136,5 +142,12 @@ void cuda_host_clear_fault(void);
 void cuda_host_print_faults(bool print);
 // Whether [p, p + bytes) lies inside one cudaMalloc allocation.
 bool cuda_host_is_device(const void *p, size_t bytes);
+// The most bytes cudaMalloc had handed out at once (live allocations summed). A program run
+// with the environment variable CUDA_HOST_REPORT_PEAK set prints it on stderr at exit
+// ("cuda_host: peak cudaMalloc total N bytes"). CUDA_HOST_MEMORY makes the device that many
+// bytes (default 81559 MiB, an H100 80GB): cudaMalloc refuses beyond it, cudaMemGetInfo
+// reports it. cudaMallocHost is malloc (pinned memory is ordinary memory here). With
+// CUDA_HOST_NO_DEVICE set, cudaGetDeviceCount finds no device (cudaErrorNoDevice).
+size_t cuda_host_peak_allocated(void);
 
 #endif

@@ -17,6 +17,8 @@ namespace cuda_host {
 static cudaError_t last_error = cudaSuccess;
 static bool sticky = false;
 static std::map<uintptr_t, size_t> allocations;  // base -> bytes
+static std::set<void *> host_allocations;         // cudaMallocHost's
+static size_t allocated, peak_allocated;          // bytes of the live allocations; their most ever
 static std::map<const void *, size_t> dynamic_shared_limit;
 static std::set<cudaStream_t> streams;
 
@@ -81,6 +83,7 @@ const char *cudaGetErrorName(cudaError_t e) {
         case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
         case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
         case cudaErrorInvalidMemcpyDirection: return "cudaErrorInvalidMemcpyDirection";
+        case cudaErrorNoDevice: return "cudaErrorNoDevice";
         case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
         case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
         case cudaErrorNotReady: return "cudaErrorNotReady";
@@ -97,6 +100,7 @@ const char *cudaGetErrorString(cudaError_t e) {
         case cudaErrorInvalidConfiguration: return "invalid configuration argument";
         case cudaErrorInvalidDevicePointer: return "invalid device pointer";
         case cudaErrorInvalidMemcpyDirection: return "invalid copy direction for memcpy";
+        case cudaErrorNoDevice: return "no CUDA-capable device is detected";
         case cudaErrorInvalidDevice: return "invalid device ordinal";
         case cudaErrorInvalidResourceHandle: return "invalid resource handle";
         case cudaErrorNotReady: return "device not ready";
@@ -112,9 +116,52 @@ cudaError_t cudaGetLastError(void) {
 }
 cudaError_t cudaPeekAtLastError(void) { return last_error; }
 
+// The device memory, 80 GB unless CUDA_HOST_MEMORY sets a smaller device, in bytes (so
+// tests can run programs out of memory); cudaMalloc refuses what goes beyond it.
+static size_t device_memory() {
+    const char *env = getenv("CUDA_HOST_MEMORY");
+    return env && atoll(env) > 0 ? (size_t)atoll(env) : (size_t)81559 << 20;
+}
+
+// With CUDA_HOST_REPORT_PEAK set, the program says at exit how much it had allocated at most.
+static void report_peak() { fprintf(stderr, "cuda_host: peak cudaMalloc total %zu bytes\n", peak_allocated); }
+
+size_t cuda_host_peak_allocated(void) { return peak_allocated; }
+
+cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
+    if (sticky) return cudaErrorLaunchFailure;
+    if (!free_bytes || !total_bytes) return refuse(cudaErrorInvalidValue, "cudaMemGetInfo: null result pointer");
+    *total_bytes = device_memory();
+    *free_bytes = *total_bytes > allocated ? *total_bytes - allocated : 0;
+    return cudaSuccess;
+}
+
+cudaError_t cudaMallocHost(void **p, size_t bytes) {
+    if (sticky) return cudaErrorLaunchFailure;
+    if (!p) return refuse(cudaErrorInvalidValue, "cudaMallocHost: null result pointer");
+    *p = malloc(bytes ? bytes : 1);
+    if (!*p) return refuse(cudaErrorMemoryAllocation, "cudaMallocHost: out of memory for %zu bytes", bytes);
+    host_allocations.insert(*p);
+    return cudaSuccess;
+}
+
+cudaError_t cudaFreeHost(void *p) {
+    if (sticky) return cudaErrorLaunchFailure;
+    if (!host_allocations.erase(p))
+        return refuse(cudaErrorInvalidValue, "cudaFreeHost(%p): not a pointer cudaMallocHost returned", p);
+    free(p);
+    return cudaSuccess;
+}
+
 cudaError_t cudaMalloc(void **p, size_t bytes) {
     if (sticky) return cudaErrorLaunchFailure;
     if (!p) return refuse(cudaErrorInvalidValue, "cudaMalloc: null result pointer");
+    static bool registered = false;
+    if (!registered && getenv("CUDA_HOST_REPORT_PEAK")) atexit(report_peak);
+    registered = true;
+    if (bytes > device_memory() - allocated)
+        return refuse(cudaErrorMemoryAllocation, "cudaMalloc: out of memory for %zu bytes (%zu of %zu in use)", bytes,
+                      allocated, device_memory());
     void *mem = nullptr;
     // Exactly `bytes` (AddressSanitizer's redzone starts at the end), at least 1 so every
     // allocation has its own address.
@@ -122,6 +169,8 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
         return refuse(cudaErrorMemoryAllocation, "cudaMalloc: out of memory for %zu bytes", bytes);
     memset(mem, 0xff, bytes);
     allocations[(uintptr_t)mem] = bytes;
+    allocated += bytes;
+    if (allocated > peak_allocated) peak_allocated = allocated;
     *p = mem;
     return cudaSuccess;
 }
@@ -132,6 +181,7 @@ cudaError_t cudaFree(void *p) {
     auto it = allocations.find((uintptr_t)p);
     if (it == allocations.end())
         return refuse(cudaErrorInvalidDevicePointer, "cudaFree(%p): not a pointer cudaMalloc returned", p);
+    allocated -= it->second;
     allocations.erase(it);
     free(p);
     return cudaSuccess;
@@ -202,9 +252,12 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
 }
 cudaError_t cudaDeviceSynchronize(void) { return sticky_error(); }
 
+// CUDA_HOST_NO_DEVICE set: a machine without a GPU, as the runtime reports it there (an
+// error status, not a fault: nothing is printed).
 cudaError_t cudaGetDeviceCount(int *count) {
-    *count = 1;
-    return cudaSuccess;
+    *count = getenv("CUDA_HOST_NO_DEVICE") ? 0 : 1;
+    if (*count == 0) last_error = cudaErrorNoDevice;
+    return *count ? cudaSuccess : cudaErrorNoDevice;
 }
 cudaError_t cudaGetDevice(int *device) {
     *device = 0;
