@@ -89,8 +89,21 @@ $(foreach m,$(PROGRAM_MAINS),$(eval $(call program_rules,$(basename $(notdir $(m
 
 cuda: $(CUDA_PROGRAMS) train_gpu
 
+# Every nvcc build keeps what test/test_cuda_build.sh checks, so that the test compiles
+# nothing again: ptxas's report (-Xptxas -v: registers, spills and stack frame of every
+# kernel, for each architecture) in build/cuda/NAME.ptxas, printed only when the build
+# fails, and the PTX of each architecture, build/cuda/NAME/*.compute_XX.ptx (the rest of
+# nvcc's intermediate files removed). $(call nvcc_kept,NAME,ARGUMENTS): nvcc NVFLAGS ARGUMENTS.
+define nvcc_kept
+	@echo "$(NVCC) $(NVFLAGS) $(2)"
+	@rm -rf build/cuda/$(1) && mkdir -p build/cuda/$(1)
+	@$(NVCC) $(NVFLAGS) -Xptxas -v -keep -keep-dir build/cuda/$(1) $(2) 2>build/cuda/$(1).ptxas || \
+		{ cat build/cuda/$(1).ptxas >&2; exit 1; }
+	@find build/cuda/$(1) -type f ! -name '*.ptx' -delete
+endef
+
 $(CUDA_PROGRAMS): %: kernels/bench/%.cu $(wildcard kernels/*.cuh kernels/bench/*.cuh) $(OBJ)
-	$(NVCC) $(NVFLAGS) -Xcompiler $(OPENMP) -o $@ $< $(OBJ) $(LDLIBS) $(CUDA_LDLIBS)
+	$(call nvcc_kept,$@,-Xcompiler $(OPENMP) -o $@ $< $(OBJ) $(LDLIBS) $(CUDA_LDLIBS))
 
 # train_gpu, the GPU trainer: one CUDA translation unit (its kernels come in through
 # train/model_gpu.cuh) linked with the CPU library (the shared run logic, loaders, data).
@@ -98,7 +111,13 @@ $(CUDA_PROGRAMS): %: kernels/bench/%.cu $(wildcard kernels/*.cuh kernels/bench/*
 # build/san/, below), which is how `make test` runs it without a GPU.
 TRAIN_GPU_DEPS = train/train_gpu.cu $(wildcard kernels/*.cuh train/*.cuh) $(HEADERS)
 train_gpu: $(TRAIN_GPU_DEPS) $(OBJ)
-	$(NVCC) $(NVFLAGS) -Xcompiler $(OPENMP) -o $@ train/train_gpu.cu $(OBJ) $(LDLIBS) $(CUDA_LDLIBS)
+	$(call nvcc_kept,$@,-Xcompiler $(OPENMP) -o $@ train/train_gpu.cu $(OBJ) $(LDLIBS) $(CUDA_LDLIBS))
+
+# Kernel-only test files (test/test_cuda_NAME_kernels.cu: kernels the harness also runs)
+# compiled by nvcc, for test_cuda_build.sh's checks of what ptxas makes of them.
+build/cuda/%.o: test/%.cu $(wildcard kernels/*.cuh)
+	$(call nvcc_kept,$*,-c -o $@ $<)
+CUDA_KERNEL_TESTS = $(patsubst test/%.cu,build/cuda/%.o,$(wildcard test/test_cuda_*_kernels.cu))
 
 # The GPU runs: each program exits non-zero when a kernel disagrees with its CPU reference.
 test-gpu: $(CUDA_PROGRAMS)
@@ -209,9 +228,9 @@ build/san/$(MPI_TEST): build/san/obj/test/$(MPI_TEST).o build/san/obj/test/cuda_
 	$(CXX) $(SANFLAGS) -o $@ $^ $(LDLIBS) $(MPI_LIBS)
 build/gpu/$(MPI_TEST): test/$(MPI_TEST).cpp kernels/comm.cuh kernels/common.cuh test/test.h
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVFLAGS) $(MPI_CFLAGS) -x cu -o $@ $< -lnccl $(MPI_LIBS)
+	$(call nvcc_kept,$(MPI_TEST),$(MPI_CFLAGS) -x cu -o $@ $< -lnccl $(MPI_LIBS))
 ifneq ($(HAVE_MPI),)
-test-build: build/test/$(MPI_TEST) build/san/$(MPI_TEST)
+test-build: build/test/$(MPI_TEST) build/san/$(MPI_TEST) $(if $(HAVE_NVCC),build/gpu/$(MPI_TEST))
 endif
 # (end of the MPI block)
 
@@ -275,7 +294,7 @@ $(VENV)/.installed: requirements.txt
 venv: $(VENV)/.installed
 
 # (test/make_shards.c is a helper the trainer tests run, not a test itself)
-test-build: all $(addprefix build/test/,$(TESTS) $(CUDA_HOST_TESTS) train_gpu) \
+test-build: all $(if $(HAVE_NVCC),$(CUDA_KERNEL_TESTS)) $(addprefix build/test/,$(TESTS) $(CUDA_HOST_TESTS) train_gpu) \
             $(addprefix build/san/,$(TESTS) $(CUDA_HOST_TESTS) $(CPU_PROGRAMS) train_gpu make_shards)
 
 test: test-build venv
