@@ -1,14 +1,20 @@
 // fuzz_checkpoint.c: training checkpoints (train/run.c's checkpoint_read: a safetensors file
 // with the run's settings, LoRA weights and AdamW moments, the data loader's state and the
 // step, under a CRC32) against a small run made at start: one shard, two LoRA matrices,
-// --steps 10. A checkpoint it accepts must leave a data loader that draws batches. Seeds:
-// written at start by checkpoint_write for that run (steps 3 and 10) into the first corpus
-// directory on the command line, so that they always match the format being fuzzed.
+// --steps 10. A checkpoint it accepts must leave a data loader that draws batches. Two
+// CRC32s guard a checkpoint (the data loader's state has its own, and the checkpoint's covers
+// every tensor), which a mutation almost never keeps right; so each input is tried as it is
+// (the CRC checks themselves), then with both CRCs recomputed as the writer would, which lets
+// mutations reach the step's bounds and the loader state's checks. Seeds: written at start
+// by checkpoint_write for that run (steps 3 and 10) into the first corpus directory on the
+// command line, so that they always match the format being fuzzed.
 #include <sys/stat.h>
+#include <zlib.h>
 
 #include "../../data/dataloader.h"
 #include "../../data/shard.h"
 #include "../../train/run.h"
+#include "../../train/safetensors.h"
 #include "fuzz.h"
 
 #define STEPS 10
@@ -71,13 +77,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     return 0;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+static void read_checkpoint(const uint8_t *data, size_t size) {
     char err[ERR_LEN] = "", crc[16] = "";
     RunState state = {0, 0};
     if (checkpoint_read(fuzz_file("checkpoint.safetensors", data, size), params, 2, settings, STEPS, dl, &state, crc,
                         err)) {
         fuzz_check_message(err);
-        return 0;
+        return;
     }
     if (state.step < 1 || state.step > STEPS || strlen(crc) != 8) abort();
     for (int i = 0; i < 3; i++)
@@ -85,5 +91,48 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             fprintf(stderr, "fuzz_checkpoint: a restored loader fails: %s\n", err);
             abort();
         }
+}
+
+// Recomputes copy's CRCs in place (copy holds the same bytes as the file st maps): the
+// loader state's last 4 bytes, then the checkpoint's "crc32" metadata over the tensors in
+// checkpoint_write's order. Leaves copy as it is where a tensor is missing.
+static void fix_crcs(uint8_t *copy, const SafeTensors *st) {
+    const StTensor *ds = st_find(st, "run.dataloader");
+    if (!ds || ds->nbytes < 4) return;
+    size_t at = (size_t)((const uint8_t *)ds->data - (const uint8_t *)st->map) + ds->nbytes - 4;
+    uint32_t loader_crc = (uint32_t)crc32(0L, copy + at - (ds->nbytes - 4), (uInt)(ds->nbytes - 4));
+    memcpy(copy + at, &loader_crc, 4);
+    uLong c = crc32(0L, Z_NULL, 0);
+    for (int k = 0; k < 8; k++) {
+        static const char *const suffix[3] = {"", ".adam_m", ".adam_v"};
+        char name[112];
+        if (k < 6) snprintf(name, sizeof(name), "%s%s", params[k / 3].name, suffix[k % 3]);
+        else snprintf(name, sizeof(name), k == 6 ? "run.dataloader" : "run.scalars");
+        const StTensor *t = st_find(st, name);
+        if (!t) return;
+        c = crc32(c, copy + ((const uint8_t *)t->data - (const uint8_t *)st->map), (uInt)t->nbytes);
+    }
+    uint64_t header;
+    memcpy(&header, copy, 8);
+    char hex[9];
+    snprintf(hex, sizeof(hex), "%08x", (unsigned)c);
+    static const char key[] = "\"crc32\":\"";
+    for (size_t i = 8; i + sizeof(key) - 1 + 8 <= 8 + header; i++)
+        if (!memcmp(copy + i, key, sizeof(key) - 1)) {
+            memcpy(copy + i + sizeof(key) - 1, hex, 8);
+            break;
+        }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    read_checkpoint(data, size);
+    char err[ERR_LEN];
+    SafeTensors st;
+    if (st_open(&st, fuzz_file("checkpoint.safetensors", data, size), err)) return 0;
+    uint8_t *fixed = (uint8_t *)fuzz_exact_copy(data, size);
+    fix_crcs(fixed, &st);
+    st_close(&st);
+    if (memcmp(fixed, data, size)) read_checkpoint(fixed, size);
+    free(fixed);
     return 0;
 }
