@@ -1,7 +1,9 @@
 /*
  * persona.c: the `persona` program, a novel -> a conversational dataset in one character's
- * voice. Four subcommands, one per step of the method (data/PERSONA.md is the manual):
+ * voice. One command for the whole method, and one subcommand per step of it for those who
+ * want the pieces (data/PERSONA.md is the manual):
  *
+ *   persona build    all of it: extract, prompts, a teacher, ingest, mix, a report, probes
  *   persona extract  the character's own lines, with what was said to them (strategy A)
  *   persona prompts  chunks of narrative where the character is present -> chat requests for
  *                    a teacher model: first-person rewrites (B) and question/answer pairs (C)
@@ -9,7 +11,9 @@
  *   persona mix      sources -> weighted, deduplicated, shuffled train.jsonl and val.jsonl
  *
  * Each prints its resolved configuration, then a report. Exit status: 0 success, 1 bad
- * input or usage (one line: `file:line: reason`), 2 a runtime failure (writing output).
+ * input or usage (one line: `file:line: reason`), 2 a runtime failure (writing output); a
+ * run stopped by SIGINT or SIGTERM dies of it (130, 143) and leaves no temporary file. An
+ * output is never one of the inputs.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -21,14 +25,13 @@
 #include "../common/util.h"
 #include "../tokenizer/tokenizer.h"
 #include "persona_book.h"
+#include "persona_build.h"
 #include "persona_dialogue.h"
 #include "persona_extract.h"
 #include "persona_ingest.h"
 #include "persona_jsonl.h"
 #include "persona_mix.h"
 #include "persona_prompts.h"
-
-#define MAX_ALIASES 32
 
 static double seconds_now(void) {
     struct timespec ts;
@@ -55,16 +58,32 @@ static int parse_number(const char *name, const char *s, double lo, double hi, d
     return 0;
 }
 
+static int parse_count(const char *name, const char *s, int lo, int hi, int *out) {
+    double v;
+    if (parse_number(name, s, lo, hi, &v)) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+// Refuses to write output `out` (given as out_flag) when it is the input `in` (in_flag) under
+// any name: one line, exit status 1. Returns 1 when refused.
+static int refuse_same(const char *out_flag, const char *out, const char *in_flag, const char *what, const char *in) {
+    if (!out || !in || !same_file(out, in)) return 0;
+    fprintf(stderr, "error: %s %s is the %s (%s %s): an output never replaces an input\n", out_flag, out, what,
+            in_flag, in);
+    return 1;
+}
+
 // ---------------------------------------------------------------------------------------
-// The book and the character: options that extract and prompts share
+// The book and the character: options that build, extract and prompts share
 
 typedef struct {
     const char *book, *character;
-    const char *aliases[MAX_ALIASES];
+    const char *aliases[BUILD_MAX_ALIASES];
     size_t n_aliases;
     int narrator;
     QuoteFamily quotes;
-    BookFormat format;
+    BookParseOptions parse;
     double min_confidence;
 } BookOptions;
 
@@ -75,7 +94,13 @@ typedef struct {
     "  --narrator             the character is the book's narrator (\"I\")\n"                      \
     "  --quotes STYLE         auto, double (\"...\" and curly) or single ('...', curly, `...')\n"   \
     "                         (default auto: the style that finds more quotations)\n"              \
-    "  --format F             auto, prose or script (default auto)\n"                              \
+    "  --format F             auto, prose or script (a play) (default auto)\n"                     \
+    "  --layout L             how paragraphs are marked: auto, blank (blank lines between them),\n" \
+    "                         lines (one per line) or indented (indented first lines)\n"          \
+    "                         (default auto)\n"                                                    \
+    "  --start-line N         the text starts at this line of the file (default: after the\n"      \
+    "                         Project Gutenberg header and the front matter, at the first chapter)\n" \
+    "  --end-line N           the text ends at this line (default: before the licence, at THE END)\n" \
     "  --min-confidence C     lowest attribution confidence that counts as the character's\n"      \
     "                         line, 0..1 (default 0.7)\n"
 
@@ -90,7 +115,7 @@ static int book_option(BookOptions *o, int argc, char **argv, int *i) {
     if (!strcmp(a, "--book")) o->book = v;
     else if (!strcmp(a, "--character")) o->character = v;
     else if (!strcmp(a, "--alias")) {
-        if (o->n_aliases == MAX_ALIASES) return usage_error("more than %s aliases", "32"), -1;
+        if (o->n_aliases == BUILD_MAX_ALIASES) return usage_error("more than %s aliases", "32"), -1;
         o->aliases[o->n_aliases++] = v;
     } else if (!strcmp(a, "--quotes")) {
         if (!strcmp(v, "auto")) o->quotes = QUOTES_AUTO;
@@ -98,10 +123,20 @@ static int book_option(BookOptions *o, int argc, char **argv, int *i) {
         else if (!strcmp(v, "single")) o->quotes = QUOTES_SINGLE;
         else return usage_error("--quotes '%s': expected auto, double or single", v), -1;
     } else if (!strcmp(a, "--format")) {
-        if (!strcmp(v, "auto")) o->format = BOOK_AUTO;
-        else if (!strcmp(v, "prose")) o->format = BOOK_PROSE;
-        else if (!strcmp(v, "script")) o->format = BOOK_SCRIPT;
+        if (!strcmp(v, "auto")) o->parse.format = BOOK_AUTO;
+        else if (!strcmp(v, "prose")) o->parse.format = BOOK_PROSE;
+        else if (!strcmp(v, "script")) o->parse.format = BOOK_SCRIPT;
         else return usage_error("--format '%s': expected auto, prose or script", v), -1;
+    } else if (!strcmp(a, "--layout")) {
+        if (!strcmp(v, "auto")) o->parse.layout = LAYOUT_AUTO;
+        else if (!strcmp(v, "blank")) o->parse.layout = LAYOUT_BLANK;
+        else if (!strcmp(v, "lines")) o->parse.layout = LAYOUT_LINES;
+        else if (!strcmp(v, "indented")) o->parse.layout = LAYOUT_INDENTED;
+        else return usage_error("--layout '%s': expected auto, blank, lines or indented", v), -1;
+    } else if (!strcmp(a, "--start-line")) {
+        if (parse_count(a, v, 1, 1000000000, &o->parse.start_line)) return -1;
+    } else if (!strcmp(a, "--end-line")) {
+        if (parse_count(a, v, 1, 1000000000, &o->parse.end_line)) return -1;
     } else if (!strcmp(a, "--min-confidence")) {
         if (parse_number("--min-confidence", v, 0, 1, &o->min_confidence)) return -1;
     } else {
@@ -118,33 +153,31 @@ static int check_book_options(const BookOptions *o) {
 }
 
 static void print_book_config(const BookOptions *o) {
-    printf("  book             %s\n", o->book);
-    printf("  character        %s", o->character);
+    printf("  book             %s", o->book);
+    if (o->parse.start_line || o->parse.end_line) {
+        printf(" (lines %d to ", o->parse.start_line ? o->parse.start_line : 1);
+        if (o->parse.end_line) printf("%d)", o->parse.end_line);
+        else printf("the end)");
+    }
+    printf("\n  character        %s", o->character);
     for (size_t i = 0; i < o->n_aliases; i++) printf("%s%s", i ? ", " : " (aliases: ", o->aliases[i]);
     printf("%s%s\n", o->n_aliases ? ")" : "", o->narrator ? ", the narrator" : "");
     printf("  min confidence   %.2f\n", o->min_confidence);
 }
 
+static DialogueOptions dialogue_options(const BookOptions *o) {
+    return (DialogueOptions){o->character, o->aliases, o->n_aliases, o->narrator, o->quotes};
+}
+
 // Loads and cleans the book, finds its dialogue, and prints what was found.
 static int load_dialogue(const BookOptions *o, Book *book, Dialogue *d) {
     char err[ERR_LEN];
-    if (book_load(book, o->book, o->format, err)) {
+    DialogueOptions dopt = dialogue_options(o);
+    if (dialogue_load(d, book, o->book, &o->parse, &dopt, err)) {
         fprintf(stderr, "error: %s\n", err);
         return 1;
     }
-    DialogueOptions dopt = {o->character, o->aliases, o->n_aliases, o->narrator, o->quotes};
-    dialogue_build(d, book, &dopt);
-    if (book->format == BOOK_SCRIPT) printf("  format           script\n");
-    else printf("  format           prose, quotation marks %s\n", quotes_family_name(d->family));
-    printf("book: %d lines, %zu paragraphs, %d headings", book->lines, book->n, book->headings);
-    if (book->gutenberg)
-        printf("; Project Gutenberg front matter (%d lines) and licence (%d lines) removed", book->front_lines,
-               book->back_lines);
-    printf("\n");
-    printf("book: character's pronoun: %s; %zu other people found\n",
-           gender_name(d->cast.entities[ENTITY_CHARACTER].gender), d->cast.n - 2);
-    if (d->cast.learned.len)
-        printf("book: also names of the character, by apposition: %s\n", d->cast.learned.data);
+    dialogue_describe(d, stdout);
     return 0;
 }
 
@@ -169,7 +202,7 @@ static void extract_usage(FILE *f) {
 static int cmd_extract(int argc, char **argv) {
     BookOptions bo = {.min_confidence = 0.7};
     const char *out = NULL, *turns = NULL;
-    double context_words = 60;
+    int context_words = 60;
     for (int i = 2; i < argc; i++) {
         int r = book_option(&bo, argc, argv, &i);
         if (r < 0) return 1;
@@ -183,75 +216,47 @@ static int cmd_extract(int argc, char **argv) {
         if (!strcmp(a, "--out")) out = argv[++i];
         else if (!strcmp(a, "--turns")) turns = argv[++i];
         else if (!strcmp(a, "--context-words")) {
-            if (parse_number("--context-words", argv[++i], 1, 10000, &context_words)) return 1;
+            if (parse_count("--context-words", argv[++i], 1, 10000, &context_words)) return 1;
         } else return usage_error("unknown option or missing value: %s", a);
     }
     if (check_book_options(&bo)) return 1;
     if (!out) return usage_error("%s is required", "--out FILE.jsonl");
+    if (refuse_same("--out", out, "--book", "book", bo.book) || refuse_same("--turns", turns, "--book", "book", bo.book) ||
+        refuse_same("--turns", turns, "--out", "output", out))
+        return 1;
     printf("persona extract\n");
     print_book_config(&bo);
     printf("  out              %s\n", out);
-    printf("  context words    %d\n", (int)context_words);
+    printf("  context words    %d\n", context_words);
 
     double t0 = seconds_now();
     Book book;
     Dialogue d;
     if (load_dialogue(&bo, &book, &d)) return 1;
-    ExtractOptions eo = {bo.min_confidence, (int)context_words};
+    ExtractOptions eo = {bo.min_confidence, context_words};
     char err[ERR_LEN];
-    OutFile f;
-    if (outfile_open(&f, out, err)) {
-        fprintf(stderr, "error: %s\n", err);
-        dialogue_free(&d);
-        book_free(&book);
-        return 2;
-    }
-    ExtractStats st;
-    extract_conversations(&d, &eo, f.f, &st);
-    double elapsed = seconds_now() - t0;
-    size_t written = 0, below = 0;
-    for (int m = 0; m < ATTR_COUNT; m++) written += st.lines[m], below += st.below[m];
+    OutFile files[2] = {{0}};
     int rc = 0;
-    if (written == 0) {
-        outfile_abort(&f);
-        if (below == 0)
-            fprintf(stderr,
-                    "error: %s: \"%s\" never speaks: none of the %zu turns found is attributed to them\n",
-                    bo.book, bo.character, st.turns);
-        else
-            fprintf(stderr,
-                    "error: %s: none of the %zu lines attributed to \"%s\" reaches --min-confidence %.2f\n",
-                    bo.book, below, bo.character, bo.min_confidence);
-        rc = 1;
-    } else if (outfile_commit(&f, err)) {
+    if (outfile_open(&files[0], out, err) || (turns && outfile_open(&files[1], turns, err))) {
         fprintf(stderr, "error: %s\n", err);
         rc = 2;
     }
-    if (rc == 0 && turns) {
-        OutFile tf;
-        if (outfile_open(&tf, turns, err) == 0) {
-            extract_write_turns(&d, &eo, tf.f);
-            if (outfile_commit(&tf, err)) rc = 2;
-        } else {
-            rc = 2;
-        }
-        if (rc) fprintf(stderr, "error: %s\n", err);
-    }
+    ExtractStats st;
+    size_t below = 0, written = 0;
     if (rc == 0) {
-        printf(
-            "dialogue: %zu quotations, %zu turns (%zu unattributed, %zu by groups, %zu in stories told by a\n"
-            "          speaker), %zu texts read aloud\n",
-            d.quotations, st.turns, st.unattributed, st.groups, st.nested, d.documents);
-        printf("lines of %s: %zu written", bo.character, written);
-        for (int m = 1; m < ATTR_COUNT; m++)
-            if (st.lines[m]) printf(", %s %zu", attr_method_name((AttrMethod)m), st.lines[m]);
-        printf("\nskipped: %zu below --min-confidence", below);
-        for (int m = 1; m < ATTR_COUNT; m++)
-            if (st.below[m]) printf(", %s %zu", attr_method_name((AttrMethod)m), st.below[m]);
-        printf("; %zu ambiguous turns (no speaker); %zu without any context\n", st.unattributed, st.no_context);
-        printf("conversations: %zu written to %s (first user turn: %zu what was said, %zu narrative)\n",
-               st.conversations, out, st.user_speech, st.user_context);
-        printf("time: %.3f s for reading, cleaning, attributing and writing\n", elapsed);
+        extract_conversations(&d, &eo, files[0].f, &st);
+        if (turns) extract_write_turns(&d, &eo, files[1].f);
+        written = extract_written(&st, &below);
+    }
+    if (rc == 0 && written == 0) {
+        extract_say_nothing(&st, bo.book, bo.character, bo.min_confidence, book.layout_unclear, stderr);
+        rc = 1;
+    }
+    rc = outfiles_finish(files, 2, rc);
+    if (rc == 0) {
+        extract_report(&d, &st, bo.character, stdout);
+        printf("written: %s%s%s\n", out, turns ? ", " : "", turns ? turns : "");
+        printf("time: %.3f s for reading, cleaning, attributing and writing\n", seconds_now() - t0);
     }
     dialogue_free(&d);
     book_free(&book);
@@ -261,6 +266,71 @@ static int cmd_extract(int argc, char **argv) {
 // ---------------------------------------------------------------------------------------
 // prompts
 
+#define PROMPTS_HELP                                                                              \
+    "  --tasks LIST           rewrite, qa, or rewrite,qa (default rewrite,qa)\n"                  \
+    "  --pairs N              question/answer pairs asked per chunk (default 3)\n"                \
+    "  --chunk-tokens N       most tokens in a chunk (default 512)\n"                             \
+    "  --overlap-tokens N     tokens a chunk repeats from the one before (default 64)\n"          \
+    "  --tokenizer FILE       count tokens with this tokenizer.model or tekken.json\n"            \
+    "                         (default: estimate 1.3 tokens per word)\n"                          \
+    "  --template-rewrite F   the rewrite prompt (default data/templates/rewrite.txt)\n"          \
+    "  --template-qa F        the Q&A prompt (default data/templates/qa.txt)\n"                   \
+    "  --model NAME           \"model\" in each request (default teacher)\n"
+
+typedef struct {
+    const char *tasks, *tokenizer, *rewrite, *qa, *model;
+    int pairs, chunk_tokens, overlap_tokens;
+    int want_rewrite, want_qa;
+} PromptArgs;
+
+static PromptArgs prompt_defaults(void) {
+    return (PromptArgs){"rewrite,qa", NULL, "data/templates/rewrite.txt", "data/templates/qa.txt", "teacher", 3, 512, 64,
+                        1, 1};
+}
+
+// Consumes argv[*i] and its value if it is a prompts option: 1 if consumed, 0 if not, -1 bad.
+static int prompt_option(PromptArgs *p, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+    if (*i + 1 >= argc) return 0;
+    const char *v = argv[*i + 1];
+    if (!strcmp(a, "--tasks")) p->tasks = v;
+    else if (!strcmp(a, "--tokenizer")) p->tokenizer = v;
+    else if (!strcmp(a, "--template-rewrite")) p->rewrite = v;
+    else if (!strcmp(a, "--template-qa")) p->qa = v;
+    else if (!strcmp(a, "--model")) p->model = v;
+    else if (!strcmp(a, "--pairs")) {
+        if (parse_count(a, v, 1, 20, &p->pairs)) return -1;
+    } else if (!strcmp(a, "--chunk-tokens")) {
+        if (parse_count(a, v, 32, 100000, &p->chunk_tokens)) return -1;
+    } else if (!strcmp(a, "--overlap-tokens")) {
+        if (parse_count(a, v, 0, 100000, &p->overlap_tokens)) return -1;
+    } else {
+        return 0;
+    }
+    (*i)++;
+    return 1;
+}
+
+static int check_prompt_args(PromptArgs *p) {
+    int both = !strcmp(p->tasks, "rewrite,qa") || !strcmp(p->tasks, "qa,rewrite");
+    p->want_rewrite = both || !strcmp(p->tasks, "rewrite");
+    p->want_qa = both || !strcmp(p->tasks, "qa");
+    if (!p->want_rewrite && !p->want_qa) return usage_error("--tasks '%s': expected rewrite, qa or rewrite,qa", p->tasks);
+    if (p->overlap_tokens >= p->chunk_tokens)
+        return usage_error("%s must be smaller than --chunk-tokens", "--overlap-tokens");
+    return 0;
+}
+
+static void print_prompt_config(const PromptArgs *p) {
+    printf("  tasks            %s%s%s (%d pairs per Q&A request)\n", p->want_rewrite ? "rewrite" : "",
+           p->want_rewrite && p->want_qa ? ", " : "", p->want_qa ? "qa" : "", p->pairs);
+    printf("  chunks           %d tokens, %d overlapping, counted %s%s\n", p->chunk_tokens, p->overlap_tokens,
+           p->tokenizer ? "with " : "as 1.3 per word", p->tokenizer ? p->tokenizer : "");
+    if (p->want_rewrite) printf("  template         %s\n", p->rewrite);
+    if (p->want_qa) printf("  template         %s\n", p->qa);
+    printf("  model            %s\n", p->model);
+}
+
 static void prompts_usage(FILE *f) {
     fprintf(f,
             "usage: persona prompts --book FILE --character NAME [--alias NAME ...] --out FILE.jsonl\n"
@@ -269,34 +339,17 @@ static void prompts_usage(FILE *f) {
             "chat requests for a teacher model (OpenAI batch input format, see data/PERSONA.md):\n"
             "rewrite the chunk in the character's first person, and question/answer pairs in the\n"
             "character's voice.\n"
-            "\n" BOOK_HELP
-            "  --out FILE.jsonl       the requests (required)\n"
-            "  --tasks LIST           rewrite, qa, or rewrite,qa (default rewrite,qa)\n"
-            "  --pairs N              question/answer pairs asked per chunk (default 3)\n"
-            "  --chunk-tokens N       most tokens in a chunk (default 512)\n"
-            "  --overlap-tokens N     tokens a chunk repeats from the one before (default 64)\n"
-            "  --tokenizer FILE       count tokens with this tokenizer.model or tekken.json\n"
-            "                         (default: estimate 1.3 tokens per word)\n"
-            "  --template-rewrite F   the rewrite prompt (default data/templates/rewrite.txt)\n"
-            "  --template-qa F        the Q&A prompt (default data/templates/qa.txt)\n"
-            "  --model NAME           \"model\" in each request (default teacher)\n"
+            "\n" BOOK_HELP "  --out FILE.jsonl       the requests (required)\n" PROMPTS_HELP
             "  --help                 this text\n");
-}
-
-static int parse_count(const char *name, const char *s, int lo, int hi, int *out) {
-    double v;
-    if (parse_number(name, s, lo, hi, &v)) return -1;
-    *out = (int)v;
-    return 0;
 }
 
 static int cmd_prompts(int argc, char **argv) {
     BookOptions bo = {.min_confidence = 0.7};
-    const char *out = NULL, *tokenizer = NULL, *tasks = "rewrite,qa", *model = "teacher";
-    const char *rewrite_path = "data/templates/rewrite.txt", *qa_path = "data/templates/qa.txt";
-    int pairs = 3, chunk_tokens = 512, overlap_tokens = 64;
+    PromptArgs pa = prompt_defaults();
+    const char *out = NULL;
     for (int i = 2; i < argc; i++) {
         int r = book_option(&bo, argc, argv, &i);
+        if (r == 0) r = prompt_option(&pa, argc, argv, &i);
         if (r < 0) return 1;
         if (r) continue;
         const char *a = argv[i];
@@ -304,89 +357,60 @@ static int cmd_prompts(int argc, char **argv) {
             prompts_usage(stdout);
             return 0;
         }
-        if (i + 1 >= argc) return usage_error("unknown option or missing value: %s", a);
-        const char *v = argv[++i];
-        if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--tasks")) tasks = v;
-        else if (!strcmp(a, "--tokenizer")) tokenizer = v;
-        else if (!strcmp(a, "--template-rewrite")) rewrite_path = v;
-        else if (!strcmp(a, "--template-qa")) qa_path = v;
-        else if (!strcmp(a, "--model")) model = v;
-        else if (!strcmp(a, "--pairs")) {
-            if (parse_count(a, v, 1, 20, &pairs)) return 1;
-        } else if (!strcmp(a, "--chunk-tokens")) {
-            if (parse_count(a, v, 32, 100000, &chunk_tokens)) return 1;
-        } else if (!strcmp(a, "--overlap-tokens")) {
-            if (parse_count(a, v, 0, 100000, &overlap_tokens)) return 1;
-        } else return usage_error("unknown option or missing value: %s", a);
+        if (i + 1 < argc && !strcmp(a, "--out")) out = argv[++i];
+        else return usage_error("unknown option or missing value: %s", a);
     }
     if (check_book_options(&bo)) return 1;
     if (!out) return usage_error("%s is required", "--out FILE.jsonl");
-    int both = !strcmp(tasks, "rewrite,qa") || !strcmp(tasks, "qa,rewrite");
-    int want_rewrite = both || !strcmp(tasks, "rewrite"), want_qa = both || !strcmp(tasks, "qa");
-    if (!want_rewrite && !want_qa)
-        return usage_error("--tasks '%s': expected rewrite, qa or rewrite,qa", tasks);
-    if (overlap_tokens >= chunk_tokens)
-        return usage_error("%s must be smaller than --chunk-tokens", "--overlap-tokens");
+    if (check_prompt_args(&pa)) return 1;
+    if (refuse_same("--out", out, "--book", "book", bo.book) || refuse_same("--out", out, "--tokenizer", "tokenizer", pa.tokenizer) ||
+        refuse_same("--out", out, "--template-rewrite", "template", pa.rewrite) ||
+        refuse_same("--out", out, "--template-qa", "template", pa.qa))
+        return 1;
 
     printf("persona prompts\n");
     print_book_config(&bo);
     printf("  out              %s\n", out);
-    printf("  tasks            %s%s%s (%d pairs per Q&A request)\n", want_rewrite ? "rewrite" : "",
-           want_rewrite && want_qa ? ", " : "", want_qa ? "qa" : "", pairs);
-    printf("  chunks           %d tokens, %d overlapping, counted %s%s\n", chunk_tokens, overlap_tokens,
-           tokenizer ? "with " : "as 1.3 per word", tokenizer ? tokenizer : "");
-    if (want_rewrite) printf("  template         %s\n", rewrite_path);
-    if (want_qa) printf("  template         %s\n", qa_path);
-    printf("  model            %s\n", model);
+    print_prompt_config(&pa);
 
     char err[ERR_LEN];
-    Template rewrite = {0}, qa = {0};
-    Tokenizer tok;
-    int have_tok = tokenizer != NULL, rc = 0;
-    if ((want_rewrite && template_load(&rewrite, rewrite_path, err)) ||
-        (want_qa && template_load(&qa, qa_path, err)) || (have_tok && tokenizer_load(&tok, tokenizer, err))) {
+    PromptTools tools;
+    if (prompt_tools_load(&tools, pa.tokenizer, pa.want_rewrite ? pa.rewrite : NULL, pa.want_qa ? pa.qa : NULL, err)) {
         fprintf(stderr, "error: %s\n", err);
-        template_free(&rewrite);
-        template_free(&qa);
         return 1;
     }
     Book book;
     Dialogue d;
+    int rc = 0;
     if (load_dialogue(&bo, &book, &d)) {
-        rc = 1;
+        prompt_tools_free(&tools);
+        return 1;
+    }
+    PromptOptions po = {bo.character, bo.aliases, bo.n_aliases, bo.min_confidence, tools.tokenizer,
+                        pa.chunk_tokens, pa.overlap_tokens, pa.pairs, tools.rewrite, tools.qa, pa.model};
+    OutFile f = {0};
+    PromptStats st;
+    if (outfile_open(&f, out, err)) {
+        fprintf(stderr, "error: %s\n", err);
+        rc = 2;
     } else {
-        PromptOptions po = {bo.character, bo.aliases, bo.n_aliases, bo.min_confidence, have_tok ? &tok : NULL,
-                            chunk_tokens, overlap_tokens, pairs, want_rewrite ? &rewrite : NULL,
-                            want_qa ? &qa : NULL, model};
-        OutFile f;
-        PromptStats st;
-        if (outfile_open(&f, out, err)) {
+        prompts_write(&d, &po, f.f, &st);
+        if (st.kept == 0) {
+            outfile_abort(&f);
+            fprintf(stderr, "error: %s: \"%s\" is in none of the %zu chunks (never named, never speaking)\n", bo.book,
+                    bo.character, st.chunks);
+            rc = 1;
+        } else if (outfile_commit(&f, err)) {
             fprintf(stderr, "error: %s\n", err);
             rc = 2;
         } else {
-            prompts_write(&d, &po, f.f, &st);
-            if (st.kept == 0) {
-                outfile_abort(&f);
-                fprintf(stderr,
-                        "error: %s: \"%s\" is in none of the %zu chunks (never named, never speaking)\n",
-                        bo.book, bo.character, st.chunks);
-                rc = 1;
-            } else if (outfile_commit(&f, err)) {
-                fprintf(stderr, "error: %s\n", err);
-                rc = 2;
-            } else {
-                printf("chunks: %zu, %zu with %s present (mean %.0f tokens, longest %d)\n", st.chunks, st.kept,
-                       bo.character, (double)st.tokens_total / (double)st.kept, st.tokens_max);
-                printf("requests: %zu written to %s\n", st.requests, out);
-            }
+            prompts_report(&st, bo.character, stdout);
+            printf("requests: %zu written to %s\n", st.requests, out);
         }
-        dialogue_free(&d);
-        book_free(&book);
     }
-    if (have_tok) tokenizer_free(&tok);
-    template_free(&rewrite);
-    template_free(&qa);
+    dialogue_free(&d);
+    book_free(&book);
+    prompt_tools_free(&tools);
     return rc;
 }
 
@@ -414,7 +438,8 @@ static void ingest_usage(FILE *f) {
 }
 
 static int cmd_ingest(int argc, char **argv) {
-    const char *requests = NULL, *answers = NULL, *out_narrative = NULL, *out_qa = NULL, *rejects = NULL;
+    const char *requests = NULL, *answers = NULL, *outs[3] = {NULL, NULL, NULL};
+    static const char *const out_flags[3] = {"--out-narrative", "--out-qa", "--rejects"};
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -425,74 +450,27 @@ static int cmd_ingest(int argc, char **argv) {
         const char *v = argv[++i];
         if (!strcmp(a, "--requests")) requests = v;
         else if (!strcmp(a, "--answers")) answers = v;
-        else if (!strcmp(a, "--out-narrative")) out_narrative = v;
-        else if (!strcmp(a, "--out-qa")) out_qa = v;
-        else if (!strcmp(a, "--rejects")) rejects = v;
+        else if (!strcmp(a, out_flags[0])) outs[0] = v;
+        else if (!strcmp(a, out_flags[1])) outs[1] = v;
+        else if (!strcmp(a, out_flags[2])) outs[2] = v;
         else return usage_error("unknown option or missing value: %s", a);
     }
     if (!requests) return usage_error("%s is required", "--requests FILE");
     if (!answers) return usage_error("%s is required", "--answers FILE");
+    for (int k = 0; k < 3; k++) {
+        if (refuse_same(out_flags[k], outs[k], "--requests", "requests", requests) ||
+            refuse_same(out_flags[k], outs[k], "--answers", "answers", answers))
+            return 1;
+        for (int j = 0; j < k; j++)
+            if (refuse_same(out_flags[k], outs[k], out_flags[j], "output", outs[j])) return 1;
+    }
     printf("persona ingest\n");
     printf("  requests         %s\n  answers          %s\n", requests, answers);
-    char err[ERR_LEN];
-    Requests *rq = requests_load(requests, err);
-    if (!rq) {
-        fprintf(stderr, "error: %s\n", err);
-        return 1;
-    }
-    size_t n_rewrite = requests_count(rq, 0), n_qa = requests_count(rq, 1);
-    if ((n_rewrite && !out_narrative) || (n_qa && !out_qa)) {
-        requests_free(rq);
-        return usage_error("%s", n_rewrite && !out_narrative
-                                     ? "--out-narrative FILE is required: the requests ask for rewrites"
-                                     : "--out-qa FILE is required: the requests ask for Q&A pairs");
-    }
-    if (out_narrative) printf("  out narrative    %s\n", out_narrative);
-    if (out_qa) printf("  out qa           %s\n", out_qa);
-    OutFile files[3] = {{0}};
-    const char *paths[3] = {n_rewrite ? out_narrative : NULL, n_qa ? out_qa : NULL, rejects};
-    int rc = 0;
-    for (int k = 0; k < 3 && rc == 0; k++)
-        if (paths[k] && outfile_open(&files[k], paths[k], err)) {
-            fprintf(stderr, "error: %s\n", err);
-            rc = 2;
-        }
-    IngestStats st = {0};
-    if (rc == 0) {
-        IngestOutputs io = {files[0].f, files[1].f, files[2].f};
-        if (ingest_answers(rq, answers, &io, &st, err)) {
-            fprintf(stderr, "error: %s\n", err);
-            rc = 1;
-        } else if (st.conversations[0] + st.conversations[1] == 0) {
-            fprintf(stderr, "error: %s: no usable answer: all %zu answers were rejected (see the report)\n",
-                    answers, st.answers);
-            rc = 1;
-        }
-    }
-    if (rc) {
-        for (int k = 0; k < 3; k++) outfile_abort(&files[k]);
-    } else {
-        for (int k = 0; k < 3 && rc == 0; k++)
-            if (files[k].f && outfile_commit(&files[k], err)) {
-                fprintf(stderr, "error: %s\n", err);
-                rc = 2;
-            }
-    }
-    if (st.answers) {  // what was rejected, even when nothing could be written
-        printf("requests: %zu rewrite, %zu qa\n", st.requests[0], st.requests[1]);
-        printf(
-            "answers: %zu read, %zu rewrites and %zu Q&A answers accepted; %zu requests without a usable "
-            "answer\n",
-            st.answers, st.accepted[0], st.accepted[1], st.unanswered);
-        printf("rejected:");
-        size_t total = 0;
-        for (int r = 0; r < REJECT_COUNT; r++)
-            if (st.rejected[r]) printf(" %s %zu,", reject_name(r), st.rejected[r]), total += st.rejected[r];
-        printf(" %zu in all\n", total);
-        if (rc == 0)
-            printf("conversations: %zu narrative, %zu qa\n", st.conversations[0], st.conversations[1]);
-    }
-    requests_free(rq);
+    for (int k = 0; k < 3; k++)
+        if (outs[k]) printf("  %-16s %s\n", out_flags[k] + 2, outs[k]);
+    IngestStats st;
+    int rc = ingest_files(requests, answers, outs, &st);
+    if (rc == 0) printf("conversations: %zu narrative, %zu qa\n", st.conversations[0], st.conversations[1]);
     return rc;
 }
 
@@ -579,66 +557,103 @@ static int cmd_mix(int argc, char **argv) {
             fprintf(stderr, "error: %s\n", err);
             rc = 1;
         } else {
-            while (len && (system_text[len - 1] == '\n' || system_text[len - 1] == ' '))
-                system_text[--len] = '\0';
+            while (len && (system_text[len - 1] == '\n' || system_text[len - 1] == ' ')) system_text[--len] = '\0';
             system = system_text;
         }
     }
     if (rc == 0) {
         printf("persona mix\n");
-        for (size_t s = 0; s < n; s++)
-            printf("  source           %s (weight %g)\n", sources[s].path, sources[s].weight);
-        printf("  out dir          %s\n  val fraction     %g\n  seed             %.0f\n", out_dir,
-               val_fraction, seed);
+        for (size_t s = 0; s < n; s++) printf("  source           %s (weight %g)\n", sources[s].path, sources[s].weight);
+        printf("  out dir          %s\n  val fraction     %g\n  seed             %.0f\n", out_dir, val_fraction, seed);
         printf("  system prompt    %s\n", system ? system : "(none)");
-        if (mkdir(out_dir, 0777) != 0 && errno != EEXIST) {
-            fprintf(stderr, "error: %s: cannot create the directory: %s\n", out_dir, strerror(errno));
-            rc = 2;
-        }
-    }
-    if (rc == 0) {
-        size_t k = strlen(out_dir) + 16;
-        char *train_path = xmalloc(k), *val_path = xmalloc(k);
-        snprintf(train_path, k, "%s/train.jsonl", out_dir);
-        snprintf(val_path, k, "%s/val.jsonl", out_dir);
-        OutFile train = {0}, val = {0};
-        if (outfile_open(&train, train_path, err) || outfile_open(&val, val_path, err)) {
-            fprintf(stderr, "error: %s\n", err);
-            rc = 2;
-        } else {
-            MixOptions mo = {sources, n, val_fraction, (uint64_t)seed, system};
-            if (mix_run(&mo, train.f, val.f, err)) {
-                fprintf(stderr, "error: %s\n", err);
-                rc = 1;
-            }
-        }
-        if (rc) {
-            outfile_abort(&train);
-            outfile_abort(&val);
-        } else if (outfile_commit(&train, err) || outfile_commit(&val, err)) {
-            fprintf(stderr, "error: %s\n", err);
-            rc = 2;
-        }
-        if (rc == 0) {
-            size_t lines = 0, dup = 0, tr = 0, va = 0;
-            for (size_t s = 0; s < n; s++) {
-                const MixSource *x = &sources[s];
-                printf(
-                    "%s: %zu conversations, %zu exact and %zu near duplicates removed, %zu to train, %zu to "
-                    "val\n",
-                    x->path, x->lines, x->exact, x->near, x->train, x->val);
-                lines += x->lines, dup += x->exact + x->near, tr += x->train, va += x->val;
-            }
-            printf("mix: %zu conversations read, %zu duplicates removed; %s: %zu, %s: %zu\n", lines, dup,
-                   train_path, tr, val_path, va);
-        }
-        free(train_path);
-        free(val_path);
+        MixOptions mo = {sources, n, val_fraction, (uint64_t)seed, system};
+        rc = mix_to_dir(&mo, out_dir, stdout);
     }
     for (size_t i = 0; i < n; i++) free((char *)sources[i].path);
     free(system_text);
     free(sources);
     return rc;
+}
+
+// ---------------------------------------------------------------------------------------
+// build
+
+static void build_usage(FILE *f) {
+    fprintf(f,
+            "usage: persona build --book FILE --character NAME [--alias NAME ...] --out DIR\n"
+            "                     [--teacher COMMAND]\n"
+            "\n"
+            "The whole method in one command: the character's own lines (extract), requests for a\n"
+            "teacher model (prompts), the teacher's answers, their conversations (ingest), and the\n"
+            "training set (mix). Writes DIR/train.jsonl and DIR/val.jsonl (for prep), DIR/report.txt\n"
+            "(what was found, counts, a confidence histogram, what was dropped, samples to read),\n"
+            "DIR/probes.txt (questions to ask the trained character), and every step's file.\n"
+            "Without --teacher the training set is the character's own lines only (strategy A).\n"
+            "\n" BOOK_HELP
+            "  --out DIR              where everything goes (required; created if missing)\n"
+            "  --teacher COMMAND      a shell command that answers the requests: it reads requests\n"
+            "                         JSONL on standard input and writes answers JSONL on standard\n"
+            "                         output, or names the files as {requests} and {answers}\n"
+            "                         (default: none, strategy A only)\n" PROMPTS_HELP
+            "  --context-words N      length of a narrative context, in words (default 60)\n"
+            "  --system TEXT          system prompt (default \"You are NAME.\")\n"
+            "  --weight-narrative W   weight of the rewrites in training (default 0.5)\n"
+            "  --weight-qa W          weight of the Q&A pairs in training (default 1)\n"
+            "  --val-fraction F       share of the conversations for validation (default 0.1)\n"
+            "  --seed N               seed of the shuffles and samples (default 1)\n"
+            "  --help                 this text\n");
+}
+
+static int cmd_build(int argc, char **argv) {
+    BookOptions bo = {.min_confidence = 0.7};
+    PromptArgs pa = prompt_defaults();
+    BuildOptions o = {.context_words = 60, .weight_narrative = 0.5, .weight_qa = 1, .val_fraction = 0.1, .seed = 1};
+    double seed = 1;
+    for (int i = 2; i < argc; i++) {
+        int r = book_option(&bo, argc, argv, &i);
+        if (r == 0) r = prompt_option(&pa, argc, argv, &i);
+        if (r < 0) return 1;
+        if (r) continue;
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            build_usage(stdout);
+            return 0;
+        }
+        if (i + 1 >= argc) return usage_error("unknown option or missing value: %s", a);
+        const char *v = argv[++i];
+        int bad = 0;
+        if (!strcmp(a, "--out")) o.out_dir = v;
+        else if (!strcmp(a, "--teacher")) o.teacher = v;
+        else if (!strcmp(a, "--system")) o.system = v;
+        else if (!strcmp(a, "--context-words")) bad = parse_count(a, v, 1, 10000, &o.context_words);
+        else if (!strcmp(a, "--weight-narrative")) bad = parse_number(a, v, 0, 100, &o.weight_narrative);
+        else if (!strcmp(a, "--weight-qa")) bad = parse_number(a, v, 0, 100, &o.weight_qa);
+        else if (!strcmp(a, "--val-fraction")) bad = parse_number(a, v, 0, 0.9, &o.val_fraction);
+        else if (!strcmp(a, "--seed")) bad = parse_number(a, v, 0, 1e15, &seed);
+        else return usage_error("unknown option or missing value: %s", a);
+        if (bad) return 1;
+    }
+    if (check_book_options(&bo)) return 1;
+    if (!o.out_dir) return usage_error("%s is required", "--out DIR");
+    if (check_prompt_args(&pa)) return 1;
+    o.book = bo.book;
+    o.parse = bo.parse;
+    o.dialogue = dialogue_options(&bo);
+    o.min_confidence = bo.min_confidence;
+    o.tokenizer = pa.tokenizer;
+    o.template_rewrite = pa.want_rewrite ? pa.rewrite : NULL;
+    o.template_qa = pa.want_qa ? pa.qa : NULL;
+    o.model = pa.model;
+    o.pairs = pa.pairs;
+    o.chunk_tokens = pa.chunk_tokens;
+    o.overlap_tokens = pa.overlap_tokens;
+    o.seed = (uint64_t)seed;
+    printf("persona build\n");
+    print_book_config(&bo);
+    printf("  out              %s\n", o.out_dir);
+    printf("  teacher          %s\n", o.teacher ? o.teacher : "(none: the character's own lines only)");
+    if (o.teacher) print_prompt_config(&pa);
+    return build_run(&o);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -649,6 +664,7 @@ static void usage(FILE *f) {
             "\n"
             "Turns a novel into a conversational dataset in one character's voice.\n"
             "\n"
+            "  build     all of it, in one command: the training set, a report and probes\n"
             "  extract   the character's own lines, with what was said to them\n"
             "  prompts   chat requests for a teacher model: first-person rewrites, Q&A pairs\n"
             "  ingest    the teacher's answers -> conversations\n"
@@ -657,14 +673,17 @@ static void usage(FILE *f) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "error: no command: expected extract, prompts, ingest or mix (see persona --help)\n");
+        fprintf(stderr, "error: no command: expected build, extract, prompts, ingest or mix (see persona --help)\n");
         return 1;
     }
+    outfile_catch_signals();
     const char *cmd = argv[1];
     int rc;
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         usage(stdout);
         return 0;
+    } else if (!strcmp(cmd, "build")) {
+        rc = cmd_build(argc, argv);
     } else if (!strcmp(cmd, "extract")) {
         rc = cmd_extract(argc, argv);
     } else if (!strcmp(cmd, "prompts")) {
@@ -674,7 +693,7 @@ int main(int argc, char **argv) {
     } else if (!strcmp(cmd, "mix")) {
         rc = cmd_mix(argc, argv);
     } else {
-        fprintf(stderr, "error: unknown command '%s' (expected extract, prompts, ingest or mix)\n", cmd);
+        fprintf(stderr, "error: unknown command '%s' (expected build, extract, prompts, ingest or mix)\n", cmd);
         return 1;
     }
     if (fflush(stdout) != 0 || ferror(stdout)) {

@@ -196,3 +196,40 @@ void extract_write_turns(const Dialogue *d, const ExtractOptions *o, FILE *out) 
         fputc('\n', out);
     }
 }
+
+size_t extract_written(const ExtractStats *st, size_t *below) {
+    size_t written = 0;
+    *below = 0;
+    for (int m = 0; m < ATTR_COUNT; m++) written += st->lines[m], *below += st->below[m];
+    return written;
+}
+
+void extract_say_nothing(const ExtractStats *st, const char *book, const char *character, double min_confidence,
+                         int layout_unclear, FILE *f) {
+    size_t below = 0;
+    extract_written(st, &below);
+    if (below == 0)
+        fprintf(f, "error: %s: \"%s\" never speaks: none of the %zu turns found is attributed to them%s\n", book,
+                character, st->turns,
+                layout_unclear ? " (the book's paragraphs could not be told apart: see --layout)" : "");
+    else
+        fprintf(f, "error: %s: none of the %zu lines attributed to \"%s\" reaches --min-confidence %.2f\n", book,
+                below, character, min_confidence);
+}
+
+void extract_report(const Dialogue *d, const ExtractStats *st, const char *character, FILE *f) {
+    size_t below, written = extract_written(st, &below);
+    fprintf(f,
+            "dialogue: %zu quotations, %zu turns (%zu unattributed, %zu by groups, %zu in stories told by a\n"
+            "          speaker), %zu texts read aloud, %zu thoughts\n",
+            d->quotations, st->turns, st->unattributed, st->groups, st->nested, d->documents, d->thoughts);
+    fprintf(f, "lines of %s: %zu written", character, written);
+    for (int m = 1; m < ATTR_COUNT; m++)
+        if (st->lines[m]) fprintf(f, ", %s %zu", attr_method_name((AttrMethod)m), st->lines[m]);
+    fprintf(f, "\nskipped: %zu below --min-confidence", below);
+    for (int m = 1; m < ATTR_COUNT; m++)
+        if (st->below[m]) fprintf(f, ", %s %zu", attr_method_name((AttrMethod)m), st->below[m]);
+    fprintf(f, "; %zu ambiguous turns (no speaker); %zu without any context\n", st->unattributed, st->no_context);
+    fprintf(f, "conversations: %zu (first user turn: %zu what was said, %zu narrative)\n", st->conversations,
+            st->user_speech, st->user_context);
+}

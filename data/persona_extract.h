@@ -51,5 +51,14 @@ typedef struct {
 int extract_is_line(const Dialogue *d, size_t k, double min_confidence);
 void extract_conversations(const Dialogue *d, const ExtractOptions *o, FILE *out, ExtractStats *st);
 void extract_write_turns(const Dialogue *d, const ExtractOptions *o, FILE *out);
+// The lines of the character written and skipped, by method: 0 when none was written.
+size_t extract_written(const ExtractStats *st, size_t *below);
+// The error when nothing was written, on one line to f: the character never speaks, or
+// speaks only below --min-confidence (layout_unclear: the book's paragraphs were not found).
+void extract_say_nothing(const ExtractStats *st, const char *book, const char *character, double min_confidence,
+                         int layout_unclear, FILE *f);
+// Prints what was found and written: "dialogue: ...", "lines of NAME: ...", "skipped: ...",
+// "conversations: ..." lines.
+void extract_report(const Dialogue *d, const ExtractStats *st, const char *character, FILE *f);
 
 #endif

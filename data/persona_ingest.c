@@ -374,3 +374,54 @@ int ingest_answers(Requests *rq, const char *answers_path, const IngestOutputs *
     for (size_t i = 0; i < rq->n; i++) st->unanswered += !rq->r[i].accepted;
     return 0;
 }
+
+void ingest_report(const IngestStats *st, FILE *f) {
+    fprintf(f, "requests: %zu rewrite, %zu qa\n", st->requests[0], st->requests[1]);
+    fprintf(f, "answers: %zu read, %zu rewrites and %zu Q&A answers accepted; %zu requests without a usable answer\n",
+            st->answers, st->accepted[0], st->accepted[1], st->unanswered);
+    fprintf(f, "rejected:");
+    size_t total = 0;
+    for (int r = 0; r < REJECT_COUNT; r++)
+        if (st->rejected[r]) fprintf(f, " %s %zu,", reject_name(r), st->rejected[r]), total += st->rejected[r];
+    fprintf(f, " %zu in all\n", total);
+}
+
+int ingest_files(const char *requests, const char *answers, const char *const outs[3], IngestStats *st) {
+    memset(st, 0, sizeof *st);
+    char err[ERR_LEN];
+    Requests *rq = requests_load(requests, err);
+    if (!rq) {
+        fprintf(stderr, "error: %s\n", err);
+        return 1;
+    }
+    size_t n_task[2] = {requests_count(rq, 0), requests_count(rq, 1)};
+    for (int k = 0; k < 2; k++)
+        if (n_task[k] && !outs[k]) {
+            fprintf(stderr, "error: %s FILE is required: the requests ask for %s (see --help)\n",
+                    k ? "--out-qa" : "--out-narrative", k ? "Q&A pairs" : "rewrites");
+            requests_free(rq);
+            return 1;
+        }
+    OutFile files[3] = {{0}};
+    int rc = 0;
+    for (int k = 0; k < 3 && rc == 0; k++)
+        if (outs[k] && (k == 2 || n_task[k]) && outfile_open(&files[k], outs[k], err)) {
+            fprintf(stderr, "error: %s\n", err);
+            rc = 2;
+        }
+    if (rc == 0) {
+        IngestOutputs io = {files[0].f, files[1].f, files[2].f};
+        if (ingest_answers(rq, answers, &io, st, err)) {
+            fprintf(stderr, "error: %s\n", err);
+            rc = 1;
+        } else if (st->conversations[0] + st->conversations[1] == 0) {
+            fprintf(stderr, "error: %s: no usable answer: all %zu answers were rejected (see the report)\n", answers,
+                    st->answers);
+            rc = 1;
+        }
+    }
+    rc = outfiles_finish(files, 3, rc);
+    if (st->answers) ingest_report(st, stdout);  // what was rejected, even when nothing could be written
+    requests_free(rq);
+    return rc;
+}

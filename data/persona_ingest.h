@@ -78,4 +78,13 @@ void requests_free(Requests *r);
 // the answers file cannot be read or holds no line at all.
 int ingest_answers(Requests *r, const char *answers_path, const IngestOutputs *out, IngestStats *st, char *err);
 
+// All of `persona ingest` on files: reads the requests, opens the outputs (outs[0] the
+// narrative, outs[1] the Q&A, outs[2] the rejects, each NULL when not wanted; the first two
+// are required when the requests ask for their task), reads the answers, commits every
+// output together (or none) and prints the report to stdout and errors to stderr. Returns
+// the exit status: 0, 1 bad input (nothing usable), 2 a failed write.
+int ingest_files(const char *requests, const char *answers, const char *const outs[3], IngestStats *st);
+// "requests: ...", "answers: ...", "rejected: ..." lines.
+void ingest_report(const IngestStats *st, FILE *f);
+
 #endif

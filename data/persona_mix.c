@@ -5,6 +5,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/stat.h>
 
 #include "../common/strmap.h"
 #include "../common/util.h"
@@ -148,5 +150,56 @@ int mix_run(MixOptions *o, FILE *train, FILE *val, char *err) {
     }
     for (size_t i = 0; i < n; i++) free(items[i].json);
     free(items);
+    return rc;
+}
+
+// dir + "/" + name, without doubling a slash that dir ends with.
+static char *join_path(const char *dir, const char *name) {
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') n--;
+    size_t cap = n + strlen(name) + 2;
+    char *path = xmalloc(cap);
+    snprintf(path, cap, "%.*s/%s", (int)n, dir, name);
+    return path;
+}
+
+int mix_to_dir(MixOptions *o, const char *dir, FILE *report) {
+    char *paths[2] = {join_path(dir, "train.jsonl"), join_path(dir, "val.jsonl")};
+    char err[ERR_LEN];
+    int rc = 0;
+    for (size_t s = 0; s < o->n && rc == 0; s++)
+        for (int k = 0; k < 2 && rc == 0; k++)
+            if (same_file(paths[k], o->sources[s].path)) {
+                fprintf(stderr, "error: source %s is the output %s: an output never replaces an input (choose another --out-dir)\n",
+                        o->sources[s].path, paths[k]);
+                rc = 1;
+            }
+    if (rc == 0 && mkdir(dir, 0777) != 0 && errno != EEXIST) {
+        fprintf(stderr, "error: %s: cannot create the directory: %s\n", dir, strerror(errno));
+        rc = 2;
+    }
+    OutFile files[2] = {{0}};
+    if (rc == 0 && (outfile_open(&files[0], paths[0], err) || outfile_open(&files[1], paths[1], err))) {
+        fprintf(stderr, "error: %s\n", err);
+        rc = 2;
+    }
+    if (rc == 0 && mix_run(o, files[0].f, files[1].f, err)) {
+        fprintf(stderr, "error: %s\n", err);
+        rc = 1;
+    }
+    rc = outfiles_finish(files, 2, rc);
+    if (rc == 0) {
+        size_t lines = 0, dup = 0, tr = 0, va = 0;
+        for (size_t s = 0; s < o->n; s++) {
+            const MixSource *x = &o->sources[s];
+            fprintf(report, "%s: %zu conversations, %zu exact and %zu near duplicates removed, %zu to train, %zu to val\n",
+                    x->path, x->lines, x->exact, x->near, x->train, x->val);
+            lines += x->lines, dup += x->exact + x->near, tr += x->train, va += x->val;
+        }
+        fprintf(report, "mix: %zu conversations read, %zu duplicates removed; %s: %zu, %s: %zu\n", lines, dup, paths[0],
+                tr, paths[1], va);
+    }
+    free(paths[0]);
+    free(paths[1]);
     return rc;
 }

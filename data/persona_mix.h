@@ -42,4 +42,10 @@ typedef struct {
 // Returns 0, or -1 with `file:line: reason` in err (bad input; nothing was written).
 int mix_run(MixOptions *o, FILE *train, FILE *val, char *err);
 
+// All of `persona mix` into the directory dir: refuses a source that is one of the outputs
+// (DIR/train.jsonl or DIR/val.jsonl, under any name), creates dir when missing, writes both
+// files together (or neither), and prints one line per source and a summary to report
+// (errors to stderr). Returns the exit status: 0, 1 bad input, 2 a failed write.
+int mix_to_dir(MixOptions *o, const char *dir, FILE *report);
+
 #endif

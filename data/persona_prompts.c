@@ -59,17 +59,50 @@ static void template_fill(const Template *t, const char *const values[4], ByteBu
 }
 
 // ---------------------------------------------------------------------------------------
-// Story titles: "ADVENTURE I. A SCANDAL IN BOHEMIA" -> "A Scandal in Bohemia"
+// Story titles: "ADVENTURE I. A SCANDAL IN BOHEMIA" -> "A Scandal in Bohemia",
+// "CHAPTER XVIII." -> "Chapter XVIII"
+
+// Whether w[0..n) is a roman numeral written the standard way (XVIII, XLIV; not MIL, DID):
+// its value, written back, gives the same letters.
+static int is_roman_numeral(const char *w, size_t n) {
+    static const char *const digits[4][10] = {
+        {"", "I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX"},
+        {"", "X", "XX", "XXX", "XL", "L", "LX", "LXX", "LXXX", "XC"},
+        {"", "C", "CC", "CCC", "CD", "D", "DC", "DCC", "DCCC", "CM"},
+        {"", "M", "MM", "MMM", "", "", "", "", "", ""}};
+    int value = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *at = strchr("IVXLCDM", toupper((unsigned char)w[i]));
+        if (!at || !w[i]) return 0;
+        static const int v[] = {1, 5, 10, 50, 100, 500, 1000};
+        int here = v[at - "IVXLCDM"], next = 0;
+        if (i + 1 < n) {
+            const char *nx = strchr("IVXLCDM", toupper((unsigned char)w[i + 1]));
+            next = nx && w[i + 1] ? v[nx - "IVXLCDM"] : 0;
+        }
+        value += here < next ? -here : here;
+    }
+    if (value <= 0 || value > 3999) return 0;
+    char canon[32] = "";
+    for (int p = 3, div = 1000; p >= 0; p--, div /= 10) strcat(canon, digits[p][value / div % 10]);
+    if (strlen(canon) != n) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (canon[i] != toupper((unsigned char)w[i])) return 0;
+    return 1;
+}
 
 static char *story_title(const char *heading) {
     const char *s = heading;
-    // drop the numbering: "CHAPTER IV.", "ADVENTURE I.", "VII."
+    // drop the numbering: "ADVENTURE I. A SCANDAL", "VII. THE COPPER BEECHES", but keep a
+    // heading that is nothing but its number ("CHAPTER XVIII.")
     const char *dot = strchr(s, '.');
     if (dot && dot - s < 20 && dot[1] == ' ') s = dot + 2;
     while (*s == ' ') s++;
     char *t = xstrdup(s);
     char *nl = strchr(t, '\n');
     if (nl) *nl = '\0';
+    size_t len = strlen(t);
+    while (len && (t[len - 1] == '.' || t[len - 1] == ' ')) t[--len] = '\0';
     int lower = 0;
     for (char *c = t; *c; c++) lower |= islower((unsigned char)*c);
     if (!lower) {  // all capitals: title case, small words lower-case after the first
@@ -79,11 +112,13 @@ static char *story_title(const char *heading) {
         for (char *w = t; *w;) {
             char *e = w;
             while (*e && *e != ' ') e++;
-            for (char *c = w; c < e; c++) *c = (char)tolower((unsigned char)*c);
-            int is_small = 0;
-            for (int k = 0; small[k]; k++)
-                if ((size_t)(e - w) == strlen(small[k]) && !strncmp(w, small[k], (size_t)(e - w))) is_small = 1;
-            if (first || !is_small) *w = (char)toupper((unsigned char)*w);
+            if (!is_roman_numeral(w, (size_t)(e - w))) {
+                for (char *c = w; c < e; c++) *c = (char)tolower((unsigned char)*c);
+                int is_small = 0;
+                for (int k = 0; small[k]; k++)
+                    if ((size_t)(e - w) == strlen(small[k]) && !strncmp(w, small[k], (size_t)(e - w))) is_small = 1;
+                if (first || !is_small) *w = (char)toupper((unsigned char)*w);
+            }
             first = 0;
             w = *e ? e + 1 : e;
         }
@@ -291,4 +326,30 @@ void prompts_write(const Dialogue *d, const PromptOptions *o, FILE *out, PromptS
     bytebuf_free(&text);
     free(units.u);
     free(present);
+}
+
+void prompts_report(const PromptStats *st, const char *character, FILE *f) {
+    fprintf(f, "chunks: %zu, %zu with %s present (mean %.0f tokens, longest %d)\n", st->chunks, st->kept, character,
+            st->kept ? (double)st->tokens_total / (double)st->kept : 0.0, st->tokens_max);
+}
+
+int prompt_tools_load(PromptTools *t, const char *tokenizer, const char *rewrite, const char *qa, char *err) {
+    memset(t, 0, sizeof *t);
+    if ((rewrite && template_load(&t->rewrite_t, rewrite, err)) || (qa && template_load(&t->qa_t, qa, err)) ||
+        (tokenizer && tokenizer_load(&t->tok, tokenizer, err))) {
+        template_free(&t->rewrite_t);
+        template_free(&t->qa_t);
+        return -1;
+    }
+    t->tokenizer = tokenizer ? &t->tok : NULL;
+    t->rewrite = rewrite ? &t->rewrite_t : NULL;
+    t->qa = qa ? &t->qa_t : NULL;
+    return 0;
+}
+
+void prompt_tools_free(PromptTools *t) {
+    if (t->tokenizer) tokenizer_free(&t->tok);
+    template_free(&t->rewrite_t);
+    template_free(&t->qa_t);
+    memset(t, 0, sizeof *t);
 }

@@ -13,7 +13,8 @@
  * their lines.
  *
  * Requests. Each kept chunk gives one request per task, one JSON line in the OpenAI batch
- * input format, so that any OpenAI-compatible batch tool (or `chat --batch`) can answer it:
+ * input format, so that any OpenAI-compatible batch tool, or any command that reads such
+ * requests as JSONL and writes answers as JSONL (`persona build --teacher`), can answer it:
  *   {"custom_id": "c00042-9f3a61b2:rewrite", "method": "POST", "url": "/v1/chat/completions",
  *    "body": {"model": M, "messages": [{"role": "user", "content": PROMPT}],
  *             "max_tokens": N, "temperature": 0.7},
@@ -64,5 +65,21 @@ typedef struct {
 } PromptStats;
 
 void prompts_write(const Dialogue *d, const PromptOptions *o, FILE *out, PromptStats *st);
+// "chunks: N, K with NAME present (mean T tokens, longest L)".
+void prompts_report(const PromptStats *st, const char *character, FILE *f);
+
+// What prompts_write needs from files: the tokenizer (optional) and the two templates (each
+// NULL when its task is not asked for).
+typedef struct {
+    Tokenizer tok;
+    Tokenizer *tokenizer;  // &tok, or NULL: estimate
+    Template rewrite_t, qa_t;
+    const Template *rewrite, *qa;
+} PromptTools;
+
+// Loads them (any path may be NULL). Returns 0, or -1 with the reason in err (nothing to
+// free then).
+int prompt_tools_load(PromptTools *t, const char *tokenizer, const char *rewrite, const char *qa, char *err);
+void prompt_tools_free(PromptTools *t);
 
 #endif

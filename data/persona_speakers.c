@@ -2,6 +2,7 @@
 #include "persona_speakers.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -86,11 +87,14 @@ static void words_split(const char *s, size_t start, size_t end, Words *out, siz
     }
 }
 
-// The word lower-cased into buf (cut to fit); a trailing period and a possessive 's go.
+// The word lower-cased into buf (cut to fit); a trailing period and a possessive 's (or ’s)
+// go.
 static const char *lower_word(const char *s, const Word *w, char *buf, size_t cap) {
     size_t n = w->end - w->start, k = 0;
-    if (n && s[w->start + n - 1] == '.') n--;
-    if (n > 2 && s[w->start + n - 2] == '\'' && s[w->start + n - 1] == 's') n -= 2;
+    const char *e = s + w->start;
+    if (n && e[n - 1] == '.') n--;
+    if (n > 2 && e[n - 2] == '\'' && e[n - 1] == 's') n -= 2;
+    else if (n > 4 && !memcmp(e + n - 4, "\xE2\x80\x99s", 4)) n -= 4;
     for (; k < n && k + 1 < cap; k++) buf[k] = (char)tolower((unsigned char)s[w->start + k]);
     buf[k] = '\0';
     return buf;
@@ -114,7 +118,8 @@ static const char *const SPEECH_VERBS[] = {
     "panted", "faltered", "concluded", "commented", "mused", "breathed", "hissed", "wailed",
     "moaned", "sneered", "shrieked", "bellowed", "barked", "mumbled", "announced", "warned",
     "assented", "objected", "corrected", "proceeded", "remonstrated", "stormed", "sang",
-    "croaked", "drawled", "lisped", "quavered", "screeched", "snarled", "spluttered", NULL};
+    "croaked", "drawled", "lisped", "quavered", "screeched", "snarled", "spluttered", "addressed",
+    "accosted", NULL};
 
 // Two-word verbs: "went on", "broke in", "put in".
 static const char *const VERB_PAIRS[] = {"went", "on", "broke", "in", "put", "in", "cut", "in", NULL};
@@ -142,15 +147,15 @@ static const char *const CONNECTORS[] = {
 
 static const char *const MALE_TITLES[] = {
     "mr", "sir", "lord", "monsieur", "herr", "signor", "master", "king", "prince", "duke",
-    "count", "baron", "father", "brother", "uncle", "mister", NULL};
+    "count", "baron", "father", "brother", "uncle", "mister",
+    // ranks that were men's in the books this reads
+    "colonel", "col", "captain", "capt", "major", "general", "gen", "lieutenant", "lt", "sergeant",
+    "sgt", "inspector", "constable", NULL};
 static const char *const FEMALE_TITLES[] = {
     "mrs", "ms", "miss", "lady", "madam", "madame", "mme", "mlle", "mademoiselle", "frau",
     "signora", "mistress", "queen", "princess", "duchess", "countess", "baroness", "mother",
     "sister", "aunt", NULL};
-static const char *const OTHER_TITLES[] = {
-    "dr", "doctor", "colonel", "col", "captain", "capt", "major", "general", "gen",
-    "lieutenant", "lt", "sergeant", "sgt", "inspector", "constable", "professor", "prof",
-    "rev", "reverend", "hon", NULL};
+static const char *const OTHER_TITLES[] = {"dr", "doctor", "professor", "prof", "rev", "reverend", "hon", NULL};
 
 static const char *const MALE_NOUNS[] = {
     "man", "gentleman", "fellow", "boy", "lad", "king", "prince", "husband", "father", "son",
@@ -181,6 +186,15 @@ static Gender title_gender(const char *w) {
 }
 
 static int is_title(const char *w) { return title_gender(w) != GENDER_UNKNOWN || in_list(w, OTHER_TITLES); }
+
+// The class of a title that tells people of one surname apart (see the header): 'm', 'w',
+// 'g', or 't' for the titles that do not say which of them (Dr., Colonel, King).
+static char title_class(const char *w) {
+    static const char *const men[] = {"mr", "mister", "sir", "lord", "monsieur", "herr", "signor", NULL};
+    static const char *const wives[] = {"mrs", "madam", "madame", "mme", "lady", "frau", "signora", "mistress", NULL};
+    static const char *const girls[] = {"miss", "ms", "mlle", "mademoiselle", NULL};
+    return in_list(w, men) ? 'm' : in_list(w, wives) ? 'w' : in_list(w, girls) ? 'g' : 't';
+}
 
 // ---------------------------------------------------------------------------------------
 // The cast
@@ -219,6 +233,23 @@ static void name_key(const char *s, char *key, size_t cap, Gender *g) {
     free(w.w);
 }
 
+// A play's speaker label as a key: "\x01", then the label lower-cased with its white space
+// collapsed ("LADY  MACBETH" -> "\x01lady macbeth"). Labels are matched whole, so that LADY
+// MACBETH is not MACBETH; the mark keeps them apart from the keys of prose names.
+static void label_key(const char *s, size_t n, char *key, size_t cap) {
+    size_t k = 0;
+    key[k++] = '\x01';
+    for (size_t i = 0; i < n && k + 1 < cap; i++) {
+        if (isspace((unsigned char)s[i])) {
+            if (key[k - 1] != ' ' && key[k - 1] != '\x01') key[k++] = ' ';
+        } else {
+            key[k++] = (char)tolower((unsigned char)s[i]);
+        }
+    }
+    while (k > 1 && key[k - 1] == ' ') k--;
+    key[k] = '\0';
+}
+
 void cast_init(Cast *c, const char *character, const char *const *aliases, size_t n_aliases,
                int narrator_is_character) {
     memset(c, 0, sizeof *c);
@@ -228,9 +259,13 @@ void cast_init(Cast *c, const char *character, const char *const *aliases, size_
     Gender g = GENDER_UNKNOWN;
     name_key(character, key, sizeof key, &g);
     add_entity(c, character, key, g);
+    label_key(character, strlen(character), key, sizeof key);
+    strmap_put(&c->keys, key, strlen(key), ENTITY_CHARACTER);
     for (size_t i = 0; i < n_aliases; i++) {
         name_key(aliases[i], key, sizeof key, &g);
         if (key[0]) strmap_put(&c->keys, key, strlen(key), ENTITY_CHARACTER);
+        label_key(aliases[i], strlen(aliases[i]), key, sizeof key);
+        strmap_put(&c->keys, key, strlen(key), ENTITY_CHARACTER);
     }
     c->entities[0].title_gender = g;
     add_entity(c, "I (the narrator)", NULL, GENDER_UNKNOWN);
@@ -283,49 +318,102 @@ static void join_words(const char *s, const Words *w, size_t a, size_t b, int lo
     out[k] = '\0';
 }
 
+// The entity of key (with its title class cls, 0 for none) if it may be the person named so:
+// one stored under key and the class, or under the key alone when the classes agree.
+static int32_t lookup(const Cast *c, const char *key, char cls) {
+    char classed[272];
+    if (cls) {
+        snprintf(classed, sizeof classed, "%s#%c", key, cls);
+        int32_t e = strmap_get(&c->keys, classed, strlen(classed));
+        if (e >= 0) return e;
+    }
+    int32_t e = strmap_get(&c->keys, key, strlen(key));
+    if (e < 0) return -1;
+    // someone with another title is someone else ("Miss Roylott" is not "Dr. Roylott"); a
+    // surname without a title is a man's (Mr. Bingley, not Miss Bingley), unless it is one of
+    // the character's names as given
+    char other = c->entities[e].title_class;
+    if (!other) return !cls || e == ENTITY_CHARACTER || (cls != 'w' && cls != 'g') ? e : -1;
+    return !cls || other == cls ? e : -1;
+}
+
+// Stores key#cls for entity e, and key alone for a man's or an untitled name (a surname
+// alone is not a Miss's or a Mrs.'s), where no one has them yet.
+static void store(Cast *c, const char *key, char cls, int e) {
+    char classed[272];
+    if (cls != 'w' && cls != 'g') strmap_put(&c->keys, key, strlen(key), e);
+    if (cls) {
+        snprintf(classed, sizeof classed, "%s#%c", key, cls);
+        strmap_put(&c->keys, classed, strlen(classed), e);
+    }
+}
+
 // A name written as the words [a, b): titles dropped, then the whole name looked up, then
-// (for a name of several words) its last word, the key other people's names are stored
-// under. With create, an unknown name becomes a new entity. Returns the entity or -1.
+// (for a name of several words) its last word, the surname other people's names are also
+// stored under, for someone known by title and surname only or of the same title. With
+// create, an unknown name becomes a new entity. Returns the entity or -1.
 static int resolve_name(Cast *c, const char *s, const Words *w, size_t a, size_t b, int create) {
     char buf[64], key[256], last[64];
     Gender g = GENDER_UNKNOWN;
+    char cls = 0;
     size_t first = a;
-    for (; first < b && is_title(lower_word(s, &w->w[first], buf, sizeof buf)); first++)
+    for (; first < b && is_title(lower_word(s, &w->w[first], buf, sizeof buf)); first++) {
         if (title_gender(buf)) g = title_gender(buf);
+        if (!cls || cls == 't') cls = title_class(buf);
+    }
     if (first == b) return -1;
     join_words(s, w, first, b, 1, key, sizeof key);
-    int32_t e = strmap_get(&c->keys, key, strlen(key));
-    if (e >= 0) return e;
-    if (b - first > 1) {
+    int32_t e = lookup(c, key, cls);
+    if (e >= 0) {
+        // "Bingley", then "Mr. Bingley": now known to be a man, not "Miss Bingley"
+        if (!c->entities[e].title_class && cls && e != ENTITY_CHARACTER) c->entities[e].title_class = cls;
+        return e;
+    }
+    int several = b - first > 1;
+    if (several) {
         lower_word(s, &w->w[b - 1], last, sizeof last);
         if (strmap_get(&c->keys, last, strlen(last)) != ENTITY_CHARACTER) {
-            memcpy(key, last, strlen(last) + 1);
-            e = strmap_get(&c->keys, key, strlen(key));
-            if (e >= 0) return e;
+            e = lookup(c, last, cls);
+            // "Jane Bennet" is not "Mr. Bennet": a first name meets a title only when both
+            // have the same one
+            if (e >= 0 && (!c->entities[e].title_class || c->entities[e].title_class == cls)) return e;
         }
     }
     if (!create) return -1;
     char name[256];
     join_words(s, w, a, b, 0, name, sizeof name);
-    return add_entity(c, name, key, g);
+    e = add_entity(c, name, NULL, g);
+    c->entities[e].title_class = cls;
+    store(c, key, cls, e);
+    if (several && strmap_get(&c->keys, last, strlen(last)) != ENTITY_CHARACTER) store(c, last, cls, e);
+    return e;
 }
 
 int cast_person(Cast *c, const char *name, size_t len) {
-    Words w = {0};
-    words_split(name, 0, len, &w, 8);
-    int e = w.n ? resolve_name(c, name, &w, 0, w.n, 1) : -1;
-    free(w.w);
-    return e;
+    char key[256], shown[128], unused[256];
+    label_key(name, len, key, sizeof key);
+    int32_t e = strmap_get(&c->keys, key, strlen(key));
+    if (e >= 0) return e;
+    size_t n = len < sizeof shown - 1 ? len : sizeof shown - 1;
+    memcpy(shown, name, n);
+    shown[n] = '\0';
+    Gender g = GENDER_UNKNOWN;
+    name_key(shown, unused, sizeof unused, &g);  // the gender of its title (LADY, KING)
+    return add_entity(c, shown, key, g);
 }
 
 // ---------------------------------------------------------------------------------------
 // Subjects
 
+// Verbs of thinking: a quotation tagged with one ("thought she") is not said aloud.
+static const char *const THOUGHT_VERBS[] = {"thought", "thinks", "wondered", "reflected", NULL};
+static const char *const SELVES[] = {"herself", "himself", "myself", "themselves", "ourselves", "yourself", NULL};
+
 static int verb_len(const char *s, const Words *w, size_t i) {
     if (i >= w->n) return 0;
     char a[64], b[64];
     lower_word(s, &w->w[i], a, sizeof a);
-    if (in_list(a, SPEECH_VERBS)) return 1;
+    if (in_list(a, SPEECH_VERBS) || in_list(a, THOUGHT_VERBS)) return 1;
     if (i + 1 < w->n && w->w[i].punct == 0) {
         lower_word(s, &w->w[i + 1], b, sizeof b);
         for (int k = 0; VERB_PAIRS[k]; k += 2)
@@ -349,8 +437,10 @@ static size_t parse_name(Cast *c, const char *s, const Words *w, size_t i, int c
     size_t a = i;
     while (a < j && in_list(lower_word(s, &w->w[a], buf, sizeof buf), CONNECTORS)) a++;
     *e = -1;
-    // A name not known as a whole may end in a known one ("Then Holmes").
-    for (size_t k = a; k < j && *e < 0; k++) *e = resolve_name(c, s, w, k, j, 0);
+    // A name not known as a whole may end in a known one ("Then Holmes"); a title stays with
+    // its name ("Mrs. Bennet" is not "Bennet").
+    for (size_t k = a; k < j && *e < 0; k++)
+        if (k == a || !is_title(lower_word(s, &w->w[k - 1], buf, sizeof buf))) *e = resolve_name(c, s, w, k, j, 0);
     if (*e < 0 && create && a < j) *e = resolve_name(c, s, w, a, j, 1);
     return a < j ? j - i : 0;
 }
@@ -463,6 +553,72 @@ static Subject sentence_subject(Cast *c, const char *s, const Words *w, size_t i
     return (Subject){0};
 }
 
+// Whether the tag whose verb is word v tells a thought: a verb of thinking, or "said" (or
+// "cried", "exclaimed") with "to herself" or "within himself" among the four words after it
+// ("said she to herself"; "he chuckled to himself" is still heard).
+static int is_thought(const char *s, const Words *w, size_t v) {
+    static const char *const saying[] = {"said", "says", "cried", "exclaimed", NULL};
+    char buf[64];
+    if (in_list(lower_word(s, &w->w[v], buf, sizeof buf), THOUGHT_VERBS)) return 1;
+    if (!in_list(buf, saying)) return 0;
+    for (size_t j = v + 1; j + 1 < w->n && j <= v + 4; j++) {
+        lower_word(s, &w->w[j], buf, sizeof buf);
+        if (strcmp(buf, "to") && strcmp(buf, "within")) continue;
+        if (in_list(lower_word(s, &w->w[j + 1], buf, sizeof buf), SELVES)) return 1;
+    }
+    return 0;
+}
+
+// The subject nearest before word v in the sentence that starts at word s0, walking back: he,
+// she or I, unless a subordinate clause's ("when she ceased speaking"), or a known person
+// named there, unless the object of a preposition ("gave it to Mr. Darcy"). SUBJ_NONE if none.
+static Subject nearest_subject(Cast *c, const char *s, const Words *w, size_t s0, size_t v) {
+    static const char *const subordinators[] = {"when", "while", "whilst", "as", "if", "after", "before", "till",
+                                                "until", "since", "because", "though", "although", "that", "which",
+                                                "whom", "whose", "where", NULL};
+    static const char *const prepositions[] = {"to", "at", "with", "of", "from", "by", "for", "on", "upon", "towards",
+                                               "toward", "into", "than", "like", "about", "between", "near", "beside",
+                                               "behind", "over", "round", "around", "against", "among", "through",
+                                               "after", "before", NULL};
+    char buf[64];
+    Subject sub = {0};
+    for (size_t j = v; j-- > s0;) {
+        lower_word(s, &w->w[j], buf, sizeof buf);
+        // "the voice of her companion, who ... said": the subject is the one "who" stands for
+        if (!strcmp(buf, "who") && j > s0 && w->w[j - 1].punct == ',') {
+            // the antecedent: a name (its capitalised words) or a phrase (back to its determiner)
+            size_t start = j - 1;
+            if (w->w[start].cap)
+                while (start > s0 && w->w[start - 1].cap && w->w[start - 1].punct == 0) start--;
+            else
+                while (start > s0 && j - start < 4 && w->w[start - 1].punct == 0 &&
+                       !in_list(lower_word(s, &w->w[start], buf, sizeof buf), DETERMINERS))
+                    start--;
+            parse_subject(c, s, w, start, CREATE_PERSON, &sub);
+            return person(&sub) ? sub : (Subject){0};
+        }
+        int pronoun = !strcmp(buf, "he") || !strcmp(buf, "she") || (!strcmp(buf, "i") && s[w->w[j].start] == 'I');
+        if (!pronoun && !w->w[j].cap) continue;
+        size_t start = j;  // a name's first word: back over its capitalised words and titles
+        while (!pronoun && start > s0 && w->w[start - 1].cap && w->w[start - 1].punct == 0 &&
+               !in_list(lower_word(s, &w->w[start - 1], buf, sizeof buf), CONNECTORS))
+            start--;
+        const char *const *blockers = pronoun ? subordinators : prepositions;
+        // ("impossible for Darcy to leave her, or to refrain from saying": "for" and "to"
+        // around a name make it the subject)
+        int infinitive = !pronoun && j + 1 < w->n && !strcmp(lower_word(s, &w->w[j + 1], buf, sizeof buf), "to") &&
+                         start > s0 && !strcmp(lower_word(s, &w->w[start - 1], buf, sizeof buf), "for");
+        if (start > s0 && !infinitive && in_list(lower_word(s, &w->w[start - 1], buf, sizeof buf), blockers)) {
+            j = start;
+            continue;
+        }
+        if (parse_subject(c, s, w, start, 0, &sub) && person(&sub)) return sub;
+        sub = (Subject){0};
+        j = start;
+    }
+    return sub;
+}
+
 // SUBJECT [adverb] VERB starting at word i: the subject (created if new) or SUBJ_NONE.
 static Subject subject_then_verb(Cast *c, const char *s, const Words *w, size_t i, size_t *verb_at) {
     Subject sub;
@@ -472,9 +628,11 @@ static Subject subject_then_verb(Cast *c, const char *s, const Words *w, size_t 
     char buf[64];
     if (j < w->n && w->w[j - 1].punct == 0 && is_adverb(lower_word(s, &w->w[j], buf, sizeof buf))) j++;
     if (j < w->n && w->w[j - 1].punct == 0 && verb_len(s, w, j)) {
-        parse_subject(c, s, w, i, 1, &sub);
+        // a phrase before the verb is someone when it ends with a noun for people ("the
+        // stout gentleman said"), not "in a constrained manner said"
+        parse_subject(c, s, w, i, CREATE_PERSON, &sub);
         *verb_at = j;
-        return sub;
+        return sub.kind == SUBJ_NONE ? (Subject){0} : sub;
     }
     return (Subject){0};
 }
@@ -491,7 +649,9 @@ Subject tag_after(Cast *c, const char *text, size_t start, size_t end, int ends_
         if (at < w.n && w.w[at].punct == 0 && is_adverb(lower_word(text, &w.w[at], buf, sizeof buf))) at++;
         parse_subject(c, text, &w, at, 1, &sub);
     }
-    if (sub.kind == SUBJ_NONE) sub = subject_then_verb(c, text, &w, 0, &v);
+    if (sub.kind != SUBJ_NONE) sub.thought = is_thought(text, &w, 0);
+    if (sub.kind == SUBJ_NONE && (sub = subject_then_verb(c, text, &w, 0, &v)).kind != SUBJ_NONE)
+        sub.thought = is_thought(text, &w, v);
     if (sub.kind != SUBJ_NONE) {
         sub.speech = 1;
     } else if (ends_sentence) {
@@ -511,6 +671,7 @@ Subject tag_before(Cast *c, const char *text, size_t start, size_t end) {
     Words w = {0};
     words_split(text, start, end, &w, 200);
     Subject sub = {0};
+    char buf[64];
     if (w.n == 0) return free(w.w), sub;
     size_t s0 = 0;
     for (size_t k = w.n - 1; k-- > 0;)
@@ -531,31 +692,51 @@ Subject tag_before(Cast *c, const char *text, size_t start, size_t end) {
             else sub = (Subject){0};
         }
         for (size_t j = v; sub.kind == SUBJ_NONE && j-- > s0;) {                               // Holmes said,
+            // the whole name: "Lady Catherine began", not "Catherine began"
+            if (j > s0 && w.w[j - 1].cap && w.w[j - 1].punct == 0 &&
+                !in_list(lower_word(text, &w.w[j - 1], buf, sizeof buf), CONNECTORS))
+                continue;
             size_t at = w.n;
             sub = subject_then_verb(c, text, &w, j, &at);
             if (at != v) sub = (Subject){0};
         }
+        // "... when she instantly drew back, and said"; "Darcy spoke, and in a constrained manner said"
+        if (sub.kind == SUBJ_NONE) sub = nearest_subject(c, text, &w, s0, v);
         if (sub.kind == SUBJ_NONE) sub = sentence_subject(c, text, &w, s0);  // He turned and said,
         if (sub.kind == SUBJ_GROUP || sub.kind == SUBJ_THING || person(&sub)) sub.speech = 1;
+        sub.thought = sub.speech && is_thought(text, &w, v);
+        static const char *const going_on[] = {"continued", "added", "resumed", "pursued", "repeated", "went", NULL};
+        sub.goes_on = sub.speech && in_list(lower_word(text, &w.w[v], buf, sizeof buf), going_on);
     } else {
-        sub = sentence_subject(c, text, &w, s0);
+        // a beat: the one doing the last thing before the quotation ("... and even Lydia was too
+        // much fatigued to utter more than the occasional exclamation of")
+        sub = nearest_subject(c, text, &w, s0, w.n);
+        if (sub.kind == SUBJ_NONE) sub = sentence_subject(c, text, &w, s0);
     }
     free(w.w);
     return sub;
 }
 
+#define MAX_SENTENCE_WORDS 400  // no real sentence is longer
+
 static int ends_sentence(char p) { return p == '.' || p == '!' || p == '?'; }
 
 size_t sentence_end(const char *text, size_t from, size_t end) {
     Words w = {0};
-    words_split(text, from, end, &w, 400);  // no sentence is longer; this bounds the work
     size_t at = end;
-    for (size_t i = 0; i < w.n; i++)
-        if (ends_sentence(w.w[i].punct)) {
-            at = w.w[i].end;
-            while (at < end && text[at] != ' ') at++;
-            break;
-        }
+    // most sentences end within 40 words: look that far first
+    for (size_t max = 40;; max = MAX_SENTENCE_WORDS) {
+        words_split(text, from, end, &w, max);
+        for (size_t i = 0; i < w.n && at == end; i++)
+            if (ends_sentence(w.w[i].punct)) {
+                at = w.w[i].end;
+                while (at < end && text[at] != ' ') at++;
+            }
+        if (at < end || w.n < max || max == MAX_SENTENCE_WORDS) break;
+    }
+    // no end within the longest sentence: cut after its last word, so that the work of
+    // whoever walks a text sentence by sentence stays linear in the text
+    if (at == end && w.n == MAX_SENTENCE_WORDS) at = w.w[w.n - 1].end;
     free(w.w);
     return at;
 }
@@ -645,7 +826,9 @@ void mentions_scan(Cast *c, const char *text, size_t start, size_t end, Mentions
     free(w.w);
 }
 
-void vocatives_scan(Cast *c, const char *text, size_t start, size_t end, Mentions *out) {
+void quotation_names(Cast *c, const char *text, size_t start, size_t end, Mentions *addressed, Mentions *named) {
+    static const char *const after_call[] = {"you", "your", "i", "we", "pray", "do", "let", "come", "tell",
+                                             "what", "how", "why", "is", "are", "will", "shall", "can", NULL};
     Words w = {0};
     words_split(text, start, end, &w, (size_t)-1);
     char buf[64];
@@ -653,10 +836,21 @@ void vocatives_scan(Cast *c, const char *text, size_t start, size_t end, Mention
         int e = -1;
         size_t k = w.w[i].cap ? parse_name(c, text, &w, i, 0, &e) : 0;
         if (k && e >= 0) {
-            int after_ok = i + k == w.n || (w.w[i + k - 1].punct && strchr(",.!?;", w.w[i + k - 1].punct));
+            char after = w.w[i + k - 1].punct;
+            int after_ok = i + k == w.n || (after && strchr(",.!?;", after));
             int before_ok = i == 0 || w.w[i - 1].punct == ',' ||
                             !strcmp(lower_word(text, &w.w[i - 1], buf, sizeof buf), "dear");
-            if (after_ok && before_ok) push_mention(out, e, w.w[i].start, 0, 0);
+            // "...dancing? Mr. Darcy, you must": a sentence that starts with the name and a
+            // comma, then speaks to them
+            int opens = i > 0 && ends_sentence(w.w[i - 1].punct) && after == ',' && i + k < w.n &&
+                        in_list(lower_word(text, &w.w[i + k], buf, sizeof buf), after_call);
+            // "My name is Sherlock Holmes", "I am Holmes": a speaker naming themselves
+            char before[64] = "";
+            if (i > 0) lower_word(text, &w.w[i - 1], before, sizeof before);
+            int self = !strcmp(before, "am") || (!strcmp(before, "is") && i > 1 &&
+                                                  !strcmp(lower_word(text, &w.w[i - 2], buf, sizeof buf), "name"));
+            if ((after_ok && before_ok) || opens) push_mention(addressed, e, w.w[i].start, 0, 0);
+            else if (!self) push_mention(named, e, w.w[i].start, 0, 0);
         }
         i += k ? k : 1;
     }

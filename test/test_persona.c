@@ -23,13 +23,35 @@ static void build(const char *text, BookFormat format, QuoteFamily quotes) {
     char err[ERR_LEN];
     dialogue_free(&dlg);
     book_free(&book);
-    if (book_parse(&book, "test.txt", text, strlen(text), format, err)) {
+    if (book_parse(&book, "test.txt", text, strlen(text), &(BookParseOptions){.format = format}, err)) {
         printf("  book_parse failed: %s\n", err);
         test_failed_checks++;
         return;
     }
     DialogueOptions o = {"Sherlock Holmes", ALIASES, 1, 0, quotes};
     dialogue_build(&dlg, &book, &o);
+}
+
+// Cleans text as a book (with options o) and finds its dialogue for character.
+static void build_for(const char *text, const BookParseOptions *bo, const char *character,
+                      const char *const *aliases, size_t n_aliases) {
+    char err[ERR_LEN];
+    dialogue_free(&dlg);
+    book_free(&book);
+    if (book_parse(&book, "test.txt", text, strlen(text), bo, err)) {
+        printf("  book_parse failed: %s\n", err);
+        test_failed_checks++;
+        return;
+    }
+    DialogueOptions o = {character, aliases, n_aliases, 0, QUOTES_AUTO};
+    dialogue_build(&dlg, &book, &o);
+}
+
+// 1 when some turn starts with prefix.
+static int has_turn(const char *prefix) {
+    for (size_t k = 0; k < dlg.n; k++)
+        if (!strncmp(dlg.turns[k].text, prefix, strlen(prefix))) return 1;
+    return 0;
 }
 
 // The turn whose text starts with prefix, or NULL (reported).
@@ -91,16 +113,22 @@ TEST(gutenberg_front_and_back_matter_are_cut) {
           BOOK_AUTO, QUOTES_AUTO);
     CHECK_INT(book.gutenberg, 1);
     CHECK_INT(book.format, BOOK_PROSE);
-    CHECK_INT(book.front_lines, 3);
-    CHECK_INT(book.back_lines, 4);  // from the "End of" line; the file ends with a newline
-    CHECK_INT(book.title_paragraphs, 1);  // "by"
-    // TESTS, NOBODY, the chapter heading and the contents are headings, kept as scene breaks
-    CHECK_INT(book.headings, 4);
-    CHECK_INT(book.n, 6);
-    CHECK_STR(book.paras[3].text,
+    CHECK_INT(book.header.first, 1);
+    CHECK_INT(book.header.last, 3);
+    CHECK_INT(book.licence.first, 23);  // from the "End of" line to the file's last line
+    CHECK_INT(book.licence.last, 26);
+    // before the first chapter: the title and "by" (the author's name, a one-line heading
+    // right above the chapter heading, stays with it)
+    CHECK_INT(book.front.first, 7);
+    CHECK_INT(book.front.last, 10);
+    CHECK_INT(book.front_paragraphs, 2);
+    // NOBODY, the chapter heading and the contents are headings, kept as scene breaks
+    CHECK_INT(book.headings, 3);
+    CHECK_INT(book.n, 5);
+    CHECK_STR(book.paras[2].text,
               "It was a dark and stormy night, and the rain fell in torrents over\nthe whole of the city.");
-    CHECK_INT(book.paras[3].line, 15);
-    CHECK_STR(book.paras[5].text, "\"Come in!\" said Holmes.");  // CRLF read as LF
+    CHECK_INT(book.paras[2].line, 15);
+    CHECK_STR(book.paras[4].text, "\"Come in!\" said Holmes.");  // CRLF read as LF
     for (size_t p = 0; p < book.n; p++)
         CHECK(!strstr(book.paras[p].text, "Produced") && !strstr(book.paras[p].text, "license"));
 }
@@ -122,27 +150,27 @@ TEST(scene_breaks_from_headings_and_blank_lines) {
 TEST(what_is_not_a_text_book_is_refused) {
     char err[ERR_LEN];
     Book b;
-    CHECK_INT(book_parse(&b, "empty.txt", "", 0, BOOK_AUTO, err), -1);
+    CHECK_INT(book_parse(&b, "empty.txt", "", 0, NULL, err), -1);
     CHECK_CONTAINS(err, "empty.txt: empty file");
-    CHECK_INT(book_parse(&b, "bin.dat", "line one\nab\0cd", 14, BOOK_AUTO, err), -1);
+    CHECK_INT(book_parse(&b, "bin.dat", "line one\nab\0cd", 14, NULL, err), -1);
     CHECK_CONTAINS(err, "bin.dat:2: NUL byte at offset 11: a binary file");
-    CHECK_INT(book_parse(&b, "latin1.txt", "caf\xe9 au lait\n", 13, BOOK_AUTO, err), -1);
+    CHECK_INT(book_parse(&b, "latin1.txt", "caf\xe9 au lait\n", 13, NULL, err), -1);
     CHECK_CONTAINS(err, "latin1.txt:1: invalid UTF-8 at byte offset 3");
-    CHECK_INT(book_parse(&b, "headings.txt", "CHAPTER I\n\nCHAPTER II\n", 22, BOOK_AUTO, err), -1);
+    CHECK_INT(book_parse(&b, "headings.txt", "CHAPTER I\n\nCHAPTER II\n", 22, NULL, err), -1);
     CHECK_CONTAINS(err, "no text left");
 }
 
 TEST(script_speakers) {
     size_t rest;
-    CHECK_INT(book_script_speaker("HAMLET. To be", 13, &rest), 6);
+    CHECK_INT(book_script_speaker(NULL, "HAMLET. To be", 13, &rest), 6);
     CHECK_INT(rest, 8);
-    CHECK_INT(book_script_speaker("MRS. HUDSON. I am", 17, &rest), 11);
-    CHECK_INT(book_script_speaker("FIRST WITCH:", 12, &rest), 11);
-    CHECK_INT(book_script_speaker("HAMLET.", 7, &rest), 6);
-    CHECK_INT(book_script_speaker("I. A Scandal", 12, &rest), 0);      // a numbered heading
-    CHECK_INT(book_script_speaker("ACT I.", 6, &rest), 0);             // a heading keyword
-    CHECK_INT(book_script_speaker("Holmes. Then", 12, &rest), 0);      // not capitals
-    CHECK_INT(book_script_speaker("A cold night.", 13, &rest), 0);
+    CHECK_INT(book_script_speaker(NULL, "MRS. HUDSON. I am", 17, &rest), 11);
+    CHECK_INT(book_script_speaker(NULL, "FIRST WITCH:", 12, &rest), 11);
+    CHECK_INT(book_script_speaker(NULL, "HAMLET.", 7, &rest), 6);
+    CHECK_INT(book_script_speaker(NULL, "I. A Scandal", 12, &rest), 0);      // a numbered heading
+    CHECK_INT(book_script_speaker(NULL, "ACT I.", 6, &rest), 0);             // a heading keyword
+    CHECK_INT(book_script_speaker(NULL, "Holmes. Then", 12, &rest), 0);      // not capitals
+    CHECK_INT(book_script_speaker(NULL, "A cold night.", 13, &rest), 0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -368,10 +396,282 @@ TEST(script_detected) {
     }
     char err[ERR_LEN];
     Book b;
-    CHECK_INT(book_parse(&b, "play.txt", text.data, text.len, BOOK_AUTO, err), 0);
+    CHECK_INT(book_parse(&b, "play.txt", text.data, text.len, NULL, err), 0);
     CHECK_INT(b.format, BOOK_SCRIPT);
     book_free(&b);
     bytebuf_free(&text);
+}
+
+// ---------------------------------------------------------------------------------------
+// Layouts, plays, front and back matter, markup
+
+// The same four paragraphs in each layout: where a paragraph starts, and who speaks.
+static void check_layout(BookLayout want) {
+    CHECK_INT(book.layout, want);
+    CHECK_STR(speaker("You are late, Watson."), HOLMES);
+    CHECK_STR(speaker("The fog was thick."), NARRATOR);
+    CHECK_STR(speaker("I have a case for you."), "Lestrade");
+}
+
+TEST(layout_blank_lines_between_paragraphs) {
+    build("Holmes was standing by the fire when I came in,\nand Lestrade sat in the corner.\n\n"
+          "\"You are late, Watson,\" said Holmes, without turning\nround from the fire.\n\n"
+          "\"The fog was thick,\" I answered.\n\n"
+          "Lestrade said, \"I have a case for you.\"\n",
+          BOOK_AUTO, QUOTES_AUTO);
+    check_layout(LAYOUT_BLANK);
+    CHECK_INT(book.n, 4);
+}
+
+TEST(layout_one_paragraph_a_line) {
+    // long lines, no blank line between paragraphs (blocks of more than 12 lines); a blank
+    // line is a scene break
+    ByteBuf text = {0};
+    const char *pad = " The room was warm and the lamp was lit, and the papers of the week lay"
+                      " scattered over the table where he had thrown them the night before, as"
+                      " was his habit when a case had gone badly.\n";
+    const char *lines[] = {"Holmes was standing by the fire when I came in, and Lestrade sat in the corner.",
+                           "\"You are late, Watson,\" said Holmes.", "\"The fog was thick,\" I answered.",
+                           "Lestrade said, \"I have a case for you.\""};
+    for (int i = 0; i < 4; i++) {
+        bytebuf_append(&text, lines[i], strlen(lines[i]));
+        bytebuf_append(&text, i == 2 ? "\n" : pad, i == 2 ? 1 : strlen(pad));
+    }
+    for (int i = 0; i < 10; i++) {
+        bytebuf_append(&text, "We waited.", 10);
+        bytebuf_append(&text, pad, strlen(pad));
+    }
+    bytebuf_append(&text, "\n", 1);
+    for (int i = 0; i < 14; i++) {
+        bytebuf_append(&text, "The next morning was bright and clear.", 38);
+        bytebuf_append(&text, pad, strlen(pad));
+    }
+    bytebuf_push(&text, 0);
+    build(text.data, BOOK_AUTO, QUOTES_AUTO);
+    bytebuf_free(&text);
+    check_layout(LAYOUT_LINES);
+    CHECK_INT(book.n, 28);
+    if (book.n == 28) {
+        CHECK_INT(book.paras[13].scene, 0);
+        CHECK_INT(book.paras[14].scene, 1);
+    }
+}
+
+TEST(layout_indented_first_lines) {
+    // hard-wrapped lines and no blank lines: a paragraph starts where a line is indented
+    build("    Holmes was standing by the fire when I came in, and\n"
+          "Lestrade sat in the corner with his hat upon his knees.\n"
+          "    \"You are late, Watson,\" said Holmes, without turning\n"
+          "round from the fire.\n"
+          "    \"The fog was thick,\" I answered.\n"
+          "    Lestrade said, \"I have a case for you. It came in this\n"
+          "morning.\"\n"
+          "    We waited, and the clock on the mantelpiece struck the\n"
+          "hour, and then the quarter, and still nobody came up the\n"
+          "stairs to tell us what we wanted to know.\n"
+          "    The lamp burned low.\n"
+          "    Holmes lit his pipe again and sat down in the basket\n"
+          "chair with his long legs stretched out before him.\n"
+          "    The rain beat upon the windows.\n",
+          BOOK_AUTO, QUOTES_AUTO);
+    check_layout(LAYOUT_INDENTED);
+    CHECK_INT(book.n, 8);
+    if (book.n == 8)
+        CHECK_STR(book.paras[1].text, "\"You are late, Watson,\" said Holmes, without turning\nround from the fire.");
+    // the layout can be named instead of found
+    char err[ERR_LEN];
+    Book b;
+    const char *two = "One line of the text that is long enough\nand its wrap.\n  A second line of the text, as long\nas the first one.\n";
+    CHECK_INT(book_parse(&b, "t.txt", two, strlen(two), &(BookParseOptions){.layout = LAYOUT_LINES}, err), 0);
+    CHECK_INT(b.n, 4);
+    book_free(&b);
+    CHECK_INT(book_parse(&b, "t.txt", two, strlen(two), &(BookParseOptions){.layout = LAYOUT_INDENTED}, err), 0);
+    CHECK_INT(b.n, 2);
+    book_free(&b);
+}
+
+TEST(play_names_with_a_tab_and_on_their_own_line) {
+    // the Moby layout: name, tab, speech; a stage direction inside a speech; an aside that
+    // goes on after its direction; two speaking together ("|")
+    static const char *const none[] = {NULL};
+    BookParseOptions script = {.format = BOOK_SCRIPT};
+    build_for("ACT I\n\nSCENE I\tA heath.\n\n"
+              "MACBETH\tSo foul and fair a day I have not seen.\n\n"
+              "BANQUO\tHow far is't call'd to Forres?\n\n"
+              "MACBETH\t[Aside]\tTwo truths are told.\n\n"
+              "\t[Aside]  This supernatural soliciting\n\tCannot be ill.\n\n"
+              "\t[Exit BANQUO]\n\n"
+              "\tWho comes here?\n\n"
+              "LADY MACBETH\tGlamis thou art.\n\n"
+              "MACBETH\t|\n\t|\tWhat's the matter.\nLENNOX\t|\n",
+              &script, "Macbeth", none, 0);
+    CHECK_STR(speaker("So foul and fair"), "Macbeth");
+    CHECK_STR(speaker("How far"), "BANQUO");
+    const Turn *t = turn("Two truths");
+    if (t) CHECK_STR(t->text, "Two truths are told.\nThis supernatural soliciting\nCannot be ill.\nWho comes here?");
+    CHECK_STR(speaker("Two truths"), "Macbeth");
+    CHECK_STR(speaker("Glamis thou art."), "LADY MACBETH");  // not Macbeth
+    CHECK_STR(speaker("What's the matter."), "Macbeth");
+    // names alone on their lines, the speech under them
+    const char *own = "ACT I\n\nSCENE I. Elsinore.\n\n"
+                      "BERNARDO\nWho's there?\n\nFRANCISCO\nNay, answer me.\n\n"
+                      "BERNARDO\nLong live the king!\n\nFRANCISCO\nBernardo?\n\n"
+                      "BERNARDO\nHe.\n\nFRANCISCO\nYou come most carefully upon your hour.\n\n"
+                      "BERNARDO\n'Tis now struck twelve.\n\nFRANCISCO\nFor this relief much thanks.\n\n"
+                      "BERNARDO\nHave you had quiet guard?\n\nFRANCISCO\nNot a mouse stirring.\n";
+    build_for(own, NULL, "Bernardo", none, 0);
+    CHECK_INT(book.format, BOOK_SCRIPT);
+    CHECK_INT(dlg.n, 10);
+    CHECK_STR(speaker("Who's there?"), "Bernardo");
+    CHECK_STR(speaker("Nay, answer me."), "FRANCISCO");
+    CHECK_STR(speaker("He."), "Bernardo");
+}
+
+TEST(front_matter_preface_contents_and_the_end) {
+    // no Gutenberg markers: the title page, a preface with a quotation in it and a table of
+    // contents go; the text starts at the first chapter followed by text; after THE END,
+    // the publisher's list goes
+    build("THE CASE BOOK\n\n"
+          "PREFACE\n\n"
+          "\"Write what you know,\" my editor said to me, and so I have done.\n\n"
+          "CONTENTS\n\n"
+          "CHAPTER I. THE VISITOR\n"
+          "CHAPTER II. THE LETTER\n\n"
+          "CHAPTER I. THE VISITOR\n\n"
+          "\"You are late, Watson,\" said Holmes.\n\n"
+          "CHAPTER II. THE LETTER\n\n"
+          "\"It is signed,\" said Lestrade.\n\n"
+          "THE END\n\n"
+          "Other books from the same publisher: \"The Red Circle,\" a novel.\n",
+          BOOK_AUTO, QUOTES_AUTO);
+    CHECK_INT(book.front.first, 1);
+    CHECK_INT(book.front.last, 11);
+    CHECK_INT(book.back.first, 22);  // the paragraph after THE END
+    CHECK_INT(book.back.last, 22);
+    CHECK_INT(dlg.n, 2);  // not the editor's words, not the publisher's
+    CHECK_STR(speaker("You are late, Watson."), HOLMES);
+    CHECK(!has_turn("Write what you know"));
+    // --start-line and --end-line: the book is those lines, as given
+    char err[ERR_LEN];
+    Book b;
+    const char *text = "PREFACE\n\n\"Write what you know,\" my editor said.\n\nCHAPTER I\n\nText.\n";
+    CHECK_INT(book_parse(&b, "t.txt", text, strlen(text), &(BookParseOptions){.start_line = 3, .end_line = 3}, err), 0);
+    CHECK_INT(b.n, 1);
+    CHECK_INT(b.paras[0].line, 3);
+    book_free(&b);
+}
+
+TEST(illustrations_markup_and_separators) {
+    build("CHAPTER I.\n\n"
+          "Holmes was standing by the fire when I came in from the street.\n\n"
+          "[Illustration: \"You are late,\"\n"
+          "said Holmes.]\n\n"
+          "\"You are _very_ late, Watson,\" said Holmes.[12]\n\n"
+          "\"The fog[A] was *thick*,\" I answered.\n\n"
+          "*       *       *       *       *\n\n"
+          "[Illustration: CHAPTER II.]\n\n"
+          "[Footnote 12: An old joke of his.]\n\n"
+          "The next morning was bright and clear.\n",
+          BOOK_AUTO, QUOTES_AUTO);
+    // the picture's caption is no quotation; the chapter in a picture stays a heading
+    CHECK_INT(dlg.n, 2);
+    CHECK_STR(speaker("You are very late, Watson."), HOLMES);
+    CHECK_STR(speaker("The fog was thick."), NARRATOR);
+    CHECK_INT(book.blocks, 3);  // two pictures and the footnote
+    size_t headings = 0;
+    for (size_t p = 0; p < book.n; p++) headings += book.paras[p].heading;
+    CHECK_INT(headings, 2);
+    CHECK_INT(book.paras[book.n - 1].scene, 1);
+    // the cleaner alone
+    char text[] = "\"_You_ did it,\" said *he*.[3] Look[B] at [Illustration] this.";
+    int removed = 0;
+    size_t n = book_clean_markup(text, strlen(text), &removed);
+    text[n] = 0;
+    CHECK_STR(text, "\"You did it,\" said he. Look at this.");
+    CHECK(removed >= 5);
+    // a word with an underscore inside it, an asterisk alone, a year in brackets stay
+    char keep[] = "snake_case * [1887] (sic)";
+    removed = 0;
+    n = book_clean_markup(keep, strlen(keep), &removed);
+    keep[n] = 0;
+    CHECK_STR(keep, "snake_case * [1887] (sic)");
+}
+
+// ---------------------------------------------------------------------------------------
+// Attribution: people of one sex, thoughts, titles, who is addressed
+
+TEST(she_between_two_women_and_in_a_mixed_exchange) {
+    static const char *const lizzy[] = {"Elizabeth"};
+    // two women: "she" is not the one who has just spoken, but the other
+    build_for("Lady Catherine sat down opposite Elizabeth in the little parlour.\n\n"
+              "\"You are a very obstinate girl,\" said Lady Catherine.\n\n"
+              "\"I am only resolved to act as I think best,\" replied Elizabeth.\n\n"
+              "\"And this is your final answer?\" she cried.\n\n"
+              "\"It is.\"\n",
+              NULL, "Elizabeth Bennet", lizzy, 1);
+    CHECK_STR(speaker("And this is your final answer?"), "Lady Catherine");
+    CHECK_STR(speaker("It is."), "Elizabeth Bennet");
+    // a man and a woman: "she" is the woman of the exchange
+    build_for("Mr. Darcy came up to Elizabeth at the end of the room.\n\n"
+              "\"Do you dance?\" said Mr. Darcy.\n\n"
+              "\"Not to-night,\" said Elizabeth.\n\n"
+              "\"Then I shall not ask you.\"\n\n"
+              "\"You are very kind,\" she said, laughing.\n",
+              NULL, "Elizabeth Bennet", lizzy, 1);
+    CHECK_STR(speaker("Then I shall not ask you."), "Mr. Darcy");
+    CHECK_STR(speaker("You are very kind."), "Elizabeth Bennet");
+    CHECK_INT(method("You are very kind."), ATTR_PRONOUN);
+}
+
+TEST(a_thought_is_not_a_turn) {
+    static const char *const lizzy[] = {"Elizabeth"};
+    build_for("Elizabeth walked on alone, and Lady Catherine's carriage drove away.\n\n"
+              "\"Insolent woman!\" thought Elizabeth.\n\n"
+              "\"I shall not be so easily frightened,\" said she to herself.\n\n"
+              "Jane met her at the door of the house.\n\n"
+              "\"You look tired, Lizzy,\" said Jane.\n\n"
+              "\"I am perfectly well,\" said Elizabeth.\n",
+              NULL, "Elizabeth Bennet", lizzy, 1);
+    CHECK_INT(dlg.thoughts, 2);
+    CHECK(!has_turn("Insolent woman!"));
+    CHECK(!has_turn("I shall not be so easily frightened."));
+    CHECK_STR(speaker("I am perfectly well."), "Elizabeth Bennet");
+    CHECK_STR(speaker("You look tired, Lizzy."), "Jane");
+}
+
+TEST(titles_tell_one_family_apart) {
+    static const char *const lizzy[] = {"Elizabeth"};
+    build_for("The family were at breakfast in the morning room at Longbourn.\n\n"
+              "\"My dear Mr. Bennet,\" said his lady to him one day, \"have you heard the news?\"\n\n"
+              "\"I have not,\" said Mr. Bennet.\n\n"
+              "\"It is true,\" said Mrs. Bennet.\n\n"
+              "\"Is it indeed?\" said Miss Bennet.\n\n"
+              "\"Very likely,\" said Bennet, folding his paper.\n",
+              NULL, "Elizabeth Bennet", lizzy, 1);
+    CHECK_STR(speaker("I have not."), "Mr. Bennet");
+    CHECK_STR(speaker("It is true."), "Mrs. Bennet");
+    CHECK_STR(speaker("Is it indeed?"), "Miss Bennet");
+    CHECK_STR(speaker("Very likely."), "Mr. Bennet");  // a surname alone is a man's
+    // none of them is the character, Elizabeth Bennet
+    for (size_t k = 0; k < dlg.n; k++) CHECK(dlg.turns[k].speaker != 0);
+}
+
+TEST(the_one_called_by_name_answers) {
+    build("Lestrade and I sat together by the fire, and Holmes stood at the window.\n\n"
+          "\"What do you make of it, Holmes?\" asked Lestrade.\n\n"
+          "\"That it was done by a left-handed man.\"\n",
+          BOOK_AUTO, QUOTES_AUTO);
+    // no count of turns can tell (one speaker so far, three people in the room): the
+    // question named Holmes
+    CHECK_STR(speaker("That it was done"), HOLMES);
+    CHECK_INT(method("That it was done"), ATTR_ALTERNATION);
+    // but a count of turns that says otherwise wins: the narrator spoke two turns before
+    build("Lestrade and I sat together by the fire, and Holmes stood at the window.\n\n"
+          "\"A dreadful business,\" said I.\n\n"
+          "\"What do you make of it, Holmes?\" asked Lestrade.\n\n"
+          "\"That it was done by a left-handed man.\"\n",
+          BOOK_AUTO, QUOTES_AUTO);
+    CHECK_STR(speaker("That it was done"), NARRATOR);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -486,6 +786,16 @@ int main(void) {
     RUN(a_text_read_aloud_is_not_a_turn);
     RUN(script_format);
     RUN(script_detected);
+    RUN(layout_blank_lines_between_paragraphs);
+    RUN(layout_one_paragraph_a_line);
+    RUN(layout_indented_first_lines);
+    RUN(play_names_with_a_tab_and_on_their_own_line);
+    RUN(front_matter_preface_contents_and_the_end);
+    RUN(illustrations_markup_and_separators);
+    RUN(she_between_two_women_and_in_a_mixed_exchange);
+    RUN(a_thought_is_not_a_turn);
+    RUN(titles_tell_one_family_apart);
+    RUN(the_one_called_by_name_answers);
     RUN(conversations_from_an_exchange);
     RUN(chunks_keep_budget_overlap_and_presence);
     RUN(templates_are_checked);

@@ -18,7 +18,7 @@ no_output() {
     if [ -e "$2" ] || [ -e "$2.tmp" ]; then echo "FAIL $1"; echo "  $2 was written"; else echo "PASS $1"; fi
 }
 
-expect_fail no_command "no command: expected extract, prompts, ingest or mix" "$PERSONA"
+expect_fail no_command "no command: expected build, extract, prompts, ingest or mix" "$PERSONA"
 expect_fail unknown_command "unknown command 'extrakt'" "$PERSONA" extrakt
 expect_fail unknown_option "unknown option or missing value: --frobnicate" "$PERSONA" extract --frobnicate 1
 expect_fail book_required "--book FILE is required" "$PERSONA" extract "${who[@]}" --out "$tmp/x.jsonl"
@@ -82,6 +82,17 @@ no_output mix_bad_line_writes_nothing "$tmp/mix/train.jsonl"
 expect_fail mix_bad_weight "the weight must be from 0 to 100" "$PERSONA" mix --out-dir "$tmp/mix" "$tmp/conv.jsonl:-1"
 expect_fail mix_no_source "no SOURCE file given" "$PERSONA" mix --out-dir "$tmp/mix"
 
+# the book's layout and lines, build's own
+expect_fail bad_layout "--layout 'foo': expected auto, blank, lines or indented" \
+    "$PERSONA" extract --book "$tmp/silent.txt" "${who[@]}" --out "$tmp/out.jsonl" --layout foo
+expect_fail lines_leave_no_text "$tmp/silent.txt: lines 50 to 7 leave no text (--start-line, --end-line; the file has 7 lines)" \
+    "$PERSONA" extract --book "$tmp/silent.txt" "${who[@]}" --out "$tmp/out.jsonl" --start-line 50
+no_output lines_leave_no_text_writes_nothing "$tmp/out.jsonl"
+expect_fail build_needs_out "--out DIR is required" "$PERSONA" build --book "$tmp/silent.txt" "${who[@]}"
+expect_fail build_character_never_speaks "\"Sherlock Holmes\" never speaks" \
+    "$PERSONA" build --book "$tmp/silent.txt" "${who[@]}" --out "$tmp/b"
+no_output build_never_speaks_writes_no_train "$tmp/b/train.jsonl"
+
 # --help: every flag, with its default
 help_lists() {  # name command flag...
     local name=$1 cmd=$2 missing=""
@@ -91,8 +102,12 @@ help_lists() {  # name command flag...
     for flag in "$@"; do [[ "$text" == *"$flag"* ]] || missing+=" $flag"; done
     if [ -z "$missing" ]; then echo "PASS $name"; else echo "FAIL $name"; echo "  --help lacks:$missing"; fi
 }
-help_lists help_extract extract --book --character --alias --narrator --quotes --format --min-confidence \
-    "(default 0.7)" --out --turns --context-words "(default 60)"
+help_lists help_extract extract --book --character --alias --narrator --quotes --format --layout --start-line \
+    --end-line --min-confidence "(default 0.7)" --out --turns --context-words "(default 60)"
+help_lists help_build build --book --character --alias --narrator --quotes --format --layout --start-line --end-line \
+    --min-confidence --out --teacher "{requests}" "{answers}" --tasks --pairs --chunk-tokens --overlap-tokens \
+    --tokenizer --template-rewrite --template-qa --model --context-words --system --weight-narrative \
+    "(default 0.5)" --weight-qa --val-fraction --seed
 help_lists help_prompts prompts --book --character --out --tasks --pairs "(default 3)" --chunk-tokens "(default 512)" \
     --overlap-tokens "(default 64)" --tokenizer --template-rewrite --template-qa --model
 help_lists help_ingest ingest --requests --answers --out-narrative --out-qa --rejects
