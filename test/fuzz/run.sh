@@ -43,15 +43,17 @@ for t in "$@"; do
     mkdir -p "$corpus_root/$name"
     dirs=("$corpus_root/$name" "build/fuzz/seeds/$name")
     [ -d "$regress" ] && dirs+=("$regress")
+    start=$(date +%s)
     nice "$bin" -max_total_time="$seconds" -timeout="$timeout" -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="build/fuzz/crashes/$name-" "${dirs[@]}" >"$log" 2>&1
     rc=$?
+    took=$(($(date +%s) - start))
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     last=$(grep -E '^#[0-9]+' "$log" | tail -1)
     cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
     ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
     corp=$(sed -n 's/.* corp: \([0-9]*\/[0-9]*[a-zA-Z]*\).*/\1/p' <<<"$last")
-    what="${seconds}s, ${runs:-?} executions, cov ${cov:-?}, ft ${ft:-?}, corpus ${corp:-?}"
+    what="${took}s, ${runs:-?} executions, cov ${cov:-?}, ft ${ft:-?}, corpus ${corp:-?}"
     if [ $rc -eq 0 ]; then
         echo "PASS fuzz_$name ($what)"
     else
