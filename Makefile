@@ -297,7 +297,11 @@ venv: $(VENV)/.installed
 test-build: all $(if $(HAVE_NVCC),$(CUDA_KERNEL_TESTS)) $(addprefix build/test/,$(TESTS) $(CUDA_HOST_TESTS) train_gpu) \
             $(addprefix build/san/,$(TESTS) $(CUDA_HOST_TESTS) $(CPU_PROGRAMS) train_gpu make_shards)
 
-test: test-build venv
+# `make test` builds with one job per core (the builds are most of its time), then runs the
+# tests, TEST_JOBS at a time (test/run.sh).
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+test:
+	@$(MAKE) --no-print-directory -j$(NPROC) test-build venv
 	@bash test/run.sh $(addprefix build/san/,$(TESTS) $(CUDA_HOST_TESTS)) test/test_*.sh
 
 clean:
