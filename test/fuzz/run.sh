@@ -18,7 +18,8 @@ shift
 corpus_root=${FUZZ_CORPUS:-build/fuzz/corpus}
 timeout=${FUZZ_TIMEOUT:-25}
 # fuzz_conversation encodes with Mistral's v3 tokenizer
-export FUZZ_TOKENIZER="${FUZZ_TOKENIZER:-$(.venv/bin/python scripts/tokenizer_reference.py data-dir)/mistral_instruct_tokenizer_240323.model.v3}"
+data=${TOKENIZER_DATA:-$(.venv/bin/python scripts/tokenizer_reference.py data-dir)}
+export FUZZ_TOKENIZER="${FUZZ_TOKENIZER:-$data/mistral_instruct_tokenizer_240323.model.v3}"
 mkdir -p build/fuzz/crashes
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
