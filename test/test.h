@@ -20,7 +20,8 @@
 #include <string.h>
 
 static int test_failed_checks;  // checks failed in the current test
-static const char *test_skip_reason;  // set by SKIP in the current test
+// set by SKIP in the current test (unused in a program with its own RUN: test_cuda_allreduce)
+static const char *test_skip_reason __attribute__((unused));
 static int test_passed, test_failed, test_skipped;
 
 #define SKIP(reason)                 \
