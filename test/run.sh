@@ -25,7 +25,7 @@ export TOKENIZER_DATA="${TOKENIZER_DATA:-$("$PYTHON" scripts/tokenizer_reference
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:exitcode=86}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:exitcode=87}"
 jobs=${TEST_JOBS:-2}
-times=build/test-times
+times=${TEST_TIMES:-build/test-times}  # each test's seconds in the last run
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
