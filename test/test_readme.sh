@@ -51,7 +51,7 @@ programs="$(sed -n 's/^PROGRAM_MAINS *+*= *//p' Makefile | xargs -n1 basename | 
 $(basename -s .cu kernels/bench/*.cu)"
 check_named readme_names_every_program "program" $programs
 check_named readme_names_every_kernel_header "kernel header" $(basename -a kernels/*.cuh kernels/bench/*.cuh)
-check_named readme_names_every_script "script" $(basename -a scripts/*)
+check_named readme_names_every_script "script" $(find scripts -maxdepth 1 -type f -printf "%f\n")  # (not __pycache__/)
 check_named readme_names_every_source_file "source file" $(cd common && ls *.c) $(cd tokenizer && ls *.c) $(cd data && ls *.c) \
     $(cd train && ls *.c *.cu *.cuh 2>/dev/null)
 
