@@ -13,7 +13,9 @@
 # TEST_JOBS tests (default 2) run at a time, each into its own buffer: a line says when a
 # test starts, and its whole output, framed by `== NAME` and `-- NAME: counts (time)`, is
 # printed when it ends, so outputs never interleave. The slowest tests of the last run
-# (build/test-times) start first, so that no long test is left to run alone at the end.
+# (build/test-times) start first, so that no long test is left to run alone at the end; a
+# fresh clone (CI's case) has no last run and takes the order of test/test-times, the times
+# of a whole run on 2 cores kept in the repository (refresh it by copying build/test-times).
 set -u
 cd "$(dirname "$0")/.."
 export PYTHON="${PYTHON:-$PWD/.venv/bin/python}"
@@ -26,6 +28,8 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:exitcode=86}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:exitcode=87}"
 jobs=${TEST_JOBS:-2}
 times=${TEST_TIMES:-build/test-times}  # each test's seconds in the last run
+order=$times
+[ -f "$order" ] || order=test/test-times
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -37,7 +41,7 @@ tests=()
 while IFS=$'\t' read -r _ t; do tests+=("$t"); done < <(
     i=0
     for t in "$@"; do
-        s=$(awk -F'\t' -v t="$t" '$1 == t { s = $2 } END { print s == "" ? 1e9 : s }' "$times" 2>/dev/null || echo 1e9)
+        s=$(awk -F'\t' -v t="$t" '$1 == t { s = $2 } END { print s == "" ? 1e9 : s }' "$order" 2>/dev/null || echo 1e9)
         printf '%s\t%06d\t%s\n' "$s" "$i" "$t"
         i=$((i + 1))
     done | sort -t$'\t' -k1,1gr -k2,2n | cut -f1,3)
