@@ -146,6 +146,14 @@ CUDA_HOST_OBJ     = $(patsubst %.cpp,build/obj/%.o,$(CUDA_HOST_SRC))
 CUDA_HOST_SAN_OBJ = $(patsubst %.cpp,build/san/obj/%.o,$(CUDA_HOST_SRC))
 CUDA_HOST_FLAGS   = -std=c++17 -Wall -Wextra -Werror -D_POSIX_C_SOURCE=200809L
 CUDA_HOST_SANFLAGS = $(SANFLAGS) -fsanitize-sections=cuda_host_shared
+# A translation unit holding kernel code calls the harness's race detector on every load and
+# store (test/cuda_host/race.h): AddressSanitizer's instrumentation in its "call" form, whose
+# entry points the harness defines. The sanitizer build keeps AddressSanitizer's check in
+# them; the optimised build, which has no AddressSanitizer runtime, uses the kernel flavour
+# of the instrumentation (only the calls) and -g, so that race reports can name lines.
+CUDA_HOST_KERNEL_FLAGS    = -fno-weak -Itest/cuda_host -g -fsanitize=kernel-address \
+                            --param asan-instrumentation-with-call-threshold=0 --param asan-stack=0 --param asan-globals=0
+CUDA_HOST_KERNEL_SANFLAGS = -fno-weak -Itest/cuda_host --param asan-instrumentation-with-call-threshold=0
 # The toolkit's own headers, for test_cuda_types' bit-for-bit comparison with NVIDIA's
 # conversions (test/test_cuda_types_nvidia.cpp is compiled against them, not the harness).
 CUDA_INCLUDE ?= $(if $(HAVE_NVCC),$(dir $(HAVE_NVCC))../include)
@@ -158,10 +166,10 @@ build/san/obj/test/cuda_host/%.o: test/cuda_host/%.cpp $(CUDA_HOST_DEPS)
 	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) -c -o $@ $<
 build/obj/test/test_cuda_%.o: test/test_cuda_%.cpp $(CUDA_HOST_DEPS)
 	@mkdir -p $(dir $@)
-	$(CXX) -O2 $(CUDA_HOST_FLAGS) -fno-weak -Itest/cuda_host -c -o $@ $<
+	$(CXX) -O2 $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_FLAGS) -c -o $@ $<
 build/san/obj/test/test_cuda_%.o: test/test_cuda_%.cpp $(CUDA_HOST_DEPS)
 	@mkdir -p $(dir $@)
-	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) -fno-weak -Itest/cuda_host -c -o $@ $<
+	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_SANFLAGS) -c -o $@ $<
 build/obj/test/test_cuda_types_nvidia.o: test/test_cuda_types_nvidia.cpp test/test_cuda_types_nvidia.h
 	@mkdir -p $(dir $@)
 	$(CXX) -O2 $(CUDA_HOST_FLAGS) -fno-weak $(if $(CUDA_INCLUDE),-I$(CUDA_INCLUDE),-DNO_CUDA_TOOLKIT) -c -o $@ $<
@@ -169,12 +177,21 @@ build/san/obj/test/test_cuda_types_nvidia.o: test/test_cuda_types_nvidia.cpp tes
 	@mkdir -p $(dir $@)
 	$(CXX) $(SANFLAGS) $(CUDA_HOST_FLAGS) -fno-weak $(if $(CUDA_INCLUDE),-I$(CUDA_INCLUDE),-DNO_CUDA_TOOLKIT) -c -o $@ $<
 
+# test_cuda_mutants' copies of kernels/attention.cuh, each without the end-of-loop
+# __syncthreads of one of its tile kernels (test/cuda_host/drop_last_barrier.awk).
+ATTENTION_MUTANTS = $(foreach k,forward dkdv dq,build/mutants/attention_no_$(k)_barrier.cuh)
+build/mutants/attention_no_%_barrier.cuh: kernels/attention.cuh test/cuda_host/drop_last_barrier.awk
+	@mkdir -p $(dir $@)
+	awk -v kernel=attention_$*_kernel -v space=attention_no_$*_barrier -v file=$< \
+	    -f test/cuda_host/drop_last_barrier.awk $< > $@.tmp && mv $@.tmp $@
+build/obj/test/test_cuda_mutants.o build/san/obj/test/test_cuda_mutants.o: $(ATTENTION_MUTANTS)
+
 build/obj/train/train_gpu_host.o: $(TRAIN_GPU_DEPS) $(CUDA_HOST_DEPS)
 	@mkdir -p $(dir $@)
-	$(CXX) -O2 $(CUDA_HOST_FLAGS) -fno-weak -Itest/cuda_host -x c++ -c -o $@ train/train_gpu.cu
+	$(CXX) -O2 $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_FLAGS) -x c++ -c -o $@ train/train_gpu.cu
 build/san/obj/train/train_gpu_host.o: $(TRAIN_GPU_DEPS) $(CUDA_HOST_DEPS)
 	@mkdir -p $(dir $@)
-	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) -fno-weak -Itest/cuda_host -x c++ -c -o $@ train/train_gpu.cu
+	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_SANFLAGS) -x c++ -c -o $@ train/train_gpu.cu
 build/test/train_gpu: build/obj/train/train_gpu_host.o $(CUDA_HOST_OBJ) $(OBJ)
 	@mkdir -p $(dir $@)
 	$(CXX) $(OPENMP) -o $@ $^ $(LDLIBS)
@@ -216,10 +233,10 @@ build/san/obj/test/cuda_host/nccl_mpi.o: $(NCCL_STAND_IN) $(CUDA_HOST_DEPS)
 	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) $(MPI_CFLAGS) -c -o $@ $<
 build/obj/test/$(MPI_TEST).o: test/$(MPI_TEST).cpp $(CUDA_HOST_DEPS)
 	@mkdir -p $(dir $@)
-	$(CXX) -O2 $(CUDA_HOST_FLAGS) -fno-weak -Itest/cuda_host $(MPI_CFLAGS) -c -o $@ $<
+	$(CXX) -O2 $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_FLAGS) $(MPI_CFLAGS) -c -o $@ $<
 build/san/obj/test/$(MPI_TEST).o: test/$(MPI_TEST).cpp $(CUDA_HOST_DEPS)
 	@mkdir -p $(dir $@)
-	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) -fno-weak -Itest/cuda_host $(MPI_CFLAGS) -c -o $@ $<
+	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_SANFLAGS) $(MPI_CFLAGS) -c -o $@ $<
 build/test/$(MPI_TEST): build/obj/test/$(MPI_TEST).o build/obj/test/cuda_host/nccl_mpi.o $(CUDA_HOST_OBJ) $(OBJ)
 	@mkdir -p $(dir $@)
 	$(CXX) $(OPENMP) -o $@ $^ $(LDLIBS) $(MPI_LIBS)

@@ -94,12 +94,29 @@ static void add_unique(int *list, int *n, int entity) {
     if (*n < 4) list[(*n)++] = entity;
 }
 
+// Whether byte at of a paragraph is inside one of the quotations of inner, found in the
+// paragraph's text from byte offset on.
+static int inside(const QuoteScan *inner, size_t offset, size_t at) {
+    for (size_t j = 0; j < inner->n; j++)
+        if (at >= offset + inner->quotes[j].start && at < offset + inner->quotes[j].end) return 1;
+    return 0;
+}
+
 // The people quotation q of paragraph p addresses and names (quotation_names).
 static void add_names(Dialogue *d, Turn *t, size_t p, const Span *q) {
     Mentions addressed = {0}, named = {0};
     quotation_names(&d->cast, d->prose[p], q->start, q->end, &addressed, &named);
-    for (size_t i = 0; i < addressed.n; i++) add_unique(t->addressed, &t->n_addressed, addressed.m[i].entity);
-    for (size_t i = 0; i < named.n; i++) add_unique(t->named, &t->n_named, named.m[i].entity);
+    // a name inside the speech's own quotations ("And what do you think she said? 'Ah! Mrs.
+    // Bennet, we shall have her at last!'") is called or named by someone else
+    QuoteScan inner = {0};
+    quotes_scan(d->family == QUOTES_SINGLE ? QUOTES_DOUBLE : QUOTES_SINGLE, d->prose[p] + q->start, q->end - q->start,
+                &inner);
+    for (size_t i = 0; i < addressed.n; i++)
+        if (!inside(&inner, q->start, addressed.m[i].at))
+            add_unique(t->addressed, &t->n_addressed, addressed.m[i].entity);
+    for (size_t i = 0; i < named.n; i++)
+        if (!inside(&inner, q->start, named.m[i].at)) add_unique(t->named, &t->n_named, named.m[i].entity);
+    quotes_free(&inner);
     free(addressed.m);
     free(named.m);
 }
@@ -477,6 +494,7 @@ static void script_turns(Dialogue *d) {
 
 #define ACTION_WORDS 15  // narrative between two turns that still lets the second answer the first
 
+
 int dialogue_adjacent(const Dialogue *d, size_t k) {
     if (k == 0) return 0;
     size_t p = d->turns[k].first_para, prev = d->turns[k - 1].last_para;
@@ -488,7 +506,8 @@ int dialogue_adjacent(const Dialogue *d, size_t k) {
 
 
 // Who turn k's "he"/"she" can be, whatever the rule: not the narrator, not someone it
-// addresses, not the speaker of the turn just before in the exchange, and the right gender.
+// addresses, not the speaker of the turn just before in the exchange nor the one a tag names
+// in the turn right after, and the right gender.
 static int can_be(const Dialogue *d, size_t k, int entity, Gender g) {
     const Turn *t = &d->turns[k];
     if (entity == cast_narrator(&d->cast)) return 0;
@@ -497,6 +516,11 @@ static int can_be(const Dialogue *d, size_t k, int entity, Gender g) {
     // she added,--" may go on with the one who just spoke)
     if (dialogue_adjacent(d, k) && d->turns[k].first_para <= d->turns[k - 1].last_para + 1 &&
         known(&d->turns[k - 1]) && d->turns[k - 1].speaker == entity)
+        return 0;
+    // nor the one whose own tag names them in the turn right after ("I often think," said she.
+    // / "This is the consequence," said Elizabeth.: she is not Elizabeth)
+    if (k + 1 < d->n && dialogue_adjacent(d, k + 1) && d->turns[k + 1].first_para == d->turns[k].last_para + 1 &&
+        d->turns[k + 1].method == ATTR_TAG && d->turns[k + 1].speaker == entity)
         return 0;
     // "...," he cried, grasping Sherlock Holmes by the shoulder: not Holmes.
     if (t->tag.kind == SUBJ_PRONOUN && d->prose[t->tag_para]) {
@@ -704,37 +728,67 @@ static SideView without_far_dissent(SideView v, int who, size_t agree) {
 
 // The one person besides x who speaks (confidently) in turn k's conversation, or -1 when
 // that is not exactly one person: an exchange between two people.
-static int the_other_one(const Dialogue *d, const int *anchor, size_t k, int x) {
-    int people[2] = {-1, -1}, n = 0, has_x = 0;
+static int the_other_one(const Dialogue *d, const int *anchor, size_t lo, size_t k, int x) {
     size_t from, to;
     conversation(d, k, &from, &to);
-    for (size_t j = from; j <= to; j++) {
-        if (anchor[j] < 0 || !same_scene(d, j, k)) continue;
-        if (anchor[j] == x) {
-            has_x = 1;
-            continue;
+    // the anchors first; when x is the only one of them, also the turns of k's exchange
+    // (from lo) before it, with what this count found for them (turns are counted in order)
+    // where it was sure ("Another time, Lizzy." made the next turn Elizabeth's)
+    for (int counted = 0; counted < 2; counted++) {
+        int people[2] = {-1, -1}, n = 0, has_x = 0;
+        for (size_t j = from; j <= to; j++) {
+            int who = anchor[j];
+            if (who < 0 && counted && j >= lo && j < k && d->turns[j].confidence >= 0.80f) who = d->turns[j].speaker;
+            if (who < 0 || !same_scene(d, j, k)) continue;
+            if (who == x) {
+                has_x = 1;
+                continue;
+            }
+            if (n == 1 && people[0] == who) continue;
+            if (n == 1) return -1;
+            people[n++] = who;
         }
-        if (n == 1 && people[0] == anchor[j]) continue;
-        if (n == 1) return -1;
-        people[n++] = anchor[j];
+        if (n || !has_x) return has_x && n == 1 ? people[0] : -1;
     }
-    return has_x && n == 1 ? people[0] : -1;
+    return -1;
+}
+
+// The one whom turn t's own speech tag says it is spoken to: "said she to Charlotte", the
+// person named right after "to" in the tag's sentence. -1 if none.
+static int spoken_to(const Dialogue *d, const Turn *t) {
+    if (!t->tag.speech || t->tag.thought || (t->tag.kind != SUBJ_ENTITY && t->tag.kind != SUBJ_PRONOUN) ||
+        !d->prose[t->tag_para])
+        return -1;
+    const char *s = d->prose[t->tag_para];
+    const Mentions *m = &d->mentions[t->tag_para];
+    size_t end = sentence_end(s, t->tag.at, d->prose_len[t->tag_para]);
+    for (size_t i = near_mentions(m, t->tag.at); i < m->n && m->m[i].at < end; i++) {
+        size_t at = m->m[i].at;
+        if (at <= t->tag.at) continue;
+        return at >= 3 && !memcmp(s + at - 3, "to ", 3) && at - t->tag.at < 40 ? m->m[i].entity : -1;
+    }
+    return -1;
 }
 
 // The one person whom turn k-1, right before turn k in an exchange and attributed with 0.8
-// or more (by now: turns are counted in order), addresses by name ("Another time, Lizzy."),
-// when turn k is untagged: the one who answers. Only a short turn (one paragraph, at most 60
-// words) counts: a long speech or a letter read aloud names people in passing. -1 if none.
+// or more (by now: turns are counted in order), speaks to, when turn k is untagged: the one
+// who answers. That is the one its tag says it is said to ("said she to Charlotte"), or the
+// one it calls by name ("Another time, Lizzy."), where only a short turn (one paragraph, at
+// most 60 words) counts: a long speech or a letter read aloud names people in passing. -1
+// if none.
 static int addressee_of(const Dialogue *d, size_t k) {
     if (k == 0) return -1;
     const Turn *t = &d->turns[k], *before = &d->turns[k - 1];
-    if (before->speaker < 0 || before->confidence < 0.80f || t->tag.kind != SUBJ_NONE || !dialogue_adjacent(d, k) ||
-        before->n_addressed != 1 || before->first_para != before->last_para)
+    if (before->speaker < 0 || before->confidence < 0.80f || t->tag.kind != SUBJ_NONE || !dialogue_adjacent(d, k))
         return -1;
-    int words = 0;
-    for (size_t i = 0; i < before->len; i++) words += before->text[i] == ' ';
-    if (words >= 60) return -1;
-    int y = before->addressed[0];
+    int y = spoken_to(d, before);
+    if (y < 0) {
+        if (before->n_addressed != 1 || before->first_para != before->last_para) return -1;
+        int words = 0;
+        for (size_t i = 0; i < before->len; i++) words += before->text[i] == ' ';
+        if (words >= 60) return -1;
+        y = before->addressed[0];
+    }
     return y != before->speaker && y != cast_narrator(&d->cast) && !names_in_third_person(t, y) ? y : -1;
 }
 
@@ -744,18 +798,22 @@ static int in_exchange(const Dialogue *d, size_t k) {
     return dialogue_adjacent(d, k) && d->turns[k - 1].last_para < d->turns[k - 1].first_para + 2;
 }
 
-// Whether turns lo..hi, an exchange, have at most two speakers among their anchors and no
-// turn of a group ("said they").
-static int two_speakers(const Dialogue *d, const int *anchor, size_t lo, size_t hi) {
+// How many people speak among the anchors of turns lo..hi, an exchange: 0, 1, 2, or 3 for
+// more than two or a turn of a group ("said they"). *sexed: whether the sex of each is known
+// (when it is not, a "she asked" may have been given to the wrong one of them, and the two
+// may be three).
+static int exchange_speakers(const Dialogue *d, const int *anchor, size_t lo, size_t hi, int *sexed) {
     int a = -1, b = -1;
+    *sexed = 1;
     for (size_t j = lo; j <= hi; j++) {
-        if (d->turns[j].group) return 0;
+        if (d->turns[j].group) return 3;
         if (anchor[j] < 0 || anchor[j] == a || anchor[j] == b) continue;
+        *sexed &= d->cast.entities[anchor[j]].gender != GENDER_UNKNOWN;
         if (a < 0) a = anchor[j];
         else if (b < 0) b = anchor[j];
-        else return 0;
+        else return 3;
     }
-    return 1;
+    return (a >= 0) + (b >= 0);
 }
 
 static void alternation(Dialogue *d) {
@@ -790,6 +848,7 @@ static void alternation(Dialogue *d) {
                 continue;  // the two sides disagree: a third person, or a broken exchange
             size_t dist = left.pos >= 0 && (right.pos < 0 || left.dist <= right.dist) ? left.dist : right.dist;
             const SideView *other = dist == left.dist && left.pos >= 0 ? &right : &left;
+            int sexed, speakers = exchange_speakers(d, anchor, lo, hi, &sexed);
             // Confirmed from the other side, the count of turns between two anchors has the
             // right parity: one missed speaker change would break it, so distance matters little.
             if (other->pos == who || (other->neg >= 0 && other->neg != who)) {
@@ -798,9 +857,10 @@ static void alternation(Dialogue *d) {
             } else if (other == &right) {  // counted forward, from an exchange under way
                 // (slowly where no third person speaks in the exchange: a change of speaker
                 // is what printed dialogue marks best, a newcomer is what it tags)
-                conf = 0.90f - (two_speakers(d, anchor, lo, hi) ? 0.01f : 0.03f) * (float)(dist - 2);
-            } else {  // counted backward: the anchor may be someone who has just joined in
-                conf = 0.85f - 0.04f * (float)(dist - 2);
+                conf = 0.90f - (speakers <= 2 ? 0.01f : 0.03f) * (float)(dist - 2);
+            } else {  // counted backward: the anchor may be someone who has just joined in,
+                // unless the exchange is known to be between two people who both speak in it
+                conf = 0.85f - (speakers == 2 && sexed ? 0.01f : 0.04f) * (float)(dist - 2);
             }
             if (conf < CONF_WEAK) conf = CONF_WEAK;
         } else {
@@ -812,7 +872,7 @@ static void alternation(Dialogue *d) {
                     : t->n_addressed ? t->addressed[0]
                                      : -1;
             if (x < 0 || (left.neg >= 0 && right.neg >= 0 && left.neg != right.neg)) continue;
-            who = the_other_one(d, anchor, k, x);
+            who = the_other_one(d, anchor, lo, k, x);
             if (who < 0 || who == left.neg || who == right.neg) continue;
             conf = 0.80f;
         }

@@ -42,10 +42,11 @@
  *                  paragraphs                                               0.80
  *                  several: the latest, with                                0.50
  *               Never the narrator, the speaker of the turn just before (when the two
- *               are next to each other), a person the quotation addresses by name or names
- *               in the third person ("Mr. Darcy is all politeness"), a person the tag's own
- *               sentence names after the pronoun ("he cried, grasping Holmes"), or a person
- *               of the other gender. Several quotations of one paragraph, one tagged with a
+ *               are next to each other), the one a tag names in the turn right after, a
+ *               person the quotation addresses by name or names in the third person ("Mr.
+ *               Darcy is all politeness"; not inside the speech's own quotations: "she
+ *               said, 'Ah! Mrs. Bennet, ...'"), a person the tag's own sentence names after
+ *               the pronoun ("he cried, grasping Holmes"), or a person of the other gender. Several quotations of one paragraph, one tagged with a
  *               name and another with a pronoun, are that person's ("...," said Jones.
  *               "...!" he added.).
  *   alternation untagged turns of an exchange (turns in consecutive paragraphs) take the
@@ -58,15 +59,21 @@
  *               2 turns, 0.03 less per turn further (0.01 where no third person speaks
  *               in the exchange: a change of speaker is what printed dialogue marks
  *               best, a newcomer is what it tags); from an anchor after it (the anchor may
- *               be someone who has just joined in): 0.85, 0.04 less per turn. When the other
+ *               be someone who has just joined in): 0.85, 0.04 less per turn (0.01 where
+ *               exactly two people speak in the exchange and the sex of both is known: their
+ *               "he" and "she" tags would show a third one who joined in untagged). When the other
  *               side agrees, a missed change of speaker would have broken the count, so
  *               distance matters little: 0.92, 0.005 less per turn, at least 0.80. A short
  *               turn (one paragraph, under 60 words) that calls one person by name is
- *               answered by that person ("Another time, Lizzy." -> Elizabeth), unless the
+ *               answered by that person ("Another time, Lizzy." -> Elizabeth), and so is a
+ *               turn whose tag says to whom it is said ("said she to Charlotte"), unless the
  *               count says otherwise: 0.90 when the count agrees, else 0.80. With no anchor
  *               an even number away, a turn that is "not x" (next to x, or addressing x) in
  *               a conversation where only x and one other person speak (12 turns before it
- *               and its exchange after) is that other person: 0.80. An exchange ends at a
+ *               and its exchange after) is that other person: 0.80; when x is the only
+ *               anchor there, the turns of its exchange already counted (0.80 or more) say
+ *               who the other is (Jane, then "Lizzy"'s answer, then "not Jane": Elizabeth).
+ *               An exchange ends at a
  *               story (a speech of three paragraphs or more) and where a paragraph has more
  *               than 15 words of narrative after its last quotation or before its first; a
  *               paragraph that only announces the next speaker does not end it.

@@ -795,7 +795,16 @@ void mentions_scan(Cast *c, const char *text, size_t start, size_t end, Mentions
     int last = -1;          // the latest mention, for the gender vote
     size_t last_word = 0;
     for (size_t i = 0; i < w.n;) {
-        int initial = i == 0 ? starts_sentence(text, start) : ends_sentence(w.w[i - 1].punct);
+        // (a clause after a semicolon has a subject of its own: "They walked on in silence;
+        // Elizabeth was determined to say nothing")
+        int initial = i == 0 ? starts_sentence(text, start) : ends_sentence(w.w[i - 1].punct) || w.w[i - 1].punct == ';';
+        // and so has one that a conjunction of time opens ("He had hardly shut the door when
+        // Holmes rose"; "whilst the luckless Kitty continued")
+        if (i > 0 && !initial && w.w[i - 1].punct == 0) {
+            static const char *const clause[] = {"when", "whilst", "while", "till", "until", "before", NULL};
+            char prev[64];
+            initial = in_list(lower_word(text, &w.w[i - 1], prev, sizeof prev), clause);
+        }
         lower_word(text, &w.w[i], buf, sizeof buf);
         if ((!strcmp(buf, "he") || !strcmp(buf, "she")) && last >= 0 && i - last_word <= 12) {
             c->entities[last].votes[buf[0] == 'h' ? GENDER_MALE : GENDER_FEMALE]++;

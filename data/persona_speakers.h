@@ -119,7 +119,7 @@ size_t sentence_end(const char *text, size_t from, size_t end);
 typedef struct {
     int entity;
     size_t at;
-    int initial;  // the subject of its sentence
+    int initial;  // the subject of its sentence, or of a clause after ";" or "when", "while"...
     int someone;  // an indefinite phrase ("a companion"): someone new, not yet named
 } Mention;
 

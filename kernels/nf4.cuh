@@ -128,7 +128,11 @@ __device__ __forceinline__ void nf4_fill_table(float *lut) {
 // IEEE float arithmetic, as train/nf4.c computes them at run time), as an implicit binary
 // search tree in shared memory: node i (1..15) at depth d (2^d <= i < 2^(d+1)) holds m_k
 // with k = (2(i - 2^d) + 1)·2^(3-d) - 1, so node 1 is m_7, nodes 2 and 3 are m_3 and m_11.
-__device__ __forceinline__ void nf4_fill_midpoint_tree(float *tree) {
+// Filled by the block (every thread calls it). The array is declared here, not in the
+// kernel template: the CUDA-on-CPU harness's compiler drops the section of a template's
+// statics, so the harness refuses __shared__ in one.
+__device__ __forceinline__ const float *nf4_midpoint_tree() {
+    __shared__ float tree[16];
     if (threadIdx.x == 0) {
         NF4_UNROLL
         for (int i = 1; i < 16; i++) {
@@ -138,6 +142,7 @@ __device__ __forceinline__ void nf4_fill_midpoint_tree(float *tree) {
         }
     }
     __syncthreads();
+    return tree;
 }
 
 // The number of midpoints strictly below s (so a value on a midpoint takes the lower code,
@@ -159,8 +164,7 @@ __device__ __forceinline__ float nf4_load_float(const __nv_bfloat16 *p) { return
 template <typename T>
 __global__ void __launch_bounds__(NF4_THREADS)
     nf4_quantize_blocks_kernel(uint8_t *packed, float *absmax, const T *w, int64_t n) {
-    __shared__ float tree[16];
-    nf4_fill_midpoint_tree(tree);
+    const float *tree = nf4_midpoint_tree();
     int lane = threadIdx.x % 32;
     int64_t first = ((int64_t)blockIdx.x * (NF4_THREADS / 32) + threadIdx.x / 32) * NF4_WARP_BLOCKS;
     float a[NF4_WARP_BLOCKS], b[NF4_WARP_BLOCKS];

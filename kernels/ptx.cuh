@@ -24,16 +24,27 @@
  *   cp_async_commit(): cp.async.commit_group, closes this thread's group of copies.
  *   cp_async_wait<N>(): cp.async.wait_group N, waits until at most N of this thread's most
  *   recent groups are pending. The data is visible to this thread after the wait, to
- *   others after the wait and a __syncthreads. (The harness poisons the destination until
- *   the wait.)
+ *   others after the wait and a __syncthreads. (The harness reads the source at the issue
+ *   and poisons the destination until the wait.)
+ *
+ * Under the harness each wrapper also takes its caller's file and line, as default
+ * arguments (PTX_CALLER), so call sites are the same for both compilers: the harness then
+ * checks .aligned per call site (two mma.sync in the two sides of a branch never meet, as
+ * on a GPU) and names the line in race reports.
  */
 #ifndef PERSONA_PTX_CUH
 #define PERSONA_PTX_CUH
 
 #include "common.cuh"
 
+#if defined(CUDA_HOST_HARNESS) && !defined(__CUDA_ARCH__)
+#define PTX_CALLER , const char *caller_file = __builtin_FILE(), int caller_line = __builtin_LINE()
+#else
+#define PTX_CALLER
+#endif
+
 __device__ __forceinline__ void mma_m16n8k16_bf16(float d[4], const unsigned a[4], const unsigned b[2],
-                                                  const float c[4]) {
+                                                  const float c[4] PTX_CALLER) {
 #if defined(__CUDA_ARCH__)
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
@@ -42,22 +53,22 @@ __device__ __forceinline__ void mma_m16n8k16_bf16(float d[4], const unsigned a[4
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
           "f"(c[3]));
 #elif defined(CUDA_HOST_HARNESS)
-    cuda_host::mma_m16n8k16_bf16(d, a, b, c);
+    cuda_host::mma_m16n8k16_bf16(d, a, b, c, caller_file, caller_line);
 #endif
 }
 
 // ldmatrix reads shared memory the compiler does not see, hence the "memory" clobbers:
 // earlier stores to the tile must not move after it.
-__device__ __forceinline__ void ldmatrix_x1(unsigned r[1], const void *row) {
+__device__ __forceinline__ void ldmatrix_x1(unsigned r[1], const void *row PTX_CALLER) {
 #if defined(__CUDA_ARCH__)
     unsigned addr = (unsigned)__cvta_generic_to_shared(row);
     asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n" : "=r"(r[0]) : "r"(addr) : "memory");
 #elif defined(CUDA_HOST_HARNESS)
-    cuda_host::ldmatrix(1, false, r, row);
+    cuda_host::ldmatrix(1, false, r, row, caller_file, caller_line);
 #endif
 }
 
-__device__ __forceinline__ void ldmatrix_x2(unsigned r[2], const void *row) {
+__device__ __forceinline__ void ldmatrix_x2(unsigned r[2], const void *row PTX_CALLER) {
 #if defined(__CUDA_ARCH__)
     unsigned addr = (unsigned)__cvta_generic_to_shared(row);
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
@@ -65,11 +76,11 @@ __device__ __forceinline__ void ldmatrix_x2(unsigned r[2], const void *row) {
                  : "r"(addr)
                  : "memory");
 #elif defined(CUDA_HOST_HARNESS)
-    cuda_host::ldmatrix(2, false, r, row);
+    cuda_host::ldmatrix(2, false, r, row, caller_file, caller_line);
 #endif
 }
 
-__device__ __forceinline__ void ldmatrix_x4(unsigned r[4], const void *row) {
+__device__ __forceinline__ void ldmatrix_x4(unsigned r[4], const void *row PTX_CALLER) {
 #if defined(__CUDA_ARCH__)
     unsigned addr = (unsigned)__cvta_generic_to_shared(row);
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
@@ -77,20 +88,20 @@ __device__ __forceinline__ void ldmatrix_x4(unsigned r[4], const void *row) {
                  : "r"(addr)
                  : "memory");
 #elif defined(CUDA_HOST_HARNESS)
-    cuda_host::ldmatrix(4, false, r, row);
+    cuda_host::ldmatrix(4, false, r, row, caller_file, caller_line);
 #endif
 }
 
-__device__ __forceinline__ void ldmatrix_x1_trans(unsigned r[1], const void *row) {
+__device__ __forceinline__ void ldmatrix_x1_trans(unsigned r[1], const void *row PTX_CALLER) {
 #if defined(__CUDA_ARCH__)
     unsigned addr = (unsigned)__cvta_generic_to_shared(row);
     asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];\n" : "=r"(r[0]) : "r"(addr) : "memory");
 #elif defined(CUDA_HOST_HARNESS)
-    cuda_host::ldmatrix(1, true, r, row);
+    cuda_host::ldmatrix(1, true, r, row, caller_file, caller_line);
 #endif
 }
 
-__device__ __forceinline__ void ldmatrix_x2_trans(unsigned r[2], const void *row) {
+__device__ __forceinline__ void ldmatrix_x2_trans(unsigned r[2], const void *row PTX_CALLER) {
 #if defined(__CUDA_ARCH__)
     unsigned addr = (unsigned)__cvta_generic_to_shared(row);
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"
@@ -98,11 +109,11 @@ __device__ __forceinline__ void ldmatrix_x2_trans(unsigned r[2], const void *row
                  : "r"(addr)
                  : "memory");
 #elif defined(CUDA_HOST_HARNESS)
-    cuda_host::ldmatrix(2, true, r, row);
+    cuda_host::ldmatrix(2, true, r, row, caller_file, caller_line);
 #endif
 }
 
-__device__ __forceinline__ void ldmatrix_x4_trans(unsigned r[4], const void *row) {
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned r[4], const void *row PTX_CALLER) {
 #if defined(__CUDA_ARCH__)
     unsigned addr = (unsigned)__cvta_generic_to_shared(row);
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
@@ -110,25 +121,25 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned r[4], const void *row
                  : "r"(addr)
                  : "memory");
 #elif defined(CUDA_HOST_HARNESS)
-    cuda_host::ldmatrix(4, true, r, row);
+    cuda_host::ldmatrix(4, true, r, row, caller_file, caller_line);
 #endif
 }
 
-__device__ __forceinline__ void cp_async16_ca(void *dst, const void *src) {
+__device__ __forceinline__ void cp_async16_ca(void *dst, const void *src PTX_CALLER) {
 #if defined(__CUDA_ARCH__)
     unsigned addr = (unsigned)__cvta_generic_to_shared(dst);
     asm volatile("cp.async.ca.shared.global [%0], [%1], 16;\n" ::"r"(addr), "l"(src) : "memory");
 #elif defined(CUDA_HOST_HARNESS)
-    cuda_host::cp_async("cp.async.ca.shared.global", dst, src, 16);
+    cuda_host::cp_async("cp.async.ca.shared.global", dst, src, 16, caller_file, caller_line);
 #endif
 }
 
-__device__ __forceinline__ void cp_async16_cg(void *dst, const void *src) {
+__device__ __forceinline__ void cp_async16_cg(void *dst, const void *src PTX_CALLER) {
 #if defined(__CUDA_ARCH__)
     unsigned addr = (unsigned)__cvta_generic_to_shared(dst);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(addr), "l"(src) : "memory");
 #elif defined(CUDA_HOST_HARNESS)
-    cuda_host::cp_async("cp.async.cg.shared.global", dst, src, 16);
+    cuda_host::cp_async("cp.async.cg.shared.global", dst, src, 16, caller_file, caller_line);
 #endif
 }
 

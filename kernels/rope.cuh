@@ -47,13 +47,20 @@ struct RopeFreqs {
 
 __device__ __forceinline__ float rope_round(float x) { return __bfloat162float(__float2bfloat16(x)); }
 
+// The block's cos and sin tables, in a non-template function: the CUDA-on-CPU harness's
+// compiler drops the section of a template's statics, so it refuses __shared__ in one.
+__device__ __forceinline__ float *rope_tables() {
+    __shared__ float tables[ROPE_MAX_HEAD_DIM];  // cos of the half dims, then sin
+    return tables;
+}
+
 // direction: +1 forward, −1 backward (sin negated).
 template <int V>
 __global__ void __launch_bounds__(ROPE_MAX_THREADS)
     rope_kernel(__nv_bfloat16 *q, __nv_bfloat16 *k, const int32_t *positions, RopeFreqs freqs, int n_heads,
                 int n_kv_heads, int head_dim, float direction) {
     typedef Bf16Pack<V> Pack;
-    __shared__ float cos_b[ROPE_MAX_HEAD_DIM / 2], sin_b[ROPE_MAX_HEAD_DIM / 2];
+    float *cos_b = rope_tables(), *sin_b = cos_b + ROPE_MAX_HEAD_DIM / 2;
     int t = blockIdx.x, half = head_dim / 2;
     float position = (float)positions[t];
     for (int j = threadIdx.x; j < half; j += blockDim.x) {

@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tokenizer_reference import read_input, split_lines  # the same input rules as ./tokenize
 
 
-def hf_from_gguf(path):
+def hf_from_gguf(path, reader=None):
     """transformers' tokenizer for a GGUF, built by transformers' own GGUF tokenizer code
     (integrations/gguf/gguf_tokenizer_mapping.py). Its from_pretrained(gguf_file=...) wraps the
     same functions but reads the file through a module that needs torch, which CI does not
@@ -46,14 +46,14 @@ def hf_from_gguf(path):
     from transformers.integrations.gguf import gguf_tokenizer_mapping as m
     from transformers.utils import logging
     logging.set_verbosity_error()
-    r = GGUFReader(path)
+    r = reader or GGUFReader(path)
 
     def value(key):
         f = r.fields[key]
         if f.types[0] == 9:  # an array
             if f.types[1] == 8:
                 return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
-            return [int(f.parts[i][0]) for i in f.data]
+            return [f.parts[i][0].item() for i in f.data]  # ints, or floats (scores)
         if f.types[0] == 8:
             return bytes(f.parts[f.data[0]]).decode("utf-8")
         return f.parts[f.data[0]][0].item()

@@ -6,7 +6,9 @@
 # harness checks is what ptxas accepts), and the 2-rank collective test against the real
 # NCCL and Open MPI. The PTX must also contain the instructions the code exists for, so
 # that a change that silently falls off them fails here: each wrapper of kernels/ptx.cuh,
-# and the 16-byte packed loads and stores of the memory-bound kernels. Compiling is not
+# and the 16-byte packed loads and stores of the memory-bound kernels. Every kernel of the
+# programs declares __launch_bounds__ (what makes the harness's launch check cover the
+# register file too). Compiling is not
 # running: this checks the build only (see README, "What is verified where").
 #
 # The build is the test: the Makefile's nvcc rules keep ptxas's report (build/cuda/NAME.ptxas)
@@ -75,6 +77,7 @@ sm_90_ptx() {
         echo "  no sm_90 PTX of $2 in build/cuda/$base/"
         return 1
     fi
+    cp "$cached" "$tmp/$1.ptx"
 }
 
 # ptx_contains NAME SRC INSTRUCTION...: the sm_90 PTX of SRC has each instruction.
@@ -110,9 +113,25 @@ ptx_kernels_lack() {
         echo "FAIL ptx_${name}"; printf '%s\n' "$found" | head -10 | sed 's/^/  /'; fi
 }
 
+# every_kernel_bounded NAME SRC: every kernel of the sm_90 PTX of SRC declares its
+# __launch_bounds__ (.maxntid). ptxas then keeps registers x threads within the register
+# file for any block up to that size, and the harness refuses bigger blocks at launch
+# (test/cuda_host/README.md), so no launch the harness allows can fail for registers.
+every_kernel_bounded() {
+    sm_90_ptx "$1" "$2" || return
+    local unbounded
+    unbounded=$(awk '
+        /^[.a-z ]*\.entry / { fn = $0; sub(/.*\.entry[ \t]+/, "", fn); sub(/\(.*/, "", fn); bounded = 0; next }
+        fn != "" && /\.maxntid/ { bounded = 1 }
+        fn != "" && /^[ \t]*\{/ { if (!bounded) print fn; fn = "" }
+    ' "$tmp/$1.ptx")
+    if [ -z "$unbounded" ]; then echo "PASS ptx_${1}_kernels_have_launch_bounds"; else
+        echo "FAIL ptx_${1}_kernels_have_launch_bounds"; printf '  no __launch_bounds__: %s\n' $unbounded | head -10; fi
+}
+
 for src in kernels/bench/*.cu; do
     name=$(basename "$src" .cu)
-    nvcc_build "$name" "$name" && no_local_memory "$name"
+    nvcc_build "$name" "$name" && { no_local_memory "$name"; every_kernel_bounded "$name" "$src"; }
 done
 # train_gpu, the trainer (its kernels come in through train/model_gpu.cuh; the harness runs
 # the same source in test_train_gpu.sh)

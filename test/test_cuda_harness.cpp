@@ -8,6 +8,7 @@
 // cannot meet, launch configurations a GPU refuses, out-of-bounds shared memory) and passes
 // only if the harness reports each one.
 #include "../kernels/common.cuh"
+#include "../kernels/ptx.cuh"
 #include "cuda_host/cuda_host_testing.h"
 #include "test.h"
 
@@ -318,15 +319,52 @@ TEST(atomics_known_answers) {
 // ---------------------------------------------------------------------------------------
 // Bugs the harness must catch
 
+// Whether msg names line `line` of this file ("test_cuda_harness.cpp:LINE", not a longer
+// number).
+static bool names_line(const char *msg, int line) {
+    char at[64];
+    int n = snprintf(at, sizeof(at), "test_cuda_harness.cpp:%d", line);
+    for (const char *p = msg; (p = strstr(p, at)); p++)
+        if (p[n] < '0' || p[n] > '9') return true;
+    return false;
+}
+
+// A fault report: err is `want` and the message contains `text` and names lines line_a and
+// line_b of this file (0: not checked). Returns the number of failed conditions, printing
+// each, and clears the fault.
+static int expect_report(cudaError_t err, cudaError_t want, const char *text, int line_a, int line_b) {
+    int bad = 0;
+    const char *msg = cuda_host_fault();
+    if (err != want) printf("  returned %s, expected %s\n", cudaGetErrorName(err), cudaGetErrorName(want)), bad++;
+    if (!msg || !strstr(msg, text) || (line_a && !names_line(msg, line_a)) || (line_b && !names_line(msg, line_b))) {
+        printf("  fault message \"%s\" does not contain \"%s\" and lines %d and %d\n", msg ? msg : "(none)", text,
+               line_a, line_b);
+        bad++;
+    }
+    cuda_host_clear_fault();
+    return bad;
+}
+
+// The race detector's report (race.h): a launch failure whose message names a race, both
+// accesses' lines and why nothing orders them.
+static int expect_race(cudaError_t err, int line_a, int line_b, const char *why) {
+    const char *msg = cuda_host_fault();
+    int bad = msg && strstr(msg, "race: ") ? 0 : 1;
+    if (bad) printf("  not a race report:\n");
+    return bad + expect_report(err, cudaErrorLaunchFailure, why, line_a, line_b);
+}
+
 // Every thread writes its slot; the last thread sums them all, but nothing makes it wait
 // for the others (the __syncthreads() is missing).
+static const int missing_sync_write = __LINE__ + 4, missing_sync_read = __LINE__ + 8;
 __global__ void missing_sync_kernel(int *out) {
     DYNAMIC_SHARED(int, s);
     int n = blockDim.x, t = threadIdx.x;
     s[t] = t + 1;
     if (t == n - 1) {
         int sum = 0;
-        for (int i = 0; i < n; i++) sum += s[i];
+        for (int i = 0; i < n; i++)
+            sum += s[i];
         out[0] = sum;
     }
 }
@@ -343,6 +381,19 @@ static int missing_sync_sum(uint64_t seed) {
 
 TEST(missing_syncthreads_is_caught) {
     const uint64_t saved_seed = cuda_host_seed();
+    int *d;
+    cuda_check(cudaMalloc(&d, sizeof(int)));
+    // The race detector reports the read of another warp's slot under every schedule, the
+    // order a reader imagines (seed 0) included, with both lines.
+    for (uint64_t seed = 0; seed < 4; seed++) {
+        cuda_host_set_seed(seed);
+        CHECK_INT(expect_race(TRY_LAUNCH(missing_sync_kernel, 1, 64, 64 * sizeof(int), d), missing_sync_read,
+                              missing_sync_write, "no __syncthreads between them"),
+                  0);
+    }
+    cuda_check(cudaFree(d));
+    // Without it, the schedules alone show the bug in the result.
+    cuda_host_set_racecheck(false);
     const int right = 64 * 65 / 2;
     // In thread order the summing thread runs last and the bug hides: the reason the
     // harness shuffles.
@@ -350,15 +401,17 @@ TEST(missing_syncthreads_is_caught) {
     // The default seed of `make test` catches it...
     CHECK(missing_sync_sum(1) != right);
     // ...and so does almost every seed: the bug hides only when the summing thread
-    // happens to run last, 1 time in 64.
+    // happens to run last.
     int caught = 0;
     for (uint64_t seed = 1; seed <= 32; seed++) caught += missing_sync_sum(seed) != right;
     CHECK(caught >= 28);
+    cuda_host_set_racecheck(true);
     cuda_host_set_seed(saved_seed);
 }
 
 // block_sum of common.cuh without its first barrier: warps read the other warps'
 // partial sums before they are written.
+static const int block_sum_write = __LINE__ + 5, block_sum_read = __LINE__ + 6;
 __device__ float block_sum_missing_barrier(float v) {
     __shared__ float partial[32];
     int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
@@ -384,8 +437,13 @@ TEST(block_sum_without_its_barrier_is_caught) {
         LAUNCH(block_sum_kernel, 1, 128, 0, 0, d, 0);
         from_device(h, d, 128);
         for (int t = 0; t < 128; t++) CHECK(h[t] == 128 * 64.0f);  // sum of 0.5 + t
+        CHECK_INT(expect_race(TRY_LAUNCH(block_sum_kernel, 1, 128, 0, d, 1), block_sum_read, block_sum_write,
+                              "with no __sync"),  // (__syncthreads, or __syncwarp when two lanes meet first)
+                  0);
+        cuda_host_set_racecheck(false);  // (the kernel runs when from_device waits for it)
         LAUNCH(block_sum_kernel, 1, 128, 0, 0, d, 1);
         from_device(h, d, 128);
+        cuda_host_set_racecheck(true);
         int wrong = 0;
         for (int t = 0; t < 128; t++) wrong += !(h[t] == 128 * 64.0f);
         caught += wrong > 0;
@@ -509,10 +567,293 @@ TEST(warp_operations_that_cannot_meet_are_reported) {
 }
 
 // ---------------------------------------------------------------------------------------
+// What a GPU may break and the harness reports, each with its site
+
+// Write-after-read across warps, far apart: warp 0 reads its slot first thing after the
+// barrier, warp 1 overwrites it only after 300 shuffles, and nothing orders the two. Warps
+// that advance in step never show it; a warp that runs ahead does.
+static const int far_read = __LINE__ + 7, far_write = __LINE__ + 11;
+__global__ void far_war_kernel(float *out, int steps) {
+    __shared__ float s[32];
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    if (warp == 0) s[lane] = (float)lane;
+    __syncthreads();
+    if (warp == 0) {
+        out[lane] = s[lane];
+    } else {
+        float y = (float)lane;
+        for (int i = 0; i < steps; i++) y = __shfl_xor_sync(0xffffffffu, y, 1);
+        s[lane] = y + 1000.0f;
+    }
+}
+
+TEST(write_after_read_across_warps_far_apart_is_reported) {
+    const uint64_t saved_seed = cuda_host_seed();
+    float *d, h[32];
+    cuda_check(cudaMalloc(&d, sizeof(h)));
+    for (uint64_t seed = 0; seed < 4; seed++) {
+        cuda_host_set_seed(seed);
+        CHECK_INT(expect_race(TRY_LAUNCH(far_war_kernel, 1, 64, 0, d, 300), far_write, far_read,
+                              "warps 0 and 1 with no __syncthreads between them"),
+                  0);
+    }
+    // The schedules alone: warp 1 running ahead overwrites the slots before warp 0 reads
+    // them under some seeds (in thread order never).
+    cuda_host_set_racecheck(false);
+    int wrong = 0;
+    for (uint64_t seed = 0; seed < 32; seed++) {
+        cuda_host_set_seed(seed);
+        LAUNCH(far_war_kernel, 1, 64, 0, 0, d, 300);
+        from_device(h, d, 32);
+        int bad = 0;
+        for (int l = 0; l < 32; l++) bad += h[l] != (float)l;
+        if (seed == 0) CHECK_INT(bad, 0);
+        wrong += bad > 0;
+    }
+    cuda_host_set_racecheck(true);
+    CHECK(wrong >= 2);
+    printf("  seeds whose schedule let warp 1 overwrite first: %d of 32\n", wrong);
+    cuda_host_set_seed(saved_seed);
+    cuda_check(cudaFree(d));
+}
+
+// Lanes store an 8x8 tile (lane l: row l / 4, columns 2(l % 4), +1), then ldmatrix hands each
+// lane back what it stored; the rows are read by lanes 0-7 (who give their addresses), so
+// each lane's data is read by another lane: only a __syncwarp between orders that.
+static const int tile_store = __LINE__ + 5, tile_load = __LINE__ + 8;
+__global__ void ldmatrix_tile_kernel(unsigned *out, int sync) {
+    __shared__ __align__(16) unsigned short tile[8 * 8];
+    int lane = threadIdx.x;
+    unsigned short *mine = tile + (lane / 4) * 8 + 2 * (lane % 4);
+    mine[0] = (unsigned short)(100 + 2 * lane), mine[1] = (unsigned short)(101 + 2 * lane);
+    if (sync) __syncwarp();
+    unsigned r[1];
+    ldmatrix_x1(r, tile + (lane % 8) * 8);
+    out[lane] = r[0];
+}
+
+TEST(missing_syncwarp_before_ldmatrix_is_reported) {
+    unsigned *d, h[32];
+    cuda_check(cudaMalloc(&d, sizeof(h)));
+    CHECK_INT(expect_race(TRY_LAUNCH(ldmatrix_tile_kernel, 1, 32, 0, d, 0), tile_load, tile_store,
+                          "with no __syncwarp between them"),
+              0);
+    CHECK_INT(TRY_LAUNCH(ldmatrix_tile_kernel, 1, 32, 0, d, 1), cudaSuccess);
+    from_device(h, d, 32);
+    int bad = 0;
+    for (unsigned l = 0; l < 32; l++) bad += h[l] != ((100 + 2 * l) | (101 + 2 * l) << 16);
+    CHECK_INT(bad, 0);
+    cuda_check(cudaFree(d));
+}
+
+// Half a warp at one mma.sync, half at another: .aligned wants one instruction for all.
+static const int mma_site_a = __LINE__ + 7, mma_site_b = __LINE__ + 9;
+__global__ void divergent_mma_kernel(float *out, int diverge) {
+    unsigned a[4] = {0x3f803f80u, 0x3f803f80u, 0x3f803f80u, 0x3f803f80u}, b[2] = {0x3f803f80u, 0x3f803f80u};
+    float c[4] = {0, 0, 0, 0}, d[4];
+    int lane = threadIdx.x;
+    if (diverge) {
+        if (lane < 16)
+            mma_m16n8k16_bf16(d, a, b, c);
+        else
+            mma_m16n8k16_bf16(d, a, b, c);
+    } else {
+        mma_m16n8k16_bf16(d, a, b, c);
+    }
+    out[lane] = d[0];
+}
+
+TEST(divergent_mma_sync_sites_are_reported) {
+    float *d, h[32];
+    cuda_check(cudaMalloc(&d, sizeof(h)));
+    CHECK_INT(expect_report(TRY_LAUNCH(divergent_mma_kernel, 1, 32, 0, d, 1), cudaErrorLaunchFailure,
+                            "at different call sites", mma_site_a, mma_site_b),
+              0);
+    CHECK_INT(TRY_LAUNCH(divergent_mma_kernel, 1, 32, 0, d, 0), cudaSuccess);
+    from_device(h, d, 32);
+    int bad = 0;
+    for (int l = 0; l < 32; l++) bad += h[l] != 16.0f;  // 16 products of 1 x 1
+    CHECK_INT(bad, 0);
+    cuda_check(cudaFree(d));
+}
+
+__global__ void __launch_bounds__(128) bounded_kernel(int *out) {
+    if (threadIdx.x + threadIdx.y == 0) out[0] = (int)(blockDim.x * blockDim.y);
+}
+template <int N>
+__global__ void __launch_bounds__(2 * N, 1) bounded_template_kernel(int *out) {
+    if (threadIdx.x == 0) out[0] = N;
+}
+
+TEST(launches_over_launch_bounds_are_refused) {
+    int *d, h = 0;
+    cuda_check(cudaMalloc(&d, sizeof(int)));
+    cudaError_t e = TRY_LAUNCH(bounded_kernel, 1, 256, 0, d);
+    CHECK(cudaGetLastError() == cudaErrorLaunchOutOfResources);  // reported, and not sticky
+    CHECK(cudaGetLastError() == cudaSuccess);
+    CHECK_INT(expect_report(e, cudaErrorLaunchOutOfResources,
+                            "launch of bounded_kernel refused: blockDim (256,1,1) = 256 threads, more than its "
+                            "__launch_bounds__ (128)",
+                            0, 0),
+              0);
+    CHECK_INT(TRY_LAUNCH(bounded_kernel, 1, dim3(32, 4), 0, d), cudaSuccess);
+    from_device(&h, d, 1);
+    CHECK_INT(h, 128);
+    // a template's bound, an expression
+    CHECK_INT(expect_report(TRY_LAUNCH(bounded_template_kernel<32>, 1, 96, 0, d), cudaErrorLaunchOutOfResources,
+                            "__launch_bounds__ (64)", 0, 0),
+              0);
+    CHECK_INT(TRY_LAUNCH(bounded_template_kernel<32>, 1, 64, 0, d), cudaSuccess);
+    cuda_check(cudaFree(d));
+}
+
+// Thread 0 copies src to shared memory with cp.async, then stores to src before waiting:
+// the copy may still be reading it.
+static const int cp_issue = __LINE__ + 4, cp_store = __LINE__ + 5;
+__global__ void cp_async_source_kernel(float *src, float *out) {
+    __shared__ __align__(16) float s[4];
+    if (threadIdx.x == 0) {
+        cp_async16_ca(s, src);
+        src[0] = -1.0f;
+        cp_async_commit();
+        cp_async_wait<0>();
+        out[0] = s[0];
+    }
+}
+
+TEST(cp_async_source_overwritten_before_its_wait_is_reported) {
+    float h[4] = {5, 6, 7, 8}, *src, *out, got = 0;
+    cuda_check(cudaMalloc(&src, sizeof(h)));
+    cuda_check(cudaMalloc(&out, sizeof(float)));
+    cuda_check(cudaMemcpy(src, h, sizeof(h), cudaMemcpyHostToDevice));
+    CHECK_INT(expect_race(TRY_LAUNCH(cp_async_source_kernel, 1, 32, 0, src, out), cp_store, cp_issue,
+                          "a cp.async reads its source until its cp.async.wait_group"),
+              0);
+    // Without the detector: the copy took its source at the issue.
+    cuda_check(cudaMemcpy(src, h, sizeof(h), cudaMemcpyHostToDevice));
+    cuda_host_set_racecheck(false);
+    LAUNCH(cp_async_source_kernel, 1, 32, 0, 0, src, out);
+    from_device(&got, out, 1);
+    cuda_host_set_racecheck(true);
+    CHECK(got == 5.0f);
+    cuda_check(cudaFree(src));
+    cuda_check(cudaFree(out));
+}
+
+static const int fill_line = __LINE__ + 2, copy_line = __LINE__ + 5;
+__global__ void fill_kernel(float *x, int n, float v) {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) x[i] = v;
+}
+__global__ void copy_kernel(float *dst, const float *src, int n) {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) dst[i] = src[i];
+}
+
+TEST(a_stream_reading_another_streams_writes_without_an_event_is_reported) {
+    const uint64_t saved_seed = cuda_host_seed();
+    const int n = 256;
+    float *buf, *out, h[n];
+    cudaStream_t s1, s2;
+    cudaEvent_t filled;
+    cuda_check(cudaMalloc(&buf, n * sizeof(float)));
+    cuda_check(cudaMalloc(&out, n * sizeof(float)));
+    cuda_check(cudaStreamCreate(&s1));
+    cuda_check(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking));
+    cuda_check(cudaEventCreateWithFlags(&filled, cudaEventDisableTiming));
+    for (uint64_t seed = 0; seed < 4; seed++) {
+        cuda_host_set_seed(seed);
+        LAUNCH(fill_kernel, 1, 64, 0, s1, buf, n, 7.0f);
+        LAUNCH(copy_kernel, 1, 64, 0, s2, out, buf, n);
+        CHECK_INT(expect_race(QUIETLY(cudaDeviceSynchronize()), copy_line, fill_line,
+                              "with no event (cudaEventRecord, cudaStreamWaitEvent) or synchronisation"),
+                  0);
+        // with the event: ordered, under every schedule
+        LAUNCH(fill_kernel, 1, 64, 0, s1, buf, n, 7.0f + (float)seed);
+        cuda_check(cudaEventRecord(filled, s1));
+        cuda_check(cudaStreamWaitEvent(s2, filled, 0));
+        LAUNCH(copy_kernel, 1, 64, 0, s2, out, buf, n);
+        cuda_check(cudaStreamSynchronize(s2));
+        from_device(h, out, n);
+        int bad = 0;
+        for (int i = 0; i < n; i++) bad += h[i] != 7.0f + (float)seed;
+        CHECK_INT(bad, 0);
+    }
+    // Without the detector, the seeded order of the two streams shows it in the data.
+    cuda_host_set_racecheck(false);
+    int wrong = 0;
+    for (uint64_t seed = 1; seed <= 16; seed++) {
+        cuda_host_set_seed(seed);
+        LAUNCH(fill_kernel, 1, 64, 0, s1, buf, n, 100.0f + (float)seed);
+        LAUNCH(copy_kernel, 1, 64, 0, s2, out, buf, n);
+        cuda_check(cudaDeviceSynchronize());
+        from_device(h, out, n);
+        wrong += h[0] != 100.0f + (float)seed;
+    }
+    cuda_host_set_racecheck(true);
+    CHECK(wrong >= 2 && wrong <= 14);
+    cuda_check(cudaEventDestroy(filled));
+    cuda_check(cudaStreamDestroy(s1));
+    cuda_check(cudaStreamDestroy(s2));
+    cuda_check(cudaFree(buf));
+    cuda_check(cudaFree(out));
+    cuda_host_set_seed(saved_seed);
+}
+
+// Thread 0 of every block increments one counter, or atomically.
+static const int counter_line = __LINE__ + 4;
+__global__ void counter_kernel(int *counter, int atomic) {
+    if (threadIdx.x != 0) return;
+    if (atomic) atomicAdd(counter, 1);
+    else *counter = *counter + 1;
+}
+
+TEST(blocks_incrementing_one_counter_without_an_atomic_are_reported) {
+    int *d, h = -1;
+    cuda_check(cudaMalloc(&d, sizeof(int)));
+    cuda_check(cudaMemset(d, 0, sizeof(int)));
+    CHECK_INT(expect_race(TRY_LAUNCH(counter_kernel, 2, 32, 0, d, 0), counter_line, counter_line,
+                          "two blocks of one launch, which nothing orders"),
+              0);
+    cuda_check(cudaMemset(d, 0, sizeof(int)));
+    CHECK_INT(TRY_LAUNCH(counter_kernel, 7, 32, 0, d, 1), cudaSuccess);
+    from_device(&h, d, 1);
+    CHECK_INT(h, 7);
+    cuda_check(cudaFree(d));
+}
+
+// Each block counts itself in, crosses a barrier, notes how many blocks are in, and leaves:
+// with blocks switched at barriers, two are in at once under some seeds.
+__global__ void alive_kernel(int *alive, int *most) {
+    if (threadIdx.x == 0) atomicAdd(alive, 1);
+    __syncthreads();
+    if (threadIdx.x == 0) atomicMax(most, atomicAdd(alive, 0));
+    __syncthreads();
+    if (threadIdx.x == 0) atomicSub(alive, 1);
+}
+
+TEST(blocks_of_one_launch_interleave_at_barriers) {
+    const uint64_t saved_seed = cuda_host_seed();
+    int *d, h[2];
+    cuda_check(cudaMalloc(&d, sizeof(h)));
+    int together = 0;
+    for (uint64_t seed = 0; seed < 8; seed++) {
+        cuda_host_set_seed(seed);
+        cuda_check(cudaMemset(d, 0, sizeof(h)));
+        LAUNCH(alive_kernel, 8, 64, 0, 0, d, d + 1);
+        from_device(h, d, 2);
+        CHECK_INT(h[0], 0);
+        CHECK(h[1] == 1 || (seed && h[1] == 2));  // one block at a time in thread order, else at most 2
+        together += h[1] == 2;
+    }
+    CHECK(together >= 4);
+    cuda_host_set_seed(saved_seed);
+    cuda_check(cudaFree(d));
+}
+
+// ---------------------------------------------------------------------------------------
 // Launches and memory a GPU refuses
 
 __global__ void touch_kernel(int *out) {
-    if (threadIdx.x == 0 && blockIdx.x == 0) out[0] = 1;
+    if (threadIdx.x + threadIdx.y + threadIdx.z + blockIdx.x == 0) out[0] = 1;  // one thread writes
 }
 
 __global__ void big_shared_kernel(unsigned char *out, int bytes) {
@@ -574,7 +915,9 @@ TEST(launch_configurations_a_gpu_refuses) {
 
 TEST(host_pointer_kernel_argument_is_a_sticky_fault) {
     int host[4] = {0, 0, 0, 0};
-    CHECK_INT(expect_fault(TRY_LAUNCH(touch_kernel, 1, 32, 0, host), cudaErrorLaunchFailure, "not device memory"), 0);
+    CHECK_INT(expect_fault(TRY_LAUNCH(touch_kernel, 1, 32, 0, host), cudaErrorLaunchFailure,
+                           "neither device memory (inside a cudaMalloc allocation) nor pinned host memory"),
+              0);
     CHECK(host[0] == 0);
     // Sticky until cleared, as on a GPU.
     CHECK(TRY_LAUNCH(touch_kernel, 1, 32, 0, host) == cudaErrorLaunchFailure);
@@ -606,6 +949,194 @@ TEST(memcpy_and_free_are_checked) {
     cuda_check(cudaStreamDestroy(s));
     CHECK_INT(expect_fault(QUIETLY(cudaStreamSynchronize(s)), cudaErrorInvalidResourceHandle, "unknown stream"), 0);
     cuda_check(cudaFree(d));
+}
+
+// ---------------------------------------------------------------------------------------
+// Device memory as a driver plans it, pinned host memory
+
+static const int listed_alloc_line = __LINE__ + 3;
+static void list_one_allocation(void) {
+    void *p;
+    cuda_check(cudaMalloc(&p, 1234));
+    cuda_host_print_allocations();
+}
+
+TEST(device_memory_is_accounted) {
+    CudaHostMemoryStats before, now;
+    cuda_host_memory_stats(&before);
+    size_t free0, free1, total;
+    cuda_check(cudaMemGetInfo(&free0, &total));
+    CHECK(total > 79ull << 30 && total <= 80ull << 30);  // the H100's
+    CHECK_INT(total - free0, before.device_live_bytes);
+    cuda_host_reset_peak_memory();
+    void *a, *b;
+    cuda_check(cudaMalloc(&a, 1000));
+    cuda_check(cudaMalloc(&b, 3000));
+    CHECK_INT((uintptr_t)a % 256, 0);  // cudaMalloc's alignment
+    cuda_host_memory_stats(&now);
+    CHECK_INT(now.device_live_bytes, before.device_live_bytes + 4000);
+    CHECK_INT(now.device_live_allocations, before.device_live_allocations + 2);
+    CHECK_INT(now.device_allocations, before.device_allocations + 2);
+    cuda_check(cudaMemGetInfo(&free1, &total));
+    CHECK_INT(free0 - free1, 4000);
+    cuda_check(cudaFree(a));
+    cuda_host_memory_stats(&now);
+    CHECK_INT(now.device_live_bytes, before.device_live_bytes + 3000);
+    CHECK_INT(now.device_peak_bytes, before.device_live_bytes + 4000);  // the peak stays
+    cuda_host_reset_peak_memory();
+    cuda_host_memory_stats(&now);
+    CHECK_INT(now.device_peak_bytes, now.device_live_bytes);
+    cuda_check(cudaFree(b));
+    CHECK_INT(expect_fault(QUIETLY(cudaMemGetInfo(NULL, &total)), cudaErrorInvalidValue, "null result pointer"), 0);
+    // the listing gives each live allocation's size and the line that made it
+    char report[4096];
+    CHECK_INT(run_in_child(list_one_allocation, report, sizeof(report)), 0);
+    CHECK(strstr(report, ": 1234 bytes at ") && names_line(report, listed_alloc_line));
+}
+
+static const int pinned_read_line = __LINE__ + 1;
+static float read_first(const float *p) { return p[0]; }
+static const int pinned_write_line = __LINE__ + 1;
+static void write_first(float *p, float v) { p[0] = v; }
+
+TEST(pinned_host_memory_is_host_memory_the_device_can_address) {
+    const int n = 64;
+    float *pinned, *mapped, *dev, h[n];
+    CudaHostMemoryStats before, now;
+    cuda_host_memory_stats(&before);
+    cuda_check(cudaMallocHost(&pinned, n * sizeof(float)));
+    cuda_check(cudaHostAlloc(&mapped, n * sizeof(float), cudaHostAllocMapped | cudaHostAllocPortable));
+    cuda_host_memory_stats(&now);
+    CHECK_INT(now.pinned_live_bytes, before.pinned_live_bytes + 2 * n * sizeof(float));
+    CHECK_INT(now.device_live_bytes, before.device_live_bytes);
+    CHECK(!cuda_host_is_device(pinned, 4));
+    for (int i = 0; i < n; i++) pinned[i] = (float)i;
+    cuda_check(cudaMalloc(&dev, n * sizeof(float)));
+    cuda_check(cudaMemcpy(dev, pinned, n * sizeof(float), cudaMemcpyHostToDevice));  // pinned memory is host memory
+    CHECK_INT(expect_fault(QUIETLY(cudaMemcpy(dev, pinned, n * sizeof(float), cudaMemcpyDeviceToDevice)),
+                           cudaErrorInvalidValue, "is host memory"),
+              0);
+    // a kernel may address it (unified addressing)
+    LAUNCH(copy_kernel, 1, 64, 0, 0, mapped, dev, n);
+    cuda_check(cudaDeviceSynchronize());
+    int bad = 0;
+    for (int i = 0; i < n; i++) bad += mapped[i] != (float)i;
+    CHECK_INT(bad, 0);
+    // each kind is freed by its own call
+    CHECK_INT(expect_fault(QUIETLY(cudaFree(pinned)), cudaErrorInvalidDevicePointer, "not a pointer cudaMalloc returned"),
+              0);
+    CHECK_INT(expect_fault(QUIETLY(cudaFreeHost(dev)), cudaErrorInvalidValue, "not a pointer cudaMallocHost"), 0);
+    float *other;
+    CHECK_INT(expect_fault(QUIETLY(cudaHostAlloc(&other, 4, 0x40)), cudaErrorInvalidValue, "not emulated"), 0);
+
+    // Copies into and out of pinned memory run when the stream does: the host reading the
+    // destination (or writing the source) before it synchronises is reported (this file is
+    // instrumented as kernels are).
+    cudaStream_t s;
+    cuda_check(cudaStreamCreate(&s));
+    for (int i = 0; i < n; i++) h[i] = 7.0f;
+    cuda_check(cudaMemcpy(dev, h, n * sizeof(float), cudaMemcpyHostToDevice));
+    cuda_check(cudaMemcpyAsync(pinned, dev, n * sizeof(float), cudaMemcpyDeviceToHost, s));
+    CHECK(QUIETLY(read_first(pinned)) == 0.0f);  // not copied yet
+    CHECK_INT(expect_report(QUIETLY(cudaStreamSynchronize(s)), cudaErrorLaunchFailure,
+                            "host code reads 4 bytes of pinned host allocation", pinned_read_line, 0),
+              0);
+    // (the fault dropped the queued work, as a GPU's lost context would: copy again)
+    cuda_check(cudaMemcpy(dev, h, n * sizeof(float), cudaMemcpyHostToDevice));
+    cuda_check(cudaMemcpyAsync(pinned, dev, n * sizeof(float), cudaMemcpyDeviceToHost, s));
+    cuda_check(cudaStreamSynchronize(s));
+    CHECK(read_first(pinned) == 7.0f);  // ordered now: no report
+    cuda_check(cudaMemcpyAsync(dev, pinned, n * sizeof(float), cudaMemcpyHostToDevice, s));
+    QUIETLY((write_first(pinned, 1.0f), 0));
+    CHECK_INT(expect_report(QUIETLY(cudaDeviceSynchronize()), cudaErrorLaunchFailure,
+                            "host code writes 4 bytes of pinned host allocation", pinned_write_line, 0),
+              0);
+    // a pageable destination makes the copy wait for itself: no synchronisation needed
+    cuda_check(cudaMemcpyAsync(h, dev, sizeof(float), cudaMemcpyDeviceToHost, s));
+    CHECK(h[0] == 7.0f);
+    cuda_check(cudaStreamDestroy(s));
+    cuda_check(cudaFreeHost(pinned));
+    cuda_check(cudaFreeHost(mapped));
+    cuda_check(cudaFree(dev));
+    cuda_host_memory_stats(&now);
+    CHECK_INT(now.pinned_live_bytes, before.pinned_live_bytes);
+}
+
+// ---------------------------------------------------------------------------------------
+// Streams: the orders CUDA promises, and no other
+
+TEST(streams_order_what_cuda_orders) {
+    const uint64_t saved_seed = cuda_host_seed();
+    const int n = 64;
+    float *a, *b, h[n];
+    cudaStream_t blocking, nb1, nb2;
+    cuda_check(cudaMalloc(&a, n * sizeof(float)));
+    cuda_check(cudaMalloc(&b, n * sizeof(float)));
+    cuda_check(cudaStreamCreateWithFlags(&blocking, cudaStreamDefault));
+    cuda_check(cudaStreamCreateWithFlags(&nb1, cudaStreamNonBlocking));
+    cuda_check(cudaStreamCreateWithFlags(&nb2, cudaStreamNonBlocking));
+    for (uint64_t seed = 0; seed < 4; seed++) {
+        cuda_host_set_seed(seed);
+        float v = 10.0f + (float)seed;
+        // the legacy default stream (cudaMemcpy's) waits for a blocking stream's work...
+        LAUNCH(fill_kernel, 1, 32, 0, blocking, a, n, v);
+        from_device(h, a, n);
+        CHECK(h[0] == v && h[n - 1] == v);
+        // ...and a blocking stream for the legacy stream's
+        LAUNCH(fill_kernel, 1, 32, 0, 0, a, n, v + 1);
+        LAUNCH(copy_kernel, 1, 32, 0, blocking, b, a, n);
+        from_device(h, b, n);
+        CHECK(h[0] == v + 1 && h[n - 1] == v + 1);
+        // what the host waited for is ordered before what it queues next
+        LAUNCH(fill_kernel, 1, 32, 0, nb1, a, n, v + 2);
+        cuda_check(cudaStreamSynchronize(nb1));
+        LAUNCH(copy_kernel, 1, 32, 0, nb2, b, a, n);
+        cuda_check(cudaStreamSynchronize(nb2));
+        from_device(h, b, n);
+        CHECK(h[0] == v + 2);
+        // but nothing waits for a non-blocking stream: cudaMemcpy reads what it writes (the
+        // report comes from whichever of the two runs second: at the latest at the end)
+        LAUNCH(fill_kernel, 1, 32, 0, nb1, a, n, v + 3);
+        QUIETLY(cudaMemcpy(h, a, n * sizeof(float), cudaMemcpyDeviceToHost));
+        CHECK_INT(expect_race(QUIETLY(cudaDeviceSynchronize()), fill_line, 0,
+                              "no event (cudaEventRecord, cudaStreamWaitEvent) or synchronisation"),
+                  0);
+        cuda_check(cudaDeviceSynchronize());  // (the host after everything again)
+        // cudaMemcpy from pageable memory returns once the source is staged: a non-blocking
+        // stream must still wait for the copy before reading its destination
+        for (int i = 0; i < n; i++) h[i] = v;
+        cuda_check(cudaMemcpy(a, h, n * sizeof(float), cudaMemcpyHostToDevice));
+        LAUNCH(copy_kernel, 1, 32, 0, nb1, b, a, n);
+        CHECK_INT(expect_race(QUIETLY(cudaDeviceSynchronize()), copy_line, 0, "no event"), 0);
+        cuda_check(cudaDeviceSynchronize());
+    }
+    // a stream destroyed with work queued still runs it
+    cudaStream_t gone;
+    cuda_check(cudaStreamCreate(&gone));
+    LAUNCH(fill_kernel, 1, 32, 0, gone, a, n, 99.0f);
+    cuda_check(cudaStreamDestroy(gone));
+    from_device(h, a, n);
+    CHECK(h[0] == 99.0f);
+    // a query runs the stream's work a step at a time until it is done
+    for (int k = 0; k < 3; k++) LAUNCH(fill_kernel, 1, 32, 0, nb1, a, n, (float)k);
+    int polls = 0;
+    cudaError_t q;
+    while ((q = cudaStreamQuery(nb1)) == cudaErrorNotReady) polls++;
+    CHECK_INT(q, cudaSuccess);
+    CHECK(polls >= 2);
+    // what is not emulated is refused
+    CHECK_INT(expect_fault(QUIETLY(cudaStreamSynchronize(cudaStreamPerThread)), cudaErrorNotSupported,
+                           "legacy default stream only"),
+              0);
+    cudaStream_t bad;
+    CHECK_INT(expect_fault(QUIETLY(cudaStreamCreateWithFlags(&bad, 0x4)), cudaErrorInvalidValue, "not emulated"), 0);
+    cuda_check(cudaStreamSynchronize(cudaStreamLegacy));
+    cuda_host_set_seed(saved_seed);
+    cuda_check(cudaStreamDestroy(blocking));
+    cuda_check(cudaStreamDestroy(nb1));
+    cuda_check(cudaStreamDestroy(nb2));
+    cuda_check(cudaFree(a));
+    cuda_check(cudaFree(b));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -671,21 +1202,25 @@ static void dynamic_overrun(void) {
     float *d;
     cuda_check(cudaMalloc(&d, 32 * sizeof(float)));
     LAUNCH(dynamic_shared_overrun_kernel, 1, 32, 32 * sizeof(float), 0, d);
+    cuda_check(cudaDeviceSynchronize());
 }
 static void static_overrun(void) {
     float *d;
     cuda_check(cudaMalloc(&d, 32 * sizeof(float)));
     LAUNCH(static_shared_overrun_kernel, 1, 32, 0, 0, d);
+    cuda_check(cudaDeviceSynchronize());
 }
 static void local_overrun(void) {
     float *d;
     cuda_check(cudaMalloc(&d, 32 * sizeof(float)));
     LAUNCH(local_array_overrun_kernel, 1, 32, 0, 0, d, 1);
+    cuda_check(cudaDeviceSynchronize());
 }
 static void global_overrun(void) {
     float *d;
     cuda_check(cudaMalloc(&d, 31 * sizeof(float)));
     LAUNCH(global_overrun_kernel, 1, 1, 0, 0, d, 31);
+    cuda_check(cudaDeviceSynchronize());
 }
 
 static int sanitizer_reports(void (*fn)(void), const char *kind) {
@@ -702,7 +1237,7 @@ TEST(out_of_bounds_accesses_are_reported) {
     CHECK_INT(sanitizer_reports(dynamic_overrun, "heap-buffer-overflow"), 0);
     CHECK_INT(sanitizer_reports(static_overrun, "global-buffer-overflow"), 0);
     CHECK_INT(sanitizer_reports(local_overrun, "stack-buffer-overflow"), 0);
-    CHECK_INT(sanitizer_reports(global_overrun, "heap-buffer-overflow"), 0);
+    CHECK_INT(sanitizer_reports(global_overrun, "use-after-poison"), 0);  // device memory: the harness's poison
 }
 
 // ---------------------------------------------------------------------------------------
@@ -734,8 +1269,17 @@ TEST(math_intrinsics) {
 // ---------------------------------------------------------------------------------------
 // Events, stream waits and the device's properties
 
+// 20 ms of "work" (a harness-only kernel: a GPU has no nanosleep of the host's).
+__global__ void sleep_kernel(int *out) {
+    struct timespec pause = {0, 20 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    out[0] = 1;
+}
+
 TEST(events_time_the_work_between_records) {
     cudaEvent_t start, stop, untimed;
+    int *d;
+    cuda_check(cudaMalloc(&d, sizeof(int)));
     cudaStream_t stream;
     cuda_check(cudaEventCreate(&start));
     cuda_check(cudaEventCreate(&stop));
@@ -745,13 +1289,18 @@ TEST(events_time_the_work_between_records) {
     // never recorded: the toolkit's documented error
     CHECK_INT(expect_fault(QUIETLY(cudaEventElapsedTime(&ms, start, stop)), cudaErrorInvalidResourceHandle,
                            "never recorded"), 0);
+    // The records are stamped when they run, so the time between them is the work's, not
+    // the host's: the host sleeps 30 ms after queueing, which does not count.
     cuda_check(cudaEventRecord(start));
-    struct timespec pause = {0, 20 * 1000 * 1000};  // 20 ms of "work" between the records
+    LAUNCH(sleep_kernel, 1, 1, 0, 0, d);
+    cuda_check(cudaEventRecord(stop, stream));  // (a blocking stream: after the kernel on stream 0)
+    CHECK_INT(expect_fault(QUIETLY(cudaEventElapsedTime(&ms, start, stop)), cudaErrorNotReady, "not completed"), 0);
+    struct timespec pause = {0, 30 * 1000 * 1000};
     nanosleep(&pause, NULL);
-    cuda_check(cudaEventRecord(stop, stream));
     cuda_check(cudaEventSynchronize(stop));
+    CHECK_INT(cudaEventQuery(stop), cudaSuccess);
     cuda_check(cudaEventElapsedTime(&ms, start, stop));
-    CHECK(ms >= 20.0f && ms < 2000.0f);
+    CHECK(ms >= 20.0f && ms < 30.0f + 20.0f);
     // an event made without timing cannot be timed, but can be waited on
     cuda_check(cudaEventRecord(untimed, stream));
     CHECK_INT(expect_fault(QUIETLY(cudaEventElapsedTime(&ms, start, untimed)), cudaErrorInvalidResourceHandle,
@@ -770,6 +1319,7 @@ TEST(events_time_the_work_between_records) {
     cuda_check(cudaEventDestroy(start));
     cuda_check(cudaEventDestroy(stop));
     cuda_check(cudaStreamDestroy(stream));
+    cuda_check(cudaFree(d));
 }
 
 // What NVIDIA publishes for the H100 SXM5 80GB and CUDA's sm_90 limits, written out here.
@@ -862,9 +1412,20 @@ int main(void) {
     RUN(correct_kernel_is_schedule_independent);
     RUN(barrier_divergence_is_reported);
     RUN(warp_operations_that_cannot_meet_are_reported);
+    RUN(write_after_read_across_warps_far_apart_is_reported);
+    RUN(missing_syncwarp_before_ldmatrix_is_reported);
+    RUN(divergent_mma_sync_sites_are_reported);
+    RUN(launches_over_launch_bounds_are_refused);
+    RUN(cp_async_source_overwritten_before_its_wait_is_reported);
+    RUN(a_stream_reading_another_streams_writes_without_an_event_is_reported);
+    RUN(blocks_incrementing_one_counter_without_an_atomic_are_reported);
+    RUN(blocks_of_one_launch_interleave_at_barriers);
     RUN(launch_configurations_a_gpu_refuses);
     RUN(host_pointer_kernel_argument_is_a_sticky_fault);
     RUN(memcpy_and_free_are_checked);
+    RUN(device_memory_is_accounted);
+    RUN(pinned_host_memory_is_host_memory_the_device_can_address);
+    RUN(streams_order_what_cuda_orders);
     RUN(shared_and_device_memory_start_poisoned);
     RUN(out_of_bounds_accesses_are_reported);
     RUN(math_intrinsics);

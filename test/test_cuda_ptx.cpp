@@ -190,8 +190,15 @@ TEST(cp_async_targets_are_poisoned_until_the_wait) {
     cuda_check(cudaMemcpy(dsrc, src, sizeof(src), cudaMemcpyHostToDevice));
     for (uint64_t seed = 0; seed < 3; seed++) {
         cuda_host_set_seed(seed);
+        // The race detector stops the first read of a target before its wait...
+        CHECK_INT(expect_fault(TRY_LAUNCH(cp_async_kernel, 1, 5, 0, dsrc, dout), cudaErrorLaunchFailure,
+                               "the cp.async has not landed"),
+                  0);
+        // ...and without it the reads see the poison.
+        cuda_host_set_racecheck(false);
         LAUNCH(cp_async_kernel, 1, 5, 0, 0, dsrc, dout);
         cuda_check(cudaMemcpy(out, dout, sizeof(out), cudaMemcpyDeviceToHost));
+        cuda_host_set_racecheck(true);
         const uint32_t poison = 0xffffffffu;
         int bad = 0;
         for (int i = 0; i < 4; i++) bad += float_bits(out[i]) != poison;       // before any wait

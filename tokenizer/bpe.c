@@ -309,6 +309,11 @@ static void merge_large(const BpeMerger *m, const char *p, size_t n, TokenVec *o
     free(next), free(prev), free(rank), free(token), free(joined), free(heap);
 }
 
+void bpe_merge_uncached(BpeMerger *m, const char *p, size_t n, TokenVec *out) {
+    if (n <= BPE_MERGE_SMALL_MAX) merge_small(m, p, n, out);
+    else merge_large(m, p, n, out);
+}
+
 void bpe_merge(BpeMerger *m, const char *p, size_t n, TokenVec *out) {
     int cacheable = n <= CACHE_MAX_PIECE;
     if (cacheable) {
@@ -320,8 +325,7 @@ void bpe_merge(BpeMerger *m, const char *p, size_t n, TokenVec *out) {
         }
     }
     size_t before = out->len;
-    if (n <= BPE_MERGE_SMALL_MAX) merge_small(m, p, n, out);
-    else merge_large(m, p, n, out);
+    bpe_merge_uncached(m, p, n, out);
     if (!cacheable) return;
     size_t count = out->len - before;
     // Bound the cache: start afresh once it is full, so a huge input of distinct words

@@ -80,5 +80,7 @@ void bpe_merger_init(BpeMerger *m, BpeJoinFn join, const void *ctx, int32_t id_o
 void bpe_merger_free(BpeMerger *m);
 // Appends the ids of one piece (1 or more bytes): from the cache, or merged and cached.
 void bpe_merge(BpeMerger *m, const char *p, size_t n, TokenVec *out);
+// The same merge without the cache (for a join function whose answers change between calls).
+void bpe_merge_uncached(BpeMerger *m, const char *p, size_t n, TokenVec *out);
 
 #endif

@@ -17,11 +17,15 @@
  * each stage seeing only its piece. The stages come from
  *   - GGUF tokenizer.ggml.pre (llama.cpp's names): "smollm" (and the other names llama.cpp
  *     gives the same splits: "starcoder", "refact", "command-r", "codeshell", "exaone",
- *     "minerva") -> \p{N} then the GPT-2 pattern; "gpt-2" -> the GPT-2 pattern;
+ *     "minerva") -> \p{N} then the GPT-2 pattern; "gpt-2" -> the GPT-2 pattern; "tekken" ->
+ *     Tekken's pattern, with llama.cpp's ignore_merges (a piece that is a token is that token,
+ *     as tiktoken looks whole pieces up first);
  *   - tokenizer.json pre_tokenizer: ByteLevel (add_prefix_space false; use_regex -> the GPT-2
  *     pattern), Digits (individual_digits -> \p{N}, else \p{N}+), Split (a Regex or String
  *     pattern, behavior Isolated, not inverted), or a Sequence of those;
- * anything else is refused by name rather than tokenized differently. The GPT-2 pattern:
+ * anything else is refused by name rather than tokenized differently. bytelevel_pre_name
+ * gives the llama.cpp name back for the stages a tokenizer.json describes (for writing a GGUF).
+ * The GPT-2 pattern:
  *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
  * Merging: bpe.h's engine; two parts join when "LEFT RIGHT" is a merge, ranked by its index.
  * A byte with no token (SmolLM2 has none for 21 bytes: most C0 controls, 0xC0, 0xC1, 0xF5..0xFF)
@@ -42,6 +46,27 @@
 
 #define MAX_STAGES 4
 #define GPT2_PATTERN "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
+// Tekken's pattern (tekken.json config.pattern), which llama.cpp calls "tekken"
+#define TEKKEN_PATTERN                                                                               \
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+|"                   \
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*|"                   \
+    "\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+
+// llama.cpp's pre-tokenizer names (llama-vocab.cpp) whose splits we implement: the regex
+// stages of each and llama.cpp's ignore_merges. The first name of a set of stages is the one
+// bytelevel_pre_name gives.
+static const struct {
+    const char *name;
+    int ignore_merges, n_stages;
+    const char *stages[2];
+} pre_types[] = {
+    {"smollm", 0, 2, {"\\p{N}", GPT2_PATTERN}},     {"starcoder", 0, 2, {"\\p{N}", GPT2_PATTERN}},
+    {"refact", 0, 2, {"\\p{N}", GPT2_PATTERN}},     {"command-r", 0, 2, {"\\p{N}", GPT2_PATTERN}},
+    {"codeshell", 0, 2, {"\\p{N}", GPT2_PATTERN}},  {"exaone", 0, 2, {"\\p{N}", GPT2_PATTERN}},
+    {"minerva", 0, 2, {"\\p{N}", GPT2_PATTERN}},    {"gpt-2", 0, 1, {GPT2_PATTERN}},
+    {"tekken", 1, 1, {TEKKEN_PATTERN}},
+};
+#define N_PRE_TYPES (sizeof(pre_types) / sizeof(pre_types[0]))
 
 enum { TYPE_NORMAL = 1, TYPE_UNKNOWN = 2, TYPE_CONTROL = 3, TYPE_USER = 4 };  // GGUF token_type
 
@@ -49,6 +74,9 @@ struct ByteLevel {
     int vocab_size;
     char *tok_bytes;   // id i spells tok_bytes[tok_off[i] .. tok_off[i + 1])
     size_t *tok_off;
+    char *spelled;     // id i as the source wrote it: spelled[spell_off[i] .. spell_off[i + 1])
+    size_t *spell_off;
+    uint8_t *type;     // GGUF token type of each id
     uint8_t *special;  // 1: a special token (dropped by decode)
     StrMap names;      // special and user-defined token strings -> id
     // merges: (left << 32 | right) -> rank and joined token, open addressing
@@ -63,6 +91,7 @@ struct ByteLevel {
     int32_t bos, eos, unk, pad;
     char *system;      // the chat template's default system prompt, or NULL
     size_t system_len;
+    const char *pre;   // the llama.cpp pre-tokenizer name of the stages (pre_types), or NULL
 };
 
 // One token as the source spells it.
@@ -102,6 +131,14 @@ static size_t next_cp(const char *s, size_t n, uint32_t *cp) {
         : len == 3 ? (u[0] & 0x0Fu) << 12 | (u[1] & 0x3Fu) << 6 | (u[2] & 0x3F)
                    : (u[0] & 0x07u) << 18 | (u[1] & 0x3Fu) << 12 | (u[2] & 0x3Fu) << 6 | (u[3] & 0x3F);
     return len;
+}
+
+void bytelevel_spell(const char *bytes, size_t n, ByteBuf *out) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t cp = byte_to_cp((unsigned char)bytes[i]);
+        if (cp < 0x80) bytebuf_push(out, (char)cp);
+        else bytebuf_push(out, (char)(0xC0 | cp >> 6)), bytebuf_push(out, (char)(0x80 | (cp & 0x3F)));
+    }
 }
 
 // Appends the bytes a token spells (its own bytes when it is not in the byte alphabet).
@@ -160,21 +197,26 @@ static int build(ByteLevel *t, const Source *src, char *err) {
     const char *path = src->path;
     t->vocab_size = src->n_tok;
     t->tok_off = xmalloc(((size_t)src->n_tok + 1) * sizeof(size_t));
+    t->spell_off = xmalloc(((size_t)src->n_tok + 1) * sizeof(size_t));
+    t->type = xcalloc((size_t)src->n_tok + 1, 1);
     t->special = xcalloc((size_t)src->n_tok + 1, 1);
     StrMap spelled;  // token as spelled in the source -> id
     strmap_init(&spelled, (size_t)src->n_tok);
     strmap_init(&t->names, 64);
-    ByteBuf bytes = {0};
+    ByteBuf bytes = {0}, spellings = {0};
     int rc = 0;
     for (int i = 0; i < src->n_tok && rc == 0; i++) {
         const TokenText *k = &src->tok[i];
         t->tok_off[i] = bytes.len;
+        t->spell_off[i] = spellings.len;
         if (!k->s) {
             rc = set_error(err, "%s: token id %d is not defined (ids must be 0..%d without holes)", path, i,
                            src->n_tok - 1);
             break;
         }
         spell_to_bytes(k->s, k->n, &bytes);
+        bytebuf_append(&spellings, k->s, k->n);
+        t->type[i] = (uint8_t)k->type;
         if (strmap_put(&spelled, k->s, k->n, i) && k->type == TYPE_NORMAL)
             rc = set_error(err, "%s: token %d \"%.*s\" is defined twice", path, i, (int)(k->n < 40 ? k->n : 40), k->s);
         if (k->type == TYPE_CONTROL || k->type == TYPE_UNKNOWN || k->type == TYPE_USER) {
@@ -184,15 +226,19 @@ static int build(ByteLevel *t, const Source *src, char *err) {
     }
     t->tok_off[src->n_tok] = bytes.len;
     t->tok_bytes = bytes.data;
+    t->spell_off[src->n_tok] = spellings.len;
+    t->spelled = spellings.data;
     // each byte's token: the one spelling that byte's character
     bpe_merger_init(&t->merge, join_merge, t, 0);
+    ByteBuf u = {0};
     for (int b = 0; b < 256 && rc == 0; b++) {
-        char u[4];
-        uint32_t cp = byte_to_cp(b);
-        size_t n = cp < 0x80 ? (u[0] = (char)cp, 1) : (u[0] = (char)(0xC0 | cp >> 6), u[1] = (char)(0x80 | (cp & 0x3F)), 2);
-        int32_t id = strmap_get(&spelled, u, n);
+        char byte = (char)b;
+        u.len = 0;
+        bytelevel_spell(&byte, 1, &u);
+        int32_t id = strmap_get(&spelled, u.data, u.len);
         t->merge.byte_token[b] = id >= 0 && !t->special[id] ? (uint32_t)id : BPE_NONE;
     }
+    bytebuf_free(&u);
     size_t cap = 16;
     while (cap < 2 * src->n_merges + 16) cap *= 2;
     t->mmask = cap - 1;
@@ -240,6 +286,7 @@ static int build(ByteLevel *t, const Source *src, char *err) {
         for (int i = 0; i < t->vocab_size; i++)
             if (!t->special[i]) strmap_put(&t->whole, t->tok_bytes + t->tok_off[i], t->tok_off[i + 1] - t->tok_off[i], i);
     }
+    if (!t->pre) t->pre = bytelevel_pre_name_of(src->patterns, src->n_patterns, t->ignore_merges);
     for (int s = 0; s < src->n_patterns && rc == 0; s++) {
         char field[48];
         snprintf(field, sizeof(field), "pre-tokenizer stage %d", s + 1);
@@ -291,20 +338,23 @@ static ByteLevel *finish(ByteLevel *t, const Source *src, const char *tpl, size_
 // ---------------------------------------------------------------------------------------
 // GGUF
 
-// llama.cpp's pre-tokenizer names (llama-vocab.cpp) whose splits we implement.
-static int pre_stages(const char *pre, size_t n, Source *src) {
-    static const char *const digits_then_gpt2[] = {"smollm", "starcoder", "refact", "command-r", "codeshell",
-                                                   "exaone", "minerva"};
-    for (size_t i = 0; i < sizeof(digits_then_gpt2) / sizeof(digits_then_gpt2[0]); i++)
-        if (strlen(digits_then_gpt2[i]) == n && !memcmp(pre, digits_then_gpt2[i], n)) {
-            src->patterns[src->n_patterns++] = "\\p{N}";
-            src->patterns[src->n_patterns++] = GPT2_PATTERN;
-            return 0;
-        }
-    if (n == 5 && !memcmp(pre, "gpt-2", 5)) {
-        src->patterns[src->n_patterns++] = GPT2_PATTERN;
-        return 0;
+const char *bytelevel_pre_name_of(const char *const *patterns, int n, int ignore_merges) {
+    for (size_t i = 0; i < N_PRE_TYPES; i++) {
+        int same = pre_types[i].n_stages == n && pre_types[i].ignore_merges == !!ignore_merges;
+        for (int k = 0; same && k < n; k++) same = !strcmp(patterns[k], pre_types[i].stages[k]);
+        if (same) return pre_types[i].name;
     }
+    return NULL;
+}
+
+// The index in pre_types of a llama.cpp pre-tokenizer name (its stages added to src), or -1
+// when it is not one we implement.
+static int pre_stages(const char *pre, size_t n, Source *src) {
+    for (size_t i = 0; i < N_PRE_TYPES; i++)
+        if (strlen(pre_types[i].name) == n && !memcmp(pre, pre_types[i].name, n)) {
+            for (int k = 0; k < pre_types[i].n_stages; k++) src->patterns[src->n_patterns++] = pre_types[i].stages[k];
+            return (int)i;
+        }
     return -1;
 }
 
@@ -329,9 +379,11 @@ ByteLevel *bytelevel_from_gguf(const Gguf *g, char *err) {
     }
     if (gguf_get_string(g, "tokenizer.ggml.pre", &pre, &pre_n, err)) return NULL;
     Source src = {.path = g->path};
-    if (pre_stages(pre, pre_n, &src)) {
+    int pre_index = pre_stages(pre, pre_n, &src);
+    if (pre_index < 0) {
         set_error(err, "%s: metadata 'tokenizer.ggml.pre': pre-tokenizer \"%.*s\" is not supported (smollm, starcoder, "
-                  "refact, command-r, codeshell, exaone, minerva, gpt-2 are)", g->path, (int)(pre_n < 40 ? pre_n : 40), pre);
+                  "refact, command-r, codeshell, exaone, minerva, gpt-2, tekken are)", g->path,
+                  (int)(pre_n < 40 ? pre_n : 40), pre);
         return NULL;
     }
     uint64_t n_tok, n_types = 0, n_merges;
@@ -348,6 +400,8 @@ ByteLevel *bytelevel_from_gguf(const Gguf *g, char *err) {
         return NULL;
     }
     ByteLevel *t = xcalloc(1, sizeof(ByteLevel));
+    t->ignore_merges = pre_types[pre_index].ignore_merges;
+    t->pre = pre_types[pre_index].name;
     src.n_tok = (int)n_tok;
     src.tok = xcalloc(n_tok, sizeof(TokenText));
     for (uint64_t i = 0; i < n_tok; i++) {
@@ -545,7 +599,7 @@ ByteLevel *bytelevel_from_json(const char *path, const void *root_, char *err) {
 
 void bytelevel_free(ByteLevel *t) {
     if (!t) return;
-    free(t->tok_bytes), free(t->tok_off), free(t->special);
+    free(t->tok_bytes), free(t->tok_off), free(t->special), free(t->spelled), free(t->spell_off), free(t->type);
     if (t->names.slots) strmap_free(&t->names);
     if (t->whole.slots) strmap_free(&t->whole);
     free(t->mkey), free(t->mrank), free(t->mjoined);
@@ -633,4 +687,25 @@ void bytelevel_ids(const ByteLevel *t, int32_t *bos, int32_t *eos, int32_t *unk,
 const char *bytelevel_default_system(const ByteLevel *t, size_t *len) {
     *len = t->system_len;
     return t->system;
+}
+
+const char *bytelevel_pre_name(const ByteLevel *t) { return t->pre; }
+
+int bytelevel_token(const ByteLevel *t, int32_t id, const char **spelled, size_t *len) {
+    *spelled = t->spelled + t->spell_off[id];
+    *len = t->spell_off[id + 1] - t->spell_off[id];
+    return t->type[id];
+}
+
+size_t bytelevel_merges(const ByteLevel *t, int32_t **left, int32_t **right) {
+    size_t n = 0;
+    for (size_t i = 0; i <= t->mmask; i++) n += t->mkey[i] != UINT64_MAX;
+    *left = xmalloc((n + 1) * sizeof(int32_t));
+    *right = xmalloc((n + 1) * sizeof(int32_t));
+    for (size_t i = 0; i <= t->mmask; i++)  // ranks are 0..n-1, each once
+        if (t->mkey[i] != UINT64_MAX) {
+            (*left)[t->mrank[i]] = (int32_t)(t->mkey[i] >> 32);
+            (*right)[t->mrank[i]] = (int32_t)(uint32_t)t->mkey[i];
+        }
+    return n;
 }

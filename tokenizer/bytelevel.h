@@ -40,4 +40,20 @@ void bytelevel_ids(const ByteLevel *t, int32_t *bos, int32_t *eos, int32_t *unk,
 // conversation has none), or NULL; its length in *len.
 const char *bytelevel_default_system(const ByteLevel *t, size_t *len);
 
+// For writing the tokenizer into a GGUF file:
+// llama.cpp's name of the pre-tokenizer ("smollm", "gpt-2", "tekken"), or NULL when its
+// stages are none llama.cpp has (a tokenizer.json with another pre-tokenizer).
+const char *bytelevel_pre_name(const ByteLevel *t);
+// The same for a list of regex stages (Rust/Oniguruma syntax, in order) and whether a piece
+// that is itself a token skips the merges (llama.cpp's ignore_merges).
+const char *bytelevel_pre_name_of(const char *const *patterns, int n, int ignore_merges);
+// Token id as its source spells it (GPT-2's byte alphabet; special tokens as themselves),
+// and its GGUF token type (1 normal, 2 unknown, 3 control, 4 user-defined).
+int bytelevel_token(const ByteLevel *t, int32_t id, const char **spelled, size_t *len);
+// Appends bytes[0..n) in GPT-2's byte-to-unicode spelling (a space is "Ġ").
+void bytelevel_spell(const char *bytes, size_t n, ByteBuf *out);
+// The merge rules in rank order: (*left)[r] and (*right)[r] are the ids joined by rule r
+// (new arrays; free them). Returns the number of rules.
+size_t bytelevel_merges(const ByteLevel *t, int32_t **left, int32_t **right);
+
 #endif

@@ -703,3 +703,5 @@ int32_t spm_unk_id(const SentencePiece *m) { return m->unk_id; }
 int32_t spm_bos_id(const SentencePiece *m) { return m->bos_id; }
 int32_t spm_eos_id(const SentencePiece *m) { return m->eos_id; }
 int32_t spm_pad_id(const SentencePiece *m) { return m->pad_id; }
+float spm_piece_score(const SentencePiece *m, int32_t id) { return m->score[id]; }
+int spm_add_dummy_prefix(const SentencePiece *m) { return m->add_dummy_prefix; }

@@ -33,5 +33,7 @@ int32_t spm_unk_id(const SentencePiece *m);
 int32_t spm_bos_id(const SentencePiece *m);
 int32_t spm_eos_id(const SentencePiece *m);
 int32_t spm_pad_id(const SentencePiece *m);
+float spm_piece_score(const SentencePiece *m, int32_t id);  // id in range
+int spm_add_dummy_prefix(const SentencePiece *m);            // normalizer_spec.add_dummy_prefix
 
 #endif

@@ -71,6 +71,7 @@ struct Tekken {
     char *spec_str;
     size_t *spec_off;
     StrMap special;  // special string -> rank
+    char *pattern;      // config.pattern
     BpeSplitter split;  // the file's pattern
     BpeMerger merge;    // byte-pair merging by the rank of the joined bytes, and its cache
 };
@@ -331,6 +332,7 @@ static int load(Tekken *t, const char *path, const cJSON *root, char *err) {
     if (cJSON_IsNull(specials)) specials = NULL;  // Python reads null like a missing key
     if (load_specials(t, specials, path, err)) return -1;
     if (load_vocab(t, vocab, path, err)) return -1;
+    t->pattern = xstrdup(pattern);
     if (bpe_splitter_compile(&t->split, pattern, path, "config.pattern", err)) return -1;
     bpe_merger_init(&t->merge, join_bytes, t, t->num_special);
     for (int b = 0; b < 256; b++) t->merge.byte_token[b] = (uint32_t)b;  // ranks 0..255 are the bytes
@@ -374,6 +376,7 @@ void tekken_free(Tekken *t) {
     free(t->pair_rank);
     free(t->spec_str);
     free(t->spec_off);
+    free(t->pattern);
     if (t->ranks.slots) strmap_free(&t->ranks);
     if (t->special.slots) strmap_free(&t->special);
     bpe_merger_free(&t->merge);
@@ -456,3 +459,41 @@ size_t tekken_piece(const Tekken *t, int32_t id, const char **s) {
 int tekken_vocab_size(const Tekken *t) { return t->vocab_size; }
 int tekken_num_special(const Tekken *t) { return t->num_special; }
 int tekken_version(const Tekken *t) { return t->version; }
+
+const char *tekken_pattern(const Tekken *t) { return t->pattern; }
+
+// ---------------------------------------------------------------------------------------
+// Merges (for writing the vocabulary as a GPT-2-style BPE, see tekken.h)
+
+typedef struct {
+    const Tekken *t;
+    uint32_t limit;  // joins into ranks from here on are not allowed
+} Below;
+
+static uint32_t join_below(const void *ctx, const char *p, size_t a, size_t b, size_t c, uint32_t left,
+                           uint32_t right, uint32_t *joined) {
+    const Below *x = ctx;
+    uint32_t r = join_bytes(x->t, p, a, b, c, left, right, joined);
+    return r < x->limit ? r : NO_RANK;
+}
+
+int tekken_merges(const Tekken *t, int32_t *left, int32_t *right) {
+    Below below = {t, 0};
+    BpeMerger m;
+    bpe_merger_init(&m, join_below, &below, 0);
+    for (int b = 0; b < 256; b++) m.byte_token[b] = (uint32_t)b;
+    TokenVec parts = {0};
+    int missing = 0;
+    for (int r = 0; r < t->inner; r++) {
+        left[r] = right[r] = -1;
+        if (r < 256) continue;  // the single bytes
+        below.limit = (uint32_t)r;
+        parts.len = 0;
+        bpe_merge_uncached(&m, t->tok_bytes + t->tok_off[r], t->tok_off[r + 1] - t->tok_off[r], &parts);
+        if (parts.len == 2) left[r] = parts.ids[0], right[r] = parts.ids[1];
+        else missing++;
+    }
+    tokvec_free(&parts);
+    bpe_merger_free(&m);
+    return missing;
+}

@@ -39,5 +39,18 @@ size_t tekken_piece(const Tekken *t, int32_t id, const char **s);
 int tekken_vocab_size(const Tekken *t);   // config.default_vocab_size: ids 0..vocab_size-1
 int tekken_num_special(const Tekken *t);  // config.default_num_special_tokens
 int tekken_version(const Tekken *t);      // config.version: "v3" -> 3, "v11" -> 11
+const char *tekken_pattern(const Tekken *t);  // config.pattern, the pre-split regex
+
+// The vocabulary as GPT-2-style merge rules (what a GGUF "gpt2" tokenizer needs), found as
+// llama.cpp's converter finds them for tiktoken vocabularies (convert_hf_to_gguf.py,
+// QwenModel.bpe): for each ordinary token of rank r >= 256, merge its own bytes the tiktoken
+// way using only ranks below r; the two parts left are the rule that forms it, ranked r.
+// This gives exactly tiktoken's encoding: the parts tiktoken joins into a token are always
+// the ones its own bytes merge into (the joins inside a token's span happen in the same
+// order whatever surrounds it), so every join it makes is a rule here with the same rank,
+// and ties go to the leftmost pair in both. left[r], right[r] (arrays of the inner
+// vocabulary's size, by rank) receive the parts' ranks, -1 for the 256 single bytes and for a
+// token its bytes never merge into (no text encodes to it). Returns the number of those.
+int tekken_merges(const Tekken *t, int32_t *left, int32_t *right);
 
 #endif

@@ -12,6 +12,9 @@
  *   {arch}.rope.freq_base -> rope_theta (absent: 10000)
  *   {arch}.attention.layer_norm_rms_epsilon -> rms_norm_eps (absent: 1e-6, Llama's default)
  *   {arch}.context_length -> max_position_embeddings (absent: 2048)
+ *   {arch}.attention.sliding_window -> sliding_window (absent or 0: none). llama.cpp reads it
+ *     only for architectures with windowed layers, not for llama; our exporter writes it for a
+ *     Mistral model with a window (export_gguf.h), and the model it describes has the window.
  *   tokenizer.ggml.bos_token_id / eos_token_id (absent: 1 / 2)
  * vocab_size is token_embd's row count ({arch}.vocab_size must agree when present). RoPE
  * scaling ({arch}.rope.scaling.type other than none, a rope_freqs tensor) and experts are
@@ -84,6 +87,13 @@ static int read_config(const Gguf *g, ModelConfig *c, char *err) {
         int_key(g, arch, "rope.dimension_count", &rope_dims, 1, err) < 0 ||
         int_key(g, arch, "vocab_size", &vocab, 1, err) < 0)
         return -1;
+    if (gguf_find(g, "llama.attention.sliding_window")) {
+        int64_t w;
+        if (gguf_get_int(g, "llama.attention.sliding_window", &w, err)) return -1;
+        if (w < 0 || w > 1000000000)
+            return set_error(err, "%s: metadata 'llama.attention.sliding_window': %lld is not a window", g->path, (long long)w);
+        c->sliding_window = (int)w;
+    }
     int rc = int_key(g, arch, "attention.key_length", &c->head_dim, 1, err);
     if (rc < 0) return -1;
     if (rc == 1) {

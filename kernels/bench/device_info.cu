@@ -16,7 +16,9 @@
  */
 #include "bench.cuh"
 
-__global__ void copy_float4(float4 *dst, const float4 *src, size_t n) {
+#define COPY_THREADS 256
+
+__global__ void __launch_bounds__(COPY_THREADS) copy_float4(float4 *dst, const float4 *src, size_t n) {
     size_t stride = (size_t)gridDim.x * blockDim.x;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) dst[i] = src[i];
 }
@@ -45,8 +47,8 @@ static void describe(int dev, size_t bytes) {
     cuda_check(cudaMalloc(&a, n * sizeof(float4)));
     cuda_check(cudaMalloc(&b, n * sizeof(float4)));
     cuda_check(cudaMemset(a, 0x3f, n * sizeof(float4)));
-    int blocks = sms * 8, threads = 256, reps = 20;
-    float ms = time_warm([&] { LAUNCH(copy_float4, blocks, threads, 0, 0, b, a, n); }, reps);
+    int blocks = sms * 8, reps = 20;
+    float ms = time_warm([&] { LAUNCH(copy_float4, blocks, COPY_THREADS, 0, 0, b, a, n); }, reps);
     float4 first, last;
     cuda_check(cudaMemcpy(&first, b, sizeof(float4), cudaMemcpyDeviceToHost));
     cuda_check(cudaMemcpy(&last, b + n - 1, sizeof(float4), cudaMemcpyDeviceToHost));

@@ -11,8 +11,10 @@
 #include <vector>
 
 #include "cuda_bf16.h"
+#include "race.h"
 #include "runtime.h"
 #include "scheduler.h"
+#include "streams.h"
 
 struct cublasLtContext {
     int unused;
@@ -112,6 +114,12 @@ cublasStatus_t check_buffer(const char *name, const void *p, const cublasLtMatri
                       "cublasLtMatmul: %s (%p) is not %llu-byte aligned as the heuristic query was told", name, p,
                       (unsigned long long)align);
     return CUBLAS_STATUS_SUCCESS;
+}
+
+// Tells the race detector about the columns of a layout (not the gaps between them).
+void record(const void *p, const cublasLtMatrixLayoutOpaque_t *l, int kind, uint32_t site) {
+    size_t column = (size_t)l->rows * element_bytes(l->type), stride = (size_t)l->ld * element_bytes(l->type);
+    for (uint64_t c = 0; c < l->cols; c++) cuda_host::race_access((const char *)p + c * stride, column, kind, site);
 }
 
 float load(const void *base, cudaDataType_t type, size_t i) {
@@ -307,26 +315,42 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
     if (workspace_bytes && (!workspace || !cuda_host_is_device(workspace, workspace_bytes)))
         return refuse(CUBLAS_STATUS_INVALID_VALUE, "cublasLtMatmul: workspace (%p, %zu bytes) is not device memory",
                       workspace, workspace_bytes);
-    if (needed) memset(workspace, 0xa5, needed);
 
+    // Queued on the stream (streams.h): the product reads A, B (and C) and writes D and the
+    // workspace when it runs. The layouts are copied: the caller may destroy them at once.
     float a, b;
     memcpy(&a, alpha, sizeof(a));
     memcpy(&b, beta, sizeof(b));
-    std::vector<float> rows = unpack(A, a_layout, desc->trans_a == CUBLAS_OP_T, true);   // op(A): [m][k]
-    std::vector<float> cols = unpack(B, b_layout, desc->trans_b == CUBLAS_OP_T, false);  // op(B)ᵀ: [n][k]
-    for (uint64_t j = 0; j < n; j++)
-        for (uint64_t i = 0; i < m; i++) {
-            float acc = 0.0f;
-            const float *x = &rows[i * k], *y = &cols[j * k];
-            for (uint64_t l = 0; l < k; l++) acc += x[l] * y[l];  // exact products, fp32 sum
-            size_t at = (size_t)(i + j * (uint64_t)d_layout->ld);
-            float value = a * acc;
-            if (b != 0.0f) value += b * load(C, c_layout->type, at);
-            if (d_layout->type == CUDA_R_16BF)
-                ((__nv_bfloat16 *)D)[at] = __float2bfloat16(value);
-            else
-                ((float *)D)[at] = value;
-        }
+    cublasLtMatrixLayoutOpaque_t la = *a_layout, lb = *b_layout, lc = *c_layout, ld = *d_layout;
+    bool ta = desc->trans_a == CUBLAS_OP_T, tb = desc->trans_b == CUBLAS_OP_T;
+    uintptr_t caller = (uintptr_t)__builtin_return_address(0);
+    cuda_host::enqueue(stream, "cublasLtMatmul", caller, [=]() {
+        uint32_t site = cuda_host::site_of_pc(caller);
+        record(A, &la, cuda_host::ACCESS_READ, site);
+        record(B, &lb, cuda_host::ACCESS_READ, site);
+        if (b != 0.0f) record(C, &lc, cuda_host::ACCESS_READ, site);
+        record(D, &ld, cuda_host::ACCESS_WRITE, site);
+        // (one word per page of the workspace: another stream's product using the same
+        // workspace writes those words too, and the scribbled megabyte costs no time)
+        for (size_t at = 0; at < needed; at += 4096)
+            cuda_host::race_access((char *)workspace + at, 4, cuda_host::ACCESS_WRITE, site);
+        if (needed) memset(workspace, 0xa5, needed);
+        std::vector<float> rows = unpack(A, &la, ta, true);   // op(A): [m][k]
+        std::vector<float> cols = unpack(B, &lb, tb, false);  // op(B)ᵀ: [n][k]
+        for (uint64_t j = 0; j < n; j++)
+            for (uint64_t i = 0; i < m; i++) {
+                float acc = 0.0f;
+                const float *x = &rows[i * k], *y = &cols[j * k];
+                for (uint64_t l = 0; l < k; l++) acc += x[l] * y[l];  // exact products, fp32 sum
+                size_t at = (size_t)(i + j * (uint64_t)ld.ld);
+                float value = a * acc;
+                if (b != 0.0f) value += b * load(C, lc.type, at);
+                if (ld.type == CUDA_R_16BF)
+                    ((__nv_bfloat16 *)D)[at] = __float2bfloat16(value);
+                else
+                    ((float *)D)[at] = value;
+            }
+    });
     return CUBLAS_STATUS_SUCCESS;
 }
 }

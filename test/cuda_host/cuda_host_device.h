@@ -5,21 +5,33 @@
  *
  * - __global__/__device__/__host__ vanish: a kernel is an ordinary C++ function that every
  *   fiber (CUDA thread) calls.
- * - __shared__ is `static` storage in the section "cuda_host_shared". Blocks run one after
- *   another, so one copy serves every block; the launcher fills the whole section with the
- *   poison pattern before each block (shared memory starts as garbage on a GPU too). The
+ * - __shared__ is `static` storage in the section "cuda_host_shared". One copy serves every
+ *   block: the blocks alive at once take turns with it (the launcher saves and restores the
+ *   section's bytes when it switches blocks) and it is filled with the poison pattern before
+ *   each block (shared memory starts as garbage on a GPU too). The
  *   sanitizer build passes -fsanitize-sections=cuda_host_shared, so AddressSanitizer puts
  *   redzones around each __shared__ variable (gcc leaves variables in named sections
  *   unprotected without it) and reports an index past the end. gcc refuses a section that
  *   holds both ordinary statics and the COMDAT statics of inline functions, so kernel code
- *   is compiled with -fno-weak (Makefile), which makes none of them COMDAT.
+ *   is compiled with -fno-weak (Makefile), which makes none of them COMDAT. gcc also drops
+ *   the section of a function template's statics (they would land in .bss, shared by the
+ *   blocks alive at once, never poisoned nor checked), so __shared__ inside a template is
+ *   a compile error here: such a kernel declares its shared memory in a non-template
+ *   function or uses DYNAMIC_SHARED.
  * - threadIdx, blockIdx, blockDim, gridDim read the running fiber's values.
  * - Math intrinsics compute the exact (libm) function; the GPU's fast versions (rsqrtf,
  *   __expf, __fdividef: a few ulp) differ in the last bits, which kernel tests cover with
  *   their tolerances. nvcc also contracts a*b+c into one FMA; the host compiler does not.
- * - Atomics are plain read-modify-writes: fibers switch only at synchronisation points, so
- *   nothing can interleave inside one. Blocks run one after another, so atomics between
- *   blocks never race (a GPU's would).
+ * - Atomics are read-modify-writes through the harness (atomic_read/atomic_write, not
+ *   instrumented), which tell the race detector (race.h) the access is atomic: atomics do
+ *   not conflict with each other, a plain write does. Fibers switch only at
+ *   synchronisation points, so nothing interleaves inside one.
+ * - __launch_bounds__(max_threads[, min_blocks]) is kept: it asks the compiler for a run of
+ *   max_threads single-byte NOPs at the kernel's entry (patchable_function_entry, which
+ *   takes a constant expression and, unlike a section, survives template instantiation),
+ *   and the launcher counts them to refuse a bigger block as a GPU does (launch.cpp). The
+ *   NOPs cost nothing worth measuring; min_blocks only steers ptxas' register budget and is
+ *   not used here.
  */
 #ifndef CUDA_HOST_DEVICE_H
 #define CUDA_HOST_DEVICE_H
@@ -28,14 +40,38 @@
 #include <stdint.h>
 #include <string.h>
 
+// The C++ headers the harness's own headers use, before the macros below: libstdc++ names
+// the attribute __noinline__, which CUDA defines as a macro.
+#include <functional>
+#include <memory>
+#include <tuple>
+#include <vector>
+
 #define __global__
 #define __device__
 #define __host__
 #define __forceinline__ inline __attribute__((always_inline))
 #define __noinline__ __attribute__((noinline))
-#define __launch_bounds__(...)
+#define __launch_bounds__(...) __attribute__((patchable_function_entry(cuda_host::launch_bound(__VA_ARGS__), 0)))
+namespace cuda_host {
+constexpr int launch_bound(int max_threads, int min_blocks = 0) { return (void)min_blocks, max_threads; }
+}
 #define __align__(n) __attribute__((aligned(n)))
-#define __shared__ static __attribute__((section("cuda_host_shared")))
+#define __shared__                                                                                           \
+    ;                                                                                                    \
+    static_assert(!cuda_host::in_template(__PRETTY_FUNCTION__),                                          \
+                  "__shared__ inside a template: gcc drops the section of a template's statics, so the " \
+                  "harness could not give each block its own copy; declare it in a non-template function " \
+                  "(as common.cuh's block_sum does) or use DYNAMIC_SHARED");                               \
+    static __attribute__((section("cuda_host_shared")))
+namespace cuda_host {
+// Whether a __PRETTY_FUNCTION__ is a template's ("... [with T = ...]").
+constexpr bool in_template(const char *f) {
+    for (; *f; f++)
+        if (f[0] == '[' && f[1] == 'w' && f[2] == 'i' && f[3] == 't' && f[4] == 'h' && f[5] == ' ') return true;
+    return false;
+}
+}  // namespace cuda_host
 // `extern __shared__` (dynamic shared memory) does not compile here on purpose: kernels
 // declare it with DYNAMIC_SHARED from kernels/common.cuh.
 
@@ -133,30 +169,41 @@ static inline void __threadfence_block() { __asm__ __volatile__("" ::: "memory")
 // ---- atomics (return the old value, as CUDA's do) -------------------------------------
 namespace cuda_host {
 template <typename T> struct Same { typedef T type; };  // v converts to *p's type, as with CUDA's overloads
-}
-template <typename T> static inline T atomicAdd(T *p, typename cuda_host::Same<T>::type v) { T old = *p; *p = old + v; return old; }
-template <typename T> static inline T atomicSub(T *p, typename cuda_host::Same<T>::type v) { T old = *p; *p = old - v; return old; }
-template <typename T> static inline T atomicExch(T *p, typename cuda_host::Same<T>::type v) { T old = *p; *p = v; return old; }
-template <typename T> static inline T atomicMin(T *p, typename cuda_host::Same<T>::type v) { T old = *p; *p = v < old ? v : old; return old; }
-template <typename T> static inline T atomicMax(T *p, typename cuda_host::Same<T>::type v) { T old = *p; *p = v > old ? v : old; return old; }
-template <typename T> static inline T atomicAnd(T *p, typename cuda_host::Same<T>::type v) { T old = *p; *p = old & v; return old; }
-template <typename T> static inline T atomicOr(T *p, typename cuda_host::Same<T>::type v) { T old = *p; *p = old | v; return old; }
-template <typename T> static inline T atomicXor(T *p, typename cuda_host::Same<T>::type v) { T old = *p; *p = old ^ v; return old; }
+void atomic_read(void *out, const void *p, size_t bytes);   // records an atomic access (race.h)
+void atomic_write(void *p, const void *in, size_t bytes);
+template <typename T> static inline T atomic_old(T *p) { T old; atomic_read(&old, p, sizeof(T)); return old; }
+template <typename T> static inline void atomic_set(T *p, T v) { atomic_write(p, &v, sizeof(T)); }
+}  // namespace cuda_host
+#define CUDA_HOST_ATOMIC(name, update)                                                                    \
+    template <typename T> static inline T name(T *p, typename cuda_host::Same<T>::type v) {              \
+        T old = cuda_host::atomic_old(p);                                                                 \
+        cuda_host::atomic_set(p, (T)(update));                                                            \
+        return old;                                                                                       \
+    }
+CUDA_HOST_ATOMIC(atomicAdd, old + v)
+CUDA_HOST_ATOMIC(atomicSub, old - v)
+CUDA_HOST_ATOMIC(atomicExch, v)
+CUDA_HOST_ATOMIC(atomicMin, v < old ? v : old)
+CUDA_HOST_ATOMIC(atomicMax, v > old ? v : old)
+CUDA_HOST_ATOMIC(atomicAnd, old & v)
+CUDA_HOST_ATOMIC(atomicOr, old | v)
+CUDA_HOST_ATOMIC(atomicXor, old ^ v)
+#undef CUDA_HOST_ATOMIC
 template <typename T>
 static inline T atomicCAS(T *p, typename cuda_host::Same<T>::type compare, typename cuda_host::Same<T>::type v) {
-    T old = *p;
-    if (old == compare) *p = v;
+    T old = cuda_host::atomic_old(p);
+    cuda_host::atomic_set(p, old == compare ? (T)v : old);
     return old;
 }
 // ((old >= limit) ? 0 : old + 1) and ((old == 0 || old > limit) ? limit : old - 1), as CUDA.
 static inline unsigned int atomicInc(unsigned int *p, unsigned int limit) {
-    unsigned int old = *p;
-    *p = old >= limit ? 0 : old + 1;
+    unsigned int old = cuda_host::atomic_old(p);
+    cuda_host::atomic_set(p, old >= limit ? 0u : old + 1);
     return old;
 }
 static inline unsigned int atomicDec(unsigned int *p, unsigned int limit) {
-    unsigned int old = *p;
-    *p = (old == 0 || old > limit) ? limit : old - 1;
+    unsigned int old = cuda_host::atomic_old(p);
+    cuda_host::atomic_set(p, (old == 0 || old > limit) ? limit : old - 1);
     return old;
 }
 

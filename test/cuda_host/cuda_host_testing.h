@@ -10,13 +10,17 @@
  *
  * - QUIETLY(expr): evaluates expr (a call expected to fail) without the harness printing
  *   the fault on stderr; the message stays available to expect_fault.
- * - TRY_LAUNCH(kernel, grid, block, smem, args...): a launch that returns its cudaError_t
- *   instead of exiting, quietly, for tests that expect a launch to be refused or to fault.
+ * - TRY_LAUNCH(kernel, grid, block, smem, args...): a launch on stream 0 that is waited for
+ *   and returns its cudaError_t (the refusal, or the fault of the run) instead of exiting,
+ *   quietly, for tests that expect a launch to be refused or to fault.
  * - expect_fault(err, want, text): checks that a launch failed with `want` and that the
  *   harness's message contains `text`, then clears the fault (a GPU reset) for the next test.
  * - run_in_child(fn, report, size): runs fn in a forked child and returns its exit status
  *   (-1 if it died of a signal), with what it wrote on stderr in report: how a test checks
  *   that AddressSanitizer stops a program (the sanitizer ends the process it reports in).
+ * The harness's controls that any program built against it may call (a driver checking its
+ * memory plan against cuda_host_memory_stats, a test choosing schedules with
+ * cuda_host_set_seed or switching the race detector) are declared in cuda_host_api.h.
  */
 #ifndef CUDA_HOST_TESTING_H
 #define CUDA_HOST_TESTING_H
@@ -35,8 +39,12 @@ static inline T cuda_host_loud_again(T value) {
 }
 #define QUIETLY(expr) (cuda_host_print_faults(false), cuda_host_loud_again(expr))
 
-#define TRY_LAUNCH(kernel, grid, block, smem, ...) \
-    QUIETLY(cuda_host::launch(#kernel, kernel, dim3(grid), dim3(block), (smem), (cudaStream_t)0, __VA_ARGS__))
+static inline cudaError_t cuda_host_wait_launch(cudaError_t launched) {
+    return launched == cudaSuccess ? cudaStreamSynchronize(0) : launched;
+}
+#define TRY_LAUNCH(kernel, grid, block, smem, ...)                                                                \
+    QUIETLY(cuda_host_wait_launch(                                                                                \
+        cuda_host::launch(#kernel, kernel, dim3(grid), dim3(block), (smem), (cudaStream_t)0, __VA_ARGS__)))
 
 // Returns the number of failed conditions (0 or more), printing each, so a test can
 // CHECK_INT(expect_fault(...), 0): the call returned the status named `want` (it returned

@@ -67,9 +67,9 @@ namespace cuda_host {
 
 // 256 KiB per CUDA thread: kernels keep small local arrays, but a kernel may call printf,
 // and AddressSanitizer puts redzones around every local. Pages are only committed when
-// touched, so 1024 stacks cost 256 MiB of address space and a few MiB of memory.
+// touched, so 2048 stacks cost 512 MiB of address space and a few MiB of memory.
 static const size_t kStackSize = 256 * 1024;
-static const int kMaxFibers = 1024;
+static const int kMaxFibers = 2048;  // two blocks of 1024 threads (launch.cpp)
 
 static void *host_sp;  // the host thread's stack pointer while a fiber runs
 #if CUDA_HOST_ASAN
@@ -78,7 +78,8 @@ static size_t host_stack_size;
 #endif
 
 Fiber *fiber_pool(int n) {
-    // A block has at most 1024 threads (launch.cpp refuses more), so one fixed array.
+    // A block has at most 1024 threads (launch.cpp refuses more) and two blocks are alive at
+    // once, so one fixed array.
     static Fiber fibers[kMaxFibers];
     static int mapped = 0;
     if (n > kMaxFibers) {

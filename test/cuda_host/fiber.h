@@ -38,7 +38,7 @@ struct Fiber {
     bool dirty;              // stopped mid-run: its stack still holds live frames
 };
 
-// The fibers [0, n) (n <= 1024), each with its own stack, mapped on first use and kept.
+// The fibers [0, n) (n <= 2048), each with its own stack, mapped on first use and kept.
 Fiber *fiber_pool(int n);
 // Prepares f to run entry(arg) from the top of its stack at the next fiber_resume.
 void fiber_start(Fiber *f, void (*entry)(void *), void *arg);

@@ -26,7 +26,12 @@
  *     types other than ncclFloat32 and ncclBfloat16, and operations other than ncclSum and
  *     ncclAvg, are ncclInvalidArgument too. Every refusal also prints one line on stderr
  *     naming the call.
- * Everything is synchronous: the collective is complete when the call returns.
+ * A collective is a stream operation (streams.h): it waits for what its stream's earlier
+ * work and events order before it, and the race detector sees it read sendbuff and write
+ * recvbuff. Unlike the harness's other operations it runs at the call, so it is complete
+ * when the call returns (another rank's host-side MPI call could otherwise deadlock with a
+ * collective this rank had not run yet); the host is not ordered after it by that, though,
+ * so work on another stream still needs an event to see its result.
  */
 #ifndef CUDA_HOST_NCCL_H
 #define CUDA_HOST_NCCL_H

@@ -12,9 +12,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <functional>
 #include <vector>
 
+#include "race.h"
 #include "runtime.h"
+#include "streams.h"
 
 struct ncclComm {
     MPI_Comm mpi;  // a duplicate of MPI_COMM_WORLD, so our messages never meet the program's
@@ -122,12 +125,27 @@ static ncclResult_t check_call(const char *call, const void *send, const void *r
         return refuse(ncclInvalidArgument, "%s: data type %d is not stood in (ncclFloat32, ncclBfloat16 are)", call,
                       (int)type);
     if (!cuda_host::valid_stream(stream)) return refuse(ncclInvalidArgument, "%s: unknown stream", call);
+    if (cuda_host::sticky_error()) return refuse(ncclUnhandledCudaError, "%s: the device has faulted", call);
     if (count == 0) return ncclSuccess;
     if (need_send && !cuda_host_is_device(send, count * size))
         return refuse(ncclInvalidArgument, "%s: sendbuff %p is not %zu bytes of device memory", call, send, count * size);
     if (!cuda_host_is_device(recv, count * size))
         return refuse(ncclInvalidArgument, "%s: recvbuff %p is not %zu bytes of device memory", call, recv, count * size);
     return ncclSuccess;
+}
+
+// Queues a collective on the stream and runs it at once, after what it depends on (the
+// other ranks meet it in MPI; see streams.h), recording that it reads send (if not null)
+// and writes recv.
+static void run_collective(cudaStream_t stream, const char *what, uintptr_t caller, const void *send, void *recv,
+                           size_t bytes, std::function<void()> body) {
+    uint64_t id = cuda_host::enqueue(stream, what, caller, [=]() {
+        uint32_t site = cuda_host::site_of_pc(caller);
+        if (send) cuda_host::race_access(send, bytes, cuda_host::ACCESS_READ, site);
+        cuda_host::race_access(recv, bytes, cuda_host::ACCESS_WRITE, site);
+        body();
+    });
+    cuda_host::run_now(id);
 }
 
 // Element i of the gathered buffers, as a float, and the store rounded to the type.
@@ -150,19 +168,21 @@ ncclResult_t ncclAllReduce(const void *send, void *recv, size_t count, ncclDataT
     if (bytes > (size_t)INT32_MAX)  // MPI counts are ints
         return refuse(ncclInvalidArgument, "ncclAllReduce: %zu bytes is more than the stand-in moves at once", bytes);
     // every rank gets every rank's buffer, then reduces them in rank order
-    std::vector<unsigned char> all(bytes * (size_t)comm->nranks);
-    MPI_Allgather(send, (int)bytes, MPI_BYTE, all.data(), (int)bytes, MPI_BYTE, comm->mpi);
     float scale = op == ncclAvg ? round_to(type, 1.0f / (float)comm->nranks) : 1.0f;
-    for (size_t i = 0; i < count; i++) {
-        float acc = 0.0f;
-        for (int k = 0; k < comm->nranks; k++) {
-            float x = load(all.data() + bytes * (size_t)k, type, i);
-            if (op == ncclAvg) x = round_to(type, x * scale);
-            acc = k == 0 ? x : round_to(type, acc + x);
+    run_collective(stream, "ncclAllReduce", (uintptr_t)__builtin_return_address(0), send, recv, bytes, [=]() {
+        std::vector<unsigned char> all(bytes * (size_t)comm->nranks);
+        MPI_Allgather(send, (int)bytes, MPI_BYTE, all.data(), (int)bytes, MPI_BYTE, comm->mpi);
+        for (size_t i = 0; i < count; i++) {
+            float acc = 0.0f;
+            for (int k = 0; k < comm->nranks; k++) {
+                float x = load(all.data() + bytes * (size_t)k, type, i);
+                if (op == ncclAvg) x = round_to(type, x * scale);
+                acc = k == 0 ? x : round_to(type, acc + x);
+            }
+            if (type == ncclFloat32) ((float *)recv)[i] = acc;
+            else ((__nv_bfloat16 *)recv)[i] = __float2bfloat16(acc);
         }
-        if (type == ncclFloat32) ((float *)recv)[i] = acc;
-        else ((__nv_bfloat16 *)recv)[i] = __float2bfloat16(acc);
-    }
+    });
     return ncclSuccess;
 }
 
@@ -177,7 +197,11 @@ ncclResult_t ncclBroadcast(const void *send, void *recv, size_t count, ncclDataT
     size_t bytes = count * type_size(type);
     if (bytes > (size_t)INT32_MAX)
         return refuse(ncclInvalidArgument, "ncclBroadcast: %zu bytes is more than the stand-in moves at once", bytes);
-    if (comm->rank == root && send != recv) memmove(recv, send, bytes);
-    MPI_Bcast(recv, (int)bytes, MPI_BYTE, root, comm->mpi);
+    bool from_send = comm->rank == root && send != recv;
+    run_collective(stream, "ncclBroadcast", (uintptr_t)__builtin_return_address(0), from_send ? send : nullptr, recv,
+                   bytes, [=]() {
+                       if (from_send) memmove(recv, send, bytes);
+                       MPI_Bcast(recv, (int)bytes, MPI_BYTE, root, comm->mpi);
+                   });
     return ncclSuccess;
 }

@@ -21,6 +21,7 @@
 
 #include "cuda_bf16.h"
 #include "cuda_host_api.h"
+#include "race.h"
 #include "scheduler.h"
 
 extern "C" char __start_cuda_host_shared[] __attribute__((weak));
@@ -76,11 +77,12 @@ static void mma_complete(Thread *const lanes[32], unsigned) {
     }
 }
 
-void mma_m16n8k16_bf16(float d[4], const unsigned a[4], const unsigned b[2], const float c[4]) {
+void mma_m16n8k16_bf16(float d[4], const unsigned a[4], const unsigned b[2], const float c[4], const char *file,
+                       int line) {
     Thread *t = self("mma.sync");
-    // .aligned: the whole warp executes the same mma
-    WarpOp *op = warp_op_begin(t, WARP_MMA, 0, "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32", __FILE__,
-                               __LINE__, 0xffffffffu, mma_complete);
+    // .aligned: the whole warp executes the same mma (the same call site, scheduler.cpp)
+    WarpOp *op = warp_op_begin(t, WARP_MMA, 0, "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32", file, line,
+                               0xffffffffu, mma_complete);
     for (int i = 0; i < 4; i++) op->in[i] = a[i];
     for (int i = 0; i < 2; i++) op->in[4 + i] = b[i];
     for (int i = 0; i < 4; i++) {
@@ -97,8 +99,11 @@ void mma_m16n8k16_bf16(float d[4], const unsigned a[4], const unsigned b[2], con
 
 // ---- ldmatrix.sync.aligned.m8n8.x{1,2,4}{.trans}.shared.b16 ------------------------------
 
+// Each row is read by the lane that gave its address (so another lane's stores to it need a
+// __syncwarp first: the race detector's rule).
 static void ldmatrix_complete(Thread *const lanes[32], unsigned) {
     int num = lanes[0]->op.qual >> 1, trans = lanes[0]->op.qual & 1;
+    uint32_t site = site_named(lanes[0]->op.name, lanes[0]->op.file, lanes[0]->op.line);
     unsigned short M[4][8][8];
     for (int j = 0; j < num; j++)
         for (int r = 0; r < 8; r++) {
@@ -109,6 +114,7 @@ static void ldmatrix_complete(Thread *const lanes[32], unsigned) {
             if (!in_shared(giver, row, 16))
                 thread_fault("ldmatrix: lane %d's row address %p is not 16 bytes of the block's shared memory",
                              giver->lane, row);
+            race_access_by(giver, row, 16, ACCESS_READ, site);
             memcpy(M[j][r], row, 16);
         }
     for (int l = 0; l < 32; l++)
@@ -119,12 +125,12 @@ static void ldmatrix_complete(Thread *const lanes[32], unsigned) {
         }
 }
 
-void ldmatrix(int num, bool trans, unsigned *r, const void *row) {
+void ldmatrix(int num, bool trans, unsigned *r, const void *row, const char *file, int line) {
     Thread *t = self("ldmatrix");
     const char *name = num == 1   ? (trans ? "ldmatrix.x1.trans" : "ldmatrix.x1")
                        : num == 2 ? (trans ? "ldmatrix.x2.trans" : "ldmatrix.x2")
                                   : (trans ? "ldmatrix.x4.trans" : "ldmatrix.x4");
-    WarpOp *op = warp_op_begin(t, WARP_LDMATRIX, num << 1 | (trans ? 1 : 0), name, __FILE__, __LINE__, 0xffffffffu,
+    WarpOp *op = warp_op_begin(t, WARP_LDMATRIX, num << 1 | (trans ? 1 : 0), name, file, line, 0xffffffffu,
                                ldmatrix_complete);
     op->ptr = row;
     warp_meet(t);
@@ -132,11 +138,13 @@ void ldmatrix(int num, bool trans, unsigned *r, const void *row) {
 }
 
 // ---- cp.async ----------------------------------------------------------------------------
-// The copy is issued with the destination poisoned and is performed only at the wait that
-// completes its group, so a read before the wait (or by another thread before the wait and
-// a barrier) sees 0xff bytes. Groups are per thread, as in the ISA.
+// The source is read at the issue (into the copy's own buffer: a later store to the source
+// does not change what lands); the destination is poisoned and written only at the wait
+// that completes the copy's group, so a read before the wait (or by another thread before
+// the wait and a barrier) sees 0xff bytes, and the race detector reports it (race.h).
+// Groups are per thread, as in the ISA.
 
-void cp_async(const char *name, void *dst, const void *src, int bytes) {
+void cp_async(const char *name, void *dst, const void *src, int bytes, const char *file, int line) {
     Thread *t = self(name);
     if ((uintptr_t)dst % bytes || (uintptr_t)src % bytes)
         thread_fault("%s: addresses %p <- %p are not %d-byte aligned", name, dst, src, bytes);
@@ -144,8 +152,11 @@ void cp_async(const char *name, void *dst, const void *src, int bytes) {
         thread_fault("%s: destination %p is not %d bytes of the block's shared memory", name, dst, bytes);
     if (!cuda_host_is_device(src, (size_t)bytes))
         thread_fault("%s: source %p is not %d bytes of global (cudaMalloc) memory", name, src, bytes);
+    AsyncCopy copy{dst, src, {}, bytes, site_named(name, file, line)};
+    memcpy(copy.data, src, (size_t)bytes);
     memset(dst, 0xff, (size_t)bytes);
-    t->async_open.push_back(AsyncCopy{dst, src, bytes});
+    race_async_issue(dst, src, (size_t)bytes, copy.site);
+    t->async_open.push_back(copy);
 }
 
 void cp_async_commit() {
@@ -157,7 +168,10 @@ void cp_async_commit() {
 void cp_async_wait(int n) {
     Thread *t = self("cp.async.wait_group");
     while (t->async_groups.size() > (size_t)n) {
-        for (const AsyncCopy &c : t->async_groups.front()) memcpy(c.dst, c.src, (size_t)c.bytes);
+        for (const AsyncCopy &c : t->async_groups.front()) {
+            memcpy(c.dst, c.data, (size_t)c.bytes);
+            race_async_land(c.dst, c.src, (size_t)c.bytes, c.site);
+        }
         t->async_groups.erase(t->async_groups.begin());
     }
 }

@@ -1,14 +1,13 @@
-// runtime.cpp: the CUDA runtime API subset of cuda_host_api.h.
+// runtime.cpp: errors, the device's description and kernel attributes of cuda_host_api.h
+// (memory is in memory.cpp, streams and events in streams.cpp).
 #include "runtime.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <map>
-#include <set>
 
 #include "scheduler.h"
 
@@ -16,11 +15,7 @@ namespace cuda_host {
 
 static cudaError_t last_error = cudaSuccess;
 static bool sticky = false;
-static std::map<uintptr_t, size_t> allocations;  // base -> bytes
-static std::set<void *> host_allocations;         // cudaMallocHost's
-static size_t allocated, peak_allocated;          // bytes of the live allocations; their most ever
 static std::map<const void *, size_t> dynamic_shared_limit;
-static std::set<cudaStream_t> streams;
 
 cudaError_t refuse(cudaError_t e, const char *fmt, ...) {
     char msg[1536];
@@ -57,23 +52,9 @@ cudaError_t set_func_attribute(const void *kernel, cudaFuncAttribute attr, int v
     return cudaSuccess;
 }
 
-bool valid_stream(cudaStream_t stream) { return stream == nullptr || streams.count(stream); }
-
-// The allocation holding [p, p + bytes), or allocations.end().
-static std::map<uintptr_t, size_t>::const_iterator find_allocation(const void *p, size_t bytes) {
-    uintptr_t a = (uintptr_t)p;
-    auto it = allocations.upper_bound(a);
-    if (it == allocations.begin()) return allocations.end();
-    --it;
-    if (a - it->first > it->second || bytes > it->second - (a - it->first)) return allocations.end();
-    return it;
-}
-
 }  // namespace cuda_host
 
 using namespace cuda_host;
-
-bool cuda_host_is_device(const void *p, size_t bytes) { return find_allocation(p, bytes) != allocations.end(); }
 
 const char *cudaGetErrorName(cudaError_t e) {
     switch (e) {
@@ -87,7 +68,9 @@ const char *cudaGetErrorName(cudaError_t e) {
         case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
         case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
         case cudaErrorNotReady: return "cudaErrorNotReady";
+        case cudaErrorLaunchOutOfResources: return "cudaErrorLaunchOutOfResources";
         case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+        case cudaErrorNotSupported: return "cudaErrorNotSupported";
     }
     return "cudaErrorUnknown";
 }
@@ -104,7 +87,9 @@ const char *cudaGetErrorString(cudaError_t e) {
         case cudaErrorInvalidDevice: return "invalid device ordinal";
         case cudaErrorInvalidResourceHandle: return "invalid resource handle";
         case cudaErrorNotReady: return "device not ready";
+        case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
         case cudaErrorLaunchFailure: return "unspecified launch failure";
+        case cudaErrorNotSupported: return "operation not supported";
     }
     return "unknown error";
 }
@@ -115,142 +100,6 @@ cudaError_t cudaGetLastError(void) {
     return e;
 }
 cudaError_t cudaPeekAtLastError(void) { return last_error; }
-
-// The device memory, 80 GB unless CUDA_HOST_MEMORY sets a smaller device, in bytes (so
-// tests can run programs out of memory); cudaMalloc refuses what goes beyond it.
-static size_t device_memory() {
-    const char *env = getenv("CUDA_HOST_MEMORY");
-    return env && atoll(env) > 0 ? (size_t)atoll(env) : (size_t)81559 << 20;
-}
-
-// With CUDA_HOST_REPORT_PEAK set, the program says at exit how much it had allocated at most.
-static void report_peak() { fprintf(stderr, "cuda_host: peak cudaMalloc total %zu bytes\n", peak_allocated); }
-
-size_t cuda_host_peak_allocated(void) { return peak_allocated; }
-
-cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
-    if (sticky) return cudaErrorLaunchFailure;
-    if (!free_bytes || !total_bytes) return refuse(cudaErrorInvalidValue, "cudaMemGetInfo: null result pointer");
-    *total_bytes = device_memory();
-    *free_bytes = *total_bytes > allocated ? *total_bytes - allocated : 0;
-    return cudaSuccess;
-}
-
-cudaError_t cudaMallocHost(void **p, size_t bytes) {
-    if (sticky) return cudaErrorLaunchFailure;
-    if (!p) return refuse(cudaErrorInvalidValue, "cudaMallocHost: null result pointer");
-    *p = malloc(bytes ? bytes : 1);
-    if (!*p) return refuse(cudaErrorMemoryAllocation, "cudaMallocHost: out of memory for %zu bytes", bytes);
-    host_allocations.insert(*p);
-    return cudaSuccess;
-}
-
-cudaError_t cudaFreeHost(void *p) {
-    if (sticky) return cudaErrorLaunchFailure;
-    if (!host_allocations.erase(p))
-        return refuse(cudaErrorInvalidValue, "cudaFreeHost(%p): not a pointer cudaMallocHost returned", p);
-    free(p);
-    return cudaSuccess;
-}
-
-cudaError_t cudaMalloc(void **p, size_t bytes) {
-    if (sticky) return cudaErrorLaunchFailure;
-    if (!p) return refuse(cudaErrorInvalidValue, "cudaMalloc: null result pointer");
-    static bool registered = false;
-    if (!registered && getenv("CUDA_HOST_REPORT_PEAK")) atexit(report_peak);
-    registered = true;
-    if (bytes > device_memory() - allocated)
-        return refuse(cudaErrorMemoryAllocation, "cudaMalloc: out of memory for %zu bytes (%zu of %zu in use)", bytes,
-                      allocated, device_memory());
-    void *mem = nullptr;
-    // Exactly `bytes` (AddressSanitizer's redzone starts at the end), at least 1 so every
-    // allocation has its own address.
-    if (posix_memalign(&mem, 256, bytes ? bytes : 1) != 0)
-        return refuse(cudaErrorMemoryAllocation, "cudaMalloc: out of memory for %zu bytes", bytes);
-    memset(mem, 0xff, bytes);
-    allocations[(uintptr_t)mem] = bytes;
-    allocated += bytes;
-    if (allocated > peak_allocated) peak_allocated = allocated;
-    *p = mem;
-    return cudaSuccess;
-}
-
-cudaError_t cudaFree(void *p) {
-    if (sticky) return cudaErrorLaunchFailure;
-    if (!p) return cudaSuccess;
-    auto it = allocations.find((uintptr_t)p);
-    if (it == allocations.end())
-        return refuse(cudaErrorInvalidDevicePointer, "cudaFree(%p): not a pointer cudaMalloc returned", p);
-    allocated -= it->second;
-    allocations.erase(it);
-    free(p);
-    return cudaSuccess;
-}
-
-cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
-    if (sticky) return cudaErrorLaunchFailure;
-    if (bytes == 0) return cudaSuccess;
-    bool dst_dev = cuda_host_is_device(dst, bytes), src_dev = cuda_host_is_device(src, bytes);
-    bool dst_want = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
-    bool src_want = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
-    if (kind < cudaMemcpyHostToHost || kind > cudaMemcpyDefault)
-        return refuse(cudaErrorInvalidMemcpyDirection, "cudaMemcpy: kind %d", (int)kind);
-    // A host pointer that lies partly in an allocation is an overrun, not host memory.
-    bool dst_partly = !dst_dev && find_allocation(dst, 1) != allocations.end();
-    bool src_partly = !src_dev && find_allocation(src, 1) != allocations.end();
-    if (dst_partly || src_partly)
-        return refuse(cudaErrorInvalidValue, "cudaMemcpy of %zu bytes runs past the end of the %s allocation", bytes,
-                      dst_partly ? "destination" : "source");
-    if (kind != cudaMemcpyDefault && (dst_dev != dst_want || src_dev != src_want))
-        return refuse(cudaErrorInvalidValue, "cudaMemcpy %s: destination %p is %s memory, source %p is %s memory",
-                      kind == cudaMemcpyHostToDevice   ? "HostToDevice"
-                      : kind == cudaMemcpyDeviceToHost ? "DeviceToHost"
-                      : kind == cudaMemcpyDeviceToDevice ? "DeviceToDevice"
-                                                       : "HostToHost",
-                      dst, dst_dev ? "device" : "host", src, src_dev ? "device" : "host");
-    memmove(dst, src, bytes);
-    return cudaSuccess;
-}
-
-cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
-    if (!valid_stream(stream)) return refuse(cudaErrorInvalidResourceHandle, "cudaMemcpyAsync: unknown stream");
-    return cudaMemcpy(dst, src, bytes, kind);
-}
-
-cudaError_t cudaMemset(void *p, int value, size_t bytes) {
-    if (sticky) return cudaErrorLaunchFailure;
-    if (bytes && !cuda_host_is_device(p, bytes))
-        return refuse(cudaErrorInvalidValue, "cudaMemset(%p, %zu bytes): not inside one device allocation", p, bytes);
-    memset(p, value, bytes);
-    return cudaSuccess;
-}
-
-cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t stream) {
-    if (!valid_stream(stream)) return refuse(cudaErrorInvalidResourceHandle, "cudaMemsetAsync: unknown stream");
-    return cudaMemset(p, value, bytes);
-}
-
-cudaError_t cudaStreamCreate(cudaStream_t *stream) {
-    if (sticky) return cudaErrorLaunchFailure;
-    // A handle is just a unique address; nothing is ever queued on it.
-    *stream = (cudaStream_t)malloc(1);
-    streams.insert(*stream);
-    return cudaSuccess;
-}
-
-cudaError_t cudaStreamDestroy(cudaStream_t stream) {
-    if (sticky) return cudaErrorLaunchFailure;
-    if (!stream || !streams.erase(stream))
-        return refuse(cudaErrorInvalidResourceHandle, "cudaStreamDestroy: unknown stream");
-    free(stream);
-    return cudaSuccess;
-}
-
-cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
-    if (!valid_stream(stream)) return refuse(cudaErrorInvalidResourceHandle, "cudaStreamSynchronize: unknown stream");
-    return sticky_error();
-}
-cudaError_t cudaDeviceSynchronize(void) { return sticky_error(); }
 
 // CUDA_HOST_NO_DEVICE set: a machine without a GPU, as the runtime reports it there (an
 // error status, not a fault: nothing is printed).
@@ -314,73 +163,6 @@ cudaError_t cudaDeviceGetAttribute(int *value, cudaDeviceAttr attr, int device) 
         case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = (int)p.sharedMemPerBlockOptin; break;
         default: return refuse(cudaErrorInvalidValue, "cudaDeviceGetAttribute: attribute %d is not emulated", (int)attr);
     }
-    return sticky_error();
-}
-
-// ---- events: recorded at the call (everything before it has already run) --------------
-
-struct CUevent_st {
-    unsigned int flags;
-    bool recorded;
-    double ms;  // the host's monotonic clock at the last record
-};
-static std::set<cudaEvent_t> events;
-
-static bool valid_event(cudaEvent_t e) { return e && events.count(e); }
-
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned int flags) {
-    if (sticky) return cudaErrorLaunchFailure;
-    if (!event) return refuse(cudaErrorInvalidValue, "cudaEventCreate: null result pointer");
-    if (flags & ~(unsigned)(cudaEventDefault | cudaEventDisableTiming))
-        return refuse(cudaErrorInvalidValue, "cudaEventCreateWithFlags: flags 0x%x are not emulated", flags);
-    *event = new CUevent_st{flags, false, 0.0};
-    events.insert(*event);
-    return cudaSuccess;
-}
-cudaError_t cudaEventCreate(cudaEvent_t *event) { return cudaEventCreateWithFlags(event, cudaEventDefault); }
-
-cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
-    if (sticky) return cudaErrorLaunchFailure;
-    if (!valid_event(event)) return refuse(cudaErrorInvalidResourceHandle, "cudaEventRecord: unknown event");
-    if (!valid_stream(stream)) return refuse(cudaErrorInvalidResourceHandle, "cudaEventRecord: unknown stream");
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    event->recorded = true;
-    event->ms = (double)now.tv_sec * 1e3 + (double)now.tv_nsec / 1e6;
-    return cudaSuccess;
-}
-
-cudaError_t cudaEventSynchronize(cudaEvent_t event) {
-    if (!valid_event(event)) return refuse(cudaErrorInvalidResourceHandle, "cudaEventSynchronize: unknown event");
-    return sticky_error();
-}
-
-cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {
-    if (sticky) return cudaErrorLaunchFailure;
-    if (!ms) return refuse(cudaErrorInvalidValue, "cudaEventElapsedTime: null result pointer");
-    if (!valid_event(start) || !valid_event(end))
-        return refuse(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: unknown event");
-    if (!start->recorded || !end->recorded)
-        return refuse(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: an event was never recorded");
-    if ((start->flags | end->flags) & cudaEventDisableTiming)
-        return refuse(cudaErrorInvalidResourceHandle,
-                      "cudaEventElapsedTime: an event was created with cudaEventDisableTiming");
-    *ms = (float)(end->ms - start->ms);
-    return cudaSuccess;
-}
-
-cudaError_t cudaEventDestroy(cudaEvent_t event) {
-    if (sticky) return cudaErrorLaunchFailure;
-    if (!valid_event(event)) return refuse(cudaErrorInvalidResourceHandle, "cudaEventDestroy: unknown event");
-    events.erase(event);
-    delete event;
-    return cudaSuccess;
-}
-
-cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags) {
-    if (!valid_stream(stream)) return refuse(cudaErrorInvalidResourceHandle, "cudaStreamWaitEvent: unknown stream");
-    if (!valid_event(event)) return refuse(cudaErrorInvalidResourceHandle, "cudaStreamWaitEvent: unknown event");
-    if (flags != 0) return refuse(cudaErrorInvalidValue, "cudaStreamWaitEvent: flags 0x%x are not emulated", flags);
     return sticky_error();
 }
 

@@ -1,6 +1,7 @@
 /*
- * runtime.h: the runtime state that the launcher and the PTX emulation share with the
- * runtime API (internal to test/cuda_host/; the API itself is in cuda_host_api.h).
+ * runtime.h: the runtime state that the launcher, the PTX emulation and the stand-ins share
+ * with the runtime API (internal to test/cuda_host/; the API itself is in cuda_host_api.h,
+ * streams in streams.h).
  */
 #ifndef CUDA_HOST_RUNTIME_H
 #define CUDA_HOST_RUNTIME_H
@@ -21,8 +22,12 @@ cudaError_t sticky_error();
 size_t max_dynamic_shared(const void *kernel);
 static const size_t kDefaultDynamicShared = 48 * 1024;
 static const size_t kOptinDynamicShared = 227 * 1024;
-// Whether the stream handle is 0 or one that cudaStreamCreate returned and not destroyed.
-bool valid_stream(cudaStream_t stream);
+// Pinned host memory (cudaMallocHost, cudaHostAlloc) holding [p, p + bytes); and whether a
+// kernel may address p: device memory or pinned host memory (unified addressing).
+bool is_pinned(const void *p, size_t bytes);
+bool is_kernel_accessible(const void *p);
+// "device allocation #N of M bytes at +offset" (or pinned), for messages.
+void describe_address(const void *p, char *buf, size_t n);
 
 }  // namespace cuda_host
 

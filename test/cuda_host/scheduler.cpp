@@ -6,10 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "race.h"
+
 namespace cuda_host {
 
 const Builtins *builtins = nullptr;
-static Thread *running = nullptr;
+Thread *current_thread = nullptr;
 static char fault_text[2048];
 static bool print_faults = true;
 
@@ -31,11 +33,11 @@ void cuda_host_print_faults(bool print) { cuda_host::print_faults = print; }
 namespace cuda_host {
 
 Thread *self(const char *what) {
-    if (!running) {
+    if (!current_thread) {
         fprintf(stderr, "cuda_host: %s called outside a kernel\n", what);
         abort();
     }
-    return running;
+    return current_thread;
 }
 
 // "kernel k, block (x,y,z)" and "thread (x,y,z)", the prefixes of every fault message.
@@ -90,6 +92,7 @@ static void describe_wait(char *buf, size_t n, const Thread *t) {
 
 static void thread_returned(Thread *t) {
     Block *b = t->block;
+    race_settle(t);
     size_t pending = t->async_open.size();
     for (const auto &g : t->async_groups) pending += g.size();
     if (pending)
@@ -113,17 +116,19 @@ static void thread_returned(Thread *t) {
         }
     }
     t->state = RETURNED;
+    b->gone[t->warp] |= 1u << t->lane;
     b->returned++;
 }
 
 static void thread_main(void *arg) {
     Thread *t = (Thread *)arg;
-    t->block->body(t->block->body_arg);
+    (*t->block->body)();
     thread_returned(t);
 }
 
 int block_barrier(int op, const char *name, int pred, const char *file, int line) {
     Thread *t = self(name);
+    race_settle(t);
     if (t->block->returned) {
         const Thread *gone = t->block->threads;
         while (gone->state != RETURNED) gone++;
@@ -144,38 +149,51 @@ int block_barrier(int op, const char *name, int pred, const char *file, int line
 
 void warp_meet(Thread *t) {
     Block *b = t->block;
+    race_settle(t);
     WarpOp *op = &t->op;
-    unsigned mask = op->mask;
-    if (!(mask >> t->lane & 1u))
+    unsigned mask = op->mask, bit = 1u << t->lane;
+    if (!(mask & bit))
         thread_fault("%s (%s:%d): mask 0x%08x does not name the calling lane %d", op->name, op->file, op->line, mask,
                      t->lane);
-    Thread *lanes[32] = {};
     int base = t->warp * 32, size = b->nthreads - base < 32 ? b->nthreads - base : 32;
-    for (int l = 0; l < 32; l++) {
-        if (!(mask >> l & 1u)) continue;
-        if (l >= size)
-            thread_fault("%s (%s:%d): mask 0x%08x names lane %d, but warp %d has %d threads (blockDim (%u,%u,%u))",
-                         op->name, op->file, op->line, mask, l, t->warp, size, b->dim.x, b->dim.y, b->dim.z);
-        lanes[l] = &b->threads[base + l];
-        if (lanes[l]->state == RETURNED)
-            thread_fault("%s (%s:%d): mask 0x%08x names lane %d, which has returned from the kernel", op->name,
-                         op->file, op->line, mask, l);
-    }
+    uint32_t exists = size == 32 ? 0xffffffffu : (1u << size) - 1;
+    if (mask & ~exists)
+        thread_fault("%s (%s:%d): mask 0x%08x names lane %d, but warp %d has %d threads (blockDim (%u,%u,%u))",
+                     op->name, op->file, op->line, mask, __builtin_ctz(mask & ~exists), t->warp, size, b->dim.x,
+                     b->dim.y, b->dim.z);
+    if (mask & b->gone[t->warp])
+        thread_fault("%s (%s:%d): mask 0x%08x names lane %d, which has returned from the kernel", op->name, op->file,
+                     op->line, mask, __builtin_ctz(mask & b->gone[t->warp]));
     t->state = AT_WARP;
-    bool all_here = true;
-    for (int l = 0; l < 32 && all_here; l++)
-        if (lanes[l] && (lanes[l]->state != AT_WARP || lanes[l]->op.mask != mask)) all_here = false;
-    if (all_here) {
-        for (int l = 0; l < 32; l++) {
-            const WarpOp *o = lanes[l] ? &lanes[l]->op : nullptr;
-            if (o && (o->kind != op->kind || o->qual != op->qual))
-                thread_fault("lanes %d and %d of warp %d meet with mask 0x%08x at different operations: %s (%s:%d) "
-                             "and %s (%s:%d)",
-                             t->lane, l, t->warp, mask, op->name, op->file, op->line, o->name, o->file, o->line);
-        }
-        op->complete(lanes, mask);
+    uint32_t &waiting = b->waiting[t->warp];
+    waiting |= bit;
+    if ((waiting & mask) == mask) {  // every lane of the mask waits: at this operation?
+        Thread *lanes[32] = {};
+        bool all_here = true;
         for (int l = 0; l < 32; l++)
-            if (lanes[l]) lanes[l]->state = RUNNABLE;
+            if (mask >> l & 1u) {
+                lanes[l] = &b->threads[base + l];
+                all_here = all_here && lanes[l]->op.mask == mask;
+            }
+        if (all_here) {
+            bool aligned = op->kind == WARP_LDMATRIX || op->kind == WARP_MMA;
+            for (int l = 0; l < 32; l++) {
+                const WarpOp *o = lanes[l] ? &lanes[l]->op : nullptr;
+                if (o && (o->kind != op->kind || o->qual != op->qual))
+                    thread_fault("lanes %d and %d of warp %d meet with mask 0x%08x at different operations: %s (%s:%d) "
+                                 "and %s (%s:%d)",
+                                 t->lane, l, t->warp, mask, op->name, op->file, op->line, o->name, o->file, o->line);
+                if (o && aligned && (o->line != op->line || strcmp(o->file, op->file)))
+                    thread_fault("lanes %d and %d of warp %d execute %s at different call sites, %s:%d and %s:%d: "
+                                 ".aligned requires every lane of the warp to execute the same instruction (a warp "
+                                 "diverged around it)",
+                                 t->lane, l, t->warp, op->name, op->file, op->line, o->file, o->line);
+            }
+            op->complete(lanes, mask);
+            for (int l = 0; l < 32; l++)
+                if (lanes[l]) lanes[l]->state = RUNNABLE;
+            waiting &= ~mask;
+        }
     }
     // Parked until the set is complete; the completing lane also yields, so that the order
     // in which the lanes go on is the scheduler's to choose.
@@ -245,12 +263,12 @@ static bool resolve(Block *b) {
     return false;
 }
 
-void run_block(Block *b, uint64_t *rng) {
-    Fiber *fibers = fiber_pool(b->nthreads);
+void block_start(Block *b) {
     for (int i = 0; i < b->nthreads; i++) {
         Thread *t = &b->threads[i];
         t->block = b;
-        t->fiber = &fibers[i];
+        t->fiber = &b->fibers[i];
+        t->tid = i;
         t->warp = i / 32;
         t->lane = i % 32;
         t->builtins.thread_idx = uint3{i % b->dim.x, i / b->dim.x % b->dim.y, i / (b->dim.x * b->dim.y)};
@@ -258,22 +276,29 @@ void run_block(Block *b, uint64_t *rng) {
         t->builtins.block_dim = b->dim;
         t->builtins.grid_dim = b->grid;
         t->state = RUNNABLE;
+        for (int l = 0; l < 32; l++) t->clock[l] = 0;
+        t->clock[t->lane] = 1;
+        t->memo_first = t->memo_count = 0;
         t->async_open.clear();
         t->async_groups.clear();
         fiber_start(t->fiber, thread_main, t);
     }
+    for (int w = 0; w < 32; w++) b->waiting[w] = b->gone[w] = 0;
+    b->interval = 0;
     b->returned = 0;
     b->failed = false;
+}
+
+// Runs the runnable threads of the warps in `warps` (bit w: warp w) in rounds until none of
+// them can run; rng null: in thread order.
+static void run_rounds(Block *b, uint64_t *rng, uint32_t warps) {
     std::vector<Thread *> order;
     order.reserve((size_t)b->nthreads);
     while (!b->failed) {
         order.clear();
         for (int i = 0; i < b->nthreads; i++)
-            if (b->threads[i].state == RUNNABLE) order.push_back(&b->threads[i]);
-        if (order.empty()) {
-            if (!resolve(b)) break;
-            continue;
-        }
+            if (b->threads[i].state == RUNNABLE && (warps >> (i / 32) & 1u)) order.push_back(&b->threads[i]);
+        if (order.empty()) return;
         if (rng)
             for (size_t i = order.size() - 1; i > 0; i--) {  // Fisher-Yates
                 size_t j = (size_t)(rng_next(rng) % (i + 1));
@@ -283,17 +308,50 @@ void run_block(Block *b, uint64_t *rng) {
             }
         for (Thread *t : order) {
             if (t->state != RUNNABLE) continue;
-            running = t;
+            current_thread = t;
             builtins = &t->builtins;
             fiber_resume(t->fiber);
-            running = nullptr;
+            current_thread = nullptr;
             builtins = nullptr;
-            if (b->failed) break;
+            if (b->failed) return;
         }
     }
+}
+
+bool block_run_interval(Block *b, uint64_t *rng) {
+    int warps = (b->nthreads + 31) / 32;
+    uint32_t all = warps == 32 ? 0xffffffffu : (1u << warps) - 1;
+    if (rng) {
+        uint64_t pick = rng_next(rng);
+        switch (pick % 8) {
+            case 4:
+            case 5:  // run-ahead: one warp alone to the barrier
+                run_rounds(b, rng, 1u << (pick / 8 % (uint64_t)warps));
+                break;
+            case 6:  // a few ahead: each warp with probability 1/2
+                run_rounds(b, rng, (uint32_t)(pick >> 8) & all);
+                break;
+            case 7: {  // one by one, in a random order
+                int order[32];
+                for (int w = 0; w < warps; w++) order[w] = w;
+                for (int w = warps - 1; w > 0; w--) {
+                    int j = (int)(rng_next(rng) % (uint64_t)(w + 1)), swap = order[w];
+                    order[w] = order[j];
+                    order[j] = swap;
+                }
+                for (int w = 0; w < warps && !b->failed; w++) run_rounds(b, rng, 1u << order[w]);
+                break;
+            }
+            default: break;  // rounds
+        }
+    }
+    run_rounds(b, rng, all);
+    bool more = !b->failed && resolve(b);
+    if (more) b->interval++;
     if (b->failed)  // the others stay parked for ever: their stacks must be cleaned before reuse
         for (int i = 0; i < b->nthreads; i++)
             if (b->threads[i].state != RETURNED) b->threads[i].fiber->dirty = true;
+    return more;
 }
 
 }  // namespace cuda_host

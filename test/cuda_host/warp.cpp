@@ -1,5 +1,7 @@
 // warp.cpp: shuffles, votes and __syncwarp as warp meetings (cuda_host_sync.h states the
-// semantics; scheduler.cpp does the meeting).
+// semantics; scheduler.cpp does the meeting; race.h says what __syncwarp orders).
+#include <string.h>
+
 #include "scheduler.h"
 
 namespace cuda_host {
@@ -61,7 +63,20 @@ unsigned warp_vote(int kind, const char *name, const char *file, int line, unsig
     return (unsigned)op->out[0];
 }
 
-static void sync_complete(Thread *const[32], unsigned) {}
+// The lanes' memory accesses before the __syncwarp are ordered before everyone's after it:
+// their race-detector clocks are joined, and each lane's own entry then moves on (race.h).
+static void sync_complete(Thread *const lanes[32], unsigned mask) {
+    uint32_t joined[32] = {};
+    for (int l = 0; l < 32; l++)
+        if (mask >> l & 1u)
+            for (int k = 0; k < 32; k++)
+                if (lanes[l]->clock[k] > joined[k]) joined[k] = lanes[l]->clock[k];
+    for (int l = 0; l < 32; l++)
+        if (mask >> l & 1u) {
+            memcpy(lanes[l]->clock, joined, sizeof(joined));
+            lanes[l]->clock[l]++;
+        }
+}
 
 void warp_sync(const char *file, int line, unsigned mask) {
     Thread *t = self("__syncwarp");
