@@ -77,7 +77,6 @@ sm_90_ptx() {
         echo "  no sm_90 PTX of $2 in build/cuda/$base/"
         return 1
     fi
-    cp "$cached" "$tmp/$1.ptx"
 }
 
 # ptx_contains NAME SRC INSTRUCTION...: the sm_90 PTX of SRC has each instruction.
