@@ -30,9 +30,11 @@ PROGRAM_MAINS += data/persona.c
 PROGRAM_MAINS += train/merge.c
 PROGRAM_MAINS += train/init_model.c
 PROGRAM_MAINS += train/train_cpu.c
+PROGRAM_MAINS += train/chat.c
 PROGRAM_MAINS += data/prep.c
 PROGRAM_MAINS += train/check_fixture.c
 PROGRAM_MAINS += train/bench_matmul.c
+PROGRAM_MAINS += train/bench_decode.c
 CPU_PROGRAMS   = $(basename $(notdir $(PROGRAM_MAINS)))
 LIB_SRC  = $(filter-out $(PROGRAM_MAINS),$(wildcard common/*.c tokenizer/*.c data/*.c train/*.c))
 HEADERS  = $(wildcard common/*.h tokenizer/*.h data/*.h train/*.h test/*.h)
@@ -42,6 +44,7 @@ SAN_OBJ  = $(patsubst %.c,build/san/obj/%.o,$(LIB_SRC))
 # Every kernels/bench/NAME.cu is a CUDA program NAME (a kernel's validation + benchmark, in
 # llm.c's dev/cuda manner); each links the CPU library for its reference.
 CUDA_PROGRAMS = $(basename $(notdir $(wildcard kernels/bench/*.cu)))
+GPU_PROGRAMS  = train_gpu chat_gpu bench_decode_gpu
 CUDA_LDLIBS   = -lcublasLt -lcublas
 TESTS = $(patsubst test/%.c,%,$(wildcard test/test_*.c))
 
@@ -51,17 +54,17 @@ TESTS = $(patsubst test/%.c,%,$(wildcard test/test_*.c))
 .DEFAULT_GOAL := all
 
 ifneq ($(HAVE_NVCC),)
-all: $(CPU_PROGRAMS) $(CUDA_PROGRAMS) train_gpu
+all: $(CPU_PROGRAMS) $(CUDA_PROGRAMS) $(GPU_PROGRAMS)
 else
 all: $(CPU_PROGRAMS)
-	@echo "note: nvcc not found on PATH; CUDA programs (train_gpu $(CUDA_PROGRAMS)) not built"
+	@echo "note: nvcc not found on PATH; CUDA programs ($(GPU_PROGRAMS) $(CUDA_PROGRAMS)) not built"
 endif
 
 help:
 	@echo "persona.c targets:"
 	@echo "  make              build every CPU program, and the CUDA programs when nvcc is on PATH"
 	@echo "  make NAME         one program: $(CPU_PROGRAMS) (each has --help)"
-	@echo "  make cuda         the CUDA programs (train_gpu $(CUDA_PROGRAMS)) for GENCODE=\"$(GENCODE)\""
+	@echo "  make cuda         the CUDA programs ($(GPU_PROGRAMS) $(CUDA_PROGRAMS)) for GENCODE=\"$(GENCODE)\""
 	@echo "  make test         build with -Werror and with ASan+UBSan, run every test, print 'N passed, N failed'"
 	@echo "  make test-gpu     on a machine with a GPU: every CUDA program validates its kernels (--check), no timing"
 	@echo "  make bench        on a machine with a GPU: every CUDA program validates, then times its kernels"
@@ -87,7 +90,7 @@ build/san/$(1): build/san/obj/$(2:.c=.o) $$(SAN_OBJ)
 endef
 $(foreach m,$(PROGRAM_MAINS),$(eval $(call program_rules,$(basename $(notdir $(m))),$(m))))
 
-cuda: $(CUDA_PROGRAMS) train_gpu
+cuda: $(CUDA_PROGRAMS) $(GPU_PROGRAMS)
 
 # Every nvcc build keeps what test/test_cuda_build.sh checks, so that the test compiles
 # nothing again: ptxas's report (-Xptxas -v: registers, spills and stack frame of every
@@ -105,13 +108,26 @@ endef
 $(CUDA_PROGRAMS): %: kernels/bench/%.cu $(wildcard kernels/*.cuh kernels/bench/*.cuh) $(OBJ)
 	$(call nvcc_kept,$@,-Xcompiler $(OPENMP) -o $@ $< $(OBJ) $(LDLIBS) $(CUDA_LDLIBS))
 
-# train_gpu, the GPU trainer: one CUDA translation unit (its kernels come in through
-# train/model_gpu.cuh) linked with the CPU library (the shared run logic, loaders, data).
-# The same source is also built for the host with the CUDA-on-CPU harness (build/test/ and
-# build/san/, below), which is how `make test` runs it without a GPU.
-TRAIN_GPU_DEPS = train/train_gpu.cu $(wildcard kernels/*.cuh train/*.cuh) $(HEADERS)
+# The GPU programs: train_gpu, the GPU trainer, chat_gpu, chat on the GPU, and
+# bench_decode_gpu, chat_gpu's decoding speed. Each is one CUDA translation unit
+# train/NAME.cu (its kernels come in through train/model_gpu.cuh) linked with the CPU library
+# (the shared run logic, chat's driver, loaders, data). Where Open MPI (mpicxx) and NCCL
+# (nccl.h) are found, train_gpu is built for mpirun -np N (-DUSE_MPI: kernels/comm.cuh),
+# else for one GPU (and it refuses an mpirun launch of several ranks); either runs on one
+# GPU when started plainly. The same sources are also built for the host with the
+# CUDA-on-CPU harness (build/test/ and build/san/, below; with MPI, build/*/train_gpu_mpi in
+# the MPI block), which is how `make test` runs them without a GPU.
+GPU_DEPS = $(wildcard kernels/*.cuh train/*.cuh) $(HEADERS)
+$(filter-out train_gpu,$(GPU_PROGRAMS)): %: train/%.cu $(GPU_DEPS) $(OBJ)
+	$(call nvcc_kept,$@,-Xcompiler $(OPENMP) -o $@ train/$@.cu $(OBJ) $(LDLIBS) $(CUDA_LDLIBS))
+TRAIN_GPU_DEPS = train/train_gpu.cu $(GPU_DEPS)
+NCCL_HEADER    = $(firstword $(wildcard $(dir $(HAVE_NVCC))../include/nccl.h /usr/include/nccl.h))
+TRAIN_GPU_MPI  = $(if $(HAVE_MPI),$(NCCL_HEADER))
+TRAIN_GPU_ARGS = $(if $(TRAIN_GPU_MPI),-DUSE_MPI $(MPI_CFLAGS)) -Xcompiler $(OPENMP) -o train_gpu train/train_gpu.cu \
+                 $(OBJ) $(LDLIBS) $(CUDA_LDLIBS) $(if $(TRAIN_GPU_MPI),-lnccl $(MPI_LIBS))
 train_gpu: $(TRAIN_GPU_DEPS) $(OBJ)
-	$(call nvcc_kept,$@,-Xcompiler $(OPENMP) -o $@ train/train_gpu.cu $(OBJ) $(LDLIBS) $(CUDA_LDLIBS))
+	$(call nvcc_kept,$@,$(TRAIN_GPU_ARGS))
+	@$(if $(TRAIN_GPU_MPI),true,echo "note: train_gpu built for one GPU: no Open MPI (mpicxx) or NCCL (nccl.h) found")
 
 # Kernel-only test files (test/test_cuda_NAME_kernels.cu: kernels the harness also runs)
 # compiled by nvcc, for test_cuda_build.sh's checks of what ptxas makes of them.
@@ -186,16 +202,16 @@ build/mutants/attention_no_%_barrier.cuh: kernels/attention.cuh test/cuda_host/d
 	    -f test/cuda_host/drop_last_barrier.awk $< > $@.tmp && mv $@.tmp $@
 build/obj/test/test_cuda_mutants.o build/san/obj/test/test_cuda_mutants.o: $(ATTENTION_MUTANTS)
 
-build/obj/train/train_gpu_host.o: $(TRAIN_GPU_DEPS) $(CUDA_HOST_DEPS)
+build/obj/train/%_host.o: train/%.cu $(GPU_DEPS) $(CUDA_HOST_DEPS)
 	@mkdir -p $(dir $@)
-	$(CXX) -O2 $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_FLAGS) -x c++ -c -o $@ train/train_gpu.cu
-build/san/obj/train/train_gpu_host.o: $(TRAIN_GPU_DEPS) $(CUDA_HOST_DEPS)
+	$(CXX) -O2 $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_FLAGS) -x c++ -c -o $@ $<
+build/san/obj/train/%_host.o: train/%.cu $(GPU_DEPS) $(CUDA_HOST_DEPS)
 	@mkdir -p $(dir $@)
-	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_SANFLAGS) -x c++ -c -o $@ train/train_gpu.cu
-build/test/train_gpu: build/obj/train/train_gpu_host.o $(CUDA_HOST_OBJ) $(OBJ)
+	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_SANFLAGS) -x c++ -c -o $@ $<
+$(addprefix build/test/,$(GPU_PROGRAMS)): build/test/%: build/obj/train/%_host.o $(CUDA_HOST_OBJ) $(OBJ)
 	@mkdir -p $(dir $@)
 	$(CXX) $(OPENMP) -o $@ $^ $(LDLIBS)
-build/san/train_gpu: build/san/obj/train/train_gpu_host.o $(CUDA_HOST_SAN_OBJ) $(SAN_OBJ)
+$(addprefix build/san/,$(GPU_PROGRAMS)): build/san/%: build/san/obj/train/%_host.o $(CUDA_HOST_SAN_OBJ) $(SAN_OBJ)
 	@mkdir -p $(dir $@)
 	$(CXX) $(SANFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -212,9 +228,11 @@ $(addprefix build/san/,$(CUDA_HOST_TESTS)): build/san/%: build/san/obj/test/%.o 
 # ---------------------------------------------------------------------------------------
 # MPI: the multi-GPU path on CPUs. test/test_cuda_allreduce.cpp runs kernels/comm.cuh on 2
 # MPI ranks in the harness, with NCCL stood in by MPI (test/cuda_host/nccl.h and
-# nccl_mpi.cpp); test/test_nccl_mpi.sh runs it under mpirun. Built only where Open MPI's
-# mpicxx is found (apt-get install openmpi-bin libopenmpi-dev): elsewhere that script
-# reports one FAIL line and everything else builds as usual. build/gpu/test_cuda_allreduce
+# nccl_mpi.cpp); test/test_nccl_mpi.sh runs it under mpirun. build/*/train_gpu_mpi is
+# train_gpu built the same way (-DUSE_MPI against the stand-in), which
+# test/test_train_gpu_mpi.sh runs under mpirun -np 2. Built only where Open MPI's
+# mpicxx is found (apt-get install openmpi-bin libopenmpi-dev): elsewhere those scripts
+# report one FAIL line and everything else builds as usual. build/gpu/test_cuda_allreduce
 # is the same source built by nvcc against the real NCCL (the toolkit's -lnccl), for a
 # machine with 2 GPUs: `mpirun -np 2 build/gpu/test_cuda_allreduce`.
 MPICXX        ?= mpicxx
@@ -233,10 +251,10 @@ build/san/obj/test/cuda_host/nccl_mpi.o: $(NCCL_STAND_IN) $(CUDA_HOST_DEPS)
 	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) $(MPI_CFLAGS) -c -o $@ $<
 build/obj/test/$(MPI_TEST).o: test/$(MPI_TEST).cpp $(CUDA_HOST_DEPS)
 	@mkdir -p $(dir $@)
-	$(CXX) -O2 $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_FLAGS) $(MPI_CFLAGS) -c -o $@ $<
+	$(CXX) -O2 $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_FLAGS) -DUSE_MPI $(MPI_CFLAGS) -c -o $@ $<
 build/san/obj/test/$(MPI_TEST).o: test/$(MPI_TEST).cpp $(CUDA_HOST_DEPS)
 	@mkdir -p $(dir $@)
-	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_SANFLAGS) $(MPI_CFLAGS) -c -o $@ $<
+	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_SANFLAGS) -DUSE_MPI $(MPI_CFLAGS) -c -o $@ $<
 build/test/$(MPI_TEST): build/obj/test/$(MPI_TEST).o build/obj/test/cuda_host/nccl_mpi.o $(CUDA_HOST_OBJ) $(OBJ)
 	@mkdir -p $(dir $@)
 	$(CXX) $(OPENMP) -o $@ $^ $(LDLIBS) $(MPI_LIBS)
@@ -245,9 +263,47 @@ build/san/$(MPI_TEST): build/san/obj/test/$(MPI_TEST).o build/san/obj/test/cuda_
 	$(CXX) $(SANFLAGS) -o $@ $^ $(LDLIBS) $(MPI_LIBS)
 build/gpu/$(MPI_TEST): test/$(MPI_TEST).cpp kernels/comm.cuh kernels/common.cuh test/test.h
 	@mkdir -p $(dir $@)
-	$(call nvcc_kept,$(MPI_TEST),$(MPI_CFLAGS) -x cu -o $@ $< -lnccl $(MPI_LIBS))
+	$(call nvcc_kept,$(MPI_TEST),-DUSE_MPI $(MPI_CFLAGS) -x cu -o $@ $< -lnccl $(MPI_LIBS))
+build/obj/train/train_gpu_mpi_host.o: $(TRAIN_GPU_DEPS) $(CUDA_HOST_DEPS)
+	@mkdir -p $(dir $@)
+	$(CXX) -O2 $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_FLAGS) -DUSE_MPI $(MPI_CFLAGS) -x c++ -c -o $@ train/train_gpu.cu
+build/san/obj/train/train_gpu_mpi_host.o: $(TRAIN_GPU_DEPS) $(CUDA_HOST_DEPS)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CUDA_HOST_SANFLAGS) $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_SANFLAGS) -DUSE_MPI $(MPI_CFLAGS) -x c++ -c -o $@ \
+	    train/train_gpu.cu
+build/test/train_gpu_mpi: build/obj/train/train_gpu_mpi_host.o build/obj/test/cuda_host/nccl_mpi.o $(CUDA_HOST_OBJ) $(OBJ)
+	@mkdir -p $(dir $@)
+	$(CXX) $(OPENMP) -o $@ $^ $(LDLIBS) $(MPI_LIBS)
+build/san/train_gpu_mpi: build/san/obj/train/train_gpu_mpi_host.o build/san/obj/test/cuda_host/nccl_mpi.o \
+                         $(CUDA_HOST_SAN_OBJ) $(SAN_OBJ)
+	@mkdir -p $(dir $@)
+	$(CXX) $(SANFLAGS) -o $@ $^ $(LDLIBS) $(MPI_LIBS)
+# test_train_gpu_mpi's mutants: train_gpu_mpi with one of the two waits that order the
+# gradients' sums dropped from model_gpu.cuh (the comm stream's wait for a layer's backward
+# before it sums the layer's gradients; the main stream's wait for the last sum before the
+# optimizer reads them). The harness's race detector must stop each. The copy of train/
+# links every file but the mutant header, so that train_gpu.cu includes the mutant.
+COMM_MUTANTS = $(foreach w,grads_ready grads_reduced,build/test/train_gpu_mpi_no_$(w)_wait)
+comm_mutant_line_grads_ready   = cudaStreamWaitEvent(m->comm_stream, m->grads_ready
+comm_mutant_line_grads_reduced = cudaStreamWaitEvent(st, m->grads_reduced
+build/mutants/comm_no_%_wait/train/model_gpu.cuh: train/model_gpu.cuh
+	@mkdir -p $(dir $@)
+	@[ "$$(grep -cF '$(comm_mutant_line_$*)' $<)" = 1 ] || { echo "$<: no single line '$(comm_mutant_line_$*)'"; exit 1; }
+	grep -vF '$(comm_mutant_line_$*)' $< >$@.tmp && mv $@.tmp $@
+	cd $(dir $@) && for f in ../../../../train/*; do [ "$${f##*/}" = model_gpu.cuh ] || ln -sf "$$f" .; done
+	cd $(dir $@).. && for d in common data kernels tokenizer; do ln -sfn ../../../$$d .; done
+build/obj/mutants/train_gpu_mpi_no_%_wait.o: build/mutants/comm_no_%_wait/train/model_gpu.cuh $(TRAIN_GPU_DEPS) \
+                                              $(CUDA_HOST_DEPS)
+	@mkdir -p $(dir $@)
+	$(CXX) -O1 $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_FLAGS) -DUSE_MPI $(MPI_CFLAGS) -x c++ -c -o $@ \
+	    build/mutants/comm_no_$*_wait/train/train_gpu.cu
+build/test/train_gpu_mpi_no_%_wait: build/obj/mutants/train_gpu_mpi_no_%_wait.o build/obj/test/cuda_host/nccl_mpi.o \
+                                     $(CUDA_HOST_OBJ) $(OBJ)
+	@mkdir -p $(dir $@)
+	$(CXX) $(OPENMP) -o $@ $^ $(LDLIBS) $(MPI_LIBS)
 ifneq ($(HAVE_MPI),)
-test-build: build/test/$(MPI_TEST) build/san/$(MPI_TEST) $(if $(HAVE_NVCC),build/gpu/$(MPI_TEST))
+test-build: build/test/$(MPI_TEST) build/san/$(MPI_TEST) build/test/train_gpu_mpi build/san/train_gpu_mpi \
+            $(COMM_MUTANTS) $(if $(HAVE_NVCC),build/gpu/$(MPI_TEST))
 endif
 # (end of the MPI block)
 
@@ -311,8 +367,8 @@ $(VENV)/.installed: requirements.txt
 venv: $(VENV)/.installed
 
 # (test/make_shards.c is a helper the trainer tests run, not a test itself)
-test-build: all $(if $(HAVE_NVCC),$(CUDA_KERNEL_TESTS)) $(addprefix build/test/,$(TESTS) $(CUDA_HOST_TESTS) train_gpu) \
-            $(addprefix build/san/,$(TESTS) $(CUDA_HOST_TESTS) $(CPU_PROGRAMS) train_gpu make_shards)
+test-build: all $(if $(HAVE_NVCC),$(CUDA_KERNEL_TESTS)) $(addprefix build/test/,$(TESTS) $(CUDA_HOST_TESTS) $(GPU_PROGRAMS)) \
+            $(addprefix build/san/,$(TESTS) $(CUDA_HOST_TESTS) $(CPU_PROGRAMS) $(GPU_PROGRAMS) make_shards)
 
 # `make test` builds with one job per core (the builds are most of its time), then runs the
 # tests, TEST_JOBS at a time (test/run.sh).
@@ -322,4 +378,4 @@ test:
 	@bash test/run.sh $(addprefix build/san/,$(TESTS) $(CUDA_HOST_TESTS)) test/test_*.sh
 
 clean:
-	rm -rf build $(CPU_PROGRAMS) $(CUDA_PROGRAMS) train_gpu
+	rm -rf build $(CPU_PROGRAMS) $(CUDA_PROGRAMS) $(GPU_PROGRAMS)

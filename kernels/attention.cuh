@@ -144,11 +144,6 @@ __device__ __forceinline__ void attn_kv_tile_ready(__nv_bfloat16 *sk, __nv_bfloa
     __syncthreads();
 }
 
-__device__ __forceinline__ unsigned attn_pack_bf16(float lo, float hi) {
-    return (unsigned)__bfloat16_as_ushort(__float2bfloat16(lo)) |
-           (unsigned)__bfloat16_as_ushort(__float2bfloat16(hi)) << 16;
-}
-
 // acc[MB][N/8][4] += A · Bᵀ for one warp: A is 16·MB x D (rows at a), B is N x D (rows at
 // b), both bf16 in shared memory with row stride D + 8. acc holds the result as mma C
 // fragments of MB blocks of 16 rows: acc[mb][n][0..1] = row 16mb + g, columns 8n + 2t, +1;
@@ -183,10 +178,10 @@ __device__ inline void attn_mma_pb(float acc[][D / 8][4], const float p[][N / 8]
         unsigned af[MB][4];
         for (int mb = 0; mb < MB; mb++) {
             const float(*c)[4] = p[mb];
-            af[mb][0] = attn_pack_bf16(c[2 * ks][0], c[2 * ks][1]);
-            af[mb][1] = attn_pack_bf16(c[2 * ks][2], c[2 * ks][3]);
-            af[mb][2] = attn_pack_bf16(c[2 * ks + 1][0], c[2 * ks + 1][1]);
-            af[mb][3] = attn_pack_bf16(c[2 * ks + 1][2], c[2 * ks + 1][3]);
+            af[mb][0] = pack_bf16x2(c[2 * ks][0], c[2 * ks][1]);
+            af[mb][1] = pack_bf16x2(c[2 * ks][2], c[2 * ks][3]);
+            af[mb][2] = pack_bf16x2(c[2 * ks + 1][0], c[2 * ks + 1][1]);
+            af[mb][3] = pack_bf16x2(c[2 * ks + 1][2], c[2 * ks + 1][3]);
         }
         for (int dp = 0; dp < D / 16; dp++) {
             // transposed matrices: rows 16ks..+7 then +8..+15 of B, at columns 16dp and +8
@@ -222,7 +217,7 @@ __device__ inline void attn_store_rows(__nv_bfloat16 *dst, const float acc[][4],
         if (row >= T) continue;
         __nv_bfloat16 *out = dst + ((size_t)row * H + h) * D + 2 * t;
         for (int n = 0; n < D / 8; n++)
-            *(unsigned *)(out + 8 * n) = attn_pack_bf16(acc[n][2 * half] * s, acc[n][2 * half + 1] * s);
+            *(unsigned *)(out + 8 * n) = pack_bf16x2(acc[n][2 * half] * s, acc[n][2 * half + 1] * s);
     }
 }
 

@@ -7,7 +7,12 @@
  * - LAUNCH(kernel, grid, block, smem, stream, args...): the one way kernels are launched.
  * - DYNAMIC_SHARED(T, name): declares `T *name`, the block's dynamic shared memory (the
  *   launch's smem bytes), 16-byte aligned; the one way kernels get dynamic shared memory.
+ * - UNROLL: nvcc's `#pragma unroll`, for loops whose arrays must stay in registers (ptxas
+ *   puts an array indexed by a loop counter in local memory unless the loop is unrolled);
+ *   the harness's host compiler has no such pragma and needs none.
  * - CEIL_DIV for grid sizes; warp_sum and block_sum, the reductions kernels share.
+ * - pack_bf16x2(lo, hi): two floats rounded to bf16 in one 32-bit word, lo in the low half
+ *   (the lower address, and the lower index of an mma fragment pair).
  * - device_attribute(a): an attribute of the current device; bf16_peak(): its dense BF16
  *   tensor-core peak in FLOP/s, SMs x SM clock x FLOPs per clock per SM (4096 on sm_90,
  *   2048 on sm_80; reference/gpu-targets-and-emulation.md §1.1), 0 where the FLOPs per
@@ -46,6 +51,12 @@ static inline void cuda_check_at(cudaError_t e, const char *call, const char *fi
     if (e != cudaSuccess) check_failed(call, file, line, cudaGetErrorString(e), cudaGetErrorName(e));
 }
 #define cuda_check(call) cuda_check_at((call), #call, __FILE__, __LINE__)
+
+#ifdef CUDA_HOST_HARNESS
+#define UNROLL
+#else
+#define UNROLL _Pragma("unroll")
+#endif
 
 #define CEIL_DIV(a, b) (((a) + (b) - 1) / (b))
 
@@ -86,6 +97,10 @@ template <int V>
 struct alignas(2 * V) Bf16Pack {
     __nv_bfloat16 v[V];
 };
+
+__device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
+    return (unsigned)__bfloat16_as_ushort(__float2bfloat16(lo)) | (unsigned)__bfloat16_as_ushort(__float2bfloat16(hi)) << 16;
+}
 
 static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 

@@ -36,11 +36,8 @@
  * w = NF4[nibble]·absmax_b, both in float32 with the products and sums rounded separately
  * (__fmul_rn/__fadd_rn: nvcc would otherwise fuse them into one FMA and the bits would
  * differ from the reference's), then rounded once to bf16. So the output is exactly
- * bf16(train/nf4.c's nf4_weight_dequantize).
- * GEMV: y[r] = Σ_c W[r][c]·x[c] with W as dequantization gives it in float32 (not rounded
- * to bf16), bf16 x and y, fp32 accumulation. Each 32-value chunk shares one absmax, so it
- * is Σ over chunks of absmax·(Σ NF4[nibble]·x), which saves a multiply per weight; the
- * error bound against the exact sum is at the end of this file.
+ * bf16(train/nf4.c's nf4_weight_dequantize). The small-M product that reads the codes
+ * directly is kernels/nf4_matmul.cuh.
  *
  * The arithmetic must be IEEE: no --use_fast_math (nvcc's defaults: IEEE division, no
  * flush of denormals).
@@ -50,19 +47,32 @@
  * its 4 blocks (8 per lane) before any arithmetic. At the DRAM peak that is ~1.2e12
  * values a second from bf16, which an H100's ~33e12 thread instructions a second allow
  * ~27 instructions each: hence the 4-step search of a shared midpoint tree rather than 15
- * comparisons per value. Dequantization reads each
- * thread's 32 codes with one 16-byte load and writes 32 bf16 with four 16-byte stores
- * (one absmax per thread: blocksize >= 32); 2.52 bytes a value at blocksize 64. The GEMV
- * gives each warp two rows, so that each 16-byte load of x (L1/L2-resident) serves both;
- * a lane issues the loads of its next round (4 chunks of 32 codes per row, 16 bytes each)
- * before computing the current one, so that codes keep streaming (64 KiB in flight per
- * SM at two blocks of 256 threads, 128 registers); the codes are read once, 0.52 bytes a
- * weight. The 16 NF4 values sit in shared memory (16 banks: no conflicts).
- * The GEMV's arithmetic is what limits it: an H100 issues about 33e12 thread instructions
- * a second and reads about 6.5e12 weights a second at its DRAM peak, so a weight may cost
- * 5 instructions at most. A nibble at a time (extract, address, load, FMA, and x's
- * conversion) takes about that many; so the GEMV looks up both weights of a code byte
- * with one 8-byte load from a conflict-free table (below), about 3 instructions a weight.
+ * comparisons per value. Dequantization: a warp takes 1024 values; each lane reads 32
+ * codes with one 16-byte load, the warp exchanges 4-byte words of codes (and their absmax)
+ * with four shuffles so that lane l holds the codes of values 256k + 8l .. 256k + 8l + 7
+ * (k = 0..3), and each of the warp's four 16-byte stores then writes 512 contiguous bytes
+ * (a lane writing its own 32 values as 64 contiguous bytes would leave every store
+ * instruction of the warp touching twice the sectors it fills); 2.52 bytes a value at
+ * blocksize 64.
+ *
+ * Dequantize-ahead (Nf4Ahead, for the training GEMMs): two bf16 buffers and a side stream.
+ * While the caller's stream multiplies with one weight, the side stream dequantizes the
+ * next one into the other buffer, ordered by events only (no host synchronisation):
+ *   ready[b]     recorded on the side stream after buffer b is written; the caller's stream
+ *                waits on it before using b;
+ *   released[b]  recorded on the caller's stream after its last use of b; the side stream
+ *                waits on it before writing b again.
+ * The calling pattern, for weights w_0, w_1, ... in the order the GEMMs need them:
+ *     Nf4Ahead a;  nf4_ahead_init(&a, memory, capacity);   (memory: 2·capacity bf16)
+ *     for (i = 0; i < n; i++) {
+ *         const __nv_bfloat16 *W = nf4_ahead_get(&a, &w[i], i + 1 < n ? &w[i + 1] : NULL, stream);
+ *         ... the GEMMs that use W, enqueued on `stream` ...
+ *         nf4_ahead_release(&a, stream);
+ *     }
+ *     nf4_ahead_destroy(&a);
+ * A weight is known by its packed pointer; asking for one that is not the prefetched one
+ * is correct (it is dequantized then, without overlap). `stream` must be a created stream
+ * (the legacy stream 0 waits for every other stream, which would serialise the two).
  */
 #ifndef PERSONA_NF4_CUH
 #define PERSONA_NF4_CUH
@@ -78,18 +88,7 @@
 #define NF4_WARP_BLOCKS 4     // blocks of 64 values each quantizing warp takes
 #define NF4_MEAN_THREADS 1024 // the blocks that add up the absmax
 #define NF4_MEAN_PARTIALS 256 // at most this many of them (then the one that finishes)
-#define NF4_GEMV_WARPS 8      // per block (sharing one 32 KiB byte table)
-#define NF4_GEMV_ROWS 2       // per warp, sharing each load of x
-#define NF4_GEMV_UNROLL 4     // 16-byte code loads per row and lane in a round
-
-// nvcc's `#pragma unroll`, for the loops whose arrays must stay in registers (ptxas puts
-// an array indexed by a loop counter in local memory unless the loop is unrolled). The
-// harness's host compiler has no such pragma and needs none.
-#ifdef CUDA_HOST_HARNESS
-#define NF4_UNROLL
-#else
-#define NF4_UNROLL _Pragma("unroll")
-#endif
+#define NF4_DEQUANT_WARP 1024 // values a dequantizing warp takes (32 per lane)
 
 // A weight of rows x cols values in NF4 with double-quantized statistics, on the device.
 // n = rows·cols values in row-major order, nb = ceil(n / blocksize) blocks.
@@ -118,7 +117,7 @@ __host__ __device__ constexpr float nf4_value(int code) {
 // indexed by threadIdx would live in local memory).
 __device__ __forceinline__ void nf4_fill_table(float *lut) {
     if (threadIdx.x == 0) {
-        NF4_UNROLL
+        UNROLL
         for (int k = 0; k < 16; k++) lut[k] = nf4_value(k);
     }
     __syncthreads();
@@ -134,7 +133,7 @@ __device__ __forceinline__ void nf4_fill_table(float *lut) {
 __device__ __forceinline__ const float *nf4_midpoint_tree() {
     __shared__ float tree[16];
     if (threadIdx.x == 0) {
-        NF4_UNROLL
+        UNROLL
         for (int i = 1; i < 16; i++) {
             int depth = i >= 8 ? 3 : i >= 4 ? 2 : i >= 2 ? 1 : 0;
             int k = (2 * (i - (1 << depth)) + 1) * (1 << (3 - depth)) - 1;
@@ -168,13 +167,13 @@ __global__ void __launch_bounds__(NF4_THREADS)
     int lane = threadIdx.x % 32;
     int64_t first = ((int64_t)blockIdx.x * (NF4_THREADS / 32) + threadIdx.x / 32) * NF4_WARP_BLOCKS;
     float a[NF4_WARP_BLOCKS], b[NF4_WARP_BLOCKS];
-    NF4_UNROLL
+    UNROLL
     for (int k = 0; k < NF4_WARP_BLOCKS; k++) {
         int64_t i = (first + k) * NF4_BLOCKSIZE + 2 * lane;
         a[k] = i < n ? nf4_load_float(w + i) : 0.0f;
         b[k] = i + 1 < n ? nf4_load_float(w + i + 1) : 0.0f;
     }
-    NF4_UNROLL
+    UNROLL
     for (int k = 0; k < NF4_WARP_BLOCKS; k++) {
         int64_t block = first + k, start = block * NF4_BLOCKSIZE, i = start + 2 * lane;
         if (start >= n) break;  // the whole warp
@@ -298,147 +297,61 @@ __device__ __forceinline__ float nf4_absmax(const Nf4Device &q, int64_t b, float
     return __fadd_rn(__fmul_rn(q.code[q.qabsmax[b]], q.absmax2[b / NF4_DQ_BLOCK]), offset);
 }
 
-// Thread t writes values [32t, 32t + 32) (one absmax: blocksize >= 32). `vector`: packed
-// and out are 16-byte aligned, so whole chunks move as 16-byte loads and stores.
+// The 8 values of one 4-byte word of codes (byte j, low first: values 2j in the high
+// nibble, 2j + 1 in the low one), dequantized and rounded to bf16, as one 16-byte pack.
+__device__ __forceinline__ uint4 nf4_dequantize_word(unsigned word, float absmax, const float *lut) {
+    unsigned pairs[4];
+    UNROLL
+    for (int j = 0; j < 4; j++) {
+        unsigned byte = word >> (8 * j) & 0xffu;
+        pairs[j] = pack_bf16x2(__fmul_rn(lut[byte >> 4], absmax), __fmul_rn(lut[byte & 15u], absmax));
+    }
+    return uint4{pairs[0], pairs[1], pairs[2], pairs[3]};
+}
+
+// Warp w of the grid writes values [1024w, 1024w + 1024). `vector`: packed and out are
+// 16-byte aligned; a warp whose values all exist then moves them in 16-byte packs (see the
+// top of the file), any other warp value by value (lane l takes l, l + 32, ...).
 __global__ void __launch_bounds__(NF4_THREADS)
     nf4_dequantize_kernel(__nv_bfloat16 *out, Nf4Device q, int log2_blocksize, bool vector) {
     __shared__ float lut[16];
     nf4_fill_table(lut);
-    int64_t n = q.rows * q.cols, chunk = (int64_t)blockIdx.x * NF4_THREADS + threadIdx.x, start = chunk * 32;
-    if (start >= n) return;
-    float absmax = nf4_absmax(q, start >> log2_blocksize, *q.offset);
-    if (vector && start + 32 <= n) {
-        uint4 codes = ((const uint4 *)q.packed)[chunk];
-        unsigned words[4] = {codes.x, codes.y, codes.z, codes.w};
-        uint4 *dst = (uint4 *)(out + start);
-        NF4_UNROLL
-        for (int k = 0; k < 4; k++) {  // word k holds values 8k..8k+7, byte j (low first) values 2j, 2j + 1
-            unsigned pairs[4];
-            NF4_UNROLL
-            for (int j = 0; j < 4; j++) {
-                unsigned byte = words[k] >> (8 * j) & 0xffu;
-                __nv_bfloat162 pair = __floats2bfloat162_rn(lut[byte >> 4] * absmax, lut[byte & 15u] * absmax);
-                pairs[j] = __bfloat16_as_ushort(pair.x) | (unsigned)__bfloat16_as_ushort(pair.y) << 16;
+    int lane = threadIdx.x % 32;
+    int64_t n = q.rows * q.cols, start = ((int64_t)blockIdx.x * (NF4_THREADS / 32) + threadIdx.x / 32) * NF4_DEQUANT_WARP;
+    if (start >= n) return;  // the whole warp
+    float offset = *q.offset;
+    if (vector && start + NF4_DEQUANT_WARP <= n) {
+        // Lane l loaded the codes of values 32l..32l+31 (one absmax: blocksize >= 32), word
+        // w of them values 32l + 8w..; it stores values 256k + 8l.. (k = 0..3), which are
+        // word l % 4 of lane 8k + l / 4. Round r: lane l reads lane 8((l % 4 + r) % 4) + l / 4,
+        // which sends its word (lane / 8 - r) % 4: each lane is read once a round, and
+        // receives the word for its store k = (l % 4 + r) % 4.
+        uint4 loaded = ((const uint4 *)q.packed)[(start >> 5) + lane];
+        unsigned words[4] = {loaded.x, loaded.y, loaded.z, loaded.w}, mine[4] = {0, 0, 0, 0};
+        float absmax = nf4_absmax(q, (start + 32 * lane) >> log2_blocksize, offset), mine_absmax[4] = {0, 0, 0, 0};
+        UNROLL
+        for (int r = 0; r < 4; r++) {
+            int src = 8 * ((lane % 4 + r) % 4) + lane / 4, send = (lane / 8 - r) & 3, k = (lane % 4 + r) % 4;
+            unsigned sent = words[0];
+            UNROLL
+            for (int w = 1; w < 4; w++) sent = send == w ? words[w] : sent;
+            unsigned got = __shfl_sync(0xffffffffu, sent, src);
+            float got_absmax = __shfl_sync(0xffffffffu, absmax, src);
+            UNROLL
+            for (int w = 0; w < 4; w++) {
+                mine[w] = k == w ? got : mine[w];
+                mine_absmax[w] = k == w ? got_absmax : mine_absmax[w];
             }
-            dst[k] = uint4{pairs[0], pairs[1], pairs[2], pairs[3]};
         }
+        UNROLL
+        for (int k = 0; k < 4; k++)
+            ((uint4 *)(out + start))[32 * k + lane] = nf4_dequantize_word(mine[k], mine_absmax[k], lut);
     } else {
-        int64_t end = start + 32 < n ? start + 32 : n;
-        for (int64_t i = start; i < end; i++) {
+        int64_t end = start + NF4_DEQUANT_WARP < n ? start + NF4_DEQUANT_WARP : n;
+        for (int64_t i = start + lane; i < end; i += 32) {
             unsigned byte = q.packed[i / 2];
-            out[i] = __float2bfloat16(lut[i % 2 ? byte & 15u : byte >> 4] * absmax);
+            out[i] = __float2bfloat16(__fmul_rn(lut[i % 2 ? byte & 15u : byte >> 4], nf4_absmax(q, i >> log2_blocksize, offset)));
         }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// GEMV
-
-// The GEMV's byte table: for each code byte, (NF4[high nibble], NF4[low nibble]), one
-// 8-byte load for two weights. A warp's 8-byte shared loads go 16 lanes at a time over the
-// 32 banks, and random bytes would collide in them; so the table is kept in 16 copies,
-// entry b of copy l at index 16b + l, and lane l reads copy l % 16, which lies in banks
-// 2(l % 16) and 2(l % 16) + 1 only: no conflicts whatever the bytes (32 KiB).
-#define NF4_PAIR_COPIES 16  // (128 bytes per entry: the shift by 7 below)
-
-// Σ_k NF4[nibble k]·x[k] over one chunk of 32 codes (word w, byte j low first: values
-// 8w + 2j in the high nibble and 8w + 2j + 1 in the low one). The entry's byte offset is
-// 128·byte | 8·(lane % 16) (copy_offset): a shift and one logic operation.
-__device__ __forceinline__ float nf4_chunk_dot(const uint4 &codes, const float x[32], const float2 *table,
-                                               unsigned copy_offset) {
-    unsigned words[4] = {codes.x, codes.y, codes.z, codes.w};
-    float dot = 0.0f;
-    NF4_UNROLL
-    for (int w = 0; w < 4; w++)
-        NF4_UNROLL
-        for (int j = 0; j < 4; j++) {
-            unsigned offset = (words[w] >> (8 * j) & 0xffu) << 7 | copy_offset;
-            float2 pair = *(const float2 *)((const char *)table + offset);
-            dot += pair.x * x[8 * w + 2 * j];
-            dot += pair.y * x[8 * w + 2 * j + 1];
-        }
-    return dot;
-}
-
-// One round of a lane's codes: NF4_GEMV_UNROLL chunks of each of its rows, with their
-// absmax (zeros past the end of the row, which the arithmetic then skips).
-typedef struct {
-    uint4 codes[NF4_GEMV_ROWS][NF4_GEMV_UNROLL];
-    float absmax[NF4_GEMV_ROWS][NF4_GEMV_UNROLL];
-} Nf4GemvRound;
-
-__device__ __forceinline__ void nf4_gemv_load(Nf4GemvRound &round, const Nf4Device &q, const int64_t *row, int base,
-                                              int chunks, float offset, int log2_blocksize) {
-    int lane = threadIdx.x % 32;
-    NF4_UNROLL
-    for (int u = 0; u < NF4_GEMV_UNROLL; u++) {
-        int c = base + 32 * u + lane;
-        NF4_UNROLL
-        for (int r = 0; r < NF4_GEMV_ROWS; r++) {
-            int64_t start = row[r] * q.cols + 32 * (int64_t)c;
-            round.codes[r][u] = uint4{0, 0, 0, 0};
-            round.absmax[r][u] = 0.0f;
-            if (c < chunks) {
-                round.codes[r][u] = ((const uint4 *)q.packed)[start / 32];
-                round.absmax[r][u] = nf4_absmax(q, start >> log2_blocksize, offset);
-            }
-        }
-    }
-}
-
-// Warp w of the grid computes rows 2w and 2w + 1 (a single row at an odd end: the second
-// is then a copy of the first, computed and not written). Each round's loads are issued
-// before the previous round's arithmetic, so the codes keep streaming while it computes.
-__global__ void __launch_bounds__(NF4_GEMV_WARPS * 32)
-    nf4_gemv_kernel(__nv_bfloat16 *y, const __nv_bfloat16 *x, Nf4Device q, int log2_blocksize) {
-    __shared__ float lut[16];
-    __shared__ float2 pair_table[256 * NF4_PAIR_COPIES];
-    nf4_fill_table(lut);
-    for (int i = threadIdx.x; i < 256 * NF4_PAIR_COPIES; i += blockDim.x) {
-        int byte = i / NF4_PAIR_COPIES;
-        pair_table[i] = make_float2(lut[byte >> 4], lut[byte & 15]);
-    }
-    __syncthreads();
-    int lane = threadIdx.x % 32;
-    unsigned copy_offset = (unsigned)(lane % NF4_PAIR_COPIES) * sizeof(float2);
-    int64_t first = ((int64_t)blockIdx.x * NF4_GEMV_WARPS + threadIdx.x / 32) * NF4_GEMV_ROWS;
-    if (first >= q.rows) return;  // the whole warp
-    int chunks = (int)(q.cols / 32);
-    float offset = *q.offset, acc[NF4_GEMV_ROWS];
-    int64_t row[NF4_GEMV_ROWS];
-    for (int r = 0; r < NF4_GEMV_ROWS; r++) {
-        row[r] = first + r < q.rows ? first + r : q.rows - 1;
-        acc[r] = 0.0f;
-    }
-    const uint4 *xv = (const uint4 *)x;
-    Nf4GemvRound now, next;
-    nf4_gemv_load(now, q, row, 0, chunks, offset, log2_blocksize);
-    for (int base = 0; base < chunks; base += 32 * NF4_GEMV_UNROLL) {
-        nf4_gemv_load(next, q, row, base + 32 * NF4_GEMV_UNROLL, chunks, offset, log2_blocksize);
-        NF4_UNROLL
-        for (int u = 0; u < NF4_GEMV_UNROLL; u++) {
-            int c = base + 32 * u + lane;
-            if (c >= chunks) continue;
-            float xf[32];
-            NF4_UNROLL
-            for (int k = 0; k < 4; k++) {
-                uint4 p = xv[4 * c + k];
-                unsigned words[4] = {p.x, p.y, p.z, p.w};
-                NF4_UNROLL
-                for (int j = 0; j < 4; j++) {  // bf16 pairs, the lower address in the low half
-                    xf[8 * k + 2 * j] = __uint_as_float(words[j] << 16);
-                    xf[8 * k + 2 * j + 1] = __uint_as_float(words[j] & 0xffff0000u);
-                }
-            }
-            NF4_UNROLL
-            for (int r = 0; r < NF4_GEMV_ROWS; r++)
-                acc[r] += now.absmax[r][u] * nf4_chunk_dot(now.codes[r][u], xf, pair_table, copy_offset);
-        }
-        now = next;
-    }
-    for (int r = 0; r < NF4_GEMV_ROWS; r++) {
-        float total = warp_sum(acc[r]);
-        if (lane == 0 && first + r < q.rows) y[first + r] = __float2bfloat16(total);
     }
 }
 
@@ -502,34 +415,75 @@ inline void nf4_dequantize(__nv_bfloat16 *out, const Nf4Device &q, cudaStream_t 
     int log2 = nf4_log2_blocksize(q.blocksize);
     int64_t n = q.rows * q.cols;
     if (n == 0) return;
-    bool vector = ((uintptr_t)out & 15) == 0 && ((uintptr_t)q.packed & 15) == 0;
-    LAUNCH(nf4_dequantize_kernel, (unsigned)CEIL_DIV(CEIL_DIV(n, (int64_t)32), NF4_THREADS), NF4_THREADS, 0, stream,
-           out, q, log2, vector);
-}
-
-// y[rows] = W x[cols]; cols a multiple of 32, x and q.packed 16-byte aligned.
-inline void nf4_gemv(__nv_bfloat16 *y, const __nv_bfloat16 *x, const Nf4Device &q, cudaStream_t stream) {
-    int log2 = nf4_log2_blocksize(q.blocksize);
-    nf4_require(q.cols % 32 == 0, "nf4_gemv: the number of columns must be a multiple of 32");
-    nf4_require(((uintptr_t)x & 15) == 0 && ((uintptr_t)q.packed & 15) == 0,
-                "nf4_gemv: x and the packed codes must be 16-byte aligned");
-    if (q.rows == 0) return;
-    int64_t rows_per_block = NF4_GEMV_WARPS * NF4_GEMV_ROWS;
-    LAUNCH(nf4_gemv_kernel, (unsigned)CEIL_DIV(q.rows, rows_per_block), NF4_GEMV_WARPS * 32, 0, stream, y, x, q, log2);
+    LAUNCH(nf4_dequantize_kernel, (unsigned)CEIL_DIV(n, (int64_t)NF4_DEQUANT_WARP * (NF4_THREADS / 32)), NF4_THREADS,
+           0, stream, out, q, log2, aligned16(out) && aligned16(q.packed));
 }
 
 // ---------------------------------------------------------------------------------------
-// How far the GEMV may be from the exact Σ_c W[r][c]·x[c] (W the float32 dequantized
-// weight), which the tests and the bench compute in double. Each product passes through
-// at most cols/1024 + 40 fp32 roundings: its own, the ≤ 31 additions of its chunk, the
-// absmax multiply, the ≤ ceil(cols/1024) additions of its lane, the 5 of the warp sum,
-// and the difference between the kernel's exact NF4·absmax and the reference's rounded W.
-// So the fp32 result is within (cols/1024 + 48)·2^-24·Σ|W·x| of the exact sum (Higham
-// §4.2; the 48 leaves room for γ_n's second-order term), and the final bf16 rounding adds
-// at most u = 2^-8 of the result.
-static inline float nf4_gemv_tolerance(double y_ref, double abs_sum, int64_t cols) {
-    double fp32 = (double)(cols / 1024 + 48) * 0x1p-24 * abs_sum;
-    return (float)(0x1p-8 * fabs(y_ref) + (1 + 0x1p-8) * fp32);
+// Dequantize-ahead (see the top of the file)
+
+typedef struct {
+    __nv_bfloat16 *buffer[2];  // each `capacity` values
+    size_t capacity;
+    const uint8_t *holds[2];   // the packed codes of the weight each buffer holds (or will)
+    cudaStream_t side;         // the stream that dequantizes
+    cudaEvent_t ready[2], released[2];
+    int current;               // the buffer nf4_ahead_get handed out and not yet released, or -1
+} Nf4Ahead;
+
+// memory: 2·capacity bf16 of device memory, capacity >= rows·cols of the largest weight.
+static inline void nf4_ahead_init(Nf4Ahead *a, __nv_bfloat16 *memory, size_t capacity) {
+    a->capacity = capacity;
+    a->current = -1;
+    cuda_check(cudaStreamCreate(&a->side));
+    for (int b = 0; b < 2; b++) {
+        a->buffer[b] = memory + (size_t)b * capacity;
+        a->holds[b] = NULL;
+        cuda_check(cudaEventCreateWithFlags(&a->ready[b], cudaEventDisableTiming));
+        cuda_check(cudaEventCreateWithFlags(&a->released[b], cudaEventDisableTiming));
+        cuda_check(cudaEventRecord(a->released[b], a->side));  // nothing to wait for yet
+    }
+}
+
+static inline void nf4_ahead_destroy(Nf4Ahead *a) {
+    cuda_check(cudaStreamSynchronize(a->side));
+    for (int b = 0; b < 2; b++) {
+        cuda_check(cudaEventDestroy(a->ready[b]));
+        cuda_check(cudaEventDestroy(a->released[b]));
+    }
+    cuda_check(cudaStreamDestroy(a->side));
+}
+
+// Buffer b gets weight w on the side stream, once the caller's stream has released it.
+static inline void nf4_ahead_fill(Nf4Ahead *a, int b, const Nf4Device *w) {
+    nf4_require((size_t)(w->rows * w->cols) <= a->capacity, "nf4_ahead: a weight is larger than the buffers");
+    cuda_check(cudaStreamWaitEvent(a->side, a->released[b], 0));
+    nf4_dequantize(a->buffer[b], *w, a->side);
+    cuda_check(cudaEventRecord(a->ready[b], a->side));
+    a->holds[b] = w->packed;
+}
+
+// The bf16 weight `now`, ready for the work that `stream` enqueues next; `next` (or NULL)
+// starts dequantizing into the other buffer behind it.
+static inline const __nv_bfloat16 *nf4_ahead_get(Nf4Ahead *a, const Nf4Device *now, const Nf4Device *next,
+                                                 cudaStream_t stream) {
+    nf4_require(a->current < 0, "nf4_ahead_get: the previous weight was not released");
+    int b = a->holds[0] == now->packed ? 0 : a->holds[1] == now->packed ? 1 : -1;
+    if (b < 0) {  // not prefetched: into the buffer that does not hold `next`
+        b = next && a->holds[0] == next->packed ? 1 : 0;
+        nf4_ahead_fill(a, b, now);
+    }
+    cuda_check(cudaStreamWaitEvent(stream, a->ready[b], 0));
+    if (next && a->holds[1 - b] != next->packed) nf4_ahead_fill(a, 1 - b, next);
+    a->current = b;
+    return a->buffer[b];
+}
+
+// The caller's stream has enqueued every use of the weight nf4_ahead_get returned.
+static inline void nf4_ahead_release(Nf4Ahead *a, cudaStream_t stream) {
+    nf4_require(a->current >= 0, "nf4_ahead_release: no weight to release");
+    cuda_check(cudaEventRecord(a->released[a->current], stream));
+    a->current = -1;
 }
 
 #endif

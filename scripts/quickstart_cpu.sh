@@ -17,20 +17,13 @@
 # there); any other existing path but an empty directory is refused, and nothing is deleted.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-OUT=${1:-$ROOT/runs/quickstart}
-case $OUT in /*) ;; *) OUT=$PWD/$OUT ;; esac
-MARK=.made-by-quickstart
-if [ -e "$OUT" ] && [ ! -f "$OUT/$MARK" ] && [ -n "$(ls -A "$OUT" 2>/dev/null || echo file)" ]; then
-    echo "error: $OUT exists and this script did not make it; give a new directory (nothing was deleted)" >&2
-    exit 1
-fi
+. "$ROOT/scripts/out_dir.sh"
+out_dir "${1:-$ROOT/runs/quickstart}" || exit 1
 cd "$ROOT"
 make -s tokenize prep init_model train_cpu
 make -s venv
 TOK="$(.venv/bin/python scripts/tokenizer_reference.py data-dir)/mistral_instruct_tokenizer_240323.model.v3"
-rm -rf "$OUT"  # our own earlier output (checked above)
-mkdir -p "$OUT"
-touch "$OUT/$MARK"
+out_dir_make
 ./init_model --out "$OUT/model" --vocab 32768 --hidden 64 --intermediate 192 --layers 2 --heads 4 --kv-heads 2
 ./prep --tokenizer "$TOK" --out "$OUT/shards" --val-fraction 0.1 data/samples/holmes_sample.jsonl
 ./train_cpu --model "$OUT/model" --tokenizer "$TOK" --out "$OUT/run" \

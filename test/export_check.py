@@ -422,8 +422,8 @@ def encode(label, gguf_path, text_path, ids_path, whose="ours"):
     line of ids: by default what ./tokenize printed for the same text with the original
     tokenizer; `whose` names another source)."""
     sys.path.insert(0, "scripts")
-    from bytelevel_reference import hf_from_gguf
-    tok = hf_from_gguf(gguf_path, reader(gguf_path))
+    from bytelevel_reference import gguf_metadata, hf_from_gguf
+    tok = hf_from_gguf(gguf_metadata(gguf_path, reader(gguf_path)))
     text = open(text_path, "rb").read().decode("utf-8", errors="replace")
     got = tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
     want = [int(x) for x in open(ids_path).read().split()]

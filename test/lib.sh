@@ -31,6 +31,18 @@ expect_fail() {
     fi
 }
 
+# passes NAME CMD...: passes when CMD succeeds; otherwise prints the start of its output.
+passes() {
+    local name=$1 out
+    shift
+    if out=$("$@" 2>&1); then
+        echo "PASS $name"
+    else
+        echo "FAIL $name"
+        printf '%s\n' "$out" | head -5 | sed 's/^/  /'
+    fi
+}
+
 # tiny_run_setup: for the trainer tests, $tmp (removed at exit) holding a one-layer random
 # model ($tmp/model, Mistral v3's vocabulary) and the fixture conversations as shards
 # ($tmp/shards/{train,val}-conversations.bin) made with Mistral's v3 tokenizer ($TOK), and

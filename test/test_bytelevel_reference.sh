@@ -27,37 +27,55 @@ if ! gguf=$("$PYTHON" scripts/smollm2.py 2>/dev/null); then
     exit 0
 fi
 novel=../shared/corpus/sherlock-holmes.txt
-$REF json "$tmp/tokenizer.json" --tokenizer "$gguf" 2>/dev/null || echo "FAIL bytelevel_tokenizer_json_written"
-for input in "$novel" test/fixtures/stress.txt test/fixtures/stress-invalid.txt; do
-    name=$(basename "$input" .txt)
-    for mode in whole lines; do
-        flag=$([ $mode = lines ] && echo --lines)
-        [ "$name" != sherlock-holmes ] && [ $mode = whole ] && continue
-        $REF encode --tokenizer "$tmp/tokenizer.json" --file "$input" $flag >"$tmp/want" 2>/dev/null
-        "$TOKENIZE" --tokenizer "$gguf" --file "$input" $flag >"$tmp/ours" 2>&1
-        same_output "bytelevel_gguf_equals_published_tokenizer_${name}_$mode" "$tmp/ours" "$tmp/want"
-        "$TOKENIZE" --tokenizer "$tmp/tokenizer.json" --file "$input" $flag >"$tmp/ours_json" 2>&1
-        same_output "bytelevel_tokenizer_json_equals_published_tokenizer_${name}_$mode" "$tmp/ours_json" "$tmp/want"
-    done
-done
-# transformers' GGUF tokenizer: the same ids on every line without a digit
-for input in "$novel" test/fixtures/stress.txt; do
-    name=$(basename "$input" .txt)
-    "$PYTHON" -c 'import sys,re; sys.stdout.buffer.write(b"".join(l for l in open(sys.argv[1],"rb").read().splitlines(True) if not re.search(r"\d", l.decode("utf-8","replace"))))' "$input" >"$tmp/nodigits"
-    $REF encode --tokenizer "$gguf" --file "$tmp/nodigits" --lines >"$tmp/want" 2>/dev/null
-    "$TOKENIZE" --tokenizer "$gguf" --file "$tmp/nodigits" --lines >"$tmp/ours" 2>&1
-    same_output "bytelevel_equals_transformers_gguf_without_digits_$name" "$tmp/ours" "$tmp/want"
-done
-for input in "$novel" test/fixtures/stress.txt; do
-    "$TOKENIZE" --tokenizer "$gguf" --file "$input" | "$TOKENIZE" --tokenizer "$gguf" --decode >"$tmp/back"
-    same_output "bytelevel_decode_encode_roundtrip_$(basename "$input" .txt)" "$tmp/back" "$input"
-done
+# every reference output from one run of the reference script (reading the GGUF and
+# building transformers' tokenizer is most of its time): the jobs first, then our side
+strip_digit_lines() {
+    "$PYTHON" -c 'import sys,re; sys.stdout.buffer.write(b"".join(l for l in open(sys.argv[1],"rb").read().splitlines(True) if not re.search(r"\d", l.decode("utf-8","replace"))))' "$1"
+}
 cat test/fixtures/conversations.jsonl >"$tmp/conv.jsonl"
 cat >>"$tmp/conv.jsonl" <<'JSONL'
 {"messages": [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "I am Sherlock Holmes, of Baker Street."}]}
 {"messages": [{"role": "system", "content": "You are Sherlock Holmes."}, {"role": "user", "content": "What do you make of Dr. Watson?"}, {"role": "assistant", "content": " A capital fellow,\n  and 221B's best. "}, {"role": "user", "content": "And Moriarty?"}]}
 {"messages": [{"role": "user", "content": "One"}, {"role": "assistant", "content": "untrained", "weight": 0}, {"role": "user", "content": "Two"}, {"role": "assistant", "content": "trained"}]}
 JSONL
-$REF chat --tokenizer "$gguf" --chat "$tmp/conv.jsonl" >"$tmp/want" 2>/dev/null
+echo "json $tmp/tokenizer.json" >"$tmp/jobs"
+for input in "$novel" test/fixtures/stress.txt test/fixtures/stress-invalid.txt; do
+    name=$(basename "$input" .txt)
+    [ "$name" = sherlock-holmes ] && echo "encode json whole $input $tmp/want_${name}_whole" >>"$tmp/jobs"
+    echo "encode json lines $input $tmp/want_${name}_lines" >>"$tmp/jobs"
+done
+for input in "$novel" test/fixtures/stress.txt; do
+    name=$(basename "$input" .txt)
+    strip_digit_lines "$input" >"$tmp/nodigits_$name"
+    echo "encode gguf lines $tmp/nodigits_$name $tmp/want_nodigits_$name" >>"$tmp/jobs"
+done
+echo "chat $tmp/conv.jsonl $tmp/want_chat" >>"$tmp/jobs"
+if ! $REF batch --tokenizer "$gguf" "$tmp/jobs" 2>"$tmp/ref.err"; then
+    echo "FAIL bytelevel_reference_outputs_written"
+    sed 's/^/  /' "$tmp/ref.err"
+fi
+
+for input in "$novel" test/fixtures/stress.txt test/fixtures/stress-invalid.txt; do
+    name=$(basename "$input" .txt)
+    for mode in whole lines; do
+        flag=$([ $mode = lines ] && echo --lines)
+        [ "$name" != sherlock-holmes ] && [ $mode = whole ] && continue
+        "$TOKENIZE" --tokenizer "$gguf" --file "$input" $flag >"$tmp/ours" 2>&1
+        same_output "bytelevel_gguf_equals_published_tokenizer_${name}_$mode" "$tmp/ours" "$tmp/want_${name}_$mode"
+        "$TOKENIZE" --tokenizer "$tmp/tokenizer.json" --file "$input" $flag >"$tmp/ours_json" 2>&1
+        same_output "bytelevel_tokenizer_json_equals_published_tokenizer_${name}_$mode" "$tmp/ours_json" \
+            "$tmp/want_${name}_$mode"
+    done
+done
+# transformers' GGUF tokenizer: the same ids on every line without a digit
+for input in "$novel" test/fixtures/stress.txt; do
+    name=$(basename "$input" .txt)
+    "$TOKENIZE" --tokenizer "$gguf" --file "$tmp/nodigits_$name" --lines >"$tmp/ours" 2>&1
+    same_output "bytelevel_equals_transformers_gguf_without_digits_$name" "$tmp/ours" "$tmp/want_nodigits_$name"
+done
+for input in "$novel" test/fixtures/stress.txt; do
+    "$TOKENIZE" --tokenizer "$gguf" --file "$input" | "$TOKENIZE" --tokenizer "$gguf" --decode >"$tmp/back"
+    same_output "bytelevel_decode_encode_roundtrip_$(basename "$input" .txt)" "$tmp/back" "$input"
+done
 "$TOKENIZE" --tokenizer "$gguf" --chat "$tmp/conv.jsonl" >"$tmp/ours" 2>&1
-same_output chatml_ids_and_masks_equal_transformers_chat_template "$tmp/ours" "$tmp/want"
+same_output chatml_ids_and_masks_equal_transformers_chat_template "$tmp/ours" "$tmp/want_chat"

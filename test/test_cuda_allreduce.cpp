@@ -13,10 +13,16 @@
 //   avg:  round((a + b) / 2)            (NCCL's a·½ + b·½: the halvings are exact)
 // checked bit for bit on both ranks, for fp32 and bf16, in place and out of place, at
 // lengths 1, 7, 1001 (odd) and 0 (nothing may be touched), plus broadcast from rank 1,
-// calls grouped between ncclGroupStart/End, and comm.cuh's gradient mean. Under the
+// calls grouped between ncclGroupStart/End, and comm.cuh as the trainer uses it: the sum of
+// a gradient buffer on a stream of its own, comm_wait, and the host collectives (sums,
+// maxima, broadcast, gather) against values each rank computes for both. Under the
 // harness, also the stand-in's refusals (host buffers, an unknown data type, ranks given
-// different unique ids, a stray ncclGroupEnd). Only rank 0 prints PASS/FAIL lines; a test
-// fails if it failed on either rank.
+// different unique ids, a stray ncclGroupEnd) and its asynchronous error (none). Only rank 0
+// prints PASS/FAIL lines; a test fails if it failed on either rank.
+//
+// `test_cuda_allreduce --stuck-rank-1` is a fault instead: rank 1 stops answering (it sleeps
+// 60 s) and rank 0, with a timeout of 1 s, must end the job from its comm_sum, saying so on
+// stderr (test_nccl_mpi.sh checks the line, the status and the time).
 #include "../kernels/comm.cuh"
 #include "test.h"
 
@@ -27,6 +33,7 @@ extern "C" {
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 static Comm comm;
 
@@ -193,13 +200,15 @@ TEST(grouped_calls) {
     cuda_check(cudaFree(x)), cuda_check(cudaFree(y));
 }
 
-// comm.cuh as the trainer uses it: ranks from MPI, the mean of an fp32 gradient buffer.
-TEST(comm_gradient_mean) {
+// comm.cuh as the trainer uses it: ranks from MPI, the sum of an fp32 gradient buffer on a
+// stream of its own, waited for by comm_wait.
+TEST(comm_gradient_sum) {
     int rank = -1, size = -1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     CHECK_INT(comm.rank, rank);
     CHECK_INT(comm.nranks, size);
+    CHECK_INT(comm.node_ranks, 2);  // mpirun -np 2 on one machine
     int devices = 0;
     cuda_check(cudaGetDeviceCount(&devices));
     CHECK(comm.device >= 0 && comm.device < devices);
@@ -207,15 +216,34 @@ TEST(comm_gradient_mean) {
     cudaStream_t stream;
     cuda_check(cudaStreamCreate(&stream));
     float *grads = (float *)device_fill(n, ncclFloat32, comm.rank, 100);
-    comm_all_reduce_mean(&comm, grads, n, stream);
-    cuda_check(cudaStreamSynchronize(stream));
+    comm_all_reduce_sum(&comm, grads, n, stream);
+    comm_wait(&comm, stream);
     float *got = device_read(grads, n, ncclFloat32);
-    CHECK_INT(count_wrong("gradient mean", got, n,
-                          [](size_t i) { return expected(value(0, i, 100), value(1, i, 100), ncclAvg, ncclFloat32); }),
+    CHECK_INT(count_wrong("gradient sum", got, n,
+                          [](size_t i) { return expected(value(0, i, 100), value(1, i, 100), ncclSum, ncclFloat32); }),
               0);
     free(got);
     cuda_check(cudaFree(grads));
     cuda_check(cudaStreamDestroy(stream));
+}
+
+// The host collectives: every rank computes what both contribute, so each checks the result.
+TEST(comm_host_collectives) {
+    double x[3] = {1.5 + comm.rank, -2.0 * comm.rank, 1e15 + comm.rank};
+    comm_sum(&comm, x, 3);
+    CHECK(x[0] == 4.0 && x[1] == -2.0 && x[2] == 2e15 + 1);
+    int y[2] = {comm.rank == 0 ? 7 : -1, comm.rank == 1 ? 130 : 0};
+    comm_max(&comm, y, 2);
+    CHECK_INT(y[0], 7);
+    CHECK_INT(y[1], 130);
+    char text[32];
+    snprintf(text, sizeof(text), "from rank %d", comm.rank);
+    comm_broadcast(&comm, text, sizeof(text));
+    CHECK_STR(text, "from rank 0");
+    uint32_t mine[2] = {0xA0u + (uint32_t)comm.rank, 0xB0u + (uint32_t)comm.rank}, all[4] = {0, 0, 0, 0};
+    comm_gather(&comm, mine, all, sizeof(mine));
+    if (comm.rank == 0) CHECK(all[0] == 0xA0u && all[1] == 0xB0u && all[2] == 0xA1u && all[3] == 0xB1u);
+    else CHECK(all[0] == 0 && all[3] == 0);  // only rank 0's buffer is written
 }
 
 #ifdef CUDA_HOST_HARNESS
@@ -237,6 +265,10 @@ TEST(stand_in_refuses_misuse) {
     CHECK_INT(ncclCommInitRank(&other, comm.nranks, own, comm.rank), ncclInvalidUsage);
     CHECK(other == NULL);
     CHECK_INT(ncclCommInitRank(&other, comm.nranks + 1, own, comm.rank), ncclInvalidArgument);
+    ncclResult_t async = ncclInternalError;
+    CHECK_INT(ncclCommGetAsyncError(comm.nccl, &async), ncclSuccess);
+    CHECK_INT(async, ncclSuccess);
+    CHECK_INT(ncclCommGetAsyncError(NULL, &async), ncclInvalidArgument);
     CHECK_STR(ncclGetErrorString(ncclSuccess), "no error");
     CHECK_STR(ncclGetErrorString(ncclInvalidArgument), "invalid argument");
     CHECK_STR(ncclGetErrorString(ncclInvalidUsage), "invalid usage");
@@ -258,18 +290,27 @@ static int failed_tests = 0;
 
 int main(int argc, char **argv) {
     mpi_check(MPI_Init(&argc, &argv));
-    comm_init(&comm);
+    int stuck = argc > 1 && !strcmp(argv[1], "--stuck-rank-1");
+    comm_init(&comm, stuck ? 1.0 : 60.0);
     if (comm.nranks != 2) {
         if (comm.rank == 0) printf("FAIL allreduce_two_ranks: run with mpirun -np 2 (got %d ranks)\n", comm.nranks);
         comm_free(&comm);
         MPI_Finalize();
         return 1;
     }
+    if (stuck) {
+        if (comm.rank == 1) sleep(60);  // mpirun ends it once rank 0 aborts
+        double x = 1.0;
+        comm_sum(&comm, &x, 1);  // rank 0: gives up after 1 s
+        printf("FAIL comm_sum_returned_on_rank_%d\n", comm.rank);
+        return 1;
+    }
     RUN_ON_ALL_RANKS(all_reduce_sum_and_avg_fp32_bf16);
     RUN_ON_ALL_RANKS(all_reduce_of_nothing_touches_nothing);
     RUN_ON_ALL_RANKS(broadcast_from_rank_1);
     RUN_ON_ALL_RANKS(grouped_calls);
-    RUN_ON_ALL_RANKS(comm_gradient_mean);
+    RUN_ON_ALL_RANKS(comm_gradient_sum);
+    RUN_ON_ALL_RANKS(comm_host_collectives);
 #ifdef CUDA_HOST_HARNESS
     RUN_ON_ALL_RANKS(stand_in_refuses_misuse);
 #endif

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # test/test_cuda_build.sh: the CUDA code compiles with nvcc for sm_80 and sm_90, warnings as
 # errors, and ptxas reports no local memory (no register spills, no stack frames): every
-# program in kernels/bench/ and train_gpu, every kernel-only test file
-# test/test_cuda_*_kernels.cu (the kernels the CUDA-on-CPU harness also runs, so what the
-# harness checks is what ptxas accepts), and the 2-rank collective test against the real
-# NCCL and Open MPI. The PTX must also contain the instructions the code exists for, so
-# that a change that silently falls off them fails here: each wrapper of kernels/ptx.cuh,
-# and the 16-byte packed loads and stores of the memory-bound kernels. Every kernel of the
-# programs declares __launch_bounds__ (what makes the harness's launch check cover the
-# register file too). Compiling is not
-# running: this checks the build only (see README, "What is verified where").
+# program in kernels/bench/ and the GPU programs (train_gpu, chat_gpu, bench_decode_gpu),
+# every kernel-only test file test/test_cuda_*_kernels.cu (the kernels the CUDA-on-CPU
+# harness also runs, so what the harness checks is what ptxas accepts), and the 2-rank
+# collective test against the real NCCL and Open MPI. The PTX must also contain the
+# instructions the code exists for, so that a change that silently falls off them fails
+# here: each wrapper of kernels/ptx.cuh, and the 16-byte packed loads and stores of the
+# memory-bound kernels. Every kernel of the programs declares __launch_bounds__ (what makes
+# the harness's launch check cover the register file too). Compiling is not running: this
+# checks the build only (see README, "What is verified where").
 #
 # The build is the test: the Makefile's nvcc rules keep ptxas's report (build/cuda/NAME.ptxas)
 # and the PTX (build/cuda/NAME/) of what `make` built, and this reads them; it compiles only
@@ -132,9 +132,19 @@ for src in kernels/bench/*.cu; do
     name=$(basename "$src" .cu)
     nvcc_build "$name" "$name" && { no_local_memory "$name"; every_kernel_bounded "$name" "$src"; }
 done
-# train_gpu, the trainer (its kernels come in through train/model_gpu.cuh; the harness runs
-# the same source in test_train_gpu.sh)
-nvcc_build train_gpu train_gpu && no_local_memory train_gpu
+# the GPU programs: train_gpu, the trainer, chat_gpu and bench_decode_gpu (their kernels come
+# in through train/model_gpu.cuh and train/decode_gpu.cuh; the harness runs the same sources
+# in test_train_gpu.sh and test_chat_gpu.sh); bench_decode_gpu's kernels are chat_gpu's
+for name in train_gpu chat_gpu bench_decode_gpu; do
+    nvcc_build "$name" "$name" && { [ "$name" = bench_decode_gpu ] || no_local_memory "$name"; }
+done
+# with Open MPI and NCCL installed (as here), train_gpu is built for mpirun: kernels/comm.cuh
+# with USE_MPI, linked with NCCL and MPI
+if command -v mpicxx >/dev/null 2>&1; then
+    if ldd train_gpu 2>/dev/null | grep -q libnccl && ldd train_gpu | grep -q libmpi; then
+        echo "PASS train_gpu_built_for_mpirun"
+    else echo "FAIL train_gpu_built_for_mpirun: not linked with NCCL and MPI"; fi
+fi
 # kernels/comm.cuh against the real NCCL (shipped with the toolkit) and Open MPI: the 2-rank
 # collective test built by nvcc (the harness runs the same source with NCCL stood in by MPI)
 if ! command -v mpicxx >/dev/null 2>&1; then
@@ -163,10 +173,11 @@ ptx_kernels_lack adamw_ieee_arithmetic kernels/bench/adamw.cu adamw_kernel ".app
 ptx_contains embedding_packed_loads kernels/bench/embedding.cu "ld.global.v4.u32" "st.global.v4.u32"
 ptx_contains swiglu_packed_loads kernels/bench/swiglu.cu "ld.global.v4.u32" "st.global.v4.u32"
 ptx_contains rope_packed_loads kernels/bench/rope.cu "ld.global.v4.u32" "st.global.v4.u32"
-# NF4: 16-byte loads of 32 codes (dequantize, GEMV) and 16-byte stores of 8 bf16
-# (dequantize); the double-quantized absmax code·absmax2 + offset rounded twice as in
-# train/nf4.c, not fused into an FMA (the harness cannot see a fusion; this can)
-ptx_contains nf4_packed_loads kernels/bench/nf4.cu "ld.global.v4.u32" "st.global.v4.u32" "mul.rn.f32" "add.rn.f32"
+# NF4 dequantization: 16-byte loads of 32 codes, the warp's word exchange (shuffles) and
+# 16-byte stores of 8 bf16; the double-quantized absmax code·absmax2 + offset rounded twice
+# as in train/nf4.c, not fused into an FMA (the harness cannot see a fusion; this can)
+ptx_contains nf4_packed_loads kernels/bench/nf4.cu "ld.global.v4.u32" "st.global.v4.u32" "shfl.sync.idx.b32" \
+    "mul.rn.f32" "add.rn.f32"
 # NF4 quantization and dequantization are bit-exact with train/nf4.c on the GPU too
 # (kernels/bench/nf4.cu checks the bits): no fused multiply-add (nvcc contracts a·b + c
 # unless written with __fmul_rn/__fadd_rn, whose PTX .rn forms are never fused), no
@@ -177,6 +188,29 @@ ptx_contains nf4_packed_loads kernels/bench/nf4.cu "ld.global.v4.u32" "st.global
 ptx_kernels_lack nf4_bit_exact_kernels kernels/bench/nf4.cu \
     "nf4_quantize_blocks_kernel nf4_absmax_partial_kernel nf4_absmax_mean_kernel nf4_quantize_absmax_kernel nf4_dequantize_kernel" \
     "fma." ".approx" ".ftz"
+# decode attention: its tiles copied with cp.async; the split combine and the warp merge in a
+# fixed order, no atomics (the same bits on every run)
+ptx_contains attention_decode_async_copies kernels/bench/attention_decode.cu "cp.async.cg.shared.global" \
+    "cp.async.wait_group 0"
+ptx_kernels_lack attention_decode_no_atomics kernels/bench/attention_decode.cu \
+    "attention_decode_kernel attention_decode_combine_kernel" $'\tatom.' $'\tred.'
 ptx_contains attention_tensor_cores kernels/bench/attention.cu \
     "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" "ldmatrix.sync.aligned.m8n8.x4.shared.b16" \
     "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16" "cp.async.cg.shared.global" "cp.async.wait_group 1"
+# The small-M NF4 product: tensor cores, 16-byte code (and X) loads, the byte table's 8-byte
+# shared loads, NF4·absmax rounded on its own (mul.rn, no FMA) so that its bf16 weights are
+# nf4_dequantize's bits; no atomics (the split-K sum is a second kernel, in order).
+ptx_contains nf4_matmul_tensor_cores kernels/bench/nf4_matmul.cu \
+    "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" "ld.global.v4.u32" "ld.shared.v2.f32" "mul.rn.f32"
+ptx_kernels_lack nf4_matmul_ieee_no_atomics kernels/bench/nf4_matmul.cu "nf4_matmul_kernel nf4_matmul_reduce_kernel" \
+    "fma.rn.f32" ".approx" ".ftz" "atom." "red.global."
+# LoRA: tensor cores, ldmatrix (plain and transposed), cp.async double buffering, 16-byte
+# read-modify-write of Y and dX, the cast's float4 loads; and no atomics anywhere (the
+# split reductions are deterministic by construction).
+ptx_contains lora_tensor_cores kernels/bench/lora.cu \
+    "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" "ldmatrix.sync.aligned.m8n8.x4.shared.b16" \
+    "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16" "cp.async.cg.shared.global" "cp.async.wait_group 1" \
+    "ld.global.v4.u32" "st.global.v4.u32" "ld.global.v4.f32"
+ptx_kernels_lack lora_no_atomics kernels/bench/lora.cu \
+    "lora_down_kernel lora_up_kernel lora_g_kernel lora_db_kernel lora_da_kernel lora_dx_kernel lora_reduce_kernel lora_cast_kernel" \
+    "atom." "red.global." "red.shared."

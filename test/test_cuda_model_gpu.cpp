@@ -28,6 +28,15 @@
 // - the recompute levels 0, 1, 2: the same bits (the recomputed activations are the stored
 //   ones' bits, the MLP in three chunks at each), and two runs under different harness
 //   schedules: the same bits.
+// - the LoRA products by kernels/lora.cuh (train_gpu's default) at every level, and by
+//   cuBLASLt calls (--lora-impl cublas) at level 1: both against the CPU, with the bounds
+//   above.
+// - LoRA dropout 0.1 (the kernels regenerate train/model.c's masks from the generator's
+//   state): loss and gradients against the CPU's with the same masks, with the bounds above
+//   (a mask off by one draw, or one MLP chunk's masks taken from the wrong rows, moves a
+//   dropped tenth of the inputs: far more), at levels 0 and 1 (the forward, its recompute
+//   and the backward regenerate the same masks: the same bits), and the generator's state
+//   after the step equal to the CPU's.
 #define GPU_MLP_CHUNK 48    // the 128 tokens in three MLP chunks (48, 48, 32): slices at every level
 #define GPU_OPT_CHUNK 1024  // the optimizer state on the host (recompute 2) in 32 chunks
 #define GPU_LOAD_CHUNK 512  // frozen weights quantized a few rows at a time
@@ -151,8 +160,8 @@ static void cpu_model(Model *m) {
 }
 
 // The GPU model of the same directory with the CPU model's LoRA weights.
-static void gpu_model(GpuModel *g, const Model *cpu, int recompute, int training) {
-    GpuSettings s = {kB, kT, recompute, kR, (1u << N_PROJ) - 1, cpu->lora_scale, training, LORA_CUBLAS};
+static void gpu_model(GpuModel *g, const Model *cpu, int recompute, int training, int impl = LORA_KERNELS) {
+    GpuSettings s = {kB, kT, recompute, kR, (1u << N_PROJ) - 1, cpu->lora_scale, training, impl, cpu->lora_dropout};
     char err[ERR_LEN];
     gpu_model_init(g, &cpu->c, &s);
     gpu_model_allocate(g);
@@ -177,13 +186,20 @@ static double gpu_run(GpuModel *g, const TestBatch *b, float *grads) {
     return loss;
 }
 
-static Model cpu;
+static Model cpu, cpu_dropout;  // without and with LoRA dropout (kDropout from kDropoutState)
+static const float kDropout = 0.1f;
+static const uint64_t kDropoutState = 0x1234567;
 static TestBatch batch;
-static double cpu_loss;
+static double cpu_loss, cpu_dropout_loss;
 static GpuModel layout;    // a model's layout (each gradient's place in the LoRA buffer)
 static double loss_at[3];  // the GPU's loss and gradients at --recompute 0, 1, 2
 static float *grads_at[3];
+static double loss_cublas;  // and at 1 with the LoRA products by cuBLASLt
+static float *grads_cublas;
 static float *state_at[3];  // and every LoRA weight, m and v after two optimizer steps
+static double loss_dropout[2];  // with dropout at levels 0 and 1, and the generator's state after
+static float *grads_dropout[2];
+static uint64_t dropout_rng_after[2];
 
 // ||got - ref|| / ||ref|| and the cosine of the two, over n values.
 static void compare(const float *got, const float *ref, size_t n, double *rel, double *cosine) {
@@ -196,22 +212,22 @@ static void compare(const float *got, const float *ref, size_t n, double *rel, d
     *cosine = dot / sqrt(r * g);
 }
 
-TEST(loss_matches_cpu) {
-    double rel = fabs(loss_at[1] - cpu_loss) / cpu_loss;
+static void loss_check(double loss, double ref) {
+    double rel = fabs(loss - ref) / ref;
     printf("  loss: GPU %.6f, CPU %.6f (mean over %lld trained tokens), relative difference %.2e (bound 2e-3)\n",
-           loss_at[1] / batch.trained, cpu_loss / batch.trained, (long long)batch.trained, rel);
+           loss / batch.trained, ref / batch.trained, (long long)batch.trained, rel);
     CHECK(rel <= 2e-3);
 }
 
-TEST(lora_gradients_match_cpu) {
+static void gradients_check(const float *grads, const Model *cpu) {
     double worst_rel = 0, worst_cos = 1;
     for (int l = 0; l < kL; l++)
         for (int p = 0; p < N_PROJ; p++) {
             const GpuLinear *lin = &layout.layers[l].proj[p];
-            const Linear *ref = &cpu.layers[l].proj[p];
+            const Linear *ref = &cpu->layers[l].proj[p];
             for (int k = 0; k < 2; k++) {
                 size_t n = k ? (size_t)lin->out * kR : (size_t)kR * lin->in;
-                const float *got = grads_at[1] + gpu_lora_index(&layout, l, p, k);
+                const float *got = grads + gpu_lora_index(&layout, l, p, k);
                 double rel, cosine;
                 compare(got, k ? ref->dB : ref->dA, n, &rel, &cosine);
                 if (rel > worst_rel) worst_rel = rel;
@@ -225,6 +241,22 @@ TEST(lora_gradients_match_cpu) {
         }
     printf("  28 gradient tensors: worst relative L2 error %.3e (bound 0.05), worst cosine %.6f (bound 0.995)\n",
            worst_rel, worst_cos);
+}
+
+TEST(loss_matches_cpu) { loss_check(loss_at[1], cpu_loss); }
+TEST(lora_gradients_match_cpu) { gradients_check(grads_at[1], &cpu); }
+TEST(cublas_lora_loss_matches_cpu) { loss_check(loss_cublas, cpu_loss); }
+TEST(cublas_lora_gradients_match_cpu) { gradients_check(grads_cublas, &cpu); }
+TEST(dropout_loss_matches_cpu) { loss_check(loss_dropout[1], cpu_dropout_loss); }
+TEST(dropout_gradients_match_cpu) { gradients_check(grads_dropout[1], &cpu_dropout); }
+
+// Levels 0 and 1 draw the same masks (1 regenerates them in the recompute), and the step
+// leaves the generator where train/model.c's leaves it.
+TEST(dropout_same_bits_and_generator_state) {
+    CHECK(memcmp(&loss_dropout[0], &loss_dropout[1], sizeof(double)) == 0);
+    CHECK(memcmp(grads_dropout[0], grads_dropout[1], layout.lora_n * sizeof(float)) == 0);
+    CHECK(dropout_rng_after[0] == cpu_dropout.dropout_rng && dropout_rng_after[1] == cpu_dropout.dropout_rng);
+    CHECK(cpu_dropout.dropout_rng != kDropoutState);
 }
 
 // The levels give the same loss and gradients, and their optimizer steps (the state on the
@@ -318,7 +350,7 @@ TEST(loading_matches_cpu_nf4) {
             continue;
         }
         const ModelConfig *c = &ref.c;
-        GpuSettings s = {1, 8, 0, 0, 0, 1.0f, 0, LORA_CUBLAS};
+        GpuSettings s = {1, 8, 0, 0, 0, 1.0f, 0, LORA_KERNELS, 0.0f};
         GpuModel g;
         gpu_model_init(&g, c, &s);
         gpu_model_allocate(&g);
@@ -355,6 +387,9 @@ int main(void) {
     cpu_model(&cpu);
     ModelInput in = {kB * kT, batch.tokens, batch.positions, batch.seg, batch.targets, batch.weights};
     cpu_loss = model_step(&cpu, &in, 1.0f / (float)batch.trained, 1, NULL);
+    cpu_model(&cpu_dropout);
+    cpu_dropout.lora_dropout = kDropout, cpu_dropout.dropout_rng = kDropoutState;
+    cpu_dropout_loss = model_step(&cpu_dropout, &in, 1.0f / (float)batch.trained, 1, NULL);
     for (int level = 0; level < 3; level++) {
         GpuModel g;
         gpu_model(&g, &cpu, level, 1);
@@ -371,18 +406,37 @@ int main(void) {
                 }
         gpu_model_free(&g);
     }
-    GpuSettings s = {kB, kT, 1, kR, (1u << N_PROJ) - 1, cpu.lora_scale, 1, LORA_CUBLAS};
+    GpuModel g;
+    gpu_model(&g, &cpu, 1, 1, LORA_CUBLAS);
+    grads_cublas = (float *)xmalloc(g.lora_n * sizeof(float));
+    loss_cublas = gpu_run(&g, &batch, grads_cublas);
+    gpu_model_free(&g);
+    for (int level = 0; level < 2; level++) {
+        gpu_model(&g, &cpu_dropout, level, 1);
+        g.dropout_rng = kDropoutState;
+        grads_dropout[level] = (float *)xmalloc(g.lora_n * sizeof(float));
+        loss_dropout[level] = gpu_run(&g, &batch, grads_dropout[level]);
+        dropout_rng_after[level] = g.dropout_rng;
+        gpu_model_free(&g);
+    }
+    GpuSettings s = {kB, kT, 1, kR, (1u << N_PROJ) - 1, cpu.lora_scale, 1, LORA_KERNELS, 0.0f};
     gpu_model_init(&layout, &cpu.c, &s);
     RUN(loss_matches_cpu);
     RUN(lora_gradients_match_cpu);
+    RUN(cublas_lora_loss_matches_cpu);
+    RUN(cublas_lora_gradients_match_cpu);
+    RUN(dropout_loss_matches_cpu);
+    RUN(dropout_gradients_match_cpu);
+    RUN(dropout_same_bits_and_generator_state);
     RUN(recompute_levels_same_bits);
     RUN(same_bits_under_another_schedule);
     RUN(forward_only_model_same_loss);
     RUN(last_token_logits_match_cpu);
     RUN(loading_matches_cpu_nf4);
     for (int level = 0; level < 3; level++) free(grads_at[level]), free(state_at[level]);
+    free(grads_cublas), free(grads_dropout[0]), free(grads_dropout[1]);
     gpu_model_free(&layout);
-    model_free(&cpu);
+    model_free(&cpu), model_free(&cpu_dropout);
     remove_model();
     return test_summary();
 }

@@ -4,7 +4,8 @@
 #      our float32 logits equal transformers' (from_pretrained(..., gguf_file=...), which
 #      dequantizes, undoes llama.cpp's Q/K permutation and ties the head itself) within 1e-4
 #      relative on three sequences (test/fixtures/gguf/smollm2_logits.safetensors, written
-#      by scripts/gguf_model_fixture.py with the versions it states; measured ~2e-6).
+#      by scripts/gguf_model_fixture.py with the versions it states; measured ~2e-6), run
+#      through the model packed in one call as training packs conversations.
 #   2. Tiny random models written by the gguf package in llama.cpp's layout load (tied and
 #      untied), and broken ones (another architecture, a missing tensor or layer, a wrong
 #      shape, a bias, an extra layer, KV heads that do not divide, RoPE scaling, partial

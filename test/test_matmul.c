@@ -1,10 +1,11 @@
 // test_matmul.c: the SGEMM of train/matmul.h against a direct double-precision formula, for
 // every kernel this CPU runs (AVX-512, AVX2+FMA where the CPU has them, and the generic one),
 // every transpose combination, overwrite and accumulate, at awkward shapes (1, sizes that
-// are not multiples of the register tile, K across more than one MATMUL_KC block, N across
-// more than one tile, row strides larger than the row); and the determinism promise: the
-// result is bit for bit the same with 1, 2 and 3 threads, for every kernel this CPU runs, and
-// the same with the AVX-512 and the AVX2 kernel.
+// are not multiples of the register tile, K across more than one MATMUL_KC block, M and N
+// across more than one tile, op(B) packed once for all tiles and per tile, row strides
+// larger than the row); and the determinism promise: the result is bit for bit the same
+// with 1, 2 and 3 threads, for every kernel this CPU runs, and the same with the AVX-512
+// and the AVX2 kernel; and matmul_rows (B's rows made on demand) gives matmul's bits.
 //
 // Tolerance: a float32 dot product of K terms, summed in any order, differs from the exact
 // value by at most about K * 2^-24 * sum_k |a_k b_k| (each partial sum rounds once, each
@@ -76,6 +77,9 @@ static const Case cases[] = {
     {300, 270, 40, 1, 1, 0, 1.0f},  {260, 9, 257, 0, 1, 1, 1.5f},  {64, 520, 64, 0, 1, 0, 0.125f},
     {33, 48, 600, 1, 1, 1, 1.0f},   {2, 300, 3, 0, 0, 0, 1.0f},    {129, 257, 255, 1, 0, 0, 1.0f},
     {65, 40, 700, 0, 1, 0, 1.0f},   {5, 70, 300, 1, 0, 0, 2.0f},   {254, 17, 40, 1, 0, 1, 1.0f},
+    {100, 16, 520, 1, 0, 1, 0.5f},   // 16 columns: AVX-512's narrow kernel
+    {1100, 20, 30, 1, 0, 1, 1.0f},   // more rows than one tile: op(B) packed once for both
+    {20, 1100, 1000, 0, 1, 0, 1.0f},  // op(B) too large to pack whole: threads split the columns
     {260, 300, 300, 0, 1, 1, 1.0f},  // the last: large enough to be shared among threads
 };
 enum { N_CASES = sizeof(cases) / sizeof(cases[0]) };
@@ -174,6 +178,50 @@ TEST(matmul_same_bits_for_any_thread_count) {
     omp_set_num_threads(saved);
 }
 
+// matmul_rows: B's rows handed over by a function (here from the float matrix itself) must
+// give exactly matmul's bits, with and without b_t, on one thread and on two (where op(B)
+// is packed whole), for every kernel this CPU runs.
+typedef struct {
+    const float *B;
+    int ldb;
+} RowsOf;
+
+static void rows_of(const void *ctx, int r, int c0, int n, float *out) {
+    const RowsOf *m = ctx;
+    memcpy(out, m->B + (size_t)r * m->ldb + c0, (size_t)n * sizeof(float));
+}
+
+TEST(matmul_rows_same_bits_as_matmul) {
+    int saved = omp_get_max_threads();
+    for (int kn = 0; kn < N_KERNEL_NAMES; kn++) {
+        if (matmul_select(kernel_names[kn]) != 0) continue;
+        for (int threads = 1; threads <= 2; threads++) {
+            omp_set_num_threads(threads);
+            for (int i = 0; i < N_CASES; i++) {
+                const Case *c = &cases[i];
+                int lda = (c->a_t ? c->M : c->K) + 3, ldb = (c->b_t ? c->K : c->N) + 5, ldc = c->N + 2;
+                size_t na = (size_t)(c->a_t ? c->K : c->M) * lda, nb = (size_t)(c->b_t ? c->N : c->K) * ldb,
+                       nc = (size_t)c->M * ldc;
+                float *A = xmalloc(na * sizeof(float) + 4), *B = xmalloc(nb * sizeof(float) + 4);
+                float *C1 = xmalloc(nc * sizeof(float) + 4), *C2 = xmalloc(nc * sizeof(float) + 4);
+                fill(A, na), fill(B, nb), fill(C1, nc);
+                memcpy(C2, C1, nc * sizeof(float));
+                RowsOf src = {B, ldb};
+                MatmulRows rows = {rows_of, &src};
+                matmul(C1, ldc, A, lda, c->a_t, B, ldb, c->b_t, c->M, c->N, c->K, c->alpha, c->accumulate);
+                matmul_rows(C2, ldc, A, lda, c->a_t, &rows, c->b_t, c->M, c->N, c->K, c->alpha, c->accumulate);
+                if (memcmp(C1, C2, nc * sizeof(float)) != 0) {
+                    printf("  %s, %d thread(s), case %d: matmul_rows differs from matmul\n", kernel_names[kn], threads, i);
+                    CHECK(0);
+                }
+                free(A), free(B), free(C1), free(C2);
+            }
+        }
+    }
+    CHECK_INT(matmul_select("auto"), 0);
+    omp_set_num_threads(saved);
+}
+
 int main(void) {
     RUN(matmul_matches_double_precision_auto_kernel);
     RUN(matmul_matches_double_precision_generic_kernel);
@@ -182,5 +230,6 @@ int main(void) {
     RUN(matmul_avx512_and_avx2_same_bits);
     RUN(matmul_unknown_kernel_refused);
     RUN(matmul_same_bits_for_any_thread_count);
+    RUN(matmul_rows_same_bits_as_matmul);
     return test_summary();
 }

@@ -6,7 +6,8 @@
 // dynamic map, and dequantize_4bit's output. Every byte and every float must agree exactly,
 // except the double-quantization offset (a float32 mean whose value depends on torch's
 // summation order): ours may differ from torch's by at most one unit in the last place,
-// and the codes are then compared given torch's offset.
+// and the codes are then compared given torch's offset. Rows of a quantized weight read
+// piece by piece (nf4_weight_row) equal the whole dequantized matrix.
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -89,6 +90,48 @@ TEST(f32_257x64_zero_and_huge_blocks) { check_fixture("test/fixtures/nf4", "f32_
 TEST(f32_values_on_midpoints) { check_fixture("test/fixtures/nf4", "f32_midpoints.safetensors", 64); }
 TEST(f16_odd_tail_blocksize128) { check_fixture("test/fixtures/nf4", "f16_odd_tail.safetensors", 128); }
 
+// nf4_weight_row (pieces of rows, as matmul_rows asks for them) against the whole matrix
+// from nf4_weight_dequantize, which the fixtures tie to bitsandbytes: every row cut at odd and
+// even columns into pieces of 1 to 37 elements, so pieces start inside bytes and blocks and
+// cross block edges (40 columns and blocks of 64 cross rows too).
+static void check_rows(const char *file, int blocksize) {
+    char path[4096], err[ERR_LEN];
+    snprintf(path, sizeof(path), "test/fixtures/nf4/%s", file);
+    SafeTensors st;
+    if (st_open(&st, path, err)) {
+        printf("  %s\n", err);
+        CHECK(0);
+        return;
+    }
+    const StTensor *w = need(&st, "w");
+    if (!w || w->ndim != 2) { CHECK(0); st_close(&st); return; }
+    int64_t rows = w->shape[0], cols = w->shape[1];
+    float *x = st_to_f32(w), *whole = malloc((size_t)(rows * cols) * 4), *piece = malloc((size_t)cols * 4);
+    float *absmax = malloc(((size_t)(rows * cols) / (size_t)blocksize + 1) * 4);
+    Nf4Weight q;
+    nf4_weight_quantize(&q, x, rows, cols, blocksize, 1);
+    nf4_weight_dequantize(&q, whole);
+    nf4_weight_absmax(&q, absmax);
+    int bad = 0, len = 1;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c0 = r % 3; c0 < cols; c0 += len, len = len % 37 + 1) {
+            int n = c0 + len <= cols ? len : (int)(cols - c0);
+            nf4_weight_row(&q, absmax, r, c0, n, piece);
+            if (memcmp(piece, whole + r * cols + c0, (size_t)n * 4) != 0 && bad++ == 0)
+                printf("  %s: row %lld columns %lld..%lld differ\n", file, (long long)r, (long long)c0, (long long)(c0 + n));
+        }
+    CHECK_INT(bad, 0);
+    nf4_weight_free(&q);
+    free(x), free(whole), free(piece), free(absmax);
+    st_close(&st);
+}
+
+TEST(rows_equal_whole_dequantization) {
+    check_rows("bf16_96x40.safetensors", 64);
+    check_rows("f32_257x64.safetensors", 64);
+    check_rows("f16_odd_tail.safetensors", 128);
+}
+
 // The 16 NF4 values come from the normal distribution's quantiles; independent of the
 // fixtures, the table must be sorted, symmetric in range and contain an exact zero.
 TEST(nf4_table_shape) {
@@ -101,6 +144,7 @@ int main(void) {
     RUN(f32_257x64_zero_and_huge_blocks);
     RUN(f32_values_on_midpoints);
     RUN(f16_odd_tail_blocksize128);
+    RUN(rows_equal_whole_dequantization);
     RUN(nf4_table_shape);
     return test_summary();
 }

@@ -3,7 +3,8 @@
 # tokenizer: the loss falls; a run stopped by SIGINT and resumed writes exactly the log and
 # adapter of an uninterrupted run; 1 and 3 threads write the same bits, and so does the AVX2
 # matrix kernel forced (--matmul-kernel) where auto is the AVX-512 one; damaged or
-# mismatched checkpoints and shards of another vocabulary are refused with one clear line.
+# mismatched checkpoints and shards of another vocabulary are refused with one clear line;
+# --steps 0 only evaluates and samples the model as it starts (the base model), once.
 set -u
 cd "$(dirname "$0")/.."
 . test/lib.sh
@@ -91,3 +92,36 @@ expect_fail unknown_matmul_kernel_refused "--matmul-kernel 'sse9'" "$SAN_BIN/tra
 grep -q "generic matrix kernel" "$tmp/h.out" && [ -f "$tmp/h/adapter/adapter_model.safetensors" ] &&
     echo "PASS matmul_kernel_flag_forces_kernel" || echo "FAIL matmul_kernel_flag_forces_kernel"
 expect_fail missing_train_refused "at least one --train shard" "$SAN_BIN/train_cpu" --model "$tmp/model" --out "$tmp/f"
+
+# --steps 0: no step, only the evaluation and the samples of the model as it starts; the
+# adapter is LoRA's initialisation (every B zero: the base model). Run again in the same
+# directory, it writes the same lines once, not twice.
+printf 'Who are you?\nWhat do you make of Dr. Watson?\n' >"$tmp/probes.txt"
+ZERO=(--model "$tmp/model" --train "$tmp/shards/train-conversations.bin" --val "$tmp/shards/val-conversations.bin"
+      --tokenizer "$TOK" --seq-len 48 --batch 2 --lora-r 4 --steps 0 --prompts "$tmp/probes.txt" --sample-tokens 4
+      --out "$tmp/z")
+"$SAN_BIN/train_cpu" "${ZERO[@]}" >"$tmp/z.out" 2>&1
+zrc=$?
+cp "$tmp/z/log.jsonl" "$tmp/z_log1" 2>/dev/null
+cp "$tmp/z/samples.jsonl" "$tmp/z_samples1" 2>/dev/null
+"$SAN_BIN/train_cpu" "${ZERO[@]}" >"$tmp/z2.out" 2>&1
+zrc2=$?
+if [ "$zrc" -eq 0 ] && [ "$zrc2" -eq 0 ] && [ -f "$tmp/z/DONE" ] && [ "$(wc -l <"$tmp/z/log.jsonl")" -eq 1 ] &&
+    grep -q '^{"step": 0, "val_loss": ' "$tmp/z/log.jsonl" && [ "$(grep -c '^{"step":0,' "$tmp/z/samples.jsonl")" -eq 2 ] &&
+    [ "$(wc -l <"$tmp/z/samples.jsonl")" -eq 2 ] && ! grep -q '"loss"' "$tmp/z/log.jsonl"; then
+    echo "PASS steps_0_evaluates_and_samples_only"
+else
+    echo "FAIL steps_0_evaluates_and_samples_only"; tail -n 3 "$tmp/z.out" "$tmp/z2.out" | sed 's/^/  /'
+fi
+same_output steps_0_again_same_log "$tmp/z_log1" "$tmp/z/log.jsonl"
+same_output steps_0_again_same_samples "$tmp/z_samples1" "$tmp/z/samples.jsonl"
+python3 - "$tmp/z/adapter/adapter_model.safetensors" <<'PY' && echo "PASS steps_0_adapter_is_the_base_model" || echo "FAIL steps_0_adapter_is_the_base_model"
+import json, struct, sys
+data = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", data[:8])[0]
+header = json.loads(data[8:8 + n])
+bs = [v for k, v in header.items() if "lora_B" in k]
+ok = bs and all(not any(data[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]]) for v in bs)
+sys.exit(0 if ok else 1)
+PY
+expect_fail negative_steps_refused "--steps must not be negative" "$SAN_BIN/train_cpu" "${ZERO[@]}" --steps -1

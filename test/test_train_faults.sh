@@ -15,8 +15,8 @@
 #   - resume: --lr, --schedule, --lora-targets changes refused naming the flag and both
 #     values; --steps extends a run (same log as an uninterrupted run), below the checkpoint
 #     is refused; a finished run rerun does nothing;
-#   - scripts/quickstart_cpu.sh never deletes a directory it did not make; init_model on a
-#     full disk leaves nothing; merge never writes over its inputs.
+#   - scripts/quickstart_cpu.sh and scripts/quickstart.sh never delete a directory they did
+#     not make; init_model on a full disk leaves nothing; merge never writes over its inputs.
 set -u
 cd "$(dirname "$0")/.."
 . test/lib.sh
@@ -174,6 +174,11 @@ rc=$?
 [ "$rc" -eq 1 ] && [ -f "$tmp/qs/data/keep.txt" ] && [ -f data/samples/probe_prompts.txt ] &&
     echo "PASS quickstart_never_deletes_a_directory_it_did_not_make" ||
     echo "FAIL quickstart_never_deletes_a_directory_it_did_not_make (status $rc)"
+(cd "$tmp/qs" && timeout 60 bash "$OLDPWD/scripts/quickstart.sh" data >"$tmp/qs2.out" 2>&1)
+rc=$?
+[ "$rc" -eq 1 ] && [ -f "$tmp/qs/data/keep.txt" ] && grep -q "this script did not make it" "$tmp/qs2.out" &&
+    echo "PASS smollm2_quickstart_never_deletes_a_directory_it_did_not_make" ||
+    echo "FAIL smollm2_quickstart_never_deletes_a_directory_it_did_not_make (status $rc)"
 (trap '' XFSZ; ulimit -f 2; exec "$SAN_BIN/init_model" --out "$tmp/im" --hidden 32 >/dev/null 2>"$tmp/im.err")
 rc=$?
 [ "$rc" -eq 2 ] && [ ! -e "$tmp/im" ] && [ -z "$(ls -d "$tmp"/im.tmp.* 2>/dev/null)" ] &&

@@ -3,7 +3,9 @@
 # CUDA-on-CPU harness (the same source; every kernel runs as CPU fibers), against train_cpu
 # on a tiny Mistral the kernels take whole: head_dim 64 (2 heads, 1 KV head: GQA), a sliding
 # window of 16 shorter than the sequence of 64, packed conversations, LoRA on all seven
-# projections, a vocabulary of 512 (test/make_shards: a copy task, so the loss falls).
+# projections, a vocabulary of 512 (test/make_shards: a copy task, so the loss falls). The
+# LoRA products are kernels/lora.cuh's (the default) except in 1c, which runs the cuBLASLt
+# path (--lora-impl cublas) against train_cpu too; 1d trains with LoRA dropout on both.
 #
 # The harness is slow (a fiber per CUDA thread), so the long runs use its -O2 build
 # (build/test/train_gpu) and the sanitizer build (build/san/train_gpu) runs the short ones:
@@ -104,9 +106,31 @@ else
     echo "FAIL gguf_model_written (the gguf package is in requirements.txt: make venv)"
 fi
 
-# 2. --recompute 0, 1 and 2 train the same bits; a rerun under another harness schedule too
 SHORT=(--model "$tmp/model" --train "$tmp/shards/train.bin" --val "$tmp/shards/val.bin" --seq-len 64 --batch 2
        --grad-accum 2 --steps 4 --lr 1e-2 --warmup 1 --lora-r 4 --eval-every 4)
+
+# 1c. --lora-impl cublas: 4 steps against train_cpu
+"$SAN_BIN/train_cpu" "${SHORT[@]}" --out "$tmp/short_cpu" >/dev/null 2>&1
+"$FAST_BIN/train_gpu" "${SHORT[@]}" --lora-impl cublas --out "$tmp/short_cublas" >"$tmp/short_cublas.out" 2>&1 ||
+    tail -3 "$tmp/short_cublas.out"
+grep -q -- "--lora-impl cublas" "$tmp/short_cublas.out" && echo "PASS lora_impl_reported" || echo "FAIL lora_impl_reported"
+losses "$tmp/short_cpu/log.jsonl" >"$tmp/short_cpu.loss"
+losses "$tmp/short_cublas/log.jsonl" >"$tmp/short_cublas.loss"
+within_rel cublas_lora_tracks_train_cpu "$tmp/short_cublas.loss" "$tmp/short_cpu.loss" 1e-2
+
+# 1d. --lora-dropout 0.1: the LoRA kernels regenerate train_cpu's masks from the run's
+# generator, so the two runs see the same masks. Bound 5e-4, tighter than the others: the
+# same masks differ by bf16 noise (measured 6e-5), while train_cpu's own steps 3 and 4 move
+# by 2e-3 without dropout (its masks change the loss that much; steps 1 and 2 not yet, B
+# being near 0). test_cuda_model_gpu checks the masks' gradients themselves.
+"$SAN_BIN/train_cpu" "${SHORT[@]}" --lora-dropout 0.1 --out "$tmp/drop_cpu" >/dev/null 2>&1
+"$FAST_BIN/train_gpu" "${SHORT[@]}" --lora-dropout 0.1 --out "$tmp/drop_gpu" >"$tmp/drop_gpu.out" 2>&1 ||
+    tail -3 "$tmp/drop_gpu.out"
+losses "$tmp/drop_cpu/log.jsonl" >"$tmp/drop_cpu.loss"
+losses "$tmp/drop_gpu/log.jsonl" >"$tmp/drop_gpu.loss"
+within_rel lora_dropout_tracks_train_cpu "$tmp/drop_gpu.loss" "$tmp/drop_cpu.loss" 5e-4
+
+# 2. --recompute 0, 1 and 2 train the same bits; a rerun under another harness schedule too
 for level in 0 1 2; do
     "$FAST_BIN/train_gpu" "${SHORT[@]}" --recompute "$level" --out "$tmp/r$level" >"$tmp/r$level.out" 2>&1 ||
         { echo "FAIL recompute_${level}_runs"; tail -3 "$tmp/r$level.out"; }
@@ -202,7 +226,10 @@ expect_fail head_dim_refused "head_dim 32" "$SAN_BIN/train_gpu" --model "$tmp/hd
 expect_fail other_tokenizer_shards_refused "re-run prep" "$SAN_BIN/train_gpu" --model "$tmp/model32k" \
     --train "$tmp/shards32k/train-conversations.bin" --tokenizer "$TOKENIZER_DATA/mistral_instruct_tokenizer_240216.model.v2" \
     --out "$tmp/x5"
-expect_fail lora_kernels_not_yet "kernels/lora.cuh" "$SAN_BIN/train_gpu" "${SHORT[@]}" --lora-impl kernels --out "$tmp/x6"
+expect_fail lora_impl_unknown_refused "--lora-impl must be kernels or cublas" "$SAN_BIN/train_gpu" "${SHORT[@]}" \
+    --lora-impl cudnn --out "$tmp/x6"
+expect_fail dropout_with_cublas_refused "--lora-dropout needs --lora-impl kernels" "$SAN_BIN/train_gpu" "${SHORT[@]}" \
+    --lora-impl cublas --lora-dropout 0.1 --out "$tmp/x7"
 nothing=1
-for d in x1 x2 x3 x4 x5 x6; do [ -e "$tmp/$d" ] && nothing=0; done
+for d in x1 x2 x3 x4 x5 x6 x7; do [ -e "$tmp/$d" ] && nothing=0; done
 [ $nothing = 1 ] && echo "PASS refused_runs_write_nothing" || echo "FAIL refused_runs_write_nothing"

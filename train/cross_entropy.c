@@ -9,43 +9,13 @@
 #include "exp_approx.h"
 #include "matmul.h"
 
-enum { LANES = 16 };  // independent partial maxima and sums, which the compiler vectorises
-
-// Where the compiler can build it, softmax_row is compiled twice, for AVX-512 and for the
-// baseline, and the CPU picks at load time; both do the same operations in the same order
-// (LANES is fixed and nothing is contracted into fused multiply-adds), so the same bits.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define VECTOR_CLONES __attribute__((target_clones("avx512f", "default")))
-#else
-#define VECTOR_CLONES
-#endif
-
-static float row_max(const float *x, int n) {
-    float mx[LANES], m = -INFINITY;
-    int c, tail = n - n % LANES;
-    for (int l = 0; l < LANES; l++) mx[l] = -INFINITY;
-    for (c = 0; c < tail; c += LANES)
-        for (int l = 0; l < LANES; l++) mx[l] = mx[l] < x[c + l] ? x[c + l] : mx[l];
-    for (int l = 0; l < LANES; l++) m = mx[l] > m ? mx[l] : m;
-    for (c = tail; c < n; c++) m = x[c] > m ? x[c] : m;
-    return m;
-}
-
-static double row_sum(const float *x, int n) {
-    double sl[LANES], sum = 0.0;
-    int c, tail = n - n % LANES;
-    for (int l = 0; l < LANES; l++) sl[l] = 0.0;
-    for (c = 0; c < tail; c += LANES)
-        for (int l = 0; l < LANES; l++) sl[l] += x[c + l];
-    for (int l = 0; l < LANES; l++) sum += sl[l];
-    for (c = tail; c < n; c++) sum += x[c];
-    return sum;
-}
+// softmax_row is compiled twice (VECTOR_CLONES, exp_approx.h); row_max and row_sum take
+// their partial results in a fixed order, so both clones give the same bits.
 
 // One token's row of logits: returns w * (logsumexp - logit[target]); with grad set, turns
 // the row into grad_scale * w * (softmax - onehot(target)) in place (else it is scratch).
-// The maximum and the sum are taken in LANES interleaved partial results combined in a
-// fixed order (the sum in double), so the result does not depend on the machine's vectors.
+// The maximum and the sum are row_max's and row_sum's (exp_approx.h), so the result does not
+// depend on the machine's vectors.
 VECTOR_CLONES static double softmax_row(float *x, int V, int32_t target, float w, float grad_scale, int grad) {
     float m = row_max(x, V), xt = x[target];
     exp_shifted(x, V, m);

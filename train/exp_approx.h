@@ -12,12 +12,29 @@
  * softmax next to its maximum's e^0 = 1 cannot tell from 0; e^88 = 1.65e38 is never
  * reached by a softmax's x - max <= 0. test_ops checks the relative error against
  * double-precision exp over the range.
+ *
+ * With it, the two reductions of a softmax row, row_max and row_sum, taken in SOFTMAX_LANES
+ * interleaved partial results combined in a fixed order (the sum in double), which the
+ * compiler vectorises without reordering anything: the same bits on any vector width.
  */
 #ifndef PERSONA_EXP_APPROX_H
 #define PERSONA_EXP_APPROX_H
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
+
+#define SOFTMAX_LANES 16  // independent partial maxima and sums in row_max and row_sum
+
+// A function marked VECTOR_CLONES is compiled twice where the compiler can build it, for
+// AVX-512 and for the baseline, and the CPU picks at load time. Both do the same operations
+// in the same order (C11 mode contracts nothing into fused multiply-adds), so the same bits;
+// the AVX-512 one is 16 lanes wide, the baseline (SSE2) 4.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define VECTOR_CLONES __attribute__((target_clones("avx512f", "default")))
+#else
+#define VECTOR_CLONES
+#endif
 
 // e^x for x in [-87, 88] (exp_shifted clamps to it).
 static inline float exp_approx(float x) {
@@ -51,6 +68,30 @@ static inline void exp_shifted(float *x, int n, float shift) {
         x[i] = v;
     }
     for (int i = 0; i < n; i++) x[i] = exp_approx(x[i]);
+}
+
+// max of x[0 .. n)
+static inline float row_max(const float *x, int n) {
+    float mx[SOFTMAX_LANES], m = -INFINITY;
+    int c, tail = n - n % SOFTMAX_LANES;
+    for (int l = 0; l < SOFTMAX_LANES; l++) mx[l] = -INFINITY;
+    for (c = 0; c < tail; c += SOFTMAX_LANES)
+        for (int l = 0; l < SOFTMAX_LANES; l++) mx[l] = mx[l] < x[c + l] ? x[c + l] : mx[l];
+    for (int l = 0; l < SOFTMAX_LANES; l++) m = mx[l] > m ? mx[l] : m;
+    for (c = tail; c < n; c++) m = x[c] > m ? x[c] : m;
+    return m;
+}
+
+// sum of x[0 .. n), in double
+static inline double row_sum(const float *x, int n) {
+    double sl[SOFTMAX_LANES], sum = 0.0;
+    int c, tail = n - n % SOFTMAX_LANES;
+    for (int l = 0; l < SOFTMAX_LANES; l++) sl[l] = 0.0;
+    for (c = 0; c < tail; c += SOFTMAX_LANES)
+        for (int l = 0; l < SOFTMAX_LANES; l++) sl[l] += x[c + l];
+    for (int l = 0; l < SOFTMAX_LANES; l++) sum += sl[l];
+    for (c = tail; c < n; c++) sum += x[c];
+    return sum;
 }
 
 #endif

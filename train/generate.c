@@ -1,62 +1,60 @@
-// generate.c: greedy and nucleus sampling with the CPU model (see generate.h).
+// generate.c: the generation loop over the KV cache (see generate.h).
 #include "generate.h"
 
-#include <math.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "../common/util.h"
 
-typedef struct {
-    float p;
-    int32_t id;
-} Candidate;
-
-static int by_probability(const void *a, const void *b) {
-    const Candidate *x = a, *y = b;
-    return x->p < y->p ? 1 : x->p > y->p ? -1 : (x->id > y->id) - (x->id < y->id);
+const char *stop_reason_text(StopReason r) {
+    switch (r) {
+    case STOP_EOS: return "end of sequence";
+    case STOP_MAX_TOKENS: return "token limit";
+    case STOP_CONTEXT: return "context full";
+    default: return "interrupted";
+    }
 }
 
-int32_t sample_token(const float *logits, int V, float temperature, float top_p, uint64_t *rng) {
-    int32_t best = 0;
-    for (int v = 1; v < V; v++)
-        if (logits[v] > logits[best]) best = v;
-    if (temperature <= 0.0f) return best;
-    Candidate *c = xmalloc((size_t)V * sizeof(Candidate));
-    double sum = 0.0;
-    for (int v = 0; v < V; v++) {
-        c[v].id = v;
-        c[v].p = expf((logits[v] - logits[best]) / temperature);
-        sum += c[v].p;
+StopReason generate_with_cache(const Decoder *d, KvCache *cache, const int32_t *prompt, size_t n, int max_new,
+                               int32_t eos, const SampleConfig *sc, uint64_t *rng, TokenVec *answer, TokenCallback cb,
+                               void *ctx) {
+    int V = d->config->vocab_size;
+    float *logits = xmalloc((size_t)V * sizeof(float));
+    StopReason why = STOP_MAX_TOKENS;
+    if (decode_prompt(d, cache, prompt, n, logits)) {
+        free(logits);
+        return STOP_CONTEXT;
     }
-    qsort(c, (size_t)V, sizeof(Candidate), by_probability);
-    int keep = 0;
-    double mass = 0.0;
-    while (keep < V && (keep == 0 || mass < top_p * sum)) mass += c[keep++].p;
-    double r = rng_uniform(rng) * mass, acc = 0.0;
-    int32_t pick = c[keep - 1].id;
-    for (int k = 0; k < keep; k++)
-        if ((acc += c[k].p) > r) {
-            pick = c[k].id;
+    for (int made = 0; made < max_new; made++) {
+        int32_t next = sample_token(logits, V, sc, rng);
+        if (next == eos) {
+            why = STOP_EOS;
             break;
         }
-    free(c);
-    return pick;
+        tokvec_push(answer, next);
+        if (cb && cb(ctx, next)) {
+            why = STOP_INTERRUPTED;
+            break;
+        }
+        if (made + 1 == max_new) break;
+        DecodeSeq s = {cache, &next, 1};
+        if (d->step(d->ctx, &s, 1, logits, 0)) {
+            why = STOP_CONTEXT;
+            break;
+        }
+    }
+    free(logits);
+    return why;
 }
 
 void generate(Model *m, TokenVec *ids, int max_new, int32_t eos_id, float temperature, float top_p, uint64_t *rng) {
-    int V = m->c.vocab_size;
-    for (int n = 0; n < max_new; n++) {
-        int T = (int)ids->len;
-        int32_t *pos = xmalloc((size_t)T * sizeof(int32_t)), *seg = xcalloc((size_t)T, sizeof(int32_t)),
-                *tgt = xcalloc((size_t)T, sizeof(int32_t));
-        float *w = xcalloc((size_t)T, sizeof(float)), *logits = xmalloc((size_t)T * V * sizeof(float));
-        for (int t = 0; t < T; t++) pos[t] = t;
-        ModelInput in = {T, ids->ids, pos, seg, tgt, w};
-        model_step(m, &in, 1.0f, 0, logits);
-        int32_t next = sample_token(logits + (size_t)(T - 1) * V, V, temperature, top_p, rng);
-        free(pos), free(seg), free(tgt), free(w), free(logits);
-        tokvec_push(ids, next);
-        if (next == eos_id) break;
-    }
+    KvCache cache;
+    kv_cache_init(&cache, &m->c, (int64_t)ids->len + max_new);
+    SampleConfig sc = {temperature, top_p, 0, 0};
+    TokenVec answer = {0};
+    Decoder d = decoder_cpu(m);
+    if (generate_with_cache(&d, &cache, ids->ids, ids->len, max_new, eos_id, &sc, rng, &answer, NULL, NULL) == STOP_EOS)
+        tokvec_push(&answer, eos_id);
+    for (size_t i = 0; i < answer.len; i++) tokvec_push(ids, answer.ids[i]);
+    tokvec_free(&answer);
+    kv_cache_free(&cache);
 }

@@ -90,8 +90,7 @@ static void add(StList *t, const char *name, const float *x, int64_t rows, int64
 static float *merged_weight(const Model *m, const Linear *l) {
     size_t n = (size_t)l->out * l->in;
     float *w = xmalloc(n * sizeof(float));
-    if (l->w) memcpy(w, l->w, n * sizeof(float));
-    else nf4_weight_dequantize(&l->q, w);
+    linear_frozen_f32(l, w);
     if (!l->A) return w;
     for (int o = 0; o < l->out; o++)
         for (int k = 0; k < m->lora_r; k++) {

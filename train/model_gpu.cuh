@@ -12,7 +12,9 @@
  *   activations         bf16; RMSNorm's rstd, attention's log-sum-exp, the loss fp32
  *   LoRA                fp32 masters A, B (and fp32 gradients and AdamW moments when
  *                       training) with bf16 copies that the products read, refreshed by
- *                       the optimizer step (kernels/adamw.cuh)
+ *                       the optimizer step (kernels/adamw.cuh); the products by
+ *                       kernels/lora.cuh (the projections that share an input, q,k,v and
+ *                       gate,up, as one group) or, with LORA_CUBLAS, by cuBLASLt calls
  *
  * Memory plan (llm.c's approach): every byte the model uses on the device comes from four
  * allocations whose sizes follow from the configuration and the settings alone, computed
@@ -59,10 +61,28 @@
  * its buffer with dx, see mlp_backward):
  *   t  = dy B [N, r];  dB += s dy^T u;  dA += s t^T x       (fp32 gradients)
  *   dx = dy W (+ what dx held, for projections that share an input);  dx += s t A
+ * With the LoRA kernels, a group's frozen products come first in the forward and its LoRA
+ * after (one lora_forward); in the backward its LoRA weight gradients first (one
+ * lora_backward, which reads x), then the frozen dx products, then the LoRA part of dx
+ * (one lora_backward_dx).
+ *
+ * LoRA dropout (PEFT's, on the input of each adapted projection while training; the LoRA
+ * kernels only): the masks are train/model.c's, drawn from the run's generator in its order
+ * (per micro-batch, layer by layer, the adapted projections in order, each an [N, in] mask
+ * of N·in draws), so that train_gpu and train_cpu draw the same ones from the same state.
+ * Never stored: kernels/lora.cuh regenerates each element from the generator's state before
+ * the projection's mask (gpu_lora_group computes it), in the forward, in its recompute and
+ * in the backward alike.
  *
  * Packed conversations: the batch's segment ids are distinct across its rows (the
  * dataloader's rule), so the B rows are one sequence of N tokens to attention, and every
  * product runs over all N tokens at once.
+ *
+ * Several GPUs (kernels/comm.cuh; gpu_model_set_comm): the last micro-batch of an optimizer
+ * step sums each layer's LoRA gradients over the ranks as soon as its backward has queued
+ * them, on a stream of its own (comm_stream) ordered by an event, while the main stream goes
+ * on with the layers below (gpu_reduce_layer_grads); the main stream waits for the last sum
+ * before anything reads the gradients.
  */
 #ifndef PERSONA_MODEL_GPU_CUH
 #define PERSONA_MODEL_GPU_CUH
@@ -73,8 +93,10 @@
 
 #include "../kernels/adamw.cuh"
 #include "../kernels/attention.cuh"
+#include "../kernels/comm.cuh"
 #include "../kernels/cross_entropy.cuh"
 #include "../kernels/embedding.cuh"
+#include "../kernels/lora.cuh"
 #include "../kernels/matmul.cuh"
 #include "../kernels/nf4.cuh"
 #include "../kernels/random.cuh"
@@ -92,9 +114,13 @@ extern "C" {
 
 typedef __nv_bfloat16 bf16;
 
-// The LoRA products: cuBLASLt calls (lora_forward and the LoRA part of linear_backward), or
-// the hand-written kernels of kernels/lora.cuh once they exist, in those same two places
-// (train_gpu refuses --lora-impl kernels until then).
+// What gpu_model_step does after the forward and loss: nothing, the backward, or the backward
+// and then the sum of the LoRA gradients over the ranks (the optimizer step's last micro-batch).
+enum { STEP_FORWARD, STEP_BACKWARD, STEP_BACKWARD_REDUCE };
+
+// The LoRA products: the kernels of kernels/lora.cuh (lora_group_forward, lora_group_backward,
+// lora_group_backward_dx), or cuBLASLt calls, projection by projection (lora_forward_cublas and
+// the LoRA part of linear_backward): train_gpu --lora-impl kernels (the default) or cublas.
 enum { LORA_CUBLAS, LORA_KERNELS };
 
 #define GPU_ALIGN 256              // bytes: every tensor of the plan starts on such a boundary
@@ -183,6 +209,7 @@ typedef struct {
     float lora_scale;       // s = alpha / r (or alpha / sqrt(r) with rsLoRA)
     int training;           // 0: forward only (no gradients, moments or backward buffers)
     int lora_impl;          // LORA_CUBLAS or LORA_KERNELS
+    float lora_dropout;     // PEFT's lora_dropout while training, in [0, 1) (LORA_KERNELS only)
 } GpuSettings;
 
 typedef struct {
@@ -217,6 +244,9 @@ typedef struct {
     cudaStream_t stream, copy_stream;  // copy_stream: recompute 2's host transfers
     cudaEvent_t main_done, *transfer_done;  // recompute 2 (host_transfer)
     Matmul mm;
+    Comm *comm;                          // the ranks; NULL: this process alone
+    cudaStream_t comm_stream;            // several ranks: the gradients' sums
+    cudaEvent_t grads_ready, grads_reduced;  // (gpu_reduce_layer_grads)
 
     // frozen weights
     bf16 *embed, *head, *norm;  // [V, H], [V, H] (= embed when tied), [H]
@@ -234,6 +264,12 @@ typedef struct {
     float *norm_partial, *norm_squared;  // the gradient norm's scratch (kernels/adamw.cuh)
     const float **norm_tensors;
     size_t *norm_offsets;
+    // LoRA dropout (the top comment): the generator's state before the next training
+    // micro-batch's masks (the caller sets it from the run's, and reads it back after each
+    // step), and the tokens of the micro-batch whose training step is running (0 otherwise:
+    // evaluation and sampling draw no masks).
+    uint64_t dropout_rng;
+    int dropout_tokens;
 
     // the micro-batch on the device [N] each
     int32_t *inputs, *targets, *positions, *segments;
@@ -255,7 +291,8 @@ typedef struct {
     float *logits;                           // [V]: the last token's, for sampling
     bf16 *dx, *dh, *d_att, *dq, *dk, *dv;    // backward: [N, H], [N, H], [N, Q], [N, Q], [N, KV], [N, KV]
     float *delta;                            // attention backward's [N, Hq]
-    bf16 *lora_t;                            // dy B [N, r]
+    bf16 *lora_t;                            // dy B [N, r] (LORA_CUBLAS)
+    LoraScratch lora_scratch;                // G and the split sums of kernels/lora.cuh (LORA_KERNELS)
     // loading (the same bytes as the scratch above)
     void *stage;                             // a chunk of a frozen weight, fp32 or bf16
     float *absmax;                           // first-stage absmax of the projection being quantized
@@ -264,6 +301,39 @@ typedef struct {
 
 static inline int gpu_has_lora(const GpuModel *m, int p) {
     return m->s.lora_r > 0 && (m->s.lora_targets >> p & 1u);
+}
+
+// The dropout draws per token of a micro-batch before projection p of layer l's mask: the
+// inputs of every adapted projection before it, layer by layer (l = L, p = 0: all of them).
+static inline uint64_t gpu_dropout_draws_before(const GpuModel *m, int l, int p) {
+    uint64_t n = 0;
+    for (int i = 0; i < l * N_PROJ + p; i++)
+        if (gpu_has_lora(m, i % N_PROJ)) n += (uint64_t)m->layers[i / N_PROJ].proj[i % N_PROJ].in;
+    return n;
+}
+
+// The projections first..last of layer l that carry LoRA (first..last share an input: q..v,
+// gate..up, o, down), as one kernels/lora.cuh group in g, their numbers in proj[]; returns
+// how many (0: none). Before the layout has placed the LoRA tensors only the shapes are set.
+// While a training step runs with dropout, each projection's mask state: its input's rows
+// from t0 on (an MLP chunk) start t0·in draws into the projection's mask.
+static inline int gpu_lora_group(const GpuModel *m, int l, int first, int last, int t0, LoraGroup *g, int proj[3]) {
+    memset(g, 0, sizeof(*g));
+    for (int p = first; p <= last; p++) {
+        if (!gpu_has_lora(m, p)) continue;
+        const GpuLinear *lin = &m->layers[l].proj[p];
+        g->in = lin->in;
+        g->out[g->P] = lin->out;
+        g->A[g->P] = lin->A16, g->B[g->P] = lin->B16, g->dA[g->P] = lin->dA, g->dB[g->P] = lin->dB;
+        if (m->dropout_tokens > 0)
+            g->dropout_state[g->P] = lora_dropout_advance(
+                m->dropout_rng, (uint64_t)m->dropout_tokens * gpu_dropout_draws_before(m, l, p) + (uint64_t)t0 * lin->in);
+        proj[g->P++] = p;
+    }
+    g->r = m->s.lora_r;
+    g->scale = m->s.lora_scale;
+    g->dropout = m->dropout_tokens > 0 ? m->s.lora_dropout : 0.0f;
+    return g->P;
 }
 
 // The rows of a frozen weight with `cols` columns quantized per chunk: as many as fit in
@@ -431,10 +501,26 @@ static inline void gpu_model_layout(GpuModel *m, MemoryPlan *plan) {
         m->dk = (bf16 *)carve(&sc, "backward gradients", N * KV * bf);
         m->dv = (bf16 *)carve(&sc, "backward gradients", N * KV * bf);
         m->delta = (float *)carve(&sc, "backward gradients", N * Hq * f4);
-        if (r) m->lora_t = (bf16 *)carve(&sc, "backward gradients", N * r * bf);
+        if (r && s->lora_impl == LORA_CUBLAS) m->lora_t = (bf16 *)carve(&sc, "backward gradients", N * r * bf);
     } else {
         m->o_out = (bf16 *)carve(&sc, "forward temporaries", N * H * bf);
         m->down_out = (bf16 *)carve(&sc, "forward temporaries", N * H * bf);
+    }
+    memset(&m->lora_scratch, 0, sizeof(m->lora_scratch));
+    if (r && s->lora_impl == LORA_KERNELS) {  // the largest need of the four groups, in the scratch
+        LoraScratch *ls = &m->lora_scratch;
+        const int groups[4][2] = {{PROJ_Q, PROJ_V}, {PROJ_O, PROJ_O}, {PROJ_GATE, PROJ_UP}, {PROJ_DOWN, PROJ_DOWN}};
+        ls->chunk_rows = LORA_CHUNK_ROWS, ls->split_cols = LORA_SPLIT_COLS;
+        for (int i = 0; i < 4; i++) {
+            LoraGroup g;
+            int proj[3], rows = groups[i][0] >= PROJ_GATE ? m->mlp_rows : (int)N;
+            if (!gpu_lora_group(m, 0, groups[i][0], groups[i][1], 0, &g, proj)) continue;
+            size_t f = lora_scratch_floats(&g, rows, ls->chunk_rows, ls->split_cols), gs = (size_t)rows * g.P * r;
+            if (f > ls->partial_capacity) ls->partial_capacity = f;
+            if (s->training && gs > ls->g_capacity) ls->g_capacity = gs;
+        }
+        ls->partials = (float *)carve(&sc, "LoRA kernels' scratch (G, split sums)", ls->partial_capacity * f4);
+        if (s->training) ls->g = (bf16 *)carve(&sc, "LoRA kernels' scratch (G, split sums)", ls->g_capacity * bf);
     }
     Carver ld = {(char *)m->region[REGION_SCRATCH], 0, REGION_SCRATCH, NULL};
     m->stage = carve(&ld, "", stage * f4);
@@ -460,6 +546,8 @@ static inline void gpu_model_init(GpuModel *m, const ModelConfig *c, const GpuSe
     m->c = *c;
     m->s = *s;
     m->N = s->batch * s->seq_len;
+    lora_require(s->lora_dropout == 0.0f || s->lora_impl == LORA_KERNELS,
+                 "model_gpu: LoRA dropout is applied by the LoRA kernels only (not with LORA_CUBLAS)");
     m->layers = (GpuLayer *)xcalloc((size_t)c->num_hidden_layers, sizeof(GpuLayer));
     m->acts = (LayerActs *)xcalloc((size_t)c->num_hidden_layers, sizeof(LayerActs));
     m->x_in = (bf16 **)xcalloc((size_t)c->num_hidden_layers, sizeof(bf16 *));
@@ -504,7 +592,22 @@ static inline void gpu_model_allocate(GpuModel *m) {
     }
 }
 
+// Trains as one of comm's ranks: gpu_model_step's STEP_BACKWARD_REDUCE sums the LoRA
+// gradients over them (more than one) on a stream of its own.
+static inline void gpu_model_set_comm(GpuModel *m, Comm *comm) {
+    m->comm = comm;
+    if (comm->nranks == 1) return;
+    cuda_check(cudaStreamCreate(&m->comm_stream));
+    cuda_check(cudaEventCreateWithFlags(&m->grads_ready, cudaEventDisableTiming));
+    cuda_check(cudaEventCreateWithFlags(&m->grads_reduced, cudaEventDisableTiming));
+}
+
 static inline void gpu_model_free(GpuModel *m) {
+    if (m->comm_stream) {
+        cuda_check(cudaStreamDestroy(m->comm_stream));
+        cuda_check(cudaEventDestroy(m->grads_ready));
+        cuda_check(cudaEventDestroy(m->grads_reduced));
+    }
     if (m->stream) {
         matmul_destroy(&m->mm);
         cuda_check(cudaStreamDestroy(m->stream));
@@ -818,38 +921,74 @@ static inline void gpu_set_batch(GpuModel *m, const int32_t *inputs, const int32
     cuda_check(cudaStreamSynchronize(st));  // the host buffers may change once this returns
 }
 
-// LoRA's part of a projection's forward: u = x A^T, and y += s u B^T (not when only u is
-// wanted: the recompute of the down projection, whose output the backward does not need).
-static inline void lora_forward(GpuModel *m, const GpuLinear *lin, const bf16 *x, bf16 *y, bf16 *u, int N) {
+// LoRA's part of a projection's forward by cuBLASLt: u = x A^T, and y += s u B^T (not when
+// only u is wanted: the recompute of the down projection, whose output the backward does
+// not need).
+static inline void lora_forward_cublas(GpuModel *m, const GpuLinear *lin, const bf16 *x, bf16 *y, bf16 *u, int N) {
     int r = m->s.lora_r;
     matmul(&m->mm, u, MATMUL_BF16, x, 0, lin->A16, 1, N, r, lin->in, 1.0f, 0.0f, m->stream);
     if (y) matmul(&m->mm, y, MATMUL_BF16, u, 0, lin->B16, 1, N, lin->out, r, m->s.lora_scale, 1.0f, m->stream);
 }
 
-// y [N, out] = x W^T (+ LoRA, keeping u); y NULL: only LoRA's u.
+// y [N, out] = x W^T (+ LoRA by cuBLASLt, keeping u; the kernels' LoRA is the group's, in
+// lora_group_forward); y NULL: only LoRA's u.
 static inline void linear_forward(GpuModel *m, const GpuLinear *lin, const bf16 *x, bf16 *y, bf16 *u, int N) {
     if (y) {
         nf4_dequantize(m->wbuf, lin->w, m->stream);
         matmul(&m->mm, y, MATMUL_BF16, x, 0, m->wbuf, 1, N, lin->out, lin->in, 1.0f, 0.0f, m->stream);
     }
-    if (lin->A16) lora_forward(m, lin, x, y, u, N);
+    if (lin->A16 && m->s.lora_impl == LORA_CUBLAS) lora_forward_cublas(m, lin, x, y, u, N);
 }
 
-// dx [N, in] = dy W (+ beta·dx) and LoRA's part, accumulating dA, dB (the top comment's
-// order: x may be dx's own buffer).
+// With the LoRA kernels: the LoRA of projections first..last of layer l (sharing the input
+// x [n, in], the micro-batch's tokens from t0 on) after their frozen products: u[p] written,
+// y[p] += s u_p B_p^T (y[p] NULL: u only). y and u are indexed by projection.
+static inline void lora_group_forward(GpuModel *m, int l, int first, int last, int t0, const bf16 *x,
+                                      bf16 *const *y, bf16 *const *u, int n) {
+    LoraGroup g;
+    int proj[3];
+    if (m->s.lora_impl != LORA_KERNELS || !gpu_lora_group(m, l, first, last, t0, &g, proj)) return;
+    bf16 *gy[3] = {NULL, NULL, NULL}, *gu[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < g.P; i++) gy[i] = y[proj[i]], gu[i] = u[proj[i]];
+    lora_forward(&g, x, n, gu, gy, &m->lora_scratch, m->stream);
+}
+
+// With the LoRA kernels, a group's backward in two halves around its frozen dx products:
+// the weight gradients (dA, dB: G kept in the scratch; x still read), then dx += the
+// group's LoRA part. dy and u are indexed by projection.
+static inline void lora_group_backward(GpuModel *m, int l, int first, int last, int t0, const bf16 *x,
+                                       bf16 *const *u, const bf16 *const *dy, int n) {
+    LoraGroup g;
+    int proj[3];
+    if (m->s.lora_impl != LORA_KERNELS || !gpu_lora_group(m, l, first, last, t0, &g, proj)) return;
+    const bf16 *gdy[3] = {NULL, NULL, NULL}, *gu[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < g.P; i++) gdy[i] = dy[proj[i]], gu[i] = u[proj[i]];
+    lora_backward(&g, x, gu, gdy, n, &m->lora_scratch, m->stream);
+}
+
+static inline void lora_group_backward_dx(GpuModel *m, int l, int first, int last, int t0, bf16 *dx, int n) {
+    LoraGroup g;
+    int proj[3];
+    if (m->s.lora_impl != LORA_KERNELS || !gpu_lora_group(m, l, first, last, t0, &g, proj)) return;
+    lora_backward_dx(&g, n, dx, &m->lora_scratch, m->stream);
+}
+
+// dx [N, in] = dy W (+ beta·dx) and, by cuBLASLt, LoRA's part, accumulating dA, dB (the top
+// comment's order: x may be dx's own buffer); the kernels' LoRA is the group's
+// (lora_group_backward before this, lora_group_backward_dx after).
 static inline void linear_backward(GpuModel *m, const GpuLinear *lin, const bf16 *x, const bf16 *u, const bf16 *dy, bf16 *dx,
                             float beta, int N) {
-    int r = m->s.lora_r;
+    int r = m->s.lora_r, cublas = lin->A16 && m->s.lora_impl == LORA_CUBLAS;
     float s = m->s.lora_scale;
     cudaStream_t st = m->stream;
-    if (lin->A16) {
+    if (cublas) {
         matmul(&m->mm, m->lora_t, MATMUL_BF16, dy, 0, lin->B16, 0, N, r, lin->out, 1.0f, 0.0f, st);
         matmul(&m->mm, lin->dB, MATMUL_F32, dy, 1, u, 0, lin->out, r, N, s, 1.0f, st);
         matmul(&m->mm, lin->dA, MATMUL_F32, m->lora_t, 1, x, 0, r, lin->in, N, s, 1.0f, st);
     }
     nf4_dequantize(m->wbuf, lin->w, st);
     matmul(&m->mm, dx, MATMUL_BF16, dy, 0, m->wbuf, 0, N, lin->in, lin->out, 1.0f, beta, st);
-    if (lin->A16) matmul(&m->mm, dx, MATMUL_BF16, m->lora_t, 0, lin->A16, 0, N, lin->in, r, s, 1.0f, st);
+    if (cublas) matmul(&m->mm, dx, MATMUL_BF16, m->lora_t, 0, lin->A16, 0, N, lin->in, r, s, 1.0f, st);
 }
 
 // The MLP of tokens [t0, t0 + n), one chunk, into a: gate, up (and their LoRA u), act, and
@@ -862,10 +1001,14 @@ static inline void mlp_forward(GpuModel *m, int l, LayerActs *a, int t0, int n, 
     bf16 *gate = a->gate + at, *up = a->up + at, *act = a->act + at, *h2 = a->h2 + (size_t)t0 * H;
     bf16 *u[N_PROJ];
     for (int p = PROJ_GATE; p <= PROJ_DOWN; p++) u[p] = a->u[p] ? a->u[p] + (size_t)t0 * r : NULL;
+    bf16 *y[N_PROJ] = {NULL};
+    y[PROJ_GATE] = gate, y[PROJ_UP] = up, y[PROJ_DOWN] = recompute ? NULL : m->down_out + (size_t)t0 * H;
     linear_forward(m, &ly->proj[PROJ_GATE], h2, gate, u[PROJ_GATE], n);
     linear_forward(m, &ly->proj[PROJ_UP], h2, up, u[PROJ_UP], n);
+    lora_group_forward(m, l, PROJ_GATE, PROJ_UP, t0, h2, y, u, n);
     swiglu_forward(act, gate, up, (size_t)n * I, m->stream);
-    linear_forward(m, &ly->proj[PROJ_DOWN], act, recompute ? NULL : m->down_out + (size_t)t0 * H, u[PROJ_DOWN], n);
+    linear_forward(m, &ly->proj[PROJ_DOWN], act, y[PROJ_DOWN], u[PROJ_DOWN], n);
+    lora_group_forward(m, l, PROJ_DOWN, PROJ_DOWN, t0, act, y, u, n);
 }
 
 // The MLP's backward for tokens [t0, t0 + n): dx (the gradient at the layer's output) gives
@@ -878,10 +1021,16 @@ static inline void mlp_backward(GpuModel *m, int l, LayerActs *a, int t0, int n)
     bf16 *gate = a->gate + at, *up = a->up + at, *act = a->act + at, *h2 = a->h2 + row;
     bf16 *u[N_PROJ];
     for (int p = PROJ_GATE; p <= PROJ_DOWN; p++) u[p] = a->u[p] ? a->u[p] + (size_t)t0 * r : NULL;
+    const bf16 *dy[N_PROJ] = {NULL};
+    dy[PROJ_GATE] = gate, dy[PROJ_UP] = up, dy[PROJ_DOWN] = m->dx + row;
+    lora_group_backward(m, l, PROJ_DOWN, PROJ_DOWN, t0, act, u, dy, n);
     linear_backward(m, &ly->proj[PROJ_DOWN], act, u[PROJ_DOWN], m->dx + row, act, 0.0f, n);  // act := d act
+    lora_group_backward_dx(m, l, PROJ_DOWN, PROJ_DOWN, t0, act, n);
     swiglu_backward(gate, up, act, gate, up, (size_t)n * I, m->stream);
+    lora_group_backward(m, l, PROJ_GATE, PROJ_UP, t0, h2, u, dy, n);
     linear_backward(m, &ly->proj[PROJ_UP], h2, u[PROJ_UP], up, m->dh + row, 0.0f, n);
     linear_backward(m, &ly->proj[PROJ_GATE], h2, u[PROJ_GATE], gate, m->dh + row, 1.0f, n);
+    lora_group_backward_dx(m, l, PROJ_GATE, PROJ_UP, t0, m->dh + row, n);
 }
 
 // Layer l's forward (the top comment) into a. Its input is bf16(res + add), which the first
@@ -896,12 +1045,16 @@ static inline void layer_forward(GpuModel *m, int l, LayerActs *a, const bf16 *r
     cudaStream_t st = m->stream;
     bf16 *x_in = m->x_in[l];
     rmsnorm_forward(add ? x_in : NULL, a->h1, a->rstd1, res, add, ly->ln1, N, H, c->rms_norm_eps, st);
+    bf16 *y[N_PROJ] = {NULL};
+    y[PROJ_Q] = a->q, y[PROJ_K] = a->k, y[PROJ_V] = a->v, y[PROJ_O] = m->o_out;
     linear_forward(m, &ly->proj[PROJ_Q], a->h1, a->q, a->u[PROJ_Q], N);
     linear_forward(m, &ly->proj[PROJ_K], a->h1, a->k, a->u[PROJ_K], N);
     linear_forward(m, &ly->proj[PROJ_V], a->h1, a->v, a->u[PROJ_V], N);
+    lora_group_forward(m, l, PROJ_Q, PROJ_V, 0, a->h1, y, a->u, N);
     rope_forward(a->q, a->k, m->positions, N, Hq, Hkv, D, c->rope_theta, st);
     attention_forward(a->att, a->lse, a->q, a->k, a->v, m->segments, N, Hq, Hkv, D, c->sliding_window, NULL, st);
     linear_forward(m, &ly->proj[PROJ_O], a->att, m->o_out, a->u[PROJ_O], N);
+    lora_group_forward(m, l, PROJ_O, PROJ_O, 0, a->att, y, a->u, N);
     rmsnorm_forward(a->x_mid, a->h2, a->rstd2, x_in, m->o_out, ly->ln2, N, H, c->rms_norm_eps, st);
     if (recompute) return;
     for (int t0 = 0; t0 < N; t0 += GPU_MLP_CHUNK) mlp_forward(m, l, a, t0, min(GPU_MLP_CHUNK, N - t0), 0);
@@ -923,13 +1076,19 @@ static inline void layer_backward(GpuModel *m, int l, LayerActs *a, int N) {
     }
     rmsnorm_backward(m->dx, m->dh, m->dx, a->x_mid, ly->ln2, a->rstd2, N, H, st);
     // attention: x_mid = x_in + o(attention(rope(q(h1)), rope(k(h1)), v(h1)))
+    const bf16 *dy[N_PROJ] = {NULL};
+    dy[PROJ_Q] = m->dq, dy[PROJ_K] = m->dk, dy[PROJ_V] = m->dv, dy[PROJ_O] = m->dx;
+    lora_group_backward(m, l, PROJ_O, PROJ_O, 0, a->att, a->u, dy, N);
     linear_backward(m, &ly->proj[PROJ_O], a->att, a->u[PROJ_O], m->dx, m->d_att, 0.0f, N);
+    lora_group_backward_dx(m, l, PROJ_O, PROJ_O, 0, m->d_att, N);
     attention_backward(m->dq, m->dk, m->dv, m->delta, a->q, a->k, a->v, a->att, m->d_att, a->lse, m->segments, N, Hq,
                        Hkv, D, c->sliding_window, NULL, st);
     rope_backward(m->dq, m->dk, m->positions, N, Hq, Hkv, D, c->rope_theta, st);
+    lora_group_backward(m, l, PROJ_Q, PROJ_V, 0, a->h1, a->u, dy, N);
     linear_backward(m, &ly->proj[PROJ_Q], a->h1, a->u[PROJ_Q], m->dq, m->dh, 0.0f, N);
     linear_backward(m, &ly->proj[PROJ_K], a->h1, a->u[PROJ_K], m->dk, m->dh, 1.0f, N);
     linear_backward(m, &ly->proj[PROJ_V], a->h1, a->u[PROJ_V], m->dv, m->dh, 1.0f, N);
+    lora_group_backward_dx(m, l, PROJ_Q, PROJ_V, 0, m->dh, N);
     rmsnorm_backward(m->dx, m->dh, m->dx, m->x_in[l], ly->ln1, a->rstd1, N, H, st);
 }
 
@@ -970,14 +1129,33 @@ static inline void gpu_model_forward(GpuModel *m, int N, int keep) {
     rmsnorm_forward(m->x_final, m->hf, m->rstd_f, m->acts[L - 1].x_mid, m->down_out, m->norm, N, H, c->rms_norm_eps, st);
 }
 
-// The forward, then the loss: returns the sum over tokens of weight · cross-entropy. With
-// backward, LoRA gradients accumulate grad_scale · d(that sum)/d(A, B) (the caller zeroes
-// them per optimizer step).
+// Layer l's LoRA gradients are complete: its backward (of the step's last micro-batch) is
+// queued on the main stream. The comm stream waits for that point (an event) and sums them
+// over the ranks there, while the main stream goes on with the backward of layer l - 1,
+// which touches none of them. They are one range of the gradient buffer (its order is
+// layer, projection).
+static inline void gpu_reduce_layer_grads(GpuModel *m, int l) {
+    size_t first = m->layers[l].proj[0].lora_offset;
+    size_t end = l + 1 < m->c.num_hidden_layers ? m->layers[l + 1].proj[0].lora_offset : m->lora_n;
+    cuda_check(cudaEventRecord(m->grads_ready, m->stream));
+    cuda_check(cudaStreamWaitEvent(m->comm_stream, m->grads_ready, 0));
+    comm_all_reduce_sum(m->comm, m->lora_grads + first, end - first, m->comm_stream);
+}
+
+// The forward, then the loss: returns the sum over tokens of weight · cross-entropy. With a
+// backward (STEP_BACKWARD, STEP_BACKWARD_REDUCE), LoRA gradients accumulate grad_scale ·
+// d(that sum)/d(A, B) (the caller zeroes them per optimizer step), and with dropout the
+// masks are drawn: dropout_rng moves past them. With STEP_BACKWARD_REDUCE, and several
+// ranks, they are then summed over the ranks, layer by layer as the backward finishes each
+// (grad_scale is the same on every rank: one over the trained tokens of all of them, so the
+// sum is the gradient of the whole step's loss).
 static inline double gpu_model_step(GpuModel *m, int N, float grad_scale, int backward) {
     const ModelConfig *c = &m->c;
     int L = c->num_hidden_layers, H = c->hidden_size, V = c->vocab_size;
     int level = m->s.recompute, offload = level == 2 && backward;
+    int reduce = backward == STEP_BACKWARD_REDUCE && m->comm && m->comm->nranks > 1;
     cudaStream_t st = m->stream;
+    m->dropout_tokens = backward && m->s.lora_dropout > 0.0f ? N : 0;
     gpu_model_forward(m, N, backward);
     cross_entropy_forward_backward(&m->mm, m->loss, backward ? m->dh : NULL, m->hf, m->head, m->targets, m->weights,
                                    N, H, V, GPU_CE_CHUNK, grad_scale, m->ce_scratch, st);
@@ -991,9 +1169,18 @@ static inline double gpu_model_step(GpuModel *m, int N, float grad_scale, int ba
             if (offload && l >= 1 && l - 1 < L - 2) host_transfer(m, l - 1, N, 0);  // one layer ahead
             if (level > 0) layer_forward(m, l, a, m->x_in[l], NULL, N, 1);
             layer_backward(m, l, a, N);
+            if (reduce) gpu_reduce_layer_grads(m, l);  // before layer l - 1's backward is queued
         }
     }
-    cuda_check(cudaStreamSynchronize(st));
+    if (m->dropout_tokens)
+        m->dropout_rng = lora_dropout_advance(m->dropout_rng, (uint64_t)N * gpu_dropout_draws_before(m, L, 0));
+    m->dropout_tokens = 0;
+    if (reduce) {  // the optimizer reads the sums on the main stream
+        cuda_check(cudaEventRecord(m->grads_reduced, m->comm_stream));
+        cuda_check(cudaStreamWaitEvent(st, m->grads_reduced, 0));
+    }
+    if (m->comm) comm_wait(m->comm, st);  // a lost rank ends the wait (comm.cuh)
+    else cuda_check(cudaStreamSynchronize(st));
     return loss;
 }
 

@@ -102,14 +102,60 @@ void nf4_quantize(const float *w, size_t n, int blocksize, uint8_t *packed, floa
     if (n % 2) packed[n / 2] |= nf4_bucket(0.0f);
 }
 
+// Elements [start, end) of the matrix, all in one block of scale a, into out[0 ..):
+// out[i - start] = nf4_code[q_i] * a.
+static void dequantize_span_scalar(const uint8_t *packed, float a, size_t start, size_t end, float *out) {
+    for (size_t i = start; i < end; i++) out[i - start] = nf4_code[(packed[i / 2] >> (i % 2 ? 0 : 4)) & 0xF] * a;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+// The same products 32 at a time from an even start: 16 packed bytes widened to 16 lanes,
+// their high and low nibbles looked up in the 16 codes held in one register (vpermps),
+// interleaved back into element order (high nibble first), times a. One rounding per element
+// either way, so the same bits as the scalar loop, which takes what is left over.
+__attribute__((target("avx512f"))) static void dequantize_span_avx512(const uint8_t *packed, float a, size_t start,
+                                                                       size_t end, float *out) {
+    const __m512 codes = _mm512_loadu_ps(nf4_code), scale = _mm512_set1_ps(a);
+    const __m512i low_half = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23),
+                  high_half = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31),
+                  nibble = _mm512_set1_epi32(0xF);
+    size_t i = start;
+    if (i % 2 && i < end) dequantize_span_scalar(packed, a, i, i + 1, out), i++;
+    for (; i + 32 <= end; i += 32) {
+        __m512i bytes = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(packed + i / 2)));
+        __m512 hi = _mm512_permutexvar_ps(_mm512_srli_epi32(bytes, 4), codes),
+               lo = _mm512_permutexvar_ps(_mm512_and_epi32(bytes, nibble), codes);
+        _mm512_storeu_ps(out + (i - start), _mm512_mul_ps(_mm512_permutex2var_ps(hi, low_half, lo), scale));
+        _mm512_storeu_ps(out + (i - start) + 16, _mm512_mul_ps(_mm512_permutex2var_ps(hi, high_half, lo), scale));
+    }
+    dequantize_span_scalar(packed, a, i, end, out + (i - start));
+}
+#endif
+
+// Elements [start, end) into out[0 ..), block by block.
+static void dequantize_span(const uint8_t *packed, const float *absmax, int blocksize, size_t start, size_t end,
+                            float *out) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    int wide = __builtin_cpu_supports("avx512f");
+#endif
+    for (size_t i = start; i < end;) {
+        size_t b = i / (size_t)blocksize, stop = (b + 1) * (size_t)blocksize < end ? (b + 1) * (size_t)blocksize : end;
+#if defined(__x86_64__) && defined(__GNUC__)
+        if (wide) dequantize_span_avx512(packed, absmax[b], i, stop, out + (i - start));
+        else
+#endif
+            dequantize_span_scalar(packed, absmax[b], i, stop, out + (i - start));
+        i = stop;
+    }
+}
+
 void nf4_dequantize(const uint8_t *packed, const float *absmax, size_t n, int blocksize, float *w) {
     size_t nb = (n + (size_t)blocksize - 1) / (size_t)blocksize;
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (size_t b = 0; b < nb; b++) {
-        size_t end = (b + 1) * (size_t)blocksize < n ? (b + 1) * (size_t)blocksize : n;
-        float a = absmax[b];
-        for (size_t i = b * (size_t)blocksize; i < end; i++)
-            w[i] = nf4_code[(packed[i / 2] >> (i % 2 ? 0 : 4)) & 0xF] * a;
+        size_t start = b * (size_t)blocksize, end = start + (size_t)blocksize < n ? start + (size_t)blocksize : n;
+        dequantize_span(packed, absmax, blocksize, start, end, w + start);
     }
 }
 
@@ -173,15 +219,23 @@ void nf4_weight_quantize(Nf4Weight *q, const float *w, int64_t rows, int64_t col
     q->absmax = NULL;
 }
 
+void nf4_weight_absmax(const Nf4Weight *q, float *absmax) {
+    size_t nb = ((size_t)(q->rows * q->cols) + (size_t)q->blocksize - 1) / (size_t)q->blocksize;
+    if (q->double_quant) nf4_dequantize_absmax(q->qabsmax, q->absmax2, nb, q->offset, q->code, absmax);
+    else memcpy(absmax, q->absmax, nb * sizeof(float));
+}
+
 void nf4_weight_dequantize(const Nf4Weight *q, float *w) {
     size_t n = (size_t)(q->rows * q->cols), nb = (n + (size_t)q->blocksize - 1) / (size_t)q->blocksize;
-    float *absmax = q->absmax;
-    if (q->double_quant) {
-        absmax = xmalloc(nb * sizeof(float));
-        nf4_dequantize_absmax(q->qabsmax, q->absmax2, nb, q->offset, q->code, absmax);
-    }
+    float *absmax = xmalloc((nb ? nb : 1) * sizeof(float));
+    nf4_weight_absmax(q, absmax);
     nf4_dequantize(q->packed, absmax, n, q->blocksize, w);
-    if (q->double_quant) free(absmax);
+    free(absmax);
+}
+
+void nf4_weight_row(const Nf4Weight *q, const float *absmax, int64_t r, int64_t c0, int n, float *out) {
+    size_t start = (size_t)(r * q->cols + c0);
+    dequantize_span(q->packed, absmax, q->blocksize, start, start + (size_t)n, out);
 }
 
 void nf4_weight_free(Nf4Weight *q) {

@@ -61,6 +61,12 @@ typedef struct {
 void nf4_weight_quantize(Nf4Weight *q, const float *w, int64_t rows, int64_t cols, int blocksize, int double_quant);
 // The float32 matrix it stands for.
 void nf4_weight_dequantize(const Nf4Weight *q, float *w);
+// Its per-block scales as float32 (ceil(rows * cols / blocksize) of them): absmax as stored,
+// or dequantized from the double-quantized statistics.
+void nf4_weight_absmax(const Nf4Weight *q, float *absmax);
+// Elements [c0, c0 + n) of row r of the matrix it stands for, given nf4_weight_absmax's
+// scales: the same values nf4_weight_dequantize gives there.
+void nf4_weight_row(const Nf4Weight *q, const float *absmax, int64_t r, int64_t c0, int n, float *out);
 void nf4_weight_free(Nf4Weight *q);
 
 #endif

@@ -25,6 +25,42 @@
 #define CHECKPOINT_FORMAT "persona.c checkpoint v2"
 
 // ---------------------------------------------------------------------------------------
+// the ranks (run.h: "Several ranks")
+
+static const RunComm single_rank = {0, 1, NULL, NULL, NULL, NULL, NULL};
+
+static volatile sig_atomic_t stop_requested;  // the signal this process received (on_signal)
+
+static int is_lead(const Run *r) { return r->comm->rank == 0; }
+
+static void ranks_sum(const Run *r, double *x, int n) {
+    if (r->comm->world > 1) r->comm->sum(r->comm->ctx, x, n);
+}
+
+static void ranks_max(const Run *r, int *x, int n) {
+    if (r->comm->world > 1) r->comm->max(r->comm->ctx, x, n);
+}
+
+static void ranks_broadcast(const Run *r, void *buf, size_t n) {
+    if (r->comm->world > 1) r->comm->broadcast(r->comm->ctx, buf, n);
+}
+
+static void ranks_gather(const Run *r, const void *mine, void *all, size_t n) {
+    if (r->comm->world > 1) r->comm->gather(r->comm->ctx, mine, all, n);
+    else memcpy(all, mine, n);
+}
+
+// What the ranks decide together: returns the worst status any rank had (so that a failure
+// of what rank 0 alone does, writing the log say, stops them all), and sets r->stop to the
+// signal any rank received, if one did.
+static int agree(Run *r, int status) {
+    int v[2] = {status, (int)stop_requested};
+    ranks_max(r, v, 2);
+    if (v[1]) r->stop = v[1];
+    return v[0];
+}
+
+// ---------------------------------------------------------------------------------------
 // the command line
 
 // The shared flags, in --help's order, pointing into o.
@@ -40,7 +76,8 @@ static int shared_flags(RunOptions *o, RunFlag *f) {
         {"--seq-len", "T", FLAG_INT, &o->seq_len, "positions per row (default 512)"},
         {"--batch", "B", FLAG_INT, &o->batch, "rows per micro-batch (default 4)"},
         {"--grad-accum", "N", FLAG_INT, &o->grad_accum, "micro-batches per optimizer step (default 1)"},
-        {"--steps", "N", FLAG_INT, &o->steps, "optimizer steps (default 100); may grow on resume"},
+        {"--steps", "N", FLAG_INT, &o->steps,
+         "optimizer steps (default 100); may grow on resume; 0: no\nstep, only the evaluation and samples of the model as\nit starts (LoRA's B is 0: the base model)"},
         {"--lr", "LR", FLAG_FLOAT, &o->lr, "peak learning rate (default 2e-4)"},
         {"--schedule", "S", FLAG_STRING, &o->schedule, "constant, linear or cosine (default cosine)"},
         {"--warmup", "N", FLAG_INT, &o->warmup, "warmup steps (default 10)"},
@@ -177,7 +214,8 @@ int run_parse_args(RunOptions *o, const RunProgram *p, int argc, char **argv) {
                       : !o->train.n && !(p->plans_only && *p->plans_only) ? "at least one --train shard is required"
                       : !o->out && !(p->plans_only && *p->plans_only) ? "--out is required"
                       : o->seq_len < 2 ? "--seq-len must be at least 2"
-                      : o->batch < 1 || o->grad_accum < 1 || o->steps < 1 ? "--batch, --grad-accum and --steps must be positive"
+                      : o->batch < 1 || o->grad_accum < 1 ? "--batch and --grad-accum must be positive"
+                      : o->steps < 0 ? "--steps must not be negative"
                       : !(o->lr > 0) ? "--lr must be positive"
                       : o->warmup < 0 ? "--warmup must not be negative"
                       : !(o->weight_decay >= 0) || !(o->clip >= 0) ? "--weight-decay and --clip must not be negative"
@@ -249,6 +287,7 @@ static void settings_json(Run *r, const char *train_ids) {
     SETTING("--lora-targets", "%s", targets);
     SETTING("--seed", "%llu", (unsigned long long)o->seed);
     SETTING("--no-nf4", "%s", o->no_nf4 ? "on" : "off");
+    SETTING("mpirun -np", "%d", r->comm->world);  // each rank's data, and the global batch, depend on it
 #undef SETTING
     r->settings = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
@@ -321,8 +360,8 @@ static uint32_t crc_of(const StWrite *w, int n) {
 
 static const char *const moment_suffix[3] = {"", ".adam_m", ".adam_v"};
 
-int checkpoint_write(const char *path, const RunParam *params, int n, const Dataloader *dl, const RunState *state,
-                     const char *settings, char crc[16], char *err) {
+int checkpoint_write(const char *path, const RunParam *params, int n, const uint8_t *loader_states, size_t loader_bytes,
+                     const RunState *state, const char *settings, char crc[16], char *err) {
     StWrite *w = xcalloc((size_t)n * 3 + 2, sizeof(StWrite));
     char (*names)[112] = xcalloc((size_t)n * 3 + 2, sizeof(*names));
     int k = 0;
@@ -335,37 +374,75 @@ int checkpoint_write(const char *path, const RunParam *params, int n, const Data
             k++;
         }
     }
-    size_t ds = dataloader_state_size(dl);
-    uint8_t *dstate = xmalloc(ds);
-    dataloader_state_save(dl, dstate);
     int64_t scalars[2] = {state->step, (int64_t)state->dropout_rng};
-    w[k++] = (StWrite){"run.dataloader", ST_U8, 1, {(int64_t)ds}, dstate};
+    w[k++] = (StWrite){"run.dataloader", ST_U8, 1, {(int64_t)loader_bytes}, loader_states};
     w[k++] = (StWrite){"run.scalars", ST_I64, 1, {2}, scalars};
     snprintf(crc, 16, "%08x", crc_of(w, k));
     const char *keys[] = {"format", "settings", "crc32"}, *values[] = {CHECKPOINT_FORMAT, settings, crc};
     int rc = st_write(path, w, k, keys, values, 3, err);
-    free(w), free(names), free(dstate);
+    free(w), free(names);
     return rc;
 }
 
-// Writes the checkpoint of state.step. The log is synced first, so that the log on disk
-// always covers every step a checkpoint holds.
+// For a run stopped by a failure: what it keeps on disk.
+static const char *what_is_kept(const Run *r, char *buf, size_t n) {
+    if (r->saved_step > 0) snprintf(buf, n, "the checkpoint of step %lld is kept", (long long)r->saved_step);
+    else snprintf(buf, n, "no checkpoint was written yet");
+    return buf;
+}
+
+// The CRC32 of this rank's LoRA weights and AdamW moments (in the host mirrors).
+static uint32_t params_crc(const Run *r) {
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (int i = 0; i < r->n_params; i++) {
+        const RunParam *q = &r->params[i];
+        crc = crc32(crc, (const Bytef *)q->p, (uInt)(q->n * sizeof(float)));
+        crc = crc32(crc, (const Bytef *)q->m, (uInt)(q->n * sizeof(float)));
+        crc = crc32(crc, (const Bytef *)q->v, (uInt)(q->n * sizeof(float)));
+    }
+    return (uint32_t)crc;
+}
+
+// Writes the checkpoint of state.step; every rank calls it. The log is synced first, so that
+// the log on disk always covers every step a checkpoint holds. Rank 0 gathers every rank's
+// loader state (the checkpoint holds them all, in rank order) and the CRC32 of its LoRA
+// state, which must equal its own; that gather is also the barrier: rank 0 writes (and
+// st_write renames into place) only what every rank has reached.
 static int checkpoint_save(Run *r) {
     char err[ERR_LEN];
-    if (fsync(r->log_fd)) {
+    int rc = 0, world = r->comm->world;
+    if (is_lead(r) && fsync(r->log_fd)) {
         fprintf(stderr, "error: %s: cannot sync: %s\n", r->log_path, strerror(errno));
-        return 2;
+        rc = 2;
     }
-    if (r->hooks.to_host && r->hooks.to_host(r->hooks.ctx, err)) {
+    if (rc == 0 && r->hooks.to_host && r->hooks.to_host(r->hooks.ctx, err)) {
         fprintf(stderr, "error: %s\n", err);
-        return 2;
+        rc = 2;
     }
-    if (checkpoint_write(r->ckpt_path, r->params, r->n_params, r->dl, &r->state, r->settings, r->saved_crc, err)) {
+    size_t ds = dataloader_state_size(r->dl);
+    uint8_t *mine = xmalloc(ds), *dstate = xmalloc(ds * (size_t)world);
+    dataloader_state_save(r->dl, mine);
+    ranks_gather(r, mine, dstate, ds);
+    uint32_t crc = world > 1 ? params_crc(r) : 0, *crcs = xcalloc((size_t)world, sizeof(uint32_t));
+    ranks_gather(r, &crc, crcs, sizeof(crc));
+    for (int k = 1; k < world && rc == 0 && is_lead(r); k++)
+        if (crcs[k] != crcs[0]) {
+            char kept[96];
+            fprintf(stderr, "error: step %lld: rank %d's LoRA weights and AdamW moments differ from rank 0's (CRC32 %08x "
+                            "and %08x): the ranks have diverged; stopped (%s)\n",
+                    (long long)r->state.step, k, crcs[k], crcs[0], what_is_kept(r, kept, sizeof(kept)));
+            rc = 2;
+        }
+    if (is_lead(r) && rc == 0 &&
+        checkpoint_write(r->ckpt_path, r->params, r->n_params, dstate, ds * (size_t)world, &r->state, r->settings,
+                         r->saved_crc, err)) {
         fprintf(stderr, "error: %s (the checkpoint of step %lld is still the last one)\n", err, (long long)r->saved_step);
-        return 2;
+        rc = 2;
     }
-    r->saved_step = r->state.step;
-    return 0;
+    free(mine), free(dstate), free(crcs);
+    rc = agree(r, rc);
+    if (rc == 0) r->saved_step = r->state.step;
+    return rc;
 }
 
 // A string value of the checkpoint's metadata (NULL if absent); free() it.
@@ -377,8 +454,8 @@ static char *metadata_string(const SafeTensors *st, const char *key) {
     return out;
 }
 
-int checkpoint_read(const char *path, const RunParam *params, int n, const char *settings, int steps, Dataloader *dl,
-                    RunState *state, char crc[16], char *err) {
+int checkpoint_read(const char *path, const RunParam *params, int n, const char *settings, int steps, int world,
+                    Dataloader *dl, RunState *state, uint8_t **loader_states, char crc[16], char *err) {
     SafeTensors st;
     if (st_open(&st, path, err)) return -1;
     int rc = 0;
@@ -420,7 +497,10 @@ int checkpoint_read(const char *path, const RunParam *params, int n, const char 
     if (rc == 0 && (scalars[0] < 1 || scalars[0] > steps))
         rc = set_error(err, "%s: a checkpoint of step %lld, %s --steps %d; give --steps %lld or more to go on", path,
                        (long long)scalars[0], scalars[0] < 1 ? "outside" : "beyond", steps, (long long)scalars[0]);
-    if (rc == 0 && dataloader_state_restore(dl, dstate->data, dstate->nbytes, err)) rc = -1;
+    size_t ds = dataloader_state_size(dl), all = ds * (size_t)world;
+    if (rc == 0 && dstate->nbytes != all)
+        rc = set_error(err, "%s: the loader states are %zu bytes, %d rank(s) need %zu", path, dstate->nbytes, world, all);
+    if (rc == 0 && dataloader_state_restore(dl, dstate->data, ds, err)) rc = -1;  // rank 0's
     if (rc == 0) {  // only now, when everything checked out, touch the parameters
         for (int i = 0, j = 0; i < n; i++, j += 3) {
             const RunParam *q = &params[i];
@@ -431,6 +511,10 @@ int checkpoint_read(const char *path, const RunParam *params, int n, const char 
         state->step = scalars[0];
         state->dropout_rng = (uint64_t)scalars[1];
         snprintf(crc, 16, "%s", saved_crc);
+        if (loader_states) {  // the other ranks' get sent to them (share_run_state)
+            *loader_states = xmalloc(all);
+            memcpy(*loader_states, dstate->data, all);
+        }
     }
     free(format), free(saved_settings), free(saved_crc), free(w);
     st_close(&st);
@@ -440,8 +524,8 @@ int checkpoint_read(const char *path, const RunParam *params, int n, const char 
 // Restores parameters, moments, the data loader and the run state from the checkpoint,
 // touching nothing unless all of it checks out.
 static int checkpoint_load(Run *r, char *err) {
-    if (checkpoint_read(r->ckpt_path, r->params, r->n_params, r->settings, r->o->steps, r->dl, &r->state, r->saved_crc,
-                        err))
+    if (checkpoint_read(r->ckpt_path, r->params, r->n_params, r->settings, r->o->steps, r->comm->world, r->dl, &r->state,
+                        &r->loader_states, r->saved_crc, err))
         return -1;
     r->saved_step = r->state.step;
     return 0;
@@ -669,8 +753,6 @@ static int read_prompts(Run *r, char *err) {
 // ---------------------------------------------------------------------------------------
 // opening and resuming
 
-static volatile sig_atomic_t stop_requested;
-
 // The first signal asks the run to stop at the next safe point; a second ends it at once
 // (every file is written atomically, so nothing is left half-written either way).
 static void on_signal(int sig) {
@@ -687,9 +769,18 @@ static void on_signal(int sig) {
 
 int run_stop_signal(void) { return stop_requested; }
 
-int run_open(Run *r, const RunOptions *o) {
+int run_agree(Run *r, int status, const char *err) {
+    int v[2] = {status, is_lead(r) ? status : 0};  // the worst status, rank 0's
+    ranks_max(r, v, 2);
+    if (status && is_lead(r)) fprintf(stderr, "error: %s\n", err);
+    else if (status && !v[1]) fprintf(stderr, "error: rank %d: %s\n", r->comm->rank, err);
+    return v[0];
+}
+
+int run_open(Run *r, const RunOptions *o, const RunComm *comm) {
     memset(r, 0, sizeof(*r));
     r->o = o;
+    r->comm = comm ? comm : &single_rank;
     r->lock_fd = r->log_fd = -1;
     r->saved_step = -1;
     char err[ERR_LEN];
@@ -712,16 +803,15 @@ int run_open(Run *r, const RunOptions *o) {
         if (check_not_output(o, "--train/--val", i < o->train.n ? o->train.path[i] : o->val.path[i - o->train.n], err))
             goto bad;
     if (o->prompts && read_prompts(r, err)) goto bad;
-    LoaderConfig lc = {o->batch, o->seq_len, o->seed, 0, 1, r->fingerprint};
+    LoaderConfig lc = {o->batch, o->seq_len, o->seed, r->comm->rank, r->comm->world, r->fingerprint};
     if (!(r->dl = dataloader_open(o->train.path, o->train.n, &lc, err))) goto bad;
     if (o->val.n && !(r->ev = evalloader_open(o->val.path, o->val.n, &lc, err))) goto bad;
     settings_json(r, train_ids.data);
     bytebuf_free(&train_ids);
-    return 0;
+    return run_agree(r, 0, err);
 bad:
     bytebuf_free(&train_ids);
-    fprintf(stderr, "error: %s\n", err);
-    return 1;
+    return run_agree(r, 1, err);
 }
 
 // Whether DONE says the run finished at the checkpoint's step.
@@ -738,13 +828,10 @@ static int done_matches(const Run *r) {
     return ok;
 }
 
-int run_start(Run *r, RunParam *params, int n_params, const RunHooks *hooks) {
+// run_start's work on the run directory, rank 0's alone.
+static int open_run_dir(Run *r) {
     const RunOptions *o = r->o;
     char err[ERR_LEN];
-    r->params = params;
-    r->n_params = n_params;
-    r->hooks = *hooks;
-    r->state = (RunState){0, o->seed ^ 0xD120ull};
     if (mkdir(o->out, 0755) && errno != EEXIST) {
         fprintf(stderr, "error: %s: cannot create: %s\n", o->out, strerror(errno));
         return 1;
@@ -756,11 +843,6 @@ int run_start(Run *r, RunParam *params, int n_params, const RunHooks *hooks) {
                 errno == EWOULDBLOCK ? "another trainer is using this run directory" : strerror(errno));
         return 1;
     }
-    snprintf(r->ckpt_path, sizeof(r->ckpt_path), "%s/checkpoint.safetensors", o->out);
-    snprintf(r->log_path, sizeof(r->log_path), "%s/log.jsonl", o->out);
-    snprintf(r->samples_path, sizeof(r->samples_path), "%s/samples.jsonl", o->out);
-    snprintf(r->adapter_path, sizeof(r->adapter_path), "%s/adapter", o->out);
-    snprintf(r->done_path, sizeof(r->done_path), "%s/DONE", o->out);
     remove_stale_temporaries(o->out, run_files);
     remove_stale_temporaries(r->adapter_path, adapter_files);
     struct stat sb;
@@ -794,6 +876,56 @@ int run_start(Run *r, RunParam *params, int n_params, const RunHooks *hooks) {
         fprintf(stderr, "error: %s: %s\n", r->log_path, strerror(errno));
         return 2;
     }
+    return 0;
+}
+
+// What rank 0 found in the run directory, to the other ranks: the run state and, for a
+// resumed run, the parameters and moments, and each rank's loader state (which it restores).
+// A fresh run's parameters are the same on every rank already (the same initialisation from
+// the same seed), and the first checkpoint's CRC32 comparison would say if not.
+static int share_run_state(Run *r) {
+    int64_t v[4] = {r->state.step, (int64_t)r->state.dropout_rng, r->saved_step, r->done};
+    ranks_broadcast(r, v, sizeof(v));
+    r->state.step = v[0], r->state.dropout_rng = (uint64_t)v[1], r->saved_step = v[2], r->done = (int)v[3];
+    r->post_pending = r->saved_step > 0;
+    int rc = 0;
+    if (r->saved_step > 0) {
+        for (int i = 0; i < r->n_params; i++) {
+            RunParam *q = &r->params[i];
+            ranks_broadcast(r, q->p, q->n * sizeof(float));
+            ranks_broadcast(r, q->m, q->n * sizeof(float));
+            ranks_broadcast(r, q->v, q->n * sizeof(float));
+        }
+        size_t ds = dataloader_state_size(r->dl);
+        if (!is_lead(r)) r->loader_states = xmalloc(ds * (size_t)r->comm->world);
+        ranks_broadcast(r, r->loader_states, ds * (size_t)r->comm->world);
+        char err[ERR_LEN];
+        if (!is_lead(r) && dataloader_state_restore(r->dl, r->loader_states + ds * (size_t)r->comm->rank, ds, err)) {
+            fprintf(stderr, "error: rank %d: %s: %s\n", r->comm->rank, r->ckpt_path, err);
+            rc = 1;
+        }
+        free(r->loader_states);
+        r->loader_states = NULL;
+    }
+    ranks_max(r, &rc, 1);
+    return rc;
+}
+
+int run_start(Run *r, RunParam *params, int n_params, const RunHooks *hooks) {
+    const RunOptions *o = r->o;
+    r->params = params;
+    r->n_params = n_params;
+    r->hooks = *hooks;
+    r->state = (RunState){0, o->seed ^ 0xD120ull};
+    snprintf(r->ckpt_path, sizeof(r->ckpt_path), "%s/checkpoint.safetensors", o->out);
+    snprintf(r->log_path, sizeof(r->log_path), "%s/log.jsonl", o->out);
+    snprintf(r->samples_path, sizeof(r->samples_path), "%s/samples.jsonl", o->out);
+    snprintf(r->adapter_path, sizeof(r->adapter_path), "%s/adapter", o->out);
+    snprintf(r->done_path, sizeof(r->done_path), "%s/DONE", o->out);
+    int rc = is_lead(r) ? open_run_dir(r) : 0;
+    ranks_max(r, &rc, 1);  // rank 0's status (it printed the reason)
+    if (rc == 0 && r->comm->world > 1) rc = share_run_state(r);
+    if (rc) return rc;
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
     sa.sa_flags = SA_RESTART;
@@ -814,6 +946,10 @@ void run_print_config(const Run *r, const char *program, const char *frozen) {
            program, desc, frozen, o->lora_r, (double)o->lora_alpha, o->rslora ? " (rsLoRA)" : "",
            (double)o->lora_dropout, o->targets, trainable, o->train.n, o->val.n, o->batch, o->seq_len, o->grad_accum,
            o->steps, (double)o->lr, o->schedule, o->warmup);
+    if (r->comm->world > 1)
+        printf("  %d ranks, each with its own share of the data: a step trains %d x %d x %d = %d rows of %d\n",
+               r->comm->world, r->comm->world, o->batch, o->grad_accum, r->comm->world * o->batch * o->grad_accum,
+               o->seq_len);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -824,12 +960,17 @@ static int due(const Run *r, int every) {
     return (every && r->state.step % every == 0) || r->state.step == r->o->steps;
 }
 
-// Evaluates and logs. Returns 0 (done or stopped by a signal), or 2.
+// Evaluates (every rank its share, the sums reduced) and logs. Returns 0 (done, or stopped
+// by a signal on some rank: done again on resume), or 2.
 static int evaluate(Run *r) {
-    double sum;
-    int64_t vt;
-    if (r->hooks.evaluate(r->hooks.ctx, r->ev, &sum, &vt)) return 0;  // stopped: done again on resume
-    double vl = vt ? sum / (double)vt : 0.0;
+    double sum = 0.0;
+    int64_t mine = 0;
+    int stopped = r->hooks.evaluate(r->hooks.ctx, r->ev, &sum, &mine) != 0;
+    double v[3] = {sum, (double)mine, stopped};  // counts are exact in a double up to 2^53
+    ranks_sum(r, v, 3);
+    if (v[2] > 0 || !is_lead(r)) return 0;
+    int64_t vt = (int64_t)v[1];
+    double vl = vt ? v[0] / (double)vt : 0.0;
     ByteBuf line = {0};
     json_field(&line, "step", "%.0f", (double)r->state.step);
     json_field(&line, "val_loss", "%.6f", vl);
@@ -891,14 +1032,18 @@ static int write_samples(Run *r) {
     return rc;
 }
 
-// The evaluation and samples due after step state.step (the last step's come in
-// run_finish, after the adapter). Skipped once a signal asked to stop: the resumed run does
-// them.
-static int after_step(Run *r) {
-    int rc = 0;
-    if (r->ev && due(r, r->o->eval_every) && !stop_requested) rc = evaluate(r);
-    if (rc == 0 && r->n_prompts && due(r, r->o->sample_every) && !stop_requested) rc = write_samples(r);
+// The evaluation and the samples (rank 0's alone) of step state.step, when due: the next
+// step's, or the last one's (in run_finish, after the adapter). Skipped once a signal asked
+// to stop: the resumed run does them.
+static int evaluate_and_sample(Run *r, int eval, int samples) {
+    int rc = eval || samples ? agree(r, 0) : 0;  // a signal that came during the checkpoint
+    if (eval && !r->stop) rc = evaluate(r);
+    if (rc == 0 && samples && is_lead(r) && !stop_requested) rc = write_samples(r);
     return rc;
+}
+
+static int after_step(Run *r) {
+    return evaluate_and_sample(r, r->ev && due(r, r->o->eval_every), r->n_prompts && due(r, r->o->sample_every));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -907,12 +1052,14 @@ static int after_step(Run *r) {
 int run_next(Run *r) {
     if (r->post_pending && r->state.step < r->o->steps) r->failed = after_step(r);
     r->post_pending = 0;
-    return !r->failed && !r->done && r->state.step < r->o->steps && !stop_requested;
+    r->failed = agree(r, r->failed);
+    return !r->failed && !r->done && r->state.step < r->o->steps && !r->stop;
 }
 
-int run_step_done(Run *r, const RunStep *s) {
+// The step's log line (rank 0). Returns 0 or 2.
+static int log_step(Run *r, const RunStep *s) {
     const RunOptions *o = r->o;
-    int64_t step = ++r->state.step;
+    int64_t step = r->state.step;
     double tps = s->tokens / s->seconds;
     ByteBuf line = {0}, console = {0};
     json_field(&line, "step", "%.0f", (double)step);
@@ -933,20 +1080,25 @@ int run_step_done(Run *r, const RunStep *s) {
     printf("step %5lld/%d | loss %.4f | lr %.3e | grad norm %.3f | %lld trained | %.0f tok/s%s\n", (long long)step,
            o->steps, s->loss, s->lr, s->grad_norm, (long long)s->trained, tps, console.data ? console.data : "");
     bytebuf_free(&console);
-    if (log_append(r, &line)) return 2;
-    if (!isfinite(s->loss) || !isfinite(s->grad_norm)) {
-        char kept[96] = "no checkpoint was written yet";
-        if (r->saved_step > 0) snprintf(kept, sizeof(kept), "the checkpoint of step %lld is kept", (long long)r->saved_step);
-        fprintf(stderr, "error: step %lld: the loss is %g and the gradient norm %g: training diverged; stopped without "
-                        "saving this step (%s); a lower --lr or a --clip may help\n",
-                (long long)step, s->loss, s->grad_norm, kept);
-        return 2;
+    return log_append(r, &line) ? 2 : 0;
+}
+
+int run_step_done(Run *r, const RunStep *s) {
+    const RunOptions *o = r->o;
+    int64_t step = ++r->state.step;
+    int rc = is_lead(r) ? log_step(r, s) : 0;
+    if (rc == 0 && (!isfinite(s->loss) || !isfinite(s->grad_norm))) {  // the same numbers on every rank
+        char kept[96];
+        if (is_lead(r))
+            fprintf(stderr, "error: step %lld: the loss is %g and the gradient norm %g: training diverged; stopped "
+                            "without saving this step (%s); a lower --lr or a --clip may help\n",
+                    (long long)step, s->loss, s->grad_norm, what_is_kept(r, kept, sizeof(kept)));
+        rc = 2;
     }
-    if (step == o->steps || stop_requested || (o->checkpoint_every && step % o->checkpoint_every == 0)) {
-        int rc = checkpoint_save(r);
-        if (rc) return rc;
-    }
-    return step < o->steps ? after_step(r) : 0;
+    rc = agree(r, rc);
+    if (rc == 0 && (step == o->steps || r->stop || (o->checkpoint_every && step % o->checkpoint_every == 0)))
+        rc = checkpoint_save(r);
+    return rc == 0 && step < o->steps ? after_step(r) : rc;
 }
 
 static int adapter_export(Run *r) {
@@ -982,26 +1134,25 @@ int run_finish(Run *r) {
     }
     int rc = 0;
     if (r->state.step == o->steps) {  // the checkpoint of the last step is written
-        if ((rc = adapter_export(r))) return rc;
-        if (r->ev && !stop_requested) rc = evaluate(r);
-        if (rc == 0 && r->n_prompts && !stop_requested) rc = write_samples(r);
-        if (rc) return rc;
-        if (!stop_requested) {
+        if ((rc = agree(r, is_lead(r) ? adapter_export(r) : 0))) return rc;
+        if ((rc = agree(r, evaluate_and_sample(r, r->ev != NULL, r->n_prompts > 0)))) return rc;
+        if (!r->stop) {
             char text[96], err[ERR_LEN];
             snprintf(text, sizeof(text), "{\"step\": %lld, \"checkpoint_crc32\": \"%s\"}\n", (long long)r->state.step,
                      r->saved_crc);
-            if (write_file_atomically(r->done_path, text, strlen(text), err)) {
+            if (is_lead(r) && write_file_atomically(r->done_path, text, strlen(text), err)) {
                 fprintf(stderr, "error: %s\n", err);
-                return 2;
+                rc = 2;
             }
+            if ((rc = agree(r, rc))) return rc;
             printf("finished: %s/DONE written\n", o->out);
             return 0;
         }
     }
     if (r->saved_step != r->state.step && (rc = checkpoint_save(r))) return rc;
-    printf("stopped by signal %d at step %lld; the checkpoint is written: run the same command to go on\n",
-           (int)stop_requested, (long long)r->state.step);
-    return 128 + stop_requested;
+    printf("stopped by signal %d at step %lld; the checkpoint is written: run the same command to go on\n", r->stop,
+           (long long)r->state.step);
+    return 128 + r->stop;
 }
 
 void run_close(Run *r) {
@@ -1011,6 +1162,7 @@ void run_close(Run *r) {
     for (int i = 0; i < r->n_prompts; i++) free(r->prompts[i].text), tokvec_free(&r->prompts[i].ids);
     free(r->prompts);
     free(r->settings);
+    free(r->loader_states);
     if (r->ev) evalloader_close(r->ev);
     if (r->dl) dataloader_close(r->dl);
     if (r->tok.kind) tokenizer_free(&r->tok);

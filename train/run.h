@@ -10,7 +10,8 @@
  *   run_parse_args(&o, &program, argc, argv);
  *   ... load the model ...
  *   Run run;
- *   run_open(&run, &o);                    every input checked; the data loaders
+ *   run_open(&run, &o, comm);              every input checked; the data loaders (comm:
+ *                                          the ranks of a data-parallel run, or NULL)
  *   ... add LoRA to the model, describe each LoRA matrix (run_lora_param) ...
  *   run_start(&run, params, n, &hooks);    run directory; resumes from its checkpoint
  *   run_print_config(&run, ...);
@@ -64,6 +65,22 @@
  * stopped by one (resumable), 1 for bad input, 2 for a runtime failure; a loss or a
  * gradient norm that is not finite stops the run with status 2 and keeps the last good
  * checkpoint.
+ *
+ * Several ranks (train_gpu under mpirun; RunComm). Every rank is a process with the whole
+ * model, the same parameters and its own share of the data: the loaders' partition, for
+ * training and for evaluation (dataloader.h). Every rank runs this module's calls in the same
+ * order, and the module keeps them in step: rank 0 alone touches the run directory (lock,
+ * log, samples, checkpoint, adapter, DONE) and answers the probe prompts; every rank
+ * evaluates its share of --val, and the sums are reduced; after each step the ranks agree
+ * on the worst status any of them had and on whether any was asked to stop (a signal reaches
+ * the ranks at different moments, and they must stop after the same step). A checkpoint
+ * holds every rank's loader state, gathered to rank 0 before it writes: that gather is the
+ * barrier by which every rank has reached the checkpoint's step before rank 0 declares it
+ * done (st_write's rename). With it rank 0 gathers a CRC32 of every rank's LoRA weights and
+ * moments, which must be equal (the ranks take the same steps on the same gradients), and
+ * stops the run with status 2 naming the rank that differs. A resumed run's parameters and
+ * loader states are read by rank 0 and sent to the others (no shared file system needed).
+ * The number of ranks is a setting ("mpirun -np"): a resume with another number is refused.
  */
 #ifndef PERSONA_RUN_H
 #define PERSONA_RUN_H
@@ -148,6 +165,21 @@ RunParam run_lora_param(int layer, int proj, int is_b, int r, int in, int out, f
 // ---------------------------------------------------------------------------------------
 // the run
 
+// The ranks of a data-parallel run. Collective operations: every rank calls them, in the same
+// order.
+typedef struct {
+    int rank, world;
+    void *ctx;  // passed back
+    // x[0..n) <- their sums over the ranks, on every rank
+    void (*sum)(void *ctx, double *x, int n);
+    // x[0..n) <- their maxima over the ranks, on every rank
+    void (*max)(void *ctx, int *x, int n);
+    // rank 0's n bytes at buf into buf on every rank
+    void (*broadcast)(void *ctx, void *buf, size_t n);
+    // every rank's n bytes at mine into rank 0's all [world * n], in rank order
+    void (*gather)(void *ctx, const void *mine, void *all, size_t n);
+} RunComm;
+
 // The model work the module schedules, done by the driver. ctx is passed back.
 typedef struct {
     void *ctx;
@@ -178,7 +210,8 @@ typedef struct {
     double value;
 } RunLogField;
 
-// What a step measured.
+// What a step measured; with several ranks, the whole step's (every rank's, summed), the same
+// on every rank.
 typedef struct {
     double loss, lr, grad_norm;
     int64_t trained;    // trained targets of the step
@@ -196,6 +229,7 @@ typedef struct {
 
 typedef struct {
     const RunOptions *o;
+    const RunComm *comm;      // never NULL: a single rank when run_open was given none
     ModelConfig config;       // --model's config.json
     Tokenizer tok;            // --tokenizer, when given (tok.kind != 0)
     uint64_t fingerprint;     // the shards' tokenizer; 0 = not known
@@ -212,6 +246,8 @@ typedef struct {
     int post_pending;         // the evaluation and samples of state.step are still to do
     int done;                 // DONE was found: the run finished before this process started
     int failed;               // the exit status of a failure in run_next, or 0
+    int stop;                 // the signal some rank received, as the ranks last agreed; 0: none
+    uint8_t *loader_states;   // a resumed checkpoint's loader states, every rank's (rank 0, until sent)
     int lock_fd, log_fd;
     char *settings;           // what a resume must agree on (JSON, flag -> value)
     char ckpt_path[4096], log_path[4096], samples_path[4096], adapter_path[4096], done_path[4096];
@@ -222,12 +258,20 @@ typedef struct {
 // every shard (all made with one tokenizer, that of --tokenizer and of the model directory
 // when they have one, a vocabulary within the model's embeddings), --prompts (each line
 // encoded; a prompt and its answer must fit in --seq-len), and that no input is an output.
-// Opens the data loaders. Returns 0, or 1 (bad input) with one line printed. run_close frees
-// what was opened either way.
-int run_open(Run *r, const RunOptions *o);
+// Opens the data loaders, with this rank's share (comm NULL: one rank). Returns 0, or 1 (bad
+// input) with one line printed: by rank 0, or by a rank that alone found a problem, naming
+// itself; every rank returns the same. run_close frees what was opened either way.
+int run_open(Run *r, const RunOptions *o, const RunComm *comm);
 
-// Creates or resumes the run directory with the driver's parameters (already initialised:
-// a fresh run starts from them; a resumed one overwrites them from the checkpoint): locks
+// The ranks agree on a status, for the driver's own checks after run_open (the GPU, the
+// weights): returns the worst status any rank had. When one failed, one line: "error: ERR"
+// from rank 0, or "error: rank N: ERR" from a rank that failed where rank 0 did not (a file
+// missing on one node, say). err: this rank's reason, read when status != 0.
+int run_agree(Run *r, int status, const char *err);
+
+// Creates or resumes the run directory with the driver's parameters (already initialised,
+// the same on every rank: a fresh run starts from them; a resumed one overwrites them from
+// the checkpoint, on every rank): locks
 // it against a second trainer, removes stale temporaries of ours (each named), cuts the log
 // back (see above), and installs the SIGINT/SIGTERM handlers. Returns 0, 1 (bad input: a
 // checkpoint of other settings, a damaged one) or 2, with one line printed.
@@ -237,8 +281,8 @@ int run_start(Run *r, RunParam *params, int n_params, const RunHooks *hooks);
 // `frozen` names how the frozen weights are held ("NF4", "float32", ...).
 void run_print_config(const Run *r, const char *program, const char *frozen);
 
-// 1 while steps remain and no signal asked to stop. (First does what a resumed run still
-// owes its checkpoint's step: the evaluation and samples due there.)
+// 1 while steps remain and no signal asked any rank to stop. (First does what a resumed run
+// still owes its checkpoint's step: the evaluation and samples due there.)
 int run_next(Run *r);
 
 // After a step's update: counts it and logs it; refuses a loss or gradient norm that is not
@@ -253,22 +297,24 @@ int run_finish(Run *r);
 
 void run_close(Run *r);
 
-// The checkpoint file on its own (run_start and run_step_done go through these; so does the
-// checkpoint reader's fuzz target, which has no whole run).
-// Writes params (weights and AdamW moments), the data loader's state and *state to path
+// The checkpoint file on its own (checkpoint_save and checkpoint_load go through these; so
+// does the checkpoint reader's fuzz target, which has no whole run).
+// Writes params (weights and AdamW moments), every rank's data loader state (loader_states,
+// loader_bytes in all: dataloader_state_size per rank, in rank order) and *state to path
 // (temporary name, rename), with the settings (JSON, flag -> value); crc receives the CRC32
 // it records, as 8 hex digits. Returns 0 or -1 with err.
-int checkpoint_write(const char *path, const RunParam *params, int n, const Dataloader *dl, const RunState *state,
-                     const char *settings, char crc[16], char *err);
+int checkpoint_write(const char *path, const RunParam *params, int n, const uint8_t *loader_states, size_t loader_bytes,
+                     const RunState *state, const char *settings, char crc[16], char *err);
 // Reads the checkpoint at path and checks all of it: the format, the settings against this
 // run's (a difference named), every parameter's three tensors by name, type and size, the
-// run state, the CRC32, a step in [1, steps], the data loader's state (restored into dl).
-// Only when all of it checks out are the parameters, *state and crc written. Returns 0 or -1
-// with "path: reason" in err.
-int checkpoint_read(const char *path, const RunParam *params, int n, const char *settings, int steps, Dataloader *dl,
-                    RunState *state, char crc[16], char *err);
+// run state, the CRC32, a step in [1, steps], the loader states (one per rank of world; rank
+// 0's restored into dl). Only when all of it checks out are the parameters, *state, crc and
+// (unless NULL) *loader_states (every rank's, malloc'd) written. Returns 0 or -1 with
+// "path: reason" in err.
+int checkpoint_read(const char *path, const RunParam *params, int n, const char *settings, int steps, int world,
+                    Dataloader *dl, RunState *state, uint8_t **loader_states, char crc[16], char *err);
 
-// The signal that asked the run to stop (SIGINT, SIGTERM), or 0.
+// The signal that asked this process to stop (SIGINT, SIGTERM), or 0.
 int run_stop_signal(void);
 
 #endif

@@ -121,7 +121,7 @@ int main(int argc, char **argv) {
         rc = 1;
         goto done;
     }
-    if ((rc = run_open(&run, &o))) goto done;
+    if ((rc = run_open(&run, &o, NULL))) goto done;
     model_lora_init(&m, o.target_mask, o.lora_r, o.lora_alpha, o.rslora, o.seed);
     ps = xcalloc((size_t)m.c.num_hidden_layers * N_PROJ * 2 + 1, sizeof(RunParam));
     grads = xcalloc((size_t)m.c.num_hidden_layers * N_PROJ * 2 + 1, sizeof(float *));

@@ -1,11 +1,13 @@
 /*
- * train_gpu.cu: QLoRA fine-tuning of a Mistral / Llama model on one NVIDIA GPU, the engine's
+ * train_gpu.cu: QLoRA fine-tuning of a Mistral / Llama model on NVIDIA GPUs, the engine's
  * main program (llm.c's train_gpt2.cu in spirit). train/run.h owns everything around the
  * model, shared with train_cpu (the command line, the data, the run directory, checkpoints
  * and resuming, evaluation and probe answers, the PEFT adapter); train/model_gpu.cuh is the
- * model on the device (memory plan, weights, forward, backward); this file is the step.
+ * model on the device (memory plan, weights, forward, backward); kernels/comm.cuh the ranks;
+ * this file is the step.
  *
  *   ./train_gpu --model DIR --train SHARD... --out RUN_DIR [options]
+ *   mpirun -np N ./train_gpu ...            (one process per GPU, one node or several)
  *   ./train_gpu --model DIR|config.json --dry-run [--seq-len T] [--batch B] [--lora-r R] [--memory GB]
  *
  * One optimizer step is train_cpu's: grad_accum micro-batches of B rows x T positions
@@ -25,17 +27,35 @@
  * for any config.json without a GPU, and the longest --seq-len that fits --memory GB
  * (default 80) at each level. GB here is 10^9 bytes, MiB 2^20.
  *
+ * Data parallelism. Under mpirun every rank is one GPU with the whole model and its own
+ * share of the data (the dataloader's partition), so a step trains ranks x --batch x
+ * --grad-accum rows. The ranks first sum their micro-batches' trained targets, so that every
+ * target of the step weighs 1 / (all of them) on every rank; each rank's backward then
+ * accumulates its part of the gradient of the whole step's loss, and the last micro-batch
+ * sums the parts over the ranks layer by layer as the backward finishes each
+ * (model_gpu.cuh, gpu_reduce_layer_grads): every rank then holds the gradient a single GPU
+ * would compute for the same rows (summed in another order), the same bits on every rank
+ * (comm.cuh), clips by the same norm and takes the same AdamW step. The optimizer is not
+ * sharded across the ranks (ZeRO): its state is the LoRA weights and two moments in fp32,
+ * 12 bytes per trainable parameter, 0.50 GB for r 16 on all seven projections of
+ * Mistral-7B (41.9 M parameters; --dry-run's plan) and 0.13 GB at r 4, beside the 4.1 GB
+ * of frozen weights every rank holds whole anyway; sharding would save at most that, and
+ * cost a gather of the updated weights every step.
+ * Rank 0 writes the run directory (run.h); the others print only errors.
+ *
  * Each step prints, llm.c-style, and log.jsonl records: loss, gradient norm, learning rate,
  * milliseconds, tokens per second, MFU (model FLOPs utilisation: the FLOPs per step that
- * step_flops states, over the step's time and the GPU's dense BF16 peak) and the peak device
- * memory in use.
+ * step_flops states, over the step's time and the dense BF16 peak of the GPUs) and the peak
+ * device memory in use (rank 0's).
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "model_gpu.cuh"
 extern "C" {
@@ -53,9 +73,10 @@ typedef struct {
     float memory_gb;         // the device memory to plan for; 0: the GPU's free memory
     int dry_run, random_weights;
     const char *lora_impl;   // "cublas" or "kernels"
+    float comm_timeout;      // seconds a rank waits for its device before it gives up
 } GpuOptions;
 
-static GpuOptions g_opt = {-1, 0.0f, 0, 0, "cublas"};
+static GpuOptions g_opt = {-1, 0.0f, 0, 0, "kernels", 600.0f};
 
 static const RunFlag gpu_flags[] = {
     {"--recompute", "N", FLAG_INT, &g_opt.recompute,
@@ -75,8 +96,13 @@ static const RunFlag gpu_flags[] = {
      "seeded random weights of config.json's shape, made on the\n"
      "GPU, instead of the checkpoint (to measure where there is none)"},
     {"--lora-impl", "IMPL", FLAG_STRING, &g_opt.lora_impl,
-     "LoRA products: cublas (cuBLASLt; default) or kernels\n"
-     "(kernels/lora.cuh: not available yet)"},
+     "LoRA products: kernels (kernels/lora.cuh, the projections\n"
+     "that share an input in one launch; default) or cublas\n"
+     "(cuBLASLt calls, projection by projection; no --lora-dropout)"},
+    {"--comm-timeout", "S", FLAG_FLOAT, &g_opt.comm_timeout,
+     "under mpirun: a rank that waits S seconds for its device or\n"
+     "for the other ranks (a lost or stuck rank) stops the job\n"
+     "(default 600)"},
 };
 
 static double seconds_now(void) {
@@ -187,7 +213,8 @@ static int longest_fitting(const ModelConfig *c, const GpuSettings *s, int recom
 // The settings a run of these options plans with.
 static GpuSettings settings_of(const RunOptions *o, int recompute) {
     GpuSettings s = {o->batch, o->seq_len, recompute, o->lora_r, o->target_mask,
-                     lora_scaling(o->lora_alpha, o->lora_r, o->rslora), 1, LORA_CUBLAS};
+                     lora_scaling(o->lora_alpha, o->lora_r, o->rslora), 1,
+                     strcmp(g_opt.lora_impl, "cublas") ? LORA_KERNELS : LORA_CUBLAS, o->lora_dropout};
     return s;
 }
 
@@ -216,8 +243,8 @@ static int dry_run(const RunOptions *o) {
     MemoryPlan plan = gpu_memory_plan(&c, &s);
     config_describe(&c, desc, sizeof(desc));
     printf("train_gpu --dry-run: %s\n", desc);
-    printf("  batch %d x %d tokens, LoRA r %d on %s, --recompute %d%s\n", o->batch, o->seq_len, o->lora_r, o->targets,
-           level, g_opt.recompute < 0 ? " (the fastest that fits)" : "");
+    printf("  batch %d x %d tokens, LoRA r %d on %s (--lora-impl %s), --recompute %d%s\n", o->batch, o->seq_len,
+           o->lora_r, o->targets, g_opt.lora_impl, level, g_opt.recompute < 0 ? " (the fastest that fits)" : "");
     print_plan(&plan);
     GpuSettings s2 = s;
     s2.recompute = 2;
@@ -280,7 +307,8 @@ static int hook_generate(void *ctx, TokenVec *ids, int max_new, int32_t eos_id, 
         for (int t = 0; t < n; t++) g->ids[t] = ids->ids[t], g->positions[t] = t;
         gpu_set_batch(g->m, g->ids, g->zeros, g->no_weights, g->positions, g->zeros, n);
         gpu_model_last_logits(g->m, n, g->logits);
-        int32_t next = sample_token(g->logits, V, temperature, top_p, rng);
+        SampleConfig sc = {temperature, top_p, 0, 0};
+        int32_t next = sample_token(g->logits, V, &sc, rng);
         tokvec_push(ids, next);
         if (next == eos_id) break;
     }
@@ -302,30 +330,38 @@ static void params_to_device(GpuModel *m, const RunParam *params, int n) {
         gpu_lora_set(m, params[i].layer, params[i].proj, params[i].is_b, params[i].p, params[i].m, params[i].v);
 }
 
+// The run's collectives (run.h's RunComm) over comm.cuh's.
+static void ranks_sum(void *ctx, double *x, int n) { comm_sum((Comm *)ctx, x, n); }
+static void ranks_max(void *ctx, int *x, int n) { comm_max((Comm *)ctx, x, n); }
+static void ranks_broadcast(void *ctx, void *buf, size_t n) { comm_broadcast((Comm *)ctx, buf, n); }
+static void ranks_gather(void *ctx, const void *mine, void *all, size_t n) { comm_gather((Comm *)ctx, mine, all, n); }
+
 // ---------------------------------------------------------------------------------------
 // the device: is there one, which level fits
 
-static int check_gpu(char *name, size_t name_len, size_t *free_bytes) {
+static int check_gpu(char *name, size_t name_len, size_t *free_bytes, char *err) {
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess || count == 0) {
-        fprintf(stderr, "error: no CUDA GPU found (%s); train_gpu needs one (train_cpu runs on the CPU; "
-                        "train_gpu --dry-run plans without one)\n",
-                e != cudaSuccess ? cudaGetErrorString(e) : "cudaGetDeviceCount: 0 devices");
+        set_error(err, "no CUDA GPU found (%s); train_gpu needs one (train_cpu runs on the CPU; train_gpu --dry-run "
+                       "plans without one)",
+                  e != cudaSuccess ? cudaGetErrorString(e) : "cudaGetDeviceCount: 0 devices");
         return 1;
     }
     cudaDeviceProp prop;
     size_t total;
-    cuda_check(cudaGetDeviceProperties(&prop, 0));
+    int device = 0;
+    cuda_check(cudaGetDevice(&device));
+    cuda_check(cudaGetDeviceProperties(&prop, device));
     cuda_check(cudaMemGetInfo(free_bytes, &total));
     snprintf(name, name_len, "%s (sm_%d%d, %.1f GB, %.1f GB free)", prop.name, prop.major, prop.minor, total / 1e9,
              *free_bytes / 1e9);
     return 0;
 }
 
-// The level to run at: --recompute when it fits, else the fastest that does; none: one line
-// saying what is needed and what would fit, and 1.
-static int choose_recompute(const ModelConfig *c, const RunOptions *o, size_t budget, int *level) {
+// The level to run at: --recompute when it fits, else the fastest that does; none: 1, and
+// err says what is needed and what would fit.
+static int choose_recompute(const ModelConfig *c, const RunOptions *o, size_t budget, int *level, char *err) {
     GpuSettings s = settings_of(o, 0);
     size_t total[3];
     for (int l = 0; l < 3; l++) total[l] = plan_bytes(c, s, l, o->seq_len);
@@ -348,9 +384,9 @@ static int choose_recompute(const ModelConfig *c, const RunOptions *o, size_t bu
     else
         snprintf(hint, sizeof(hint), "--seq-len %d fits at --recompute 2 (--batch %d)",
                  longest_fitting(c, &s, 2, budget), o->batch);
-    fprintf(stderr, "error: out of memory: --seq-len %d --batch %d at --recompute %d needs %.2f GB of device memory, "
-                    "%.2f GB are available; %s (train_gpu --dry-run shows the plan)\n",
-            o->seq_len, o->batch, from, total[from] / 1e9, budget / 1e9, hint);
+    set_error(err, "out of memory: --seq-len %d --batch %d at --recompute %d needs %.2f GB of device memory, %.2f GB "
+                   "are available; %s (train_gpu --dry-run shows the plan)",
+              o->seq_len, o->batch, from, total[from] / 1e9, budget / 1e9, hint);
     return 1;
 }
 
@@ -359,16 +395,16 @@ static int choose_recompute(const ModelConfig *c, const RunOptions *o, size_t bu
 
 int main(int argc, char **argv) {
     RunOptions o;
-    RunProgram program = {"train_gpu", "QLoRA fine-tuning on one NVIDIA GPU.", gpu_flags,
+    RunProgram program = {"train_gpu", "QLoRA fine-tuning on NVIDIA GPUs (mpirun -np N: one process per GPU).", gpu_flags,
                           (int)(sizeof(gpu_flags) / sizeof(gpu_flags[0])), &g_opt.dry_run};
     if (run_parse_args(&o, &program, argc, argv)) return 1;
     const char *bad = g_opt.recompute < -1 || g_opt.recompute > 2 ? "--recompute must be 0, 1 or 2"
                       : g_opt.memory_gb < 0 ? "--memory must be positive"
+                      : !(g_opt.comm_timeout > 0) ? "--comm-timeout must be positive"
                       : strcmp(g_opt.lora_impl, "cublas") && strcmp(g_opt.lora_impl, "kernels")
-                          ? "--lora-impl must be cublas or kernels"
-                      : !strcmp(g_opt.lora_impl, "kernels")
-                          ? "--lora-impl kernels: the LoRA kernels (kernels/lora.cuh) are not available yet; use cublas"
-                      : o.lora_dropout > 0 ? "--lora-dropout: train_gpu does not apply LoRA dropout yet; use 0"
+                          ? "--lora-impl must be kernels or cublas"
+                      : o.lora_dropout > 0 && !strcmp(g_opt.lora_impl, "cublas")
+                          ? "--lora-dropout needs --lora-impl kernels (the cuBLASLt path applies no dropout)"
                       : o.no_nf4 ? "--no-nf4: train_gpu keeps the frozen weights in NF4 (train_cpu has --no-nf4)"
                       : NULL;
     if (bad) {
@@ -377,22 +413,37 @@ int main(int argc, char **argv) {
     }
     if (g_opt.dry_run) return dry_run(&o);
 
-    Run run;
-    int rc = run_open(&run, &o);
-    const ModelConfig *c = &run.config;
-    int D = c->head_dim;
-    if (rc == 0 && D != 64 && D != 96 && D != 128) {
-        fprintf(stderr, "error: %s: head_dim %d: the attention kernel takes head_dim 64, 96 or 128\n", o.model, D);
-        rc = 1;
+    // the ranks (one, for a plain launch): MPI, this rank's GPU, NCCL (kernels/comm.cuh)
+    Comm comm;
+    comm_init(&comm, g_opt.comm_timeout);
+    if (comm.rank > 0) {  // rank 0 speaks for all; the others print only errors
+        int null = open("/dev/null", O_WRONLY);
+        if (null >= 0) dup2(null, STDOUT_FILENO), close(null);
     }
-    char device[320];
+    RunComm ranks = {comm.rank, comm.nranks, &comm, ranks_sum, ranks_max, ranks_broadcast, ranks_gather};
+    Run run;
+    int rc = run_open(&run, &o, &ranks);
+    const ModelConfig *c = &run.config;
+    char device[320], err[ERR_LEN];
     size_t free_bytes = 0;
-    if (rc == 0) rc = check_gpu(device, sizeof(device), &free_bytes);
-    size_t budget = g_opt.memory_gb > 0 && g_opt.memory_gb * 1e9 < free_bytes ? (size_t)(g_opt.memory_gb * 1e9) : free_bytes;
-    int level = 0;
-    if (rc == 0) rc = choose_recompute(c, &o, budget, &level);
+    int level = 0, D = c->head_dim;
+    if (rc == 0) {
+        if (D != 64 && D != 96 && D != 128)
+            rc = 1, set_error(err, "%s: head_dim %d: the attention kernel takes head_dim 64, 96 or 128", o.model, D);
+        else if (comm.nranks > 1 && o.lora_dropout > 0)  // every rank would draw the same masks
+            rc = 1, set_error(err, "--lora-dropout under mpirun with %d ranks: not supported yet", comm.nranks);
+        else if (check_gpu(device, sizeof(device), &free_bytes, err) == 0) {
+            size_t budget = g_opt.memory_gb > 0 && g_opt.memory_gb * 1e9 < free_bytes ? (size_t)(g_opt.memory_gb * 1e9)
+                                                                                      : free_bytes;
+            rc = choose_recompute(c, &o, budget, &level, err);
+        } else {
+            rc = 1;
+        }
+        rc = run_agree(&run, rc, err);
+    }
     if (rc) {
         run_close(&run);
+        comm_free(&comm);
         return rc;
     }
 
@@ -401,15 +452,15 @@ int main(int argc, char **argv) {
     GpuSettings s = settings_of(&o, level);
     gpu_model_init(&m, c, &s);
     gpu_model_allocate(&m);
+    gpu_model_set_comm(&m, &comm);
     double t0 = seconds_now();
-    char err[ERR_LEN];
-    if (g_opt.random_weights) {
-        gpu_model_random(&m, o.seed);
-    } else if (gpu_model_load(&m, o.model, err)) {
-        fprintf(stderr, "error: %s\n", err);
+    if (g_opt.random_weights) gpu_model_random(&m, o.seed);
+    else rc = gpu_model_load(&m, o.model, err) ? 1 : 0;
+    if ((rc = run_agree(&run, rc, err))) {
         gpu_model_free(&m);
         run_close(&run);
-        return 1;
+        comm_free(&comm);
+        return rc;
     }
     cuda_check(cudaDeviceSynchronize());
     double load_seconds = seconds_now() - t0;
@@ -442,8 +493,8 @@ int main(int argc, char **argv) {
     if (rc == 0) {
         params_to_device(&m, params, n_params);
         run_print_config(&run, "train_gpu", c->bnb_4bit ? "NF4 (bitsandbytes checkpoint)" : "NF4");
-        printf("  %s; %s weights in %.1f s; --recompute %d%s; memory plan %.2f GB (%.2f GB free):\n", device,
-               g_opt.random_weights ? "random" : "loaded", load_seconds, level,
+        printf("  %s; %s weights in %.1f s; --lora-impl %s; --recompute %d%s; memory plan %.2f GB (%.2f GB free):\n",
+               device, g_opt.random_weights ? "random" : "loaded", load_seconds, g_opt.lora_impl, level,
                g_opt.recompute < 0 ? " (the fastest that fits)" : "", plan_total(&m.plan) / 1e9, free_bytes / 1e9);
         print_plan(&m.plan);
     }
@@ -453,25 +504,29 @@ int main(int argc, char **argv) {
     for (int a = 0; a < o.grad_accum; a++) batch_init(&micro[a], o.batch, o.seq_len);
     double peak_flops = bf16_peak();
     size_t peak_used = 0;
+    m.dropout_rng = run.state.dropout_rng;  // the masks come from the run's generator (train_cpu's)
     while (rc == 0 && run_next(&run)) {
-        double step_start = seconds_now(), flops = 0;
-        int64_t trained = 0;
-        for (int a = 0; a < o.grad_accum && rc == 0; a++) {
-            if (dataloader_next(run.dl, &micro[a], err)) {
-                fprintf(stderr, "error: %s\n", err);
-                rc = 2;
-            }
-            trained += micro[a].n_trained;
+        double step_start = seconds_now();
+        double mine[2] = {0.0, 0.0};  // this rank's trained targets (exact in a double), its failures
+        for (int a = 0; a < o.grad_accum && mine[1] == 0; a++) {
+            if (dataloader_next(run.dl, &micro[a], err)) fprintf(stderr, "error: %s\n", err), mine[1] = 1;
+            else mine[0] += (double)micro[a].n_trained;
         }
-        if (rc) break;
+        comm_sum(&comm, mine, 2);  // the whole step's, over the ranks
+        if (mine[1] > 0) {
+            rc = 2;
+            break;
+        }
+        int64_t trained = (int64_t)mine[0];  // every trained target of the step, on every rank, weighs 1 / trained
         cuda_check(cudaMemsetAsync(m.lora_grads, 0, m.lora_n * sizeof(float), m.stream));
-        double loss = 0.0;  // every trained target of the step weighs the same
+        double sums[2] = {0.0, 0.0};  // this rank's loss sum and FLOPs
         for (int a = 0; a < o.grad_accum; a++) {
             int N = upload_batch(&m, &micro[a]);
-            loss += gpu_model_step(&m, N, 1.0f / (float)trained, 1);
-            flops += step_flops(&m, N, micro[a].n_trained, visible_pairs(micro[a].segments, N, c->sliding_window));
+            sums[0] += gpu_model_step(&m, N, 1.0f / (float)trained, a + 1 < o.grad_accum ? STEP_BACKWARD : STEP_BACKWARD_REDUCE);
+            sums[1] += step_flops(&m, N, micro[a].n_trained, visible_pairs(micro[a].segments, N, c->sliding_window));
         }
-        loss /= (double)trained;
+        comm_sum(&comm, sums, 2);  // the whole step's
+        double loss = sums[0] / (double)trained, flops = sums[1];
         // the global gradient norm, clipping folded into AdamW's gradient scale, the update
         // of the fp32 masters and their bf16 copies
         float norm_squared;
@@ -483,14 +538,16 @@ int main(int argc, char **argv) {
         int step = (int)run.state.step + 1;
         float lr = (float)(o.lr * schedule_multiplier(o.schedule_kind, run.state.step, o.warmup, o.steps));
         gpu_lora_update(&m, step, lr, o.weight_decay, scale);
+        run.state.dropout_rng = m.dropout_rng;
         double seconds = seconds_now() - step_start;
         size_t free_now, total;
         cuda_check(cudaMemGetInfo(&free_now, &total));
         if (total - free_now > peak_used) peak_used = total - free_now;
         RunLogField extra[] = {{"ms", "%.1f", seconds * 1e3},
-                               {"mfu", "%.4f", peak_flops > 0 ? flops / seconds / peak_flops : 0.0},
+                               {"mfu", "%.4f", peak_flops > 0 ? flops / seconds / (peak_flops * comm.nranks) : 0.0},
                                {"peak_memory_gb", "%.3f", peak_used / 1e9}};
-        RunStep st = {loss, lr, norm, trained, (double)o.grad_accum * o.batch * o.seq_len, seconds, extra, 3};
+        double tokens = (double)comm.nranks * o.grad_accum * o.batch * o.seq_len;
+        RunStep st = {loss, lr, norm, trained, tokens, seconds, extra, 3};
         rc = run_step_done(&run, &st);
     }
     rc = rc ? rc : run_finish(&run);
@@ -502,5 +559,6 @@ int main(int argc, char **argv) {
     model_free(&host);
     gpu_model_free(&m);
     run_close(&run);
+    comm_free(&comm);
     return rc;
 }

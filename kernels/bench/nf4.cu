@@ -5,8 +5,7 @@
  *   make nf4
  *   ./nf4                                  the default shapes: Mistral-7B's q/o (4096 x 4096),
  *                                          gate/up (14336 x 4096) and down (4096 x 14336)
- *   ./nf4 [--repeat R] ROWS COLS [ROWS COLS ...]   shapes of W [out, in] (the GEMV needs
- *                                          COLS a multiple of 32 and is skipped otherwise)
+ *   ./nf4 [--repeat R] ROWS COLS [ROWS COLS ...]   shapes of W [out, in]
  *   ./nf4 --check [ROWS COLS ...]          validation only, no timing (what `make test-gpu`
  *                                          runs): awkward shapes and the defaults
  *
@@ -14,8 +13,8 @@
  * the GPU from bf16 and from float32 (the same values), and every byte of the codes,
  * qabsmax, absmax2 and the offset compared with train/nf4.c's nf4_weight_quantize (the
  * bf16 input converts exactly, so both must agree bit for bit); the dequantized bf16
- * weight compared with bf16(nf4_weight_dequantize) bit for bit; the GEMV y = W x for a
- * random bf16 x against Σ W·x in double within nf4_gemv_tolerance. Then each kernel timed
+ * weight compared with bf16(nf4_weight_dequantize) bit for bit. (The product that reads the
+ * codes directly is kernels/bench/nf4_matmul.cu.) Then each kernel timed
  * over R runs, each after writing an L2-sized buffer (cold L2), and reported as time, GB/s
  * and % of the DRAM peak (2 · memory clock · bus width, bench.cuh).
  *
@@ -25,7 +24,6 @@
  *     2 + 0.5 + 13/64 = 2.70 B. (Stage times are printed too: the mean is one block.)
  *   dequantize: 0.5 of codes + 1/64 of qabsmax + 4/16384 of absmax2 in, 2 of bf16 out:
  *     2.516 B.
- *   GEMV: 0.5 + 1/64 + 4/16384 = 0.516 B, plus x (2·cols) and y (2·rows) once.
  */
 #include "../nf4.cuh"
 #include "bench.cuh"
@@ -59,16 +57,12 @@ static int run_shape(const int *shape, int repeat, ColdL2 cold) {
     size_t n = (size_t)rows * cols, nb = CEIL_DIV(n, (size_t)NF4_BLOCKSIZE), nb2 = CEIL_DIV(nb, (size_t)NF4_DQ_BLOCK);
     unsigned seed = 1234u + (unsigned)rows * 31u + (unsigned)cols;
     float *w = (float *)bench_malloc(n * sizeof(float)), *wq = (float *)bench_malloc(n * sizeof(float));
-    uint16_t *wbits = (uint16_t *)bench_malloc(n * 2), *xbits = (uint16_t *)bench_malloc((size_t)cols * 2);
+    uint16_t *wbits = (uint16_t *)bench_malloc(n * 2);
     for (size_t i = 0; i < n; i++) {
         seed = seed * 1664525u + 1013904223u;  // a simple LCG is plenty for test data
         float u = (float)(seed >> 8) / 16777216.0f - 0.5f, scale = i % 4099 == 0 ? 1.0f : 0.03f;  // rare outliers
         wbits[i] = f32_to_bf16(u * scale);
         w[i] = bf16_to_f32(wbits[i]);
-    }
-    for (int c = 0; c < cols; c++) {
-        seed = seed * 1664525u + 1013904223u;
-        xbits[c] = f32_to_bf16(4.0f * (float)(seed >> 8) / 16777216.0f - 2.0f);
     }
     Nf4Weight cpu;
     nf4_weight_quantize(&cpu, w, rows, cols, NF4_BLOCKSIZE, 1);
@@ -80,10 +74,8 @@ static int run_shape(const int *shape, int repeat, ColdL2 cold) {
     float *absmax = device_alloc<float>(nb), *dw = device_alloc<float>(n);
     Nf4MeanPartial *partials = device_alloc<Nf4MeanPartial>(NF4_MEAN_PARTIALS);
     __nv_bfloat16 *dwb = device_alloc<__nv_bfloat16>(n), *out = device_alloc<__nv_bfloat16>(n);
-    __nv_bfloat16 *x = device_alloc<__nv_bfloat16>((size_t)cols), *y = device_alloc<__nv_bfloat16>((size_t)rows);
     cuda_check(cudaMemcpy(dw, w, n * sizeof(float), cudaMemcpyHostToDevice));
     cuda_check(cudaMemcpy(dwb, wbits, n * 2, cudaMemcpyHostToDevice));
-    cuda_check(cudaMemcpy(x, xbits, (size_t)cols * 2, cudaMemcpyHostToDevice));
 
     // correctness first: quantization from float32, then from bf16 (kept for the rest)
     int bad = 0;
@@ -96,34 +88,12 @@ static int run_shape(const int *shape, int repeat, ColdL2 cold) {
         bad += compare("absmax2", q.absmax2, cpu.absmax2, nb2 * sizeof(float));
         bad += compare("offset", q.offset, &cpu.offset, sizeof(float));
     }
-    bool gemv = cols % 32 == 0;
     nf4_dequantize(out, q, 0);
-    if (gemv) nf4_gemv(y, x, q, 0);
     cuda_check(cudaDeviceSynchronize());
     for (size_t i = 0; i < n; i++) wbits[i] = f32_to_bf16(wq[i]);
     bad += compare("dequantized weight", out, wbits, n * 2);
-    uint16_t *ybits = (uint16_t *)bench_malloc((size_t)rows * 2);
-    cuda_check(cudaMemcpy(ybits, y, (size_t)rows * 2, cudaMemcpyDeviceToHost));
-    double worst = 0;
-    int bad_y = 0;
-    for (int r = 0; r < rows && gemv; r++) {
-        double sum = 0, abs_sum = 0;
-        for (int c = 0; c < cols; c++) {
-            double p = (double)wq[(size_t)r * cols + c] * bf16_to_f32(xbits[c]);
-            sum += p, abs_sum += fabs(p);
-        }
-        double e = fabs(bf16_to_f32(ybits[r]) - sum), tol = nf4_gemv_tolerance(sum, abs_sum, cols);
-        if (tol > 0 && e / tol > worst) worst = e / tol;
-        if (!(e <= tol) && bad_y++ < 5)
-            printf("  MISMATCH y[%d]: gpu %.7g, exact %.7g, tolerance %.3g\n", r, bf16_to_f32(ybits[r]), sum, tol);
-    }
-    bad += bad_y;
-    if (gemv)
-        printf("%d x %d: quantize and dequantize bit-exact %s, GEMV worst error / tolerance %.3f -> %s\n", rows, cols,
-               bad > bad_y ? "NO" : "yes", worst, bad ? "MISMATCH" : "all results match");
-    else
-        printf("%d x %d: quantize and dequantize bit-exact %s (no GEMV: cols not a multiple of 32) -> %s\n", rows,
-               cols, bad ? "NO" : "yes", bad ? "MISMATCH" : "all results match");
+    printf("%d x %d: quantize and dequantize bit-exact %s -> %s\n", rows, cols, bad ? "NO" : "yes",
+           bad ? "MISMATCH" : "all results match");
 
     if (repeat > 0) {  // then speed (not with --check)
         double per = (double)n;
@@ -138,25 +108,21 @@ static int run_shape(const int *shape, int repeat, ColdL2 cold) {
                         5.0 * nb);
         print_bandwidth("dequantize", time_cold([&] { nf4_dequantize(out, q, 0); }, repeat, cold),
                         per * (0.5 + 1.0 / 64 + 4.0 / 16384 + 2));
-        if (gemv)
-            print_bandwidth("gemv", time_cold([&] { nf4_gemv(y, x, q, 0); }, repeat, cold),
-                            per * (0.5 + 1.0 / 64 + 4.0 / 16384) + 2.0 * cols + 2.0 * rows);
     }
 
-    free(w), free(wq), free(wbits), free(xbits), free(ybits);
+    free(w), free(wq), free(wbits);
     nf4_weight_free(&cpu);
     cuda_check(cudaFree(q.packed)), cuda_check(cudaFree(q.qabsmax)), cuda_check(cudaFree(q.absmax2));
     cuda_check(cudaFree(q.offset)), cuda_check(cudaFree(q.code)), cuda_check(cudaFree(absmax));
     cuda_check(cudaFree(partials));
-    cuda_check(cudaFree(dw)), cuda_check(cudaFree(dwb)), cuda_check(cudaFree(out)), cuda_check(cudaFree(x));
-    cuda_check(cudaFree(y));
+    cuda_check(cudaFree(dw)), cuda_check(cudaFree(dwb)), cuda_check(cudaFree(out));
     return bad ? 1 : 0;
 }
 
 int main(int argc, char **argv) {
     BenchArgs a = bench_args(argc, argv, 2, 20, "nf4 [--repeat R | --check] [ROWS COLS ...]   (rows, columns)");
-    // with --check, awkward shapes: odd counts and short last blocks (no GEMV), 257 blocks;
-    // one GEMV chunk, odd rows, partial rounds of chunks; then the timed ones
+    // with --check, awkward shapes: odd counts and short last blocks, 257 blocks, partial
+    // dequantizing warps; then the timed ones
     const int awkward[] = {1, 1, 3, 37, 7, 4129, 257, 64, 1, 32, 3, 96, 7, 4128, 33, 14336,
                            4096, 4096, 14336, 4096, 4096, 14336};
     const int timed[] = {4096, 4096, 14336, 4096, 4096, 14336};

@@ -21,6 +21,9 @@
  *   - ncclBroadcast: root's sendbuff into every rank's recvbuff.
  *   - ncclGroupStart / ncclGroupEnd: calls between them run at once (every rank issues
  *     the same sequence, so that is equivalent); End without Start is ncclInvalidUsage.
+ *   - ncclCommGetAsyncError: always ncclSuccess (a collective is complete when its call
+ *     returns, and a rank that dies ends the job through MPI); ncclCommAbort: frees this
+ *     rank's communicator without waiting for the others (MPI_Comm_free would be collective).
  *   - count 0 is allowed and touches nothing. Buffers must be device memory (cudaMalloc
  *     of the harness) and the stream 0 or a live stream, else ncclInvalidArgument; data
  *     types other than ncclFloat32 and ncclBfloat16, and operations other than ncclSum and
@@ -63,6 +66,8 @@ typedef enum { ncclFloat32 = 7, ncclBfloat16 = 9 } ncclDataType_t;
 ncclResult_t ncclGetUniqueId(ncclUniqueId *uniqueId);
 ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId commId, int rank);
 ncclResult_t ncclCommDestroy(ncclComm_t comm);
+ncclResult_t ncclCommAbort(ncclComm_t comm);
+ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t *asyncError);
 ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype,
                            ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream);
 ncclResult_t ncclBroadcast(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype, int root,

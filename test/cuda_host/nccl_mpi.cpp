@@ -102,6 +102,18 @@ ncclResult_t ncclCommDestroy(ncclComm_t comm) {
     return ncclSuccess;
 }
 
+ncclResult_t ncclCommAbort(ncclComm_t comm) {
+    if (!comm) return refuse(ncclInvalidArgument, "ncclCommAbort: null communicator");
+    delete comm;  // its MPI duplicate is left to the process's end: freeing it would wait for the others
+    return ncclSuccess;
+}
+
+ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t *asyncError) {
+    if (!comm || !asyncError) return refuse(ncclInvalidArgument, "ncclCommGetAsyncError: null argument");
+    *asyncError = ncclSuccess;
+    return ncclSuccess;
+}
+
 ncclResult_t ncclGroupStart(void) {
     group_depth++;
     return ncclSuccess;

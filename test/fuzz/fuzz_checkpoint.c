@@ -67,7 +67,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
             snprintf(path, sizeof(path), "%s/seed-step%d.safetensors", (*argv)[i], step);
             RunState state = {step, 0x1234};
             dataloader_next(dl, &batch, err);
-            if (checkpoint_write(path, params, 2, dl, &state, settings, crc, err)) {
+            size_t ds = dataloader_state_size(dl);
+            uint8_t *loader_state = xmalloc(ds);  // one rank's
+            dataloader_state_save(dl, loader_state);
+            int rc = checkpoint_write(path, params, 2, loader_state, ds, &state, settings, crc, err);
+            free(loader_state);
+            if (rc) {
                 fprintf(stderr, "fuzz_checkpoint: %s\n", err);
                 exit(1);
             }
@@ -80,8 +85,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 static void read_checkpoint(const uint8_t *data, size_t size) {
     char err[ERR_LEN] = "", crc[16] = "";
     RunState state = {0, 0};
-    if (checkpoint_read(fuzz_file("checkpoint.safetensors", data, size), params, 2, settings, STEPS, dl, &state, crc,
-                        err)) {
+    if (checkpoint_read(fuzz_file("checkpoint.safetensors", data, size), params, 2, settings, STEPS, 1, dl, &state, NULL,
+                        crc, err)) {
         fuzz_check_message(err);
         return;
     }
