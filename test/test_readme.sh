@@ -46,8 +46,8 @@ check_named() {  # check_named CHECK_NAME WHAT NAME...
     if [ ${#miss[@]} -eq 0 ]; then echo "PASS $check"; else
         echo "FAIL $check"; printf "  $what not in README: %s\n" "${miss[@]}"; fi
 }
-# the programs: the Makefile's C programs, train_gpu (its own rule) and the kernel benches
-programs="$(sed -n 's/^PROGRAM_MAINS *+*= *//p' Makefile | xargs -n1 basename | sed 's/\.c$//') $([ -e train/train_gpu.cu ] && echo train_gpu)
+# the programs: the Makefile's C programs, its GPU programs (train/NAME.cu) and the kernel benches
+programs="$(sed -n 's/^PROGRAM_MAINS *+*= *//p' Makefile | xargs -n1 basename | sed 's/\.c$//') $(sed -n 's/^GPU_PROGRAMS *= *//p' Makefile)
 $(basename -s .cu kernels/bench/*.cu)"
 check_named readme_names_every_program "program" $programs
 check_named readme_names_every_kernel_header "kernel header" $(basename -a kernels/*.cuh kernels/bench/*.cuh)
