@@ -48,7 +48,7 @@ GPU_PROGRAMS  = train_gpu chat_gpu bench_decode_gpu
 CUDA_LDLIBS   = -lcublasLt -lcublas
 TESTS = $(patsubst test/%.c,%,$(wildcard test/test_*.c))
 
-.PHONY: all cuda help test test-build test-gpu bench clean venv
+.PHONY: all cuda help test test-build test-gpu bench clean venv fuzz fuzz-build
 # keep the object files of chained rules (make would delete them as intermediates)
 .SECONDARY:
 .DEFAULT_GOAL := all
@@ -68,6 +68,7 @@ help:
 	@echo "  make test         build with -Werror and with ASan+UBSan, run every test, print 'N passed, N failed'"
 	@echo "  make test-gpu     on a machine with a GPU: every CUDA program validates its kernels (--check), no timing"
 	@echo "  make bench        on a machine with a GPU: every CUDA program validates, then times its kernels"
+	@echo "  make fuzz         run every fuzz target (test/fuzz/) for FUZZ_SECONDS=$(FUZZ_SECONDS) seconds each (needs clang)"
 	@echo "  make venv         the Python virtual environment for the reference helpers (requirements.txt)"
 	@echo "  make clean        remove build outputs"
 
@@ -91,8 +92,21 @@ $(foreach m,$(PROGRAM_MAINS),$(eval $(call program_rules,$(basename $(notdir $(m
 
 cuda: $(CUDA_PROGRAMS) $(GPU_PROGRAMS)
 
+# Every nvcc build keeps what test/test_cuda_build.sh checks, so that the test compiles
+# nothing again: ptxas's report (-Xptxas -v: registers, spills and stack frame of every
+# kernel, for each architecture) in build/cuda/NAME.ptxas, printed only when the build
+# fails, and the PTX of each architecture, build/cuda/NAME/*.compute_XX.ptx (the rest of
+# nvcc's intermediate files removed). $(call nvcc_kept,NAME,ARGUMENTS): nvcc NVFLAGS ARGUMENTS.
+define nvcc_kept
+	@echo "$(NVCC) $(NVFLAGS) $(2)"
+	@rm -rf build/cuda/$(1) && mkdir -p build/cuda/$(1)
+	@$(NVCC) $(NVFLAGS) -Xptxas -v -keep -keep-dir build/cuda/$(1) $(2) 2>build/cuda/$(1).ptxas || \
+		{ cat build/cuda/$(1).ptxas >&2; exit 1; }
+	@find build/cuda/$(1) -type f ! -name '*.ptx' -delete
+endef
+
 $(CUDA_PROGRAMS): %: kernels/bench/%.cu $(wildcard kernels/*.cuh kernels/bench/*.cuh) $(OBJ)
-	$(NVCC) $(NVFLAGS) -Xcompiler $(OPENMP) -o $@ $< $(OBJ) $(LDLIBS) $(CUDA_LDLIBS)
+	$(call nvcc_kept,$@,-Xcompiler $(OPENMP) -o $@ $< $(OBJ) $(LDLIBS) $(CUDA_LDLIBS))
 
 # The GPU programs: train_gpu, the GPU trainer, chat_gpu, chat on the GPU, and
 # bench_decode_gpu, chat_gpu's decoding speed. Each is one CUDA translation unit
@@ -105,14 +119,21 @@ $(CUDA_PROGRAMS): %: kernels/bench/%.cu $(wildcard kernels/*.cuh kernels/bench/*
 # the MPI block), which is how `make test` runs them without a GPU.
 GPU_DEPS = $(wildcard kernels/*.cuh train/*.cuh) $(HEADERS)
 $(filter-out train_gpu,$(GPU_PROGRAMS)): %: train/%.cu $(GPU_DEPS) $(OBJ)
-	$(NVCC) $(NVFLAGS) -Xcompiler $(OPENMP) -o $@ train/$@.cu $(OBJ) $(LDLIBS) $(CUDA_LDLIBS)
+	$(call nvcc_kept,$@,-Xcompiler $(OPENMP) -o $@ train/$@.cu $(OBJ) $(LDLIBS) $(CUDA_LDLIBS))
 TRAIN_GPU_DEPS = train/train_gpu.cu $(GPU_DEPS)
 NCCL_HEADER    = $(firstword $(wildcard $(dir $(HAVE_NVCC))../include/nccl.h /usr/include/nccl.h))
 TRAIN_GPU_MPI  = $(if $(HAVE_MPI),$(NCCL_HEADER))
+TRAIN_GPU_ARGS = $(if $(TRAIN_GPU_MPI),-DUSE_MPI $(MPI_CFLAGS)) -Xcompiler $(OPENMP) -o train_gpu train/train_gpu.cu \
+                 $(OBJ) $(LDLIBS) $(CUDA_LDLIBS) $(if $(TRAIN_GPU_MPI),-lnccl $(MPI_LIBS))
 train_gpu: $(TRAIN_GPU_DEPS) $(OBJ)
-	$(NVCC) $(NVFLAGS) $(if $(TRAIN_GPU_MPI),-DUSE_MPI $(MPI_CFLAGS)) -Xcompiler $(OPENMP) -o $@ train/train_gpu.cu \
-	    $(OBJ) $(LDLIBS) $(CUDA_LDLIBS) $(if $(TRAIN_GPU_MPI),-lnccl $(MPI_LIBS))
+	$(call nvcc_kept,$@,$(TRAIN_GPU_ARGS))
 	@$(if $(TRAIN_GPU_MPI),true,echo "note: train_gpu built for one GPU: no Open MPI (mpicxx) or NCCL (nccl.h) found")
+
+# Kernel-only test files (test/test_cuda_NAME_kernels.cu: kernels the harness also runs)
+# compiled by nvcc, for test_cuda_build.sh's checks of what ptxas makes of them.
+build/cuda/%.o: test/%.cu $(wildcard kernels/*.cuh)
+	$(call nvcc_kept,$*,-c -o $@ $<)
+CUDA_KERNEL_TESTS = $(patsubst test/%.cu,build/cuda/%.o,$(wildcard test/test_cuda_*_kernels.cu))
 
 # The GPU runs: each program exits non-zero when a kernel disagrees with its CPU reference.
 test-gpu: $(CUDA_PROGRAMS)
@@ -242,7 +263,7 @@ build/san/$(MPI_TEST): build/san/obj/test/$(MPI_TEST).o build/san/obj/test/cuda_
 	$(CXX) $(SANFLAGS) -o $@ $^ $(LDLIBS) $(MPI_LIBS)
 build/gpu/$(MPI_TEST): test/$(MPI_TEST).cpp kernels/comm.cuh kernels/common.cuh test/test.h
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVFLAGS) -DUSE_MPI $(MPI_CFLAGS) -x cu -o $@ $< -lnccl $(MPI_LIBS)
+	$(call nvcc_kept,$(MPI_TEST),-DUSE_MPI $(MPI_CFLAGS) -x cu -o $@ $< -lnccl $(MPI_LIBS))
 build/obj/train/train_gpu_mpi_host.o: $(TRAIN_GPU_DEPS) $(CUDA_HOST_DEPS)
 	@mkdir -p $(dir $@)
 	$(CXX) -O2 $(CUDA_HOST_FLAGS) $(CUDA_HOST_KERNEL_FLAGS) -DUSE_MPI $(MPI_CFLAGS) -x c++ -c -o $@ train/train_gpu.cu
@@ -282,9 +303,43 @@ build/test/train_gpu_mpi_no_%_wait: build/obj/mutants/train_gpu_mpi_no_%_wait.o 
 	$(CXX) $(OPENMP) -o $@ $^ $(LDLIBS) $(MPI_LIBS)
 ifneq ($(HAVE_MPI),)
 test-build: build/test/$(MPI_TEST) build/san/$(MPI_TEST) build/test/train_gpu_mpi build/san/train_gpu_mpi \
-            $(COMM_MUTANTS)
+            $(COMM_MUTANTS) $(if $(HAVE_NVCC),build/gpu/$(MPI_TEST))
 endif
 # (end of the MPI block)
+
+# ---------------------------------------------------------------------------------------
+# Fuzzing: one libFuzzer target per parser, test/fuzz/fuzz_NAME.c (test/fuzz/fuzz.h says what
+# they do), built by clang with AddressSanitizer + UBSan against the library compiled for
+# coverage (build/fuzz/). `make fuzz` runs each for FUZZ_SECONDS on its corpus
+# (build/fuzz/corpus/NAME, kept between runs), grown from the seeds scripts/fuzz_seeds.py
+# writes from the test fixtures and from test/fixtures/fuzz/NAME/ (inputs that once failed:
+# each is replayed first). test/test_fuzz.sh, in `make test`, gives each target a few seconds.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS  = $(patsubst test/fuzz/%.c,%,$(wildcard test/fuzz/fuzz_*.c))
+FUZZ_FLAGS    = $(filter-out -O3,$(CFLAGS)) $(SANFLAGS)
+FUZZ_OBJ      = $(patsubst %.c,build/fuzz/obj/%.o,$(LIB_SRC))
+
+build/fuzz/obj/%.o: %.c $(HEADERS) $(wildcard test/fuzz/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+build/fuzz/libpersona.a: $(FUZZ_OBJ)
+	rm -f $@ && ar rcs $@ $^
+# (an archive, so a target links only the objects it uses)
+build/fuzz/fuzz_%: test/fuzz/fuzz_%.c test/fuzz/fuzz.h build/fuzz/obj/test/fuzz/fuzz.o build/fuzz/libpersona.a
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $(filter-out %.h,$^) $(LDLIBS)
+build/fuzz/seeds/.done: scripts/fuzz_seeds.py test/gguf_reference.py prep $(VENV)/.installed $(wildcard test/fixtures/*.*)
+	rm -rf build/fuzz/seeds
+	$(VENV)/bin/python scripts/fuzz_seeds.py build/fuzz/seeds ./prep "$$($(VENV)/bin/python scripts/tokenizer_reference.py data-dir)"
+	touch $@
+
+fuzz-build: $(addprefix build/fuzz/,$(FUZZ_TARGETS)) build/fuzz/seeds/.done
+# `make test` builds them where clang is (test/test_fuzz.sh says what is missing elsewhere)
+ifneq ($(shell command -v $(FUZZ_CC) 2>/dev/null),)
+test-build: fuzz-build
+endif
+fuzz: fuzz-build
+	@bash test/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # ---------------------------------------------------------------------------------------
 # Tests. Every test program is built twice: optimised with -Werror (build/test/) and with
@@ -312,10 +367,14 @@ $(VENV)/.installed: requirements.txt
 venv: $(VENV)/.installed
 
 # (test/make_shards.c is a helper the trainer tests run, not a test itself)
-test-build: all $(addprefix build/test/,$(TESTS) $(CUDA_HOST_TESTS) $(GPU_PROGRAMS)) \
+test-build: all $(if $(HAVE_NVCC),$(CUDA_KERNEL_TESTS)) $(addprefix build/test/,$(TESTS) $(CUDA_HOST_TESTS) $(GPU_PROGRAMS)) \
             $(addprefix build/san/,$(TESTS) $(CUDA_HOST_TESTS) $(CPU_PROGRAMS) $(GPU_PROGRAMS) make_shards)
 
-test: test-build venv
+# `make test` builds with one job per core (the builds are most of its time), then runs the
+# tests, TEST_JOBS at a time (test/run.sh).
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+test:
+	@$(MAKE) --no-print-directory -j$(NPROC) test-build venv
 	@bash test/run.sh $(addprefix build/san/,$(TESTS) $(CUDA_HOST_TESTS)) test/test_*.sh
 
 clean:

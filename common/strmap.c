@@ -33,7 +33,8 @@ static StrMapSlot *strmap_find(const StrMap *m, const void *key, size_t len, uin
     for (size_t i = h & m->mask;; i = (i + 1) & m->mask) {
         StrMapSlot *s = &m->slots[i];
         if (s->hash == 0) return s;
-        if (s->hash == h && s->len == len && memcmp(m->arena + s->off, key, len) == 0) return s;
+        // (an empty key may be all the map holds, with no arena yet: no arithmetic on NULL)
+        if (s->hash == h && s->len == len && (len == 0 || memcmp(m->arena + s->off, key, len) == 0)) return s;
     }
 }
 

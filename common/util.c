@@ -44,10 +44,20 @@ char *xstrdup(const char *s) {
 
 int set_error(char *err, const char *fmt, ...) {
     if (err) {
+        char raw[ERR_LEN];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(err, ERR_LEN, fmt, ap);
+        vsnprintf(raw, sizeof(raw), fmt, ap);
         va_end(ap);
+        // A message quotes what the input holds (a role, a key, a file name); a control
+        // character there is written as an escape, so that the message stays one line.
+        size_t n = 0;
+        for (const unsigned char *p = (const unsigned char *)raw; *p && n + 5 < ERR_LEN; p++) {
+            if (*p >= 0x20 && *p != 0x7f) err[n++] = (char)*p;
+            else if (*p == '\n') n += (size_t)snprintf(err + n, 3, "\\n");
+            else n += (size_t)snprintf(err + n, 5, "\\x%02x", *p);
+        }
+        err[n] = 0;
     }
     return -1;
 }

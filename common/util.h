@@ -21,6 +21,8 @@ char *xstrdup(const char *s);
 
 // Formats a message into err (if err is not NULL) and returns -1, so that a failing
 // function can end with `return set_error(err, "%s: offset %zu: bad tag", path, off);`.
+// Control characters in the message (quoted from the input) are written as \n or \xNN, so
+// that it is always one line.
 int set_error(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 // Reads a whole file (or standard input when path is "-") into a NUL-terminated buffer.

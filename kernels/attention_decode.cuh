@@ -58,6 +58,7 @@
 #define ATTD_SPLIT 256     // keys per block: 2 tiles per warp
 #define ATTD_MAX_ROWS 16   // query rows per (sequence, KV head): (Hq / Hkv) · nq
 #define ATTD_COMBINE_THREADS 128
+#define ATTD_APPEND_THREADS 256
 
 #ifdef CUDA_HOST_HARNESS
 #define ATTD_UNROLL
@@ -218,10 +219,10 @@ __global__ void __launch_bounds__(ATTD_COMBINE_THREADS)
 
 // The new tokens' keys and values into their cache slots: (b, i) to slot (pos0[b] + i) mod
 // slots of cache cache_index[b] (NULL: b). One thread per 8 elements (16 bytes).
-__global__ void attention_decode_append_kernel(__nv_bfloat16 *k_cache, __nv_bfloat16 *v_cache,
-                                               const __nv_bfloat16 *k_new, const __nv_bfloat16 *v_new,
-                                               const int32_t *cache_index, const int32_t *pos0, int B, int nq,
-                                               int kv_dim, int slots) {
+__global__ void __launch_bounds__(ATTD_APPEND_THREADS)
+    attention_decode_append_kernel(__nv_bfloat16 *k_cache, __nv_bfloat16 *v_cache, const __nv_bfloat16 *k_new,
+                                   const __nv_bfloat16 *v_new, const int32_t *cache_index, const int32_t *pos0, int B,
+                                   int nq, int kv_dim, int slots) {
     size_t packs = (size_t)B * nq * kv_dim / 8, x = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (x >= packs) return;
     size_t e = x * 8, row = e / kv_dim;  // row = b·nq + i
@@ -302,8 +303,8 @@ inline void attention_decode_append(__nv_bfloat16 *k_cache, __nv_bfloat16 *v_cac
     for (const void *p : ptrs) attention_decode_require(aligned16(p), "every tensor must be 16-byte aligned");
     size_t packs = (size_t)B * nq * kv_dim / 8;
     if (packs == 0) return;
-    LAUNCH(attention_decode_append_kernel, (unsigned)CEIL_DIV(packs, (size_t)256), 256, 0, stream, k_cache, v_cache,
-           k_new, v_new, cache_index, pos0, B, nq, kv_dim, slots);
+    LAUNCH(attention_decode_append_kernel, (unsigned)CEIL_DIV(packs, (size_t)ATTD_APPEND_THREADS), ATTD_APPEND_THREADS,
+           0, stream, k_cache, v_cache, k_new, v_new, cache_index, pos0, B, nq, kv_dim, slots);
 }
 
 // ---------------------------------------------------------------------------------------

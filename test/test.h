@@ -8,7 +8,9 @@
  * counts those lines, and prints the closing `N passed, N failed`.
  *
  * A check that fails does not stop the test (so one run shows every mismatch); CHECK_*
- * evaluate their arguments once.
+ * evaluate their arguments once. SKIP(reason) ends a test whose reference is not installed
+ * on this machine (the CUDA toolkit's headers, ...): RUN prints `SKIP name (reason)`, which
+ * test/run.sh counts and lists apart, never as a pass.
  */
 #ifndef PERSONA_TEST_H
 #define PERSONA_TEST_H
@@ -18,15 +20,27 @@
 #include <string.h>
 
 static int test_failed_checks;  // checks failed in the current test
-static int test_passed, test_failed;
+// set by SKIP in the current test (unused in a program with its own RUN: test_cuda_allreduce)
+static const char *test_skip_reason __attribute__((unused));
+static int test_passed, test_failed, test_skipped;
+
+#define SKIP(reason)                 \
+    do {                             \
+        test_skip_reason = (reason); \
+        return;                      \
+    } while (0)
 
 #define TEST(name) static void name(void)
 
 #define RUN(name)                                                   \
     do {                                                            \
         test_failed_checks = 0;                                     \
+        test_skip_reason = NULL;                                    \
         name();                                                     \
-        if (test_failed_checks) {                                   \
+        if (test_skip_reason && !test_failed_checks) {              \
+            test_skipped++;                                         \
+            printf("SKIP %s (%s)\n", #name, test_skip_reason);      \
+        } else if (test_failed_checks) {                            \
             test_failed++;                                          \
             printf("FAIL %s\n", #name);                             \
         } else {                                                    \
@@ -100,7 +114,8 @@ static inline const char *test_tokenizer_dir(int argc, char **argv) {
 }
 
 static inline int test_summary(void) {
-    printf("# %d passed, %d failed in this program\n", test_passed, test_failed);
+    if (test_skipped) printf("# %d passed, %d failed, %d skipped in this program\n", test_passed, test_failed, test_skipped);
+    else printf("# %d passed, %d failed in this program\n", test_passed, test_failed);
     return test_failed ? 1 : 0;
 }
 

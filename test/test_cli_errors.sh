@@ -24,6 +24,13 @@ head -c 5000000 "$TEKKEN" >"$tmp/truncated-tekken.json"
 expect_fail truncated_tekken_json "$tmp/truncated-tekken.json" "$TOKENIZE" --tokenizer "$tmp/truncated-tekken.json" --file "$tmp/text"
 echo '{"vocab": []}' >"$tmp/no-config-tekken.json"
 expect_fail tekken_json_without_config "config" "$TOKENIZE" --tokenizer "$tmp/no-config-tekken.json" --file "$tmp/text"
+# a tokenizer.json whose one token has id 10^9 (found by fuzz_bytelevel): refused, not 48 GB
+# of token table allocated (that was "out of memory", exit status 2)
+echo '{"model": {"type": "BPE", "vocab": {"a": 1000000000}, "merges": []}}' >"$tmp/huge-id-tokenizer.json"
+expect_fail tokenizer_json_huge_token_id "token id 1000000000 with only 1 tokens defined" "$TOKENIZE" --tokenizer "$tmp/huge-id-tokenizer.json" --file "$tmp/text"
+# a message quoting the input (a role with a newline, found by fuzz_conversation) stays one line
+printf '{"messages": [{"role": "a\\nb", "content": "x"}, {"role": "assistant", "content": "y"}]}\n' >"$tmp/newline-role.jsonl"
+expect_fail message_with_newline_is_one_line 'unknown role "a\nb"' "$TOKENIZE" --tokenizer "$V3" --chat "$tmp/newline-role.jsonl"
 expect_fail input_not_found "cannot open" "$TOKENIZE" --tokenizer "$V3" --file "$tmp/none.txt"
 
 # --decode

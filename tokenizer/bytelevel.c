@@ -541,19 +541,24 @@ ByteLevel *bytelevel_from_json(const char *path, const void *root_, char *err) {
     t->bos = t->eos = t->unk = t->pad = -1;
     t->ignore_merges = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges"));
     // ids: the vocabulary's and the added tokens'
-    int n = 0;
+    int n = 0, entries = 0;
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
-    for (const cJSON *e = vocab->child; e && rc == 0; e = e->next)
+    for (const cJSON *e = vocab->child; e && rc == 0; e = e->next, entries++)
         if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= (1 << 30)) rc = set_error(err, "%s: model.vocab[\"%.40s\"] is not a token id", path, e->string);
         else if ((int)e->valuedouble + 1 > n) n = (int)e->valuedouble + 1;
-    for (const cJSON *e = cJSON_IsArray(added) ? added->child : NULL; e && rc == 0; e = e->next) {
+    for (const cJSON *e = cJSON_IsArray(added) ? added->child : NULL; e && rc == 0; e = e->next, entries++) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id"), *c = cJSON_GetObjectItemCaseSensitive(e, "content");
         if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= (1 << 30) || !cJSON_IsString(c))
             rc = set_error(err, "%s: added_tokens: an entry without a valid id and content", path);
         else if ((int)id->valuedouble + 1 > n) n = (int)id->valuedouble + 1;
     }
-    src.n_tok = n;
-    src.tok = xcalloc((size_t)n + 1, sizeof(TokenText));
+    // ids run 0..n-1 without holes (finish checks each), so n is at most the entries: a
+    // larger id is refused here, before the table of n tokens is allocated
+    if (rc == 0 && n > entries)
+        rc = set_error(err, "%s: token id %d with only %d tokens defined (ids must be 0..%d without holes)", path, n - 1,
+                       entries, entries - 1);
+    src.n_tok = rc ? 0 : n;
+    src.tok = xcalloc((size_t)src.n_tok + 1, sizeof(TokenText));
     for (const cJSON *e = vocab->child; e && rc == 0; e = e->next)
         src.tok[(int)e->valuedouble] = (TokenText){e->string, strlen(e->string), TYPE_NORMAL};
     for (const cJSON *e = cJSON_IsArray(added) ? added->child : NULL; e && rc == 0; e = e->next) {

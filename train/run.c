@@ -293,10 +293,10 @@ static void settings_json(Run *r, const char *train_ids) {
     cJSON_Delete(j);
 }
 
-// Compares the checkpoint's settings with this run's; on a difference names the flag and
-// both values.
-static int settings_check(const Run *r, const char *saved, const char *path, char *err) {
-    cJSON *a = cJSON_Parse(saved), *b = cJSON_Parse(r->settings);
+// Compares the checkpoint's settings with this run's (settings); on a difference names the
+// flag and both values.
+static int settings_check(const char *settings, const char *saved, const char *path, char *err) {
+    cJSON *a = cJSON_Parse(saved), *b = cJSON_Parse(settings);
     int rc = 0;
     if (!cJSON_IsObject(a)) rc = set_error(err, "%s: the settings in its metadata are not a JSON object", path);
     for (const cJSON *now = b ? b->child : NULL; now && rc == 0; now = now->next) {
@@ -360,6 +360,30 @@ static uint32_t crc_of(const StWrite *w, int n) {
 
 static const char *const moment_suffix[3] = {"", ".adam_m", ".adam_v"};
 
+int checkpoint_write(const char *path, const RunParam *params, int n, const uint8_t *loader_states, size_t loader_bytes,
+                     const RunState *state, const char *settings, char crc[16], char *err) {
+    StWrite *w = xcalloc((size_t)n * 3 + 2, sizeof(StWrite));
+    char (*names)[112] = xcalloc((size_t)n * 3 + 2, sizeof(*names));
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        const RunParam *q = &params[i];
+        const float *bufs[3] = {q->p, q->m, q->v};
+        for (int j = 0; j < 3; j++) {
+            snprintf(names[k], sizeof(names[k]), "%s%s", q->name, moment_suffix[j]);
+            w[k] = (StWrite){names[k], ST_F32, 1, {(int64_t)q->n}, bufs[j]};
+            k++;
+        }
+    }
+    int64_t scalars[2] = {state->step, (int64_t)state->dropout_rng};
+    w[k++] = (StWrite){"run.dataloader", ST_U8, 1, {(int64_t)loader_bytes}, loader_states};
+    w[k++] = (StWrite){"run.scalars", ST_I64, 1, {2}, scalars};
+    snprintf(crc, 16, "%08x", crc_of(w, k));
+    const char *keys[] = {"format", "settings", "crc32"}, *values[] = {CHECKPOINT_FORMAT, settings, crc};
+    int rc = st_write(path, w, k, keys, values, 3, err);
+    free(w), free(names);
+    return rc;
+}
+
 // For a run stopped by a failure: what it keeps on disk.
 static const char *what_is_kept(const Run *r, char *buf, size_t n) {
     if (r->saved_step > 0) snprintf(buf, n, "the checkpoint of step %lld is kept", (long long)r->saved_step);
@@ -409,31 +433,11 @@ static int checkpoint_save(Run *r) {
                     (long long)r->state.step, k, crcs[k], crcs[0], what_is_kept(r, kept, sizeof(kept)));
             rc = 2;
         }
-    if (is_lead(r) && rc == 0) {
-        int n = r->n_params;
-        StWrite *w = xcalloc((size_t)n * 3 + 2, sizeof(StWrite));
-        char (*names)[112] = xcalloc((size_t)n * 3 + 2, sizeof(*names));
-        int k = 0;
-        for (int i = 0; i < n; i++) {
-            const RunParam *q = &r->params[i];
-            const float *bufs[3] = {q->p, q->m, q->v};
-            for (int j = 0; j < 3; j++) {
-                snprintf(names[k], sizeof(names[k]), "%s%s", q->name, moment_suffix[j]);
-                w[k] = (StWrite){names[k], ST_F32, 1, {(int64_t)q->n}, bufs[j]};
-                k++;
-            }
-        }
-        int64_t scalars[2] = {r->state.step, (int64_t)r->state.dropout_rng};
-        w[k++] = (StWrite){"run.dataloader", ST_U8, 1, {(int64_t)(ds * (size_t)world)}, dstate};
-        w[k++] = (StWrite){"run.scalars", ST_I64, 1, {2}, scalars};
-        snprintf(r->saved_crc, sizeof(r->saved_crc), "%08x", crc_of(w, k));
-        const char *keys[] = {"format", "settings", "crc32"}, *values[] = {CHECKPOINT_FORMAT, r->settings, r->saved_crc};
-        if (st_write(r->ckpt_path, w, k, keys, values, 3, err)) {
-            fprintf(stderr, "error: %s (the checkpoint of step %lld is still the last one)\n", err,
-                    (long long)r->saved_step);
-            rc = 2;
-        }
-        free(w), free(names);
+    if (is_lead(r) && rc == 0 &&
+        checkpoint_write(r->ckpt_path, r->params, r->n_params, dstate, ds * (size_t)world, &r->state, r->settings,
+                         r->saved_crc, err)) {
+        fprintf(stderr, "error: %s (the checkpoint of step %lld is still the last one)\n", err, (long long)r->saved_step);
+        rc = 2;
     }
     free(mine), free(dstate), free(crcs);
     rc = agree(r, rc);
@@ -450,13 +454,11 @@ static char *metadata_string(const SafeTensors *st, const char *key) {
     return out;
 }
 
-// Restores parameters, moments, the data loader and the run state from the checkpoint,
-// touching nothing unless all of it checks out.
-static int checkpoint_load(Run *r, char *err) {
-    const char *path = r->ckpt_path;
+int checkpoint_read(const char *path, const RunParam *params, int n, const char *settings, int steps, int world,
+                    Dataloader *dl, RunState *state, uint8_t **loader_states, char crc[16], char *err) {
     SafeTensors st;
     if (st_open(&st, path, err)) return -1;
-    int rc = 0, n = r->n_params;
+    int rc = 0;
     char *format = metadata_string(&st, "format"), *saved_settings = metadata_string(&st, "settings"),
          *saved_crc = metadata_string(&st, "crc32");
     if (!format || !saved_settings || !saved_crc)
@@ -465,15 +467,15 @@ static int checkpoint_load(Run *r, char *err) {
         rc = set_error(err, "%s: a checkpoint of another persona.c version (\"%s\"; this one reads \"%s\"); use another --out",
                        path, format, CHECKPOINT_FORMAT);
     else
-        rc = settings_check(r, saved_settings, path, err);
+        rc = settings_check(settings, saved_settings, path, err);
     StWrite *w = xcalloc((size_t)n * 3 + 2, sizeof(StWrite));
     int k = 0;
     for (int i = 0; i < n && rc == 0; i++) {
         for (int j = 0; j < 3 && rc == 0; j++) {
             char name[112];
-            snprintf(name, sizeof(name), "%s%s", r->params[i].name, moment_suffix[j]);
+            snprintf(name, sizeof(name), "%s%s", params[i].name, moment_suffix[j]);
             const StTensor *t = st_find(&st, name);
-            if (!t || t->dtype != ST_F32 || (size_t)t->numel != r->params[i].n) {
+            if (!t || t->dtype != ST_F32 || (size_t)t->numel != params[i].n) {
                 rc = set_error(err, "%s: tensor '%s' is missing or of the wrong size", path, name);
                 break;
             }
@@ -486,38 +488,47 @@ static int checkpoint_load(Run *r, char *err) {
     if (rc == 0) {
         w[k++] = (StWrite){dstate->name, ST_U8, 1, {dstate->numel}, dstate->data};
         w[k++] = (StWrite){scal->name, ST_I64, 1, {2}, scal->data};
-        char crc[16];
-        snprintf(crc, sizeof(crc), "%08x", crc_of(w, k));
-        if (strcmp(crc, saved_crc) != 0) rc = set_error(err, "%s: CRC32 mismatch: the checkpoint is damaged", path);
+        char now[16];
+        snprintf(now, sizeof(now), "%08x", crc_of(w, k));
+        if (strcmp(now, saved_crc) != 0) rc = set_error(err, "%s: CRC32 mismatch: the checkpoint is damaged", path);
     }
     int64_t scalars[2] = {0, 0};
     if (rc == 0) memcpy(scalars, scal->data, sizeof(scalars));
-    if (rc == 0 && (scalars[0] < 1 || scalars[0] > r->o->steps))
+    if (rc == 0 && (scalars[0] < 1 || scalars[0] > steps))
         rc = set_error(err, "%s: a checkpoint of step %lld, %s --steps %d; give --steps %lld or more to go on", path,
-                       (long long)scalars[0], scalars[0] < 1 ? "outside" : "beyond", r->o->steps,
-                       (long long)scalars[0]);
-    size_t ds = dataloader_state_size(r->dl), all = ds * (size_t)r->comm->world;
+                       (long long)scalars[0], scalars[0] < 1 ? "outside" : "beyond", steps, (long long)scalars[0]);
+    size_t ds = dataloader_state_size(dl), all = ds * (size_t)world;
     if (rc == 0 && dstate->nbytes != all)
-        rc = set_error(err, "%s: the loader states are %zu bytes, %d rank(s) need %zu", path, dstate->nbytes,
-                       r->comm->world, all);
-    if (rc == 0 && dataloader_state_restore(r->dl, dstate->data, ds, err)) rc = -1;  // rank 0's
+        rc = set_error(err, "%s: the loader states are %zu bytes, %d rank(s) need %zu", path, dstate->nbytes, world, all);
+    if (rc == 0 && dataloader_state_restore(dl, dstate->data, ds, err)) rc = -1;  // rank 0's
     if (rc == 0) {  // only now, when everything checked out, touch the parameters
         for (int i = 0, j = 0; i < n; i++, j += 3) {
-            const RunParam *q = &r->params[i];
+            const RunParam *q = &params[i];
             memcpy(q->p, w[j].data, q->n * sizeof(float));
             memcpy(q->m, w[j + 1].data, q->n * sizeof(float));
             memcpy(q->v, w[j + 2].data, q->n * sizeof(float));
         }
-        r->state.step = scalars[0];
-        r->state.dropout_rng = (uint64_t)scalars[1];
-        r->saved_step = scalars[0];
-        snprintf(r->saved_crc, sizeof(r->saved_crc), "%s", saved_crc);
-        r->loader_states = xmalloc(all);  // the other ranks' get sent to them (share_run_state)
-        memcpy(r->loader_states, dstate->data, all);
+        state->step = scalars[0];
+        state->dropout_rng = (uint64_t)scalars[1];
+        snprintf(crc, 16, "%s", saved_crc);
+        if (loader_states) {  // the other ranks' get sent to them (share_run_state)
+            *loader_states = xmalloc(all);
+            memcpy(*loader_states, dstate->data, all);
+        }
     }
     free(format), free(saved_settings), free(saved_crc), free(w);
     st_close(&st);
     return rc;
+}
+
+// Restores parameters, moments, the data loader and the run state from the checkpoint,
+// touching nothing unless all of it checks out.
+static int checkpoint_load(Run *r, char *err) {
+    if (checkpoint_read(r->ckpt_path, r->params, r->n_params, r->settings, r->o->steps, r->comm->world, r->dl, &r->state,
+                        &r->loader_states, r->saved_crc, err))
+        return -1;
+    r->saved_step = r->state.step;
+    return 0;
 }
 
 // ---------------------------------------------------------------------------------------

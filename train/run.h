@@ -297,6 +297,23 @@ int run_finish(Run *r);
 
 void run_close(Run *r);
 
+// The checkpoint file on its own (checkpoint_save and checkpoint_load go through these; so
+// does the checkpoint reader's fuzz target, which has no whole run).
+// Writes params (weights and AdamW moments), every rank's data loader state (loader_states,
+// loader_bytes in all: dataloader_state_size per rank, in rank order) and *state to path
+// (temporary name, rename), with the settings (JSON, flag -> value); crc receives the CRC32
+// it records, as 8 hex digits. Returns 0 or -1 with err.
+int checkpoint_write(const char *path, const RunParam *params, int n, const uint8_t *loader_states, size_t loader_bytes,
+                     const RunState *state, const char *settings, char crc[16], char *err);
+// Reads the checkpoint at path and checks all of it: the format, the settings against this
+// run's (a difference named), every parameter's three tensors by name, type and size, the
+// run state, the CRC32, a step in [1, steps], the loader states (one per rank of world; rank
+// 0's restored into dl). Only when all of it checks out are the parameters, *state, crc and
+// (unless NULL) *loader_states (every rank's, malloc'd) written. Returns 0 or -1 with
+// "path: reason" in err.
+int checkpoint_read(const char *path, const RunParam *params, int n, const char *settings, int steps, int world,
+                    Dataloader *dl, RunState *state, uint8_t **loader_states, char crc[16], char *err);
+
 // The signal that asked this process to stop (SIGINT, SIGTERM), or 0.
 int run_stop_signal(void);
 
