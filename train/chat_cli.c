@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -285,25 +286,43 @@ static int command(Chat *c, char *line) {
     return 0;
 }
 
+// Shows the prompt and waits until the terminal has a line to read (1) or Ctrl-C was
+// pressed (0). A plain getline() after the prompt would lose a Ctrl-C that lands between the
+// prompt and the read() inside getline: the handler runs, read() then blocks for a line, and
+// the user's Ctrl-C seems ignored. So SIGINT stays blocked from before the prompt until
+// pselect() unblocks it atomically for the wait: a Ctrl-C pending by then ends the wait at
+// once. (A terminal in canonical mode hands over one line per read(), so stdin's buffer is
+// empty here and waiting on the descriptor is waiting for the next line.)
+static int prompt_and_wait(void) {
+    sigset_t sigint, unblocked;
+    sigemptyset(&sigint);
+    sigaddset(&sigint, SIGINT);
+    sigprocmask(SIG_BLOCK, &sigint, &unblocked);
+    sigdelset(&unblocked, SIGINT);
+    fputs("> ", stderr);
+    fflush(stderr);
+    int ready = 0;
+    while (!interrupted) {
+        fd_set in;
+        FD_ZERO(&in);
+        FD_SET(STDIN_FILENO, &in);
+        ready = pselect(STDIN_FILENO + 1, &in, NULL, NULL, NULL, &unblocked);
+        if (ready > 0 || (ready < 0 && errno != EINTR)) break;  // a line, or an error getline will report
+    }
+    sigprocmask(SIG_UNBLOCK, &sigint, NULL);
+    if (!interrupted) return 1;
+    interrupted = 0;
+    fputs("\n(Ctrl-D or /quit leaves)\n", stderr);
+    return 0;
+}
+
 static int interactive(Chat *c) {
     char *line = NULL;
     size_t cap = 0;
     for (;;) {
-        if (c->tty) {
-            fputs("> ", stderr);
-            fflush(stderr);
-        }
-        errno = 0;
+        if (c->tty && !prompt_and_wait()) continue;  // Ctrl-C at the prompt
         ssize_t n = getline(&line, &cap, stdin);
-        if (n < 0) {
-            if (errno == EINTR && interrupted) {  // Ctrl-C at the prompt
-                clearerr(stdin);
-                interrupted = 0;
-                fputs("\n(Ctrl-D or /quit leaves)\n", stderr);
-                continue;
-            }
-            break;
-        }
+        if (n < 0) break;
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
         if (n == 0) continue;
         if (line[0] == '/' && line[1] != '/') {
