@@ -305,7 +305,7 @@ TEST(generate_greedy_follows_the_full_forward) {
     TokenVec ids = {0};
     for (int i = 0; i < 12; i++) tokvec_push(&ids, random_token(&m));
     uint64_t rng = 1;
-    generate(&m, &ids, 30, -1, 0.0f, 1.0f, &rng);
+    generate(&m, &ids, 30, -1, 0.0f, 1.0f, &rng, NULL, NULL);
     CHECK_INT(ids.len, 42);
     float *ref = full_logits(&m, ids.ids, (int)ids.len);
     int agree = 1;
@@ -318,7 +318,7 @@ TEST(generate_greedy_follows_the_full_forward) {
     CHECK(agree);
     int32_t eos = ids.ids[20];  // make the 9th generated token the end of sequence
     ids.len = 12;
-    generate(&m, &ids, 30, eos, 0.0f, 1.0f, &rng);
+    generate(&m, &ids, 30, eos, 0.0f, 1.0f, &rng, NULL, NULL);
     CHECK(ids.len <= 21 && ids.ids[ids.len - 1] == eos);
     free(ref);
     tokvec_free(&ids);

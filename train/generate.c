@@ -46,15 +46,17 @@ StopReason generate_with_cache(const Decoder *d, KvCache *cache, const int32_t *
     return why;
 }
 
-void generate(Model *m, TokenVec *ids, int max_new, int32_t eos_id, float temperature, float top_p, uint64_t *rng) {
+StopReason generate(const Model *m, TokenVec *ids, int max_new, int32_t eos_id, float temperature, float top_p,
+                    uint64_t *rng, TokenCallback cb, void *ctx) {
     KvCache cache;
     kv_cache_init(&cache, &m->c, (int64_t)ids->len + max_new);
     SampleConfig sc = {temperature, top_p, 0, 0};
     TokenVec answer = {0};
     Decoder d = decoder_cpu(m);
-    if (generate_with_cache(&d, &cache, ids->ids, ids->len, max_new, eos_id, &sc, rng, &answer, NULL, NULL) == STOP_EOS)
-        tokvec_push(&answer, eos_id);
+    StopReason why = generate_with_cache(&d, &cache, ids->ids, ids->len, max_new, eos_id, &sc, rng, &answer, cb, ctx);
+    if (why == STOP_EOS) tokvec_push(&answer, eos_id);
     for (size_t i = 0; i < answer.len; i++) tokvec_push(ids, answer.ids[i]);
     tokvec_free(&answer);
     kv_cache_free(&cache);
+    return why;
 }

@@ -31,7 +31,9 @@ StopReason generate_with_cache(const Decoder *d, KvCache *cache, const int32_t *
                                void *ctx);
 
 // Appends up to max_new tokens to ids (which holds the prompt), stopping after eos_id
-// (appended); top-p sampling at the temperature, greedy at 0.
-void generate(Model *m, TokenVec *ids, int max_new, int32_t eos_id, float temperature, float top_p, uint64_t *rng);
+// (appended) or when cb (may be NULL) returns non-zero; top-p sampling at the temperature,
+// greedy at 0. Returns why it stopped.
+StopReason generate(const Model *m, TokenVec *ids, int max_new, int32_t eos_id, float temperature, float top_p,
+                    uint64_t *rng, TokenCallback cb, void *ctx);
 
 #endif

@@ -70,15 +70,17 @@ static int evaluate(void *ctx, EvalLoader *ev, double *loss_sum, int64_t *traine
     return 0;
 }
 
-// One token at a time, so that a signal stops a long answer promptly.
+// A signal asks the run to stop: the answer ends after the token being made.
+static int stop_requested(void *ctx, int32_t id) {
+    (void)ctx, (void)id;
+    return run_stop_signal() != 0;
+}
+
+// With a KV cache: the prompt is read once, then each token costs one position.
 static int generate_answer(void *ctx, TokenVec *ids, int max_new, int32_t eos_id, float temperature, float top_p,
                            uint64_t *rng) {
-    for (int n = 0; n < max_new; n++) {
-        if (run_stop_signal()) return -1;
-        generate(((CpuModel *)ctx)->m, ids, 1, eos_id, temperature, top_p, rng);
-        if (ids->ids[ids->len - 1] == eos_id) break;
-    }
-    return 0;
+    StopReason why = generate(((CpuModel *)ctx)->m, ids, max_new, eos_id, temperature, top_p, rng, stop_requested, NULL);
+    return why == STOP_INTERRUPTED ? -1 : 0;
 }
 
 // ---------------------------------------------------------------------------------------
