@@ -27,7 +27,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 out_dir "${1:-$ROOT/runs/holmes}" || exit 1
 cd "$ROOT"
 STEPS=${STEPS:-60}
-LR=${LR:-1e-3}
+LR=${LR:-2e-3}
 SEQ_LEN=${SEQ_LEN:-256}
 THREADS=${THREADS:-$(nproc)}
 PROBES=data/samples/holmes_probes.txt
