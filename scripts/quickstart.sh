@@ -26,7 +26,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/scripts/out_dir.sh"
 out_dir "${1:-$ROOT/runs/holmes}" || exit 1
 cd "$ROOT"
-STEPS=${STEPS:-60}
+STEPS=${STEPS:-120}
 LR=${LR:-2e-3}
 SEQ_LEN=${SEQ_LEN:-256}
 THREADS=${THREADS:-$(nproc)}

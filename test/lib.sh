@@ -97,3 +97,34 @@ stop_when() {
     rc=$?
     took=$(echo "$(date +%s.%N) - $start" | bc)
 }
+
+# Processes, read from /proc (so that the tests need no procps: a minimal Debian has none,
+# and a missing pgrep or ps would make a check about processes pass without looking).
+# proc_state PID: its state letter (R, S, Z, ...), nothing when there is no such process.
+proc_state() {
+    local line
+    { read -r line <"/proc/$1/stat"; } 2>/dev/null || return 0
+    line=${line##*) }  # after the command name, which may hold spaces and parentheses
+    echo "${line%% *}"
+}
+
+# proc_children PID: the pids of PID's children.
+proc_children() {
+    local parent=$1 f line
+    for f in /proc/[0-9]*/stat; do
+        { read -r line <"$f"; } 2>/dev/null || continue
+        line=${line##*) }
+        set -- $line
+        [ "$2" = "$parent" ] && { f=${f#/proc/}; echo "${f%/stat}"; }
+    done
+    return 0
+}
+
+# proc_with_arg TEXT: the pids of the processes whose command line holds TEXT.
+proc_with_arg() {
+    local f
+    for f in /proc/[0-9]*/cmdline; do
+        tr '\0' ' ' 2>/dev/null <"$f" | grep -qF -- "$1" && { f=${f#/proc/}; echo "${f%/cmdline}"; }
+    done
+    return 0
+}

@@ -97,7 +97,7 @@ teacher=$(cat "$tmp/teacher.pid" 2>/dev/null)
 # (killed, it may stay a zombie a while: its new parent reaps it when it will)
 state=""
 for _ in $(seq 40); do
-    state=$(ps -o stat= -p "$teacher" 2>/dev/null)
+    state=$(proc_state "$teacher")
     [ -z "$state" ] || [[ "$state" == Z* ]] && break
     sleep 0.05
 done

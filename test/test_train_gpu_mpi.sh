@@ -85,7 +85,7 @@ within_rel() {
 # rank_pid MPIRUN_PID RANK: the process of that rank (a child of mpirun)
 rank_pid() {
     local p
-    for p in $(pgrep -P "$1"); do
+    for p in $(proc_children "$1"); do
         tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" && { echo "$p"; return; }
     done
 }
@@ -166,7 +166,7 @@ done
 start_until 2 "$tmp/f" "$tmp/f1.out" "${MPIRUN[@]}" "$TWO" "${ARGS[@]}" --batch 2
 kill -INT "$pid" 2>/dev/null
 finish "$pid"
-if [ $rc -ne 0 ] && awk -v t="$took" 'BEGIN { exit !(t < 30) }' && [ -z "$(pgrep -f "$tmp/f" || true)" ]; then
+if [ $rc -ne 0 ] && awk -v t="$took" 'BEGIN { exit !(t < 30) }' && [ -z "$(proc_with_arg "$tmp/f")" ]; then
     echo "PASS sigint_to_mpirun_ends_the_job (status $rc after ${took}s)"
 else
     echo "FAIL sigint_to_mpirun_ends_the_job (status $rc after ${took}s)"
