@@ -90,13 +90,15 @@ rank_pid() {
     done
 }
 # start_until STEPS DIR OUT CMD...: CMD in the background (pid), until DIR's log holds STEPS steps
+# and CMD has made a step itself (a resumed run's log may already hold STEPS steps from the
+# run before: without the second condition the caller would signal ranks not yet started)
 start_until() {
     local steps=$1 dir=$2 out=$3
     shift 3
     "$@" --out "$dir" >"$out" 2>&1 &
     pid=$!
     for _ in $(seq 1 2400); do
-        [ "$(steps_logged "$dir")" -ge "$steps" ] && return
+        [ "$(steps_logged "$dir")" -ge "$steps" ] && grep -q '^step ' "$out" && return
         kill -0 "$pid" 2>/dev/null || return
         sleep 0.1
     done
